@@ -1,0 +1,23 @@
+//! Wire contracts of Switchyard: every message that crosses a process boundary.
+//!
+//! This crate depends on serde (and schemars for the checked-in JSON Schemas) only, so
+//! every service, tool and test can use it without pulling in a runtime. Field names
+//! are camelCase on the wire; enums are tagged so that unknown variants fail loudly at
+//! the edge instead of deep inside a service.
+
+pub mod api;
+pub mod command;
+pub mod control;
+pub mod dispatch;
+pub mod event;
+pub mod presence;
+pub mod provider;
+pub mod schema;
+pub mod subjects;
+
+pub use command::RunCommand;
+pub use event::{FailureReason, RunEvent, RunEventKind, RunStatus, TerminalStatus};
+pub use provider::ProviderName;
+
+/// A run's identity. UUIDv7, so ids sort by creation time in logs and listings.
+pub type RunId = uuid::Uuid;

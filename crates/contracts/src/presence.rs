@@ -1,0 +1,50 @@
+//! Executor presence: one record per live executor in the `EXECUTORS` KV bucket, kept
+//! alive by heartbeats and expired by the bucket's TTL when an executor dies.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorPresence {
+    pub executor_id: String,
+    /// Switchyard version of the executor binary.
+    pub version: String,
+    /// Runs it accepts at once.
+    pub capacity: u32,
+    /// Runs it owns right now.
+    pub active: u32,
+    /// Shutting down: takes no new runs.
+    #[serde(default)]
+    pub draining: bool,
+    pub providers: Vec<ProviderAvailability>,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+impl ExecutorPresence {
+    pub fn free_slots(&self) -> u32 {
+        if self.draining {
+            0
+        } else {
+            self.capacity.saturating_sub(self.active)
+        }
+    }
+
+    pub fn supports(&self, provider: &str) -> bool {
+        self.providers
+            .iter()
+            .any(|p| p.installed && p.name == provider)
+    }
+}
+
+/// Whether a provider can run on an executor, and which version of its CLI is there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderAvailability {
+    pub name: String,
+    pub installed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}

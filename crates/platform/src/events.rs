@@ -1,0 +1,271 @@
+//! The run event log: appending events to a run's subject with fencing, and reading a
+//! run's last event.
+//!
+//! Every append carries `Nats-Msg-Id = <run_id>:<seq>` (a retried append is a no-op
+//! within the duplicate window) and `Nats-Expected-Last-Subject-Sequence` (an append from
+//! a writer whose view of the run is stale — a zombie executor, a manager racing a stop —
+//! is rejected by the stream instead of forking the history). Ownership of the next
+//! append moves between services as an [`EventPosition`].
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use std::time::Duration;
+use switchyard_contracts::dispatch::EventPosition;
+use switchyard_contracts::event::RunEventHeader;
+use switchyard_contracts::{RunEvent, RunEventKind, RunId, subjects};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventLogError {
+    /// The run's history moved on since `position` was read: someone else appended.
+    #[error(
+        "run {run_id}: the event log moved past the expected position (another writer owns the run)"
+    )]
+    Fenced { run_id: RunId },
+    #[error("run {run_id}: event of {size} bytes is larger than the stream allows")]
+    TooLarge { run_id: RunId, size: usize },
+    #[error("run {run_id}: could not append an event: {source}")]
+    Publish {
+        run_id: RunId,
+        #[source]
+        source: jetstream::context::PublishError,
+    },
+    #[error("run {run_id}: could not read the event log: {source}")]
+    Read {
+        run_id: RunId,
+        #[source]
+        source: stream::DirectGetError,
+    },
+    #[error("run {run_id}: stored event {stream_seq} is not a valid run event: {source}")]
+    Corrupt {
+        run_id: RunId,
+        stream_seq: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the RUN_EVENTS stream is not available: {0}")]
+    Stream(#[source] jetstream::context::GetStreamError),
+    #[error("run {run_id}: could not tail the event log: {message}")]
+    Tail { run_id: RunId, message: String },
+}
+
+/// The last stored event of a run.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub stream_seq: u64,
+    pub header: RunEventHeader,
+    pub payload: Bytes,
+}
+
+impl StoredEvent {
+    /// Where the event after this one goes.
+    pub fn next_position(&self) -> EventPosition {
+        EventPosition {
+            next_seq: self.header.seq + 1,
+            last_stream_seq: self.stream_seq,
+        }
+    }
+
+    pub fn decode(&self) -> Result<RunEvent, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+#[derive(Clone)]
+pub struct EventLog {
+    js: jetstream::Context,
+    stream: stream::Stream,
+}
+
+impl EventLog {
+    pub async fn open(js: jetstream::Context) -> Result<Self, EventLogError> {
+        let stream = js
+            .get_stream(subjects::RUN_EVENTS_STREAM)
+            .await
+            .map_err(EventLogError::Stream)?;
+        Ok(Self { js, stream })
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Appends one event at `position` and advances it. Transient failures (timeouts,
+    /// a NATS restart) are retried with the same message id, so a retry after a lost
+    /// ack is deduplicated by the stream rather than stored twice.
+    pub async fn append(
+        &self,
+        run_id: RunId,
+        position: &mut EventPosition,
+        kind: RunEventKind,
+    ) -> Result<RunEvent, EventLogError> {
+        let event = RunEvent::new(run_id, position.next_seq, kind);
+        let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+        let stream_seq = self
+            .publish_raw(
+                run_id,
+                event.seq,
+                event.kind.type_name(),
+                *position,
+                payload,
+            )
+            .await?;
+        *position = EventPosition {
+            next_seq: event.seq + 1,
+            last_stream_seq: stream_seq,
+        };
+        Ok(event)
+    }
+
+    async fn publish_raw(
+        &self,
+        run_id: RunId,
+        seq: u64,
+        event_type: &str,
+        position: EventPosition,
+        payload: Bytes,
+    ) -> Result<u64, EventLogError> {
+        let subject = subjects::run_events(&run_id);
+        let mut headers = HeaderMap::new();
+        headers.insert(subjects::HEADER_EVENT_TYPE, event_type);
+        headers.insert(subjects::HEADER_RUN_ID, run_id.to_string().as_str());
+        let size = payload.len();
+        let attempt = || async {
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .headers(headers.clone())
+                .message_id(subjects::event_msg_id(&run_id, seq))
+                .expected_last_subject_sequence(position.last_stream_seq);
+            self.js.send_publish(subject.clone(), publish).await?.await
+        };
+        let ack = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(8),
+            )
+            .when(|e: &jetstream::context::PublishError| is_transient(e.kind()))
+            .notify(|e, after| {
+                tracing::warn!(%run_id, seq, error = %e, ?after, "event append failed; retrying");
+            })
+            .await
+            .map_err(|source| match source.kind() {
+                PublishErrorKind::WrongLastSequence => EventLogError::Fenced { run_id },
+                PublishErrorKind::MaxPayloadExceeded => EventLogError::TooLarge { run_id, size },
+                _ => EventLogError::Publish { run_id, source },
+            })?;
+        Ok(ack.sequence)
+    }
+
+    /// The run's last stored event, or `None` when the run has no events.
+    pub async fn last(&self, run_id: RunId) -> Result<Option<StoredEvent>, EventLogError> {
+        let subject = subjects::run_events(&run_id);
+        let get = || async {
+            self.stream
+                .direct_get_last_for_subject(subject.clone())
+                .await
+        };
+        let message = match get
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(1))
+                    .with_max_times(6),
+            )
+            .when(|e: &stream::DirectGetError| {
+                matches!(
+                    e.kind(),
+                    stream::DirectGetErrorKind::TimedOut | stream::DirectGetErrorKind::Request
+                )
+            })
+            .await
+        {
+            Ok(message) => message,
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(EventLogError::Read { run_id, source }),
+        };
+        let header: RunEventHeader =
+            serde_json::from_slice(&message.payload).map_err(|source| EventLogError::Corrupt {
+                run_id,
+                stream_seq: message.sequence,
+                source,
+            })?;
+        Ok(Some(StoredEvent {
+            stream_seq: message.sequence,
+            header,
+            payload: message.payload,
+        }))
+    }
+
+    /// Where the run's next event goes.
+    pub async fn position(&self, run_id: RunId) -> Result<EventPosition, EventLogError> {
+        Ok(self
+            .last(run_id)
+            .await?
+            .map_or(EventPosition::EMPTY, |e| e.next_position()))
+    }
+}
+
+impl EventLog {
+    /// Reads the run's events in order, starting at stream sequence `from_stream_seq`
+    /// (0 = the run's first event), and keeps following new ones. One ordered consumer:
+    /// the server recreates it transparently after a gap or a NATS restart.
+    pub async fn tail(
+        &self,
+        run_id: RunId,
+        from_stream_seq: u64,
+    ) -> Result<
+        impl futures::Stream<Item = Result<StoredEvent, EventLogError>> + use<>,
+        EventLogError,
+    > {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        use futures::StreamExt;
+        let tail_error = move |e: &dyn std::fmt::Display| EventLogError::Tail {
+            run_id,
+            message: e.to_string(),
+        };
+        let deliver_policy = if from_stream_seq == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: from_stream_seq,
+            }
+        };
+        let consumer = self
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: subjects::run_events(&run_id),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| tail_error(&e))?;
+        let messages = consumer.messages().await.map_err(|e| tail_error(&e))?;
+        Ok(messages.map(move |item| {
+            let message = item.map_err(|e| tail_error(&e))?;
+            let stream_seq = message.info().map_err(|e| tail_error(&e))?.stream_sequence;
+            let header: RunEventHeader =
+                serde_json::from_slice(&message.payload).map_err(|source| {
+                    EventLogError::Corrupt {
+                        run_id,
+                        stream_seq,
+                        source,
+                    }
+                })?;
+            Ok(StoredEvent {
+                stream_seq,
+                header,
+                payload: message.payload.clone(),
+            })
+        }))
+    }
+}
+
+fn is_transient(kind: PublishErrorKind) -> bool {
+    matches!(
+        kind,
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending
+    )
+}

@@ -1,0 +1,12 @@
+//! What every Switchyard service shares at run time: configuration loading, telemetry,
+//! NATS connection and provisioning, the run event log, SSE cursors, HTTP errors and
+//! health endpoints, and shutdown handling.
+
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod nats;
+pub mod service;
+pub mod shutdown;
+pub mod sse;
+pub mod telemetry;
