@@ -1,0 +1,235 @@
+//! The control-plane's HTTP API as seen from the gateway: where it is, how long we wait
+//! for it, and the two questions the gateway asks it on its own behalf (does a run
+//! exist; is the control-plane healthy).
+
+use axum::http::StatusCode;
+use reqwest::Url;
+use std::time::Duration;
+use switchyard_contracts::{RunId, RunStatus};
+
+use crate::GatewayConfig;
+use crate::auth::{PRINCIPAL_HEADER, Principal};
+
+/// Readiness probes must answer quickly even when the API deadline is long.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// Connection refused, reset, timed out, or an unreadable response.
+    #[error("the control-plane did not answer: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("the control-plane answered {0} to {1}")]
+    UnexpectedStatus(StatusCode, &'static str),
+}
+
+/// What the control-plane says about a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunLookup {
+    /// The run exists and the principal may read it. `status` is the projected status
+    /// when the answer carried a recognisable one.
+    Found {
+        status: Option<RunStatus>,
+    },
+    NotFound,
+    /// The run exists but the principal may not read it (RBAC, later).
+    Forbidden,
+}
+
+/// Client of the control-plane's HTTP API.
+#[derive(Clone)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    /// The configured base URL without a trailing slash.
+    base: String,
+    /// Path every forwarded URL must stay under (`<base path>/api/`).
+    api_prefix: String,
+}
+
+impl ControlPlane {
+    /// Checks a configured base URL: absolute `http(s)`, with a host, no query.
+    pub fn parse_base_url(text: &str) -> Result<Url, String> {
+        let url = Url::parse(text).map_err(|e| format!("is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("must be an http:// URL".to_owned());
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("must name a host".to_owned());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("must not have a query or fragment".to_owned());
+        }
+        Ok(url)
+    }
+
+    pub fn new(config: &GatewayConfig) -> anyhow::Result<Self> {
+        let base_url = Self::parse_base_url(&config.control_plane_url)
+            .map_err(|p| anyhow::anyhow!("gateway.control_plane_url {p}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(config.upstream_timeout())
+            .connect_timeout(config.upstream_timeout().min(Duration::from_secs(5)))
+            // The control-plane is an internal peer: never route it through a proxy taken
+            // from the environment, and hand redirects back to the client unchanged.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let base = config.control_plane_url.trim_end_matches('/').to_owned();
+        let api_prefix = format!("{}/api/", base_url.path().trim_end_matches('/'));
+        Ok(Self {
+            http,
+            base,
+            api_prefix,
+        })
+    }
+
+    /// The base URL for logs, without a password it might carry.
+    pub fn display_url(&self) -> String {
+        match Url::parse(&self.base) {
+            Ok(mut url) => {
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The upstream URL for a gateway `path_and_query`, or `None` when it would leave
+    /// the control-plane's `/api/` tree once normalised (`/api/../admin`, `%2e%2e`).
+    pub fn api_url(&self, path_and_query: &str) -> Option<Url> {
+        let url = Url::parse(&format!("{}{path_and_query}", self.base)).ok()?;
+        url.path().starts_with(&self.api_prefix).then_some(url)
+    }
+
+    /// `GET /api/runs/{id}` as `principal`: does the run exist, and may they read it?
+    #[tracing::instrument(skip_all, fields(run_id = %run_id))]
+    pub async fn lookup_run(
+        &self,
+        run_id: RunId,
+        principal: &Principal,
+    ) -> Result<RunLookup, ControlPlaneError> {
+        let path = format!("/api/runs/{run_id}");
+        let url = self
+            .api_url(&path)
+            .ok_or(ControlPlaneError::UnexpectedStatus(
+                StatusCode::BAD_REQUEST,
+                "run lookup",
+            ))?;
+        let response = self
+            .http
+            .get(url)
+            .header(PRINCIPAL_HEADER, principal.id.as_str())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(ControlPlaneError::Unreachable)?;
+        match response.status() {
+            s if s.is_success() => {
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(ControlPlaneError::Unreachable)?;
+                // Only the status is of interest, and only as a hint: an answer we cannot
+                // read still proves the run exists.
+                let status = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("status")
+                            .and_then(|s| s.as_str())
+                            .and_then(RunStatus::parse)
+                    });
+                Ok(RunLookup::Found { status })
+            }
+            StatusCode::NOT_FOUND => Ok(RunLookup::NotFound),
+            StatusCode::FORBIDDEN => Ok(RunLookup::Forbidden),
+            other => Err(ControlPlaneError::UnexpectedStatus(other, "run lookup")),
+        }
+    }
+
+    /// `GET /healthz` answers 2xx.
+    pub async fn healthy(&self) -> Result<(), ControlPlaneError> {
+        let response = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .timeout(HEALTH_TIMEOUT)
+            .send()
+            .await
+            .map_err(ControlPlaneError::Unreachable)?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(ControlPlaneError::UnexpectedStatus(
+                response.status(),
+                "health check",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> ControlPlane {
+        ControlPlane::new(&GatewayConfig {
+            control_plane_url: base.to_owned(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn api_urls_keep_path_and_query() {
+        let cp = client("http://127.0.0.1:8081/");
+        assert_eq!(
+            cp.api_url("/api/runs?limit=5&x=%20").unwrap().as_str(),
+            "http://127.0.0.1:8081/api/runs?limit=5&x=%20"
+        );
+        let cp = client("http://cp:1/inner");
+        assert_eq!(
+            cp.api_url("/api/apps").unwrap().as_str(),
+            "http://cp:1/inner/api/apps"
+        );
+    }
+
+    #[test]
+    fn paths_that_escape_the_api_tree_are_refused() {
+        let cp = client("http://cp:1");
+        for escape in [
+            "/api/../admin",
+            "/api/%2e%2e/admin",
+            "/api/runs/../../x",
+            "/api/.%2E/x",
+        ] {
+            assert!(cp.api_url(escape).is_none(), "{escape}");
+        }
+        assert!(cp.api_url("/api/runs/..x").is_some());
+    }
+
+    #[test]
+    fn passwords_stay_out_of_the_logged_url() {
+        let cp = client("http://user:hunter2@cp:1");
+        assert!(
+            !cp.display_url().contains("hunter2"),
+            "{}",
+            cp.display_url()
+        );
+    }
+
+    #[test]
+    fn base_urls_are_checked() {
+        for bad in [
+            "",
+            "cp:8081",
+            "ftp://cp",
+            "http://cp/?a=b",
+            "http://cp/#x",
+            "unix:/tmp/s",
+        ] {
+            assert!(ControlPlane::parse_base_url(bad).is_err(), "{bad:?}");
+        }
+        ControlPlane::parse_base_url("http://cp:8081/prefix").unwrap();
+    }
+}

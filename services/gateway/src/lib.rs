@@ -1,0 +1,298 @@
+//! The public HTTP entry point of Switchyard.
+//!
+//! * authenticates every `/api/*` request with a bearer token ([`auth`]);
+//! * forwards the API to the control-plane ([`proxy`], [`control_plane`]);
+//! * serves `GET /api/runs/{id}/stream` as SSE straight from the run's JetStream
+//!   history ([`streams`]), with one JetStream tail per run per gateway fanned out in
+//!   memory to every client of that run ([`hub`]);
+//! * answers `/healthz` and `/readyz` without authentication.
+//!
+//! The gateway keeps no state of its own besides the in-memory fan-out, so any number
+//! of gateways can run side by side behind a load balancer.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod auth;
+pub mod control_plane;
+pub mod hub;
+pub mod proxy;
+pub mod quota;
+pub mod routes;
+pub mod streams;
+
+use async_nats::jetstream;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_platform::events::EventLog;
+use switchyard_platform::nats::{self, Resources};
+use switchyard_platform::service::ServiceHandle;
+use switchyard_platform::telemetry::TelemetryConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The gateway's whole configuration (the `nats`, `telemetry` and `gateway` sections).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub telemetry: TelemetryConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// The `[gateway]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the public HTTP listener binds (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Base URL of the control-plane's HTTP API; `/api/...` paths are appended to it.
+    pub control_plane_url: String,
+    /// The bearer token that grants admin access. Never logged.
+    pub admin_token: Option<SecretString>,
+    /// Without an `admin_token` the gateway refuses to start unless this is `true`, in
+    /// which case every request is served as the `anonymous` admin. Ignored when a
+    /// token is set: the token is then always required.
+    pub allow_anonymous: bool,
+    /// Largest request body forwarded to the control-plane (413 `body_too_large` above).
+    pub max_body_bytes: usize,
+    /// Interval of SSE keep-alive comments.
+    pub keep_alive_secs: u64,
+    /// Deadline for one control-plane request (503 `unavailable` after it).
+    pub upstream_timeout_ms: u64,
+    /// Concurrent SSE connections one principal may hold (429 `too_many_streams` above).
+    pub max_streams_per_token: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            control_plane_url: "http://127.0.0.1:8081".to_owned(),
+            admin_token: None,
+            allow_anonymous: false,
+            max_body_bytes: 1024 * 1024,
+            keep_alive_secs: 15,
+            upstream_timeout_ms: 30_000,
+            max_streams_per_token: 1000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_secs)
+    }
+}
+
+impl Config {
+    /// Checks what serde cannot: every problem names its key.
+    // The error type is the platform's, shared by every service; it is returned once.
+    #[allow(clippy::result_large_err)]
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let gateway = &self.gateway;
+        let invalid = |key: &'static str, problem: &str| ConfigError::Value {
+            key,
+            problem: problem.to_owned(),
+        };
+        match &gateway.admin_token {
+            Some(token) if token.expose_secret().trim().is_empty() => {
+                return Err(invalid("gateway.admin_token", "must not be empty"));
+            }
+            Some(token) if token.expose_secret().trim() != token.expose_secret() => {
+                return Err(invalid(
+                    "gateway.admin_token",
+                    "must not start or end with whitespace",
+                ));
+            }
+            Some(_) => {}
+            None if !gateway.allow_anonymous => {
+                return Err(invalid(
+                    "gateway.admin_token",
+                    "is not set: set a token, or set gateway.allow_anonymous = true to serve \
+                     the API without authentication",
+                ));
+            }
+            None => {}
+        }
+        control_plane::ControlPlane::parse_base_url(&gateway.control_plane_url)
+            .map_err(|problem| invalid("gateway.control_plane_url", &problem))?;
+        if gateway.max_body_bytes == 0 {
+            return Err(invalid("gateway.max_body_bytes", "must be at least 1"));
+        }
+        if gateway.keep_alive_secs == 0 {
+            return Err(invalid("gateway.keep_alive_secs", "must be at least 1"));
+        }
+        if gateway.upstream_timeout_ms == 0 {
+            return Err(invalid("gateway.upstream_timeout_ms", "must be at least 1"));
+        }
+        if gateway.max_streams_per_token == 0 {
+            return Err(invalid(
+                "gateway.max_streams_per_token",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Connects to NATS, provisions the `RUN_EVENTS` stream (read-only use), binds the HTTP
+/// listener and serves until `shutdown` is cancelled.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    let gateway = config.gateway.clone();
+    if gateway.admin_token.is_none() {
+        tracing::warn!("gateway.admin_token is not set: the API is served without authentication");
+    }
+
+    let client = nats::connect(&config.nats, "switchyard-gateway").await?;
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(config.nats.request_timeout());
+    nats::provision(
+        &js,
+        Resources {
+            run_events: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let log = EventLog::open(js).await?;
+
+    let tasks = TaskTracker::new();
+    let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
+    let control_plane = control_plane::ControlPlane::new(&gateway)?;
+    let state = routes::AppState {
+        authenticator: auth::from_config(&gateway),
+        control_plane: control_plane.clone(),
+        hub,
+        log,
+        quota: quota::StreamQuota::new(gateway.max_streams_per_token),
+        keep_alive: gateway.keep_alive(),
+    };
+    let router = routes::router(state, &gateway, client.clone());
+
+    let listener = switchyard_platform::http::bind(gateway.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, control_plane = %control_plane.display_url(), "gateway listening");
+
+    let task = tokio::spawn(async move {
+        // Cancelling `shutdown` ends every SSE stream (their feeds stop), so the graceful
+        // shutdown of the HTTP server does not wait on clients that never disconnect.
+        let served = switchyard_platform::http::serve(listener, router, shutdown).await;
+        tasks.close();
+        tasks.wait().await;
+        if let Err(e) = client.drain().await {
+            tracing::warn!(error = %e, "draining the NATS connection failed");
+        }
+        tracing::info!("gateway stopped");
+        served.map_err(Into::into)
+    });
+    Ok(ServiceHandle::new("gateway", Some(addr), task))
+}
+
+/// [`start`], then wait until the gateway has shut down.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Config {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        switchyard_platform::config::load_from(None, env).unwrap()
+    }
+
+    fn bad_key(config: &Config) -> &'static str {
+        match config.validate() {
+            Err(ConfigError::Value { key, .. }) => key,
+            other => panic!("expected a bad key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_refuse_to_start_without_a_token() {
+        let config = load(&[]);
+        assert_eq!(config.gateway.listen.port(), 8080);
+        assert_eq!(config.gateway.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.gateway.max_streams_per_token, 1000);
+        assert_eq!(bad_key(&config), "gateway.admin_token");
+    }
+
+    #[test]
+    fn a_token_or_anonymous_mode_is_accepted() {
+        let config = load(&[("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "s3cret")]);
+        config.validate().unwrap();
+        let config = load(&[("SWITCHYARD_GATEWAY__ALLOW_ANONYMOUS", "true")]);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let token = ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "s3cret");
+        let cases = [
+            (
+                "SWITCHYARD_GATEWAY__ADMIN_TOKEN",
+                " ",
+                "gateway.admin_token",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL",
+                "nope",
+                "gateway.control_plane_url",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL",
+                "ftp://x",
+                "gateway.control_plane_url",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__KEEP_ALIVE_SECS",
+                "0",
+                "gateway.keep_alive_secs",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__MAX_BODY_BYTES",
+                "0",
+                "gateway.max_body_bytes",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__UPSTREAM_TIMEOUT_MS",
+                "0",
+                "gateway.upstream_timeout_ms",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__MAX_STREAMS_PER_TOKEN",
+                "0",
+                "gateway.max_streams_per_token",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let config = load(&[token, (var, value)]);
+            assert_eq!(bad_key(&config), key, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let config = load(&[("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "very-secret-token")]);
+        assert!(!format!("{config:?}").contains("very-secret-token"));
+    }
+
+    #[test]
+    fn unknown_gateway_keys_are_rejected() {
+        let env: HashMap<String, String> =
+            [("SWITCHYARD_GATEWAY__LISTNE".to_owned(), "x".to_owned())].into();
+        assert!(switchyard_platform::config::load_from::<Config>(None, env).is_err());
+    }
+}

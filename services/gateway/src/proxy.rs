@@ -1,0 +1,149 @@
+//! Forwarding `/api/*` to the control-plane.
+//!
+//! Method, path, query and body go through unchanged; so do end-to-end headers, except
+//! `Authorization` (the control-plane trusts the gateway, not client tokens) and a
+//! client-sent `x-switchyard-principal`, which is replaced by the authenticated one.
+//! Hop-by-hop headers are dropped both ways, and `Accept-Encoding` is not forwarded so
+//! the body we pass back is never in an encoding we did not negotiate.
+//!
+//! Bodies are buffered (at most `max_body_bytes` in; the control-plane's answers are
+//! small JSON documents) so that a failing upstream yields a clean error response
+//! instead of a truncated one. When the control-plane is unreachable or slower than
+//! `upstream_timeout_ms`, clients get **503** `unavailable` — not 502 — because it is a
+//! condition to retry after, the same answer every other service gives when a
+//! dependency is down. reqwest's error text only goes to the log.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use switchyard_platform::http::ApiError;
+
+use crate::auth::{PRINCIPAL_HEADER, Principal};
+use crate::control_plane::ControlPlane;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request headers never forwarded besides the hop-by-hop ones.
+const REQUEST_DROPPED: &[&str] = &[
+    "authorization",
+    "host",
+    "content-length",
+    "accept-encoding",
+    PRINCIPAL_HEADER,
+];
+
+/// `*` /api/* → the same path on the control-plane.
+pub async fn forward(
+    State(control_plane): State<ControlPlane>,
+    Extension(principal): Extension<Principal>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body is too large",
+            )
+        } else {
+            ApiError::bad_request("invalid_request", "could not read the request body")
+        }
+    })?;
+    let path_and_query = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let url = control_plane
+        .api_url(&path_and_query)
+        .ok_or_else(|| ApiError::not_found("no such endpoint"))?;
+
+    let mut upstream_headers = forwardable(&headers, REQUEST_DROPPED);
+    if let Ok(id) = HeaderValue::from_str(&principal.id) {
+        upstream_headers.insert(HeaderName::from_static(PRINCIPAL_HEADER), id);
+    }
+    let upstream = control_plane
+        .http()
+        .request(method.clone(), url)
+        .headers(upstream_headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(control_plane_unavailable)?;
+    let status = upstream.status();
+    let response_headers = forwardable(upstream.headers(), &["content-length"]);
+    let bytes = upstream.bytes().await.map_err(control_plane_unavailable)?;
+    tracing::debug!(%method, path = uri.path(), %status, "forwarded to the control-plane");
+
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    *response.headers_mut() = response_headers;
+    Ok(response)
+}
+
+fn control_plane_unavailable(e: reqwest::Error) -> ApiError {
+    ApiError::unavailable("the control-plane is unavailable; retry later", e)
+}
+
+/// `headers` minus hop-by-hop headers, the ones the `Connection` header names, and
+/// `extra`.
+fn forwardable(headers: &HeaderMap, extra: &[&str]) -> HeaderMap {
+    let named_by_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name_str = name.as_str();
+        let dropped = HOP_BY_HOP.contains(&name_str)
+            || extra.contains(&name_str)
+            || named_by_connection.iter().any(|n| n == name_str);
+        if !dropped {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_private_headers_are_not_forwarded() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer secret"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("x-switchyard-principal", "spoofed"),
+            ("accept-encoding", "gzip"),
+            ("content-type", "application/json"),
+            ("accept", "application/json"),
+            ("x-request-id", "abc"),
+        ] {
+            headers.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let out = forwardable(&headers, REQUEST_DROPPED);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "accept", "x-request-id"]);
+    }
+}

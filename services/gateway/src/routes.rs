@@ -1,0 +1,81 @@
+//! The gateway's HTTP surface: shared state and the route table.
+//!
+//! | route | auth | handler |
+//! |---|---|---|
+//! | `GET /healthz`, `GET /readyz` | public | platform health; ready = NATS connected and the control-plane's `/healthz` answers |
+//! | `GET /api/runs/{id}/stream` | bearer | [`streams::stream_run`] |
+//! | `* /api/{*path}` | bearer | [`proxy::forward`] to the control-plane |
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::middleware;
+use axum::routing::{any, get};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_platform::events::EventLog;
+use switchyard_platform::http::{ReadinessCheck, health_routes, nats_ready, with_common_layers};
+
+use crate::GatewayConfig;
+use crate::auth::{self, Authenticator};
+use crate::control_plane::ControlPlane;
+use crate::hub::Hub;
+use crate::quota::StreamQuota;
+use crate::{proxy, streams};
+
+/// The request deadline beyond the upstream one, so that a slow control-plane yields the
+/// proxy's own JSON 503 rather than the timeout layer's bare one.
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub authenticator: Arc<dyn Authenticator>,
+    pub control_plane: ControlPlane,
+    pub hub: Hub,
+    pub log: EventLog,
+    pub quota: StreamQuota,
+    pub keep_alive: Duration,
+}
+
+impl FromRef<AppState> for ControlPlane {
+    fn from_ref(state: &AppState) -> Self {
+        state.control_plane.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<dyn Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        state.authenticator.clone()
+    }
+}
+
+pub fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client) -> Router {
+    let api = Router::new()
+        .route("/api/runs/{id}/stream", get(streams::stream_run))
+        .route("/api/{*path}", any(proxy::forward))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_principal,
+        ))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    let ready = readiness(nats, state.control_plane.clone());
+    let router = Router::new()
+        .merge(health_routes(ready))
+        .merge(api)
+        .with_state(state);
+    with_common_layers(router, config.upstream_timeout() + TIMEOUT_MARGIN)
+}
+
+fn readiness(nats: async_nats::Client, control_plane: ControlPlane) -> ReadinessCheck {
+    let nats = nats_ready(nats);
+    Arc::new(move || {
+        let nats = nats.clone();
+        let control_plane = control_plane.clone();
+        Box::pin(async move {
+            nats().await?;
+            control_plane.healthy().await.map_err(|e| {
+                tracing::warn!(error = %e, "control-plane is not ready");
+                "the control-plane does not answer its health check".to_owned()
+            })
+        })
+    })
+}
