@@ -101,21 +101,32 @@ impl EventLog {
         kind: RunEventKind,
     ) -> Result<RunEvent, EventLogError> {
         let event = RunEvent::new(run_id, position.next_seq, kind);
-        let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+        *position = self.append_event(&event, *position).await?;
+        Ok(event)
+    }
+
+    /// Appends an already built event (its `seq` must be `position.next_seq`) and
+    /// returns the position after it. Appending the same event again at the same
+    /// position succeeds without storing it twice, so callers may retry freely.
+    pub async fn append_event(
+        &self,
+        event: &RunEvent,
+        position: EventPosition,
+    ) -> Result<EventPosition, EventLogError> {
+        let payload = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
         let stream_seq = self
             .publish_raw(
-                run_id,
+                event.run_id,
                 event.seq,
                 event.kind.type_name(),
-                *position,
+                position,
                 payload,
             )
             .await?;
-        *position = EventPosition {
+        Ok(EventPosition {
             next_seq: event.seq + 1,
             last_stream_seq: stream_seq,
-        };
-        Ok(event)
+        })
     }
 
     async fn publish_raw(
@@ -150,13 +161,25 @@ impl EventLog {
             .notify(|e, after| {
                 tracing::warn!(%run_id, seq, error = %e, ?after, "event append failed; retrying");
             })
-            .await
-            .map_err(|source| match source.kind() {
-                PublishErrorKind::WrongLastSequence => EventLogError::Fenced { run_id },
-                PublishErrorKind::MaxPayloadExceeded => EventLogError::TooLarge { run_id, size },
-                _ => EventLogError::Publish { run_id, source },
-            })?;
-        Ok(ack.sequence)
+            .await;
+        match ack {
+            Ok(ack) => Ok(ack.sequence),
+            // The server checks the expected sequence before the duplicate window, so a
+            // retry of an append whose ack was lost looks fenced. It is ours when the
+            // stored last event is byte-for-byte the one we sent.
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                match self.last(run_id).await {
+                    Ok(Some(last)) if last.header.seq == seq && last.payload == payload => {
+                        Ok(last.stream_seq)
+                    }
+                    _ => Err(EventLogError::Fenced { run_id }),
+                }
+            }
+            Err(source) if source.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                Err(EventLogError::TooLarge { run_id, size })
+            }
+            Err(source) => Err(EventLogError::Publish { run_id, source }),
+        }
     }
 
     /// The run's last stored event, or `None` when the run has no events.

@@ -150,3 +150,51 @@ async fn an_old_nats_server_is_refused_with_advice() {
     assert!(err.to_string().contains("2.10"), "{err}");
     assert!(err.to_string().contains("dev-deps"), "{err}");
 }
+
+#[tokio::test]
+async fn a_retried_append_whose_ack_was_lost_is_recognised_as_ours() {
+    let server = NatsServer::start().await.unwrap();
+    let js = jetstream::new(connect(&server).await);
+    nats::provision(
+        &js,
+        Resources {
+            run_events: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let log = EventLog::open(js.clone()).await.unwrap();
+    let run_id = uuid::Uuid::now_v7();
+    let event = switchyard_contracts::RunEvent::new(
+        run_id,
+        1,
+        RunEventKind::MessageDelta(MessageDelta {
+            message_id: "m".into(),
+            text: "a".into(),
+        }),
+    );
+    let after = log
+        .append_event(&event, EventPosition::EMPTY)
+        .await
+        .unwrap();
+    // The same bytes at the same position, as a retry after a lost ack sends them: the
+    // server says "wrong last sequence", and the log recognises its own event.
+    let again = log
+        .append_event(&event, EventPosition::EMPTY)
+        .await
+        .unwrap();
+    assert_eq!(again, after);
+    // A different event at that position is a real conflict.
+    let other = switchyard_contracts::RunEvent::new(
+        run_id,
+        1,
+        RunEventKind::MessageDelta(MessageDelta {
+            message_id: "m".into(),
+            text: "b".into(),
+        }),
+    );
+    let err = log.append_event(&other, EventPosition::EMPTY).await;
+    assert!(matches!(err, Err(EventLogError::Fenced { .. })), "{err:?}");
+    assert_eq!(log.position(run_id).await.unwrap(), after);
+}

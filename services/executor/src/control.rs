@@ -1,0 +1,89 @@
+//! Control of an owned run: stop and human-loop replies, as core NATS requests on
+//! `runs.control.<run_id>` (from the control-plane) or calls from the standalone HTTP
+//! API. The subscription lives exactly as long as the executor owns the run.
+
+use crate::human_loop::HumanReply;
+use crate::runs::{RunState, StopCause};
+use async_nats::{Client, Message, Subscriber};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest};
+
+/// Bound on draining the subscription after the run ended (a NATS outage must not
+/// keep the task alive forever).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Applies a control request to a run owned here (or `None` when it is not).
+pub(crate) fn apply(run: Option<&RunState>, request: ControlRequest) -> ControlReply {
+    let Some(run) = run.filter(|run| !run.has_ended()) else {
+        return ControlReply::with_message(
+            ControlOutcome::UnknownRun,
+            "this executor does not own the run (it never did, or the run ended)",
+        );
+    };
+    match request {
+        ControlRequest::Stop { reason } => {
+            tracing::info!(run_id = %run.run_id, reason = reason.as_deref(), "stop requested");
+            run.request_stop(StopCause::Requested(reason));
+            ControlReply::new(ControlOutcome::Accepted)
+        }
+        ControlRequest::HumanLoopReply {
+            request_id,
+            decision,
+            message,
+        } => match run
+            .pending
+            .answer(request_id.as_deref(), HumanReply { decision, message })
+        {
+            Ok(()) => ControlReply::new(ControlOutcome::Accepted),
+            Err(e) => ControlReply::with_message(ControlOutcome::NoPendingRequest, e.to_string()),
+        },
+    }
+}
+
+/// Answers the run's control subject until the run has ended, then unsubscribes and
+/// answers what was still in flight with `unknown_run`.
+pub(crate) async fn serve(client: Client, run: Arc<RunState>, mut subscriber: Subscriber) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = run.ended.cancelled() => break,
+            message = subscriber.next() => match message {
+                Some(message) => respond(&client, &run, message).await,
+                None => return,
+            },
+        }
+    }
+    if let Err(error) = subscriber.drain().await {
+        tracing::debug!(run_id = %run.run_id, %error, "could not drain the control subscription");
+        return;
+    }
+    let leftovers = async {
+        while let Some(message) = subscriber.next().await {
+            respond(&client, &run, message).await;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, leftovers).await;
+}
+
+async fn respond(client: &Client, run: &RunState, message: Message) {
+    let Some(reply_to) = message.reply else {
+        tracing::debug!(run_id = %run.run_id, "control message without a reply subject ignored");
+        return;
+    };
+    let reply = match serde_json::from_slice::<ControlRequest>(&message.payload) {
+        Ok(request) => apply(Some(run), request),
+        Err(error) => {
+            tracing::warn!(run_id = %run.run_id, %error, "undecodable control request");
+            ControlReply::with_message(
+                ControlOutcome::Invalid,
+                format!("cannot decode the control request: {error}"),
+            )
+        }
+    };
+    let payload = serde_json::to_vec(&reply).unwrap_or_default();
+    if let Err(error) = client.publish(reply_to, payload.into()).await {
+        tracing::warn!(run_id = %run.run_id, %error, "could not answer a control request");
+    }
+}

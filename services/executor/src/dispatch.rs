@@ -1,0 +1,213 @@
+//! Dispatch: taking ownership of a run. Requests arrive on
+//! `executors.<executor_id>.dispatch` (from executor-manager workers) or from the
+//! standalone HTTP API; both go through [`accept`].
+//!
+//! Acceptance order matters: reserve a slot, subscribe to the run's control subject,
+//! and only then append `run.dispatched` at the position the requester read. Once a run
+//! is visibly dispatched its owner answers control requests, and a requester with a
+//! stale position is fenced by the stream (`conflict`) instead of starting the run twice.
+
+use crate::Executor;
+use crate::runs::{self, Acceptance, Admission, Supervised};
+use crate::sink::{EventSink, stored_anyway};
+use async_nats::{Message, Subscriber};
+use futures::StreamExt;
+use std::sync::Arc;
+use switchyard_contracts::dispatch::{DispatchOutcome, DispatchReply, DispatchRequest};
+use switchyard_contracts::event::RunDispatched;
+use switchyard_contracts::{RunEvent, RunEventKind, subjects};
+use switchyard_platform::events::EventLogError;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Answers dispatch requests until `stop` is cancelled; then unsubscribes and answers
+/// the requests still in flight (with `draining`, as the executor is draining by then).
+pub(crate) async fn serve(
+    executor: Arc<Executor>,
+    mut subscriber: Subscriber,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            message = subscriber.next() => match message {
+                Some(message) => spawn_handler(&executor, message),
+                None => {
+                    tracing::warn!("dispatch subscription closed");
+                    return;
+                }
+            },
+        }
+    }
+    if let Err(error) = subscriber.drain().await {
+        tracing::debug!(%error, "could not drain the dispatch subscription");
+        return;
+    }
+    let leftovers = async {
+        while let Some(message) = subscriber.next().await {
+            spawn_handler(&executor, message);
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), leftovers).await;
+}
+
+/// Requests are handled concurrently: one slow append must not hold up the others.
+fn spawn_handler(executor: &Arc<Executor>, message: Message) {
+    let executor_for_task = executor.clone();
+    executor
+        .tasks
+        .spawn(async move { handle(executor_for_task, message).await });
+}
+
+async fn handle(executor: Arc<Executor>, message: Message) {
+    let Some(reply_to) = message.reply else {
+        tracing::debug!("dispatch message without a reply subject ignored");
+        return;
+    };
+    let reply = match serde_json::from_slice::<DispatchRequest>(&message.payload) {
+        Ok(request) => accept(&executor, request).await,
+        Err(error) => {
+            tracing::warn!(%error, "undecodable dispatch request");
+            DispatchReply::with_message(
+                DispatchOutcome::Invalid,
+                format!("cannot decode the dispatch request: {error}"),
+            )
+        }
+    };
+    let payload = serde_json::to_vec(&reply).unwrap_or_default();
+    if let Err(error) = executor.client.publish(reply_to, payload.into()).await {
+        tracing::warn!(%error, "could not answer a dispatch request");
+    }
+}
+
+/// Takes ownership of the run, or says why not. Idempotent: a redelivered request for
+/// a run admitted here answers like the first one did.
+pub(crate) async fn accept(executor: &Arc<Executor>, request: DispatchRequest) -> DispatchReply {
+    let run_id = request.command.run_id;
+    let span = tracing::info_span!("dispatch", run_id = %run_id, worker_id = %request.worker_id);
+    let reply = accept_inner(executor, request)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| tracing::info!(run_id = %run_id, outcome = ?reply.outcome, message = reply.message.as_deref(), "dispatch answered"));
+    reply
+}
+
+async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> DispatchReply {
+    let run_id = request.command.run_id;
+    if executor.runs.is_draining() {
+        return DispatchReply::new(DispatchOutcome::Draining);
+    }
+    if let Some(acceptance) = executor.runs.acceptance_of(&run_id) {
+        return existing_reply(runs::settled(acceptance).await);
+    }
+    let Some(provider) = executor
+        .providers
+        .get(&request.command.provider)
+        .filter(|p| p.availability().installed)
+    else {
+        return DispatchReply::with_message(
+            DispatchOutcome::UnsupportedProvider,
+            format!(
+                "provider {:?} is not available on this executor",
+                request.command.provider
+            ),
+        );
+    };
+    let ticket = match executor.runs.admit(run_id) {
+        Admission::Admitted(ticket) => ticket,
+        Admission::Existing(acceptance) => return existing_reply(runs::settled(acceptance).await),
+        Admission::Full => {
+            return DispatchReply::with_message(
+                DispatchOutcome::Full,
+                format!("all {} slots are taken", executor.runs.capacity()),
+            );
+        }
+        Admission::Draining => return DispatchReply::new(DispatchOutcome::Draining),
+        Admission::AlreadyRan => {
+            return DispatchReply::with_message(
+                DispatchOutcome::Conflict,
+                "the run already ran on this executor",
+            );
+        }
+    };
+
+    // Subscribe first: the SUB goes out on the same connection before the append's PUB,
+    // so the server knows the owner before anyone can see `run.dispatched`.
+    let control = match executor
+        .client
+        .subscribe(subjects::run_control(&run_id))
+        .await
+    {
+        Ok(subscriber) => subscriber,
+        Err(error) => {
+            tracing::error!(run_id = %run_id, %error, "cannot subscribe to the run's control subject");
+            ticket.reject(DispatchOutcome::Full);
+            return DispatchReply::with_message(
+                DispatchOutcome::Full,
+                "the executor cannot take runs right now (NATS subscription failed)",
+            );
+        }
+    };
+
+    let mut position = request.position;
+    let dispatched = RunEventKind::RunDispatched(RunDispatched {
+        executor_id: executor.id.clone(),
+        timeout_ms: request.timeout_ms,
+    });
+    if let Err(error) = executor.log.append(run_id, &mut position, dispatched).await {
+        // A retry of our own stored append is answered "wrong last sequence" too, so a
+        // fenced append is only a conflict when the stored event is not ours.
+        let ours = |event: &RunEvent| matches!(&event.kind, RunEventKind::RunDispatched(d) if d.executor_id == executor.id);
+        match stored_anyway(&executor.log, run_id, request.position, ours).await {
+            Some(next) => {
+                tracing::info!(run_id = %run_id, %error, "run.dispatched append reported an error, but our event is stored");
+                position = next;
+            }
+            None if matches!(error, EventLogError::Fenced { .. }) => {
+                ticket.reject(DispatchOutcome::Conflict);
+                return DispatchReply::with_message(
+                    DispatchOutcome::Conflict,
+                    "the run's event log moved past the given position",
+                );
+            }
+            None => {
+                tracing::error!(run_id = %run_id, %error, "cannot append run.dispatched");
+                ticket.reject(DispatchOutcome::Full);
+                return DispatchReply::with_message(
+                    DispatchOutcome::Full,
+                    "the executor cannot write to the event log right now",
+                );
+            }
+        }
+    }
+
+    let run = ticket.run().clone();
+    ticket.accept();
+    executor.tasks.spawn(crate::control::serve(
+        executor.client.clone(),
+        run.clone(),
+        control,
+    ));
+    executor.tasks.spawn(runs::supervise(
+        executor.clone(),
+        Supervised {
+            run,
+            provider,
+            command: request.command,
+            timeout_ms: request.timeout_ms,
+            sink: EventSink::new(executor.log.clone(), run_id, position),
+        },
+    ));
+    DispatchReply::new(DispatchOutcome::Accepted)
+}
+
+fn existing_reply(acceptance: Acceptance) -> DispatchReply {
+    match acceptance {
+        Acceptance::Accepted | Acceptance::Pending => DispatchReply::with_message(
+            DispatchOutcome::Accepted,
+            "the run is already owned by this executor",
+        ),
+        Acceptance::Rejected(outcome) => DispatchReply::new(outcome),
+    }
+}

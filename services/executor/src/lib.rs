@@ -1,0 +1,174 @@
+//! The Switchyard executor: owns up to `capacity` runs at once, runs a provider for
+//! each under a supervisor, writes the run's events to JetStream with fenced appends,
+//! obeys stop and human-loop replies on `runs.control.<run_id>`, heartbeats its
+//! presence into the `EXECUTORS` bucket, and serves the standalone provider-run API.
+//!
+//! Graceful shutdown (the token is cancelled): the presence record says `draining`,
+//! dispatches are answered `draining`, active runs are stopped and end `stopped`
+//! (reason `stopped`; handing runs over to another executor comes later), the HTTP
+//! server stops, and the presence record is deleted.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod clock;
+mod control;
+mod dispatch;
+mod http;
+pub mod human_loop;
+mod presence;
+pub mod provider;
+mod runs;
+pub mod scripted;
+pub mod settings;
+pub mod sink;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::sync::Arc;
+use switchyard_contracts::subjects;
+use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_platform::events::EventLog;
+use switchyard_platform::nats::{self, Resources};
+use switchyard_platform::service::ServiceHandle;
+use switchyard_platform::telemetry::TelemetryConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use provider::{Provider, ProviderOutcome, ProviderRegistry, RunContext};
+pub use settings::ExecutorSettings;
+
+/// The executor's configuration: `[nats]`, `[telemetry]` and `[executor]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub telemetry: TelemetryConfig,
+    pub executor: ExecutorSettings,
+}
+
+impl Config {
+    /// Checks every value once at start-up; the error names the offending key.
+    #[allow(clippy::result_large_err)] // the platform's shared error type; called once
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.executor.validate()
+    }
+}
+
+/// What every task of the executor shares.
+pub(crate) struct Executor {
+    pub(crate) id: String,
+    pub(crate) settings: ExecutorSettings,
+    pub(crate) client: async_nats::Client,
+    pub(crate) log: EventLog,
+    pub(crate) providers: ProviderRegistry,
+    pub(crate) runs: runs::Runs,
+    /// Run supervisors, control loops and dispatch handlers.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled when the HTTP server stops (ends open SSE streams).
+    pub(crate) http_stop: CancellationToken,
+    pub(crate) started_at: DateTime<Utc>,
+}
+
+/// Connects, provisions, binds and spawns everything; returns once the executor takes
+/// dispatches and its presence record is written.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<ServiceHandle> {
+    config.validate()?;
+    let settings = config.executor.clone();
+    let providers = ProviderRegistry::from_names(&settings.providers)?;
+    let id = settings.resolve_executor_id();
+
+    let client = nats::connect(&config.nats, &format!("switchyard-executor-{id}")).await?;
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(config.nats.request_timeout());
+    nats::provision(
+        &js,
+        Resources {
+            run_events: true,
+            executors_kv: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let log = EventLog::open(js.clone()).await?;
+    let kv = js
+        .get_key_value(subjects::EXECUTORS_BUCKET)
+        .await
+        .context("open the EXECUTORS presence bucket")?;
+    let listener = switchyard_platform::http::bind(settings.listen)
+        .await
+        .with_context(|| format!("bind the executor API on {}", settings.listen))?;
+    let http_addr = listener.local_addr()?;
+    let dispatch_subscriber = client
+        .subscribe(subjects::executor_dispatch(&id))
+        .await
+        .context("subscribe to the dispatch subject")?;
+
+    let executor = Arc::new(Executor {
+        id: id.clone(),
+        runs: runs::Runs::new(settings.capacity),
+        settings,
+        client: client.clone(),
+        log,
+        providers,
+        tasks: TaskTracker::new(),
+        http_stop: CancellationToken::new(),
+        started_at: Utc::now(),
+    });
+
+    // The subscription must be registered before anyone can find us through presence.
+    client
+        .flush()
+        .await
+        .context("flush the dispatch subscription")?;
+    let dispatch_stop = CancellationToken::new();
+    let dispatch_task = tokio::spawn(dispatch::serve(
+        executor.clone(),
+        dispatch_subscriber,
+        dispatch_stop.clone(),
+    ));
+    presence::publish(&executor, &kv).await;
+    let presence_stop = CancellationToken::new();
+    let presence_task = tokio::spawn(presence::serve(
+        executor.clone(),
+        kv.clone(),
+        presence_stop.clone(),
+    ));
+    let http_task = tokio::spawn(switchyard_platform::http::serve(
+        listener,
+        http::router(executor.clone()),
+        executor.http_stop.clone(),
+    ));
+    tracing::info!(executor_id = %id, %http_addr, capacity = executor.settings.capacity, "executor started");
+
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!(executor_id = %executor.id, "executor draining");
+        executor.runs.start_draining();
+        presence::publish(&executor, &kv).await;
+        dispatch_stop.cancel();
+        let _ = dispatch_task.await;
+        // Runs end `stopped`: there is no handover to another executor yet.
+        executor.runs.stop_all();
+        executor.tasks.close();
+        executor.tasks.wait().await;
+        executor.http_stop.cancel();
+        let served = http_task.await;
+        presence_stop.cancel();
+        let _ = presence_task.await;
+        presence::withdraw(&executor, &kv).await;
+        if let Err(error) = executor.client.flush().await {
+            tracing::warn!(%error, "could not flush NATS at shutdown");
+        }
+        tracing::info!(executor_id = %executor.id, "executor stopped");
+        match served {
+            Ok(result) => result.context("executor HTTP server"),
+            Err(join_error) => Err(anyhow::anyhow!("executor HTTP server task: {join_error}")),
+        }
+    });
+    Ok(ServiceHandle::new("executor", Some(http_addr), task))
+}
+
+/// Starts the executor and waits until it has shut down.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}

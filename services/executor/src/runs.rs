@@ -1,0 +1,617 @@
+//! Runs owned by this executor: the slot table (capacity, idempotent admission,
+//! draining) and the supervisor that takes one accepted run from `run.started` to
+//! `run.completed`.
+//!
+//! The supervisor enforces the run timeout on active time (the clock pauses while a
+//! human is asked), turns stop requests, timeouts and shutdown into a cancelled stop
+//! token plus a grace period, then an abort, and writes the closing events. A run whose
+//! log was taken over by another writer (fenced) is stopped and gets no further event
+//! from here.
+
+use crate::Executor;
+use crate::clock::ActiveClock;
+use crate::human_loop::{self, HumanLoop, PendingRequests};
+use crate::provider::{Provider, ProviderOutcome, RunContext};
+use crate::sink::{EmitError, EventSink};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+use switchyard_contracts::dispatch::DispatchOutcome;
+use switchyard_contracts::event::{Evidence, RunCompleted, RunStarted};
+use switchyard_contracts::{FailureReason, RunCommand, RunEventKind, RunId};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How many ended run ids are remembered, so that a late redelivered dispatch of a run
+/// that already ran here is refused rather than started again.
+const REMEMBERED_ENDED_RUNS: usize = 4096;
+
+/// Why the supervisor stopped a run before its provider finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopCause {
+    /// A stop request (control subject or HTTP), with the requester's reason.
+    Requested(Option<String>),
+    Timeout,
+    /// The executor is shutting down.
+    Shutdown,
+    /// The sink lost the run (fenced or log unavailable).
+    LogLost,
+}
+
+/// The shared state of one run, reachable from the control subject and the HTTP API.
+pub(crate) struct RunState {
+    pub(crate) run_id: RunId,
+    stop: CancellationToken,
+    cause: OnceLock<StopCause>,
+    pub(crate) pending: Arc<PendingRequests>,
+    /// Cancelled once the run's closing events are written (or given up on).
+    pub(crate) ended: CancellationToken,
+}
+
+impl RunState {
+    /// Stops the run; the first cause wins.
+    pub(crate) fn request_stop(&self, cause: StopCause) {
+        let _ = self.cause.set(cause);
+        self.stop.cancel();
+    }
+
+    fn cause(&self) -> StopCause {
+        // A stop token cancelled through its parent means the executor is shutting down.
+        self.cause.get().cloned().unwrap_or(StopCause::Shutdown)
+    }
+
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.is_cancelled()
+    }
+}
+
+/// Where an admission stands, for redelivered dispatches of the same run to wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acceptance {
+    Pending,
+    Accepted,
+    Rejected(DispatchOutcome),
+}
+
+struct Slot {
+    run: Arc<RunState>,
+    acceptance: watch::Receiver<Acceptance>,
+}
+
+#[derive(Default)]
+struct Table {
+    active: HashMap<RunId, Slot>,
+    draining: bool,
+    ended_order: VecDeque<RunId>,
+    ended: HashSet<RunId>,
+}
+
+struct RunsInner {
+    table: Mutex<Table>,
+    capacity: usize,
+    /// Poked when the number of active runs or draining changes (presence listens).
+    changed: Notify,
+    /// Parent of every run's stop token: cancelling it stops every run (shutdown).
+    stop_all: CancellationToken,
+}
+
+/// The slot table. Every decision about a slot is made under one lock, so that
+/// concurrent dispatches never over-fill the executor or admit a run twice.
+#[derive(Clone)]
+pub(crate) struct Runs {
+    inner: Arc<RunsInner>,
+}
+
+/// The answer to a request for a slot.
+pub(crate) enum Admission {
+    /// A slot is reserved for the run; settle the ticket with `accept` or `reject`.
+    Admitted(Ticket),
+    /// The run is (being) admitted here already.
+    Existing(watch::Receiver<Acceptance>),
+    Full,
+    Draining,
+    /// The run already ran to its end on this executor.
+    AlreadyRan,
+}
+
+impl Runs {
+    pub(crate) fn new(capacity: u32) -> Self {
+        Self {
+            inner: Arc::new(RunsInner {
+                table: Mutex::new(Table::default()),
+                capacity: capacity as usize,
+                changed: Notify::new(),
+                stop_all: CancellationToken::new(),
+            }),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        // No code panics while holding the lock; keep going with the data as it is.
+        self.inner
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn admit(&self, run_id: RunId) -> Admission {
+        let mut table = self.table();
+        if let Some(slot) = table.active.get(&run_id) {
+            return Admission::Existing(slot.acceptance.clone());
+        }
+        if table.draining {
+            return Admission::Draining;
+        }
+        if table.ended.contains(&run_id) {
+            return Admission::AlreadyRan;
+        }
+        if table.active.len() >= self.inner.capacity {
+            return Admission::Full;
+        }
+        let run = Arc::new(RunState {
+            run_id,
+            stop: self.inner.stop_all.child_token(),
+            cause: OnceLock::new(),
+            pending: Arc::new(PendingRequests::default()),
+            ended: CancellationToken::new(),
+        });
+        let (acceptance, receiver) = watch::channel(Acceptance::Pending);
+        table.active.insert(
+            run_id,
+            Slot {
+                run: run.clone(),
+                acceptance: receiver,
+            },
+        );
+        drop(table);
+        self.inner.changed.notify_one();
+        Admission::Admitted(Ticket {
+            runs: self.clone(),
+            run,
+            acceptance,
+            settled: false,
+        })
+    }
+
+    /// The run, if it has a slot here (admitted or being admitted).
+    pub(crate) fn get(&self, run_id: &RunId) -> Option<Arc<RunState>> {
+        self.table().active.get(run_id).map(|slot| slot.run.clone())
+    }
+
+    /// Where the admission of a run with a slot here stands.
+    pub(crate) fn acceptance_of(&self, run_id: &RunId) -> Option<watch::Receiver<Acceptance>> {
+        self.table()
+            .active
+            .get(run_id)
+            .map(|slot| slot.acceptance.clone())
+    }
+
+    pub(crate) fn active(&self) -> u32 {
+        u32::try_from(self.table().active.len()).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn capacity(&self) -> u32 {
+        u32::try_from(self.inner.capacity).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.table().draining
+    }
+
+    /// Takes no new runs from now on.
+    pub(crate) fn start_draining(&self) {
+        self.table().draining = true;
+        self.inner.changed.notify_one();
+    }
+
+    /// Stops every run, present and future (their stop tokens are children of this one).
+    pub(crate) fn stop_all(&self) {
+        self.inner.stop_all.cancel();
+    }
+
+    /// Completes when the table changed since the last call (coalesced).
+    pub(crate) async fn changed(&self) {
+        self.inner.changed.notified().await;
+    }
+
+    fn remove(&self, run_id: &RunId) {
+        self.table().active.remove(run_id);
+        self.inner.changed.notify_one();
+    }
+
+    /// Frees the run's slot and remembers that it ran here.
+    fn finish(&self, run_id: RunId) {
+        let mut table = self.table();
+        table.active.remove(&run_id);
+        if table.ended.insert(run_id) {
+            table.ended_order.push_back(run_id);
+        }
+        while table.ended_order.len() > REMEMBERED_ENDED_RUNS {
+            if let Some(old) = table.ended_order.pop_front() {
+                table.ended.remove(&old);
+            }
+        }
+        drop(table);
+        self.inner.changed.notify_one();
+    }
+}
+
+/// A reserved slot. Dropping it unsettled (a cancelled or failed acceptance) frees it.
+pub(crate) struct Ticket {
+    runs: Runs,
+    run: Arc<RunState>,
+    acceptance: watch::Sender<Acceptance>,
+    settled: bool,
+}
+
+impl Ticket {
+    pub(crate) fn run(&self) -> &Arc<RunState> {
+        &self.run
+    }
+
+    pub(crate) fn accept(mut self) {
+        self.settled = true;
+        self.acceptance.send_replace(Acceptance::Accepted);
+    }
+
+    pub(crate) fn reject(mut self, outcome: DispatchOutcome) {
+        self.settled = true;
+        self.release(outcome);
+    }
+
+    fn release(&self, outcome: DispatchOutcome) {
+        self.run.ended.cancel();
+        self.runs.remove(&self.run.run_id);
+        self.acceptance.send_replace(Acceptance::Rejected(outcome));
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.release(DispatchOutcome::Full);
+        }
+    }
+}
+
+/// Waits until an admission in progress elsewhere settles.
+pub(crate) async fn settled(mut acceptance: watch::Receiver<Acceptance>) -> Acceptance {
+    match acceptance
+        .wait_for(|a| *a != Acceptance::Pending)
+        .await
+        .map(|a| *a)
+    {
+        Ok(settled) => settled,
+        // The ticket vanished without settling: its slot was freed, so try elsewhere.
+        Err(_) => Acceptance::Rejected(DispatchOutcome::Full),
+    }
+}
+
+/// What the supervisor needs to run one accepted run.
+pub(crate) struct Supervised {
+    pub(crate) run: Arc<RunState>,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) command: RunCommand,
+    pub(crate) timeout_ms: u64,
+    pub(crate) sink: EventSink,
+}
+
+/// How the provider's task ended.
+enum Ending {
+    Returned(ProviderOutcome),
+    Panicked(String),
+    /// Aborted after the stop grace ran out.
+    Aborted,
+    /// Never started (e.g. the workspace could not be created).
+    NotStarted(RunCompleted),
+}
+
+/// Runs an accepted run to its end and frees its slot.
+pub(crate) async fn supervise(executor: Arc<Executor>, job: Supervised) {
+    let span =
+        tracing::info_span!("run", run_id = %job.run.run_id, provider = %job.provider.name());
+    async move {
+        let run = job.run.clone();
+        let sink = job.sink.clone();
+        let timeout_ms = job.timeout_ms;
+        let ending = drive(&executor, job).await;
+        conclude(&run, &sink, ending, timeout_ms).await;
+        run.ended.cancel();
+        executor.runs.finish(run.run_id);
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn drive(executor: &Executor, job: Supervised) -> Ending {
+    let Supervised {
+        run,
+        provider,
+        command,
+        timeout_ms,
+        sink,
+    } = job;
+    let workspace = executor
+        .settings
+        .workspace_root
+        .join(run.run_id.to_string());
+    if let Err(error) = tokio::fs::create_dir_all(&workspace).await {
+        tracing::error!(run_id = %run.run_id, workspace = %workspace.display(), %error, "cannot create the run's workspace");
+        let mut completed = RunCompleted::failed(
+            FailureReason::UnknownFailure,
+            "the executor could not create the run's workspace directory",
+        );
+        completed.evidence.raw_lines = vec![format!("{}: {error}", workspace.display())];
+        return Ending::NotStarted(completed);
+    }
+    let started = RunEventKind::RunStarted(RunStarted {
+        provider: provider.name().as_str().to_owned(),
+        model: command.model.clone(),
+        workspace: Some(workspace.display().to_string()),
+    });
+    if sink.emit(started).await.is_err() {
+        return Ending::Aborted;
+    }
+    tracing::info!(run_id = %run.run_id, timeout_ms, "run started");
+
+    let clock = Arc::new(ActiveClock::start());
+    let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+    let ctx = RunContext {
+        command,
+        timeout,
+        workspace,
+        events: sink.clone(),
+        human_loop: HumanLoop::new(
+            run.pending.clone(),
+            clock.clone(),
+            sink.clone(),
+            run.stop.clone(),
+        ),
+        stop: run.stop.clone(),
+    };
+    let mut task = tokio::spawn(provider.run(ctx).in_current_span());
+    let timed_out = async {
+        match timeout {
+            Some(limit) => clock.reached(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        joined = &mut task => return ending_of(joined),
+        _ = sink.lost() => run.request_stop(StopCause::LogLost),
+        _ = run.stop.cancelled() => {}
+        _ = timed_out => run.request_stop(StopCause::Timeout),
+    }
+    tracing::info!(run_id = %run.run_id, cause = ?run.cause(), "stopping the provider");
+    let grace = executor.settings.stop_grace();
+    match tokio::time::timeout(grace, &mut task).await {
+        Ok(joined) => ending_of(joined),
+        Err(_) => {
+            tracing::warn!(run_id = %run.run_id, grace_ms = grace.as_millis() as u64, "provider did not stop within the grace period; aborting it");
+            task.abort();
+            let _ = task.await;
+            Ending::Aborted
+        }
+    }
+}
+
+fn ending_of(joined: Result<ProviderOutcome, tokio::task::JoinError>) -> Ending {
+    match joined {
+        Ok(outcome) => Ending::Returned(outcome),
+        Err(error) if error.is_panic() => {
+            let payload = error.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Ending::Panicked(message)
+        }
+        Err(_) => Ending::Aborted,
+    }
+}
+
+/// The `run.completed` of a run, or `None` when nothing may be written any more.
+fn completion(
+    run: &RunState,
+    ending: Ending,
+    timeout_ms: u64,
+    lost: Option<EmitError>,
+) -> Option<RunCompleted> {
+    match lost {
+        Some(EmitError::Fenced) => return None,
+        Some(EmitError::Unavailable) => {
+            return Some(RunCompleted::failed(
+                FailureReason::ExecutorLost,
+                "the executor could not write the run's events to the event log",
+            ));
+        }
+        _ => {}
+    }
+    if let Ending::NotStarted(completed) = ending {
+        return Some(completed);
+    }
+    // A provider that finished its work anyway (the stop raced its last step) succeeded:
+    // its whole output is there. Otherwise a stop or timeout the supervisor initiated
+    // decides the status, whatever the provider made of being interrupted (an
+    // interrupted CLI often exits with an error).
+    let succeeded = matches!(ending, Ending::Returned(ProviderOutcome::Succeeded));
+    if run.stop.is_cancelled() && !succeeded {
+        return Some(match run.cause() {
+            StopCause::Timeout => RunCompleted::failed(
+                FailureReason::Timeout,
+                format!("the run exceeded its timeout of {timeout_ms} ms of active time"),
+            ),
+            StopCause::Requested(reason) => RunCompleted::failed(
+                FailureReason::Stopped,
+                match reason {
+                    Some(reason) => format!("stopped on request: {reason}"),
+                    None => "stopped on request".to_owned(),
+                },
+            ),
+            StopCause::Shutdown => RunCompleted::failed(
+                FailureReason::Stopped,
+                "the executor shut down while the run was active",
+            ),
+            StopCause::LogLost => RunCompleted::failed(
+                FailureReason::ExecutorLost,
+                "the executor lost the run's event log",
+            ),
+        });
+    }
+    Some(match ending {
+        Ending::Returned(ProviderOutcome::Succeeded) => RunCompleted::succeeded(),
+        Ending::Returned(ProviderOutcome::Failed {
+            reason,
+            detail,
+            evidence,
+        }) => RunCompleted {
+            evidence,
+            ..RunCompleted::failed(reason, detail)
+        },
+        Ending::Returned(ProviderOutcome::Stopped) => {
+            RunCompleted::failed(FailureReason::Stopped, "the provider stopped on its own")
+        }
+        Ending::Panicked(message) => RunCompleted {
+            evidence: Evidence {
+                raw_lines: vec![message],
+                ..Evidence::default()
+            },
+            ..RunCompleted::failed(
+                FailureReason::ProviderCrashed,
+                "the provider's task panicked",
+            )
+        },
+        Ending::Aborted | Ending::NotStarted(_) => RunCompleted::failed(
+            FailureReason::UnknownFailure,
+            "the provider ended without an outcome",
+        ),
+    })
+}
+
+/// Writes the closing events: `run_ended` resolutions of open human-loop requests,
+/// then `run.completed`. Nothing at all when the run was fenced.
+async fn conclude(run: &RunState, sink: &EventSink, ending: Ending, timeout_ms: u64) {
+    let mut sealed = sink.seal().await;
+    let open = run.pending.close();
+    let Some(completed) = completion(run, ending, timeout_ms, sealed.lost_reason()) else {
+        tracing::warn!(run_id = %run.run_id, "run fenced: another writer owns its log; writing nothing more");
+        return;
+    };
+    for resolution in human_loop::run_ended_resolutions(open) {
+        if sealed.append(resolution).await.is_err() {
+            break;
+        }
+    }
+    let status = completed.status;
+    let reason = completed.reason;
+    match sealed.append(RunEventKind::RunCompleted(completed)).await {
+        Ok(()) => {
+            tracing::info!(run_id = %run.run_id, status = status.as_str(), reason = reason.map(|r| r.as_str()), "run completed");
+        }
+        Err(EmitError::Fenced) => {
+            tracing::warn!(run_id = %run.run_id, "run.completed fenced: another writer owns the run");
+        }
+        Err(error) => {
+            // Left non-terminal: start-up reconciliation concludes it (executor_lost).
+            tracing::error!(run_id = %run.run_id, %error, "could not write run.completed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(admission: Admission) -> Ticket {
+        match admission {
+            Admission::Admitted(ticket) => ticket,
+            _ => panic!("expected a slot"),
+        }
+    }
+
+    #[test]
+    fn the_table_admits_up_to_capacity_once_per_run() {
+        let runs = Runs::new(2);
+        let (a, b, c) = (RunId::now_v7(), RunId::now_v7(), RunId::now_v7());
+        let first = admitted(runs.admit(a));
+        assert!(matches!(runs.admit(a), Admission::Existing(_)));
+        let second = admitted(runs.admit(b));
+        assert!(matches!(runs.admit(c), Admission::Full));
+        assert_eq!(runs.active(), 2);
+
+        // A rejected admission frees its slot and does not count as having run.
+        second.reject(DispatchOutcome::Conflict);
+        let third = admitted(runs.admit(c));
+        third.accept();
+        first.accept();
+        assert_eq!(
+            *runs.acceptance_of(&a).unwrap().borrow(),
+            Acceptance::Accepted
+        );
+
+        runs.finish(a);
+        assert!(matches!(runs.admit(a), Admission::AlreadyRan));
+        admitted(runs.admit(b)).accept();
+
+        runs.start_draining();
+        runs.finish(c);
+        assert!(matches!(runs.admit(RunId::now_v7()), Admission::Draining));
+    }
+
+    #[test]
+    fn a_dropped_ticket_frees_its_slot_and_releases_waiters() {
+        let runs = Runs::new(1);
+        let run_id = RunId::now_v7();
+        let ticket = admitted(runs.admit(run_id));
+        let waiter = runs.acceptance_of(&run_id).unwrap();
+        drop(ticket);
+        assert_eq!(
+            *waiter.borrow(),
+            Acceptance::Rejected(DispatchOutcome::Full)
+        );
+        assert_eq!(runs.active(), 0);
+        admitted(runs.admit(run_id)).accept();
+    }
+
+    #[test]
+    fn completion_follows_the_stop_cause_unless_the_provider_finished() {
+        let runs = Runs::new(4);
+        let stopped = admitted(runs.admit(RunId::now_v7()));
+        stopped.run().request_stop(StopCause::Timeout);
+        stopped.run().request_stop(StopCause::Requested(None));
+        let completed = completion(
+            stopped.run(),
+            Ending::Returned(ProviderOutcome::failed(
+                FailureReason::ProviderCrashed,
+                "sig",
+            )),
+            300,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            completed.reason,
+            Some(FailureReason::Timeout),
+            "first cause wins"
+        );
+
+        let finished = completion(
+            stopped.run(),
+            Ending::Returned(ProviderOutcome::Succeeded),
+            300,
+            None,
+        )
+        .unwrap();
+        assert_eq!(finished, RunCompleted::succeeded());
+
+        assert!(completion(stopped.run(), Ending::Aborted, 300, Some(EmitError::Fenced)).is_none());
+
+        let shutdown = admitted(runs.admit(RunId::now_v7()));
+        runs.stop_all();
+        let completed = completion(shutdown.run(), Ending::Aborted, 0, None).unwrap();
+        assert_eq!(completed.reason, Some(FailureReason::Stopped));
+    }
+}

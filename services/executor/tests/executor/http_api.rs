@@ -1,0 +1,384 @@
+//! The standalone provider-run API: start, SSE stream with resume, stop, human-loop
+//! replies, and the error shapes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchyard_contracts::RunEvent;
+use switchyard_contracts::api::ProviderRunStartResponse;
+use switchyard_contracts::event::{FailureReason, TerminalStatus};
+
+#[derive(Debug, Clone)]
+struct Frame {
+    id: String,
+    event: String,
+    data: RunEvent,
+}
+
+/// Parses an SSE body (the server ends it after `run.completed`).
+fn parse_sse(body: &str) -> Vec<Frame> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let (mut id, mut event, mut data) = (None, None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = Some(serde_json::from_str(v.trim()).unwrap());
+                }
+            }
+            Some(Frame {
+                id: id?,
+                event: event?,
+                data: data?,
+            })
+        })
+        .collect()
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(harness: &Harness) -> Api {
+        Api {
+            base: format!("http://{}", harness.http),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn start(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/provider-runs/start", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn start_ok(&self, body: Value) -> ProviderRunStartResponse {
+        let response = self.start(body).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        response.json().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Reads a whole stream (it ends after the terminal event).
+    async fn stream(&self, path: &str, last_event_id: Option<&str>) -> (StatusCode, Vec<Frame>) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = tokio::time::timeout(WAIT, request.send())
+            .await
+            .unwrap()
+            .unwrap();
+        let status = response.status();
+        if status == StatusCode::OK {
+            assert_eq!(
+                response.headers()["content-type"].to_str().unwrap(),
+                "text/event-stream"
+            );
+        }
+        let body = tokio::time::timeout(WAIT, response.text())
+            .await
+            .expect("the stream ends after run.completed")
+            .unwrap();
+        (status, parse_sse(&body))
+    }
+}
+
+async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    (status, body["error"]["code"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn start_stream_resume_and_no_content_after_the_end() {
+    let harness = Harness::start().await;
+    let api = Api::new(&harness);
+    let started = api
+        .start_ok(json!({
+            "provider": "scripted",
+            "prompt": "say hello",
+            "providerOptions": {"script": [
+                {"message": {"text": "hello world", "chunks": 3}},
+                {"toolCall": {"name": "shell", "output": "ok"}}
+            ]}
+        }))
+        .await;
+    assert_eq!(
+        started.stream_url,
+        format!("/provider-runs/{}/stream", started.run_id)
+    );
+    assert_eq!(started.run_id.get_version_num(), 7);
+
+    let (status, frames) = api.stream(&started.stream_url, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "run.dispatched",
+            "run.started",
+            "message.delta",
+            "message.delta",
+            "message.delta",
+            "message.completed",
+            "tool.started",
+            "tool.output",
+            "tool.completed",
+            "run.completed"
+        ]
+    );
+    let events: Vec<RunEvent> = frames.iter().map(|f| f.data.clone()).collect();
+    assert_contiguous(&events);
+    assert!(events.iter().all(|e| e.run_id == started.run_id));
+    assert_eq!(completion(&events).status, TerminalStatus::Succeeded);
+
+    // Resume after the third event with ?cursor=: exactly the rest, no duplicate.
+    let (status, rest) = api
+        .stream(
+            &format!("{}?cursor={}", started.stream_url, frames[2].id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let rest_seqs: Vec<u64> = rest.iter().map(|f| f.data.seq).collect();
+    assert_eq!(rest_seqs, (4..=frames.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        rest.iter().map(|f| &f.id).collect::<Vec<_>>(),
+        frames[3..].iter().map(|f| &f.id).collect::<Vec<_>>()
+    );
+
+    // Resume with Last-Event-ID (what EventSource sends).
+    let (status, rest) = api.stream(&started.stream_url, Some(&frames[0].id)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rest.len(), frames.len() - 1);
+    assert_eq!(rest[0].data.seq, 2);
+
+    // Resume at the terminal event: nothing follows, 204 stops EventSource.
+    let terminal = &frames.last().unwrap().id;
+    let (status, rest) = api.stream(&started.stream_url, Some(terminal)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(rest.is_empty());
+    let (status, _) = api
+        .stream(&format!("{}?cursor={terminal}", started.stream_url), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // A cursor that is not one of ours.
+    let response = api
+        .get(&format!("{}?cursor=bogus", started.stream_url))
+        .await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::BAD_REQUEST, "invalid_cursor".to_owned())
+    );
+
+    // The same run id cannot be started again.
+    let response = api
+        .start(json!({"runId": started.run_id, "provider": "scripted", "prompt": "again"}))
+        .await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::CONFLICT, "run_exists".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_live_stream_follows_human_loop_replies_and_a_stop() {
+    let harness = Harness::start().await;
+    let api = Api::new(&harness);
+    let started = api
+        .start_ok(json!({
+            "provider": "scripted",
+            "prompt": "x",
+            "providerOptions": {"script": [{"humanLoop": {"prompt": "Go?"}}, {"sleepMs": 60000}]}
+        }))
+        .await;
+    let run_id = started.run_id;
+    // Open the stream while the run is live; it must end by itself after the stop.
+    let stream = tokio::spawn({
+        let base = api.base.clone();
+        let url = started.stream_url.clone();
+        async move {
+            let api = Api {
+                base,
+                http: reqwest::Client::new(),
+            };
+            api.stream(&url, None).await
+        }
+    });
+
+    harness
+        .wait_for_event(run_id, |e| e.kind.type_name() == "human_loop.requested")
+        .await;
+    let reply_path = format!("/provider-runs/{run_id}/human-loop/reply");
+    let response = api.post(&reply_path, json!({"decision": "approve"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["accepted"], true);
+    assert_eq!(body["runId"], run_id.to_string());
+    let response = api.post(&reply_path, json!({"decision": "deny"})).await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::CONFLICT, "no_pending_request".to_owned())
+    );
+
+    let response = api
+        .post(&format!("/provider-runs/{run_id}/stop"), json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "stopping");
+
+    let (status, frames) = stream.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "run.dispatched",
+            "run.started",
+            "human_loop.requested",
+            "human_loop.resolved",
+            "run.completed"
+        ]
+    );
+    let events: Vec<RunEvent> = frames.into_iter().map(|f| f.data).collect();
+    let completed = completion(&events);
+    assert_eq!(completed.status, TerminalStatus::Stopped);
+    assert_eq!(completed.reason, Some(FailureReason::Stopped));
+
+    // The run ended: stop and replies find nothing here any more.
+    let response = api
+        .post(&format!("/provider-runs/{run_id}/stop"), json!({}))
+        .await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::NOT_FOUND, "not_found".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn requests_the_api_cannot_serve_get_the_shared_error_shape() {
+    let harness = Harness::start_with(|s| s.capacity = 1).await;
+    let api = Api::new(&harness);
+    let unknown_run = uuid::Uuid::now_v7();
+
+    let cases: Vec<(reqwest::Response, StatusCode, &str)> = vec![
+        (
+            api.start(json!({"provider": "gpt-9", "prompt": "x"})).await,
+            StatusCode::BAD_REQUEST,
+            "unknown_provider",
+        ),
+        (
+            api.start(json!({"provider": "claude-code", "prompt": "x"}))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "unknown_provider",
+        ),
+        (
+            api.http
+                .post(format!("{}/provider-runs/start", api.base))
+                .header("content-type", "application/json")
+                .body("{not json")
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            api.start(json!({"provider": "scripted"})).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            api.get(&format!("/provider-runs/{unknown_run}/stream"))
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            api.get("/provider-runs/not-a-uuid/stream").await,
+            StatusCode::BAD_REQUEST,
+            "invalid_run_id",
+        ),
+        (
+            api.post(&format!("/provider-runs/{unknown_run}/stop"), json!({}))
+                .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            api.post("/provider-runs/nope/stop", json!({})).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_run_id",
+        ),
+        (
+            api.post(
+                &format!("/provider-runs/{unknown_run}/human-loop/reply"),
+                json!({"decision": "approve"}),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (response, status, code) in cases {
+        assert_eq!(error_code(response).await, (status, code.to_owned()));
+    }
+
+    let oversized = "x".repeat(2 * 1024 * 1024);
+    let response = api
+        .start(json!({"provider": "scripted", "prompt": oversized}))
+        .await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large".to_owned())
+    );
+
+    // One slot: a long run takes it, the next start is refused with 503.
+    let long = api
+        .start_ok(json!({"provider": "scripted", "prompt": "x",
+            "providerOptions": {"script": [{"sleepMs": 60000}]}}))
+        .await;
+    let response = api
+        .start(json!({"provider": "scripted", "prompt": "x"}))
+        .await;
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::SERVICE_UNAVAILABLE, "executor_full".to_owned())
+    );
+    let response = api
+        .post(&format!("/provider-runs/{}/stop", long.run_id), json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    assert_eq!(api.get("/healthz").await.status(), StatusCode::OK);
+    assert_eq!(api.get("/readyz").await.status(), StatusCode::OK);
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the executor against a real nats-server: the executor is
+//! started in-process with `start()` and driven over NATS and HTTP only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod control;
+mod dispatch;
+mod http_api;
+mod lifecycle;
