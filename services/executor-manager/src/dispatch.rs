@@ -1,0 +1,336 @@
+//! Dispatch of one run command: decide from the run's event log whether it still needs
+//! an executor, claim it, and hand it to an executor with a free slot.
+//!
+//! Every decision is an [`Outcome`]; the worker turns it into an ack, a nak with delay
+//! or a term. A command is acked only once an executor accepted it (or the run's
+//! history shows it needs no dispatch any more), so nothing is lost to a crash or a
+//! NATS restart: the command is simply delivered again and the event log says where
+//! the run stands.
+
+use crate::config::ExecutorManagerSettings;
+use crate::executors::Executors;
+use crate::timeouts;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_contracts::dispatch::{
+    DispatchOutcome, DispatchReply, DispatchRequest, EventPosition,
+};
+use switchyard_contracts::event::{RunClaimed, RunCompleted};
+use switchyard_contracts::{FailureReason, ProviderName, RunCommand, RunEventKind, subjects};
+use switchyard_platform::events::{EventLog, EventLogError};
+use tokio_util::sync::CancellationToken;
+
+/// Redelivery delay after losing an append race: the run's history moved on (a stop, a
+/// second worker after a redelivery), so the command is re-read promptly.
+const FENCED_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// Redelivery delay after a NATS failure (typically a server restart in progress).
+const NATS_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What to do with a command message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: an executor owns the run, or the run needs no dispatch.
+    Ack,
+    /// Deliver it again after the delay.
+    Retry(Duration),
+    /// Never deliver it again (garbage, or the run was concluded here).
+    Terminal,
+}
+
+/// Dispatches run commands for one manager process.
+pub struct Dispatcher {
+    client: async_nats::Client,
+    events: EventLog,
+    executors: Executors,
+    settings: Arc<ExecutorManagerSettings>,
+    worker_id: String,
+    shutdown: CancellationToken,
+}
+
+/// The answer to one dispatch request, as far as the worker cares.
+enum Attempt {
+    Reply(DispatchReply),
+    Garbage(String),
+    TimedOut,
+    NoResponders,
+    TooLarge,
+    Nats(async_nats::RequestError),
+}
+
+impl Dispatcher {
+    pub fn new(
+        client: async_nats::Client,
+        events: EventLog,
+        executors: Executors,
+        settings: Arc<ExecutorManagerSettings>,
+        worker_id: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            client,
+            events,
+            executors,
+            settings,
+            worker_id,
+            shutdown,
+        }
+    }
+
+    /// Decides the fate of `command`, delivered as `message`. Runs inside the
+    /// command's span, so every line it logs carries the run id.
+    pub async fn dispatch(&self, command: &RunCommand, message: &jetstream::Message) -> Outcome {
+        let run_id = command.run_id;
+        let last = match self.events.last(run_id).await {
+            Ok(last) => last,
+            Err(error) => return event_log_failure(error, "read the run's last event"),
+        };
+        let mut position = match &last {
+            Some(last) if last.header.is_terminal() => {
+                tracing::info!("run already concluded; dropping its command");
+                return Outcome::Ack;
+            }
+            Some(last)
+                if !matches!(
+                    last.header.event_type.as_str(),
+                    "run.queued" | "run.claimed"
+                ) =>
+            {
+                tracing::info!(
+                    last_event = %last.header.event_type,
+                    "run already dispatched; its executor owns it"
+                );
+                return Outcome::Ack;
+            }
+            Some(last) => last.next_position(),
+            None => {
+                // The control-plane writes run.queued before it publishes the command,
+                // so this is a hand-published command or an expired history; the run
+                // can still be served from an empty log.
+                tracing::warn!("run has no events; dispatching it from an empty history");
+                EventPosition::EMPTY
+            }
+        };
+
+        let Some(provider) = ProviderName::parse(&command.provider) else {
+            tracing::warn!(provider = %command.provider, "run names an unknown provider; failing it");
+            let completed = RunCompleted::failed(
+                FailureReason::UnsupportedProvider,
+                format!(
+                    "provider `{}` is not supported by this platform",
+                    command.provider
+                ),
+            );
+            return self.conclude(command, position, completed).await;
+        };
+
+        // Reserve before claiming: a run nobody can take stays `queued` and gets no
+        // event at all, however often it is redelivered.
+        let mut tried: Vec<String> = Vec::new();
+        let Some(mut reservation) = self.executors.reserve(provider, &tried) else {
+            tracing::debug!(%provider, "no executor has room; the run stays queued");
+            return Outcome::Retry(self.settings.no_capacity_delay());
+        };
+
+        let attempt = message
+            .info()
+            .map_or(1, |info| u64::try_from(info.delivered).unwrap_or(1).max(1));
+        let claimed = RunEventKind::RunClaimed(RunClaimed {
+            worker_id: self.worker_id.clone(),
+            attempt,
+        });
+        match self.events.append(run_id, &mut position, claimed).await {
+            Ok(_) => {}
+            Err(EventLogError::Fenced { .. }) => {
+                tracing::info!("run history moved on while claiming it; reading it again");
+                return Outcome::Retry(FENCED_RETRY_DELAY);
+            }
+            Err(error) => return event_log_failure(error, "append run.claimed"),
+        }
+
+        let timeout = timeouts::resolve(
+            command,
+            &self.settings.timeout_templates,
+            self.settings.default_run_timeout_ms,
+        );
+        tracing::debug!(
+            timeout_ms = timeout.timeout_ms,
+            timeout_source = timeout.source.as_str(),
+            "run timeout resolved"
+        );
+        let request = DispatchRequest {
+            command: command.clone(),
+            timeout_ms: timeout.timeout_ms,
+            worker_id: self.worker_id.clone(),
+            position,
+        };
+        let payload = match serde_json::to_vec(&request) {
+            Ok(payload) => Bytes::from(payload),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode the dispatch request");
+                return Outcome::Retry(NATS_RETRY_DELAY);
+            }
+        };
+
+        loop {
+            let executor_id = reservation.executor_id().to_owned();
+            // Keep the command ours while the executor answers (ack_wait restarts).
+            if let Err(error) = message.ack_with(AckKind::Progress).await {
+                tracing::warn!(%error, "cannot extend the command's ack deadline");
+            }
+            match self.request(command, &executor_id, payload.clone()).await {
+                Attempt::Reply(reply) => match reply.outcome {
+                    DispatchOutcome::Accepted => {
+                        reservation.keep();
+                        tracing::info!(
+                            %executor_id,
+                            timeout_ms = timeout.timeout_ms,
+                            next_seq = position.next_seq,
+                            "run dispatched"
+                        );
+                        return Outcome::Ack;
+                    }
+                    DispatchOutcome::Conflict => {
+                        tracing::info!(
+                            %executor_id,
+                            message = reply.message.as_deref().unwrap_or(""),
+                            "executor reports the run's history moved on; dropping the command"
+                        );
+                        return Outcome::Ack;
+                    }
+                    DispatchOutcome::Full | DispatchOutcome::Draining => {
+                        tracing::debug!(%executor_id, outcome = ?reply.outcome, "executor declined; trying the next one");
+                        reservation.mark_unavailable();
+                    }
+                    DispatchOutcome::UnsupportedProvider => {
+                        tracing::info!(%executor_id, %provider, "executor cannot run the provider; trying the next one");
+                        drop(reservation);
+                    }
+                    DispatchOutcome::Invalid => {
+                        tracing::error!(
+                            %executor_id,
+                            message = reply.message.as_deref().unwrap_or(""),
+                            "executor rejected the dispatch request as invalid; trying the next one"
+                        );
+                        drop(reservation);
+                    }
+                },
+                Attempt::Garbage(error) => {
+                    tracing::error!(%executor_id, %error, "executor answered with an invalid dispatch reply; trying the next one");
+                    drop(reservation);
+                }
+                Attempt::TimedOut => {
+                    // Ambiguous: it may still accept. A second executor is safe anyway:
+                    // only one of them can append run.dispatched at `position`.
+                    tracing::warn!(%executor_id, "executor did not answer the dispatch in time; trying the next one");
+                    drop(reservation);
+                }
+                Attempt::NoResponders => {
+                    tracing::info!(%executor_id, "executor is not listening (gone?); trying the next one");
+                    reservation.mark_unavailable();
+                }
+                Attempt::TooLarge => {
+                    drop(reservation);
+                    let completed = RunCompleted::failed(
+                        FailureReason::UnknownFailure,
+                        "the run command is too large to dispatch over NATS",
+                    );
+                    tracing::error!("run command exceeds the NATS payload limit; failing the run");
+                    return self.conclude(command, position, completed).await;
+                }
+                Attempt::Nats(error) => {
+                    tracing::warn!(%executor_id, %error, "dispatch request failed; the command will be retried");
+                    return Outcome::Retry(NATS_RETRY_DELAY);
+                }
+            }
+            tried.push(executor_id);
+            if self.shutdown.is_cancelled() {
+                // Let another manager try the rest rather than hold up the shutdown.
+                tracing::info!("shutting down; handing the command back to the queue");
+                return Outcome::Retry(Duration::ZERO);
+            }
+            reservation = match self.executors.reserve(provider, &tried) {
+                Some(next) => next,
+                None => {
+                    tracing::info!(
+                        tried = tried.len(),
+                        "no executor took the run; it stays claimed and is retried"
+                    );
+                    return Outcome::Retry(self.settings.no_capacity_delay());
+                }
+            };
+        }
+    }
+
+    async fn request(&self, command: &RunCommand, executor_id: &str, payload: Bytes) -> Attempt {
+        let mut headers = HeaderMap::new();
+        headers.insert(subjects::HEADER_RUN_ID, command.run_id.to_string().as_str());
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .headers(headers)
+            .timeout(Some(self.settings.dispatch_timeout()));
+        match self
+            .client
+            .send_request(subjects::executor_dispatch(executor_id), request)
+            .await
+        {
+            Ok(reply) => match serde_json::from_slice::<DispatchReply>(&reply.payload) {
+                Ok(reply) => Attempt::Reply(reply),
+                Err(error) => Attempt::Garbage(error.to_string()),
+            },
+            Err(error) => match error.kind() {
+                async_nats::RequestErrorKind::TimedOut => Attempt::TimedOut,
+                async_nats::RequestErrorKind::NoResponders => Attempt::NoResponders,
+                async_nats::RequestErrorKind::MaxPayloadExceeded => Attempt::TooLarge,
+                _ => Attempt::Nats(error),
+            },
+        }
+    }
+
+    /// Ends a run that was never dispatched by appending `run.completed` at `position`.
+    async fn conclude(
+        &self,
+        command: &RunCommand,
+        mut position: EventPosition,
+        completed: RunCompleted,
+    ) -> Outcome {
+        let reason = completed.reason.map(FailureReason::as_str);
+        match self
+            .events
+            .append(
+                command.run_id,
+                &mut position,
+                RunEventKind::RunCompleted(completed),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(reason, "run concluded before dispatch");
+                Outcome::Terminal
+            }
+            Err(EventLogError::Fenced { .. }) => {
+                tracing::info!("run history moved on while concluding it; reading it again");
+                Outcome::Retry(FENCED_RETRY_DELAY)
+            }
+            Err(error) => event_log_failure(error, "append run.completed"),
+        }
+    }
+}
+
+fn event_log_failure(error: EventLogError, doing: &'static str) -> Outcome {
+    match error {
+        EventLogError::Fenced { .. } => Outcome::Retry(FENCED_RETRY_DELAY),
+        // The run's history cannot be read, so no decision about it is safe, and
+        // retrying cannot repair it: an operator has to look.
+        EventLogError::Corrupt { .. } => {
+            tracing::error!(error = %error, doing, "run event log is corrupt; terminating the command");
+            Outcome::Terminal
+        }
+        other => {
+            tracing::warn!(error = %other, doing, "event log unavailable; the command will be retried");
+            Outcome::Retry(NATS_RETRY_DELAY)
+        }
+    }
+}
