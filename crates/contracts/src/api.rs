@@ -113,6 +113,12 @@ pub struct RunView {
     pub status_detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<FailureReason>,
+    /// What went wrong, in words (from the run's `run.completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_detail: Option<String>,
+    /// Raw material kept for a failed run (the `evidence` of its `run.completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_id: Option<String>,
     /// `seq` of the last event the projection has applied.

@@ -1,0 +1,143 @@
+//! `/api/apps`: registering apps (runtime defaults and execution profiles) and reading
+//! them back.
+
+use super::{AppState, not_found};
+use crate::runs::{is_valid_env_name, is_valid_name, parse_provider};
+use crate::store::{self, json_contains_nul};
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use switchyard_contracts::api::{AppList, AppView, RegisterAppRequest, RuntimeDefaults};
+use switchyard_platform::http::{ApiError, Json};
+
+/// More profiles than this per app is almost certainly a client bug.
+const MAX_PROFILES: usize = 100;
+const MAX_NAME_CHARS: usize = 200;
+const MAX_CREDENTIAL_ENV: usize = 32;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/apps/register", post(register))
+        .route("/api/apps", get(list))
+        .route("/api/apps/{app_id}", get(show))
+}
+
+/// Upsert: 201 for a new app, 200 when an existing one was replaced.
+async fn register(
+    State(state): State<AppState>,
+    Json(mut request): Json<RegisterAppRequest>,
+) -> Result<(StatusCode, Json<AppView>), ApiError> {
+    if !is_valid_name(&request.app_id) {
+        return Err(invalid(
+            "`appId` must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`",
+        ));
+    }
+    let name = request
+        .name
+        .clone()
+        .unwrap_or_else(|| request.app_id.clone());
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS || name.contains('\0') {
+        return Err(invalid(format!(
+            "`name` must be 1-{MAX_NAME_CHARS} characters without NUL"
+        )));
+    }
+    if request.execution_profiles.len() > MAX_PROFILES {
+        return Err(invalid(format!(
+            "at most {MAX_PROFILES} execution profiles per app"
+        )));
+    }
+    canonicalize(&mut request.runtime_defaults, "runtimeDefaults")?;
+    for (profile, defaults) in &mut request.execution_profiles {
+        if !is_valid_name(profile) {
+            return Err(invalid(
+                "execution profile names must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`",
+            ));
+        }
+        canonicalize(defaults, "executionProfiles")?;
+    }
+    let (view, created) = store::apps::upsert(
+        &state.pool,
+        store::apps::AppRecord {
+            app_id: &request.app_id,
+            name: &name,
+            runtime_defaults: &request.runtime_defaults,
+            execution_profiles: &request.execution_profiles,
+        },
+    )
+    .await?;
+    tracing::info!(app_id = %view.app_id, created, "app registered");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view)))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<AppList>, ApiError> {
+    Ok(Json(AppList {
+        apps: store::apps::list(&state.pool).await?,
+    }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<AppView>, ApiError> {
+    let app_id = path
+        .map(|Path(id)| id)
+        .ok()
+        .filter(|id| is_valid_name(id))
+        .ok_or_else(|| invalid("the app id is not valid"))?;
+    store::apps::get(&state.pool, &app_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found("app_not_found", format!("no app `{app_id}` is registered")))
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_request", message)
+}
+
+/// Validates defaults and stores the provider under its canonical name, so that
+/// `codex-cli` registered today resolves the same as `codex-app-server`.
+fn canonicalize(defaults: &mut RuntimeDefaults, field: &str) -> Result<(), ApiError> {
+    if let Some(provider) = &defaults.provider {
+        let parsed = parse_provider(provider)
+            .map_err(|e| ApiError::bad_request("unknown_provider", e.to_string()))?;
+        defaults.provider = Some(parsed.as_str().to_owned());
+    }
+    if let Some(model) = &defaults.model
+        && (model.trim().is_empty() || model.len() > 256 || model.contains('\0'))
+    {
+        return Err(invalid(format!(
+            "`{field}.model` must be 1-256 bytes without NUL"
+        )));
+    }
+    if defaults.credential_env.len() > MAX_CREDENTIAL_ENV
+        || !defaults.credential_env.iter().all(|n| is_valid_env_name(n))
+    {
+        return Err(invalid(format!(
+            "`{field}.credentialEnv` must list at most {MAX_CREDENTIAL_ENV} environment variable names"
+        )));
+    }
+    if defaults
+        .provider_options
+        .iter()
+        .any(|(k, v)| k.contains('\0') || json_contains_nul(v))
+    {
+        return Err(invalid(format!(
+            "`{field}.providerOptions` must not contain NUL characters"
+        )));
+    }
+    if let Some(timeout) = defaults.timeout_ms
+        && (timeout == 0 || i64::try_from(timeout).is_err())
+    {
+        return Err(invalid(format!(
+            "`{field}.timeoutMs` must be a positive number"
+        )));
+    }
+    Ok(())
+}

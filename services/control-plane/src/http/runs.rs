@@ -1,0 +1,229 @@
+//! `/api/runs` and `/api/run-queue`: starting, listing and reading runs, stopping them
+//! and answering their human-loop requests.
+
+use super::{AppState, not_found, optional_json, query_error, run_id};
+use crate::control::ControlError;
+use crate::queue::{self, QueueError};
+use crate::runs::StartRunError;
+use crate::store;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use switchyard_contracts::api::{
+    HumanLoopReplyRequest, HumanLoopReplyResponse, RunList, RunQueueView, RunView, StartRunRequest,
+    StartRunResponse, StopRunRequest, StopRunResponse,
+};
+use switchyard_contracts::{RunId, RunStatus};
+use switchyard_platform::http::{ApiError, Json};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/runs/start", post(start))
+        .route("/api/runs", get(list))
+        .route("/api/runs/{run_id}", get(show))
+        .route("/api/runs/{run_id}/stop", post(stop))
+        .route("/api/runs/{run_id}/human-loop/reply", post(reply))
+        .route("/api/run-queue", get(run_queue))
+}
+
+async fn start(
+    State(state): State<AppState>,
+    Json(request): Json<StartRunRequest>,
+) -> Result<(StatusCode, Json<StartRunResponse>), ApiError> {
+    let response = state.runs.start(request).await.map_err(start_error)?;
+    Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+fn start_error(e: StartRunError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        StartRunError::Invalid(_) => ApiError::bad_request("invalid_request", message),
+        StartRunError::UnknownProvider(_) => ApiError::bad_request("unknown_provider", message),
+        StartRunError::PromptTooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "prompt_too_large", message)
+        }
+        StartRunError::CommandTooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message)
+        }
+        StartRunError::AppNotFound(_) => not_found("app_not_found", message),
+        StartRunError::ProfileNotFound(_) => not_found("profile_not_found", message),
+        StartRunError::Store(e) => e.into(),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    app_id: Option<String>,
+    limit: Option<i64>,
+    before: Option<String>,
+}
+
+/// Newest first; `before=<runId>` continues after the last run of the previous page.
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<RunList>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request("invalid_request", format!("unknown status `{s}`"))
+        })?),
+    };
+    let limit = match query.limit {
+        None => DEFAULT_LIMIT,
+        Some(n) if n >= 1 => n.min(MAX_LIMIT),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "`limit` must be at least 1",
+            ));
+        }
+    };
+    let before = match query.before.as_deref() {
+        None | Some("") => None,
+        Some(cursor) => Some(RunId::parse_str(cursor).map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "`before` must be a run id from a listing")
+        })?),
+    };
+    let filter = store::runs::RunFilter {
+        status,
+        app_id: query.app_id.filter(|a| !a.is_empty()),
+        before,
+        limit,
+    };
+    let runs = store::runs::list(&state.pool, &filter)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let url = state.settings.stream_url(&row.run_id);
+            row.into_view(url)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(RunList { runs }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<RunView>, ApiError> {
+    let run_id = run_id(path)?;
+    let row = store::runs::get(&state.pool, run_id)
+        .await?
+        .ok_or_else(|| run_not_found(run_id))?;
+    let url = state.settings.stream_url(&run_id);
+    Ok(Json(row.into_view(url)?))
+}
+
+async fn stop(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<StopRunResponse>), ApiError> {
+    let run_id = run_id(path)?;
+    let body = body.map_err(body_error)?;
+    let request: StopRunRequest = optional_json(&body)?;
+    ensure_not_finished(&state, run_id).await?;
+    let outcome = state
+        .control
+        .stop(run_id, request.reason)
+        .await
+        .map_err(control_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(StopRunResponse {
+            run_id,
+            status: outcome.as_str().to_owned(),
+        }),
+    ))
+}
+
+async fn reply(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    Json(request): Json<HumanLoopReplyRequest>,
+) -> Result<Json<HumanLoopReplyResponse>, ApiError> {
+    let run_id = run_id(path)?;
+    ensure_not_finished(&state, run_id).await?;
+    state
+        .control
+        .reply(
+            run_id,
+            request.request_id,
+            request.decision,
+            request.message,
+        )
+        .await
+        .map_err(control_error)?;
+    Ok(Json(HumanLoopReplyResponse {
+        run_id,
+        accepted: true,
+    }))
+}
+
+async fn run_queue(State(state): State<AppState>) -> Result<Json<RunQueueView>, ApiError> {
+    queue::snapshot(&state.js, &state.pool, &state.settings)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            QueueError::Store(e) => e.into(),
+            e @ QueueError::Nats { .. } => {
+                ApiError::unavailable("the run queue cannot be read right now", e)
+            }
+        })
+}
+
+/// 404 for a run we do not know, 409 for one the projection already saw finish (its
+/// events may have aged out of the stream, so the event log alone cannot tell).
+async fn ensure_not_finished(state: &AppState, run_id: RunId) -> Result<(), ApiError> {
+    let row = store::runs::get(&state.pool, run_id)
+        .await?
+        .ok_or_else(|| run_not_found(run_id))?;
+    if RunStatus::parse(&row.status).is_some_and(RunStatus::is_terminal) {
+        return Err(control_error(ControlError::Finished));
+    }
+    Ok(())
+}
+
+fn run_not_found(run_id: RunId) -> ApiError {
+    not_found("run_not_found", format!("no run {run_id}"))
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body is too large",
+        )
+    } else {
+        ApiError::bad_request("invalid_request", "the request body could not be read")
+    }
+}
+
+fn control_error(e: ControlError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        ControlError::Finished => ApiError::conflict("run_finished", message),
+        ControlError::NoPendingRequest(_) => ApiError::conflict("no_pending_request", message),
+        ControlError::OwnerUnavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "owner_unavailable",
+            message,
+        ),
+        ControlError::Rejected(_) => ApiError::conflict("control_rejected", message),
+        e @ ControlError::BadReply(_) => ApiError::internal(e),
+        e @ ControlError::EventLog(_) => {
+            ApiError::unavailable("the run's event log cannot be reached right now", e)
+        }
+    }
+}

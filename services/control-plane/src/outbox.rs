@@ -1,0 +1,160 @@
+//! Publishing accepted runs: `run.queued` at the head of the run's event log, then the
+//! run command on the work queue, then the outbox entry is deleted. The sweeper
+//! republishes entries whose publication did not finish (a crash between commit and
+//! publish, NATS down), so an accepted run is never lost.
+//!
+//! Every step is idempotent: `run.queued` is appended at position (1, 0), so a second
+//! append is rejected as fenced (or deduplicated by its message id), and the command
+//! carries `Nats-Msg-Id = <run_id>`, deduplicated by RUN_COMMANDS' 10-minute window.
+
+use crate::store::outbox::OutboxEntry;
+use crate::store::{self, StoreError};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_contracts::dispatch::EventPosition;
+use switchyard_contracts::{RunEventKind, subjects};
+use switchyard_platform::events::{EventLog, EventLogError};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+/// Entries republished per sweep transaction.
+const SWEEP_BATCH: i64 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("could not append run.queued: {0}")]
+    Queued(#[source] EventLogError),
+    #[error("could not publish the run command: {0}")]
+    Command(#[source] jetstream::context::PublishError),
+    #[error("could not encode the run command: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Publishes outbox entries.
+pub struct Publisher {
+    js: jetstream::Context,
+    events: EventLog,
+}
+
+impl Publisher {
+    pub fn new(js: jetstream::Context, events: EventLog) -> Self {
+        Self { js, events }
+    }
+
+    /// `run.queued` first, so that whoever reads the command finds the run's history
+    /// started; then the command, acknowledged by the stream.
+    pub async fn publish(&self, entry: &OutboxEntry) -> Result<(), PublishError> {
+        let run_id = entry.run_id;
+        let mut position = EventPosition::EMPTY;
+        match self
+            .events
+            .append(
+                run_id,
+                &mut position,
+                RunEventKind::RunQueued(entry.queued.clone()),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Already appended by an earlier attempt, or the run was stopped before it
+            // was published (its history starts with run.completed): either way the
+            // command still goes out, and the manager drops it if the run is over.
+            Err(EventLogError::Fenced { .. }) => {
+                tracing::debug!(%run_id, "run.queued was already appended");
+            }
+            Err(e) => return Err(PublishError::Queued(e)),
+        }
+        let payload = serde_json::to_vec(&entry.command).map_err(PublishError::Encode)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(subjects::HEADER_RUN_ID, run_id.to_string().as_str());
+        let message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .headers(headers)
+            .message_id(run_id.to_string());
+        let ack = self
+            .js
+            .send_publish(subjects::run_command(&entry.command.provider), message)
+            .await
+            .map_err(PublishError::Command)?
+            .await
+            .map_err(PublishError::Command)?;
+        tracing::debug!(%run_id, stream_seq = ack.sequence, duplicate = ack.duplicate, "run command published");
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for SweepError {
+    fn from(e: sqlx::Error) -> Self {
+        SweepError::Store(e.into())
+    }
+}
+
+/// Republishes stale outbox entries every `interval` until `shutdown`.
+pub async fn sweep_loop(
+    pool: PgPool,
+    publisher: Arc<Publisher>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // An entry younger than two intervals is most likely still being published by the
+    // request that created it.
+    let min_age_ms =
+        store::to_bigint(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)).saturating_mul(2);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        match sweep_once(&pool, &publisher, min_age_ms).await {
+            Ok(0) => {}
+            Ok(published) => tracing::info!(published, "outbox sweeper republished runs"),
+            Err(e) => tracing::warn!(error = %e, "outbox sweep failed; retrying next interval"),
+        }
+    }
+}
+
+/// One pass: lock stale entries (skipping ones another control-plane holds), publish,
+/// delete what was published. Stops at the first publish failure: NATS is likely down
+/// and the next pass retries.
+async fn sweep_once(
+    pool: &PgPool,
+    publisher: &Publisher,
+    min_age_ms: i64,
+) -> Result<usize, SweepError> {
+    let mut tx = pool.begin().await?;
+    let entries = store::outbox::lock_stale(&mut tx, min_age_ms, SWEEP_BATCH).await?;
+    let mut published = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err((id, e)) => {
+                // Left in place for an operator to inspect; it cannot be published.
+                tracing::error!(outbox_id = id, error = %e, "outbox entry is corrupt");
+                continue;
+            }
+        };
+        let span = tracing::info_span!("outbox_republish", run_id = %entry.run_id);
+        match publisher.publish(&entry).instrument(span.clone()).await {
+            Ok(()) => published.push(entry.id),
+            Err(e) => {
+                span.in_scope(|| tracing::warn!(error = %e, "republication failed"));
+                break;
+            }
+        }
+    }
+    store::outbox::delete_many(&mut *tx, &published).await?;
+    tx.commit().await?;
+    Ok(published.len())
+}

@@ -1,0 +1,471 @@
+//! Starting runs: validating a start request, resolving what it runs with (request →
+//! execution profile → app defaults → system default), and accepting it durably (run
+//! row + outbox row in one transaction) before it is published.
+
+use crate::config::ControlPlaneSettings;
+use crate::outbox::Publisher;
+use crate::store::{self, StoreError};
+use chrono::Utc;
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_contracts::api::{AppView, RuntimeDefaults, StartRunRequest, StartRunResponse};
+use switchyard_contracts::event::RunQueued;
+use switchyard_contracts::provider::DEFAULT_PROVIDER;
+use switchyard_contracts::{ProviderName, RunCommand, RunId, RunStatus};
+use tracing::Instrument as _;
+
+/// Largest serialized run command: the RUN_COMMANDS stream's `max_msg_size` (1 MiB)
+/// minus room for headers. A larger command could never be published, so it is refused
+/// up front instead of sitting in the outbox forever.
+pub const MAX_COMMAND_BYTES: usize = 1024 * 1024 - 4096;
+/// Longest model name accepted.
+const MAX_MODEL_LEN: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartRunError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unknown provider `{0}`; known providers: {known}", known = known_providers())]
+    UnknownProvider(String),
+    #[error("the prompt is {size} bytes; the limit is {limit}")]
+    PromptTooLarge { size: usize, limit: usize },
+    #[error("the run command would be {size} bytes; the limit is {limit}")]
+    CommandTooLarge { size: usize, limit: usize },
+    #[error("no app `{0}` is registered")]
+    AppNotFound(String),
+    #[error("{0}")]
+    ProfileNotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn known_providers() -> String {
+    ProviderName::ALL
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `1–64` characters of `[A-Za-z0-9_-]`: app ids and profile names end up in URLs,
+/// logs and metrics labels.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Environment variable names as a shell accepts them.
+pub fn is_valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 128
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parses a provider name (canonical or alias).
+pub fn parse_provider(name: &str) -> Result<ProviderName, StartRunError> {
+    ProviderName::parse(name).ok_or_else(|| StartRunError::UnknownProvider(truncate(name, 64)))
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+/// What a run runs with, after every level had its say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub provider: ProviderName,
+    pub model: Option<String>,
+    pub provider_options: Map<String, Value>,
+    pub credential_env: Vec<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Request over profile over app defaults over the system default. Provider options
+/// are merged shallowly (a key set at a higher level replaces the whole value).
+pub fn resolve(
+    request: &StartRunRequest,
+    profile: Option<&RuntimeDefaults>,
+    app: Option<&RuntimeDefaults>,
+) -> Result<Resolved, StartRunError> {
+    let levels = [profile, app];
+    let provider = match request.provider.as_deref().or_else(|| {
+        levels
+            .iter()
+            .flatten()
+            .find_map(|defaults| defaults.provider.as_deref())
+    }) {
+        Some(name) => parse_provider(name)?,
+        None => DEFAULT_PROVIDER,
+    };
+    let model = request.model.clone().or_else(|| {
+        levels
+            .iter()
+            .flatten()
+            .find_map(|defaults| defaults.model.clone())
+    });
+    let mut provider_options = Map::new();
+    for defaults in levels.iter().rev().flatten() {
+        provider_options.extend(defaults.provider_options.clone());
+    }
+    if let Some(own) = &request.provider_options {
+        provider_options.extend(own.clone());
+    }
+    let credential_env = levels
+        .iter()
+        .flatten()
+        .map(|defaults| &defaults.credential_env)
+        .find(|names| !names.is_empty())
+        .cloned()
+        .unwrap_or_default();
+    let timeout_ms = levels
+        .iter()
+        .flatten()
+        .find_map(|defaults| defaults.timeout_ms);
+    Ok(Resolved {
+        provider,
+        model,
+        provider_options,
+        credential_env,
+        timeout_ms,
+    })
+}
+
+/// Checks what the request's shape cannot express.
+pub fn validate_request(
+    request: &StartRunRequest,
+    max_prompt_bytes: usize,
+) -> Result<(), StartRunError> {
+    if request.prompt.trim().is_empty() {
+        return Err(StartRunError::Invalid("`prompt` must not be empty".into()));
+    }
+    if request.prompt.len() > max_prompt_bytes {
+        return Err(StartRunError::PromptTooLarge {
+            size: request.prompt.len(),
+            limit: max_prompt_bytes,
+        });
+    }
+    if request.prompt.contains('\0') {
+        return Err(StartRunError::Invalid(
+            "`prompt` must not contain NUL characters".into(),
+        ));
+    }
+    if let Some(app_id) = &request.app_id
+        && !is_valid_name(app_id)
+    {
+        return Err(StartRunError::Invalid(
+            "`appId` must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
+        ));
+    }
+    if let Some(profile) = &request.execution_profile
+        && !is_valid_name(profile)
+    {
+        return Err(StartRunError::Invalid(
+            "`executionProfile` must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
+        ));
+    }
+    if let Some(model) = &request.model
+        && (model.trim().is_empty() || model.len() > MAX_MODEL_LEN || model.contains('\0'))
+    {
+        return Err(StartRunError::Invalid(format!(
+            "`model` must be 1-{MAX_MODEL_LEN} bytes without NUL characters"
+        )));
+    }
+    if let Some(options) = &request.provider_options
+        && options
+            .iter()
+            .any(|(k, v)| k.contains('\0') || store::json_contains_nul(v))
+    {
+        return Err(StartRunError::Invalid(
+            "`providerOptions` must not contain NUL characters".into(),
+        ));
+    }
+    if let Some(provider) = &request.provider {
+        parse_provider(provider)?;
+    }
+    Ok(())
+}
+
+/// Accepts runs: persists them with their outbox entry, then publishes.
+pub struct Runs {
+    pool: PgPool,
+    publisher: Arc<Publisher>,
+    settings: Arc<ControlPlaneSettings>,
+    /// Bound on the inline publication; past it the sweeper finishes the job.
+    publish_timeout: Duration,
+}
+
+impl Runs {
+    pub fn new(
+        pool: PgPool,
+        publisher: Arc<Publisher>,
+        settings: Arc<ControlPlaneSettings>,
+        publish_timeout: Duration,
+    ) -> Self {
+        Self {
+            pool,
+            publisher,
+            settings,
+            publish_timeout,
+        }
+    }
+
+    /// Validates, resolves, persists and publishes a run. Once the transaction has
+    /// committed the run is accepted: a failed publication is left to the sweeper.
+    pub async fn start(&self, request: StartRunRequest) -> Result<StartRunResponse, StartRunError> {
+        validate_request(&request, self.settings.max_prompt_bytes)?;
+        let (app, profile_name) = self.app_and_profile(&request).await?;
+        let app_defaults = app.as_ref().map(|a| &a.runtime_defaults);
+        let profile = match (&app, &profile_name) {
+            (Some(app), Some(name)) => Some(app.execution_profiles.get(name).ok_or_else(|| {
+                StartRunError::ProfileNotFound(format!(
+                    "app `{}` has no execution profile `{name}`",
+                    app.app_id
+                ))
+            })?),
+            _ => None,
+        };
+        let resolved = resolve(&request, profile, app_defaults)?;
+
+        let run_id = RunId::now_v7();
+        let span = tracing::info_span!("start_run", %run_id);
+        async move {
+            let created_at = Utc::now();
+            let provider = resolved.provider.as_str().to_owned();
+            let app_id = app.as_ref().map(|a| a.app_id.clone());
+            let command = RunCommand {
+                run_id,
+                provider: provider.clone(),
+                model: resolved.model.clone(),
+                prompt: request.prompt,
+                app_id: app_id.clone(),
+                execution_profile: profile_name.clone(),
+                provider_options: Value::Object(resolved.provider_options),
+                credential_env: resolved.credential_env,
+                timeout_ms: resolved.timeout_ms,
+                created_at,
+            };
+            let size = serde_json::to_vec(&command)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_COMMAND_BYTES {
+                return Err(StartRunError::CommandTooLarge {
+                    size,
+                    limit: MAX_COMMAND_BYTES,
+                });
+            }
+            let queued = RunQueued {
+                provider: provider.clone(),
+                model: command.model.clone(),
+                app_id: app_id.clone(),
+            };
+            let new_run = store::runs::NewRun {
+                run_id,
+                app_id,
+                execution_profile: profile_name,
+                provider: provider.clone(),
+                model: command.model.clone(),
+                prompt: command.prompt.clone(),
+                provider_options: command.provider_options.clone(),
+                credential_env: command.credential_env.clone(),
+                timeout_ms: command.timeout_ms.map(store::to_bigint),
+                created_at,
+            };
+            let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+            store::runs::insert(&mut tx, &new_run).await?;
+            let outbox_id = store::outbox::insert(&mut tx, run_id, &queued, &command).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            tracing::info!(provider, model = ?command.model, "run accepted");
+
+            let entry = store::outbox::OutboxEntry {
+                id: outbox_id,
+                run_id,
+                queued,
+                command,
+            };
+            self.publish_now(&entry).await;
+            Ok(StartRunResponse {
+                run_id,
+                status: RunStatus::Queued,
+                provider,
+                model: entry.command.model,
+                stream_url: self.settings.stream_url(&run_id),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The app the request names (directly or through a profile name) and the profile.
+    async fn app_and_profile(
+        &self,
+        request: &StartRunRequest,
+    ) -> Result<(Option<AppView>, Option<String>), StartRunError> {
+        let profile = request.execution_profile.clone();
+        let app_id = match (&request.app_id, &profile) {
+            (Some(app_id), _) => Some(app_id.clone()),
+            (None, Some(name)) => {
+                let mut apps = store::apps::apps_with_profile(&self.pool, name).await?;
+                match apps.len() {
+                    0 => {
+                        return Err(StartRunError::ProfileNotFound(format!(
+                            "no app has an execution profile `{name}`"
+                        )));
+                    }
+                    1 => apps.pop(),
+                    _ => {
+                        return Err(StartRunError::Invalid(format!(
+                            "several apps have an execution profile `{name}`; name the `appId`"
+                        )));
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let Some(app_id) = app_id else {
+            return Ok((None, None));
+        };
+        match store::apps::get(&self.pool, &app_id).await? {
+            Some(app) => Ok((Some(app), profile)),
+            None => Err(StartRunError::AppNotFound(app_id)),
+        }
+    }
+
+    /// Publishes right away so a healthy system dispatches without waiting for the
+    /// sweeper; any failure (or a slow NATS) leaves the entry to the sweeper.
+    async fn publish_now(&self, entry: &store::outbox::OutboxEntry) {
+        match tokio::time::timeout(self.publish_timeout, self.publisher.publish(entry)).await {
+            Ok(Ok(())) => {
+                if let Err(e) = store::outbox::delete(&self.pool, entry.id).await {
+                    // Harmless: the sweeper republishes, and both streams deduplicate.
+                    tracing::warn!(error = %e, "published, but could not delete the outbox entry");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "publication failed; the outbox sweeper will retry");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.publish_timeout.as_millis() as u64,
+                    "publication is slow; the outbox sweeper will finish it"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(provider: Option<&str>, model: Option<&str>) -> StartRunRequest {
+        StartRunRequest {
+            provider: provider.map(str::to_owned),
+            model: model.map(str::to_owned),
+            prompt: "hi".into(),
+            ..Default::default()
+        }
+    }
+
+    fn defaults(provider: Option<&str>, options: Value, timeout: Option<u64>) -> RuntimeDefaults {
+        RuntimeDefaults {
+            provider: provider.map(str::to_owned),
+            model: provider.map(|p| format!("{p}-model")),
+            credential_env: provider
+                .map(|p| vec![format!("{}_KEY", p.replace('-', "_").to_uppercase())])
+                .unwrap_or_default(),
+            provider_options: options.as_object().cloned().unwrap_or_default(),
+            timeout_ms: timeout,
+        }
+    }
+
+    #[test]
+    fn request_wins_over_profile_over_app_over_default() {
+        let app = defaults(Some("claude-code"), json!({"a": 1, "b": 1}), Some(10));
+        let profile = defaults(Some("opencode"), json!({"b": 2, "c": 2}), None);
+        let r = resolve(&request(Some("scripted"), None), Some(&profile), Some(&app)).unwrap();
+        assert_eq!(r.provider, ProviderName::Scripted);
+        assert_eq!(r.model.as_deref(), Some("opencode-model"));
+        let r = resolve(&request(None, Some("m")), Some(&profile), Some(&app)).unwrap();
+        assert_eq!(r.provider, ProviderName::Opencode);
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.credential_env, vec!["OPENCODE_KEY"]);
+        assert_eq!(r.timeout_ms, Some(10));
+        assert_eq!(
+            Value::Object(r.provider_options),
+            json!({"a": 1, "b": 2, "c": 2})
+        );
+        let r = resolve(&request(None, None), None, Some(&app)).unwrap();
+        assert_eq!(r.provider, ProviderName::ClaudeCode);
+        let r = resolve(&request(None, None), None, None).unwrap();
+        assert_eq!(r.provider, ProviderName::CodexAppServer);
+        assert_eq!(r.model, None);
+    }
+
+    #[test]
+    fn request_options_replace_whole_keys() {
+        let app = defaults(None, json!({"script": {"steps": [1]}, "x": true}), None);
+        let mut req = request(None, None);
+        req.provider_options = json!({"script": {"other": 1}}).as_object().cloned();
+        let r = resolve(&req, None, Some(&app)).unwrap();
+        assert_eq!(
+            Value::Object(r.provider_options),
+            json!({"script": {"other": 1}, "x": true})
+        );
+    }
+
+    #[test]
+    fn codex_cli_resolves_to_codex_app_server_and_unknown_is_an_error() {
+        let r = resolve(&request(Some("codex-cli"), None), None, None).unwrap();
+        assert_eq!(r.provider.as_str(), "codex-app-server");
+        assert!(matches!(
+            resolve(&request(Some("gpt"), None), None, None),
+            Err(StartRunError::UnknownProvider(_))
+        ));
+    }
+
+    #[test]
+    fn validation_rejects_what_the_shape_allows() {
+        let mut req = request(None, None);
+        req.prompt = "  ".into();
+        assert!(matches!(
+            validate_request(&req, 10),
+            Err(StartRunError::Invalid(_))
+        ));
+        req.prompt = "x".repeat(11);
+        assert!(matches!(
+            validate_request(&req, 10),
+            Err(StartRunError::PromptTooLarge {
+                size: 11,
+                limit: 10
+            })
+        ));
+        req.prompt = "a\0b".into();
+        assert!(validate_request(&req, 10).is_err());
+        req.prompt = "ok".into();
+        req.app_id = Some("bad id".into());
+        assert!(validate_request(&req, 10).is_err());
+        req.app_id = Some("a".repeat(65));
+        assert!(validate_request(&req, 10).is_err());
+        req.app_id = Some("good_app-1".into());
+        validate_request(&req, 10).unwrap();
+        req.provider_options = json!({"k": ["\u{0}"]}).as_object().cloned();
+        assert!(validate_request(&req, 10).is_err());
+    }
+
+    #[test]
+    fn env_names_follow_shell_rules() {
+        assert!(is_valid_env_name("OPENAI_API_KEY"));
+        assert!(is_valid_env_name("_X1"));
+        assert!(!is_valid_env_name("1X"));
+        assert!(!is_valid_env_name("A-B"));
+        assert!(!is_valid_env_name(""));
+    }
+}

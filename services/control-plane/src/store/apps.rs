@@ -1,0 +1,163 @@
+//! Apps and their execution profiles.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::types::Json;
+use std::collections::BTreeMap;
+use switchyard_contracts::api::{AppView, RuntimeDefaults};
+
+#[derive(Debug, sqlx::FromRow)]
+struct AppRow {
+    app_id: String,
+    name: String,
+    runtime_defaults: Json<RuntimeDefaults>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ProfileRow {
+    app_id: String,
+    name: String,
+    settings: Json<RuntimeDefaults>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct UpsertedRow {
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    inserted: bool,
+}
+
+/// What to store for an app (already validated).
+#[derive(Debug)]
+pub struct AppRecord<'a> {
+    pub app_id: &'a str,
+    pub name: &'a str,
+    pub runtime_defaults: &'a RuntimeDefaults,
+    pub execution_profiles: &'a BTreeMap<String, RuntimeDefaults>,
+}
+
+/// Inserts or replaces an app and its whole set of profiles. Returns the stored view
+/// and whether the app is new.
+pub async fn upsert(pool: &PgPool, app: AppRecord<'_>) -> Result<(AppView, bool), StoreError> {
+    let mut tx = pool.begin().await?;
+    // `xmax = 0` only for a row this statement inserted (an update leaves the old
+    // version's xid there): the cheapest way to tell 201 from 200 in one round trip.
+    let row = sqlx::query_as::<_, UpsertedRow>(
+        "INSERT INTO apps (app_id, name, runtime_defaults) VALUES ($1, $2, $3)
+         ON CONFLICT (app_id) DO UPDATE
+            SET name = EXCLUDED.name,
+                runtime_defaults = EXCLUDED.runtime_defaults,
+                updated_at = now()
+         RETURNING created_at, updated_at, (xmax = 0) AS inserted",
+    )
+    .bind(app.app_id)
+    .bind(app.name)
+    .bind(Json(app.runtime_defaults))
+    .fetch_one(&mut *tx)
+    .await?;
+    let names: Vec<String> = app.execution_profiles.keys().cloned().collect();
+    sqlx::query("DELETE FROM execution_profiles WHERE app_id = $1 AND NOT (name = ANY($2))")
+        .bind(app.app_id)
+        .bind(&names)
+        .execute(&mut *tx)
+        .await?;
+    for (name, settings) in app.execution_profiles {
+        sqlx::query(
+            "INSERT INTO execution_profiles (app_id, name, settings) VALUES ($1, $2, $3)
+             ON CONFLICT (app_id, name) DO UPDATE
+                SET settings = EXCLUDED.settings, updated_at = now()",
+        )
+        .bind(app.app_id)
+        .bind(name)
+        .bind(Json(settings))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    let view = AppView {
+        app_id: app.app_id.to_owned(),
+        name: app.name.to_owned(),
+        runtime_defaults: app.runtime_defaults.clone(),
+        execution_profiles: app.execution_profiles.clone(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    };
+    Ok((view, row.inserted))
+}
+
+/// One app with its profiles.
+pub async fn get(pool: &PgPool, app_id: &str) -> Result<Option<AppView>, StoreError> {
+    let Some(row) = sqlx::query_as::<_, AppRow>(
+        "SELECT app_id, name, runtime_defaults, created_at, updated_at
+         FROM apps WHERE app_id = $1",
+    )
+    .bind(app_id)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let profiles = sqlx::query_as::<_, ProfileRow>(
+        "SELECT app_id, name, settings FROM execution_profiles WHERE app_id = $1 ORDER BY name",
+    )
+    .bind(app_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(view(row, profiles)))
+}
+
+/// Every app with its profiles, by app id.
+pub async fn list(pool: &PgPool) -> Result<Vec<AppView>, StoreError> {
+    let apps = sqlx::query_as::<_, AppRow>(
+        "SELECT app_id, name, runtime_defaults, created_at, updated_at
+         FROM apps ORDER BY app_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut profiles: BTreeMap<String, Vec<ProfileRow>> = BTreeMap::new();
+    for profile in sqlx::query_as::<_, ProfileRow>(
+        "SELECT app_id, name, settings FROM execution_profiles ORDER BY app_id, name",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        profiles
+            .entry(profile.app_id.clone())
+            .or_default()
+            .push(profile);
+    }
+    Ok(apps
+        .into_iter()
+        .map(|app| {
+            let own = profiles.remove(&app.app_id).unwrap_or_default();
+            view(app, own)
+        })
+        .collect())
+}
+
+/// Apps that have a profile called `name` (a run may name a profile without its app).
+pub async fn apps_with_profile(pool: &PgPool, name: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "SELECT app_id FROM execution_profiles WHERE name = $1 ORDER BY app_id LIMIT 2",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?)
+}
+
+fn view(app: AppRow, profiles: Vec<ProfileRow>) -> AppView {
+    AppView {
+        app_id: app.app_id,
+        name: app.name,
+        runtime_defaults: app.runtime_defaults.0,
+        execution_profiles: profiles
+            .into_iter()
+            .map(|p| (p.name, p.settings.0))
+            .collect(),
+        created_at: app.created_at,
+        updated_at: app.updated_at,
+    }
+}

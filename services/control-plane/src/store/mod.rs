@@ -1,0 +1,89 @@
+//! SQL, one module per noun. Queries are runtime-checked (`sqlx::query_as` with
+//! `FromRow` rows) and always bind their values; nothing here builds SQL from input.
+
+pub mod apps;
+pub mod human_loop;
+pub mod outbox;
+pub mod runs;
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database request failed: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("stored {what} could not be decoded: {source}")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StoreError {
+    /// Postgres is unreachable or overloaded (as opposed to a rejected statement).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => crate::database::is_unavailable(e),
+            StoreError::Corrupt { .. } => false,
+        }
+    }
+}
+
+/// Postgres rejects NUL in `text` and `\u0000` in `jsonb`; event data written by
+/// providers (raw output, evidence) may contain it, so it is replaced before storing.
+pub fn clean_text(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+/// [`clean_text`] for every string (and key) of a JSON value.
+pub fn clean_json(value: Value) -> Value {
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(clean_text(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(clean_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (clean_text(&k), clean_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// True when a JSON value holds a NUL character anywhere (Postgres cannot store it).
+pub fn json_contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(json_contains_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || json_contains_nul(v)),
+        _ => false,
+    }
+}
+
+/// A `u64` from the wire as a Postgres `bigint`, saturating (no real value comes close).
+pub fn to_bigint(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A Postgres `bigint` counter as a `u64` (negative values do not occur; they read as 0).
+pub fn from_bigint(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_characters_are_replaced_everywhere() {
+        let dirty = json!({"a\u{0}": ["x\u{0}y", 1, {"b": "\u{0}"}]});
+        assert!(json_contains_nul(&dirty));
+        let clean = clean_json(dirty);
+        assert!(!json_contains_nul(&clean));
+        assert_eq!(clean["a\u{FFFD}"][0], "x\u{FFFD}y");
+        assert_eq!(clean_text("ok"), "ok");
+    }
+}

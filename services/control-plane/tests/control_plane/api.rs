@@ -1,0 +1,518 @@
+//! The HTTP API: registering apps, starting runs, listing them, and the error shape of
+//! every kind of bad input.
+
+use crate::common::{Harness, error_code};
+use reqwest::StatusCode;
+use serde_json::json;
+use switchyard_contracts::RunCommand;
+use switchyard_control_plane::store;
+
+#[tokio::test]
+async fn start_run_persists_the_run_and_publishes_event_and_command() {
+    let h = Harness::start().await;
+    let (status, app) = h
+        .post(
+            "/api/apps/register",
+            json!({"appId": "demo", "runtimeDefaults": {
+                "provider": "scripted", "model": "m1", "credentialEnv": ["OPENAI_API_KEY"],
+                "providerOptions": {"script": {"steps": []}, "keep": 1}, "timeoutMs": 5000}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{app}");
+    assert_eq!(app["name"], "demo");
+    let (status, _) = h
+        .post(
+            "/api/apps/register",
+            json!({"appId": "demo", "name": "Demo", "runtimeDefaults": {
+                "provider": "scripted", "model": "m1", "credentialEnv": ["OPENAI_API_KEY"],
+                "providerOptions": {"script": {"steps": []}, "keep": 1}, "timeoutMs": 5000}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "re-registering updates");
+    let (status, apps) = h.get("/api/apps").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(apps["apps"][0]["name"], "Demo");
+
+    let (status, body) = h
+        .post(
+            "/api/runs/start",
+            json!({"appId": "demo", "prompt": "hello", "providerOptions": {"keep": 2}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let run_id: uuid::Uuid = body["runId"].as_str().unwrap().parse().unwrap();
+    assert_eq!(run_id.get_version_num(), 7);
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["provider"], "scripted");
+    assert_eq!(body["model"], "m1");
+    assert_eq!(body["streamUrl"], format!("/api/runs/{run_id}/stream"));
+
+    let row = store::runs::get(&h.db.pool, run_id).await.unwrap().unwrap();
+    assert_eq!(row.status, "queued");
+    assert_eq!(row.app_id.as_deref(), Some("demo"));
+    let (options, env, timeout): (serde_json::Value, Vec<String>, Option<i64>) = sqlx::query_as(
+        "SELECT provider_options, credential_env, timeout_ms FROM runs WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(options, json!({"script": {"steps": []}, "keep": 2}));
+    assert_eq!(env, vec!["OPENAI_API_KEY"]);
+    assert_eq!(timeout, Some(5000));
+
+    let last = h
+        .events
+        .last(run_id)
+        .await
+        .unwrap()
+        .expect("run.queued exists");
+    assert_eq!(last.header.seq, 1);
+    assert_eq!(last.header.event_type, "run.queued");
+
+    let command = h.last_command("scripted").await.expect("command published");
+    let msg_id = command.headers.get("Nats-Msg-Id").map(|v| v.to_string());
+    assert_eq!(msg_id, Some(run_id.to_string()));
+    let run_header = command
+        .headers
+        .get(switchyard_contracts::subjects::HEADER_RUN_ID)
+        .map(|v| v.to_string());
+    assert_eq!(run_header, Some(run_id.to_string()));
+    let command: RunCommand = serde_json::from_slice(&command.payload).unwrap();
+    assert_eq!(command.run_id, run_id);
+    assert_eq!(command.prompt, "hello");
+    assert_eq!(command.timeout_ms, Some(5000));
+    assert_eq!(command.credential_env, vec!["OPENAI_API_KEY"]);
+    assert_eq!(store::outbox::count(&h.db.pool).await.unwrap(), 0);
+
+    let (status, view) = h.get(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["runId"], run_id.to_string());
+    assert_eq!(view["provider"], "scripted");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn provider_resolves_request_then_profile_then_app_then_default() {
+    let h = Harness::start().await;
+    h.register_app(json!({
+        "appId": "app1",
+        "runtimeDefaults": {"provider": "claude-code", "model": "sonnet"},
+        "executionProfiles": {"fast": {"provider": "opencode", "model": "small"}}
+    }))
+    .await;
+    h.register_app(json!({"appId": "bare"})).await;
+
+    let cases = [
+        (
+            json!({"appId": "app1", "executionProfile": "fast", "provider": "scripted", "prompt": "p"}),
+            "scripted",
+            Some("small"),
+        ),
+        (
+            json!({"appId": "app1", "executionProfile": "fast", "prompt": "p"}),
+            "opencode",
+            Some("small"),
+        ),
+        (
+            json!({"executionProfile": "fast", "prompt": "p"}),
+            "opencode",
+            Some("small"),
+        ),
+        (
+            json!({"appId": "app1", "prompt": "p", "model": "opus"}),
+            "claude-code",
+            Some("opus"),
+        ),
+        (
+            json!({"appId": "bare", "prompt": "p"}),
+            "codex-app-server",
+            None,
+        ),
+        (json!({"prompt": "p"}), "codex-app-server", None),
+        (
+            json!({"prompt": "p", "provider": "codex-cli"}),
+            "codex-app-server",
+            None,
+        ),
+    ];
+    for (body, provider, model) in cases {
+        let (status, json) = h.post("/api/runs/start", body.clone()).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}: {json}");
+        assert_eq!(json["provider"], provider, "{body}");
+        assert_eq!(json["model"].as_str(), model, "{body}");
+        let run_id: uuid::Uuid = json["runId"].as_str().unwrap().parse().unwrap();
+        let row = store::runs::get(&h.db.pool, run_id).await.unwrap().unwrap();
+        assert_eq!(row.provider, provider, "{body}");
+        let command = h
+            .last_command(provider)
+            .await
+            .expect("command on the canonical subject");
+        let command: RunCommand = serde_json::from_slice(&command.payload).unwrap();
+        assert_eq!(command.run_id, run_id, "{body}");
+    }
+    // An app registered with the alias stores the canonical name.
+    let (status, app) = h
+        .post(
+            "/api/apps/register",
+            json!({"appId": "legacy", "runtimeDefaults": {"provider": "codex-cli"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(app["runtimeDefaults"]["provider"], "codex-app-server");
+
+    // Re-registering replaces the whole set of profiles.
+    h.register_app(json!({"appId": "app1", "executionProfiles": {"slow": {}}}))
+        .await;
+    let (status, app) = h.get("/api/apps/app1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app["executionProfiles"],
+        json!({"slow": {"credentialEnv": [], "providerOptions": {}}})
+    );
+    let (status, body) = h
+        .post(
+            "/api/runs/start",
+            json!({"appId": "app1", "executionProfile": "fast", "prompt": "p"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(crate::common::error_code(&body), "profile_not_found");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_json_error_shape_and_the_right_status() {
+    let h = Harness::start_with(|c| {
+        c.control_plane.max_body_bytes = 8 * 1024;
+        c.control_plane.max_prompt_bytes = 1024;
+    })
+    .await;
+    h.register_app(json!({"appId": "app1"})).await;
+
+    // (method, path, JSON body, raw body when there is no JSON body, status, code)
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<serde_json::Value>,
+        &'static [u8],
+        StatusCode,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "post",
+            "/api/runs/start",
+            None,
+            b"{\"prompt\": ",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            None,
+            b"not json at all",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": 5})),
+            b"",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({})),
+            b"",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "x", "bogus": 1})),
+            b"",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "   "})),
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "x", "appId": "no such"})),
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "x", "provider": "gpt-9"})),
+            b"",
+            StatusCode::BAD_REQUEST,
+            "unknown_provider",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "x", "appId": "ghost"})),
+            b"",
+            StatusCode::NOT_FOUND,
+            "app_not_found",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "x", "appId": "app1", "executionProfile": "nope"})),
+            b"",
+            StatusCode::NOT_FOUND,
+            "profile_not_found",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "x", "executionProfile": "nope"})),
+            b"",
+            StatusCode::NOT_FOUND,
+            "profile_not_found",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "x".repeat(2000)})),
+            b"",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "prompt_too_large",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "x".repeat(20_000)})),
+            b"",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "post",
+            "/api/runs/start",
+            Some(json!({"prompt": "a\u{0}b"})),
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "post",
+            "/api/apps/register",
+            Some(json!({"appId": "a", "runtimeDefaults": {"provider": "nope"}})),
+            b"",
+            StatusCode::BAD_REQUEST,
+            "unknown_provider",
+        ),
+        (
+            "post",
+            "/api/apps/register",
+            Some(json!({"appId": "a b"})),
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "post",
+            "/api/apps/register",
+            Some(json!({"appId": "a", "runtimeDefaults": {"credentialEnv": ["NOT-VALID"]}})),
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "post",
+            "/api/apps/register",
+            Some(json!({"appId": "a", "runtimeDefaults": {"timeoutMs": -1}})),
+            b"",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "get",
+            "/api/runs/not-a-uuid",
+            None,
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_run_id",
+        ),
+        (
+            "get",
+            "/api/runs/0190f5c2-0000-7000-8000-000000000000",
+            None,
+            b"",
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+        ),
+        (
+            "post",
+            "/api/runs/0190f5c2-0000-7000-8000-000000000000/stop",
+            None,
+            b"",
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+        ),
+        (
+            "post",
+            "/api/runs/nope/stop",
+            None,
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_run_id",
+        ),
+        (
+            "post",
+            "/api/runs/0190f5c2-0000-7000-8000-000000000000/stop",
+            None,
+            b"{oops",
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "post",
+            "/api/runs/0190f5c2-0000-7000-8000-000000000000/human-loop/reply",
+            Some(json!({"decision": "approve"})),
+            b"",
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+        ),
+        (
+            "post",
+            "/api/runs/0190f5c2-0000-7000-8000-000000000000/human-loop/reply",
+            Some(json!({"decision": "maybe"})),
+            b"",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "get",
+            "/api/apps/ghost",
+            None,
+            b"",
+            StatusCode::NOT_FOUND,
+            "app_not_found",
+        ),
+        (
+            "get",
+            "/api/runs?limit=abc",
+            None,
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "get",
+            "/api/runs?limit=0",
+            None,
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "get",
+            "/api/runs?status=sleeping",
+            None,
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "get",
+            "/api/runs?before=xyz",
+            None,
+            b"",
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+        ),
+        (
+            "get",
+            "/api/nothing-here",
+            None,
+            b"",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, json_body, raw, status, code) in cases {
+        let (got, body) = match (method, json_body) {
+            ("get", _) => h.get(path).await,
+            (_, Some(body)) => h.post(path, body).await,
+            (_, None) => h.post_raw(path, raw.to_vec(), true).await,
+        };
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert_eq!(error_code(&body), code, "{method} {path}: {body}");
+    }
+    // Without a JSON content type.
+    let (status, body) = h
+        .post_raw("/api/runs/start", r#"{"prompt":"x"}"#, false)
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(error_code(&body), "unsupported_media_type");
+    // Nothing was accepted by any of the above.
+    let (_, list) = h.get("/api/runs").await;
+    assert_eq!(list["runs"].as_array().unwrap().len(), 0, "{list}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn runs_are_listed_newest_first_with_filters_and_a_cursor() {
+    let h = Harness::start().await;
+    h.register_app(json!({"appId": "a1"})).await;
+    let first = h.start_run(json!({"prompt": "1", "appId": "a1"})).await;
+    let second = h.start_run(json!({"prompt": "2"})).await;
+    let third = h.start_run(json!({"prompt": "3", "appId": "a1"})).await;
+
+    let ids = |json: &serde_json::Value| -> Vec<String> {
+        json["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["runId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, page) = h.get("/api/runs?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&page), vec![third.to_string(), second.to_string()]);
+    let (_, next) = h.get(&format!("/api/runs?limit=2&before={second}")).await;
+    assert_eq!(ids(&next), vec![first.to_string()]);
+    let (_, by_app) = h.get("/api/runs?appId=a1").await;
+    assert_eq!(ids(&by_app), vec![third.to_string(), first.to_string()]);
+    let (_, queued) = h.get("/api/runs?status=queued&limit=1000").await;
+    assert_eq!(ids(&queued).len(), 3);
+    let (_, failed) = h.get("/api/runs?status=failed").await;
+    assert!(ids(&failed).is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn run_queue_counts_pending_commands_and_lists_waiting_runs() {
+    let h = Harness::start().await;
+    let run_id = h
+        .start_run(json!({"prompt": "wait", "provider": "scripted"}))
+        .await;
+    let (status, queue) = h.get("/api/run-queue").await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    assert_eq!(queue["pending"], 1, "{queue}");
+    assert_eq!(queue["inFlight"], 0, "{queue}");
+    assert_eq!(queue["runs"][0]["runId"], run_id.to_string());
+
+    let (status, ready) = h.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    h.stop().await;
+}

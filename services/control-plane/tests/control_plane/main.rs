@@ -1,0 +1,11 @@
+//! Integration tests of the control-plane against a real nats-server and a real
+//! Postgres (see `common`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod common;
+mod control;
+mod lifecycle;
+mod outbox;
+mod projection;
