@@ -1,0 +1,76 @@
+//! `switchyard up`: the four services in one process, configured from the same file and
+//! environment as when they run apart.
+
+use anyhow::Context;
+use switchyard_platform::config;
+use switchyard_platform::service::ServiceHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The running platform.
+pub struct Platform {
+    pub services: Vec<ServiceHandle>,
+    pub gateway_url: String,
+}
+
+impl Platform {
+    /// Waits until every service has stopped (after `shutdown` was cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for service in self.services {
+            let name = service.name;
+            if let Err(e) = service.wait().await {
+                tracing::error!(service = name, error = format!("{e:#}"), "service failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Loads every service's config and starts them in dependency order: the
+/// control-plane (migrations, streams), executor, executor-manager, gateway.
+pub async fn start(shutdown: CancellationToken) -> anyhow::Result<Platform> {
+    let control_plane: switchyard_control_plane::Config = config::load()?;
+    let executor: switchyard_executor::Config = config::load()?;
+    let manager: switchyard_executor_manager::Config = config::load()?;
+    let gateway: switchyard_gateway::Config = config::load()?;
+    switchyard_platform::telemetry::init(&gateway.telemetry);
+    control_plane.validate()?;
+    executor.validate()?;
+    manager.validate()?;
+    gateway.validate()?;
+
+    let mut services = Vec::new();
+    services.push(
+        switchyard_control_plane::start(control_plane, shutdown.clone())
+            .await
+            .context("control-plane failed to start")?,
+    );
+    services.push(
+        switchyard_executor::start(executor, shutdown.clone())
+            .await
+            .context("executor failed to start")?,
+    );
+    services.push(
+        switchyard_executor_manager::start(manager, shutdown.clone())
+            .await
+            .context("executor-manager failed to start")?,
+    );
+    let gateway = switchyard_gateway::start(gateway, shutdown.clone())
+        .await
+        .context("gateway failed to start")?;
+    let gateway_url = gateway
+        .http_addr
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+    services.push(gateway);
+    for service in &services {
+        if let Some(addr) = service.http_addr {
+            tracing::info!(service = service.name, %addr, "listening");
+        }
+    }
+    Ok(Platform {
+        services,
+        gateway_url,
+    })
+}

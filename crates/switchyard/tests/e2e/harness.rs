@@ -1,0 +1,304 @@
+//! The whole platform in one test process: a fresh nats-server and Postgres database,
+//! and the four services started through their public `start` functions, configured
+//! through the same config loader (keys, not struct literals) that production uses.
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+use switchyard::sse_client::{self, Frame};
+use switchyard_platform::config;
+use switchyard_platform::service::ServiceHandle;
+use switchyard_test_support::{NatsServer, TestDb};
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "e2e-admin-token";
+/// Upper bound for anything a test waits for; generous for a loaded 2-core CI machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Service {
+    pub handle: ServiceHandle,
+    pub shutdown: CancellationToken,
+}
+
+pub struct Harness {
+    pub nats: NatsServer,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub control_plane: Service,
+    pub gateway: Service,
+    pub executors: Vec<Service>,
+    pub managers: Vec<Service>,
+    env: HashMap<String, String>,
+}
+
+fn env_with(base: &HashMap<String, String>, extra: &[(&str, String)]) -> HashMap<String, String> {
+    let mut env = base.clone();
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), v.clone());
+    }
+    env
+}
+
+impl Harness {
+    /// Starts NATS, Postgres, a control-plane, a gateway, and the given number of
+    /// executors (capacity 16 each) and executor-manager processes.
+    pub async fn start(executors: usize, managers: usize) -> Harness {
+        switchyard_test_support::init_tracing();
+        let nats = NatsServer::start().await.expect("nats-server");
+        let db = TestDb::create().await.expect("test database");
+        let env: HashMap<String, String> = [
+            ("SWITCHYARD_NATS__URL", nats.url()),
+            ("SWITCHYARD_DATABASE__URL", db.url.clone()),
+            ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
+            ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
+            ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", TOKEN.to_owned()),
+            ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
+            (
+                "SWITCHYARD_EXECUTOR_MANAGER__LISTEN",
+                "127.0.0.1:0".to_owned(),
+            ),
+            (
+                "SWITCHYARD_EXECUTOR_MANAGER__NO_CAPACITY_DELAY_MS",
+                "100".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+
+        let shutdown = CancellationToken::new();
+        let cp_config: switchyard_control_plane::Config =
+            config::load_from(None, env.clone()).expect("control-plane config");
+        let cp = switchyard_control_plane::start(cp_config, shutdown.clone())
+            .await
+            .expect("control-plane starts");
+        let cp_url = format!("http://{}", cp.http_addr.expect("control-plane address"));
+        let control_plane = Service {
+            handle: cp,
+            shutdown,
+        };
+
+        let env = env_with(&env, &[("SWITCHYARD_GATEWAY__CONTROL_PLANE_URL", cp_url)]);
+        let shutdown = CancellationToken::new();
+        let gw_config: switchyard_gateway::Config =
+            config::load_from(None, env.clone()).expect("gateway config");
+        let gw = switchyard_gateway::start(gw_config, shutdown.clone())
+            .await
+            .expect("gateway starts");
+        let base = format!("http://{}", gw.http_addr.expect("gateway address"));
+        let gateway = Service {
+            handle: gw,
+            shutdown,
+        };
+
+        let mut harness = Harness {
+            nats,
+            db,
+            http: reqwest::Client::new(),
+            base,
+            control_plane,
+            gateway,
+            executors: Vec::new(),
+            managers: Vec::new(),
+            env,
+        };
+        for _ in 0..executors {
+            harness.add_executor(16).await;
+        }
+        for _ in 0..managers {
+            harness.add_manager().await;
+        }
+        harness
+    }
+
+    pub async fn add_executor(&mut self, capacity: u32) -> usize {
+        let workspace =
+            std::env::temp_dir().join(format!("sy-e2e-{}", uuid::Uuid::new_v4().simple()));
+        let env = env_with(
+            &self.env,
+            &[
+                ("SWITCHYARD_EXECUTOR__CAPACITY", capacity.to_string()),
+                (
+                    "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
+                    workspace.display().to_string(),
+                ),
+            ],
+        );
+        let config: switchyard_executor::Config =
+            config::load_from(None, env).expect("executor config");
+        let shutdown = CancellationToken::new();
+        let handle = switchyard_executor::start(config, shutdown.clone())
+            .await
+            .expect("executor starts");
+        self.executors.push(Service { handle, shutdown });
+        self.executors.len() - 1
+    }
+
+    pub async fn add_manager(&mut self) -> usize {
+        let config: switchyard_executor_manager::Config =
+            config::load_from(None, self.env.clone()).expect("manager config");
+        let shutdown = CancellationToken::new();
+        let handle = switchyard_executor_manager::start(config, shutdown.clone())
+            .await
+            .expect("executor-manager starts");
+        self.managers.push(Service { handle, shutdown });
+        self.managers.len() - 1
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Starts a scripted run and returns its id.
+    pub async fn start_scripted(&self, script: Value) -> String {
+        let (status, body) = self
+            .post(
+                "/api/runs/start",
+                json!({"provider": "scripted", "prompt": "e2e", "providerOptions": {"script": script}}),
+            )
+            .await;
+        assert_eq!(status, 202, "start failed: {body}");
+        body["runId"].as_str().expect("runId").to_owned()
+    }
+
+    /// Opens the run's SSE stream (optionally from a cursor).
+    pub async fn open_stream(&self, run_id: &str, cursor: Option<&str>) -> reqwest::Response {
+        let mut url = self.url(&format!("/api/runs/{run_id}/stream"));
+        if let Some(cursor) = cursor {
+            url.push_str(&format!("?cursor={cursor}"));
+        }
+        self.http
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("stream request")
+    }
+
+    /// Reads the run's stream (from a cursor) until the server ends it.
+    pub async fn read_stream(&self, run_id: &str, cursor: Option<&str>) -> Vec<Frame> {
+        let response = self.open_stream(run_id, cursor).await;
+        assert_eq!(response.status().as_u16(), 200, "stream status");
+        let frames = sse_client::frames(response)
+            .map(|f| f.expect("stream frame"))
+            .collect::<Vec<_>>();
+        tokio::time::timeout(DEADLINE, frames)
+            .await
+            .expect("stream ended in time")
+    }
+
+    /// Reads the stream until `stop` returns true for a frame, then drops the connection.
+    pub async fn read_until(
+        &self,
+        run_id: &str,
+        cursor: Option<&str>,
+        mut stop: impl FnMut(&Value) -> bool,
+    ) -> Vec<Frame> {
+        let response = self.open_stream(run_id, cursor).await;
+        assert_eq!(response.status().as_u16(), 200, "stream status");
+        let mut stream = Box::pin(sse_client::frames(response));
+        let mut frames = Vec::new();
+        let read = async {
+            while let Some(frame) = stream.next().await {
+                let frame = frame.expect("stream frame");
+                let done = frame.json().is_some_and(|e| stop(&e));
+                frames.push(frame);
+                if done {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, read)
+            .await
+            .expect("awaited event arrived in time");
+        frames
+    }
+
+    /// Polls the run's projected status until `done` holds (the projection is eventually
+    /// consistent with the stream, so there is no event to await on this side).
+    pub async fn wait_run(&self, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (status, body) = self.get(&format!("/api/runs/{run_id}")).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} never matched; last: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A separate connection, as an operator's CLI would have.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("operator connection");
+        async_nats::jetstream::new(client)
+    }
+
+    pub async fn shutdown(self) {
+        self.gateway.shutdown.cancel();
+        for s in self.managers.iter().chain(self.executors.iter()) {
+            s.shutdown.cancel();
+        }
+        self.control_plane.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), async {
+            let _ = self.gateway.handle.wait().await;
+            for s in self.managers.into_iter().chain(self.executors) {
+                let _ = s.handle.wait().await;
+            }
+            let _ = self.control_plane.handle.wait().await;
+        })
+        .await;
+    }
+}
+
+/// The run events in SSE frames, decoded.
+pub fn events(frames: &[Frame]) -> Vec<Value> {
+    frames.iter().filter_map(Frame::json).collect()
+}
+
+/// Asserts seq runs 1..=n without gaps and returns the event types.
+pub fn assert_gapless(events: &[Value]) -> Vec<String> {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e["seq"].as_u64(),
+            Some(i as u64 + 1),
+            "gap or reorder at {i}: {events:?}"
+        );
+    }
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("").to_owned())
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: HTTP in through the gateway, JetStream and Postgres in the middle,
+//! SSE out — the whole platform, real servers, the scripted provider.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod control;
+mod harness;
+mod lifecycle;
+mod queueing;
+mod resume;
+mod scale;
