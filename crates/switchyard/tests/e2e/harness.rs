@@ -12,24 +12,26 @@ use switchyard_platform::service::ServiceHandle;
 use switchyard_test_support::{NatsServer, TestDb};
 use tokio_util::sync::CancellationToken;
 
-pub const TOKEN: &str = "e2e-admin-token";
+pub(crate) const TOKEN: &str = "e2e-admin-token";
 /// Upper bound for anything a test waits for; generous for a loaded 2-core CI machine.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
-pub struct Service {
-    pub handle: ServiceHandle,
-    pub shutdown: CancellationToken,
+pub(crate) struct Service {
+    pub(crate) handle: ServiceHandle,
+    pub(crate) shutdown: CancellationToken,
 }
 
-pub struct Harness {
-    pub nats: NatsServer,
-    pub db: TestDb,
-    pub http: reqwest::Client,
-    pub base: String,
-    pub control_plane: Service,
-    pub gateway: Service,
-    pub executors: Vec<Service>,
-    pub managers: Vec<Service>,
+pub(crate) struct Harness {
+    pub(crate) nats: NatsServer,
+    /// Held so the database lives exactly as long as the harness.
+    #[allow(dead_code)]
+    pub(crate) db: TestDb,
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) control_plane: Service,
+    pub(crate) gateway: Service,
+    pub(crate) executors: Vec<Service>,
+    pub(crate) managers: Vec<Service>,
     env: HashMap<String, String>,
 }
 
@@ -44,7 +46,7 @@ fn env_with(base: &HashMap<String, String>, extra: &[(&str, String)]) -> HashMap
 impl Harness {
     /// Starts NATS, Postgres, a control-plane, a gateway, and the given number of
     /// executors (capacity 16 each) and executor-manager processes.
-    pub async fn start(executors: usize, managers: usize) -> Harness {
+    pub(crate) async fn start(executors: usize, managers: usize) -> Harness {
         switchyard_test_support::init_tracing();
         let nats = NatsServer::start().await.expect("nats-server");
         let db = TestDb::create().await.expect("test database");
@@ -113,7 +115,7 @@ impl Harness {
         harness
     }
 
-    pub async fn add_executor(&mut self, capacity: u32) -> usize {
+    pub(crate) async fn add_executor(&mut self, capacity: u32) -> usize {
         let workspace =
             std::env::temp_dir().join(format!("sy-e2e-{}", uuid::Uuid::new_v4().simple()));
         let env = env_with(
@@ -136,7 +138,7 @@ impl Harness {
         self.executors.len() - 1
     }
 
-    pub async fn add_manager(&mut self) -> usize {
+    pub(crate) async fn add_manager(&mut self) -> usize {
         let config: switchyard_executor_manager::Config =
             config::load_from(None, self.env.clone()).expect("manager config");
         let shutdown = CancellationToken::new();
@@ -147,11 +149,11 @@ impl Harness {
         self.managers.len() - 1
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let response = self
             .http
             .post(self.url(path))
@@ -164,7 +166,7 @@ impl Harness {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
             .http
             .get(self.url(path))
@@ -177,7 +179,7 @@ impl Harness {
     }
 
     /// Starts a scripted run and returns its id.
-    pub async fn start_scripted(&self, script: Value) -> String {
+    pub(crate) async fn start_scripted(&self, script: Value) -> String {
         let (status, body) = self
             .post(
                 "/api/runs/start",
@@ -189,7 +191,11 @@ impl Harness {
     }
 
     /// Opens the run's SSE stream (optionally from a cursor).
-    pub async fn open_stream(&self, run_id: &str, cursor: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn open_stream(
+        &self,
+        run_id: &str,
+        cursor: Option<&str>,
+    ) -> reqwest::Response {
         let mut url = self.url(&format!("/api/runs/{run_id}/stream"));
         if let Some(cursor) = cursor {
             url.push_str(&format!("?cursor={cursor}"));
@@ -203,7 +209,7 @@ impl Harness {
     }
 
     /// Reads the run's stream (from a cursor) until the server ends it.
-    pub async fn read_stream(&self, run_id: &str, cursor: Option<&str>) -> Vec<Frame> {
+    pub(crate) async fn read_stream(&self, run_id: &str, cursor: Option<&str>) -> Vec<Frame> {
         let response = self.open_stream(run_id, cursor).await;
         assert_eq!(response.status().as_u16(), 200, "stream status");
         let frames = sse_client::frames(response)
@@ -215,7 +221,7 @@ impl Harness {
     }
 
     /// Reads the stream until `stop` returns true for a frame, then drops the connection.
-    pub async fn read_until(
+    pub(crate) async fn read_until(
         &self,
         run_id: &str,
         cursor: Option<&str>,
@@ -243,7 +249,7 @@ impl Harness {
 
     /// Polls the run's projected status until `done` holds (the projection is eventually
     /// consistent with the stream, so there is no event to await on this side).
-    pub async fn wait_run(&self, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_run(&self, run_id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let (status, body) = self.get(&format!("/api/runs/{run_id}")).await;
@@ -259,14 +265,14 @@ impl Harness {
     }
 
     /// A separate connection, as an operator's CLI would have.
-    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+    pub(crate) async fn jetstream(&self) -> async_nats::jetstream::Context {
         let client = async_nats::connect(self.nats.url())
             .await
             .expect("operator connection");
         async_nats::jetstream::new(client)
     }
 
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.gateway.shutdown.cancel();
         for s in self.managers.iter().chain(self.executors.iter()) {
             s.shutdown.cancel();
@@ -284,12 +290,12 @@ impl Harness {
 }
 
 /// The run events in SSE frames, decoded.
-pub fn events(frames: &[Frame]) -> Vec<Value> {
+pub(crate) fn events(frames: &[Frame]) -> Vec<Value> {
     frames.iter().filter_map(Frame::json).collect()
 }
 
 /// Asserts seq runs 1..=n without gaps and returns the event types.
-pub fn assert_gapless(events: &[Value]) -> Vec<String> {
+pub(crate) fn assert_gapless(events: &[Value]) -> Vec<String> {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(
             e["seq"].as_u64(),

@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 
 /// Reads `runs.events.>` from the start until `runs` runs have completed.
-pub async fn collect_until_completed(h: &Harness, runs: usize) -> HashMap<String, Vec<Value>> {
+pub(crate) async fn collect_until_completed(
+    h: &Harness,
+    runs: usize,
+) -> HashMap<String, Vec<Value>> {
     let js = h.jetstream().await;
     let stream = js.get_stream("RUN_EVENTS").await.unwrap();
     let consumer = stream
