@@ -9,6 +9,8 @@
 //! The binaries come from the project-local environment that `scripts/dev-deps.sh`
 //! installs (`.local/venv/bin/nats-server`); see [`nats_server_binary`].
 
+pub mod fake_model;
+
 use std::fs::OpenOptions;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
