@@ -83,12 +83,23 @@ pub struct StartRunRequest {
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_options: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Continue this conversation (a conversation's id is the run id of its first run).
+    /// The run inherits the conversation's provider, model, app and profile unless the
+    /// request names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<RunId>,
+    /// Continue the conversation of this run; may be given with `conversationId` if
+    /// both name the same conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<RunId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StartRunResponse {
     pub run_id: RunId,
+    /// The conversation the run belongs to (its own run id when it starts one).
+    pub conversation_id: RunId,
     pub status: RunStatus,
     pub provider: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +112,8 @@ pub struct StartRunResponse {
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     pub run_id: RunId,
+    /// The conversation the run belongs to (its own run id when it started one).
+    pub conversation_id: RunId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +182,40 @@ pub struct HumanLoopReplyRequest {
 pub struct HumanLoopReplyResponse {
     pub run_id: RunId,
     pub accepted: bool,
+}
+
+/// Body of `GET /api/providers`: every provider this platform knows, whether or not
+/// a live executor offers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderList {
+    pub providers: Vec<ProviderView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderView {
+    /// Canonical name, used in requests, subjects and responses.
+    pub name: String,
+    /// Other names requests may use for it.
+    pub aliases: Vec<String>,
+    /// Its CLI is installed on at least one live executor.
+    pub installed: bool,
+    /// The live executors it is installed on, by id.
+    pub executors: Vec<ProviderExecutor>,
+    /// `true` when a live executor that has it can resolve its credentials, `false`
+    /// when every one of them says it cannot, `null` when that is unknown.
+    #[serde(default)]
+    pub credentials_configured: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderExecutor {
+    pub executor_id: String,
+    /// Version of the provider's CLI there (`null` when the executor did not report it).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// What the work queue holds right now.

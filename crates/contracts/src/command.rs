@@ -32,5 +32,42 @@ pub struct RunCommand {
     /// Timeout from the app or profile defaults; `providerOptions.timeoutMs` wins over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The conversation the run belongs to (the run id of its first run). An executor
+    /// that ran the conversation before resumes its provider session in the same
+    /// workspace; elsewhere a fresh session starts. Absent on commands from before
+    /// conversations existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<RunId>,
+    /// The executor that ran the conversation's latest run: the manager tries it first
+    /// when it has a free slot, because the workspace and session state are there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_executor: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversation_fields_are_optional_and_omitted_when_absent() {
+        let old = serde_json::json!({
+            "runId": "0190a0e0-0000-7000-8000-000000000001",
+            "provider": "scripted",
+            "prompt": "hi",
+            "createdAt": "2026-01-01T00:00:00Z"
+        });
+        let command: RunCommand = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(command.conversation_id, None);
+        assert_eq!(command.preferred_executor, None);
+        let mut json = serde_json::to_value(&command).unwrap();
+        assert!(json.get("conversationId").is_none());
+        assert!(json.get("preferredExecutor").is_none());
+
+        json["conversationId"] = old["runId"].clone();
+        json["preferredExecutor"] = "exec-1".into();
+        let command: RunCommand = serde_json::from_value(json).unwrap();
+        assert_eq!(Some(command.run_id), command.conversation_id);
+        assert_eq!(command.preferred_executor.as_deref(), Some("exec-1"));
+    }
 }

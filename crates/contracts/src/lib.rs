@@ -4,6 +4,8 @@
 //! every service, tool and test can use it without pulling in a runtime. Field names
 //! are camelCase on the wire; enums are tagged so that unknown variants fail loudly at
 //! the edge instead of deep inside a service.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 
 pub mod api;
 pub mod command;

@@ -47,4 +47,8 @@ pub struct ProviderAvailability {
     pub installed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Whether the executor can resolve the credentials the provider needs (names only
+    /// are known to it; the values never leave it). Absent when it cannot tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_configured: Option<bool>,
 }

@@ -35,6 +35,10 @@ pub struct ExecutorManagerSettings {
     pub dispatch_timeout_ms: u64,
     /// Redelivery delay of a command when no executor has room for it.
     pub no_capacity_delay_ms: u64,
+    /// A run whose provider is installed on none of the live executors fails with
+    /// `binary_missing` once no executor has offered that provider for this long (and
+    /// the manager has been up this long). With no live executor at all, runs wait.
+    pub binary_missing_grace_ms: u64,
     /// Run timeout when neither the command nor a template sets one
     /// (legacy `EXECUTOR_RUN_TIMEOUT_MS`).
     pub default_run_timeout_ms: u64,
@@ -53,6 +57,7 @@ impl Default for ExecutorManagerSettings {
             max_in_flight: 256,
             dispatch_timeout_ms: 5_000,
             no_capacity_delay_ms: 500,
+            binary_missing_grace_ms: 5_000,
             default_run_timeout_ms: 600_000,
             timeout_templates: Vec::new(),
         }
@@ -81,6 +86,10 @@ impl ExecutorManagerSettings {
 
     pub fn no_capacity_delay(&self) -> Duration {
         Duration::from_millis(self.no_capacity_delay_ms)
+    }
+
+    pub fn binary_missing_grace(&self) -> Duration {
+        Duration::from_millis(self.binary_missing_grace_ms)
     }
 }
 
@@ -171,6 +180,7 @@ mod tests {
         assert_eq!(s.max_in_flight, 256);
         assert_eq!(s.dispatch_timeout_ms, 5_000);
         assert_eq!(s.no_capacity_delay_ms, 500);
+        assert_eq!(s.binary_missing_grace_ms, 5_000);
         assert_eq!(s.default_run_timeout_ms, 600_000);
         assert!(s.worker_id.is_none());
         assert!(s.timeout_templates.is_empty());

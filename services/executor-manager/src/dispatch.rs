@@ -1,5 +1,8 @@
 //! Dispatch of one run command: decide from the run's event log whether it still needs
-//! an executor, claim it, and hand it to an executor with a free slot.
+//! an executor, claim it, and hand it to an executor with a free slot — the one that
+//! ran the run's conversation before when it has room (its workspace and provider
+//! session are there). A run whose provider no live executor has installed is failed
+//! `binary_missing` instead of waiting forever.
 //!
 //! Every decision is an [`Outcome`]; the worker turns it into an ack, a nak with delay
 //! or a term. A command is acked only once an executor accepted it (or the run's
@@ -129,10 +132,44 @@ impl Dispatcher {
         // Reserve before claiming: a run nobody can take stays `queued` and gets no
         // event at all, however often it is redelivered.
         let mut tried: Vec<String> = Vec::new();
-        let Some(mut reservation) = self.executors.reserve(provider, &tried) else {
+        let preferred = command.preferred_executor.as_deref();
+        let Some(mut reservation) = self
+            .executors
+            .reserve_preferring(provider, preferred, &tried)
+        else {
+            if let Some(live) = self
+                .executors
+                .without_provider(provider, self.settings.binary_missing_grace())
+            {
+                tracing::warn!(
+                    %provider,
+                    live_executors = live.len(),
+                    "no live executor has the provider installed; failing the run"
+                );
+                let completed = RunCompleted::failed(
+                    FailureReason::BinaryMissing,
+                    binary_missing_detail(provider, &live),
+                );
+                return self.conclude(command, position, completed).await;
+            }
             tracing::debug!(%provider, "no executor has room; the run stays queued");
             return Outcome::Retry(self.settings.no_capacity_delay());
         };
+        if let Some(preferred) = preferred {
+            if reservation.executor_id() == preferred {
+                tracing::info!(
+                    executor_id = preferred,
+                    "trying the conversation's executor first"
+                );
+            } else {
+                // The executor there starts a fresh provider session.
+                tracing::info!(
+                    preferred,
+                    executor_id = reservation.executor_id(),
+                    "the conversation's executor has no room or is gone; dispatching elsewhere"
+                );
+            }
+        }
 
         let attempt = message
             .info()
@@ -319,6 +356,27 @@ impl Dispatcher {
     }
 }
 
+/// Executor ids listed in a `binary_missing` detail; a large fleet is cut short.
+const LISTED_EXECUTORS: usize = 10;
+
+/// "<provider> is installed on none of the N live executors (a, b, …)".
+fn binary_missing_detail(provider: ProviderName, live: &[String]) -> String {
+    let mut ids = live
+        .iter()
+        .take(LISTED_EXECUTORS)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if live.len() > LISTED_EXECUTORS {
+        ids.push_str(", …");
+    }
+    let plural = if live.len() == 1 { "" } else { "s" };
+    format!(
+        "{provider} is installed on none of the {} live executor{plural} ({ids})",
+        live.len()
+    )
+}
+
 fn event_log_failure(error: EventLogError, doing: &'static str) -> Outcome {
     match error {
         EventLogError::Fenced { .. } => Outcome::Retry(FENCED_RETRY_DELAY),
@@ -332,5 +390,26 @@ fn event_log_failure(error: EventLogError, doing: &'static str) -> Outcome {
             tracing::warn!(error = %other, doing, "event log unavailable; the command will be retried");
             Outcome::Retry(NATS_RETRY_DELAY)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binary_missing_detail_names_the_provider_and_the_executors() {
+        assert_eq!(
+            binary_missing_detail(ProviderName::ClaudeCode, &["a".into(), "b".into()]),
+            "claude-code is installed on none of the 2 live executors (a, b)"
+        );
+        assert_eq!(
+            binary_missing_detail(ProviderName::Opencode, &["a".into()]),
+            "opencode is installed on none of the 1 live executor (a)"
+        );
+        let many: Vec<String> = (0..12).map(|i| format!("e{i}")).collect();
+        let detail = binary_missing_detail(ProviderName::Scripted, &many);
+        assert!(detail.starts_with("scripted is installed on none of the 12 live executors (e0, "));
+        assert!(detail.ends_with("e9, …)"), "{detail}");
     }
 }

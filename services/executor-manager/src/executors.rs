@@ -9,6 +9,11 @@
 //!
 //! The bucket's TTL removes a dead executor's key, but an expiry produces no watch
 //! event; that is why every entry also carries a local freshness deadline.
+//!
+//! The cache also answers whether a provider is missing altogether: live executors
+//! exist, none has it installed, and none offered it for a grace period (an executor
+//! that restarts or upgrades its CLIs drops out of presence for a moment, and a
+//! starting manager has not heard of everyone yet).
 
 use crate::connection::Reconnects;
 use async_nats::jetstream::{self, kv};
@@ -43,6 +48,12 @@ struct Inner {
 struct State {
     ttl: Duration,
     known: HashMap<String, Known>,
+    /// When this cache started: nothing is concluded about a provider before it has
+    /// had time to hear of the executors offering it.
+    created: Instant,
+    /// When an executor last stopped offering a provider (it left, or its new record
+    /// no longer lists it installed).
+    withdrawn: HashMap<ProviderName, Instant>,
 }
 
 struct Known {
@@ -68,9 +79,22 @@ impl Known {
     }
 
     fn supports(&self, provider: ProviderName) -> bool {
-        self.presence.supports(provider.as_str())
-            || provider.aliases().iter().any(|a| self.presence.supports(a))
+        supports(&self.presence, provider)
     }
+}
+
+/// The record lists `provider` (under its name or an alias) as installed.
+fn supports(presence: &ExecutorPresence, provider: ProviderName) -> bool {
+    presence.supports(provider.as_str()) || provider.aliases().iter().any(|a| presence.supports(a))
+}
+
+fn record_withdrawal(
+    withdrawn: &mut HashMap<ProviderName, Instant>,
+    provider: ProviderName,
+    at: Instant,
+) {
+    let entry = withdrawn.entry(provider).or_insert(at);
+    *entry = (*entry).max(at);
 }
 
 impl Executors {
@@ -81,6 +105,8 @@ impl Executors {
                 state: Mutex::new(State {
                     ttl,
                     known: HashMap::new(),
+                    created: Instant::now(),
+                    withdrawn: HashMap::new(),
                 }),
                 primed,
             }),
@@ -107,9 +133,23 @@ impl Executors {
 
     /// Reserves a slot on the best candidate not in `exclude`.
     pub fn reserve(&self, provider: ProviderName, exclude: &[String]) -> Option<Reservation> {
+        self.reserve_preferring(provider, None, exclude)
+    }
+
+    /// Reserves a slot on `preferred` when it is a candidate (runs the provider, has a
+    /// free slot, not in `exclude`), otherwise on the best candidate. A conversation's
+    /// follow-up prefers the executor holding its workspace and provider session.
+    pub fn reserve_preferring(
+        &self,
+        provider: ProviderName,
+        preferred: Option<&str>,
+        exclude: &[String],
+    ) -> Option<Reservation> {
         let mut state = self.state();
-        let id = ranked(&state, provider, exclude, Instant::now())
-            .first()
+        let ranked = ranked(&state, provider, exclude, Instant::now());
+        let id = preferred
+            .and_then(|preferred| ranked.iter().find(|(id, _)| *id == preferred))
+            .or_else(|| ranked.first())
             .map(|(id, _)| (*id).to_owned())?;
         let known = state.known.get_mut(&id)?;
         known.reserved += 1;
@@ -137,8 +177,16 @@ impl Executors {
         };
         let fresh_until = now + (ttl - age);
         let id = presence.executor_id.clone();
-        match state.known.get_mut(&id) {
+        let State {
+            known, withdrawn, ..
+        } = &mut *state;
+        match known.get_mut(&id) {
             Some(known) => {
+                for provider in ProviderName::ALL {
+                    if known.supports(provider) && !supports(&presence, provider) {
+                        record_withdrawal(withdrawn, provider, now.min(known.fresh_until));
+                    }
+                }
                 known.presence = presence;
                 known.fresh_until = fresh_until;
                 known.reserved = 0;
@@ -152,7 +200,7 @@ impl Executors {
                     active = presence.active,
                     "executor present"
                 );
-                state.known.insert(
+                known.insert(
                     id,
                     Known {
                         presence,
@@ -167,9 +215,57 @@ impl Executors {
     }
 
     pub fn remove(&self, executor_id: &str) {
-        if self.state().known.remove(executor_id).is_some() {
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(gone) = state.known.remove(executor_id) {
             tracing::info!(executor_id, "executor left");
+            for provider in ProviderName::ALL {
+                if gone.supports(provider) {
+                    record_withdrawal(&mut state.withdrawn, provider, now.min(gone.fresh_until));
+                }
+            }
         }
+    }
+
+    /// The live executors, sorted by id, when there are some and none of them has
+    /// `provider` installed, and no executor offered it within `grace` (nor did this
+    /// cache start less than `grace` ago). `None` means: wait, an executor with the
+    /// provider may be on its way (or there is no executor at all).
+    pub fn without_provider(&self, provider: ProviderName, grace: Duration) -> Option<Vec<String>> {
+        self.without_provider_at(provider, grace, Instant::now())
+    }
+
+    fn without_provider_at(
+        &self,
+        provider: ProviderName,
+        grace: Duration,
+        now: Instant,
+    ) -> Option<Vec<String>> {
+        if !*self.inner.primed.borrow() {
+            return None;
+        }
+        let state = self.state();
+        let mut last_offered = state.created;
+        if let Some(withdrawn) = state.withdrawn.get(&provider) {
+            last_offered = last_offered.max(*withdrawn);
+        }
+        let mut live = Vec::new();
+        for (id, known) in &state.known {
+            let fresh = now < known.fresh_until;
+            if known.supports(provider) {
+                if fresh {
+                    return None;
+                }
+                last_offered = last_offered.max(known.fresh_until);
+            } else if fresh {
+                live.push(id.clone());
+            }
+        }
+        if live.is_empty() || now.saturating_duration_since(last_offered) < grace {
+            return None;
+        }
+        live.sort();
+        Some(live)
     }
 
     fn set_ttl(&self, ttl: Duration) {
@@ -416,6 +512,7 @@ mod tests {
                     name: (*p).into(),
                     installed: true,
                     version: None,
+                    credentials_configured: None,
                 })
                 .collect(),
             started_at: chrono::Utc::now(),
@@ -513,6 +610,88 @@ mod tests {
         assert_eq!(executors.candidates(ProviderName::Scripted), ["a"]);
         executors.remove("a");
         assert!(executors.candidates(ProviderName::Scripted).is_empty());
+    }
+
+    #[test]
+    fn the_preferred_executor_is_reserved_when_it_has_room() {
+        let executors = Executors::new(Duration::from_secs(15));
+        executors.upsert(presence("big", 10, 0, &["scripted"]), true);
+        executors.upsert(presence("small", 2, 1, &["scripted"]), true);
+        let pick = |preferred: Option<&str>, exclude: &[String]| {
+            let r = executors.reserve_preferring(ProviderName::Scripted, preferred, exclude)?;
+            let id = r.executor_id().to_owned();
+            r.keep();
+            Some(id)
+        };
+        assert_eq!(pick(Some("small"), &[]).as_deref(), Some("small"));
+        // Its only free slot is taken now: the best other candidate.
+        assert_eq!(pick(Some("small"), &[]).as_deref(), Some("big"));
+        assert_eq!(pick(Some("gone"), &[]).as_deref(), Some("big"));
+        assert_eq!(pick(None, &[]).as_deref(), Some("big"));
+        executors.upsert(presence("small", 2, 0, &["scripted"]), true);
+        assert_eq!(
+            pick(Some("small"), &["small".into()]).as_deref(),
+            Some("big")
+        );
+        // It has room but not the provider.
+        assert!(
+            executors
+                .reserve_preferring(ProviderName::ClaudeCode, Some("small"), &[])
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_provider_is_missing_when_live_executors_lack_it_past_the_grace() {
+        let grace = Duration::from_secs(10);
+        let executors = Executors::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        let later = now + Duration::from_secs(11);
+        executors.upsert(presence("b", 1, 0, &["claude-code"]), true);
+        executors.upsert(presence("a", 1, 1, &["opencode"]), true);
+        let missing = |at| executors.without_provider_at(ProviderName::Scripted, grace, at);
+        assert_eq!(missing(later), None, "presence not loaded yet");
+        executors.mark_primed();
+        assert_eq!(missing(now), None, "within the start-up grace");
+        assert_eq!(missing(later), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            executors.without_provider_at(ProviderName::ClaudeCode, grace, later),
+            None
+        );
+
+        // Pretend the cache started long ago, so only withdrawals count from here on.
+        executors.state().created = now - Duration::from_secs(3600);
+        // A full executor that has the provider: wait for its slot.
+        executors.upsert(presence("c", 1, 1, &["scripted"]), true);
+        assert_eq!(missing(later), None);
+        // It left just now: wait out the grace in case it comes back.
+        executors.remove("c");
+        assert_eq!(missing(Instant::now()), None);
+        assert_eq!(missing(later).map(|ids| ids.len()), Some(2));
+        // Same when an executor's new record no longer lists the provider.
+        executors.upsert(presence("d", 1, 0, &["scripted"]), true);
+        executors.upsert(presence("d", 1, 0, &["opencode"]), true);
+        assert_eq!(missing(Instant::now()), None);
+        assert_eq!(missing(later).map(|ids| ids.len()), Some(3));
+    }
+
+    #[test]
+    fn no_live_executor_means_waiting_not_missing() {
+        let executors = Executors::new(Duration::from_secs(15));
+        executors.mark_primed();
+        let later = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(
+            executors.without_provider_at(ProviderName::Scripted, Duration::ZERO, later),
+            None
+        );
+        let mut old = presence("a", 2, 0, &["claude-code"]);
+        old.heartbeat_at = chrono::Utc::now() - chrono::Duration::seconds(60);
+        executors.upsert(old, false);
+        assert_eq!(
+            executors.without_provider_at(ProviderName::Scripted, Duration::ZERO, later),
+            None,
+            "a stale record is not a live executor"
+        );
     }
 
     #[test]

@@ -105,6 +105,8 @@ mod tests {
             provider_options: json!({}),
             credential_env: Vec::new(),
             timeout_ms: None,
+            conversation_id: None,
+            preferred_executor: None,
             created_at: chrono::Utc::now(),
         }
     }

@@ -78,8 +78,19 @@ impl Env {
 
     /// What the control-plane does: run.queued at seq 1, then the command.
     async fn queue(&self, provider: &str, options: serde_json::Value) -> RunCommand {
+        self.queue_follow_up(provider, options, None).await
+    }
+
+    /// [`Env::queue`] for a run of a conversation last run on `preferred`.
+    async fn queue_follow_up(
+        &self,
+        provider: &str,
+        options: serde_json::Value,
+        preferred: Option<&str>,
+    ) -> RunCommand {
+        let run_id = uuid::Uuid::now_v7();
         let command = RunCommand {
-            run_id: uuid::Uuid::now_v7(),
+            run_id,
             provider: provider.into(),
             model: None,
             prompt: "do the thing".into(),
@@ -88,6 +99,8 @@ impl Env {
             provider_options: options,
             credential_env: Vec::new(),
             timeout_ms: None,
+            conversation_id: Some(run_id),
+            preferred_executor: preferred.map(str::to_owned),
             created_at: chrono::Utc::now(),
         };
         let mut position = EventPosition::EMPTY;
@@ -122,6 +135,21 @@ impl Env {
             .unwrap()
             .await
             .unwrap();
+    }
+
+    async fn executors_kv(&self) -> jetstream::kv::Store {
+        self.js
+            .get_key_value(subjects::EXECUTORS_BUCKET)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the work queue has delivered commands `n` times in all.
+    async fn deliveries(&self, n: u64) {
+        eventually(&format!("{n} deliveries"), || async {
+            self.consumer_info().await.delivered.consumer_sequence >= n
+        })
+        .await;
     }
 
     async fn commands_in_stream(&self) -> u64 {
@@ -211,8 +239,14 @@ struct FakeExecutor {
 }
 
 impl FakeExecutor {
-    /// Subscribes to the dispatch subject first, then announces itself in `EXECUTORS`.
+    /// Subscribes to the dispatch subject first, then announces itself in `EXECUTORS`
+    /// with `scripted` installed and every slot free.
     async fn start(env: &Env, id: &str, capacity: u32, behaviour: Behaviour) -> FakeExecutor {
+        Self::start_with(env, &Record::new(id, capacity), behaviour).await
+    }
+
+    async fn start_with(env: &Env, record: &Record<'_>, behaviour: Behaviour) -> FakeExecutor {
+        let id = record.id;
         let mut subscription = env
             .client
             .subscribe(subjects::executor_dispatch(id))
@@ -261,7 +295,7 @@ impl FakeExecutor {
                 });
             }
         });
-        put_presence(env, id, capacity).await;
+        record.put(env).await;
         FakeExecutor { requests, received }
     }
 
@@ -279,29 +313,65 @@ impl FakeExecutor {
 }
 
 async fn put_presence(env: &Env, id: &str, capacity: u32) {
-    let now = chrono::Utc::now();
-    let presence = ExecutorPresence {
-        executor_id: id.into(),
-        version: "test".into(),
-        capacity,
-        active: 0,
-        draining: false,
-        providers: vec![ProviderAvailability {
-            name: "scripted".into(),
-            installed: true,
-            version: None,
-        }],
-        started_at: now,
-        heartbeat_at: now,
-    };
-    let kv = env
-        .js
-        .get_key_value(subjects::EXECUTORS_BUCKET)
-        .await
-        .unwrap();
-    kv.put(id, serde_json::to_vec(&presence).unwrap().into())
-        .await
-        .unwrap();
+    Record::new(id, capacity).put(env).await;
+}
+
+/// A presence record as a test wants it.
+struct Record<'a> {
+    id: &'a str,
+    capacity: u32,
+    active: u32,
+    /// `(provider, installed)`.
+    providers: Vec<(&'a str, bool)>,
+}
+
+impl<'a> Record<'a> {
+    fn new(id: &'a str, capacity: u32) -> Self {
+        Record {
+            id,
+            capacity,
+            active: 0,
+            providers: vec![("scripted", true)],
+        }
+    }
+
+    fn active(mut self, active: u32) -> Self {
+        self.active = active;
+        self
+    }
+
+    fn providers(mut self, providers: &[(&'a str, bool)]) -> Self {
+        self.providers = providers.to_vec();
+        self
+    }
+
+    async fn put(&self, env: &Env) {
+        let now = chrono::Utc::now();
+        let presence = ExecutorPresence {
+            executor_id: self.id.into(),
+            version: "test".into(),
+            capacity: self.capacity,
+            active: self.active,
+            draining: false,
+            providers: self
+                .providers
+                .iter()
+                .map(|(name, installed)| ProviderAvailability {
+                    name: (*name).into(),
+                    installed: *installed,
+                    version: None,
+                    credentials_configured: None,
+                })
+                .collect(),
+            started_at: now,
+            heartbeat_at: now,
+        };
+        env.executors_kv()
+            .await
+            .put(self.id, serde_json::to_vec(&presence).unwrap().into())
+            .await
+            .unwrap();
+    }
 }
 
 /// Polls `condition` until it holds; fails the test after [`WAIT`].
@@ -478,6 +548,8 @@ async fn a_command_of_a_concluded_run_is_dropped_without_dispatch() {
         provider_options: serde_json::json!({}),
         credential_env: Vec::new(),
         timeout_ms: None,
+        conversation_id: None,
+        preferred_executor: None,
         created_at: chrono::Utc::now(),
     };
     let mut position = EventPosition::EMPTY;
@@ -636,4 +708,157 @@ async fn health_endpoints_answer_and_shutdown_is_graceful() {
             .is_err(),
         "the listener is closed after shutdown"
     );
+}
+
+/// The executor a run was dispatched to, from its `run.dispatched`.
+async fn dispatched_to(env: &Env, run_id: RunId) -> String {
+    match env.last_event(run_id).await.kind {
+        RunEventKind::RunDispatched(d) => d.executor_id,
+        other => panic!("expected run.dispatched, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_follow_up_goes_to_the_conversations_executor_while_it_has_room() {
+    let env = Env::new().await;
+    // Without affinity the roomier executor is always asked first.
+    let mut home = FakeExecutor::start(&env, "exec-home", 1, Behaviour::Accept).await;
+    let mut big = FakeExecutor::start(&env, "exec-big", 10, Behaviour::Accept).await;
+    let manager = env.start(env.config()).await;
+
+    let first = env
+        .queue_follow_up("scripted", serde_json::json!({}), Some("exec-home"))
+        .await;
+    let request = home.next_request().await;
+    assert_eq!(request.command.run_id, first.run_id);
+    assert_eq!(
+        request.command.preferred_executor.as_deref(),
+        Some("exec-home")
+    );
+    env.assert_queue_drains().await;
+    assert_eq!(dispatched_to(&env, first.run_id).await, "exec-home");
+
+    // Its only slot is taken by that run now: the next follow-up goes elsewhere (where
+    // the executor starts a fresh provider session).
+    let second = env
+        .queue_follow_up("scripted", serde_json::json!({}), Some("exec-home"))
+        .await;
+    assert_eq!(big.next_request().await.command.run_id, second.run_id);
+    env.assert_queue_drains().await;
+    assert_eq!(dispatched_to(&env, second.run_id).await, "exec-big");
+
+    // A preferred executor that is not (or no longer) present changes nothing.
+    let third = env
+        .queue_follow_up("scripted", serde_json::json!({}), Some("exec-gone"))
+        .await;
+    assert_eq!(big.next_request().await.command.run_id, third.run_id);
+    env.assert_queue_drains().await;
+
+    assert_eq!(home.request_count(), 1);
+    assert_eq!(big.request_count(), 2);
+
+    manager.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_fails_binary_missing_when_no_live_executor_has_its_provider() {
+    let env = Env::new().await;
+    let claude = Record::new("exec-claude", 4).providers(&[("claude-code", true)]);
+    let claude = FakeExecutor::start_with(&env, &claude, Behaviour::Accept).await;
+    let other = Record::new("exec-other", 4).providers(&[("opencode", true), ("scripted", false)]);
+    let other = FakeExecutor::start_with(&env, &other, Behaviour::Accept).await;
+    let mut config = env.config();
+    config.executor_manager.binary_missing_grace_ms = 4_000;
+    let manager = env.start(config).await;
+
+    let command = env.queue("scripted", serde_json::json!({})).await;
+    // Right after start-up the manager gives executors time to show up.
+    env.deliveries(2).await;
+    assert_eq!(
+        env.last_event(command.run_id).await.kind.type_name(),
+        "run.queued",
+        "nothing is concluded within the grace"
+    );
+
+    eventually("the run is concluded", || async {
+        env.events
+            .last(command.run_id)
+            .await
+            .unwrap()
+            .is_some_and(|e| e.header.is_terminal())
+    })
+    .await;
+    let last = env.last_event(command.run_id).await;
+    assert_eq!(last.seq, 2, "concluded without a claim");
+    match last.kind {
+        RunEventKind::RunCompleted(completed) => {
+            assert_eq!(completed.status, TerminalStatus::Failed);
+            assert_eq!(completed.reason, Some(FailureReason::BinaryMissing));
+            assert_eq!(
+                completed.detail.as_deref(),
+                Some(
+                    "scripted is installed on none of the 2 live executors (exec-claude, exec-other)"
+                )
+            );
+        }
+        other => panic!("expected run.completed, got {other:?}"),
+    }
+    // The command is gone (terminated), and nobody was asked to run it.
+    env.assert_queue_drains().await;
+    assert_eq!(claude.request_count() + other.request_count(), 0);
+
+    manager.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_waits_while_no_executor_is_alive_or_the_ones_with_its_provider_are_full() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.executor_manager.binary_missing_grace_ms = 0;
+    let manager = env.start(config).await;
+    let command = env.queue("scripted", serde_json::json!({})).await;
+
+    // No executor at all: the run waits, however often it comes round.
+    env.deliveries(3).await;
+    assert_eq!(env.last_event(command.run_id).await.seq, 1);
+
+    // One executor has the provider but no room, another has room but not the
+    // provider: still waiting. (The full one is announced first, so the manager never
+    // sees the other one alone.)
+    Record::new("exec-full", 1).active(1).put(&env).await;
+    Record::new("exec-other", 4)
+        .providers(&[("claude-code", true)])
+        .put(&env)
+        .await;
+    let seen = env.consumer_info().await.delivered.consumer_sequence;
+    env.deliveries(seen + 3).await;
+    let last = env.last_event(command.run_id).await;
+    assert_eq!(last.kind.type_name(), "run.queued");
+    assert_eq!(env.commands_in_stream().await, 1);
+
+    // The executor with the provider leaves: nothing can run it any more.
+    env.executors_kv().await.delete("exec-full").await.unwrap();
+    eventually("the run is concluded", || async {
+        env.events
+            .last(command.run_id)
+            .await
+            .unwrap()
+            .is_some_and(|e| e.header.is_terminal())
+    })
+    .await;
+    match env.last_event(command.run_id).await.kind {
+        RunEventKind::RunCompleted(completed) => {
+            assert_eq!(completed.reason, Some(FailureReason::BinaryMissing));
+            assert!(
+                completed
+                    .detail
+                    .unwrap()
+                    .contains("none of the 1 live executor (exec-other)")
+            );
+        }
+        other => panic!("expected run.completed, got {other:?}"),
+    }
+    env.assert_queue_drains().await;
+
+    manager.stop().await;
 }
