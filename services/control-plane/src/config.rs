@@ -38,6 +38,8 @@ pub struct ControlPlaneSettings {
     pub stream_url_base: String,
     /// Requests whose response has not started after this long get 503.
     pub request_timeout_ms: u64,
+    /// Period of the reconciler's passes (runs of lost executors, lost commands).
+    pub reconcile_interval_ms: u64,
 }
 
 impl Default for ControlPlaneSettings {
@@ -50,6 +52,7 @@ impl Default for ControlPlaneSettings {
             control_timeout_ms: 5_000,
             stream_url_base: "/api/runs".to_owned(),
             request_timeout_ms: 30_000,
+            reconcile_interval_ms: 5_000,
         }
     }
 }

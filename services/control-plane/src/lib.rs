@@ -1,17 +1,21 @@
 //! The control-plane: apps, execution profiles and runs in Postgres. It accepts runs
 //! (persisting each with an outbox entry, then publishing `run.queued` and the run
-//! command), projects run status from the events stream, and carries stops and
-//! human-loop replies to whoever owns a run. See `docs/architecture.md`.
+//! command), groups them into conversations, projects run status from the events
+//! stream, carries stops and human-loop replies to whoever owns a run, and lists the
+//! providers live executors offer. See `docs/architecture.md`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
 pub mod control;
+pub mod conversations;
 pub mod database;
 pub mod http;
 pub mod outbox;
 pub mod projector;
+pub mod providers;
 pub mod queue;
+pub mod reconciler;
 pub mod runs;
 pub mod store;
 
@@ -76,6 +80,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             config.nats.request_timeout(),
         )),
         settings: settings.clone(),
+        nats_timeout: config.nats.request_timeout(),
     };
     let router = http::router(state, readiness(client.clone(), pool.clone()));
     let listener = switchyard_platform::http::bind(settings.listen)
@@ -93,6 +98,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         pool.clone(),
         publisher,
         settings.outbox_sweep_interval(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(reconciler::run(
+        client.clone(),
+        js.clone(),
+        pool.clone(),
+        settings.clone(),
         shutdown.clone(),
     ));
 

@@ -1,8 +1,10 @@
 //! Starting runs: validating a start request, resolving what it runs with (request →
-//! execution profile → app defaults → system default), and accepting it durably (run
-//! row + outbox row in one transaction) before it is published.
+//! execution profile → app defaults → system default; for a follow-up, the
+//! conversation's provider and model first), and accepting it durably (run row +
+//! outbox row in one transaction) before it is published.
 
 use crate::config::ControlPlaneSettings;
+use crate::conversations::{self, Conversation};
 use crate::outbox::Publisher;
 use crate::store::{self, StoreError};
 use chrono::Utc;
@@ -37,6 +39,18 @@ pub enum StartRunError {
     AppNotFound(String),
     #[error("{0}")]
     ProfileNotFound(String),
+    #[error("no run {0}")]
+    RunNotFound(RunId),
+    #[error("no conversation {0}")]
+    ConversationNotFound(RunId),
+    #[error(
+        "the conversation runs `{conversation}`; a follow-up cannot switch to `{requested}` \
+         (start a new conversation instead)"
+    )]
+    ConversationProviderMismatch {
+        conversation: &'static str,
+        requested: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -220,7 +234,15 @@ impl Runs {
     /// committed the run is accepted: a failed publication is left to the sweeper.
     pub async fn start(&self, request: StartRunRequest) -> Result<StartRunResponse, StartRunError> {
         validate_request(&request, self.settings.max_prompt_bytes)?;
-        let (app, profile_name) = self.app_and_profile(&request).await?;
+        let conversation = conversations::find(&self.pool, &request).await?;
+        let (app, profile_name) = match &conversation {
+            Some(conversation)
+                if request.app_id.is_none() && request.execution_profile.is_none() =>
+            {
+                self.inherited_app_and_profile(conversation).await?
+            }
+            _ => self.app_and_profile(&request).await?,
+        };
         let app_defaults = app.as_ref().map(|a| &a.runtime_defaults);
         let profile = match (&app, &profile_name) {
             (Some(app), Some(name)) => Some(app.execution_profiles.get(name).ok_or_else(|| {
@@ -231,10 +253,15 @@ impl Runs {
             })?),
             _ => None,
         };
-        let resolved = resolve(&request, profile, app_defaults)?;
+        let mut resolved = resolve(&request, profile, app_defaults)?;
+        if let Some(conversation) = &conversation {
+            conversations::inherit(&mut resolved, &request, &conversation.head)?;
+        }
 
         let run_id = RunId::now_v7();
-        let span = tracing::info_span!("start_run", %run_id);
+        let conversation_id = conversation.as_ref().map_or(run_id, |c| c.id);
+        let preferred_executor = conversation.and_then(|c| c.head.executor_id);
+        let span = tracing::info_span!("start_run", %run_id, %conversation_id);
         async move {
             let created_at = Utc::now();
             let provider = resolved.provider.as_str().to_owned();
@@ -249,6 +276,8 @@ impl Runs {
                 provider_options: Value::Object(resolved.provider_options),
                 credential_env: resolved.credential_env,
                 timeout_ms: resolved.timeout_ms,
+                conversation_id: Some(conversation_id),
+                preferred_executor,
                 created_at,
             };
             let size = serde_json::to_vec(&command)
@@ -267,6 +296,7 @@ impl Runs {
             };
             let new_run = store::runs::NewRun {
                 run_id,
+                conversation_id,
                 app_id,
                 execution_profile: profile_name,
                 provider: provider.clone(),
@@ -281,7 +311,12 @@ impl Runs {
             store::runs::insert(&mut tx, &new_run).await?;
             let outbox_id = store::outbox::insert(&mut tx, run_id, &queued, &command).await?;
             tx.commit().await.map_err(StoreError::from)?;
-            tracing::info!(provider, model = ?command.model, "run accepted");
+            tracing::info!(
+                provider,
+                model = ?command.model,
+                preferred_executor = ?command.preferred_executor,
+                "run accepted"
+            );
 
             let entry = store::outbox::OutboxEntry {
                 id: outbox_id,
@@ -292,6 +327,7 @@ impl Runs {
             self.publish_now(&entry).await;
             Ok(StartRunResponse {
                 run_id,
+                conversation_id,
                 status: RunStatus::Queued,
                 provider,
                 model: entry.command.model,
@@ -335,6 +371,32 @@ impl Runs {
             Some(app) => Ok((Some(app), profile)),
             None => Err(StartRunError::AppNotFound(app_id)),
         }
+    }
+
+    /// A follow-up that names neither app nor profile runs under the conversation's, so
+    /// it gets the same credentials, options and timeout. One that has been removed
+    /// since is left out rather than failing a request that did not name it.
+    async fn inherited_app_and_profile(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<(Option<AppView>, Option<String>), StartRunError> {
+        let Some(app_id) = &conversation.head.app_id else {
+            return Ok((None, None));
+        };
+        let Some(app) = store::apps::get(&self.pool, app_id).await? else {
+            tracing::warn!(
+                app_id,
+                conversation_id = %conversation.id,
+                "the conversation's app is gone; the follow-up runs without it"
+            );
+            return Ok((None, None));
+        };
+        let profile = conversation
+            .head
+            .execution_profile
+            .clone()
+            .filter(|name| app.execution_profiles.contains_key(name));
+        Ok((Some(app), profile))
     }
 
     /// Publishes right away so a healthy system dispatches without waiting for the

@@ -3,6 +3,7 @@
 //! shared `{"error":{"code","message"}}` shape.
 
 mod apps;
+mod providers;
 mod runs;
 
 use crate::config::ControlPlaneSettings;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub runs: Arc<Runs>,
     pub control: Arc<RunControl>,
     pub settings: Arc<ControlPlaneSettings>,
+    /// Bound on one read of NATS state for a request (the provider registry).
+    pub nats_timeout: std::time::Duration,
 }
 
 /// The whole HTTP surface with the common layers and the body limit.
@@ -35,6 +38,7 @@ pub fn router(state: AppState, ready: ReadinessCheck) -> Router {
     let api = Router::new()
         .merge(apps::router())
         .merge(runs::router())
+        .merge(providers::router())
         .with_state(state);
     let router = api
         .merge(health_routes(ready))

@@ -54,6 +54,11 @@ fn start_error(e: StartRunError) -> ApiError {
         }
         StartRunError::AppNotFound(_) => not_found("app_not_found", message),
         StartRunError::ProfileNotFound(_) => not_found("profile_not_found", message),
+        StartRunError::RunNotFound(_) => not_found("run_not_found", message),
+        StartRunError::ConversationNotFound(_) => not_found("conversation_not_found", message),
+        StartRunError::ConversationProviderMismatch { .. } => {
+            ApiError::conflict("conversation_provider_mismatch", message)
+        }
         StartRunError::Store(e) => e.into(),
     }
 }
@@ -63,6 +68,7 @@ fn start_error(e: StartRunError) -> ApiError {
 struct ListQuery {
     status: Option<String>,
     app_id: Option<String>,
+    conversation_id: Option<String>,
     limit: Option<i64>,
     before: Option<String>,
 }
@@ -95,9 +101,16 @@ async fn list(
             ApiError::bad_request("invalid_cursor", "`before` must be a run id from a listing")
         })?),
     };
+    let conversation_id = match query.conversation_id.as_deref() {
+        None | Some("") => None,
+        Some(id) => Some(RunId::parse_str(id).map_err(|_| {
+            ApiError::bad_request("invalid_request", "`conversationId` must be a UUID")
+        })?),
+    };
     let filter = store::runs::RunFilter {
         status,
         app_id: query.app_id.filter(|a| !a.is_empty()),
+        conversation_id,
         before,
         limit,
     };

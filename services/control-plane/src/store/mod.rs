@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod human_loop;
 pub mod outbox;
+pub mod reconcile;
 pub mod runs;
 
 use serde_json::Value;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 macro_rules! select_runs {
     ($($rest:literal),*) => {
         concat!(
-            "SELECT run_id, app_id, execution_profile, provider, model, status, ",
+            "SELECT run_id, conversation_id, app_id, execution_profile, provider, model, status, ",
             "status_detail, failure_reason, failure_detail, evidence, executor_id, ",
             "last_event_seq, created_at, started_at, completed_at FROM runs ",
             $($rest),*
@@ -25,6 +25,7 @@ macro_rules! select_runs {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub run_id: RunId,
+    pub conversation_id: RunId,
     pub app_id: Option<String>,
     pub execution_profile: Option<String>,
     pub provider: String,
@@ -40,8 +41,8 @@ pub async fn insert(conn: &mut PgConnection, run: &NewRun) -> Result<(), StoreEr
     sqlx::query(
         "INSERT INTO runs (run_id, app_id, execution_profile, provider, model, prompt,
                            provider_options, credential_env, timeout_ms, status,
-                           created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10)",
+                           created_at, updated_at, conversation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11)",
     )
     .bind(run.run_id)
     .bind(&run.app_id)
@@ -53,6 +54,7 @@ pub async fn insert(conn: &mut PgConnection, run: &NewRun) -> Result<(), StoreEr
     .bind(&run.credential_env)
     .bind(run.timeout_ms)
     .bind(run.created_at)
+    .bind(run.conversation_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -62,6 +64,7 @@ pub async fn insert(conn: &mut PgConnection, run: &NewRun) -> Result<(), StoreEr
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
     pub run_id: Uuid,
+    pub conversation_id: Uuid,
     pub app_id: Option<String>,
     pub execution_profile: Option<String>,
     pub provider: String,
@@ -92,6 +95,7 @@ impl RunRow {
         });
         Ok(RunView {
             run_id: self.run_id,
+            conversation_id: self.conversation_id,
             app_id: self.app_id,
             execution_profile: self.execution_profile,
             provider: self.provider,
@@ -125,6 +129,7 @@ pub async fn get(pool: impl PgExecutor<'_>, run_id: RunId) -> Result<Option<RunR
 pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub app_id: Option<String>,
+    pub conversation_id: Option<RunId>,
     /// Only runs listed after this one (newest first), i.e. created before it.
     pub before: Option<RunId>,
     pub limit: i64,
@@ -140,14 +145,61 @@ pub async fn list(
         "AND ($2::text IS NULL OR app_id = $2) ",
         "AND ($3::uuid IS NULL OR (created_at, run_id) < ",
         "(SELECT created_at, run_id FROM runs WHERE run_id = $3)) ",
+        "AND ($5::uuid IS NULL OR conversation_id = $5) ",
         "ORDER BY created_at DESC, run_id DESC LIMIT $4"
     ))
     .bind(filter.status.map(RunStatus::as_str))
     .bind(&filter.app_id)
     .bind(filter.before)
     .bind(filter.limit)
+    .bind(filter.conversation_id)
     .fetch_all(pool)
     .await?)
+}
+
+/// What a follow-up inherits from its conversation: the latest run's settings, and the
+/// executor of the latest run that got one (its workspace and session are there).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ConversationHead {
+    pub conversation_id: Uuid,
+    pub provider: String,
+    pub model: Option<String>,
+    pub app_id: Option<String>,
+    pub execution_profile: Option<String>,
+    pub executor_id: Option<String>,
+}
+
+/// The head of a conversation, `None` when no run belongs to it.
+pub async fn conversation_head(
+    pool: impl PgExecutor<'_>,
+    conversation_id: RunId,
+) -> Result<Option<ConversationHead>, StoreError> {
+    Ok(sqlx::query_as::<_, ConversationHead>(
+        "SELECT r.conversation_id, r.provider, r.model, r.app_id, r.execution_profile,
+                (SELECT e.executor_id FROM runs e
+                  WHERE e.conversation_id = $1 AND e.executor_id IS NOT NULL
+                  ORDER BY e.created_at DESC, e.run_id DESC LIMIT 1) AS executor_id
+         FROM runs r
+         WHERE r.conversation_id = $1
+         ORDER BY r.created_at DESC, r.run_id DESC
+         LIMIT 1",
+    )
+    .bind(conversation_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The conversation a run belongs to, `None` for an unknown run.
+pub async fn conversation_of(
+    pool: impl PgExecutor<'_>,
+    run_id: RunId,
+) -> Result<Option<RunId>, StoreError> {
+    Ok(
+        sqlx::query_scalar::<_, Uuid>("SELECT conversation_id FROM runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Runs not yet handed to an executor, oldest first.

@@ -6,6 +6,8 @@
 mod api;
 mod common;
 mod control;
+mod conversations;
 mod lifecycle;
 mod outbox;
 mod projection;
+mod providers;

@@ -23,6 +23,8 @@ async fn accept_without_publishing(db: &TestDb, provider: &str) -> RunId {
         provider_options: json!({}),
         credential_env: Vec::new(),
         timeout_ms: None,
+        conversation_id: Some(run_id),
+        preferred_executor: None,
         created_at,
     };
     let queued = RunQueued {
@@ -35,6 +37,7 @@ async fn accept_without_publishing(db: &TestDb, provider: &str) -> RunId {
         &mut tx,
         &store::runs::NewRun {
             run_id,
+            conversation_id: run_id,
             app_id: None,
             execution_profile: None,
             provider: provider.into(),

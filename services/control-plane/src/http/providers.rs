@@ -1,0 +1,24 @@
+//! `/api/providers`: the provider registry (see [`crate::providers`]).
+
+use super::AppState;
+use crate::providers::{self, RegistryError};
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use switchyard_contracts::api::ProviderList;
+use switchyard_platform::http::{ApiError, Json};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/providers", get(list))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<ProviderList>, ApiError> {
+    providers::list(&state.js, state.nats_timeout)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            e @ (RegistryError::Nats { .. } | RegistryError::TimedOut { .. }) => {
+                ApiError::unavailable("executor presence cannot be read right now", e)
+            }
+        })
+}

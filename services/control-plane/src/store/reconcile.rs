@@ -1,0 +1,112 @@
+//! SQL of the reconciler: runs the projection says an executor owns, and runs that have
+//! waited for a dispatch suspiciously long with nothing left to publish for them.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use switchyard_contracts::{RunCommand, RunId};
+use uuid::Uuid;
+
+/// A run the projection shows as owned by an executor (dispatched, running or waiting
+/// for a human).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OwnedRun {
+    pub run_id: Uuid,
+    pub status: String,
+    pub executor_id: String,
+    /// Time of its `run.started` event (the executor's clock), when projected.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Owned runs, least recently updated first.
+pub async fn owned_runs(
+    pool: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<OwnedRun>, StoreError> {
+    Ok(sqlx::query_as::<_, OwnedRun>(
+        "SELECT run_id, status, executor_id, started_at FROM runs
+         WHERE status IN ('dispatched', 'running', 'waiting_for_human')
+           AND executor_id IS NOT NULL
+         ORDER BY updated_at, run_id
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A run still waiting for a dispatch: everything needed to publish its command again.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WaitingRun {
+    pub run_id: Uuid,
+    pub status: String,
+    pub provider: String,
+    pub model: Option<String>,
+    pub prompt: String,
+    pub app_id: Option<String>,
+    pub execution_profile: Option<String>,
+    pub provider_options: serde_json::Value,
+    pub credential_env: Vec<String>,
+    pub timeout_ms: Option<i64>,
+    pub conversation_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// Seconds since the projection last changed the run (database clock).
+    pub idle_secs: f64,
+    /// Executor of the conversation's latest other run that got one (its workspace is
+    /// there), as `POST /api/runs/start` prefers it.
+    pub preferred_executor: Option<String>,
+}
+
+impl WaitingRun {
+    /// The run command as it was accepted.
+    pub fn command(&self) -> RunCommand {
+        RunCommand {
+            run_id: self.run_id,
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            prompt: self.prompt.clone(),
+            app_id: self.app_id.clone(),
+            execution_profile: self.execution_profile.clone(),
+            provider_options: self.provider_options.clone(),
+            credential_env: self.credential_env.clone(),
+            timeout_ms: self.timeout_ms.and_then(|t| u64::try_from(t).ok()),
+            conversation_id: Some(self.conversation_id),
+            preferred_executor: self.preferred_executor.clone(),
+            created_at: self.created_at,
+        }
+    }
+
+    pub fn id(&self) -> RunId {
+        self.run_id
+    }
+}
+
+/// Runs `queued` or `claimed` whose projection has not moved for `idle_ms` and that have
+/// no outbox entry (a pending publication is the outbox sweeper's business), oldest
+/// first.
+pub async fn waiting_runs(
+    pool: impl PgExecutor<'_>,
+    idle_ms: i64,
+    limit: i64,
+) -> Result<Vec<WaitingRun>, StoreError> {
+    Ok(sqlx::query_as::<_, WaitingRun>(
+        "SELECT r.run_id, r.status, r.provider, r.model, r.prompt, r.app_id,
+                r.execution_profile, r.provider_options, r.credential_env, r.timeout_ms,
+                r.conversation_id, r.created_at,
+                EXTRACT(EPOCH FROM (now() - r.updated_at))::float8 AS idle_secs,
+                (SELECT e.executor_id FROM runs e
+                  WHERE e.conversation_id = r.conversation_id AND e.run_id <> r.run_id
+                    AND e.executor_id IS NOT NULL
+                  ORDER BY e.created_at DESC, e.run_id DESC LIMIT 1) AS preferred_executor
+         FROM runs r
+         WHERE r.status IN ('queued', 'claimed')
+           AND r.updated_at < now() - ($1 * interval '1 millisecond')
+           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id)
+         ORDER BY r.updated_at, r.run_id
+         LIMIT $2",
+    )
+    .bind(idle_ms)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,310 @@
+//! Conversations: a follow-up run names its conversation (`conversationId`) or a run of
+//! it (`parentRunId`), inherits its provider, model and app, and prefers the executor
+//! that ran it last; the migration gives every existing run a conversation of its own.
+
+use crate::common::{Harness, error_code};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchyard_contracts::event::{RunClaimed, RunDispatched};
+use switchyard_contracts::{RunCommand, RunEventKind, RunId};
+use switchyard_control_plane::MIGRATOR;
+use switchyard_test_support::{NatsServer, TestDb};
+
+/// The command published for `run_id` (the last one on its provider's subject).
+async fn command_of(h: &Harness, provider: &str, run_id: RunId) -> RunCommand {
+    let message = h.last_command(provider).await.expect("a command");
+    let command: RunCommand = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(command.run_id, run_id, "the last command is the run's");
+    command
+}
+
+/// Plays the manager and an executor: claimed, then dispatched to `executor`; waits
+/// until the projection shows the executor.
+async fn dispatch_to(h: &Harness, run_id: RunId, executor: &str) {
+    let mut position = h.events.position(run_id).await.unwrap();
+    for kind in [
+        RunEventKind::RunClaimed(RunClaimed {
+            worker_id: "mgr-1".into(),
+            attempt: 1,
+        }),
+        RunEventKind::RunDispatched(RunDispatched {
+            executor_id: executor.into(),
+            timeout_ms: 60_000,
+        }),
+    ] {
+        h.events.append(run_id, &mut position, kind).await.unwrap();
+    }
+    h.run_until(run_id, "the executor projected", |v| {
+        v["executorId"] == executor
+    })
+    .await;
+}
+
+async fn start(h: &Harness, body: Value) -> Value {
+    let (status, json) = h.post("/api/runs/start", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    json
+}
+
+fn id(json: &Value, field: &str) -> RunId {
+    json[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {json}"))
+        .parse()
+        .unwrap()
+}
+
+async fn run_count(h: &Harness) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM runs")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_run_starts_a_conversation_of_its_own() {
+    let h = Harness::start().await;
+    let body = start(&h, json!({"provider": "scripted", "prompt": "first"})).await;
+    let run_id = id(&body, "runId");
+    assert_eq!(id(&body, "conversationId"), run_id);
+    let (status, view) = h.get(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(id(&view, "conversationId"), run_id);
+
+    let command = command_of(&h, "scripted", run_id).await;
+    assert_eq!(command.conversation_id, Some(run_id));
+    assert_eq!(command.preferred_executor, None);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor() {
+    let h = Harness::start().await;
+    h.register_app(json!({
+        "appId": "agent",
+        "runtimeDefaults": {"provider": "claude-code", "model": "sonnet",
+                            "credentialEnv": ["ANTHROPIC_API_KEY"], "timeoutMs": 7000}
+    }))
+    .await;
+    h.register_app(
+        json!({"appId": "other", "runtimeDefaults": {"provider": "opencode", "model": "small"}}),
+    )
+    .await;
+    let first = id(
+        &start(&h, json!({"appId": "agent", "prompt": "one"})).await,
+        "runId",
+    );
+    dispatch_to(&h, first, "exec-7").await;
+
+    // Through the parent run: everything comes from the conversation.
+    let body = start(&h, json!({"parentRunId": first, "prompt": "two"})).await;
+    let second = id(&body, "runId");
+    assert_ne!(second, first);
+    assert_eq!(id(&body, "conversationId"), first);
+    assert_eq!(body["provider"], "claude-code");
+    assert_eq!(body["model"], "sonnet");
+    let command = command_of(&h, "claude-code", second).await;
+    assert_eq!(command.conversation_id, Some(first));
+    assert_eq!(command.preferred_executor.as_deref(), Some("exec-7"));
+    assert_eq!(command.app_id.as_deref(), Some("agent"));
+    assert_eq!(command.credential_env, ["ANTHROPIC_API_KEY"]);
+    assert_eq!(command.timeout_ms, Some(7000));
+    let (_, view) = h.get(&format!("/api/runs/{second}")).await;
+    assert_eq!(id(&view, "conversationId"), first);
+
+    // Through the conversation id, naming another model and an app whose default
+    // provider differs: the model changes, the provider stays the conversation's.
+    let body = start(
+        &h,
+        json!({"conversationId": first, "appId": "other", "model": "opus", "prompt": "three"}),
+    )
+    .await;
+    let third = id(&body, "runId");
+    assert_eq!(id(&body, "conversationId"), first);
+    assert_eq!(body["provider"], "claude-code");
+    assert_eq!(body["model"], "opus");
+    let command = command_of(&h, "claude-code", third).await;
+    assert_eq!(command.app_id.as_deref(), Some("other"));
+    // The latest run that got an executor is still the first one.
+    assert_eq!(command.preferred_executor.as_deref(), Some("exec-7"));
+
+    // The latest run moved to another executor; a follow-up of an older run (with the
+    // same provider named explicitly) prefers that one and inherits the latest model.
+    dispatch_to(&h, third, "exec-9").await;
+    let body = start(
+        &h,
+        json!({"parentRunId": second, "conversationId": first, "provider": "claude-code",
+               "prompt": "four"}),
+    )
+    .await;
+    let fourth = id(&body, "runId");
+    assert_eq!(body["model"], "opus");
+    let command = command_of(&h, "claude-code", fourth).await;
+    assert_eq!(command.preferred_executor.as_deref(), Some("exec-9"));
+    assert_eq!(command.conversation_id, Some(first));
+
+    // The conversation's runs, newest first; another conversation is not listed.
+    start(&h, json!({"appId": "agent", "prompt": "unrelated"})).await;
+    let (status, list) = h.get(&format!("/api/runs?conversationId={first}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<RunId> = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| id(r, "runId"))
+        .collect();
+    assert_eq!(ids, [fourth, third, second, first]);
+    let (status, body) = h.get("/api/runs?conversationId=nope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "invalid_request");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn conversation_references_are_checked_before_anything_is_stored() {
+    let h = Harness::start().await;
+    let first = id(
+        &start(&h, json!({"provider": "codex-app-server", "prompt": "one"})).await,
+        "runId",
+    );
+    let other = id(
+        &start(
+            &h,
+            json!({"provider": "codex-app-server", "prompt": "other"}),
+        )
+        .await,
+        "runId",
+    );
+    let unknown = RunId::now_v7();
+    let before = run_count(&h).await;
+
+    let cases = [
+        (
+            json!({"parentRunId": unknown, "prompt": "p"}),
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+        ),
+        (
+            json!({"conversationId": unknown, "prompt": "p"}),
+            StatusCode::NOT_FOUND,
+            "conversation_not_found",
+        ),
+        (
+            // A run id that is not a conversation's id (`other` starts its own).
+            json!({"parentRunId": other, "conversationId": first, "prompt": "p"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"parentRunId": unknown, "conversationId": first, "prompt": "p"}),
+            StatusCode::NOT_FOUND,
+            "run_not_found",
+        ),
+        (
+            json!({"conversationId": first, "provider": "claude-code", "prompt": "p"}),
+            StatusCode::CONFLICT,
+            "conversation_provider_mismatch",
+        ),
+        (
+            json!({"conversationId": "not-a-uuid", "prompt": "p"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            json!({"conversationId": first, "provider": "gpt", "prompt": "p"}),
+            StatusCode::BAD_REQUEST,
+            "unknown_provider",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, json) = h.post("/api/runs/start", body.clone()).await;
+        assert_eq!(got, status, "{body} → {json}");
+        assert_eq!(error_code(&json), code, "{body}");
+    }
+    let (_, json) = h
+        .post(
+            "/api/runs/start",
+            json!({"conversationId": first, "provider": "claude-code", "prompt": "p"}),
+        )
+        .await;
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("codex-app-server") && message.contains("claude-code"),
+        "{message}"
+    );
+    assert_eq!(
+        run_count(&h).await,
+        before,
+        "refused requests store nothing"
+    );
+
+    // The alias names the same provider; both references agreeing is fine.
+    let body = start(
+        &h,
+        json!({"parentRunId": first, "conversationId": first, "provider": "codex-cli",
+               "prompt": "p"}),
+    )
+    .await;
+    assert_eq!(id(&body, "conversationId"), first);
+    assert_eq!(body["provider"], "codex-app-server");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_migration_gives_existing_runs_their_own_conversation() {
+    switchyard_test_support::init_tracing();
+    let nats = NatsServer::start().await.unwrap();
+    let db = TestDb::create().await.unwrap();
+    // The schema as it was before conversations, with runs in it.
+    MIGRATOR.run_to(5, &db.pool).await.unwrap();
+    let old: Vec<RunId> = (0..3).map(|_| RunId::now_v7()).collect();
+    for (i, run_id) in old.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO runs (run_id, provider, model, prompt, status, executor_id)
+             VALUES ($1, 'scripted', 'm', 'old', 'succeeded', $2)",
+        )
+        .bind(run_id)
+        .bind(format!("exec-{i}"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+
+    // The control-plane applies the rest at start-up.
+    let h = Harness::start_on(nats, db, |_| {}).await;
+    let backfilled: Vec<(RunId, RunId)> =
+        sqlx::query_as("SELECT run_id, conversation_id FROM runs ORDER BY run_id")
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(backfilled.len(), 3);
+    assert!(
+        backfilled
+            .iter()
+            .all(|(run, conversation)| run == conversation)
+    );
+    let nullable: String = sqlx::query_scalar(
+        "SELECT is_nullable FROM information_schema.columns
+         WHERE table_name = 'runs' AND column_name = 'conversation_id'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(nullable, "NO");
+    let index: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'runs_conversation_created_idx'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(index.contains("(conversation_id, created_at)"), "{index}");
+
+    // An old run can be continued like any other.
+    let body = start(&h, json!({"parentRunId": old[1], "prompt": "again"})).await;
+    assert_eq!(id(&body, "conversationId"), old[1]);
+    assert_eq!(body["provider"], "scripted");
+    assert_eq!(body["model"], "m");
+    let command = command_of(&h, "scripted", id(&body, "runId")).await;
+    assert_eq!(command.preferred_executor.as_deref(), Some("exec-1"));
+    h.stop().await;
+}
