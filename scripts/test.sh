@@ -7,7 +7,8 @@
 #    .local/venv and finds or starts a Postgres, and takes its environment:
 #    SWITCHYARD_NATS_SERVER_BIN (tests start their own nats-server per test from it) and
 #    SWITCHYARD_TEST_DATABASE_URL (admin URL that tests create fresh databases on).
-# 2. Runs, in order, stopping at the first failure:
+# 2. Installs the pinned agent CLIs (scripts/install-providers.sh) for the provider tests.
+# 3. Runs, in order, stopping at the first failure:
 #      cargo fmt --all -- --check
 #      cargo clippy --workspace --all-targets -- -D warnings
 #      cargo test --workspace "$@"
@@ -76,6 +77,12 @@ load_dev_deps() {
   export SWITCHYARD_NATS__URL SWITCHYARD_DATABASE__URL
 }
 
+# The provider tests drive the real agent CLIs (against a local fake model server), so
+# the pinned CLIs must be installed; scripts/install-providers.sh is idempotent.
+install_providers() {
+  bash scripts/install-providers.sh >/dev/null
+}
+
 main() {
   collect_packages "$@"
   local -a scope=(--workspace)
@@ -84,6 +91,7 @@ main() {
   fi
 
   step dev-deps load_dev_deps
+  step providers install_providers
   step fmt cargo fmt --all -- --check
   step clippy cargo clippy "${scope[@]}" "${PACKAGE_ARGS[@]}" --all-targets -- -D warnings
   step test cargo test "${scope[@]}" "$@"

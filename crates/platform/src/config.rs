@@ -39,6 +39,15 @@ const LEGACY_ENV: &[(&str, &str)] = &[(
     "executor_manager.default_run_timeout_ms",
 )];
 
+/// A snapshot of the process environment, for the few components that need variables
+/// outside the config keys (the executor resolves provider credentials and the agent
+/// CLIs' `PATH` from it). Kept here so that this stays the only module reading it.
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 /// Loads `T` from the default file location and the process environment.
 pub fn load<T: DeserializeOwned>() -> Result<T, ConfigError> {
     let env: HashMap<String, String> = std::env::vars().collect();

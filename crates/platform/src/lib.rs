@@ -1,6 +1,7 @@
 //! What every Switchyard service shares at run time: configuration loading, telemetry,
 //! NATS connection and provisioning, the run event log, SSE cursors, HTTP errors and
 //! health endpoints, and shutdown handling.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
 pub mod events;

@@ -52,6 +52,19 @@ impl Cursor {
     }
 }
 
+/// The SSE frame of a stored run event: `id:` cursor, `event:` type, `data:` the JSON.
+pub fn frame(event: &crate::events::StoredEvent) -> axum::response::sse::Event {
+    let cursor = Cursor {
+        seq: event.header.seq,
+        stream_seq: event.stream_seq,
+    };
+    // The payload is JSON produced by serde (no raw newlines), so it is one data line.
+    axum::response::sse::Event::default()
+        .id(cursor.encode())
+        .event(event.header.event_type.as_str())
+        .data(String::from_utf8_lossy(&event.payload))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,17 +99,4 @@ mod tests {
             })
         );
     }
-}
-
-/// The SSE frame of a stored run event: `id:` cursor, `event:` type, `data:` the JSON.
-pub fn frame(event: &crate::events::StoredEvent) -> axum::response::sse::Event {
-    let cursor = Cursor {
-        seq: event.header.seq,
-        stream_seq: event.stream_seq,
-    };
-    // The payload is JSON produced by serde (no raw newlines), so it is one data line.
-    axum::response::sse::Event::default()
-        .id(cursor.encode())
-        .event(event.header.event_type.as_str())
-        .data(String::from_utf8_lossy(&event.payload))
 }

@@ -110,6 +110,9 @@ async fn start(
             provider_options: serde_json::Value::Object(body.provider_options.clone()),
             credential_env: body.credential_env.clone(),
             timeout_ms: body.timeout_ms,
+            // Standalone runs are single turns; conversations go through the platform.
+            conversation_id: None,
+            preferred_executor: None,
             created_at: chrono::Utc::now(),
         },
         timeout_ms,

@@ -9,6 +9,7 @@
 //! server stops, and the presence record is deleted.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod cli;
 mod clock;
 mod control;
 mod dispatch;
@@ -16,6 +17,7 @@ mod http;
 pub mod human_loop;
 mod presence;
 pub mod provider;
+pub mod providers;
 mod runs;
 pub mod scripted;
 pub mod settings;
@@ -74,7 +76,14 @@ pub(crate) struct Executor {
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<ServiceHandle> {
     config.validate()?;
     let settings = config.executor.clone();
-    let providers = ProviderRegistry::from_names(&settings.providers)?;
+    // Probing the CLI versions runs `--version` on each binary: keep it off the runtime.
+    let cli = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || cli::CliEnv::from_settings(&settings))
+            .await
+            .context("prepare the CLI environment")??
+    };
+    let providers = ProviderRegistry::from_names(&settings.providers, &Arc::new(cli))?;
     let id = settings.resolve_executor_id();
 
     let client = nats::connect(&config.nats, &format!("switchyard-executor-{id}")).await?;

@@ -1,20 +1,21 @@
 //! The provider interface: what an executor runs for a run, and the registry of the
 //! providers this executor offers.
 //!
-//! A provider gets a [`RunContext`] — the command, a workspace directory, an
-//! [`EventSink`], a [`HumanLoop`] handle and a stop token — and returns a
-//! [`ProviderOutcome`]. The interface is shaped for the agent CLIs: a provider spawns
+//! A provider gets a [`RunContext`] — the command, its directories (workspace and CLI
+//! state), the conversation it continues, an [`EventSink`], a [`HumanLoop`] handle and a
+//! stop token — and returns a [`ProviderOutcome`]. The interface is shaped for the agent CLIs: a provider spawns
 //! its child process, translates the streamed stdout into events, asks humans through
 //! the handle, and on stop first interrupts over its protocol, then signals the process
 //! group. The supervisor (`runs.rs`) gives it a grace period after cancelling the stop
 //! token and aborts the future after that, so a provider must also make its child die
 //! with it (e.g. `kill_on_drop` plus its own process group).
 
+use crate::cli::{CliEnv, ConversationState, WorkDirs};
 use crate::human_loop::HumanLoop;
 use crate::sink::EventSink;
 use futures::future::BoxFuture;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use switchyard_contracts::event::Evidence;
 use switchyard_contracts::presence::ProviderAvailability;
@@ -27,13 +28,48 @@ pub struct RunContext {
     /// The run's timeout on active time (`None`: no limit). The supervisor enforces it;
     /// providers may use it to size their own internal limits.
     pub timeout: Option<Duration>,
-    /// A directory of its own (`<workspace_root>/<run_id>`), created before the run.
+    /// The agent's working directory, created before the run (== `dirs.workspace`).
     pub workspace: PathBuf,
+    /// The workspace and the CLI's state directory (its HOME / CODEX_HOME / XDG dirs):
+    /// `<workspace_root>/<conversation id or run id>/{workspace,state}`, both created.
+    pub dirs: WorkDirs,
+    /// Set when the run belongs to a conversation (the command has a
+    /// `conversation_id`): the provider session to resume, if this executor has one.
+    pub conversation: Option<ConversationState>,
     pub events: EventSink,
     pub human_loop: HumanLoop,
     /// Cancelled on stop, timeout, shutdown or when the run's log was taken over.
     /// The provider should return promptly (with [`ProviderOutcome::Stopped`]).
     pub stop: CancellationToken,
+    /// What `set_session_id` reported; read by the supervisor after the run.
+    pub(crate) session_id: SessionReport,
+}
+
+impl RunContext {
+    /// Reports the provider session this run used (a fresh one, or the resumed one), so
+    /// that the next run of the conversation can resume it. Call it as soon as the id
+    /// is known (a run stopped mid-turn keeps its session too); the last call wins.
+    pub fn set_session_id(&self, id: impl Into<String>) {
+        self.session_id.set(id.into());
+    }
+}
+
+/// The session id a provider reported, shared between its [`RunContext`] and the
+/// supervisor.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionReport(Arc<Mutex<Option<String>>>);
+
+impl SessionReport {
+    fn set(&self, id: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
+    }
+
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// How a provider's run ended, as the provider sees it. The supervisor turns it into
@@ -86,6 +122,7 @@ impl Provider for NotInstalled {
             name: self.0.as_str().to_owned(),
             installed: false,
             version: None,
+            credentials_configured: None,
         }
     }
 
@@ -97,6 +134,22 @@ impl Provider for NotInstalled {
                 format!("provider {name} is not available on this executor"),
             )
         })
+    }
+}
+
+/// The adapter of a CLI provider.
+fn cli_provider(name: ProviderName, cli: &Arc<CliEnv>) -> Arc<dyn Provider> {
+    match name {
+        ProviderName::CodexAppServer => {
+            Arc::new(crate::providers::codex::CodexProvider::new(cli.clone()))
+        }
+        ProviderName::ClaudeCode => {
+            Arc::new(crate::providers::claude::ClaudeProvider::new(cli.clone()))
+        }
+        ProviderName::Opencode => Arc::new(crate::providers::opencode::OpencodeProvider::new(
+            cli.clone(),
+        )),
+        other => Arc::new(NotInstalled(other)),
     }
 }
 
@@ -112,14 +165,16 @@ pub struct ProviderRegistry {
 
 impl ProviderRegistry {
     /// The built-in implementation of each named provider (names or aliases; duplicates
-    /// are ignored). Providers without an implementation yet are offered as not installed.
-    pub fn from_names(names: &[String]) -> Result<Self, UnknownProvider> {
+    /// are ignored). The CLI providers share `cli` and report themselves not installed
+    /// when their binary is not found; providers without an implementation in this
+    /// build are offered as not installed.
+    pub fn from_names(names: &[String], cli: &Arc<CliEnv>) -> Result<Self, UnknownProvider> {
         let mut registry = Self::default();
         for name in names {
             let parsed = ProviderName::parse(name).ok_or_else(|| UnknownProvider(name.clone()))?;
             let provider: Arc<dyn Provider> = match parsed {
                 ProviderName::Scripted => Arc::new(crate::scripted::ScriptedProvider),
-                other => Arc::new(NotInstalled(other)),
+                other => cli_provider(other, cli),
             };
             registry.insert(provider);
         }
@@ -147,13 +202,21 @@ impl ProviderRegistry {
 mod tests {
     use super::*;
 
+    /// CLI providers whose binaries are nowhere to be found.
+    fn no_clis() -> Arc<CliEnv> {
+        let empty = tempfile::tempdir().unwrap();
+        Arc::new(CliEnv::for_tests(
+            crate::cli::CliLocator::new(vec![empty.path().to_path_buf()], None),
+            crate::cli::Credentials::from_pairs(Vec::<(String, String)>::new()),
+        ))
+    }
+
     #[test]
     fn registry_resolves_aliases_and_marks_unimplemented_providers_missing() {
-        let registry = ProviderRegistry::from_names(&[
-            "scripted".into(),
-            "codex-cli".into(),
-            "scripted".into(),
-        ])
+        let registry = ProviderRegistry::from_names(
+            &["scripted".into(), "codex-cli".into(), "scripted".into()],
+            &no_clis(),
+        )
         .unwrap();
         let availability = registry.availability();
         assert_eq!(availability.len(), 2);
@@ -169,6 +232,89 @@ mod tests {
         );
         assert!(registry.get("codex-app-server").is_some());
         assert!(registry.get("claude-code").is_none());
-        assert!(ProviderRegistry::from_names(&["gpt".into()]).is_err());
+        assert!(ProviderRegistry::from_names(&["gpt".into()], &no_clis()).is_err());
+    }
+
+    /// Each CLI adapter checks for its binary when a run starts (it may have vanished
+    /// since start-up) and ends the run `binary_missing`, naming where it looked.
+    #[tokio::test]
+    async fn a_cli_provider_without_its_binary_ends_the_run_binary_missing() {
+        use crate::clock::ActiveClock;
+        use crate::human_loop::PendingRequests;
+        use switchyard_contracts::dispatch::EventPosition;
+        use switchyard_platform::nats::{self, Resources};
+
+        let server = switchyard_test_support::NatsServer::start().await.unwrap();
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let what = Resources {
+            run_events: true,
+            ..Default::default()
+        };
+        nats::provision(&js, what).await.unwrap();
+        let log = switchyard_platform::events::EventLog::open(js)
+            .await
+            .unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let searched = empty.path().join("no-clis-here");
+        let cli = Arc::new(CliEnv::for_tests(
+            crate::cli::CliLocator::new(vec![searched.clone()], None),
+            crate::cli::Credentials::from_pairs([
+                ("OPENAI_API_KEY", "sk-test-binary-missing-1"),
+                ("ANTHROPIC_API_KEY", "sk-test-binary-missing-2"),
+            ]),
+        ));
+        let names: Vec<String> = ProviderName::ALL
+            .iter()
+            .filter(|p| **p != ProviderName::Scripted)
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        let registry = ProviderRegistry::from_names(&names, &cli).unwrap();
+        for name in &names {
+            let provider = registry.get(name).unwrap();
+            assert!(!provider.availability().installed, "{name}");
+            let command: RunCommand = serde_json::from_value(serde_json::json!({
+                "runId": switchyard_contracts::RunId::now_v7(),
+                "provider": name,
+                "prompt": "hi",
+                "credentialEnv": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
+                "providerOptions": {"baseUrl": "http://127.0.0.1:9/v1"},
+                "createdAt": chrono::Utc::now(),
+            }))
+            .unwrap();
+            let dirs = WorkDirs::under(&empty.path().join(name));
+            dirs.create().await.unwrap();
+            let sink = EventSink::new(log.clone(), command.run_id, EventPosition::EMPTY);
+            let stop = CancellationToken::new();
+            let ctx = RunContext {
+                command,
+                timeout: None,
+                workspace: dirs.workspace.clone(),
+                dirs,
+                conversation: None,
+                human_loop: HumanLoop::new(
+                    Arc::new(PendingRequests::default()),
+                    Arc::new(ActiveClock::start()),
+                    sink.clone(),
+                    stop.clone(),
+                ),
+                events: sink,
+                stop,
+                session_id: SessionReport::default(),
+            };
+            let outcome = tokio::time::timeout(Duration::from_secs(30), provider.run(ctx))
+                .await
+                .unwrap();
+            match outcome {
+                ProviderOutcome::Failed { reason, detail, .. } => {
+                    assert_eq!(reason, FailureReason::BinaryMissing, "{name}: {detail}");
+                    assert!(
+                        detail.contains(&searched.display().to_string()),
+                        "{name}: the detail names the search path: {detail}"
+                    );
+                }
+                other => panic!("{name}: expected binary_missing, got {other:?}"),
+            }
+        }
     }
 }

@@ -9,9 +9,12 @@
 //! from here.
 
 use crate::Executor;
+use crate::cli::workdirs::{ConversationDir, SessionRecord};
+use crate::cli::{ConversationState, WorkDirs};
 use crate::clock::ActiveClock;
 use crate::human_loop::{self, HumanLoop, PendingRequests};
-use crate::provider::{Provider, ProviderOutcome, RunContext};
+use crate::provider::{Provider, ProviderOutcome, RunContext, SessionReport};
+use crate::settings::WorkspaceCleanup;
 use crate::sink::{EmitError, EventSink};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -315,8 +318,12 @@ pub(crate) async fn supervise(executor: Arc<Executor>, job: Supervised) {
         let run = job.run.clone();
         let sink = job.sink.clone();
         let timeout_ms = job.timeout_ms;
-        let ending = drive(&executor, job).await;
-        conclude(&run, &sink, ending, timeout_ms).await;
+        let (ending, dirs) = drive(&executor, job).await;
+        let succeeded = conclude(&run, &sink, ending, timeout_ms).await;
+        if let Some(dirs) = dirs {
+            dirs.settle(run.run_id, executor.settings.workspace_cleanup, succeeded)
+                .await;
+        }
         run.ended.cancel();
         executor.runs.finish(run.run_id);
     }
@@ -324,7 +331,93 @@ pub(crate) async fn supervise(executor: Arc<Executor>, job: Supervised) {
     .await;
 }
 
-async fn drive(executor: &Executor, job: Supervised) -> Ending {
+/// The directory a run worked in, and what to do with it once the run has ended.
+struct RunDirs {
+    conversation: ConversationDir,
+    provider: String,
+    session: SessionReport,
+}
+
+impl RunDirs {
+    /// Records the session the provider reported (for the next run of the
+    /// conversation), then applies the cleanup policy.
+    async fn settle(self, run_id: RunId, cleanup: WorkspaceCleanup, succeeded: bool) {
+        let delete = match cleanup {
+            WorkspaceCleanup::Keep => false,
+            WorkspaceCleanup::DeleteOnSuccess => succeeded,
+            WorkspaceCleanup::Delete => true,
+        };
+        if delete {
+            match self.conversation.remove().await {
+                Ok(()) => tracing::debug!(run_id = %run_id, "run directory deleted"),
+                Err(error) => {
+                    tracing::warn!(run_id = %run_id, dir = %self.conversation.base.display(), %error, "cannot delete the run directory");
+                }
+            }
+            return;
+        }
+        let Some(session_id) = self.session.get() else {
+            return;
+        };
+        let record = SessionRecord {
+            provider: self.provider,
+            session_id,
+            run_id,
+        };
+        if let Err(error) = self.conversation.save_session(&record).await {
+            tracing::warn!(run_id = %run_id, dir = %self.conversation.base.display(), %error, "cannot record the provider session; the next run of the conversation starts a fresh one");
+        }
+    }
+}
+
+/// Prepares the run's directories and conversation, then runs the provider.
+async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>) {
+    let run_id = job.run.run_id;
+    let conversation = ConversationDir::for_run(
+        &executor.settings.workspace_root,
+        job.command.conversation_id,
+        run_id,
+    );
+    let dirs = conversation.dirs();
+    if let Err(error) = dirs.create().await {
+        tracing::error!(run_id = %run_id, dir = %conversation.base.display(), %error, "cannot create the run's directories");
+        let mut completed = RunCompleted::failed(
+            FailureReason::UnknownFailure,
+            "the executor could not create the run's workspace directory",
+        );
+        completed.evidence.raw_lines = vec![format!("{}: {error}", conversation.base.display())];
+        return (Ending::NotStarted(completed), None);
+    }
+    let provider = job.provider.name().as_str().to_owned();
+    let resume = match job.command.conversation_id {
+        Some(_) => Some(ConversationState {
+            session_id: conversation.load_session(&provider).await,
+        }),
+        None => None,
+    };
+    let session = SessionReport::default();
+    let prepared = Prepared {
+        dirs,
+        conversation: resume,
+        session: session.clone(),
+    };
+    let ending = drive_provider(executor, job, prepared).await;
+    let run_dirs = RunDirs {
+        conversation,
+        provider,
+        session,
+    };
+    (ending, Some(run_dirs))
+}
+
+/// What the run's context gets from its directory.
+struct Prepared {
+    dirs: WorkDirs,
+    conversation: Option<ConversationState>,
+    session: SessionReport,
+}
+
+async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared) -> Ending {
     let Supervised {
         run,
         provider,
@@ -332,19 +425,12 @@ async fn drive(executor: &Executor, job: Supervised) -> Ending {
         timeout_ms,
         sink,
     } = job;
-    let workspace = executor
-        .settings
-        .workspace_root
-        .join(run.run_id.to_string());
-    if let Err(error) = tokio::fs::create_dir_all(&workspace).await {
-        tracing::error!(run_id = %run.run_id, workspace = %workspace.display(), %error, "cannot create the run's workspace");
-        let mut completed = RunCompleted::failed(
-            FailureReason::UnknownFailure,
-            "the executor could not create the run's workspace directory",
-        );
-        completed.evidence.raw_lines = vec![format!("{}: {error}", workspace.display())];
-        return Ending::NotStarted(completed);
-    }
+    let Prepared {
+        dirs,
+        conversation,
+        session,
+    } = prepared;
+    let workspace = dirs.workspace.clone();
     let started = RunEventKind::RunStarted(RunStarted {
         provider: provider.name().as_str().to_owned(),
         model: command.model.clone(),
@@ -361,6 +447,9 @@ async fn drive(executor: &Executor, job: Supervised) -> Ending {
         command,
         timeout,
         workspace,
+        dirs,
+        conversation,
+        session_id: session,
         events: sink.clone(),
         human_loop: HumanLoop::new(
             run.pending.clone(),
@@ -492,13 +581,14 @@ fn completion(
 }
 
 /// Writes the closing events: `run_ended` resolutions of open human-loop requests,
-/// then `run.completed`. Nothing at all when the run was fenced.
-async fn conclude(run: &RunState, sink: &EventSink, ending: Ending, timeout_ms: u64) {
+/// then `run.completed`. Nothing at all when the run was fenced. Returns whether the
+/// run succeeded.
+async fn conclude(run: &RunState, sink: &EventSink, ending: Ending, timeout_ms: u64) -> bool {
     let mut sealed = sink.seal().await;
     let open = run.pending.close();
     let Some(completed) = completion(run, ending, timeout_ms, sealed.lost_reason()) else {
         tracing::warn!(run_id = %run.run_id, "run fenced: another writer owns its log; writing nothing more");
-        return;
+        return false;
     };
     for resolution in human_loop::run_ended_resolutions(open) {
         if sealed.append(resolution).await.is_err() {
@@ -507,6 +597,7 @@ async fn conclude(run: &RunState, sink: &EventSink, ending: Ending, timeout_ms: 
     }
     let status = completed.status;
     let reason = completed.reason;
+    let succeeded = reason.is_none();
     match sealed.append(RunEventKind::RunCompleted(completed)).await {
         Ok(()) => {
             tracing::info!(run_id = %run.run_id, status = status.as_str(), reason = reason.map(|r| r.as_str()), "run completed");
@@ -519,6 +610,7 @@ async fn conclude(run: &RunState, sink: &EventSink, ending: Ending, timeout_ms: 
             tracing::error!(run_id = %run.run_id, %error, "could not write run.completed");
         }
     }
+    succeeded
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! | `{"fail": {"reason": "auth_invalid", "detail": "..."}}` | none; the run ends failed with that reason |
 //! | `{"filler": {"count": 100}}` | `count` × `message.delta` (for load tests) |
 //! | `{"usage": {"inputTokens": 1, "outputTokens": 2}}` | `usage` |
+//! | `{"session": {"id": "s-1"}}` | `diagnostic` (info) whose `raw` is `{"conversation": bool, "resumed": <session id or null>}`; reports the session `id` (default `scripted-<run id>`) for the conversation's next run |
 //!
 //! Without a script the provider plays one message, "Hello from the scripted
 //! provider.", in 2 chunks. A script that does not decode is not rejected at dispatch:
@@ -85,6 +86,10 @@ pub enum Step {
         count: usize,
     },
     Usage(Usage),
+    Session {
+        #[serde(default)]
+        id: Option<String>,
+    },
 }
 
 fn one() -> usize {
@@ -136,6 +141,8 @@ impl Provider for ScriptedProvider {
             name: ProviderName::Scripted.as_str().to_owned(),
             installed: true,
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            // Needs no credentials.
+            credentials_configured: Some(true),
         }
     }
 
@@ -315,6 +322,24 @@ async fn play_step(ctx: &RunContext, ids: &mut Ids, step: Step) -> Result<(), Ha
         Step::Usage(usage) => {
             events.emit(RunEventKind::Usage(usage)).await?;
         }
+        Step::Session { id } => {
+            let resumed = ctx.conversation.as_ref().and_then(|c| c.session_id.clone());
+            let raw = serde_json::json!({
+                "conversation": ctx.conversation.is_some(),
+                "resumed": resumed,
+            });
+            events
+                .emit(RunEventKind::Diagnostic(Diagnostic {
+                    level: DiagnosticLevel::Info,
+                    message: match &resumed {
+                        Some(session) => format!("resumed session {session}"),
+                        None => "started a fresh session".to_owned(),
+                    },
+                    raw: Some(raw.to_string()),
+                }))
+                .await?;
+            ctx.set_session_id(id.unwrap_or_else(|| format!("scripted-{}", ctx.command.run_id)));
+        }
     }
     Ok(())
 }
@@ -335,10 +360,12 @@ mod tests {
             {"sleepMs": 200},
             {"fail": {"reason": "auth_invalid", "detail": "bad key"}},
             {"filler": {"count": 100}},
-            {"usage": {"inputTokens": 1, "outputTokens": 2}}
+            {"usage": {"inputTokens": 1, "outputTokens": 2}},
+            {"session": {}}
         ]}))
         .unwrap();
-        assert_eq!(script.len(), 9);
+        assert_eq!(script.len(), 10);
+        assert_eq!(script[9], Step::Session { id: None });
         assert_eq!(script[5], Step::SleepMs(200));
         assert_eq!(
             script[6],

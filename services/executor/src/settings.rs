@@ -1,6 +1,8 @@
-//! The `executor` config section: what this executor offers (capacity, providers) and
-//! the timings it runs runs with.
+//! The `executor` config section: what this executor offers (capacity, providers), the
+//! timings it runs runs with, and where the agent CLIs, their credentials and the runs'
+//! directories are.
 
+use crate::cli::LivenessLimits;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +36,70 @@ pub struct ExecutorSettings {
     /// Run timeout for standalone provider runs that name none (dispatched runs always
     /// carry the timeout the executor-manager resolved).
     pub default_timeout_ms: u64,
+    /// Directories searched for the agent CLIs before `PATH` (which is always searched
+    /// after them). Default: `<current dir>/.local/providers/node_modules/.bin`, where
+    /// `scripts/install-providers.sh` installs the pinned CLIs.
+    pub cli_search_path: Vec<PathBuf>,
+    /// `KEY=value` file with provider credentials (see
+    /// `scripts/bootstrap-local-provider-env.sh`). Default: `<current dir>/.local/provider-env`
+    /// if that file exists at start-up.
+    pub credentials_env_file: Option<PathBuf>,
+    /// Whether credentials are also looked up in the executor's own environment (before
+    /// the env file). Off makes the env file the only source (hermetic tests).
+    pub credentials_from_environment: bool,
+    /// `[executor.liveness]`: limits that end a CLI run that hangs.
+    pub liveness: LivenessSettings,
+    /// What happens to a run's directory when the run ends.
+    pub workspace_cleanup: WorkspaceCleanup,
+}
+
+/// `[executor.liveness]`, in milliseconds of active time (waiting for a human does not
+/// count); 0 disables a limit. A run's `providerOptions` (`handshakeTimeoutMs`,
+/// `firstOutputTimeoutMs`, `inactivityTimeoutMs`) override them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LivenessSettings {
+    /// From the spawn to the end of the CLI's protocol handshake.
+    pub handshake_ms: u64,
+    /// From the handshake to the model's first output (else `provider_no_output`).
+    pub first_output_ms: u64,
+    /// Longest silence once output has started (else `timeout`).
+    pub inactivity_ms: u64,
+}
+
+impl Default for LivenessSettings {
+    fn default() -> Self {
+        Self {
+            handshake_ms: 30_000,
+            first_output_ms: 120_000,
+            inactivity_ms: 300_000,
+        }
+    }
+}
+
+impl LivenessSettings {
+    pub fn limits(&self) -> LivenessLimits {
+        LivenessLimits {
+            handshake: Duration::from_millis(self.handshake_ms),
+            first_output: Duration::from_millis(self.first_output_ms),
+            inactivity: Duration::from_millis(self.inactivity_ms),
+        }
+    }
+}
+
+/// Cleanup policy for `<workspace_root>/<conversation or run id>` at the end of a run.
+/// With a `delete*` policy a conversation's directory (workspace, CLI state, session
+/// record) goes too, so a follow-up starts afresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceCleanup {
+    /// Keep everything (inspection, conversations).
+    #[default]
+    Keep,
+    /// Delete after a run that succeeded; keep failed runs for inspection.
+    DeleteOnSuccess,
+    /// Always delete.
+    Delete,
 }
 
 impl Default for ExecutorSettings {
@@ -47,10 +113,23 @@ impl Default for ExecutorSettings {
             stop_grace_ms: 5_000,
             max_body_bytes: 1024 * 1024,
             keep_alive_secs: 15,
-            providers: vec![ProviderName::Scripted.as_str().to_owned()],
+            providers: ProviderName::ALL
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
             default_timeout_ms: 30 * 60 * 1000,
+            cli_search_path: vec![current_dir().join(".local/providers/node_modules/.bin")],
+            credentials_env_file: Some(current_dir().join(".local/provider-env"))
+                .filter(|path| path.is_file()),
+            credentials_from_environment: true,
+            liveness: LivenessSettings::default(),
+            workspace_cleanup: WorkspaceCleanup::default(),
         }
     }
+}
+
+fn current_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// Presence records expire after this long without a heartbeat (the `EXECUTORS`
@@ -136,6 +215,13 @@ impl ExecutorSettings {
     pub fn stop_grace(&self) -> Duration {
         Duration::from_millis(self.stop_grace_ms)
     }
+
+    /// The grace between the steps of a CLI stop (protocol interrupt, SIGINT, SIGTERM,
+    /// SIGKILL): a quarter of `stop_grace_ms`, so that the whole sequence fits in the
+    /// time the supervisor gives the provider before aborting it.
+    pub fn cli_stop_grace(&self) -> Duration {
+        self.stop_grace() / 4
+    }
 }
 
 #[cfg(test)]
@@ -146,9 +232,75 @@ mod tests {
     fn defaults_are_valid_and_generate_a_subject_safe_id() {
         let settings = ExecutorSettings::default();
         settings.validate().unwrap();
+        assert_eq!(settings.providers.len(), 4, "{:?}", settings.providers);
+        assert!(settings.cli_search_path[0].ends_with(".local/providers/node_modules/.bin"));
+        assert_eq!(settings.workspace_cleanup, WorkspaceCleanup::Keep);
+        assert_eq!(
+            settings.liveness.limits().first_output,
+            Duration::from_secs(120)
+        );
         let id = settings.resolve_executor_id();
         assert!(id.starts_with("exec-") && id.len() == 13, "{id}");
         assert!(subjects::is_subject_token(&id));
+    }
+
+    #[test]
+    fn the_cli_keys_load_from_toml_and_the_environment() {
+        #[derive(Deserialize)]
+        struct Root {
+            executor: ExecutorSettings,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("switchyard.toml");
+        std::fs::write(
+            &file,
+            r#"
+[executor]
+cli_search_path = ["/opt/clis", "relative/bin"]
+credentials_env_file = "/etc/switchyard/provider-env"
+workspace_cleanup = "delete_on_success"
+
+[executor.liveness]
+handshake_ms = 1000
+inactivity_ms = 0
+"#,
+        )
+        .unwrap();
+        let env = std::collections::HashMap::from([(
+            "SWITCHYARD_EXECUTOR__LIVENESS__FIRST_OUTPUT_MS".to_owned(),
+            "2500".to_owned(),
+        )]);
+        let root: Root = switchyard_platform::config::load_from(Some(&file), env).unwrap();
+        let settings = root.executor;
+        assert_eq!(
+            settings.cli_search_path,
+            vec![PathBuf::from("/opt/clis"), PathBuf::from("relative/bin")]
+        );
+        assert_eq!(
+            settings.credentials_env_file,
+            Some(PathBuf::from("/etc/switchyard/provider-env"))
+        );
+        assert_eq!(
+            settings.workspace_cleanup,
+            WorkspaceCleanup::DeleteOnSuccess
+        );
+        assert_eq!(
+            settings.liveness,
+            LivenessSettings {
+                handshake_ms: 1000,
+                first_output_ms: 2500,
+                inactivity_ms: 0,
+            }
+        );
+        assert!(settings.credentials_from_environment);
+        assert_eq!(settings.cli_stop_grace(), Duration::from_millis(1250));
+
+        std::fs::write(&file, "[executor.liveness]\nhandshake = 5\n").unwrap();
+        let error = switchyard_platform::config::load_from::<Root>(Some(&file), Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("handshake"), "{error}");
     }
 
     #[test]

@@ -221,6 +221,8 @@ pub(crate) fn command(script: Value) -> RunCommand {
         provider_options: json!({ "script": script }),
         credential_env: Vec::new(),
         timeout_ms: None,
+        conversation_id: None,
+        preferred_executor: None,
         created_at: chrono::Utc::now(),
     }
 }

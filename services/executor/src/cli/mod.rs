@@ -1,0 +1,77 @@
+//! The machinery every agent-CLI adapter shares: finding the CLI binaries, resolving
+//! and redacting credentials, per-run liveness limits, the child process (own process
+//! group, line-oriented stdout, redacted stderr tail, staged termination) and the
+//! per-run or per-conversation directories.
+//!
+//! [`CliEnv`] is built once at executor start from the `[executor]` settings and shared
+//! by the adapters (`Arc<CliEnv>`).
+
+pub mod binaries;
+pub mod credentials;
+pub mod liveness;
+pub mod process;
+pub mod workdirs;
+
+pub use binaries::CliLocator;
+pub use credentials::{Credentials, CredentialsError, MissingCredentials};
+pub use liveness::{Liveness, LivenessFailure, LivenessLimits, PauseGuard};
+pub use process::{CliCommand, CliProcess, SpawnError};
+pub use workdirs::{ConversationState, WorkDirs};
+
+use crate::settings::ExecutorSettings;
+use std::time::Duration;
+
+/// What the CLI adapters share: built once at executor start.
+#[derive(Debug, Clone)]
+pub struct CliEnv {
+    /// Where the CLIs are found (and their versions, probed once).
+    pub binaries: CliLocator,
+    /// Credential values from the executor's environment and env file.
+    pub credentials: Credentials,
+    /// Default liveness limits (`[executor.liveness]`); providerOptions may override
+    /// them per run, see [`Liveness::new`].
+    pub liveness: LivenessLimits,
+    /// Between a protocol interrupt and the signals, and between successive signals
+    /// (see [`CliProcess::terminate`]).
+    pub stop_grace: Duration,
+}
+
+impl CliEnv {
+    /// Builds the environment from the settings: reads the env file (if any) and the
+    /// process environment, and probes the versions of the known CLIs.
+    pub fn from_settings(settings: &ExecutorSettings) -> Result<Self, CredentialsError> {
+        let process_env = switchyard_platform::config::process_env();
+        let credential_env = if settings.credentials_from_environment {
+            process_env.clone()
+        } else {
+            std::collections::HashMap::new()
+        };
+        let credentials =
+            Credentials::load(settings.credentials_env_file.as_deref(), &credential_env)?;
+        let binaries = CliLocator::new(
+            settings.cli_search_path.clone(),
+            process_env.get("PATH").map(String::as_str),
+        );
+        binaries.probe_versions(KNOWN_PROGRAMS);
+        Ok(Self {
+            binaries,
+            credentials,
+            liveness: settings.liveness.limits(),
+            stop_grace: settings.cli_stop_grace(),
+        })
+    }
+
+    /// An environment for tests: the given locator, credentials from explicit pairs,
+    /// default limits and a short stop grace.
+    pub fn for_tests(binaries: CliLocator, credentials: Credentials) -> Self {
+        Self {
+            binaries,
+            credentials,
+            liveness: LivenessLimits::default(),
+            stop_grace: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The programs whose version is probed at start-up (the adapters' binaries).
+pub const KNOWN_PROGRAMS: &[&str] = &["codex", "claude", "opencode"];

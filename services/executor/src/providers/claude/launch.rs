@@ -1,0 +1,198 @@
+//! What to spawn for a run: the `claude` arguments and environment, from the run
+//! command and its `providerOptions`.
+//!
+//! | providerOptions key | effect | default |
+//! |---|---|---|
+//! | `baseUrl` | `ANTHROPIC_BASE_URL` | unset (the CLI's default API) |
+//! | `permissionMode` | `--permission-mode` (`default`, `acceptEdits`, `plan`, `dontAsk`, `bypassPermissions`) | `default`: every tool use that needs a permission becomes a human-loop request |
+//! | `allowedTools` / `disallowedTools` | `--allowedTools` / `--disallowedTools` (array of rules, e.g. `["Bash(git:*)", "Edit"]`) | none |
+//! | `sandboxed` | `IS_SANDBOX=1`: required for `bypassPermissions`, which the CLI refuses as root otherwise; only set it when the executor itself runs in a sandbox | `false` |
+//! | `maxRetries` | `CLAUDE_CODE_MAX_RETRIES` | `1` (the CLI's own default, 10, takes minutes to fail) |
+//! | `apiTimeoutMs` | `API_TIMEOUT_MS`: how long the CLI waits for a model response to start (the stream itself is not bounded by it) | `30000`, less when the run's liveness limits are shorter (see [`ClaudeOptions::api_timeout`]) |
+//!
+//! The model key goes only into the child's environment: the value of the first
+//! credential env var the run names (default `ANTHROPIC_API_KEY`) is passed as
+//! `ANTHROPIC_API_KEY`.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The credential env var read when the run names none.
+pub(crate) const DEFAULT_CREDENTIAL_ENV: &str = "ANTHROPIC_API_KEY";
+
+const DEFAULT_MAX_RETRIES: u32 = 1;
+const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_API_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The `providerOptions` this adapter reads; other keys (timeouts, liveness limits) are
+/// for the executor and are ignored here.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct ClaudeOptions {
+    pub(crate) base_url: Option<String>,
+    pub(crate) permission_mode: Option<PermissionMode>,
+    pub(crate) allowed_tools: Vec<String>,
+    pub(crate) disallowed_tools: Vec<String>,
+    pub(crate) sandboxed: bool,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) api_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum PermissionMode {
+    Default,
+    AcceptEdits,
+    Plan,
+    DontAsk,
+    BypassPermissions,
+}
+
+impl PermissionMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            PermissionMode::Default => "default",
+            PermissionMode::AcceptEdits => "acceptEdits",
+            PermissionMode::Plan => "plan",
+            PermissionMode::DontAsk => "dontAsk",
+            PermissionMode::BypassPermissions => "bypassPermissions",
+        }
+    }
+}
+
+/// Wrong `providerOptions`; the run fails `provider_error` with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OptionsError {
+    #[error("invalid providerOptions for claude-code: {0}")]
+    Invalid(String),
+    #[error(
+        "providerOptions.permissionMode bypassPermissions needs providerOptions.sandboxed: true \
+         (claude refuses it as root outside a sandbox)"
+    )]
+    BypassNeedsSandbox,
+}
+
+impl ClaudeOptions {
+    pub(crate) fn from_provider_options(
+        options: &serde_json::Value,
+    ) -> Result<ClaudeOptions, OptionsError> {
+        if options.is_null() {
+            return Ok(ClaudeOptions::default());
+        }
+        let parsed: ClaudeOptions = serde_json::from_value(options.clone())
+            .map_err(|e| OptionsError::Invalid(e.to_string()))?;
+        if parsed.permission_mode == Some(PermissionMode::BypassPermissions) && !parsed.sandboxed {
+            return Err(OptionsError::BypassNeedsSandbox);
+        }
+        Ok(parsed)
+    }
+
+    fn max_retries(&self) -> u32 {
+        self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)
+    }
+
+    /// `API_TIMEOUT_MS`: `apiTimeoutMs` when given. Otherwise 30 s, or less so that
+    /// every attempt of a request that never answers (1 + `maxRetries`) fits in three
+    /// quarters of `liveness_bound` (the shortest liveness limit a model request must
+    /// fit in): then the CLI itself reports "Request timed out" (→ `timeout`) before the
+    /// executor's liveness limit cuts it off with less to say.
+    pub(crate) fn api_timeout(&self, liveness_bound: Option<Duration>) -> Duration {
+        if let Some(ms) = self.api_timeout_ms {
+            return Duration::from_millis(ms);
+        }
+        let Some(bound) = liveness_bound.filter(|b| !b.is_zero()) else {
+            return DEFAULT_API_TIMEOUT;
+        };
+        let per_attempt = bound * 3 / 4 / (self.max_retries().saturating_add(1));
+        per_attempt.clamp(MIN_API_TIMEOUT, DEFAULT_API_TIMEOUT)
+    }
+}
+
+/// The parts of a launch that vary per run.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch<'a> {
+    pub(crate) options: &'a ClaudeOptions,
+    pub(crate) model: Option<&'a str>,
+    /// The session to continue (`--resume`), if any.
+    pub(crate) resume: Option<&'a str>,
+    /// The model key (already resolved; goes only into the child's environment).
+    pub(crate) api_key: &'a str,
+    /// The CLI's home: its state (`.claude.json`, `.claude/projects/…`) lives here.
+    pub(crate) home: PathBuf,
+    /// See [`ClaudeOptions::api_timeout`].
+    pub(crate) api_timeout: Duration,
+}
+
+impl Launch<'_> {
+    pub(crate) fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-prompt-tool",
+            "stdio",
+            "--include-partial-messages",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        if let Some(model) = self.model {
+            args.extend(["--model".to_owned(), model.to_owned()]);
+        }
+        if let Some(session) = self.resume {
+            args.extend(["--resume".to_owned(), session.to_owned()]);
+        }
+        if let Some(mode) = self.options.permission_mode {
+            args.extend(["--permission-mode".to_owned(), mode.as_str().to_owned()]);
+        }
+        // One comma-separated value: the flags are variadic and would swallow what follows.
+        if !self.options.allowed_tools.is_empty() {
+            args.extend([
+                "--allowedTools".to_owned(),
+                self.options.allowed_tools.join(","),
+            ]);
+        }
+        if !self.options.disallowed_tools.is_empty() {
+            args.extend([
+                "--disallowedTools".to_owned(),
+                self.options.disallowed_tools.join(","),
+            ]);
+        }
+        args
+    }
+
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("HOME".into(), self.home.display().to_string()),
+            ("ANTHROPIC_API_KEY".into(), self.api_key.to_owned()),
+            // No telemetry, update checks or error reports: nothing but the model API.
+            (
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+                "1".into(),
+            ),
+            ("DISABLE_TELEMETRY".into(), "1".into()),
+            ("DISABLE_AUTOUPDATER".into(), "1".into()),
+            ("DISABLE_ERROR_REPORTING".into(), "1".into()),
+            // Fail in seconds, not after ten exponential retries.
+            (
+                "CLAUDE_CODE_MAX_RETRIES".into(),
+                self.options.max_retries().to_string(),
+            ),
+            (
+                "API_TIMEOUT_MS".into(),
+                self.api_timeout.as_millis().to_string(),
+            ),
+        ];
+        if let Some(base_url) = &self.options.base_url {
+            env.push(("ANTHROPIC_BASE_URL".into(), base_url.clone()));
+        }
+        if self.options.sandboxed {
+            env.push(("IS_SANDBOX".into(), "1".into()));
+        }
+        env
+    }
+}

@@ -1,0 +1,66 @@
+//! The `claude-code` provider: drives Claude Code (`claude -p`) over its stream-json
+//! protocol on stdio, one process per run.
+//!
+//! * [`launch`] — the command line and environment (providerOptions documented there);
+//! * [`protocol`] — the lines exchanged with the CLI;
+//! * [`translate`] — CLI lines → Switchyard run events;
+//! * [`outcome`] — how a turn ended, from its `result` line;
+//! * [`session`] — the driver: spawn, handshake, permission prompts as human-loop
+//!   requests, liveness, stop, resume of a conversation's session.
+
+mod launch;
+mod outcome;
+mod protocol;
+mod session;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod transcripts;
+mod translate;
+
+use crate::cli::CliEnv;
+use crate::provider::{Provider, ProviderOutcome, RunContext};
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use switchyard_contracts::ProviderName;
+use switchyard_contracts::presence::ProviderAvailability;
+
+/// The program name looked up with [`crate::cli::CliLocator::find`].
+pub const PROGRAM: &str = "claude";
+
+pub struct ClaudeProvider {
+    env: Arc<CliEnv>,
+}
+
+impl ClaudeProvider {
+    pub fn new(env: Arc<CliEnv>) -> Self {
+        Self { env }
+    }
+}
+
+impl Provider for ClaudeProvider {
+    fn name(&self) -> ProviderName {
+        ProviderName::ClaudeCode
+    }
+
+    fn availability(&self) -> ProviderAvailability {
+        let installed = self.env.binaries.find(PROGRAM).is_some();
+        ProviderAvailability {
+            name: ProviderName::ClaudeCode.as_str().to_owned(),
+            installed,
+            version: installed
+                .then(|| self.env.binaries.version(PROGRAM))
+                .flatten(),
+            // Runs may name other credential variables; this is the default one.
+            credentials_configured: Some(
+                self.env
+                    .credentials
+                    .is_configured(&[launch::DEFAULT_CREDENTIAL_ENV.to_owned()]),
+            ),
+        }
+    }
+
+    fn run(&self, ctx: RunContext) -> BoxFuture<'static, ProviderOutcome> {
+        Box::pin(session::run(self.env.clone(), ctx))
+    }
+}

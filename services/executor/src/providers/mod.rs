@@ -1,0 +1,5 @@
+//! The agent-CLI adapters, one module each (built on [`crate::cli`]).
+
+pub mod claude;
+pub mod codex;
+pub mod opencode;

@@ -1,0 +1,461 @@
+//! The provider against the real opencode CLI and the fake model, without the
+//! supervisor: a real nats-server holds the run's events, a task plays the human.
+//! Ignored by default (each run spawns opencode, 3–5 s); run them with
+//! `cargo test -p switchyard-executor --lib opencode::live_tests -- --ignored`.
+//! The end-to-end tests through the executor are in `tests/providers/opencode.rs`.
+
+use super::OpencodeProvider;
+use crate::cli::{CliEnv, CliLocator, ConversationState, Credentials, WorkDirs};
+use crate::clock::ActiveClock;
+use crate::human_loop::{HumanLoop, HumanReply, PendingRequests};
+use crate::provider::{Provider, ProviderOutcome, RunContext, SessionReport};
+use crate::sink::EventSink;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard_contracts::dispatch::EventPosition;
+use switchyard_contracts::event::HumanLoopDecision;
+use switchyard_contracts::{FailureReason, RunCommand, RunEvent, RunEventKind, RunId};
+use switchyard_platform::events::EventLog;
+use switchyard_platform::nats::{self, Resources};
+use switchyard_test_support::NatsServer;
+use switchyard_test_support::fake_model::{FINAL_MARKER, FakeModel, TOOL_FILE};
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "sk-fake-opencode-live-0123456789";
+
+struct Live {
+    _nats: NatsServer,
+    log: EventLog,
+    model: FakeModel,
+    env: Arc<CliEnv>,
+    root: tempfile::TempDir,
+}
+
+struct Finished {
+    outcome: ProviderOutcome,
+    events: Vec<RunEvent>,
+    session: Option<String>,
+    elapsed: Duration,
+}
+
+impl Live {
+    async fn start() -> Live {
+        switchyard_test_support::init_tracing();
+        let nats = NatsServer::start().await.unwrap();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        nats::provision(
+            &js,
+            Resources {
+                run_events: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let log = EventLog::open(js).await.unwrap();
+        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.local/providers/node_modules/.bin");
+        let env = Arc::new(CliEnv::for_tests(
+            CliLocator::new(vec![bin], None),
+            Credentials::from_pairs([("OPENAI_API_KEY", KEY)]),
+        ));
+        Live {
+            _nats: nats,
+            log,
+            model: FakeModel::start().await.unwrap(),
+            env,
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, prompt: &str, options: Value) -> RunCommand {
+        let mut provider_options = json!({"baseUrl": self.model.openai_url()});
+        if let (Some(target), Some(extra)) = (provider_options.as_object_mut(), options.as_object())
+        {
+            target.extend(extra.clone());
+        }
+        serde_json::from_value(json!({
+            "runId": RunId::now_v7(),
+            "provider": "opencode",
+            "model": "fake-model",
+            "prompt": prompt,
+            "providerOptions": provider_options,
+            "createdAt": chrono::Utc::now(),
+        }))
+        .unwrap()
+    }
+
+    async fn dirs(&self, name: &str) -> WorkDirs {
+        let dirs = WorkDirs::under(&self.root.path().join(name));
+        dirs.create().await.unwrap();
+        dirs
+    }
+
+    /// Runs the command to its end; `decide` answers human-loop requests, `stop_when`
+    /// cancels the stop token at the first event it matches.
+    async fn run(
+        &self,
+        command: RunCommand,
+        dirs: WorkDirs,
+        conversation: Option<ConversationState>,
+        decision: HumanLoopDecision,
+        stop_when: Option<fn(&RunEvent) -> bool>,
+    ) -> Finished {
+        let run_id = command.run_id;
+        let sink = EventSink::new(self.log.clone(), run_id, EventPosition::EMPTY);
+        let pending = Arc::new(PendingRequests::default());
+        let stop = CancellationToken::new();
+        let human_loop = HumanLoop::new(
+            pending.clone(),
+            Arc::new(ActiveClock::start()),
+            sink.clone(),
+            stop.clone(),
+        );
+        let session = SessionReport::default();
+        let ctx = RunContext {
+            command,
+            timeout: None,
+            workspace: dirs.workspace.clone(),
+            dirs,
+            conversation,
+            events: sink,
+            human_loop,
+            stop: stop.clone(),
+            session_id: session.clone(),
+        };
+        let log = self.log.clone();
+        let watcher = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut tail = Box::pin(log.tail(run_id, 0).await.unwrap());
+                while let Some(Ok(stored)) = tail.next().await {
+                    let event = stored.decode().unwrap();
+                    if let RunEventKind::HumanLoopRequested(request) = &event.kind {
+                        let _ = pending.answer(
+                            Some(&request.request_id),
+                            HumanReply {
+                                decision,
+                                message: None,
+                            },
+                        );
+                    }
+                    if stop_when.is_some_and(|matches| matches(&event)) {
+                        stop.cancel();
+                    }
+                }
+            }
+        });
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(120),
+            OpencodeProvider::new(self.env.clone()).run(ctx),
+        )
+        .await
+        .expect("the provider ends in bounded time");
+        let elapsed = started.elapsed();
+        watcher.abort();
+        Finished {
+            outcome,
+            events: self.events(run_id).await,
+            session: session.get(),
+            elapsed,
+        }
+    }
+
+    async fn events(&self, run_id: RunId) -> Vec<RunEvent> {
+        let Some(last) = self.log.last(run_id).await.unwrap() else {
+            return Vec::new();
+        };
+        let count = last.header.seq as usize;
+        let tail = self.log.tail(run_id, 0).await.unwrap();
+        tail.take(count)
+            .map(|stored| stored.unwrap().decode().unwrap())
+            .collect()
+            .await
+    }
+}
+
+fn text_of(events: &[RunEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            RunEventKind::MessageCompleted(m) => Some(m.text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failure(outcome: &ProviderOutcome) -> FailureReason {
+    match outcome {
+        ProviderOutcome::Failed { reason, .. } => *reason,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// Processes (not zombies) whose working directory is `dir`.
+fn processes_in(dir: &Path) -> Vec<u32> {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+            (cwd == dir && !matches!(state, "Z" | "X")).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "spawns the real opencode CLI"]
+async fn live_tool_turn_approved() {
+    let live = Live::start().await;
+    let dirs = live.dirs("tool").await;
+    let workspace = dirs.workspace.clone();
+    let done = live
+        .run(
+            live.command("Create hello.txt please", json!({})),
+            dirs,
+            None,
+            HumanLoopDecision::Approve,
+            None,
+        )
+        .await;
+    eprintln!("elapsed {:?}", done.elapsed);
+    for event in &done.events {
+        eprintln!("{}", serde_json::to_string(&event.kind).unwrap());
+    }
+    assert_eq!(done.outcome, ProviderOutcome::Succeeded);
+    assert!(text_of(&done.events).contains(FINAL_MARKER));
+    assert!(workspace.join(TOOL_FILE).is_file());
+    assert!(done.session.is_some());
+    assert!(processes_in(&workspace).is_empty());
+}
+
+#[tokio::test]
+#[ignore = "spawns the real opencode CLI"]
+async fn live_failures() {
+    let live = Live::start().await;
+    for (prompt, options, expected) in [
+        ("SCN_E401 hi", json!({}), FailureReason::AuthInvalid),
+        ("SCN_E429 hi", json!({}), FailureReason::RateLimited),
+        ("SCN_E500 hi", json!({}), FailureReason::ProviderError),
+        ("SCN_EMPTY hi", json!({}), FailureReason::ProviderNoOutput),
+        (
+            "SCN_HANG hi",
+            json!({"firstOutputTimeoutMs": 4000}),
+            FailureReason::Timeout,
+        ),
+        (
+            "SCN_STALL hi",
+            json!({"firstOutputTimeoutMs": 4000, "inactivityTimeoutMs": 4000}),
+            FailureReason::Timeout,
+        ),
+    ] {
+        let dirs = live.dirs(&format!("fail-{}", &prompt[..8])).await;
+        let workspace = dirs.workspace.clone();
+        let done = live
+            .run(
+                live.command(prompt, options),
+                dirs,
+                None,
+                HumanLoopDecision::Approve,
+                None,
+            )
+            .await;
+        eprintln!("{prompt}: {:?} after {:?}", done.outcome, done.elapsed);
+        assert_eq!(failure(&done.outcome), expected, "{prompt}");
+        assert!(processes_in(&workspace).is_empty());
+    }
+}
+
+#[tokio::test]
+#[ignore = "spawns the real opencode CLI"]
+async fn live_stop_and_follow_up() {
+    let live = Live::start().await;
+    let dirs = live.dirs("conv").await;
+    let workspace = dirs.workspace.clone();
+    let stopped = live
+        .run(
+            live.command("SCN_SLOW talk slowly", json!({})),
+            dirs.clone(),
+            None,
+            HumanLoopDecision::Approve,
+            Some(|event| matches!(event.kind, RunEventKind::MessageDelta(_))),
+        )
+        .await;
+    eprintln!("stop: {:?} after {:?}", stopped.outcome, stopped.elapsed);
+    assert_eq!(stopped.outcome, ProviderOutcome::Stopped);
+    assert!(processes_in(&workspace).is_empty());
+    let session = stopped.session.clone().unwrap();
+
+    let follow = live
+        .run(
+            live.command("SCN_TEXT and now something else", json!({})),
+            dirs,
+            Some(ConversationState {
+                session_id: Some(session.clone()),
+            }),
+            HumanLoopDecision::Approve,
+            None,
+        )
+        .await;
+    eprintln!("follow-up: {:?} after {:?}", follow.outcome, follow.elapsed);
+    assert_eq!(follow.outcome, ProviderOutcome::Succeeded);
+    assert_eq!(follow.session.as_deref(), Some(session.as_str()));
+    let last = live.model.model_requests().pop().unwrap();
+    assert!(
+        last.user_text().contains("talk slowly"),
+        "{}",
+        last.user_text()
+    );
+}
+
+#[tokio::test]
+#[ignore = "spawns the real opencode CLI"]
+async fn live_denied_command_and_approved_file_write() {
+    let live = Live::start().await;
+    let dirs = live.dirs("deny").await;
+    let workspace = dirs.workspace.clone();
+    let denied = live
+        .run(
+            live.command("Create hello.txt please", json!({})),
+            dirs,
+            None,
+            HumanLoopDecision::Deny,
+            None,
+        )
+        .await;
+    for event in &denied.events {
+        eprintln!("{}", serde_json::to_string(&event.kind).unwrap());
+    }
+    assert_eq!(denied.outcome, ProviderOutcome::Succeeded);
+    assert!(!workspace.join(TOOL_FILE).exists());
+
+    let dirs = live.dirs("patch").await;
+    let workspace = dirs.workspace.clone();
+    let patched = live
+        .run(
+            live.command("SCN_PATCH add a file", json!({})),
+            dirs,
+            None,
+            HumanLoopDecision::Approve,
+            None,
+        )
+        .await;
+    for event in &patched.events {
+        eprintln!("{}", serde_json::to_string(&event.kind).unwrap());
+    }
+    assert_eq!(patched.outcome, ProviderOutcome::Succeeded);
+    assert!(workspace.join("patched.txt").is_file());
+    assert!(patched.events.iter().any(|e| matches!(
+        &e.kind,
+        RunEventKind::FileChanged(change) if change.path == "patched.txt"
+    )));
+}
+
+#[tokio::test]
+async fn a_missing_key_or_binary_fails_before_spawning() {
+    let live = Live::start().await;
+    let dirs = live.dirs("nokey").await;
+    let mut command = live.command("hi", json!({}));
+    command.credential_env = vec!["SWITCHYARD_TEST_NO_SUCH_KEY".into()];
+    let done = live
+        .run(command, dirs, None, HumanLoopDecision::Approve, None)
+        .await;
+    assert_eq!(failure(&done.outcome), FailureReason::AuthMissing);
+    assert!(done.events.is_empty());
+
+    let empty = tempfile::tempdir().unwrap();
+    let env = Arc::new(CliEnv::for_tests(
+        CliLocator::new(vec![empty.path().to_path_buf()], None),
+        Credentials::from_pairs([("OPENAI_API_KEY", KEY)]),
+    ));
+    let live = Live { env, ..live };
+    let dirs = live.dirs("nobin").await;
+    let done = live
+        .run(
+            live.command("hi", json!({})),
+            dirs,
+            None,
+            HumanLoopDecision::Approve,
+            None,
+        )
+        .await;
+    assert_eq!(failure(&done.outcome), FailureReason::BinaryMissing);
+}
+
+#[tokio::test]
+#[ignore = "spawns the real opencode CLI"]
+async fn live_a_gone_session_starts_fresh_in_the_same_workspace() {
+    let live = Live::start().await;
+    let dirs = live.dirs("gone").await;
+    let done = live
+        .run(
+            live.command("SCN_TEXT hello again", json!({})),
+            dirs,
+            Some(ConversationState {
+                session_id: Some("ses_0000000000000000000000gone".into()),
+            }),
+            HumanLoopDecision::Approve,
+            None,
+        )
+        .await;
+    assert_eq!(done.outcome, ProviderOutcome::Succeeded);
+    let fresh = done.session.unwrap();
+    assert_ne!(fresh, "ses_0000000000000000000000gone");
+    assert!(done.events.iter().any(|e| matches!(
+        &e.kind,
+        RunEventKind::Diagnostic(d) if d.message.contains("is gone")
+    )));
+}
+
+#[tokio::test]
+#[ignore = "spawns the real opencode CLI"]
+async fn live_a_server_killed_mid_turn_is_provider_crashed() {
+    let live = Live::start().await;
+    let dirs = live.dirs("crash").await;
+    let workspace = dirs.workspace.clone();
+    let command = live.command("SCN_SLOW talk", json!({}));
+    let run_id = command.run_id;
+    let log = live.log.clone();
+    let killer = tokio::spawn(async move {
+        // Kill the whole server once the turn streams.
+        let mut tail = Box::pin(log.tail(run_id, 0).await.unwrap());
+        while let Some(Ok(stored)) = tail.next().await {
+            if matches!(stored.decode().unwrap().kind, RunEventKind::MessageDelta(_)) {
+                for pid in processes_in(&workspace) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return;
+            }
+        }
+    });
+    let done = live
+        .run(command, dirs, None, HumanLoopDecision::Approve, None)
+        .await;
+    killer.abort();
+    eprintln!("{:?}", done.outcome);
+    let ProviderOutcome::Failed {
+        reason, evidence, ..
+    } = &done.outcome
+    else {
+        panic!("{:?}", done.outcome)
+    };
+    assert_eq!(*reason, FailureReason::ProviderCrashed);
+    assert!(
+        evidence
+            .raw_lines
+            .iter()
+            .any(|l| l.contains("message.part.delta"))
+    );
+}

@@ -1,0 +1,63 @@
+//! The `opencode` provider: drives `opencode serve` (opencode-ai 1.18) over its HTTP
+//! API and SSE event stream on a loopback port.
+//!
+//! * `options.rs` — what the run asks for (model API, key name, permissions, retry
+//!   budget) and the `opencode.json` written into the run's config dir;
+//! * `api.rs` — the HTTP client and the SSE reader;
+//! * `translate.rs` — opencode events → Switchyard events, error classification;
+//! * `session.rs` — the driver: spawn, handshake, session, prompt, turn, stop.
+//!
+//! Wire details (events, permission replies, abort, failure matrix) are in
+//! `shared/protocol-samples/PROTOCOLS.md`, section 3; `testdata/` holds captured
+//! transcripts the translator is tested against.
+
+mod api;
+#[cfg(test)]
+mod live_tests;
+mod options;
+mod session;
+mod translate;
+
+use crate::cli::CliEnv;
+use crate::provider::{Provider, ProviderOutcome, RunContext};
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use switchyard_contracts::ProviderName;
+use switchyard_contracts::presence::ProviderAvailability;
+
+/// Runs opencode turns with the executor's shared CLI machinery.
+pub struct OpencodeProvider {
+    env: Arc<CliEnv>,
+}
+
+impl OpencodeProvider {
+    pub fn new(env: Arc<CliEnv>) -> Self {
+        Self { env }
+    }
+}
+
+impl Provider for OpencodeProvider {
+    fn name(&self) -> ProviderName {
+        ProviderName::Opencode
+    }
+
+    fn availability(&self) -> ProviderAvailability {
+        let installed = self.env.binaries.find(session::PROGRAM).is_some();
+        ProviderAvailability {
+            name: ProviderName::Opencode.as_str().to_owned(),
+            installed,
+            version: installed
+                .then(|| self.env.binaries.version(session::PROGRAM))
+                .flatten(),
+            credentials_configured: Some(
+                self.env
+                    .credentials
+                    .is_configured(&[options::DEFAULT_CREDENTIAL_ENV.to_owned()]),
+            ),
+        }
+    }
+
+    fn run(&self, ctx: RunContext) -> BoxFuture<'static, ProviderOutcome> {
+        Box::pin(session::run(self.env.clone(), ctx))
+    }
+}

@@ -1,0 +1,912 @@
+//! The driver of one opencode run: start `opencode serve` on a loopback port with a
+//! random password and the run's own HOME / XDG dirs, wait for it to answer, subscribe
+//! to its events, create (or continue) the session, prompt it, and follow the event
+//! stream until the session goes idle — answering permission requests through the
+//! human loop, enforcing liveness and the retry budget, and aborting on stop.
+//!
+//! The server lives for one run; the session survives in the state directory's
+//! database, so a follow-up run of the conversation prompts the same session in a new
+//! server. `opencode serve` ends at SIGINT (unlike `opencode run`, which ignores it),
+//! so the staged termination after the turn is quick.
+
+use super::api::{self, ApiError, EventReader, SERVER_USERNAME, ServerApi, StreamItem};
+use super::options::OpencodeOptions;
+use super::translate::{self, PermissionAsk, RetryNotice, Step, Translator, Verdict};
+use crate::cli::{
+    CliCommand, CliEnv, CliProcess, Credentials, Liveness, LivenessFailure, SpawnError,
+};
+use crate::human_loop::HumanLoopAnswer;
+use crate::provider::{ProviderOutcome, RunContext};
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use secrecy::ExposeSecret as _;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_contracts::event::{Diagnostic, DiagnosticLevel, Evidence};
+use switchyard_contracts::{FailureReason, RunEventKind};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+/// The CLI's program name.
+pub(crate) const PROGRAM: &str = "opencode";
+
+/// How often the server's health is polled until it answers.
+const HEALTH_POLL: Duration = Duration::from_millis(100);
+/// How long an abort (sent on a failure we detected) may take to show as idle.
+const ABORT_SETTLE: Duration = Duration::from_secs(2);
+/// Bound on the abort request itself.
+const ABORT_REQUEST: Duration = Duration::from_secs(3);
+/// How long the exit code is waited for once the server closed its stdout.
+const EXIT_WAIT: Duration = Duration::from_secs(3);
+/// Raw protocol lines kept as evidence.
+const RAW_LINES: usize = 20;
+/// Longest raw line kept as evidence.
+const RAW_LINE_BYTES: usize = 2000;
+
+/// Runs one opencode turn.
+pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
+    let span = tracing::info_span!("opencode", run_id = %ctx.events.run_id());
+    drive(&env, &ctx).instrument(span).await
+}
+
+/// How a run ended, before evidence is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum End {
+    Succeeded,
+    Stopped,
+    Failed {
+        reason: FailureReason,
+        detail: String,
+    },
+}
+
+impl End {
+    fn failed(reason: FailureReason, detail: impl Into<String>) -> Self {
+        End::Failed {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
+    if ctx.stop.is_cancelled() {
+        return ProviderOutcome::Stopped;
+    }
+    let options = match OpencodeOptions::from_command(&ctx.command) {
+        Ok(options) => options,
+        Err(detail) => return ProviderOutcome::failed(FailureReason::ProviderError, detail),
+    };
+    let credentials = match env.credentials.resolve(&options.credential_env) {
+        Ok(found) => found,
+        Err(missing) => {
+            return ProviderOutcome::failed(
+                FailureReason::AuthMissing,
+                format!("opencode's credentials: {missing}"),
+            );
+        }
+    };
+    let Some(program) = env.binaries.find(PROGRAM) else {
+        return ProviderOutcome::failed(
+            FailureReason::BinaryMissing,
+            env.binaries.describe_search(PROGRAM),
+        );
+    };
+    let dirs = StateDirs::under(&ctx.dirs.state);
+    if let Err(error) = dirs.prepare(&options.config_json()).await {
+        return ProviderOutcome::failed(
+            FailureReason::ProviderCrashed,
+            format!("cannot prepare opencode's state directory: {error}"),
+        );
+    }
+    let port = match free_port() {
+        Ok(port) => port,
+        Err(error) => {
+            return ProviderOutcome::failed(
+                FailureReason::ProviderCrashed,
+                format!("no free loopback port for the opencode server: {error}"),
+            );
+        }
+    };
+    let password = random_password();
+    let api = match ServerApi::new(port, password.clone()) {
+        Ok(api) => api,
+        Err(error) => {
+            return ProviderOutcome::failed(FailureReason::ProviderCrashed, error.to_string());
+        }
+    };
+    let mut child_env = dirs.env();
+    child_env.extend(
+        [
+            ("OPENCODE_SERVER_USERNAME", SERVER_USERNAME),
+            ("OPENCODE_SERVER_PASSWORD", password.as_str()),
+            ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
+            ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
+            ("OPENCODE_DISABLE_SHARE", "1"),
+            ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    child_env.extend(
+        credentials
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose_secret().to_owned())),
+    );
+    let command = CliCommand {
+        program,
+        args: vec![
+            "serve".into(),
+            "--port".into(),
+            port.to_string(),
+            "--hostname".into(),
+            "127.0.0.1".into(),
+        ],
+        env: child_env,
+        cwd: ctx.dirs.workspace.clone(),
+        stdin_piped: false,
+    };
+    let liveness = Liveness::new(env.liveness, &ctx.command.provider_options);
+    let process = match CliProcess::spawn(command, &env.credentials) {
+        Ok(process) => process,
+        Err(SpawnError::NotFound { program }) => {
+            return ProviderOutcome::failed(
+                FailureReason::BinaryMissing,
+                format!("{} not found", program.display()),
+            );
+        }
+        Err(error) => {
+            return ProviderOutcome::failed(FailureReason::ProviderCrashed, error.to_string());
+        }
+    };
+    tracing::info!(port, pid = process.pid(), "opencode server started");
+    let mut server = Server {
+        env,
+        ctx,
+        options,
+        api,
+        process,
+        liveness,
+        raw: RawLines::new(env.credentials.clone(), password),
+        exit_code: None,
+    };
+    let end = server.session().await;
+    server.process.terminate(env.stop_grace).await;
+    match &end {
+        End::Failed { reason, .. } => {
+            tracing::info!(reason = reason.as_str(), "opencode run failed");
+        }
+        end => tracing::info!(outcome = ?end, "opencode run ended"),
+    }
+    match end {
+        End::Succeeded => ProviderOutcome::Succeeded,
+        End::Stopped => ProviderOutcome::Stopped,
+        End::Failed { reason, detail } => ProviderOutcome::Failed {
+            reason,
+            detail: server.raw.redact(&detail),
+            evidence: Evidence {
+                stderr_tail: server
+                    .process
+                    .stderr_tail()
+                    .iter()
+                    .map(|line| server.raw.redact(line))
+                    .collect(),
+                raw_lines: server.raw.lines(),
+                exit_code: server.exit_code,
+            },
+        },
+    }
+}
+
+/// Why a guarded wait ended early.
+enum Halt {
+    Stop,
+    Expired(LivenessFailure),
+    /// The server exited (its exit code, when it had one).
+    Exited(Option<i32>),
+}
+
+/// Waits for `work` while watching the stop token, the liveness limits and the server
+/// process (draining its stdout into the evidence).
+async fn guard<T>(
+    process: &mut CliProcess,
+    liveness: &Liveness,
+    stop: &tokio_util::sync::CancellationToken,
+    raw: &mut RawLines,
+    work: impl Future<Output = T>,
+) -> Result<T, Halt> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Err(Halt::Stop),
+            failure = liveness.expired() => return Err(Halt::Expired(failure)),
+            line = process.next_line() => match line {
+                Some(line) => raw.push("stdout", &line),
+                None => return Err(Halt::Exited(exit_code(process).await)),
+            },
+            out = &mut work => return Ok(out),
+        }
+    }
+}
+
+/// The exit code once stdout closed (bounded: a server that closed stdout but lives
+/// on is ended by the caller).
+async fn exit_code(process: &mut CliProcess) -> Option<i32> {
+    tokio::time::timeout(EXIT_WAIT, process.wait())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// One server and its run.
+struct Server<'a> {
+    env: &'a CliEnv,
+    ctx: &'a RunContext,
+    options: OpencodeOptions,
+    api: ServerApi,
+    process: CliProcess,
+    liveness: Liveness,
+    raw: RawLines,
+    exit_code: Option<i32>,
+}
+
+impl Server<'_> {
+    /// Awaits `work` under [`guard`]; an early end becomes the run's end.
+    async fn guarded<T>(&mut self, during: &str, work: impl Future<Output = T>) -> Result<T, End> {
+        match guard(
+            &mut self.process,
+            &self.liveness,
+            &self.ctx.stop,
+            &mut self.raw,
+            work,
+        )
+        .await
+        {
+            Ok(out) => Ok(out),
+            Err(halt) => Err(self.halted(halt, during, false)),
+        }
+    }
+
+    fn halted(&mut self, halt: Halt, during: &str, model_called: bool) -> End {
+        match halt {
+            Halt::Stop => End::Stopped,
+            Halt::Expired(failure) => self.expired(failure, model_called),
+            Halt::Exited(code) => {
+                self.exit_code = code;
+                let code =
+                    code.map_or_else(|| "by a signal".to_owned(), |c| format!("with code {c}"));
+                End::failed(
+                    FailureReason::ProviderCrashed,
+                    format!("the opencode server exited {code} {during}"),
+                )
+            }
+        }
+    }
+
+    /// A liveness limit ran out. No output while a model request is under way means the
+    /// model API hung (connection, headers or a stalled stream): a timeout, not a turn
+    /// without output.
+    fn expired(&self, failure: LivenessFailure, model_called: bool) -> End {
+        let detail = self.liveness.describe(failure);
+        match failure {
+            LivenessFailure::FirstOutput if model_called => End::failed(
+                FailureReason::Timeout,
+                format!("the model API did not answer: {detail}"),
+            ),
+            failure => End::failed(failure.reason(), detail),
+        }
+    }
+
+    /// Handshake, session, prompt, turn.
+    async fn session(&mut self) -> End {
+        let api = self.api.clone();
+        let health = async {
+            while !api.healthy().await {
+                tokio::time::sleep(HEALTH_POLL).await;
+            }
+        };
+        if let Err(end) = self.guarded("before answering", health).await {
+            return end;
+        }
+        self.liveness.handshake_done();
+        tracing::debug!("opencode server answers");
+
+        let mut events = match self.guarded("while subscribing", api.events()).await {
+            Ok(Ok(events)) => events,
+            Ok(Err(error)) => return self.api_failed("subscribing to its events", error),
+            Err(end) => return end,
+        };
+        // The stream is live once the server says so; prompting before that could
+        // lose the first events of the turn.
+        loop {
+            match self.guarded("while subscribing", events.next()).await {
+                Ok(StreamItem::Event { raw, event }) => {
+                    if !is_noise(&event) {
+                        self.raw.push("sse", &raw);
+                    }
+                    if event.get("type").and_then(Value::as_str) == Some("server.connected") {
+                        break;
+                    }
+                }
+                Ok(StreamItem::Garbage(raw)) => self.raw.push("sse", &raw),
+                Ok(StreamItem::Closed(error)) => return self.stream_closed(error, false).await,
+                Err(end) => return end,
+            }
+        }
+
+        let session_id = match self.open_session(&api).await {
+            Ok(id) => id,
+            Err(end) => return end,
+        };
+        self.ctx.set_session_id(session_id.clone());
+        tracing::info!(session_id = %session_id, "prompting the opencode session");
+        let model = self.options.model.clone();
+        let prompt = api.prompt_async(&session_id, &self.ctx.command.prompt, model.as_ref());
+        match self.guarded("while prompting", prompt).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return self.api_failed("prompting the session", error),
+            Err(end) => return end,
+        }
+        self.turn(&mut events, &session_id).await
+    }
+
+    /// The session to prompt: the conversation's, if the server still has it, else a
+    /// fresh one in the same workspace.
+    async fn open_session(&mut self, api: &ServerApi) -> Result<String, End> {
+        let previous = self
+            .ctx
+            .conversation
+            .as_ref()
+            .and_then(|conversation| conversation.session_id.clone());
+        if let Some(previous) = previous {
+            let found = if api::is_plain_id(&previous) {
+                self.guarded(
+                    "while looking up the session",
+                    api.session_exists(&previous),
+                )
+                .await?
+            } else {
+                Ok(false)
+            };
+            match found {
+                Ok(true) => {
+                    tracing::info!(session_id = %previous, "continuing the conversation's opencode session");
+                    return Ok(previous);
+                }
+                Ok(false) => {
+                    self.diagnostic(
+                        DiagnosticLevel::Warn,
+                        format!(
+                            "the conversation's opencode session {} is gone; starting a fresh session in the same workspace",
+                            api::shorten(&previous, 80)
+                        ),
+                    )
+                    .await;
+                }
+                Err(error) => {
+                    self.diagnostic(
+                        DiagnosticLevel::Warn,
+                        format!(
+                            "cannot look up the conversation's opencode session ({}); starting a fresh session in the same workspace",
+                            self.raw.redact(&error.to_string())
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+        let title = format!("Switchyard run {}", self.ctx.events.run_id());
+        match self
+            .guarded("while creating a session", api.create_session(&title))
+            .await?
+        {
+            Ok(id) => Ok(id),
+            Err(error) => Err(self.api_failed("creating a session", error)),
+        }
+    }
+
+    /// A failed API call: a refusal is the provider's error, anything else means the
+    /// server is not working.
+    fn api_failed(&mut self, what: &str, error: ApiError) -> End {
+        let reason = match error {
+            ApiError::Status { .. } | ApiError::Decode { .. } => FailureReason::ProviderError,
+            ApiError::Http(_) | ApiError::InvalidId(_) => FailureReason::ProviderCrashed,
+        };
+        End::failed(reason, format!("{what}: {error}"))
+    }
+
+    /// The event stream ended: the server is going away (or broke the stream).
+    async fn stream_closed(&mut self, error: Option<String>, stopping: bool) -> End {
+        if stopping {
+            return End::Stopped;
+        }
+        let exited = tokio::time::timeout(EXIT_WAIT, self.process.wait()).await;
+        let detail = match error {
+            Some(error) => format!("opencode's event stream broke: {error}"),
+            None => "opencode's event stream ended".to_owned(),
+        };
+        match exited {
+            Ok(code) => {
+                self.exit_code = code;
+                let code =
+                    code.map_or_else(|| "by a signal".to_owned(), |c| format!("with code {c}"));
+                End::failed(
+                    FailureReason::ProviderCrashed,
+                    format!("{detail}; the server exited {code}"),
+                )
+            }
+            Err(_) => End::failed(FailureReason::ProviderCrashed, detail),
+        }
+    }
+
+    async fn diagnostic(&self, level: DiagnosticLevel, message: String) {
+        let event = RunEventKind::Diagnostic(Diagnostic {
+            level,
+            message,
+            raw: None,
+        });
+        if let Err(error) = self.ctx.events.emit(event).await {
+            tracing::debug!(%error, "diagnostic not published");
+        }
+    }
+
+    /// Asks opencode to abort the turn (bounded; a failure only means the signals will
+    /// do it).
+    async fn abort(&self, session_id: &str) {
+        let bound = ABORT_REQUEST.min(self.env.stop_grace);
+        match tokio::time::timeout(bound, self.api.abort(session_id)).await {
+            Ok(Ok(())) => tracing::debug!("opencode session aborted"),
+            Ok(Err(error)) => tracing::warn!(%error, "could not abort the opencode session"),
+            Err(_) => tracing::warn!("the opencode abort request did not answer"),
+        }
+    }
+
+    /// Follows the turn until the session is idle (or the run ends otherwise).
+    async fn turn(&mut self, events: &mut EventReader, session_id: &str) -> End {
+        let mut translator = Translator::new(session_id, Some(&self.ctx.dirs.workspace));
+        let mut asks: FuturesUnordered<BoxFuture<'static, (PermissionAsk, HumanLoopAnswer)>> =
+            FuturesUnordered::new();
+        // Once set, the session was aborted: the end to report, and until when the
+        // idle that confirms the abort is awaited.
+        let mut ending: Option<(End, Instant)> = None;
+        loop {
+            let settle_by = ending.as_ref().map(|(_, by)| *by);
+            tokio::select! {
+                biased;
+                _ = self.ctx.stop.cancelled(), if ending.is_none() => {
+                    tracing::info!("stopping: aborting the opencode session");
+                    asks.clear();
+                    self.abort(session_id).await;
+                    ending = Some((End::Stopped, Instant::now() + self.env.stop_grace));
+                }
+                _ = sleep_until(settle_by), if settle_by.is_some() => {
+                    return ending.map_or(End::Stopped, |(end, _)| end);
+                }
+                failure = self.liveness.expired(), if ending.is_none() => {
+                    let end = self.expired(failure, translator.model_called());
+                    tracing::warn!(?failure, "liveness limit exceeded; aborting the opencode session");
+                    asks.clear();
+                    self.abort(session_id).await;
+                    ending = Some((end, Instant::now() + ABORT_SETTLE));
+                }
+                Some((ask, answer)) = asks.next(), if !asks.is_empty() => {
+                    if ending.is_none() {
+                        self.answer(&mut translator, ask, answer).await;
+                    }
+                }
+                item = events.next() => match item {
+                    StreamItem::Event { raw, event } => {
+                        if !is_noise(&event) {
+                            self.raw.push("sse", &raw);
+                        }
+                        if let Some(kind) = translate::unfamiliar_type(&event) {
+                            tracing::debug!(event_type = %self.raw.redact(&api::shorten(kind, 80)), "unfamiliar opencode event (kept as evidence)");
+                        }
+                        if translator.concerns_session(&event) {
+                            self.liveness.activity();
+                        }
+                        for step in translator.handle(&event) {
+                            match step {
+                                Step::Emit(kind) => {
+                                    if is_output(&kind) {
+                                        self.liveness.output_seen();
+                                    }
+                                    if let Err(error) = self.ctx.events.emit(self.raw.redact_event(kind)).await {
+                                        // The run's log is gone (stop, takeover): nothing
+                                        // more can be reported.
+                                        tracing::info!(%error, "run events refused; ending the opencode run");
+                                        return End::Stopped;
+                                    }
+                                }
+                                Step::Ask(ask) if ending.is_none() => {
+                                    self.liveness.output_seen();
+                                    asks.push(self.ask(ask));
+                                }
+                                Step::Ask(_) => {}
+                                Step::DeclineQuestion(id) => self.decline_question(&id).await,
+                                Step::Retry(notice) => {
+                                    if let Some(end) = self.retry(&notice).await
+                                        && ending.is_none()
+                                    {
+                                        asks.clear();
+                                        self.abort(session_id).await;
+                                        ending = Some((end, Instant::now() + ABORT_SETTLE));
+                                    }
+                                }
+                                Step::Idle => {
+                                    for step in translator.finish() {
+                                        if let Step::Emit(kind) = step
+                                            && self.ctx.events.emit(self.raw.redact_event(kind)).await.is_err()
+                                        {
+                                            return End::Stopped;
+                                        }
+                                    }
+                                    if let Some((end, _)) = ending {
+                                        return end;
+                                    }
+                                    return self.verdict(&translator);
+                                }
+                            }
+                        }
+                    }
+                    StreamItem::Garbage(raw) => {
+                        tracing::debug!(raw = %self.raw.redact(&api::shorten(&raw, 200)), "undecodable opencode event");
+                        self.raw.push("sse", &raw);
+                    }
+                    StreamItem::Closed(error) => {
+                        let stopping = matches!(ending, Some((End::Stopped, _)));
+                        if let Some((end @ End::Failed { .. }, _)) = ending {
+                            return end;
+                        }
+                        return self.stream_closed(error, stopping).await;
+                    }
+                },
+                line = self.process.next_line() => match line {
+                    Some(line) => self.raw.push("stdout", &line),
+                    None => {
+                        if let Some((end, _)) = ending {
+                            return end;
+                        }
+                        let code = exit_code(&mut self.process).await;
+                        return self.halted(Halt::Exited(code), "during the turn", true);
+                    }
+                },
+            }
+        }
+    }
+
+    fn verdict(&self, translator: &Translator) -> End {
+        match translator.verdict() {
+            Verdict::Succeeded => End::Succeeded,
+            Verdict::NoOutput => End::failed(
+                FailureReason::ProviderNoOutput,
+                "the opencode turn ended without any output from the model",
+            ),
+            Verdict::Aborted => End::failed(
+                FailureReason::ProviderError,
+                "the opencode turn was aborted by something other than this run",
+            ),
+            Verdict::Failed { reason, detail } => End::Failed { reason, detail },
+        }
+    }
+
+    /// The future asking a human about a permission (the liveness clock paused).
+    fn ask(&self, ask: PermissionAsk) -> BoxFuture<'static, (PermissionAsk, HumanLoopAnswer)> {
+        let human_loop = self.ctx.human_loop.clone();
+        let liveness = self.liveness.clone();
+        let prompt = self.raw.redact(&ask.prompt(Some(&self.ctx.dirs.workspace)));
+        let mut details = ask.details();
+        self.raw.redact_value(&mut details);
+        Box::pin(async move {
+            let _paused = liveness.pause();
+            let answer = human_loop.ask(ask.kind(), prompt, details).await;
+            (ask, answer)
+        })
+    }
+
+    /// Passes a human's decision on to opencode.
+    async fn answer(
+        &mut self,
+        translator: &mut Translator,
+        ask: PermissionAsk,
+        answer: HumanLoopAnswer,
+    ) {
+        let approved = answer.approved();
+        if !approved && let Some(call_id) = &ask.call_id {
+            translator.declined(call_id);
+        }
+        tracing::info!(permission_id = %ask.id, approved, "answering opencode's permission request");
+        if let Err(error) = self
+            .api
+            .reply_permission(&ask.id, approved, answer.message.as_deref())
+            .await
+        {
+            tracing::warn!(%error, "could not answer opencode's permission request");
+            self.diagnostic(
+                DiagnosticLevel::Warn,
+                format!(
+                    "could not pass the decision on {} to opencode: {}",
+                    ask.permission,
+                    self.raw.redact(&error.to_string())
+                ),
+            )
+            .await;
+        }
+    }
+
+    async fn decline_question(&self, question_id: &str) {
+        if let Err(error) = self.api.reject_question(question_id).await {
+            tracing::warn!(%error, "could not reject opencode's question");
+        }
+        self.diagnostic(
+            DiagnosticLevel::Warn,
+            "opencode's agent asked a free-text question; questions are not supported, it was rejected".to_owned(),
+        )
+        .await;
+    }
+
+    /// A model API retry: reported, and once the budget is spent, the run's end.
+    async fn retry(&self, notice: &RetryNotice) -> Option<End> {
+        let message = self.raw.redact(&notice.message);
+        let budget = self.options.max_retries;
+        if notice.attempt <= budget {
+            self.diagnostic(
+                DiagnosticLevel::Warn,
+                format!(
+                    "the model API call failed ({message}); opencode retries (attempt {} of {budget})",
+                    notice.attempt
+                ),
+            )
+            .await;
+            return None;
+        }
+        tracing::warn!(
+            attempt = notice.attempt,
+            budget,
+            "model API retry budget spent"
+        );
+        Some(End::failed(
+            notice.reason(),
+            format!("the model API call kept failing after {budget} retries: {message}"),
+        ))
+    }
+}
+
+/// Server housekeeping events (dozens at start-up) that would crowd the evidence.
+fn is_noise(event: &Value) -> bool {
+    matches!(
+        event.get("type").and_then(Value::as_str),
+        Some(
+            "plugin.added"
+                | "catalog.updated"
+                | "reference.updated"
+                | "integration.updated"
+                | "server.heartbeat"
+                | "session.diff"
+                | "session.updated"
+        )
+    )
+}
+
+fn is_output(kind: &RunEventKind) -> bool {
+    matches!(
+        kind,
+        RunEventKind::MessageDelta(_)
+            | RunEventKind::MessageCompleted(_)
+            | RunEventKind::ReasoningDelta(_)
+            | RunEventKind::ToolStarted(_)
+            | RunEventKind::ToolOutput(_)
+            | RunEventKind::ToolCompleted(_)
+            | RunEventKind::FileChanged(_)
+    )
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The last raw lines (SSE payloads, stdout), redacted, for evidence.
+struct RawLines {
+    lines: VecDeque<String>,
+    credentials: Credentials,
+    /// The server's password: not a credential the executor knows, redacted here.
+    password: String,
+}
+
+impl RawLines {
+    fn new(credentials: Credentials, password: String) -> Self {
+        Self {
+            lines: VecDeque::with_capacity(RAW_LINES),
+            credentials,
+            password,
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        self.credentials
+            .redact(text)
+            .replace(self.password.as_str(), "[redacted]")
+    }
+
+    /// Redacts every string of `value` in place; whether anything changed.
+    fn redact_value(&self, value: &mut Value) -> bool {
+        match value {
+            Value::String(text) => {
+                let redacted = self.redact(text);
+                let changed = redacted != *text;
+                *text = redacted;
+                changed
+            }
+            Value::Array(items) => {
+                let mut changed = false;
+                for item in items {
+                    // Every item, not just up to the first change.
+                    changed |= self.redact_value(item);
+                }
+                changed
+            }
+            Value::Object(fields) => {
+                let mut changed = false;
+                for item in fields.values_mut() {
+                    changed |= self.redact_value(item);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+
+    /// The event with credential values replaced in all its text (a command the agent
+    /// ran may well print its environment).
+    fn redact_event(&self, kind: RunEventKind) -> RunEventKind {
+        let Ok(mut value) = serde_json::to_value(&kind) else {
+            return kind;
+        };
+        if !self.redact_value(&mut value) {
+            return kind;
+        }
+        let type_name = kind.type_name();
+        serde_json::from_value(value).unwrap_or_else(|_| {
+            RunEventKind::Diagnostic(Diagnostic {
+                level: DiagnosticLevel::Warn,
+                message: format!("a {type_name} event held a credential and was withheld"),
+                raw: None,
+            })
+        })
+    }
+
+    fn push(&mut self, source: &str, line: &str) {
+        let line = self.redact(&api::shorten(line, RAW_LINE_BYTES));
+        if self.lines.len() == RAW_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(format!("{source}: {line}"));
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.iter().cloned().collect()
+    }
+}
+
+/// opencode's HOME and XDG directories inside the run's state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StateDirs {
+    home: PathBuf,
+    config: PathBuf,
+    data: PathBuf,
+    cache: PathBuf,
+    state: PathBuf,
+}
+
+impl StateDirs {
+    fn under(state: &Path) -> Self {
+        Self {
+            home: state.to_path_buf(),
+            config: state.join(".config"),
+            data: state.join(".local/share"),
+            cache: state.join(".cache"),
+            state: state.join(".local/state"),
+        }
+    }
+
+    /// Creates the directories and writes the run's `opencode.json` (replacing the
+    /// previous run's: each run brings its own model API and permissions).
+    async fn prepare(&self, config: &Value) -> std::io::Result<()> {
+        for dir in [&self.home, &self.data, &self.cache, &self.state] {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let config_dir = self.config.join("opencode");
+        tokio::fs::create_dir_all(&config_dir).await?;
+        let text = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+        tokio::fs::write(config_dir.join("opencode.json"), text).await
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("HOME", &self.home),
+            ("XDG_CONFIG_HOME", &self.config),
+            ("XDG_DATA_HOME", &self.data),
+            ("XDG_CACHE_HOME", &self.cache),
+            ("XDG_STATE_HOME", &self.state),
+        ]
+        .into_iter()
+        .map(|(name, dir)| (name.to_owned(), dir.display().to_string()))
+        .collect()
+    }
+}
+
+/// A loopback port nobody listens on right now (the server binds it a moment later).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The server's basic-auth password: 256 random bits.
+fn random_password() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_state_directory_gets_xdg_dirs_and_the_config() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = StateDirs::under(root.path());
+        dirs.prepare(&serde_json::json!({"model": "a/b"}))
+            .await
+            .unwrap();
+        let written =
+            std::fs::read_to_string(root.path().join(".config/opencode/opencode.json")).unwrap();
+        assert!(written.contains("\"a/b\""));
+        let env = dirs.env();
+        assert!(env.contains(&("HOME".into(), root.path().display().to_string())));
+        assert!(
+            env.iter()
+                .any(|(k, v)| k == "XDG_DATA_HOME" && v.ends_with(".local/share"))
+        );
+        assert!(root.path().join(".local/state").is_dir());
+    }
+
+    #[test]
+    fn raw_lines_are_bounded_and_redacted() {
+        let credentials = Credentials::from_pairs([("OPENAI_API_KEY", "sk-live-abcdef123456")]);
+        let mut raw = RawLines::new(credentials, "pw-0123456789abcdef".into());
+        for i in 0..30 {
+            raw.push(
+                "sse",
+                &format!("{i} key sk-live-abcdef123456 pw-0123456789abcdef"),
+            );
+        }
+        let lines = raw.lines();
+        assert_eq!(lines.len(), RAW_LINES);
+        assert!(lines[0].starts_with("sse: 10 "), "{}", lines[0]);
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.contains("sk-live") && !l.contains("pw-0123"))
+        );
+        assert_ne!(random_password(), random_password());
+        let event = RunEventKind::ToolOutput(switchyard_contracts::event::ToolOutput {
+            call_id: "call_1".into(),
+            output: "OPENAI_API_KEY=sk-live-abcdef123456\n".into(),
+        });
+        let redacted = serde_json::to_string(&raw.redact_event(event)).unwrap();
+        assert!(redacted.contains("OPENAI_API_KEY=[redacted]"), "{redacted}");
+        assert_eq!(random_password().len(), 64);
+    }
+}
