@@ -22,13 +22,15 @@ impl Frame {
 #[derive(Debug, Default)]
 pub struct Parser {
     buffer: String,
+    /// The start of a UTF-8 character whose other bytes are in the next chunk.
+    partial: Vec<u8>,
     pending: Frame,
     has_field: bool,
 }
 
 impl Parser {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Frame> {
-        self.buffer.push_str(&String::from_utf8_lossy(bytes));
+        self.decode(bytes);
         let mut frames = Vec::new();
         while let Some(newline) = self.buffer.find('\n') {
             let line: String = self.buffer.drain(..=newline).collect();
@@ -61,6 +63,40 @@ impl Parser {
             }
         }
         frames
+    }
+}
+
+impl Parser {
+    /// Appends `bytes` to the text buffer. Chunks split anywhere, also inside a
+    /// character: an incomplete one at the end waits for the next chunk, and only
+    /// invalid bytes become U+FFFD.
+    fn decode(&mut self, bytes: &[u8]) {
+        let mut rest = std::mem::take(&mut self.partial);
+        rest.extend_from_slice(bytes);
+        let mut from = 0;
+        while from < rest.len() {
+            match std::str::from_utf8(&rest[from..]) {
+                Ok(text) => {
+                    self.buffer.push_str(text);
+                    return;
+                }
+                Err(error) => {
+                    let valid = from + error.valid_up_to();
+                    self.buffer
+                        .push_str(std::str::from_utf8(&rest[from..valid]).unwrap_or_default());
+                    match error.error_len() {
+                        Some(invalid) => {
+                            self.buffer.push(char::REPLACEMENT_CHARACTER);
+                            from = valid + invalid;
+                        }
+                        None => {
+                            self.partial = rest[valid..].to_vec();
+                            return;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -98,5 +134,59 @@ mod tests {
             }]
         );
         assert_eq!(frames[0].json().unwrap()["k"], 1);
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn feed_all(chunks: &[&[u8]]) -> Vec<Frame> {
+            let mut parser = Parser::default();
+            chunks.iter().flat_map(|c| parser.feed(c)).collect()
+        }
+
+        /// SSE-ish text: field lines, comments, blank lines, any unicode, CR LF.
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(
+                prop_oneof![
+                    "(id|event|data|retry|x)?:? ?\\PC{0,30}".prop_map(|l| format!("{l}\n")),
+                    Just("\n".to_owned()),
+                    Just("\r\n".to_owned()),
+                    Just(": keep-alive\n".to_owned()),
+                    "[\u{80}-\u{10ffff}]{1,8}",
+                ],
+                0..30,
+            )
+            .prop_map(|parts| parts.concat().into_bytes())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_bytes_in_any_chunks_never_panic(
+                chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..16)
+            ) {
+                let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+                let _ = feed_all(&chunks);
+            }
+
+            #[test]
+            fn where_the_chunks_split_does_not_change_the_frames(
+                bytes in stream(),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut from = 0;
+                for cut in cuts {
+                    chunks.push(&bytes[from..cut]);
+                    from = cut;
+                }
+                chunks.push(&bytes[from..]);
+                prop_assert_eq!(feed_all(&chunks), feed_all(&[&bytes]));
+            }
+        }
     }
 }

@@ -157,6 +157,9 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     binary: PathBuf,
+    /// A server config file (`-c`), for tests of auth and permissions; the port, address
+    /// and store flags still come from the command line and win over it.
+    config: Option<PathBuf>,
     /// Holds `jetstream/` (the `-sd` store) and `nats.log`; declared last so it is removed
     /// after the child was killed.
     dir: tempfile::TempDir,
@@ -166,6 +169,16 @@ impl NatsServer {
     /// Starts a fresh nats-server with JetStream on a free 127.0.0.1 port and a temporary
     /// store directory, and waits (up to ~10 s) until it accepts client connections.
     pub async fn start() -> anyhow::Result<NatsServer> {
+        Self::start_inner(None).await
+    }
+
+    /// Like [`NatsServer::start`], with `conf` (nats-server config text: accounts, users,
+    /// permissions …) as the server's config file.
+    pub async fn start_with_config(conf: &str) -> anyhow::Result<NatsServer> {
+        Self::start_inner(Some(conf)).await
+    }
+
+    async fn start_inner(conf: Option<&str>) -> anyhow::Result<NatsServer> {
         let binary = nats_server_binary()?;
         let mut last_err = None;
         for _ in 0..NATS_START_ATTEMPTS {
@@ -173,10 +186,20 @@ impl NatsServer {
                 .prefix("switchyard-nats-")
                 .tempdir()
                 .context("create a temporary directory for nats-server")?;
+            let config = match conf {
+                Some(text) => {
+                    let path = dir.path().join("nats-server.conf");
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("write {}", path.display()))?;
+                    Some(path)
+                }
+                None => None,
+            };
             let mut server = NatsServer {
                 child: None,
                 port: free_port(),
                 binary: binary.clone(),
+                config,
                 dir,
             };
             match server.spawn_and_wait().await {
@@ -290,7 +313,11 @@ impl NatsServer {
         let log_err = log.try_clone().context("clone nats log handle")?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
 
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .arg("-a")
             .arg("127.0.0.1")
             .arg("-p")

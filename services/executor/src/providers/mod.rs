@@ -3,3 +3,6 @@
 pub mod claude;
 pub mod codex;
 pub mod opencode;
+
+#[cfg(test)]
+pub(crate) mod arbitrary;

@@ -662,3 +662,75 @@ fn wrong_options_and_unsandboxed_bypass_are_refused() {
             .contains(&("IS_SANDBOX".to_owned(), "1".to_owned()))
     );
 }
+
+/// Garbage on the CLI's stdout: any line, any JSON, decodes or is kept as evidence,
+/// and the translator and the classifier never panic whatever they are fed.
+mod garbage {
+    use super::super::outcome::{TurnFacts, classify};
+    use super::super::protocol::{ControlRequest, Line};
+    use super::super::translate::Translator;
+    use crate::providers::arbitrary;
+    use proptest::prelude::*;
+
+    fn feed(translator: &mut Translator, raw: &str) {
+        let Some(line) = Line::parse(raw) else { return };
+        match line {
+            Line::System(system) => drop(translator.system(&system)),
+            Line::StreamEvent(event) => drop(translator.stream_event(&event)),
+            Line::Assistant(assistant) => drop(translator.assistant(&assistant)),
+            Line::User(user) => drop(translator.user(&user)),
+            Line::ControlRequest(request) => {
+                if let ControlRequest::CanUseTool(can_use) = request.request {
+                    translator.mark_denied(&can_use.tool_use_id.unwrap_or_default());
+                }
+            }
+            Line::ControlResponse(_) | Line::Other => {}
+            Line::Result(result) => {
+                let _ = Translator::usage(&result);
+                for interrupted in [false, true] {
+                    let _ = classify(
+                        &result,
+                        TurnFacts {
+                            interrupted,
+                            assistant_text: translator.turn_had_text(),
+                        },
+                    );
+                }
+                translator.start_turn();
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn any_sequence_of_lines_never_panics(
+            lines in prop::collection::vec(arbitrary::line("type"), 1..12)
+        ) {
+            let mut translator = Translator::new();
+            translator.start_turn();
+            for raw in &lines {
+                feed(&mut translator, raw);
+            }
+        }
+
+        #[test]
+        fn real_lines_mixed_with_garbage_never_panic(
+            picks in prop::collection::vec(0usize..10_000, 1..40),
+            garbage in prop::collection::vec(arbitrary::line("type"), 0..10),
+        ) {
+            // Captured lines in a scrambled order, with garbage in between: a block
+            // delta before its start, a stop without a start, a result mid-message.
+            let real = super::stdout_lines("stdio-permission-allow");
+            let mut translator = Translator::new();
+            translator.start_turn();
+            for (i, pick) in picks.iter().enumerate() {
+                feed(&mut translator, &real[pick % real.len()]);
+                if let Some(raw) = garbage.get(i) {
+                    feed(&mut translator, raw);
+                }
+            }
+        }
+    }
+}

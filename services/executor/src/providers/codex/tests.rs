@@ -370,3 +370,85 @@ fn a_tool_item_that_only_completes_still_starts_and_reports_its_output() {
     assert!(matches!(&reasoning.events[..],
         [RunEventKind::ReasoningDelta(r)] if r.text == "thinking hard"));
 }
+
+/// Garbage from the app-server: any line, any JSON-RPC-looking value, never panics the
+/// framing, the translator or the failure classification.
+mod garbage {
+    use super::super::failure;
+    use super::super::protocol::{Incoming, ThreadResult, TurnEnvelope};
+    use super::super::translate::Translator;
+    use crate::providers::arbitrary;
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use std::path::Path;
+
+    fn feed(translator: &mut Translator, raw: &str) {
+        let Ok(incoming) = Incoming::parse(raw) else {
+            return;
+        };
+        match incoming {
+            Incoming::Response { outcome, .. } => {
+                let Ok(result) = outcome else { return };
+                if let Ok(ThreadResult { thread }) = serde_json::from_value(result.clone()) {
+                    translator.set_thread(&thread.id);
+                } else if let Ok(TurnEnvelope { turn }) = serde_json::from_value(result) {
+                    translator.set_turn(&turn.id);
+                }
+            }
+            Incoming::Request { params, .. } => {
+                if let Some(item) = params.get("itemId").and_then(Value::as_str) {
+                    let _ = translator.file_change_summary(item);
+                }
+                if let Some(changes) = params.get("fileChanges").and_then(Value::as_object) {
+                    for path in changes.keys() {
+                        let _ = translator.relative(path);
+                    }
+                }
+            }
+            Incoming::Notification { method, params } => {
+                let translated = translator.notification(&method, &params);
+                if let Some(end) = translated.turn_end {
+                    let _ = failure::classify(end.error.as_ref(), translator.errors());
+                    let _ = translator.take_usage();
+                }
+            }
+        }
+    }
+
+    /// A JSON-RPC message with a real-looking method and arbitrary params.
+    fn rpc() -> impl Strategy<Value = String> {
+        (
+            arbitrary::tagged("method"),
+            arbitrary::json(),
+            prop::option::of(any::<u32>()),
+        )
+            .prop_map(|(mut message, params, id)| {
+                message["params"] = params;
+                if let Some(id) = id {
+                    message["id"] = id.into();
+                }
+                message.to_string()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn any_sequence_of_lines_never_panics(
+            lines in prop::collection::vec(
+                prop_oneof![2 => rpc(), 1 => arbitrary::line("method")],
+                1..12,
+            ),
+            workspace in prop_oneof![Just("/work/x".to_owned()), ".{0,10}"],
+        ) {
+            let mut translator = Translator::new(Path::new(&workspace));
+            translator.set_thread("thread");
+            translator.set_turn("turn");
+            for raw in &lines {
+                feed(&mut translator, raw);
+            }
+            let _ = failure::classify(None, translator.errors());
+        }
+    }
+}

@@ -1154,3 +1154,110 @@ mod tests {
         assert!(translator.had_output());
     }
 }
+
+/// Garbage from `opencode serve`: any bytes on the event stream, any JSON event, never
+/// panic the SSE parser, the translator, or the permission and retry handling.
+#[cfg(test)]
+mod garbage {
+    use super::super::api::SseParser;
+    use super::*;
+    use crate::providers::arbitrary;
+    use proptest::prelude::*;
+
+    const SESSION: &str = "ses_1";
+
+    /// An event of a real-looking type, usually about our session.
+    fn event() -> impl Strategy<Value = Value> {
+        (
+            arbitrary::tagged("type"),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("part".to_owned()),
+                    Just("info".to_owned()),
+                    Just("status".to_owned()),
+                    Just("error".to_owned()),
+                    Just("field".to_owned()),
+                    Just("delta".to_owned()),
+                    Just("partID".to_owned()),
+                    Just("messageID".to_owned()),
+                    Just("id".to_owned()),
+                ],
+                arbitrary::json(),
+                0..5,
+            ),
+            any::<bool>(),
+        )
+            .prop_map(|(mut event, props, ours)| {
+                let mut props: serde_json::Map<String, Value> = props.into_iter().collect();
+                if ours {
+                    props.insert("sessionID".to_owned(), SESSION.into());
+                    for nested in ["part", "info"] {
+                        if let Some(Value::Object(inner)) = props.get_mut(nested) {
+                            inner.insert("sessionID".to_owned(), SESSION.into());
+                        }
+                    }
+                }
+                event["properties"] = Value::Object(props);
+                event
+            })
+    }
+
+    fn feed(translator: &mut Translator, event: &Value, workspace: Option<&Path>) {
+        let _ = unfamiliar_type(event);
+        let _ = translator.concerns_session(event);
+        for step in translator.handle(event) {
+            match step {
+                Step::Ask(ask) => {
+                    let _ = (ask.kind(), ask.prompt(workspace), ask.details());
+                }
+                Step::Retry(notice) => {
+                    let _ = notice.reason();
+                }
+                _ => {}
+            }
+        }
+        if let Some(error) = event.pointer("/properties/error") {
+            let _ = classify_error(error);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn any_sequence_of_events_never_panics(
+            events in prop::collection::vec(
+                prop_oneof![3 => event(), 1 => arbitrary::json()],
+                1..16,
+            ),
+            workspace in prop::option::of(prop_oneof![Just("/work/x".to_owned()), ".{0,8}"]),
+        ) {
+            let workspace = workspace.map(std::path::PathBuf::from);
+            let mut translator = Translator::new(SESSION, workspace.as_deref());
+            for event in &events {
+                feed(&mut translator, event, workspace.as_deref());
+            }
+            let _ = translator.finish();
+            let _ = translator.verdict();
+            let _ = translator.model_called();
+        }
+
+        #[test]
+        fn any_bytes_on_the_event_stream_never_panic(
+            chunks in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..64),
+                    arbitrary::line("type").prop_map(|l| format!("data: {l}\n\n").into_bytes()),
+                    Just(b"\r\n".to_vec()),
+                    Just(b"data:".to_vec()),
+                ],
+                0..16,
+            )
+        ) {
+            let mut parser = SseParser::default();
+            for chunk in &chunks {
+                let _ = parser.push(chunk);
+            }
+        }
+    }
+}
