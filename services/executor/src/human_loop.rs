@@ -1,11 +1,13 @@
 //! Human-loop requests of one run: a provider asks ("run `rm -rf build`?"), the request
 //! is published as `human_loop.requested`, and the run waits — with its clock paused —
-//! until a reply arrives over the control subject or the HTTP API, or the run ends.
+//! until a reply arrives over the control subject or the HTTP API, the run ends, or the
+//! request's own timeout declines it (the run then goes on with the denial).
 
 use crate::clock::ActiveClock;
 use crate::sink::EventSink;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use switchyard_contracts::RunEventKind;
 use switchyard_contracts::event::{
     HumanLoopDecision, HumanLoopKind, HumanLoopRequested, HumanLoopResolved, HumanLoopResolver,
@@ -75,6 +77,13 @@ impl PendingRequests {
         desk.open.retain(|id| id != request_id);
     }
 
+    /// Takes a request off the waiting list (it timed out) but keeps it open until its
+    /// resolution is stored. Under the lock, so a racing reply either got in before (and
+    /// is in the receiver) or finds no waiter.
+    fn withdraw(&self, request_id: &str) {
+        self.desk().waiting.retain(|(id, _)| id != request_id);
+    }
+
     fn mark_resolved(&self, request_id: &str) {
         self.desk().open.retain(|id| id != request_id);
     }
@@ -119,6 +128,8 @@ pub struct HumanLoop {
     clock: Arc<ActiveClock>,
     sink: EventSink,
     stop: CancellationToken,
+    /// How long one request waits for a human; `None` = as long as the run lives.
+    timeout: Option<Duration>,
 }
 
 impl HumanLoop {
@@ -133,12 +144,21 @@ impl HumanLoop {
             clock,
             sink,
             stop,
+            timeout: None,
         }
+    }
+
+    /// Declines a request nobody answered within `timeout` (wall time while waiting).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Asks a human and waits for the decision. The run clock is paused while waiting.
     /// When the run is stopped first, or the request cannot be published, the answer is
-    /// a denial resolved by `run_ended` (the supervisor writes that resolution).
+    /// a denial resolved by `run_ended` (the supervisor writes that resolution). When
+    /// nobody answers within the run's human-loop timeout, the answer is a denial
+    /// resolved by `timeout` (written here) and the provider goes on.
     pub async fn ask(
         &self,
         kind: HumanLoopKind,
@@ -156,7 +176,7 @@ impl HumanLoop {
             return ended(request_id);
         }
         // Register before publishing: a reply that races the event must find the waiter.
-        let reply = self.pending.register(&request_id);
+        let mut reply = self.pending.register(&request_id);
         let _paused = self.clock.pause();
         let requested = RunEventKind::HumanLoopRequested(HumanLoopRequested {
             request_id: request_id.clone(),
@@ -170,17 +190,41 @@ impl HumanLoop {
             return ended(request_id);
         }
         tracing::info!(run_id = %self.sink.run_id(), %request_id, ?kind, "waiting for a human");
-        let reply = tokio::select! {
-            reply = reply => reply.ok(),
-            _ = self.stop.cancelled() => None,
+        let expired = async {
+            match self.timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
         };
-        let Some(HumanReply { decision, message }) = reply else {
+        let answer = tokio::select! {
+            reply = &mut reply => reply.ok().map(|r| (r, HumanLoopResolver::Human)),
+            _ = self.stop.cancelled() => None,
+            _ = expired => {
+                self.pending.withdraw(&request_id);
+                // A reply that won the race against the timeout still counts.
+                Some(match reply.try_recv() {
+                    Ok(r) => (r, HumanLoopResolver::Human),
+                    Err(_) => {
+                        let ms = self.timeout.map_or(0, |t| t.as_millis());
+                        tracing::info!(run_id = %self.sink.run_id(), %request_id, timeout_ms = ms as u64, "nobody answered in time; declining");
+                        (
+                            HumanReply {
+                                decision: HumanLoopDecision::Deny,
+                                message: Some(format!("nobody answered within {ms} ms")),
+                            },
+                            HumanLoopResolver::Timeout,
+                        )
+                    }
+                })
+            }
+        };
+        let Some((HumanReply { decision, message }, resolved_by)) = answer else {
             return ended(request_id);
         };
         let resolved = RunEventKind::HumanLoopResolved(HumanLoopResolved {
             request_id: request_id.clone(),
             decision,
-            resolved_by: HumanLoopResolver::Human,
+            resolved_by,
             message: message.clone(),
         });
         let pending = self.pending.clone();
@@ -195,12 +239,12 @@ impl HumanLoop {
             tracing::debug!(run_id = %self.sink.run_id(), %request_id, %error, "human-loop resolution not published");
             return ended(request_id);
         }
-        tracing::info!(run_id = %self.sink.run_id(), %request_id, ?decision, "human answered");
+        tracing::info!(run_id = %self.sink.run_id(), %request_id, ?decision, ?resolved_by, "human-loop request resolved");
         HumanLoopAnswer {
             request_id,
             decision,
             message,
-            resolved_by: HumanLoopResolver::Human,
+            resolved_by,
         }
     }
 }
@@ -256,6 +300,18 @@ mod tests {
         );
         // Both were announced and neither resolution was stored: both are still open.
         assert_eq!(pending.close(), vec!["a".to_owned(), "b".to_owned()]);
+    }
+
+    #[test]
+    fn a_timed_out_request_takes_no_reply_but_stays_open_until_resolved() {
+        let pending = PendingRequests::default();
+        let _rx = pending.register("a");
+        pending.withdraw("a");
+        assert_eq!(
+            pending.answer(Some("a"), reply(HumanLoopDecision::Approve)),
+            Err(NoPendingRequest)
+        );
+        assert_eq!(pending.close(), vec!["a".to_owned()]);
     }
 
     #[test]

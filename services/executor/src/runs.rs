@@ -9,7 +9,7 @@
 //! from here.
 
 use crate::Executor;
-use crate::cli::workdirs::{ConversationDir, SessionRecord};
+use crate::cli::workdirs::{self, ConversationDir, SessionRecord};
 use crate::cli::{ConversationState, WorkDirs};
 use crate::clock::ActiveClock;
 use crate::human_loop::{self, HumanLoop, PendingRequests};
@@ -378,7 +378,30 @@ async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>
         job.command.conversation_id,
         run_id,
     );
-    let dirs = conversation.dirs();
+    let mut dirs = conversation.dirs();
+    // A given directory replaces only the workspace: the CLI state stays in the
+    // conversation's directory, and the cleanup policy only ever deletes that one
+    // (`given_workspace` refuses a directory overlapping `workspace_root`).
+    match workdirs::given_workspace(
+        &job.command.provider_options,
+        &executor.settings.allowed_workspace_dirs,
+        &executor.settings.workspace_root,
+    )
+    .await
+    {
+        Ok(Some(given)) => {
+            tracing::info!(run_id = %run_id, workspace = %given.display(), "the run works in its given directory");
+            dirs.workspace = given;
+        }
+        Ok(None) => {}
+        Err(detail) => {
+            tracing::warn!(run_id = %run_id, %detail, "refusing the run's workspace directory");
+            return (
+                Ending::NotStarted(RunCompleted::failed(FailureReason::ProviderError, detail)),
+                None,
+            );
+        }
+    }
     if let Err(error) = dirs.create().await {
         tracing::error!(run_id = %run_id, dir = %conversation.base.display(), %error, "cannot create the run's directories");
         let mut completed = RunCompleted::failed(
@@ -442,6 +465,9 @@ async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared
     tracing::info!(run_id = %run.run_id, timeout_ms, "run started");
 
     let clock = Arc::new(ActiveClock::start());
+    let human_loop_timeout = executor
+        .settings
+        .human_loop_timeout(&command.provider_options);
     let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
     let ctx = RunContext {
         command,
@@ -456,7 +482,8 @@ async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared
             clock.clone(),
             sink.clone(),
             run.stop.clone(),
-        ),
+        )
+        .with_timeout(human_loop_timeout),
         stop: run.stop.clone(),
     };
     let mut task = tokio::spawn(provider.run(ctx).in_current_span());

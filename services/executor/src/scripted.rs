@@ -29,8 +29,9 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::time::Duration;
 use switchyard_contracts::event::{
-    Diagnostic, DiagnosticLevel, FileChangeKind, FileChanged, HumanLoopKind, MessageCompleted,
-    MessageDelta, ReasoningDelta, ToolCompleted, ToolOutput, ToolStarted, ToolStatus, Usage,
+    Diagnostic, DiagnosticLevel, FileChangeKind, FileChanged, HumanLoopKind, HumanLoopResolver,
+    MessageCompleted, MessageDelta, ReasoningDelta, ToolCompleted, ToolOutput, ToolStarted,
+    ToolStatus, Usage,
 };
 use switchyard_contracts::presence::ProviderAvailability;
 use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
@@ -282,7 +283,12 @@ async fn play_step(ctx: &RunContext, ids: &mut Ids, step: Step) -> Result<(), Ha
                 return Err(Halt::Outcome(ProviderOutcome::Stopped));
             }
             if !answer.approved() {
-                let mut message = format!("declined by a human: {prompt}");
+                let mut message = match answer.resolved_by {
+                    HumanLoopResolver::Timeout => {
+                        format!("declined, nobody answered in time: {prompt}")
+                    }
+                    _ => format!("declined by a human: {prompt}"),
+                };
                 if let Some(reason) = &answer.message {
                     message.push_str(&format!(" ({reason})"));
                 }

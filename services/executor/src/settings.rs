@@ -49,8 +49,17 @@ pub struct ExecutorSettings {
     pub credentials_from_environment: bool,
     /// `[executor.liveness]`: limits that end a CLI run that hangs.
     pub liveness: LivenessSettings,
+    /// How long a human-loop request waits for an answer before it is declined
+    /// (`deny`, resolved by `timeout`) and the run goes on; 0 waits as long as the run
+    /// lives. A run's `providerOptions.humanLoopTimeoutMs` overrides it.
+    pub human_loop_timeout_ms: u64,
     /// What happens to a run's directory when the run ends.
     pub workspace_cleanup: WorkspaceCleanup,
+    /// Absolute directories inside which a run may work in an existing directory given
+    /// by `providerOptions.workspaceDir` instead of its own under `workspace_root`.
+    /// Empty (the default) refuses every given directory. A given directory is never
+    /// deleted by the cleanup policy.
+    pub allowed_workspace_dirs: Vec<PathBuf>,
 }
 
 /// `[executor.liveness]`, in milliseconds of active time (waiting for a human does not
@@ -123,7 +132,9 @@ impl Default for ExecutorSettings {
                 .filter(|path| path.is_file()),
             credentials_from_environment: true,
             liveness: LivenessSettings::default(),
+            human_loop_timeout_ms: 60 * 60 * 1000,
             workspace_cleanup: WorkspaceCleanup::default(),
+            allowed_workspace_dirs: Vec::new(),
         }
     }
 }
@@ -197,6 +208,16 @@ impl ExecutorSettings {
                 ),
             );
         }
+        if let Some(relative) = self
+            .allowed_workspace_dirs
+            .iter()
+            .find(|dir| !dir.is_absolute())
+        {
+            return bad(
+                "executor.allowed_workspace_dirs",
+                format!("{relative:?} must be an absolute path"),
+            );
+        }
         Ok(())
     }
 
@@ -214,6 +235,17 @@ impl ExecutorSettings {
 
     pub fn stop_grace(&self) -> Duration {
         Duration::from_millis(self.stop_grace_ms)
+    }
+
+    /// How long one human-loop request of a run waits, `None` for as long as the run
+    /// lives: `providerOptions.humanLoopTimeoutMs` (a non-negative integer; 0 disables)
+    /// or else `human_loop_timeout_ms`.
+    pub fn human_loop_timeout(&self, provider_options: &serde_json::Value) -> Option<Duration> {
+        let ms = provider_options
+            .get("humanLoopTimeoutMs")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(self.human_loop_timeout_ms);
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     /// The grace between the steps of a CLI stop (protocol interrupt, SIGINT, SIGTERM,
@@ -333,6 +365,13 @@ inactivity_ms = 0
                     ..Default::default()
                 },
                 "executor.providers",
+            ),
+            (
+                ExecutorSettings {
+                    allowed_workspace_dirs: vec!["relative/dir".into()],
+                    ..Default::default()
+                },
+                "executor.allowed_workspace_dirs",
             ),
         ];
         for (settings, key) in cases {

@@ -36,6 +36,73 @@ impl WorkDirs {
     }
 }
 
+/// The `providerOptions` key naming an existing directory to work in instead of
+/// `<workspace_root>/<key>/workspace`. The control plane only lets an app's runtime
+/// defaults or execution profile set it; the executor only honours it inside
+/// `executor.allowed_workspace_dirs`.
+pub const WORKSPACE_DIR_OPTION: &str = "workspaceDir";
+
+/// The run's given workspace directory, if its `providerOptions` name one: the option
+/// canonicalized (symlinks and `..` resolved, so it cannot escape), which must be an
+/// existing directory inside one of the (canonicalized) `allowed` directories and
+/// outside `workspace_root` (whose directories the cleanup policy deletes). The error
+/// says exactly why the directory is refused.
+pub(crate) async fn given_workspace(
+    provider_options: &serde_json::Value,
+    allowed: &[PathBuf],
+    workspace_root: &Path,
+) -> Result<Option<PathBuf>, String> {
+    let Some(value) = provider_options.get(WORKSPACE_DIR_OPTION) else {
+        return Ok(None);
+    };
+    let option = format!("providerOptions.{WORKSPACE_DIR_OPTION}");
+    let Some(requested) = value.as_str().map(Path::new) else {
+        return Err(format!("{option} must be a string (an absolute path)"));
+    };
+    if !requested.is_absolute() {
+        return Err(format!("{option} {requested:?} must be an absolute path"));
+    }
+    if allowed.is_empty() {
+        return Err(format!(
+            "{option} {requested:?} is not allowed: this executor's executor.allowed_workspace_dirs is empty"
+        ));
+    }
+    let given = match tokio::fs::canonicalize(requested).await {
+        Ok(path) => path,
+        Err(error) => {
+            return Err(format!(
+                "{option} {requested:?} is not an existing directory ({error})"
+            ));
+        }
+    };
+    if !tokio::fs::metadata(&given).await.is_ok_and(|m| m.is_dir()) {
+        return Err(format!("{option} {requested:?} is not a directory"));
+    }
+    let mut inside = false;
+    for dir in allowed {
+        if let Ok(dir) = tokio::fs::canonicalize(dir).await
+            && given.starts_with(&dir)
+        {
+            inside = true;
+            break;
+        }
+    }
+    if !inside {
+        return Err(format!(
+            "{option} {requested:?} is not allowed: it is not inside any of executor.allowed_workspace_dirs"
+        ));
+    }
+    let root = tokio::fs::canonicalize(workspace_root)
+        .await
+        .unwrap_or_else(|_| workspace_root.to_path_buf());
+    if given.starts_with(&root) || root.starts_with(&given) {
+        return Err(format!(
+            "{option} {requested:?} is not allowed: it overlaps executor.workspace_root (the runs' own directories and CLI state, which the cleanup policy deletes)"
+        ));
+    }
+    Ok(Some(given))
+}
+
 /// What the executor knows about the conversation a run continues.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConversationState {

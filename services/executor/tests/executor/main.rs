@@ -2,8 +2,10 @@
 //! started in-process with `start()` and driven over NATS and HTTP only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod approvals;
 mod common;
 mod control;
 mod dispatch;
 mod http_api;
 mod lifecycle;
+mod workspaces;
