@@ -2,7 +2,7 @@
 //! executor's standalone provider-run API.
 
 use crate::RunId;
-use crate::event::{FailureReason, HumanLoopDecision, RunStatus};
+use crate::event::{FailureReason, HumanLoopDecision, HumanLoopResolver, RunStatus};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -182,6 +182,38 @@ pub struct HumanLoopReplyRequest {
 pub struct HumanLoopReplyResponse {
     pub run_id: RunId,
     pub accepted: bool,
+}
+
+/// Body of `GET /api/runs/{id}/human-loop`: the run's human-loop requests, oldest
+/// first (`?status=pending` lists only those still waiting for an answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HumanLoopRequestList {
+    pub requests: Vec<HumanLoopRequestView>,
+}
+
+/// One human-loop request of a run as the control-plane stored it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HumanLoopRequestView {
+    pub request_id: String,
+    /// `command`, `file_change` or `permission`; empty while only the resolution is known.
+    pub kind: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub details: serde_json::Value,
+    /// `pending` or `resolved`.
+    pub status: String,
+    /// `approve` or `deny`, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<HumanLoopDecision>,
+    /// `human`, `timeout` or `run_ended`, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<HumanLoopResolver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// Body of `GET /api/providers`: every provider this platform knows, whether or not

@@ -6,7 +6,6 @@
 //! the edge instead of deep inside a service.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-
 pub mod api;
 pub mod command;
 pub mod control;

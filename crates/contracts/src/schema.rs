@@ -23,6 +23,7 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         entry::<crate::api::StartRunResponse>("api-start-run-response.json"),
         entry::<crate::api::RunView>("api-run.json"),
         entry::<crate::api::HumanLoopReplyRequest>("api-human-loop-reply-request.json"),
+        entry::<crate::api::HumanLoopRequestList>("api-human-loop-requests.json"),
         entry::<crate::api::RunQueueView>("api-run-queue.json"),
         entry::<crate::api::ProviderList>("api-providers.json"),
         entry::<crate::api::ProviderRunStartRequest>("api-provider-run-start-request.json"),

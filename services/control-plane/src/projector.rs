@@ -49,6 +49,8 @@ enum Update {
 enum HumanLoopChange {
     Requested(store::human_loop::Requested),
     Resolved(store::human_loop::Resolved),
+    /// The run ended: whatever is still pending will never be answered.
+    RunEnded(chrono::DateTime<chrono::Utc>),
 }
 
 impl Update {
@@ -276,6 +278,9 @@ impl Projector {
                         Some(HumanLoopChange::Resolved(r)) if known => {
                             store::human_loop::resolved(&mut tx, r).await?;
                         }
+                        Some(HumanLoopChange::RunEnded(at)) if known => {
+                            store::human_loop::run_ended(&mut tx, projection.run_id, *at).await?;
+                        }
                         _ => {}
                     }
                 }
@@ -404,6 +409,7 @@ fn lifecycle(event: RunEvent, seq: i64, stream_seq: i64) -> Update {
             p.status = Some(RunStatus::from(completed.status));
             p.status_detail = completed.detail.as_deref().map(detail);
             p.completed_at = Some(event.time);
+            human_loop = Some(HumanLoopChange::RunEnded(event.time));
             p.failure_reason = completed.reason.map(|r| r.as_str().to_owned());
             p.failure_detail = completed.detail.as_deref().map(clean_text);
             if !completed.evidence.is_empty() {
@@ -430,6 +436,7 @@ fn lifecycle(event: RunEvent, seq: i64, stream_seq: i64) -> Update {
                 run_id: event.run_id,
                 request_id: clean_text(&resolved.request_id),
                 decision: wire_name(&resolved.decision),
+                resolved_by: wire_name(&resolved.resolved_by),
                 resolved_at: event.time,
             }));
         }

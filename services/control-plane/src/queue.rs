@@ -1,6 +1,7 @@
 //! The run queue as operators see it: what the work-queue stream holds, what workers
 //! have claimed, and which runs are still waiting for an executor.
 
+use crate::access::Actor;
 use crate::config::ControlPlaneSettings;
 use crate::store::{self, StoreError};
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
@@ -26,6 +27,7 @@ pub async fn snapshot(
     js: &jetstream::Context,
     pool: &PgPool,
     settings: &ControlPlaneSettings,
+    actor: &Actor,
 ) -> Result<RunQueueView, QueueError> {
     let nats_error = |e: &dyn std::fmt::Display| QueueError::Nats {
         stream: subjects::RUN_COMMANDS_STREAM,
@@ -51,6 +53,7 @@ pub async fn snapshot(
     let runs = store::runs::waiting(pool, LISTED_RUNS)
         .await?
         .into_iter()
+        .filter(|row| actor.may_see_run(row.app_id.as_deref(), row.created_by.as_deref()))
         .map(|row| {
             let url = settings.stream_url(&row.run_id);
             row.into_view(url)

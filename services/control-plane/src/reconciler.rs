@@ -24,10 +24,11 @@
 //!   `Nats-Msg-Id = <run_id>:retry:<n>` (n = the `seq` of the diagnostic below, so
 //!   two control-planes reconciling the same state deduplicate), after a `diagnostic`
 //!   event saying so and a second `run.queued` — the manager only dispatches a run
-//!   whose last event is `run.queued` or `run.claimed`.
+//!   whose last event is `run.queued` or `run.claimed`. Looking for lost commands
+//!   reads the whole work queue, so it happens at most every `stuck_after / 4`.
 //!
-//! A run concluded here may still have a provider process on a partitioned executor for
-//! a few seconds; the fence guarantees it never writes another event.
+//! A run concluded here may still have a provider process on a partitioned executor
+//! until that provider's next event; the fence guarantees the event is never stored.
 
 use crate::config::ControlPlaneSettings;
 use crate::store::{self, StoreError};
@@ -51,8 +52,12 @@ use switchyard_platform::nats::{self, Resources};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-/// Runs looked at per pass, per kind. More are handled by the next pass.
+/// Rows read per query.
 const BATCH: i64 = 500;
+/// Runs of lost executors examined per pass; the next pass takes the rest.
+const MAX_SUSPECTS: usize = 5_000;
+/// Waiting runs examined per pass for a lost command; the next pass takes the rest.
+const MAX_WAITING: usize = 10_000;
 /// Runs of lost executors examined at once (each may wait for a probe to time out).
 const PARALLEL: usize = 64;
 /// How long an executor has to answer the liveness probe on a run's control subject.
@@ -162,6 +167,7 @@ pub struct Reconciler {
     pool: PgPool,
     events: EventLog,
     settings: ReconcileSettings,
+    last_waiting_check: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Reconciler {
@@ -178,6 +184,7 @@ impl Reconciler {
             pool,
             events,
             settings,
+            last_waiting_check: std::sync::Mutex::new(None),
         })
     }
 
@@ -202,29 +209,46 @@ impl Reconciler {
     }
 
     async fn conclude_lost(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
-        let owned = store::reconcile::owned_runs(&self.pool, BATCH).await?;
-        if owned.is_empty() {
+        let executors = store::reconcile::owning_executors(&self.pool).await?;
+        if executors.is_empty() {
             return Ok(());
         }
         let Presence::Known(presence) = self.presence().await? else {
             return Ok(());
         };
         let now = Utc::now();
-        let suspects: Vec<_> = owned
-            .into_iter()
-            .filter_map(|run| {
-                let record = presence.get(&run.executor_id).cloned();
-                // Cheap verdict first: most runs belong to live executors. A run without
-                // a projected start is looked at more closely (its dispatch dates it).
-                let verdict = judge(
-                    record.as_ref(),
-                    run.started_at,
-                    now,
-                    self.settings.presence_ttl,
-                );
-                (verdict.is_some() || run.started_at.is_none()).then_some((run, record, verdict))
-            })
-            .collect();
+        let ttl = self.settings.presence_ttl;
+        let mut suspects = Vec::new();
+        for executor_id in executors {
+            let record = presence.get(&executor_id).cloned();
+            // A silent executor lost all its runs; a live one at most those of an
+            // earlier process under its id (and the ones not started yet are dated by
+            // their dispatch in `conclude_one`).
+            let started_before = match &record {
+                Some(record) if !is_silent(record, now, ttl) => Some(record.started_at),
+                _ => None,
+            };
+            let mut after = None;
+            loop {
+                let page = store::reconcile::owned_runs(
+                    &self.pool,
+                    &executor_id,
+                    started_before,
+                    after,
+                    BATCH,
+                )
+                .await?;
+                let full = i64::try_from(page.len()).unwrap_or(i64::MAX) >= BATCH;
+                after = page.last().map(|run| run.run_id);
+                for run in page {
+                    let verdict = judge(record.as_ref(), run.started_at, now, ttl);
+                    suspects.push((run, record.clone(), verdict));
+                }
+                if !full || suspects.len() >= MAX_SUSPECTS {
+                    break;
+                }
+            }
+        }
         // Concurrently: a frozen executor's runs each cost a probe timeout.
         let outcomes: Vec<_> = futures::stream::iter(
             suspects
@@ -441,9 +465,22 @@ impl Reconciler {
     }
 
     async fn requeue_waiting(&self, report: &mut PassReport) -> Result<(), ReconcileError> {
+        if !self.waiting_check_due() {
+            return Ok(());
+        }
         let idle_ms =
             store::to_bigint(u64::try_from(self.settings.stuck_after.as_millis()).unwrap_or(0));
-        let waiting = store::reconcile::waiting_runs(&self.pool, idle_ms, BATCH).await?;
+        let mut waiting = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store::reconcile::waiting_runs(&self.pool, idle_ms, after, BATCH).await?;
+            let full = i64::try_from(page.len()).unwrap_or(i64::MAX) >= BATCH;
+            after = page.last().map(|run| run.run_id);
+            waiting.extend(page);
+            if !full || waiting.len() >= MAX_WAITING {
+                break;
+            }
+        }
         if waiting.is_empty() {
             return Ok(());
         }
@@ -465,6 +502,24 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// Looking for lost commands reads the whole work queue, and a backlog of runs
+    /// waiting for capacity looks the same in Postgres every pass: so it runs at most
+    /// every quarter of `stuck_after` (every pass when passes are further apart).
+    fn waiting_check_due(&self) -> bool {
+        let every = self.settings.stuck_after / 4;
+        let mut last = self
+            .last_waiting_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        // A pass may come a little early on its interval: allow for the jitter.
+        let due = last.is_none_or(|at| now.duration_since(at) + MIN_INTERVAL > every);
+        if due {
+            *last = Some(now);
+        }
+        due
     }
 
     async fn requeue_one(
@@ -626,14 +681,20 @@ fn judge(
     let Some(record) = record else {
         return Some(Gone::Silent);
     };
-    let silent_for = now.signed_duration_since(record.heartbeat_at);
-    if silent_for.to_std().is_ok_and(|silent| silent > ttl) {
+    if is_silent(record, now, ttl) {
         return Some(Gone::Silent);
     }
     match owned_since {
         Some(since) if record.started_at > since => Some(Gone::Restarted),
         _ => None,
     }
+}
+
+/// Whether the record's last heartbeat is older than the TTL.
+fn is_silent(record: &ExecutorPresence, now: DateTime<Utc>, ttl: Duration) -> bool {
+    now.signed_duration_since(record.heartbeat_at)
+        .to_std()
+        .is_ok_and(|silent| silent > ttl)
 }
 
 /// The time of a `run.dispatched` event.

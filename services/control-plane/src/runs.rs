@@ -3,6 +3,7 @@
 //! conversation's provider and model first), and accepting it durably (run row +
 //! outbox row in one transaction) before it is published.
 
+use crate::access::Actor;
 use crate::config::ControlPlaneSettings;
 use crate::conversations::{self, Conversation};
 use crate::outbox::Publisher;
@@ -129,6 +130,17 @@ pub fn resolve(
         provider_options.extend(defaults.provider_options.clone());
     }
     if let Some(own) = &request.provider_options {
+        // Which existing directory a run may work in is the app's decision (and the
+        // executor's `allowed_workspace_dirs`), never a caller's.
+        if let Some(dir) = own.get("workspaceDir")
+            && provider_options.get("workspaceDir") != Some(dir)
+        {
+            return Err(StartRunError::Invalid(
+                "`providerOptions.workspaceDir` can only be set by the app's runtime defaults \
+                 or an execution profile; a start request cannot set or change it"
+                    .into(),
+            ));
+        }
         provider_options.extend(own.clone());
     }
     let credential_env = levels
@@ -232,7 +244,14 @@ impl Runs {
 
     /// Validates, resolves, persists and publishes a run. Once the transaction has
     /// committed the run is accepted: a failed publication is left to the sweeper.
-    pub async fn start(&self, request: StartRunRequest) -> Result<StartRunResponse, StartRunError> {
+    /// `actor` must be allowed to start runs at all (the HTTP layer checks the role);
+    /// here the run's app, once resolved, must be one they see — otherwise the app
+    /// "does not exist" for them.
+    pub async fn start(
+        &self,
+        request: StartRunRequest,
+        actor: &Actor,
+    ) -> Result<StartRunResponse, StartRunError> {
         validate_request(&request, self.settings.max_prompt_bytes)?;
         let conversation = conversations::find(&self.pool, &request).await?;
         let (app, profile_name) = match &conversation {
@@ -243,6 +262,11 @@ impl Runs {
             }
             _ => self.app_and_profile(&request).await?,
         };
+        if let Some(app) = &app
+            && !actor.may_see_app(&app.app_id)
+        {
+            return Err(StartRunError::AppNotFound(app.app_id.clone()));
+        }
         let app_defaults = app.as_ref().map(|a| &a.runtime_defaults);
         let profile = match (&app, &profile_name) {
             (Some(app), Some(name)) => Some(app.execution_profiles.get(name).ok_or_else(|| {
@@ -306,6 +330,7 @@ impl Runs {
                 credential_env: command.credential_env.clone(),
                 timeout_ms: command.timeout_ms.map(store::to_bigint),
                 created_at,
+                created_by: Some(actor.id.clone()),
             };
             let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
             store::runs::insert(&mut tx, &new_run).await?;

@@ -1,13 +1,20 @@
 //! Authentication: turns the request's bearer token into a [`Principal`].
 //!
-//! Today there is one credential, the configured admin token (or none at all in
-//! anonymous mode). The [`Authenticator`] trait is the seam for RBAC: an implementation
-//! that looks hashed tokens up through the control-plane yields principals with other
-//! roles, and nothing else in the gateway changes — handlers read the `Principal`
-//! request extension, and the proxy forwards its id as `x-switchyard-principal`.
+//! * the configured admin token is the built-in `admin` principal (compared in
+//!   constant time);
+//! * any other `sy_…` token is resolved by the control-plane
+//!   (`POST /internal/auth/resolve`; it stores only SHA-256 hashes) into a principal
+//!   with a role and its apps. Positive answers are cached for
+//!   `gateway.token_cache_secs`, so a revoked token stops working within that time;
+//! * without an admin token and with `allow_anonymous`, everyone is the anonymous
+//!   admin.
 //!
-//! The token is never logged; the comparison takes the same time whatever the given
-//! token's content.
+//! Handlers read the `Principal` request extension; the proxy and the run lookup send
+//! it to the control-plane in the `x-switchyard-*` headers ([`principal_headers`]),
+//! after every client-sent `x-switchyard-*` header has been dropped — the
+//! control-plane trusts them and decides what the principal may do.
+//!
+//! No token is ever logged.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -15,19 +22,57 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use switchyard_platform::http::ApiError;
 
 use crate::GatewayConfig;
+use crate::control_plane::ControlPlane;
 
 /// Header carrying the authenticated principal's id to the control-plane. Whatever a
 /// client sends under this name is dropped, so the control-plane can trust it.
 pub const PRINCIPAL_HEADER: &str = "x-switchyard-principal";
+/// The principal's role.
+pub const ROLE_HEADER: &str = "x-switchyard-role";
+/// The principal's apps, comma-separated.
+pub const APPS_HEADER: &str = "x-switchyard-apps";
+/// Prefix of every internal header: all of them are dropped from client requests.
+pub const INTERNAL_HEADER_PREFIX: &str = "x-switchyard-";
 
-/// What a principal may do. Only `Admin` exists until RBAC lands.
+/// Prefix of the tokens the control-plane issues; other tokens are not worth asking
+/// it about.
+pub const ISSUED_TOKEN_PREFIX: &str = "sy_";
+
+/// What a principal may do; the control-plane enforces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Admin,
+    Operator,
+    Developer,
+    Viewer,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "developer" => Some(Role::Developer),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
 }
 
 /// The authenticated caller, stored as a request extension by [`require_principal`].
@@ -35,6 +80,26 @@ pub enum Role {
 pub struct Principal {
     pub id: String,
     pub role: Role,
+    /// Apps the principal is a member of (what developers and viewers may see).
+    pub apps: Vec<String>,
+}
+
+/// The headers that carry `principal` to the control-plane.
+pub fn principal_headers(principal: &Principal) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    // Ids are UUIDs or built-in names and app ids are `[A-Za-z0-9_-]`, so these never
+    // fail; a value that did would leave the header out and the control-plane refuse.
+    if let Ok(id) = HeaderValue::from_str(&principal.id) {
+        headers.insert(PRINCIPAL_HEADER, id);
+    }
+    headers.insert(
+        ROLE_HEADER,
+        HeaderValue::from_static(principal.role.as_str()),
+    );
+    if let Ok(apps) = HeaderValue::from_str(&principal.apps.join(",")) {
+        headers.insert(APPS_HEADER, apps);
+    }
+    headers
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +148,7 @@ impl Authenticator for AdminToken {
                 Ok(Principal {
                     id: Self::PRINCIPAL_ID.to_owned(),
                     role: Role::Admin,
+                    apps: Vec::new(),
                 })
             }
             Some(_) => Err(AuthError::Invalid),
@@ -106,15 +172,151 @@ impl Authenticator for Anonymous {
         Box::pin(std::future::ready(Ok(Principal {
             id: Self::PRINCIPAL_ID.to_owned(),
             role: Role::Admin,
+            apps: Vec::new(),
         })))
+    }
+}
+
+/// Where issued tokens are looked up: the control-plane, in production.
+pub trait TokenResolver: Send + Sync + 'static {
+    /// `Ok(None)` for an unknown or revoked token.
+    fn resolve<'a>(&'a self, token: &'a str)
+    -> BoxFuture<'a, Result<Option<Principal>, AuthError>>;
+}
+
+impl TokenResolver for ControlPlane {
+    fn resolve<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Principal>, AuthError>> {
+        Box::pin(async move {
+            self.resolve_token(token)
+                .await
+                .map_err(|e| AuthError::Unavailable(e.into()))
+        })
+    }
+}
+
+/// The admin token, then issued tokens through a [`TokenResolver`] and a [`TokenCache`].
+pub struct Tokens<R> {
+    admin: AdminToken,
+    resolver: R,
+    cache: TokenCache,
+}
+
+impl<R: TokenResolver> Tokens<R> {
+    pub fn new(admin: AdminToken, resolver: R, cache: TokenCache) -> Self {
+        Self {
+            admin,
+            resolver,
+            cache,
+        }
+    }
+}
+
+impl<R: TokenResolver> Authenticator for Tokens<R> {
+    fn authenticate<'a>(
+        &'a self,
+        token: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Principal, AuthError>> {
+        Box::pin(async move {
+            let token = token.ok_or(AuthError::Missing)?;
+            match self.admin.authenticate(Some(token)).await {
+                Err(AuthError::Invalid) => {}
+                outcome => return outcome,
+            }
+            if !token.starts_with(ISSUED_TOKEN_PREFIX) {
+                return Err(AuthError::Invalid);
+            }
+            let key = TokenCache::key(token);
+            if let Some(principal) = self.cache.get(&key) {
+                return Ok(principal);
+            }
+            let principal = self
+                .resolver
+                .resolve(token)
+                .await?
+                .ok_or(AuthError::Invalid)?;
+            self.cache.insert(key, principal.clone());
+            Ok(principal)
+        })
+    }
+}
+
+/// Recently resolved tokens, keyed by the token's SHA-256 (the plaintext is not kept),
+/// each trusted for `ttl`, at most `max_entries` of them.
+pub struct TokenCache {
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+}
+
+impl TokenCache {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self {
+            ttl,
+            max_entries,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn key(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    pub fn get(&self, key: &[u8; 32]) -> Option<Principal> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        match entries.get(key) {
+            Some((principal, at)) if at.elapsed() < self.ttl => Some(principal.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn insert(&self, key: [u8; 32], principal: Principal) {
+        if self.ttl.is_zero() || self.max_entries == 0 {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.max_entries && !entries.contains_key(&key) {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            if entries.len() >= self.max_entries {
+                // Still full of live entries: start over rather than track recency; the
+                // cost is one control-plane lookup per active token.
+                entries.clear();
+            }
+        }
+        entries.insert(key, (principal, Instant::now()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 /// The authenticator the configuration asks for. [`crate::Config::validate`] has
 /// already refused a missing token without `allow_anonymous`.
-pub fn from_config(config: &GatewayConfig) -> Arc<dyn Authenticator> {
+pub fn from_config(config: &GatewayConfig, control_plane: ControlPlane) -> Arc<dyn Authenticator> {
     match &config.admin_token {
-        Some(token) => Arc::new(AdminToken::new(token.clone())),
+        Some(token) => Arc::new(Tokens::new(
+            AdminToken::new(token.clone()),
+            control_plane,
+            TokenCache::new(
+                Duration::from_secs(config.token_cache_secs),
+                config.token_cache_max_entries,
+            ),
+        )),
         None => Arc::new(Anonymous),
     }
 }
@@ -248,5 +450,123 @@ mod tests {
         ));
         let principal = Anonymous.authenticate(None).await.unwrap();
         assert_eq!(principal.id, "anonymous");
+    }
+
+    /// Issued tokens from a table, counting the lookups.
+    struct Table {
+        known: HashMap<String, Principal>,
+        lookups: std::sync::atomic::AtomicUsize,
+    }
+
+    impl TokenResolver for Table {
+        fn resolve<'a>(
+            &'a self,
+            token: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Principal>, AuthError>> {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(std::future::ready(Ok(self.known.get(token).cloned())))
+        }
+    }
+
+    fn developer(id: &str) -> Principal {
+        Principal {
+            id: id.to_owned(),
+            role: Role::Developer,
+            apps: vec!["a".to_owned()],
+        }
+    }
+
+    fn tokens(ttl: Duration) -> Tokens<Table> {
+        Tokens::new(
+            AdminToken::new(SecretString::from("admin-tok")),
+            Table {
+                known: [("sy_dev".to_owned(), developer("p1"))].into(),
+                lookups: 0.into(),
+            },
+            TokenCache::new(ttl, 100),
+        )
+    }
+
+    fn lookups(auth: &Tokens<Table>) -> usize {
+        auth.resolver
+            .lookups
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn issued_tokens_are_resolved_once_then_cached() {
+        let auth = tokens(Duration::from_secs(30));
+        assert_eq!(
+            auth.authenticate(Some("admin-tok")).await.unwrap().role,
+            Role::Admin
+        );
+        assert_eq!(lookups(&auth), 0, "the admin token is not looked up");
+        for _ in 0..3 {
+            assert_eq!(
+                auth.authenticate(Some("sy_dev")).await.unwrap(),
+                developer("p1")
+            );
+        }
+        assert_eq!(lookups(&auth), 1);
+        // Unknown tokens are not cached: each is asked about, and refused.
+        for _ in 0..2 {
+            assert!(matches!(
+                auth.authenticate(Some("sy_nope")).await,
+                Err(AuthError::Invalid)
+            ));
+        }
+        assert_eq!(lookups(&auth), 3);
+        // Tokens the control-plane cannot have issued are refused without asking.
+        assert!(matches!(
+            auth.authenticate(Some("other")).await,
+            Err(AuthError::Invalid)
+        ));
+        assert!(matches!(
+            auth.authenticate(None).await,
+            Err(AuthError::Missing)
+        ));
+        assert_eq!(lookups(&auth), 3);
+        assert_eq!(auth.cache.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn cached_answers_expire() {
+        let auth = tokens(Duration::from_millis(1));
+        auth.authenticate(Some("sy_dev")).await.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        auth.authenticate(Some("sy_dev")).await.unwrap();
+        assert_eq!(lookups(&auth), 2);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = TokenCache::new(Duration::from_secs(30), 3);
+        for i in 0..10 {
+            cache.insert(TokenCache::key(&format!("sy_{i}")), developer("p"));
+            assert!(cache.len() <= 3, "{}", cache.len());
+        }
+        assert!(cache.get(&TokenCache::key("sy_9")).is_some());
+        assert!(!cache.is_empty());
+        let off = TokenCache::new(Duration::ZERO, 3);
+        off.insert(TokenCache::key("sy_1"), developer("p"));
+        assert!(off.is_empty());
+    }
+
+    #[test]
+    fn principals_travel_in_headers() {
+        let headers = principal_headers(&Principal {
+            id: "p1".to_owned(),
+            role: Role::Viewer,
+            apps: vec!["a".to_owned(), "b".to_owned()],
+        });
+        assert_eq!(headers[PRINCIPAL_HEADER], "p1");
+        assert_eq!(headers[ROLE_HEADER], "viewer");
+        assert_eq!(headers[APPS_HEADER], "a,b");
+        assert!(
+            headers
+                .keys()
+                .all(|k| k.as_str().starts_with(INTERNAL_HEADER_PREFIX))
+        );
     }
 }

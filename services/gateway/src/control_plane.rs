@@ -8,7 +8,7 @@ use std::time::Duration;
 use switchyard_contracts::{RunId, RunStatus};
 
 use crate::GatewayConfig;
-use crate::auth::{PRINCIPAL_HEADER, Principal};
+use crate::auth::{Principal, Role, principal_headers};
 
 /// Readiness probes must answer quickly even when the API deadline is long.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -120,7 +120,7 @@ impl ControlPlane {
         let response = self
             .http
             .get(url)
-            .header(PRINCIPAL_HEADER, principal.id.as_str())
+            .headers(principal_headers(principal))
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
@@ -145,6 +145,46 @@ impl ControlPlane {
             StatusCode::NOT_FOUND => Ok(RunLookup::NotFound),
             StatusCode::FORBIDDEN => Ok(RunLookup::Forbidden),
             other => Err(ControlPlaneError::UnexpectedStatus(other, "run lookup")),
+        }
+    }
+
+    /// `POST /internal/auth/resolve`: whose issued token is this? `Ok(None)` for an
+    /// unknown or revoked one.
+    pub async fn resolve_token(&self, token: &str) -> Result<Option<Principal>, ControlPlaneError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Resolved {
+            principal_id: String,
+            role: String,
+            apps: Vec<String>,
+        }
+        let response = self
+            .http
+            .post(format!("{}/internal/auth/resolve", self.base))
+            .json(&serde_json::json!({ "token": token }))
+            .send()
+            .await
+            .map_err(ControlPlaneError::Unreachable)?;
+        match response.status() {
+            s if s.is_success() => {
+                let resolved: Resolved = response
+                    .json()
+                    .await
+                    .map_err(ControlPlaneError::Unreachable)?;
+                let role = Role::parse(&resolved.role).ok_or(
+                    ControlPlaneError::UnexpectedStatus(StatusCode::OK, "token resolution"),
+                )?;
+                Ok(Some(Principal {
+                    id: resolved.principal_id,
+                    role,
+                    apps: resolved.apps,
+                }))
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => Ok(None),
+            other => Err(ControlPlaneError::UnexpectedStatus(
+                other,
+                "token resolution",
+            )),
         }
     }
 

@@ -63,6 +63,11 @@ pub struct GatewayConfig {
     pub upstream_timeout_ms: u64,
     /// Concurrent SSE connections one principal may hold (429 `too_many_streams` above).
     pub max_streams_per_token: usize,
+    /// How long a token the control-plane resolved is trusted without asking again: a
+    /// revoked token keeps working at most this long. 0 disables the cache.
+    pub token_cache_secs: u64,
+    /// Most tokens cached at once.
+    pub token_cache_max_entries: usize,
 }
 
 impl Default for GatewayConfig {
@@ -76,6 +81,8 @@ impl Default for GatewayConfig {
             keep_alive_secs: 15,
             upstream_timeout_ms: 30_000,
             max_streams_per_token: 1000,
+            token_cache_secs: 30,
+            token_cache_max_entries: 10_000,
         }
     }
 }
@@ -167,7 +174,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
     let control_plane = control_plane::ControlPlane::new(&gateway)?;
     let state = routes::AppState {
-        authenticator: auth::from_config(&gateway),
+        authenticator: auth::from_config(&gateway, control_plane.clone()),
         control_plane: control_plane.clone(),
         hub,
         log,

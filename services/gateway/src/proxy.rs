@@ -1,8 +1,8 @@
 //! Forwarding `/api/*` to the control-plane.
 //!
 //! Method, path, query and body go through unchanged; so do end-to-end headers, except
-//! `Authorization` (the control-plane trusts the gateway, not client tokens) and a
-//! client-sent `x-switchyard-principal`, which is replaced by the authenticated one.
+//! `Authorization` (the control-plane trusts the gateway, not client tokens) and every
+//! client-sent `x-switchyard-*` header: the authenticated principal replaces them.
 //! Hop-by-hop headers are dropped both ways, and `Accept-Encoding` is not forwarded so
 //! the body we pass back is never in an encoding we did not negotiate.
 //!
@@ -16,11 +16,11 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use switchyard_platform::http::ApiError;
 
-use crate::auth::{PRINCIPAL_HEADER, Principal};
+use crate::auth::{INTERNAL_HEADER_PREFIX, Principal, principal_headers};
 use crate::control_plane::ControlPlane;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -37,13 +37,7 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Request headers never forwarded besides the hop-by-hop ones.
-const REQUEST_DROPPED: &[&str] = &[
-    "authorization",
-    "host",
-    "content-length",
-    "accept-encoding",
-    PRINCIPAL_HEADER,
-];
+const REQUEST_DROPPED: &[&str] = &["authorization", "host", "content-length", "accept-encoding"];
 
 /// `*` /api/* → the same path on the control-plane.
 pub async fn forward(
@@ -73,9 +67,7 @@ pub async fn forward(
         .ok_or_else(|| ApiError::not_found("no such endpoint"))?;
 
     let mut upstream_headers = forwardable(&headers, REQUEST_DROPPED);
-    if let Ok(id) = HeaderValue::from_str(&principal.id) {
-        upstream_headers.insert(HeaderName::from_static(PRINCIPAL_HEADER), id);
-    }
+    upstream_headers.extend(principal_headers(&principal));
     let upstream = control_plane
         .http()
         .request(method.clone(), url)
@@ -114,6 +106,7 @@ fn forwardable(headers: &HeaderMap, extra: &[&str]) -> HeaderMap {
         let name_str = name.as_str();
         let dropped = HOP_BY_HOP.contains(&name_str)
             || extra.contains(&name_str)
+            || name_str.starts_with(INTERNAL_HEADER_PREFIX)
             || named_by_connection.iter().any(|n| n == name_str);
         if !dropped {
             out.append(name.clone(), value.clone());
@@ -125,6 +118,7 @@ fn forwardable(headers: &HeaderMap, extra: &[&str]) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{HeaderName, HeaderValue};
 
     #[test]
     fn hop_by_hop_and_private_headers_are_not_forwarded() {
@@ -135,6 +129,9 @@ mod tests {
             ("x-private", "1"),
             ("transfer-encoding", "chunked"),
             ("x-switchyard-principal", "spoofed"),
+            ("x-switchyard-role", "admin"),
+            ("x-switchyard-apps", "b"),
+            ("x-switchyard-anything", "1"),
             ("accept-encoding", "gzip"),
             ("content-type", "application/json"),
             ("accept", "application/json"),

@@ -2,6 +2,7 @@
 //! them back.
 
 use super::{AppState, not_found};
+use crate::access::{Actor, forbidden};
 use crate::runs::{is_valid_env_name, is_valid_name, parse_provider};
 use crate::store::{self, json_contains_nul};
 use axum::Router;
@@ -25,10 +26,18 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// Upsert: 201 for a new app, 200 when an existing one was replaced.
+/// Admins and operators register any app; developers only re-register their own
+/// (viewers are refused by [`crate::access::enforce`]).
 async fn register(
     State(state): State<AppState>,
+    actor: Actor,
     Json(mut request): Json<RegisterAppRequest>,
 ) -> Result<(StatusCode, Json<AppView>), ApiError> {
+    if !actor.may_see_app(&request.app_id) || !actor.may_write() {
+        return Err(forbidden(
+            "developers may only register apps they are members of",
+        ));
+    }
     if !is_valid_name(&request.app_id) {
         return Err(invalid(
             "`appId` must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`",
@@ -76,14 +85,15 @@ async fn register(
     Ok((status, Json(view)))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<AppList>, ApiError> {
-    Ok(Json(AppList {
-        apps: store::apps::list(&state.pool).await?,
-    }))
+async fn list(State(state): State<AppState>, actor: Actor) -> Result<Json<AppList>, ApiError> {
+    let mut apps = store::apps::list(&state.pool).await?;
+    apps.retain(|app| actor.may_see_app(&app.app_id));
+    Ok(Json(AppList { apps }))
 }
 
 async fn show(
     State(state): State<AppState>,
+    actor: Actor,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AppView>, ApiError> {
     let app_id = path
@@ -93,6 +103,7 @@ async fn show(
         .ok_or_else(|| invalid("the app id is not valid"))?;
     store::apps::get(&state.pool, &app_id)
         .await?
+        .filter(|_| actor.may_see_app(&app_id))
         .map(Json)
         .ok_or_else(|| not_found("app_not_found", format!("no app `{app_id}` is registered")))
 }

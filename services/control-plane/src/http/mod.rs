@@ -3,6 +3,8 @@
 //! shared `{"error":{"code","message"}}` shape.
 
 mod apps;
+mod human_loop;
+mod principals;
 mod providers;
 mod runs;
 
@@ -38,10 +40,17 @@ pub fn router(state: AppState, ready: ReadinessCheck) -> Router {
     let api = Router::new()
         .merge(apps::router())
         .merge(runs::router())
+        .merge(human_loop::router())
         .merge(providers::router())
-        .with_state(state);
+        .merge(principals::router())
+        .with_state(state.clone());
     let router = api
         .merge(health_routes(ready))
+        // On the whole router, so every route — whichever module adds it — is covered.
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::access::enforce,
+        ))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes));
     with_common_layers(router, settings.request_timeout())
 }

@@ -2,6 +2,7 @@
 //! and answering their human-loop requests.
 
 use super::{AppState, not_found, optional_json, query_error, run_id};
+use crate::access::Actor;
 use crate::control::ControlError;
 use crate::queue::{self, QueueError};
 use crate::runs::StartRunError;
@@ -35,9 +36,27 @@ pub(super) fn router() -> Router<AppState> {
 
 async fn start(
     State(state): State<AppState>,
+    actor: Actor,
     Json(request): Json<StartRunRequest>,
 ) -> Result<(StatusCode, Json<StartRunResponse>), ApiError> {
-    let response = state.runs.start(request).await.map_err(start_error)?;
+    // A follow-up continues a conversation the caller must be able to see.
+    if let Some(parent) = request.parent_run_id
+        && !may_see(&state, &actor, parent).await?
+    {
+        return Err(start_error(StartRunError::RunNotFound(parent)));
+    }
+    if let Some(conversation) = request.conversation_id
+        && !may_see(&state, &actor, conversation).await?
+    {
+        return Err(start_error(StartRunError::ConversationNotFound(
+            conversation,
+        )));
+    }
+    let response = state
+        .runs
+        .start(request, &actor)
+        .await
+        .map_err(start_error)?;
     Ok((StatusCode::ACCEPTED, Json(response)))
 }
 
@@ -73,9 +92,23 @@ struct ListQuery {
     before: Option<String>,
 }
 
+/// Whether `actor` may see the run `run_id`; unknown runs count as visible so the
+/// caller answers its usual "not found".
+async fn may_see(state: &AppState, actor: &Actor, run_id: RunId) -> Result<bool, ApiError> {
+    if actor.sees_everything() {
+        return Ok(true);
+    }
+    Ok(match store::runs::owner(&state.pool, run_id).await? {
+        Some((app_id, created_by)) => actor.may_see_run(app_id.as_deref(), created_by.as_deref()),
+        None => true,
+    })
+}
+
 /// Newest first; `before=<runId>` continues after the last run of the previous page.
+/// Developers and viewers get the runs of their apps and their own app-less runs.
 async fn list(
     State(state): State<AppState>,
+    actor: Actor,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<RunList>, ApiError> {
     let Query(query) = query.map_err(query_error)?;
@@ -113,6 +146,8 @@ async fn list(
         conversation_id,
         before,
         limit,
+        app_scope: actor.app_scope().map(<[String]>::to_vec),
+        visible_to: (!actor.sees_everything()).then(|| actor.id.clone()),
     };
     let runs = store::runs::list(&state.pool, &filter)
         .await?
@@ -183,8 +218,12 @@ async fn reply(
     }))
 }
 
-async fn run_queue(State(state): State<AppState>) -> Result<Json<RunQueueView>, ApiError> {
-    queue::snapshot(&state.js, &state.pool, &state.settings)
+/// Developers and viewers see only their runs in the listing; the counts are global.
+async fn run_queue(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> Result<Json<RunQueueView>, ApiError> {
+    queue::snapshot(&state.js, &state.pool, &state.settings, &actor)
         .await
         .map(Json)
         .map_err(|e| match e {

@@ -1,10 +1,12 @@
 //! Human-loop requests of runs, as projected from `human_loop.requested` and
 //! `human_loop.resolved`. Either may be applied first after a redelivery, so both are
 //! upserts that only fill in their own fields, and a resolved request stays resolved.
+//! When a run ends, whatever is still pending is resolved `run_ended` (the run's owner
+//! may be gone — an executor lost — and never write a resolution).
 
 use super::StoreError;
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use switchyard_contracts::RunId;
 
 #[derive(Debug, Clone)]
@@ -22,16 +24,38 @@ pub struct Resolved {
     pub run_id: RunId,
     pub request_id: String,
     pub decision: String,
+    /// `human`, `timeout` or `run_ended`.
+    pub resolved_by: String,
     pub resolved_at: DateTime<Utc>,
 }
 
-/// Records a pending request (a no-op for a run that is not in the table).
+/// A stored request, as listed by `GET /api/runs/{id}/human-loop`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Row {
+    pub request_id: String,
+    pub kind: Option<String>,
+    pub prompt: Option<String>,
+    pub details: Option<serde_json::Value>,
+    pub status: String,
+    pub decision: Option<String>,
+    pub resolved_by: Option<String>,
+    pub requested_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// Records a pending request (a no-op for a run that is not in the table). A request
+/// applied after its run's end (a late redelivery) is recorded resolved `run_ended`.
 pub async fn requested(conn: &mut PgConnection, r: &Requested) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO human_loop_requests
-            (run_id, request_id, kind, prompt, details, status, requested_at)
-         SELECT $1, $2, $3, $4, $5, 'pending', $6
-         WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1)
+            (run_id, request_id, kind, prompt, details, status, requested_at,
+             decision, resolved_by, resolved_at)
+         SELECT $1, $2, $3, $4, $5,
+                CASE WHEN runs.completed_at IS NULL THEN 'pending' ELSE 'resolved' END, $6,
+                CASE WHEN runs.completed_at IS NULL THEN NULL ELSE 'deny' END,
+                CASE WHEN runs.completed_at IS NULL THEN NULL ELSE 'run_ended' END,
+                runs.completed_at
+         FROM runs WHERE runs.run_id = $1
          ON CONFLICT (run_id, request_id) DO UPDATE SET
             kind = EXCLUDED.kind,
             prompt = EXCLUDED.prompt,
@@ -50,21 +74,79 @@ pub async fn requested(conn: &mut PgConnection, r: &Requested) -> Result<(), Sto
 }
 
 /// Marks a request resolved (creating the row if its request was not applied yet).
+/// The first resolution wins, except over a `run_ended` one: that may be the
+/// projection's own clean-up at `run.completed`, applied before a real resolution that
+/// was redelivered late.
 pub async fn resolved(conn: &mut PgConnection, r: &Resolved) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO human_loop_requests (run_id, request_id, status, decision, resolved_at)
-         SELECT $1, $2, 'resolved', $3, $4
+        "INSERT INTO human_loop_requests
+            (run_id, request_id, status, decision, resolved_by, resolved_at)
+         SELECT $1, $2, 'resolved', $3, $4, $5
          WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = $1)
          ON CONFLICT (run_id, request_id) DO UPDATE SET
             status = 'resolved',
-            decision = COALESCE(human_loop_requests.decision, EXCLUDED.decision),
-            resolved_at = COALESCE(human_loop_requests.resolved_at, EXCLUDED.resolved_at)",
+            decision = CASE WHEN human_loop_requests.decision IS NULL
+                              OR human_loop_requests.resolved_by = 'run_ended'
+                            THEN EXCLUDED.decision ELSE human_loop_requests.decision END,
+            resolved_by = CASE WHEN human_loop_requests.decision IS NULL
+                              OR human_loop_requests.resolved_by = 'run_ended'
+                            THEN EXCLUDED.resolved_by ELSE human_loop_requests.resolved_by END,
+            resolved_at = CASE WHEN human_loop_requests.resolved_at IS NULL
+                              OR human_loop_requests.resolved_by = 'run_ended'
+                            THEN EXCLUDED.resolved_at ELSE human_loop_requests.resolved_at END",
     )
     .bind(r.run_id)
     .bind(&r.request_id)
     .bind(&r.decision)
+    .bind(resolver(&r.resolved_by))
     .bind(r.resolved_at)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Resolves every request of a run still pending, `deny` by `run_ended`: applied with
+/// the run's `run.completed`, which may come from the reconciler for a run whose
+/// executor is gone and will never resolve them.
+pub async fn run_ended(
+    conn: &mut PgConnection,
+    run_id: RunId,
+    ended_at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE human_loop_requests
+         SET status = 'resolved', decision = 'deny', resolved_by = 'run_ended',
+             resolved_at = $2
+         WHERE run_id = $1 AND status = 'pending'",
+    )
+    .bind(run_id)
+    .bind(ended_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The requests of a run, oldest first; only the pending ones with `pending_only`.
+pub async fn list(
+    pool: impl PgExecutor<'_>,
+    run_id: RunId,
+    pending_only: bool,
+) -> Result<Vec<Row>, StoreError> {
+    Ok(sqlx::query_as::<_, Row>(
+        "SELECT request_id, kind, prompt, details, status, decision, resolved_by,
+                requested_at, resolved_at
+         FROM human_loop_requests
+         WHERE run_id = $1 AND (NOT $2 OR status = 'pending')
+         ORDER BY requested_at NULLS LAST, request_id
+         LIMIT 1000",
+    )
+    .bind(run_id)
+    .bind(pending_only)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Only the resolvers the table's CHECK accepts (an unknown one is stored as NULL).
+fn resolver(name: &str) -> Option<&str> {
+    matches!(name, "human" | "timeout" | "run_ended").then_some(name)
 }

@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod human_loop;
 pub mod outbox;
+pub mod principals;
 pub mod reconcile;
 pub mod runs;
 

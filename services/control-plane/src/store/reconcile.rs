@@ -18,18 +18,39 @@ pub struct OwnedRun {
     pub started_at: Option<DateTime<Utc>>,
 }
 
-/// Owned runs, least recently updated first.
+/// Executors the projection shows owning runs.
+pub async fn owning_executors(pool: impl PgExecutor<'_>) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar::<_, String>(
+        "SELECT DISTINCT executor_id FROM runs
+         WHERE status IN ('dispatched', 'running', 'waiting_for_human')
+           AND executor_id IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Runs owned by `executor_id`, by run id after `after`. With `started_before`, only
+/// runs that started before it or have no projected start yet: a process that started
+/// at that time cannot own the others' predecessors.
 pub async fn owned_runs(
     pool: impl PgExecutor<'_>,
+    executor_id: &str,
+    started_before: Option<DateTime<Utc>>,
+    after: Option<RunId>,
     limit: i64,
 ) -> Result<Vec<OwnedRun>, StoreError> {
     Ok(sqlx::query_as::<_, OwnedRun>(
         "SELECT run_id, status, executor_id, started_at FROM runs
          WHERE status IN ('dispatched', 'running', 'waiting_for_human')
-           AND executor_id IS NOT NULL
-         ORDER BY updated_at, run_id
-         LIMIT $1",
+           AND executor_id = $1
+           AND ($2::timestamptz IS NULL OR started_at IS NULL OR started_at < $2)
+           AND ($3::uuid IS NULL OR run_id > $3)
+         ORDER BY run_id
+         LIMIT $4",
     )
+    .bind(executor_id)
+    .bind(started_before)
+    .bind(after)
     .bind(limit)
     .fetch_all(pool)
     .await?)
@@ -82,11 +103,12 @@ impl WaitingRun {
 }
 
 /// Runs `queued` or `claimed` whose projection has not moved for `idle_ms` and that have
-/// no outbox entry (a pending publication is the outbox sweeper's business), oldest
-/// first.
+/// no outbox entry (a pending publication is the outbox sweeper's business), by run id
+/// after `after`.
 pub async fn waiting_runs(
     pool: impl PgExecutor<'_>,
     idle_ms: i64,
+    after: Option<RunId>,
     limit: i64,
 ) -> Result<Vec<WaitingRun>, StoreError> {
     Ok(sqlx::query_as::<_, WaitingRun>(
@@ -102,10 +124,12 @@ pub async fn waiting_runs(
          WHERE r.status IN ('queued', 'claimed')
            AND r.updated_at < now() - ($1 * interval '1 millisecond')
            AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id)
-         ORDER BY r.updated_at, r.run_id
-         LIMIT $2",
+           AND ($2::uuid IS NULL OR r.run_id > $2)
+         ORDER BY r.run_id
+         LIMIT $3",
     )
     .bind(idle_ms)
+    .bind(after)
     .bind(limit)
     .fetch_all(pool)
     .await?)

@@ -15,7 +15,7 @@ macro_rules! select_runs {
         concat!(
             "SELECT run_id, conversation_id, app_id, execution_profile, provider, model, status, ",
             "status_detail, failure_reason, failure_detail, evidence, executor_id, ",
-            "last_event_seq, created_at, started_at, completed_at FROM runs ",
+            "last_event_seq, created_at, started_at, completed_at, created_by FROM runs ",
             $($rest),*
         )
     };
@@ -35,14 +35,16 @@ pub struct NewRun {
     pub credential_env: Vec<String>,
     pub timeout_ms: Option<i64>,
     pub created_at: DateTime<Utc>,
+    /// The principal that started it (RBAC).
+    pub created_by: Option<String>,
 }
 
 pub async fn insert(conn: &mut PgConnection, run: &NewRun) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO runs (run_id, app_id, execution_profile, provider, model, prompt,
                            provider_options, credential_env, timeout_ms, status,
-                           created_at, updated_at, conversation_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11)",
+                           created_at, updated_at, conversation_id, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11, $12)",
     )
     .bind(run.run_id)
     .bind(&run.app_id)
@@ -55,6 +57,7 @@ pub async fn insert(conn: &mut PgConnection, run: &NewRun) -> Result<(), StoreEr
     .bind(run.timeout_ms)
     .bind(run.created_at)
     .bind(run.conversation_id)
+    .bind(&run.created_by)
     .execute(conn)
     .await?;
     Ok(())
@@ -79,6 +82,7 @@ pub struct RunRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
 }
 
 impl RunRow {
@@ -124,6 +128,20 @@ pub async fn get(pool: impl PgExecutor<'_>, run_id: RunId) -> Result<Option<RunR
     )
 }
 
+/// The app and the starting principal of a run (what RBAC decides on); `None` for an
+/// unknown run.
+pub async fn owner(
+    pool: impl PgExecutor<'_>,
+    run_id: RunId,
+) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+    Ok(sqlx::query_as::<_, (Option<String>, Option<String>)>(
+        "SELECT app_id, created_by FROM runs WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Filters of `GET /api/runs`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -133,6 +151,10 @@ pub struct RunFilter {
     /// Only runs listed after this one (newest first), i.e. created before it.
     pub before: Option<RunId>,
     pub limit: i64,
+    /// RBAC: only runs of these apps, or app-less runs started by `visible_to`. `None`
+    /// lists every run.
+    pub app_scope: Option<Vec<String>>,
+    pub visible_to: Option<String>,
 }
 
 /// Newest first. `before` is a keyset cursor: the last run id of the previous page.
@@ -146,6 +168,8 @@ pub async fn list(
         "AND ($3::uuid IS NULL OR (created_at, run_id) < ",
         "(SELECT created_at, run_id FROM runs WHERE run_id = $3)) ",
         "AND ($5::uuid IS NULL OR conversation_id = $5) ",
+        "AND ($6::text[] IS NULL OR app_id = ANY($6) ",
+        "OR (app_id IS NULL AND created_by = $7)) ",
         "ORDER BY created_at DESC, run_id DESC LIMIT $4"
     ))
     .bind(filter.status.map(RunStatus::as_str))
@@ -153,6 +177,8 @@ pub async fn list(
     .bind(filter.before)
     .bind(filter.limit)
     .bind(filter.conversation_id)
+    .bind(&filter.app_scope)
+    .bind(&filter.visible_to)
     .fetch_all(pool)
     .await?)
 }

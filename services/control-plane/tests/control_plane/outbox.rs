@@ -47,6 +47,7 @@ async fn accept_without_publishing(db: &TestDb, provider: &str) -> RunId {
             credential_env: Vec::new(),
             timeout_ms: None,
             created_at,
+            created_by: None,
         },
     )
     .await

@@ -1,0 +1,299 @@
+//! Who is calling and what they may do (RBAC).
+//!
+//! The gateway authenticates bearer tokens and forwards the principal in the
+//! `x-switchyard-principal`, `x-switchyard-role` and `x-switchyard-apps` headers,
+//! after dropping whatever a client sent under those names. The control-plane trusts
+//! them because it listens on an internal address only the gateway reaches (see
+//! `docs/architecture.md`, "Access control"). A request without a role header comes
+//! from inside that boundary (tests, `switchyard up` tooling) and acts as admin.
+//!
+//! | role | runs and apps | start / stop / reply | register apps | principals |
+//! |---|---|---|---|---|
+//! | admin | all | yes | yes | yes |
+//! | operator | all | yes | yes | no |
+//! | developer | member apps (+ own app-less runs) | in those | member apps | no |
+//! | viewer | member apps (+ own app-less runs) | no | no | no |
+//!
+//! A run the caller may not see answers 404 `run_not_found`, exactly like a run that
+//! does not exist, so run ids do not leak across apps; an action the role does not
+//! allow answers 403 `forbidden`.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
+use switchyard_contracts::RunId;
+use switchyard_platform::http::ApiError;
+
+use crate::http::AppState;
+use crate::store;
+
+pub const PRINCIPAL_HEADER: &str = "x-switchyard-principal";
+pub const ROLE_HEADER: &str = "x-switchyard-role";
+/// Comma-separated app ids (app ids never contain commas).
+pub const APPS_HEADER: &str = "x-switchyard-apps";
+
+/// Principal id of callers inside the trust boundary that name no principal.
+pub const INTERNAL_PRINCIPAL: &str = "internal";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Operator,
+    Developer,
+    Viewer,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "operator" => Some(Role::Operator),
+            "developer" => Some(Role::Developer),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Developer => "developer",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// The caller of a request, as the gateway authenticated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub id: String,
+    pub role: Role,
+    /// Apps the principal is a member of (only consulted for developers and viewers).
+    pub apps: Vec<String>,
+}
+
+impl Actor {
+    pub fn internal() -> Self {
+        Self {
+            id: INTERNAL_PRINCIPAL.to_owned(),
+            role: Role::Admin,
+            apps: Vec::new(),
+        }
+    }
+
+    /// Reads the gateway's headers. `None` when a role header is present but unusable
+    /// (the gateway never sends that, so the request is refused).
+    pub fn from_headers(headers: &HeaderMap) -> Option<Actor> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let Some(role) = headers.get(ROLE_HEADER) else {
+            return Some(Actor::internal());
+        };
+        let role = Role::parse(role.to_str().ok()?)?;
+        let id = text(PRINCIPAL_HEADER)
+            .filter(|id| !id.is_empty())?
+            .to_owned();
+        let apps = text(APPS_HEADER)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Some(Actor { id, role, apps })
+    }
+
+    /// Admins and operators see every run and app.
+    pub fn sees_everything(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Operator)
+    }
+
+    /// The app filter for listings: `None` = all apps.
+    pub fn app_scope(&self) -> Option<&[String]> {
+        (!self.sees_everything()).then_some(self.apps.as_slice())
+    }
+
+    pub fn is_member(&self, app_id: &str) -> bool {
+        self.apps.iter().any(|a| a == app_id)
+    }
+
+    pub fn may_see_app(&self, app_id: &str) -> bool {
+        self.sees_everything() || self.is_member(app_id)
+    }
+
+    /// A run of `app_id` started by `created_by`.
+    pub fn may_see_run(&self, app_id: Option<&str>, created_by: Option<&str>) -> bool {
+        if self.sees_everything() {
+            return true;
+        }
+        match app_id {
+            Some(app) => self.is_member(app),
+            None => created_by == Some(self.id.as_str()),
+        }
+    }
+
+    /// Whether the role may change anything at all (start, stop, reply, register).
+    pub fn may_write(&self) -> bool {
+        self.role != Role::Viewer
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = Infallible;
+
+    /// [`enforce`] has already refused requests with unusable headers and stored the
+    /// actor; the fallback only serves routers built without it (unit tests).
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .or_else(|| Actor::from_headers(&parts.headers))
+            .unwrap_or_else(Actor::internal))
+    }
+}
+
+pub fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// The run id of a `/api/runs/{id}` or `/api/runs/{id}/…` path (not `/api/runs/start`).
+fn run_of_path(path: &str) -> Option<RunId> {
+    let rest = path.strip_prefix("/api/runs/")?;
+    let id = percent_decode(rest.split('/').next()?)?;
+    RunId::parse_str(&id).ok()
+}
+
+/// The segment as axum's `Path` extractor decodes it, so `%2D` cannot smuggle a run id
+/// past the check.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Middleware in front of the whole API: identifies the caller, hides runs they may
+/// not see (404 whatever the sub-resource — stream lookup, stop, human-loop), keeps
+/// viewers read-only and principal management to admins. Per-handler checks add what
+/// depends on the body (the app a run starts in, listing filters).
+pub async fn enforce(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(actor) = Actor::from_headers(request.headers()) else {
+        return ApiError::unauthorized("the principal headers are not valid").into_response();
+    };
+    let path = request.uri().path().to_owned();
+    if !path.starts_with("/api/") {
+        // Health routes and the gateway's internal endpoints.
+        return next.run(request).await;
+    }
+    if let Some(run_id) = run_of_path(&path)
+        && !actor.sees_everything()
+    {
+        match store::runs::owner(&state.pool, run_id).await {
+            Ok(Some((app_id, created_by))) => {
+                if !actor.may_see_run(app_id.as_deref(), created_by.as_deref()) {
+                    return run_hidden(run_id);
+                }
+            }
+            // Let the handler answer its usual 404.
+            Ok(None) => {}
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    }
+    let management = path == "/api/principals"
+        || path.starts_with("/api/principals/")
+        || path.starts_with("/api/tokens/");
+    if management && actor.role != Role::Admin {
+        return forbidden("only admins manage principals and tokens").into_response();
+    }
+    let read_only = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !read_only && !actor.may_write() {
+        return forbidden("viewers have read-only access").into_response();
+    }
+    request.extensions_mut().insert(actor);
+    next.run(request).await
+}
+
+fn run_hidden(run_id: RunId) -> Response {
+    tracing::debug!(run_id = %run_id, "run hidden from the caller");
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "run_not_found",
+        format!("no run {run_id}"),
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn headers_become_an_actor() {
+        assert_eq!(Actor::from_headers(&headers(&[])), Some(Actor::internal()));
+        let dev = Actor::from_headers(&headers(&[
+            (PRINCIPAL_HEADER, "p1"),
+            (ROLE_HEADER, "developer"),
+            (APPS_HEADER, "a, b,,"),
+        ]))
+        .unwrap();
+        assert_eq!(dev.apps, ["a", "b"]);
+        assert!(dev.may_see_run(Some("a"), None));
+        assert!(!dev.may_see_run(Some("c"), Some("p1")));
+        assert!(dev.may_see_run(None, Some("p1")));
+        assert!(!dev.may_see_run(None, Some("p2")));
+        assert!(!dev.may_see_run(None, None));
+        assert!(dev.may_write());
+        // A role header the gateway would never send is refused, not defaulted.
+        assert_eq!(
+            Actor::from_headers(&headers(&[(PRINCIPAL_HEADER, "p"), (ROLE_HEADER, "root")])),
+            None
+        );
+        assert_eq!(
+            Actor::from_headers(&headers(&[(ROLE_HEADER, "viewer")])),
+            None
+        );
+        let op = Actor::from_headers(&headers(&[
+            (PRINCIPAL_HEADER, "o"),
+            (ROLE_HEADER, "operator"),
+        ]))
+        .unwrap();
+        assert!(op.may_see_run(Some("z"), None) && op.app_scope().is_none());
+    }
+
+    #[test]
+    fn run_paths_are_recognised() {
+        let id = RunId::now_v7();
+        assert_eq!(run_of_path(&format!("/api/runs/{id}")), Some(id));
+        assert_eq!(run_of_path(&format!("/api/runs/{id}/stop")), Some(id));
+        assert_eq!(run_of_path("/api/runs/start"), None);
+        let encoded = id.to_string().replace('-', "%2D");
+        assert_eq!(run_of_path(&format!("/api/runs/{encoded}/stop")), Some(id));
+        assert_eq!(run_of_path("/api/runs"), None);
+    }
+}

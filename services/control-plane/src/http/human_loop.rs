@@ -1,0 +1,74 @@
+//! `GET /api/runs/{id}/human-loop`: the run's human-loop requests as the projection
+//! stored them, so any client — after any restart — can see what waits for an answer
+//! (and answer it with `POST …/human-loop/reply`).
+
+use super::{AppState, not_found, query_error, run_id};
+use crate::store;
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use serde::Deserialize;
+use switchyard_contracts::api::{HumanLoopRequestList, HumanLoopRequestView};
+use switchyard_platform::http::{ApiError, Json};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/runs/{run_id}/human-loop", get(list))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ListQuery {
+    /// `pending` or `resolved`; absent lists every request.
+    status: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<HumanLoopRequestList>, ApiError> {
+    let run_id = run_id(path)?;
+    let Query(query) = query.map_err(query_error)?;
+    let only = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s @ ("pending" | "resolved")) => Some(s.to_owned()),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("unknown status `{other}` (pending or resolved)"),
+            ));
+        }
+    };
+    if store::runs::get(&state.pool, run_id).await?.is_none() {
+        return Err(not_found("run_not_found", format!("no run {run_id}")));
+    }
+    let rows =
+        store::human_loop::list(&state.pool, run_id, only.as_deref() == Some("pending")).await?;
+    let requests = rows
+        .into_iter()
+        .filter(|row| only.as_deref().is_none_or(|s| row.status == s))
+        .map(view)
+        .collect();
+    Ok(Json(HumanLoopRequestList { requests }))
+}
+
+fn wire<T: serde::de::DeserializeOwned>(name: Option<String>) -> Option<T> {
+    name.and_then(|n| serde_json::from_value(n.into()).ok())
+}
+
+fn view(row: store::human_loop::Row) -> HumanLoopRequestView {
+    // Stored values are wire names written by the projector; one that does not decode
+    // (a future resolver) is left out rather than failing the whole list.
+    HumanLoopRequestView {
+        request_id: row.request_id,
+        kind: row.kind.unwrap_or_default(),
+        prompt: row.prompt.unwrap_or_default(),
+        details: row.details.unwrap_or(serde_json::Value::Null),
+        status: row.status,
+        decision: wire(row.decision),
+        resolved_by: wire(row.resolved_by),
+        requested_at: row.requested_at,
+        resolved_at: row.resolved_at,
+    }
+}

@@ -1,0 +1,186 @@
+//! Principals, their API tokens (only SHA-256 hashes are stored) and app memberships.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PrincipalRow {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub apps: Vec<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: Uuid,
+    pub principal_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What an active token resolves to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Resolved {
+    pub principal_id: Uuid,
+    pub role: String,
+    pub apps: Vec<String>,
+}
+
+// sqlx wants `&'static str` SQL; `concat!` keeps the shared column list static.
+macro_rules! select_principals {
+    ($rest:literal) => {
+        concat!(
+            "SELECT p.id, p.name, p.role, p.created_at, ",
+            "ARRAY(SELECT a.app_id FROM principal_apps a ",
+            "WHERE a.principal_id = p.id ORDER BY a.app_id) AS apps FROM principals p ",
+            $rest
+        )
+    };
+}
+
+/// Creates a principal with its memberships and first token, in one transaction.
+pub async fn create(
+    pool: &PgPool,
+    name: &str,
+    role: &str,
+    apps: &[String],
+    token_hash: &[u8],
+) -> Result<(PrincipalRow, Uuid), StoreError> {
+    let id = Uuid::now_v7();
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO principals (id, name, role) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(name)
+        .bind(role)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO principal_apps (principal_id, app_id)
+         SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(apps)
+    .execute(&mut *tx)
+    .await?;
+    let token_id = insert_token(&mut tx, id, token_hash).await?;
+    tx.commit().await?;
+    let principal = get(pool, id).await?.ok_or(sqlx::Error::RowNotFound)?;
+    Ok((principal, token_id))
+}
+
+async fn insert_token(
+    conn: &mut sqlx::PgConnection,
+    principal_id: Uuid,
+    token_hash: &[u8],
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO api_tokens (id, principal_id, token_hash) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(principal_id)
+        .bind(token_hash)
+        .execute(conn)
+        .await?;
+    Ok(id)
+}
+
+/// A new token for an existing principal; `None` when there is no such principal.
+pub async fn add_token(
+    pool: &PgPool,
+    principal_id: Uuid,
+    token_hash: &[u8],
+) -> Result<Option<Uuid>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let exists =
+        sqlx::query_scalar::<_, Uuid>("SELECT id FROM principals WHERE id = $1 FOR UPDATE")
+            .bind(principal_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let id = insert_token(&mut tx, principal_id, token_hash).await?;
+    tx.commit().await?;
+    Ok(Some(id))
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<PrincipalRow>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, PrincipalRow>(select_principals!("WHERE p.id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<PrincipalRow>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, PrincipalRow>(select_principals!("ORDER BY p.created_at, p.id"))
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub async fn tokens(pool: &PgPool) -> Result<Vec<TokenRow>, StoreError> {
+    Ok(sqlx::query_as::<_, TokenRow>(
+        "SELECT id, principal_id, created_at, revoked_at FROM api_tokens ORDER BY created_at, id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Replaces a principal's memberships; `false` when there is no such principal.
+pub async fn set_apps(pool: &PgPool, id: Uuid, apps: &[String]) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let exists =
+        sqlx::query_scalar::<_, Uuid>("SELECT id FROM principals WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+    if !exists {
+        return Ok(false);
+    }
+    sqlx::query("DELETE FROM principal_apps WHERE principal_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO principal_apps (principal_id, app_id)
+         SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(apps)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Revokes a token; `false` when there is no such token. Revoking twice is harmless.
+pub async fn revoke(pool: &PgPool, token_id: Uuid) -> Result<bool, StoreError> {
+    let result =
+        sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1")
+            .bind(token_id)
+            .execute(pool)
+            .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The principal of an active (not revoked) token.
+pub async fn resolve(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Resolved>, StoreError> {
+    Ok(sqlx::query_as::<_, Resolved>(
+        "SELECT p.id AS principal_id, p.role,
+                ARRAY(SELECT a.app_id FROM principal_apps a
+                      WHERE a.principal_id = p.id ORDER BY a.app_id) AS apps
+         FROM api_tokens t JOIN principals p ON p.id = t.principal_id
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?)
+}
