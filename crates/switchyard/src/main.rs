@@ -3,12 +3,14 @@
 //! ```text
 //! switchyard up [--demo] [--exit-after-demo]   start all four services (config: see docs/configuration.md)
 //! switchyard demo [--gateway URL] [--token T]  start a scripted run and print its events
+//! switchyard serve <service>                   one service per process: gateway, control-plane,
+//!                                               executor-manager or executor
 //! ```
 
 use anyhow::bail;
 use switchyard::{demo, up};
 
-const USAGE: &str = "usage: switchyard up [--demo] [--exit-after-demo]\n       switchyard demo [--gateway URL] [--token TOKEN] [--prompt TEXT]";
+const USAGE: &str = "usage: switchyard up [--demo] [--exit-after-demo]\n       switchyard demo [--gateway URL] [--token TOKEN] [--prompt TEXT]\n       switchyard serve <gateway|control-plane|executor-manager|executor>\n       switchyard bench [--quick] [--json PATH] [--only NAME,...]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -61,6 +63,44 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        // One service per process, configured from file and environment exactly like
+        // its own binary: what the fault-injection tests start and kill -9.
+        Some("serve") => {
+            use switchyard_platform::{config, shutdown, telemetry};
+            match args.get(1).map(String::as_str) {
+                Some("gateway") => {
+                    let config: switchyard_gateway::Config = config::load()?;
+                    telemetry::init(&config.telemetry);
+                    config.validate()?;
+                    switchyard_gateway::run(config, shutdown::on_signal()).await
+                }
+                Some("control-plane") => {
+                    let config: switchyard_control_plane::Config = config::load()?;
+                    telemetry::init(&config.telemetry);
+                    config.validate()?;
+                    switchyard_control_plane::run(config, shutdown::on_signal()).await
+                }
+                Some("executor-manager") => {
+                    let config: switchyard_executor_manager::Config = config::load()?;
+                    telemetry::init(&config.telemetry);
+                    config.validate()?;
+                    switchyard_executor_manager::run(config, shutdown::on_signal()).await
+                }
+                Some("executor") => {
+                    let config: switchyard_executor::Config = config::load()?;
+                    telemetry::init(&config.telemetry);
+                    config.validate()?;
+                    switchyard_executor::run(config, shutdown::on_signal()).await
+                }
+                _ => {
+                    eprintln!(
+                        "usage: switchyard serve <gateway|control-plane|executor-manager|executor>"
+                    );
+                    std::process::exit(2);
+                }
+            }
+        }
+        Some("bench") => switchyard::bench::cli(&args[1..]).await,
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);

@@ -116,6 +116,16 @@ impl Harness {
     }
 
     pub(crate) async fn add_executor(&mut self, capacity: u32) -> usize {
+        self.add_executor_with(capacity, None).await
+    }
+
+    /// Adds an executor; `toml` is an extra config file for it (e.g. the CLI search path
+    /// and credentials of the provider tests).
+    pub(crate) async fn add_executor_with(
+        &mut self,
+        capacity: u32,
+        toml: Option<&std::path::Path>,
+    ) -> usize {
         let workspace =
             std::env::temp_dir().join(format!("sy-e2e-{}", uuid::Uuid::new_v4().simple()));
         let env = env_with(
@@ -129,7 +139,7 @@ impl Harness {
             ],
         );
         let config: switchyard_executor::Config =
-            config::load_from(None, env).expect("executor config");
+            config::load_from(toml, env).expect("executor config");
         let shutdown = CancellationToken::new();
         let handle = switchyard_executor::start(config, shutdown.clone())
             .await
@@ -147,6 +157,59 @@ impl Harness {
             .expect("executor-manager starts");
         self.managers.push(Service { handle, shutdown });
         self.managers.len() - 1
+    }
+
+    /// Shuts the control-plane down gracefully and starts a fresh one on the same
+    /// address, so the gateway keeps forwarding to it.
+    #[allow(dead_code)]
+    pub(crate) async fn restart_control_plane(&mut self) {
+        let addr = self
+            .control_plane
+            .handle
+            .http_addr
+            .expect("control-plane address");
+        let config: switchyard_control_plane::Config = config::load_from(
+            None,
+            env_with(
+                &self.env,
+                &[("SWITCHYARD_CONTROL_PLANE__LISTEN", addr.to_string())],
+            ),
+        )
+        .expect("control-plane config");
+        let restarted = restart(&mut self.control_plane, "control-plane", |token| {
+            switchyard_control_plane::start(config, token)
+        })
+        .await;
+        assert_eq!(
+            restarted,
+            Some(addr),
+            "the control-plane came back on its address"
+        );
+    }
+
+    /// Shuts the gateway down gracefully and starts a fresh one on the same address
+    /// (clients keep their URL; their pooled connections are dropped).
+    #[allow(dead_code)]
+    pub(crate) async fn restart_gateway(&mut self) {
+        let addr = self.gateway.handle.http_addr.expect("gateway address");
+        let config: switchyard_gateway::Config = config::load_from(
+            None,
+            env_with(
+                &self.env,
+                &[("SWITCHYARD_GATEWAY__LISTEN", addr.to_string())],
+            ),
+        )
+        .expect("gateway config");
+        let restarted = restart(&mut self.gateway, "gateway", |token| {
+            switchyard_gateway::start(config, token)
+        })
+        .await;
+        assert_eq!(
+            restarted,
+            Some(addr),
+            "the gateway came back on its address"
+        );
+        self.http = reqwest::Client::new();
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -287,6 +350,31 @@ impl Harness {
         })
         .await;
     }
+}
+
+/// Stops `service` gracefully, waits until it is gone, then starts its successor with
+/// `start` and a fresh shutdown token; returns the successor's HTTP address.
+async fn restart<F, Fut>(
+    service: &mut Service,
+    name: &'static str,
+    start: F,
+) -> Option<std::net::SocketAddr>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ServiceHandle>>,
+{
+    let stopped = ServiceHandle::new(name, None, tokio::spawn(async { Ok(()) }));
+    let old = std::mem::replace(&mut service.handle, stopped);
+    service.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, old.wait())
+        .await
+        .expect("the old service stopped in time")
+        .expect("the old service stopped cleanly");
+    let shutdown = CancellationToken::new();
+    let handle = start(shutdown.clone()).await.expect("the service restarts");
+    let addr = handle.http_addr;
+    *service = Service { handle, shutdown };
+    addr
 }
 
 /// The run events in SSE frames, decoded.

@@ -2,10 +2,14 @@
 //! SSE out — the whole platform, real servers, the scripted provider.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod approvals;
 mod bad_input;
 mod control;
+mod garbage;
 mod harness;
 mod lifecycle;
+mod providers;
 mod queueing;
+mod rbac;
 mod resume;
 mod scale;

@@ -1,0 +1,308 @@
+//! The platform under test: a private nats-server and a fresh Postgres database (from
+//! the test-support crate, so every benchmark run starts from empty streams and
+//! tables), and the four services started in this process through their public
+//! `start` functions, configured through the same config loader production uses.
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchyard_platform::config;
+use switchyard_platform::service::ServiceHandle;
+use switchyard_test_support::{NatsServer, TestDb};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Bound on one HTTP request of the load generator.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a graceful shutdown of the whole platform.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Service {
+    handle: ServiceHandle,
+    shutdown: CancellationToken,
+}
+
+/// Everything running for one benchmark.
+pub(crate) struct BenchPlatform {
+    pub(crate) nats: NatsServer,
+    pub(crate) db: TestDb,
+    pub(crate) token: String,
+    pub(crate) gateway_addr: SocketAddr,
+    pub(crate) gateway_url: String,
+    /// The load generator's HTTP client (connection pool shared by all its tasks).
+    pub(crate) http: reqwest::Client,
+    /// The benchmark's own NATS connection (watcher, raw baselines).
+    pub(crate) nats_client: async_nats::Client,
+    env: HashMap<String, String>,
+    control_plane: Service,
+    gateway: Service,
+    executors: Vec<Service>,
+    managers: Vec<Service>,
+}
+
+fn with(base: &HashMap<String, String>, extra: &[(&str, String)]) -> HashMap<String, String> {
+    let mut env = base.clone();
+    for (key, value) in extra {
+        env.insert((*key).to_owned(), value.clone());
+    }
+    env
+}
+
+impl BenchPlatform {
+    /// Starts NATS, a fresh database, the control-plane, the gateway, and one
+    /// executor-manager with one executor of `executor_capacity` slots.
+    pub(crate) async fn start(executor_capacity: u32) -> anyhow::Result<Self> {
+        let nats = NatsServer::start()
+            .await
+            .context("start a private nats-server (run scripts/dev-deps.sh first)")?;
+        let db = TestDb::create()
+            .await
+            .context("create a fresh benchmark database")?;
+        let token = format!("bench-{}", Uuid::new_v4().simple());
+        let env: HashMap<String, String> = [
+            ("SWITCHYARD_NATS__URL", nats.url()),
+            ("SWITCHYARD_DATABASE__URL", db.url.clone()),
+            ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
+            ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
+            ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", token.clone()),
+            // One token opens every benchmark stream; the per-token limit protects
+            // production gateways from one client, not what is measured here.
+            (
+                "SWITCHYARD_GATEWAY__MAX_STREAMS_PER_TOKEN",
+                "1000000".to_owned(),
+            ),
+            ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
+            (
+                "SWITCHYARD_EXECUTOR_MANAGER__LISTEN",
+                "127.0.0.1:0".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+
+        let shutdown = CancellationToken::new();
+        let cp_config: switchyard_control_plane::Config =
+            config::load_from(None, env.clone()).context("control-plane config")?;
+        cp_config.validate()?;
+        let cp = switchyard_control_plane::start(cp_config, shutdown.clone())
+            .await
+            .context("control-plane failed to start")?;
+        let cp_addr = cp
+            .http_addr
+            .context("the control-plane has no HTTP address")?;
+        let control_plane = Service {
+            handle: cp,
+            shutdown,
+        };
+
+        let env = with(
+            &env,
+            &[(
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL",
+                format!("http://{cp_addr}"),
+            )],
+        );
+        let shutdown = CancellationToken::new();
+        let gw_config: switchyard_gateway::Config =
+            config::load_from(None, env.clone()).context("gateway config")?;
+        gw_config.validate()?;
+        let gw = switchyard_gateway::start(gw_config, shutdown.clone())
+            .await
+            .context("gateway failed to start")?;
+        let gateway_addr = gw.http_addr.context("the gateway has no HTTP address")?;
+        let gateway = Service {
+            handle: gw,
+            shutdown,
+        };
+
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("build the HTTP client")?;
+        let nats_client = async_nats::connect(nats.url())
+            .await
+            .context("connect the benchmark's NATS client")?;
+        let mut platform = Self {
+            nats,
+            db,
+            token,
+            gateway_addr,
+            gateway_url: format!("http://{gateway_addr}"),
+            http,
+            nats_client,
+            env,
+            control_plane,
+            gateway,
+            executors: Vec::new(),
+            managers: Vec::new(),
+        };
+        platform.add_executor_and_manager(executor_capacity).await?;
+        Ok(platform)
+    }
+
+    pub(crate) fn executor_count(&self) -> usize {
+        self.executors.len()
+    }
+
+    /// Adds one executor (`capacity` slots) and one executor-manager process with the
+    /// default manager settings (workers, batch size, in-flight limit).
+    pub(crate) async fn add_executor_and_manager(&mut self, capacity: u32) -> anyhow::Result<()> {
+        let workspace =
+            std::env::temp_dir().join(format!("switchyard-bench-{}", Uuid::new_v4().simple()));
+        let env = with(
+            &self.env,
+            &[
+                ("SWITCHYARD_EXECUTOR__CAPACITY", capacity.to_string()),
+                (
+                    "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
+                    workspace.display().to_string(),
+                ),
+            ],
+        );
+        let config: switchyard_executor::Config =
+            config::load_from(None, env).context("executor config")?;
+        config.validate()?;
+        let shutdown = CancellationToken::new();
+        let handle = switchyard_executor::start(config, shutdown.clone())
+            .await
+            .context("executor failed to start")?;
+        self.executors.push(Service { handle, shutdown });
+
+        let config: switchyard_executor_manager::Config =
+            config::load_from(None, self.env.clone()).context("executor-manager config")?;
+        config.validate()?;
+        let shutdown = CancellationToken::new();
+        let handle = switchyard_executor_manager::start(config, shutdown.clone())
+            .await
+            .context("executor-manager failed to start")?;
+        self.managers.push(Service { handle, shutdown });
+        Ok(())
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.gateway_url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Starts a scripted run through the gateway; returns its id.
+    pub(crate) async fn start_run(&self, script: &Value) -> anyhow::Result<Uuid> {
+        let (status, body) = self
+            .post(
+                "/api/runs/start",
+                &json!({
+                    "provider": "scripted",
+                    "prompt": "benchmark",
+                    "providerOptions": {"script": script},
+                }),
+            )
+            .await?;
+        if status != 202 {
+            bail!("starting a run answered {status}: {body}");
+        }
+        body["runId"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .with_context(|| format!("the start response has no run id: {body}"))
+    }
+
+    pub(crate) async fn stop_run(&self, run_id: Uuid) -> anyhow::Result<()> {
+        let (status, body) = self
+            .post(&format!("/api/runs/{run_id}/stop"), &json!({}))
+            .await?;
+        if status != 202 && status != 409 {
+            bail!("stopping run {run_id} answered {status}: {body}");
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn approve(&self, run_id: Uuid) -> anyhow::Result<()> {
+        let (status, body) = self
+            .post(
+                &format!("/api/runs/{run_id}/human-loop/reply"),
+                &json!({"decision": "approve"}),
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            bail!("replying to run {run_id} answered {status}: {body}");
+        }
+        Ok(())
+    }
+
+    /// Starts `count` runs of `script`, `concurrency` requests at a time.
+    pub(crate) async fn start_runs(
+        &self,
+        script: &Value,
+        count: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        use futures::StreamExt as _;
+        futures::stream::iter(0..count)
+            .map(|_| self.start_run(script))
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Stops every run in `ids`, `concurrency` requests at a time.
+    pub(crate) async fn stop_runs(&self, ids: &[Uuid], concurrency: usize) -> anyhow::Result<()> {
+        use futures::StreamExt as _;
+        futures::stream::iter(ids.iter().copied())
+            .map(|id| self.stop_run(id))
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The gateway path of a run's SSE stream.
+    pub(crate) fn stream_path(run_id: Uuid) -> String {
+        format!("/api/runs/{run_id}/stream")
+    }
+
+    /// Stops every service (gateway first, control-plane last) and waits, bounded.
+    pub(crate) async fn shutdown(self) {
+        self.gateway.shutdown.cancel();
+        for service in self.managers.iter().chain(self.executors.iter()) {
+            service.shutdown.cancel();
+        }
+        self.control_plane.shutdown.cancel();
+        let waited = tokio::time::timeout(SHUTDOWN_TIMEOUT, async {
+            let services = std::iter::once(self.gateway)
+                .chain(self.managers)
+                .chain(self.executors)
+                .chain(std::iter::once(self.control_plane));
+            for service in services {
+                let name = service.handle.name;
+                if let Err(e) = service.handle.wait().await {
+                    tracing::warn!(
+                        service = name,
+                        error = format!("{e:#}"),
+                        "service ended with an error"
+                    );
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!("the platform did not shut down within {SHUTDOWN_TIMEOUT:?}");
+        }
+        drop(self.nats_client);
+        drop(self.db);
+        drop(self.nats);
+    }
+}

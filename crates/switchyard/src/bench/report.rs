@@ -1,0 +1,353 @@
+//! The benchmark's results: every figure with the baseline that bounds it, the ratio
+//! and the goal from issue 5, printed as a table and written as JSON.
+//!
+//! A figure either has a measured value or says why it was not measured; nothing in
+//! here is estimated. Ratios are the only arithmetic: value ÷ baseline, both measured in
+//! the same run.
+
+use super::machine::MachineInfo;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// A raw measurement of a part Switchyard stands on (JetStream, Postgres, a bare axum
+/// SSE server), taken in the same run as the figures it bounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baseline {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub value: Option<f64>,
+    pub unit: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_measured: Option<String>,
+    pub details: serde_json::Value,
+}
+
+impl Baseline {
+    pub fn measured(
+        name: &'static str,
+        title: &'static str,
+        value: f64,
+        unit: &'static str,
+        details: serde_json::Value,
+    ) -> Self {
+        Self {
+            name,
+            title,
+            value: Some(value),
+            unit,
+            not_measured: None,
+            details,
+        }
+    }
+
+    pub fn not_measured(
+        name: &'static str,
+        title: &'static str,
+        unit: &'static str,
+        reason: String,
+    ) -> Self {
+        Self {
+            name,
+            title,
+            value: None,
+            unit,
+            not_measured: Some(reason),
+            details: serde_json::Value::Null,
+        }
+    }
+}
+
+/// What a figure should reach.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    /// Reported and explained, no target.
+    Report,
+}
+
+impl Goal {
+    fn met(self, value: f64) -> Option<bool> {
+        match self {
+            Goal::AtLeast(goal) => Some(value >= goal),
+            Goal::AtMost(goal) => Some(value <= goal),
+            Goal::Report => None,
+        }
+    }
+}
+
+/// The baseline a figure is compared with.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineRef {
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// Stable key (JSON consumers, `--only`).
+    pub name: &'static str,
+    /// The `--only` group that measures it.
+    pub group: &'static str,
+    pub title: &'static str,
+    pub value: Option<f64>,
+    pub unit: &'static str,
+    pub baseline: Option<BaselineRef>,
+    /// value ÷ baseline.
+    pub ratio: Option<f64>,
+    pub goal: Goal,
+    /// A second goal on the ratio (events/s must be ≥ 0.7× raw publish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_goal: Option<f64>,
+    pub goal_text: &'static str,
+    pub goal_met: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_measured: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// The static description of a figure; [`Spec::measured`] and [`Spec::not_measured`]
+/// turn it into a result.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub title: &'static str,
+    pub unit: &'static str,
+    pub goal: Goal,
+    pub ratio_goal: Option<f64>,
+    pub goal_text: &'static str,
+}
+
+impl Spec {
+    pub fn measured(
+        &self,
+        value: f64,
+        baseline: Option<&Baseline>,
+        details: serde_json::Value,
+    ) -> Figure {
+        let baseline = baseline.and_then(|b| {
+            b.value.map(|value| BaselineRef {
+                name: b.name,
+                value,
+                unit: b.unit,
+            })
+        });
+        self.measured_against(value, baseline, details)
+    }
+
+    pub fn measured_against(
+        &self,
+        value: f64,
+        baseline: Option<BaselineRef>,
+        details: serde_json::Value,
+    ) -> Figure {
+        let ratio = baseline
+            .as_ref()
+            .filter(|b| b.value > 0.0)
+            .map(|b| value / b.value);
+        let goal_met = match (self.goal.met(value), self.ratio_goal) {
+            (met, None) => met,
+            (met, Some(ratio_goal)) => {
+                let ratio_met = ratio.map(|r| r >= ratio_goal);
+                match (met, ratio_met) {
+                    (Some(a), Some(b)) => Some(a && b),
+                    (Some(false), None) => Some(false),
+                    _ => None,
+                }
+            }
+        };
+        Figure {
+            name: self.name,
+            group: self.group,
+            title: self.title,
+            value: Some(value),
+            unit: self.unit,
+            baseline,
+            ratio,
+            goal: self.goal,
+            ratio_goal: self.ratio_goal,
+            goal_text: self.goal_text,
+            goal_met,
+            not_measured: None,
+            details,
+        }
+    }
+
+    pub fn not_measured(&self, reason: impl Into<String>) -> Figure {
+        Figure {
+            name: self.name,
+            group: self.group,
+            title: self.title,
+            value: None,
+            unit: self.unit,
+            baseline: None,
+            ratio: None,
+            goal: self.goal,
+            ratio_goal: self.ratio_goal,
+            goal_text: self.goal_text,
+            goal_met: None,
+            not_measured: Some(reason.into()),
+            details: serde_json::Value::Null,
+        }
+    }
+}
+
+/// Everything one benchmark run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: &'static str,
+    pub started_at: String,
+    pub duration_secs: f64,
+    pub machine: MachineInfo,
+    pub software: serde_json::Value,
+    pub load_average_at_end: Option<String>,
+    pub baselines: Vec<Baseline>,
+    pub figures: Vec<Figure>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Markdown tables: figures, then baselines, then the reasons for what was not
+    /// measured.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut reasons = Vec::new();
+        out.push_str("| figure | value | baseline | ratio | goal | met |\n");
+        out.push_str("|---|---|---|---|---|---|\n");
+        for figure in &self.figures {
+            let value = match (figure.value, &figure.not_measured) {
+                (Some(v), _) => format!("{} {}", number(v), figure.unit),
+                (None, reason) => {
+                    reasons.push((figure.title, reason.clone().unwrap_or_default()));
+                    format!("not measured [{}]", reasons.len())
+                }
+            };
+            let baseline = figure.baseline.as_ref().map_or_else(
+                || "—".to_owned(),
+                |b| format!("{} {} ({})", number(b.value), b.unit, b.name),
+            );
+            let ratio = figure
+                .ratio
+                .map_or_else(|| "—".to_owned(), |r| format!("{r:.3}"));
+            let met = match figure.goal_met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "—",
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {value} | {baseline} | {ratio} | {} | {met} |",
+                figure.title, figure.goal_text
+            );
+        }
+        out.push_str("\n| baseline | value |\n|---|---|\n");
+        for baseline in &self.baselines {
+            let value = match (baseline.value, &baseline.not_measured) {
+                (Some(v), _) => format!("{} {}", number(v), baseline.unit),
+                (None, reason) => {
+                    reasons.push((baseline.title, reason.clone().unwrap_or_default()));
+                    format!("not measured [{}]", reasons.len())
+                }
+            };
+            let _ = writeln!(
+                out,
+                "| {} (`{}`) | {value} |",
+                baseline.title, baseline.name
+            );
+        }
+        if !reasons.is_empty() {
+            out.push('\n');
+            for (i, (title, reason)) in reasons.iter().enumerate() {
+                let _ = writeln!(out, "[{}] {title}: {reason}", i + 1);
+            }
+        }
+        out
+    }
+}
+
+/// Thousands separators above 100, three significant decimals below.
+pub fn number(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    if value.abs() >= 100.0 {
+        let rounded = value.round() as i64;
+        let digits = rounded.unsigned_abs().to_string();
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        if rounded < 0 {
+            grouped.insert(0, '-');
+        }
+        grouped
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: Spec = Spec {
+        name: "x",
+        group: "g",
+        title: "X",
+        unit: "ops/s",
+        goal: Goal::AtLeast(100.0),
+        ratio_goal: Some(0.5),
+        goal_text: "≥ 100 and ≥ 0.5× raw",
+    };
+
+    #[test]
+    fn numbers_are_readable() {
+        assert_eq!(number(1_234_567.4), "1,234,567");
+        assert_eq!(number(123.6), "124");
+        assert_eq!(number(12.34), "12.3");
+        assert_eq!(number(1.234), "1.23");
+        assert_eq!(number(0.2345), "0.234");
+    }
+
+    #[test]
+    fn both_goals_must_hold() {
+        let raw = Baseline::measured("raw", "Raw", 400.0, "ops/s", serde_json::Value::Null);
+        let met = SPEC.measured(300.0, Some(&raw), serde_json::Value::Null);
+        assert_eq!(met.ratio, Some(0.75));
+        assert_eq!(met.goal_met, Some(true));
+        let slow_ratio = SPEC.measured(150.0, Some(&raw), serde_json::Value::Null);
+        assert_eq!(slow_ratio.goal_met, Some(false));
+        let too_few = SPEC.measured(50.0, None, serde_json::Value::Null);
+        assert_eq!(too_few.goal_met, Some(false));
+        let unknown = SPEC.measured(150.0, None, serde_json::Value::Null);
+        assert_eq!(unknown.goal_met, None);
+    }
+
+    #[test]
+    fn the_table_lists_reasons_for_what_was_not_measured() {
+        let report = Report {
+            mode: "quick",
+            started_at: String::new(),
+            duration_secs: 0.0,
+            machine: MachineInfo::read(),
+            software: serde_json::Value::Null,
+            load_average_at_end: None,
+            baselines: vec![],
+            figures: vec![SPEC.not_measured("no reason to")],
+            notes: vec![],
+        };
+        let table = report.table();
+        assert!(table.contains("| X | not measured [1] |"), "{table}");
+        assert!(table.contains("[1] X: no reason to"), "{table}");
+    }
+}
