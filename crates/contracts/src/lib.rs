@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
+pub mod auth;
 pub mod command;
 pub mod control;
 pub mod dispatch;

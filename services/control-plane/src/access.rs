@@ -25,47 +25,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
 use switchyard_contracts::RunId;
+pub use switchyard_contracts::auth::{
+    APPS_HEADER, INTERNAL_HEADER_PREFIX, PRINCIPAL_HEADER, ROLE_HEADER, Role,
+};
 use switchyard_platform::http::ApiError;
 
 use crate::http::AppState;
 use crate::store;
 
-pub const PRINCIPAL_HEADER: &str = "x-switchyard-principal";
-pub const ROLE_HEADER: &str = "x-switchyard-role";
-/// Comma-separated app ids (app ids never contain commas).
-pub const APPS_HEADER: &str = "x-switchyard-apps";
-
 /// Principal id of callers inside the trust boundary that name no principal.
 pub const INTERNAL_PRINCIPAL: &str = "internal";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Operator,
-    Developer,
-    Viewer,
-}
-
-impl Role {
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "admin" => Some(Role::Admin),
-            "operator" => Some(Role::Operator),
-            "developer" => Some(Role::Developer),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Developer => "developer",
-            Role::Viewer => "viewer",
-        }
-    }
-}
 
 /// The caller of a request, as the gateway authenticated it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,54 +26,17 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+pub use switchyard_contracts::auth::{
+    APPS_HEADER, INTERNAL_HEADER_PREFIX, PRINCIPAL_HEADER, ROLE_HEADER, Role,
+};
 use switchyard_platform::http::ApiError;
 
 use crate::GatewayConfig;
 use crate::control_plane::ControlPlane;
 
-/// Header carrying the authenticated principal's id to the control-plane. Whatever a
-/// client sends under this name is dropped, so the control-plane can trust it.
-pub const PRINCIPAL_HEADER: &str = "x-switchyard-principal";
-/// The principal's role.
-pub const ROLE_HEADER: &str = "x-switchyard-role";
-/// The principal's apps, comma-separated.
-pub const APPS_HEADER: &str = "x-switchyard-apps";
-/// Prefix of every internal header: all of them are dropped from client requests.
-pub const INTERNAL_HEADER_PREFIX: &str = "x-switchyard-";
-
 /// Prefix of the tokens the control-plane issues; other tokens are not worth asking
 /// it about.
 pub const ISSUED_TOKEN_PREFIX: &str = "sy_";
-
-/// What a principal may do; the control-plane enforces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Operator,
-    Developer,
-    Viewer,
-}
-
-impl Role {
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "admin" => Some(Role::Admin),
-            "operator" => Some(Role::Operator),
-            "developer" => Some(Role::Developer),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Developer => "developer",
-            Role::Viewer => "viewer",
-        }
-    }
-}
 
 /// The authenticated caller, stored as a request extension by [`require_principal`].
 #[derive(Debug, Clone, PartialEq, Eq)]
