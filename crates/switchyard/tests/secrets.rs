@@ -6,9 +6,9 @@
 #[path = "e2e/harness.rs"]
 #[allow(dead_code)]
 mod harness;
-#[path = "e2e/providers.rs"]
+#[path = "e2e/provider_support.rs"]
 #[allow(dead_code)]
-mod providers;
+mod provider_support;
 
 use futures::StreamExt;
 use std::io::Write;
@@ -42,7 +42,10 @@ impl Write for LogWriter {
 }
 
 fn assert_clean(place: &str, text: &str) {
-    for secret in [providers::OPENAI_SECRET, providers::ANTHROPIC_SECRET] {
+    for secret in [
+        provider_support::OPENAI_SECRET,
+        provider_support::ANTHROPIC_SECRET,
+    ] {
         assert!(
             !text.contains(secret),
             "a credential value leaked into {place}"
@@ -53,7 +56,7 @@ fn assert_clean(place: &str, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_credential_value_reaches_nats_events_logs_or_api_responses() {
     let logs = captured_logs().clone();
-    let (h, fake, _dir) = providers::platform_with_clis().await;
+    let (h, fake, _dir) = provider_support::platform_with_clis().await;
 
     // Everything published on any subject, as an eavesdropper on the bus sees it.
     let tap = async_nats::connect(h.nats.url()).await.unwrap();
@@ -74,15 +77,15 @@ async fn no_credential_value_reaches_nats_events_logs_or_api_responses() {
 
     let mut api_text = String::new();
     for provider in ["codex-app-server", "claude-code", "opencode"] {
-        let app = providers::register(&h, &fake, provider).await;
-        let events = providers::tool_turn(&h, &app, provider).await;
+        let app = provider_support::register(&h, &fake, provider).await;
+        let events = provider_support::tool_turn(&h, &app, provider).await;
         api_text.push_str(&serde_json::to_string(&events).unwrap());
     }
     // The fake model did receive the keys: the scan is looking for values that exist.
     let requests = fake.requests();
     let keys: Vec<&str> = requests.iter().filter_map(|r| r.api_key()).collect();
-    assert!(keys.contains(&providers::OPENAI_SECRET));
-    assert!(keys.contains(&providers::ANTHROPIC_SECRET));
+    assert!(keys.contains(&provider_support::OPENAI_SECRET));
+    assert!(keys.contains(&provider_support::ANTHROPIC_SECRET));
 
     for path in [
         "/api/runs?limit=500",

@@ -8,6 +8,7 @@ mod control;
 mod garbage;
 mod harness;
 mod lifecycle;
+mod provider_support;
 mod providers;
 mod queueing;
 mod rbac;
