@@ -77,7 +77,7 @@ pub struct TimeoutTemplate {
 /// The `executor-manager` consumer's `ack_wait` (nats/consumers). A dispatch attempt
 /// sends an in-progress ack first, so one attempt must fit well inside it or the
 /// command is redelivered to another worker while it is still being dispatched.
-const CONSUMER_ACK_WAIT_MS: u64 = 30_000;
+const CONSUMER_ACK_WAIT_MS: u64 = 10_000;
 
 impl ExecutorManagerSettings {
     pub fn dispatch_timeout(&self) -> Duration {

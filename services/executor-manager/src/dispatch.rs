@@ -230,12 +230,16 @@ impl Dispatcher {
                         return Outcome::Ack;
                     }
                     DispatchOutcome::Conflict => {
+                        // The log moved past our position: another executor took the run,
+                        // or another worker claimed it again after a redelivery (and may
+                        // itself be answered `conflict`). Only the log can tell which:
+                        // the next delivery reads it and acks once the run is dispatched.
                         tracing::info!(
                             %executor_id,
                             message = reply.message.as_deref().unwrap_or(""),
-                            "executor reports the run's history moved on; dropping the command"
+                            "executor reports the run's history moved on; reading it again"
                         );
-                        return Outcome::Ack;
+                        return Outcome::Retry(FENCED_RETRY_DELAY);
                     }
                     DispatchOutcome::Full | DispatchOutcome::Draining => {
                         tracing::debug!(%executor_id, outcome = ?reply.outcome, "executor declined; trying the next one");

@@ -98,8 +98,15 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
     if executor.runs.is_draining() {
         return DispatchReply::new(DispatchOutcome::Draining);
     }
-    if let Some(acceptance) = executor.runs.acceptance_of(&run_id) {
-        return existing_reply(runs::settled(acceptance).await);
+    // A request for a run being admitted here waits for that admission. If it was
+    // rejected, that verdict was about the earlier request's position, not this one's
+    // (a newer claim moved the log on): its slot is free again, so judge this request
+    // on its own.
+    while let Some(acceptance) = executor.runs.acceptance_of(&run_id) {
+        match runs::settled(acceptance).await {
+            Acceptance::Rejected(_) => continue,
+            settled => return existing_reply(settled),
+        }
     }
     let Some(provider) = executor
         .providers
@@ -116,6 +123,8 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
     };
     let ticket = match executor.runs.admit(run_id) {
         Admission::Admitted(ticket) => ticket,
+        // Raced with another request for the run: answer like it, or, if it was
+        // rejected, let the manager retry (a conflict makes it read the log again).
         Admission::Existing(acceptance) => return existing_reply(runs::settled(acceptance).await),
         Admission::Full => {
             return DispatchReply::with_message(
