@@ -9,6 +9,9 @@ pub const PRINCIPAL_HEADER: &str = "x-switchyard-principal";
 pub const ROLE_HEADER: &str = "x-switchyard-role";
 /// The principal's apps, comma-separated (app ids never contain commas).
 pub const APPS_HEADER: &str = "x-switchyard-apps";
+/// The shared secret that proves a request to the control-plane comes from a gateway
+/// (`control_plane.internal_token` / `gateway.control_plane_token`).
+pub const INTERNAL_TOKEN_HEADER: &str = "x-switchyard-internal-token";
 
 /// What a principal may do; the control-plane enforces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -30,10 +30,19 @@ impl Platform {
 /// Loads every service's config and starts them in dependency order: the
 /// control-plane (migrations, streams), executor, executor-manager, gateway.
 pub async fn start(shutdown: CancellationToken) -> anyhow::Result<Platform> {
-    let control_plane: switchyard_control_plane::Config = config::load()?;
+    let mut control_plane: switchyard_control_plane::Config = config::load()?;
     let executor: switchyard_executor::Config = config::load()?;
     let manager: switchyard_executor_manager::Config = config::load()?;
-    let gateway: switchyard_gateway::Config = config::load()?;
+    let mut gateway: switchyard_gateway::Config = config::load()?;
+    // In one process the gateway is the only legitimate caller of the control-plane:
+    // lock the control-plane's port to it with a fresh secret unless one is configured.
+    if control_plane.control_plane.internal_token.is_none()
+        && gateway.gateway.control_plane_token.is_none()
+    {
+        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        control_plane.control_plane.internal_token = Some(secret.clone().into());
+        gateway.gateway.control_plane_token = Some(secret.into());
+    }
     switchyard_platform::telemetry::init(&gateway.telemetry);
     control_plane.validate()?;
     executor.validate()?;

@@ -155,15 +155,36 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Whether the request carries the configured internal token. Both sides are hashed
+/// first so the comparison takes the same time whatever the guess.
+fn internal_token_matches(headers: &axum::http::HeaderMap, expected: &secrecy::SecretString) -> bool {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let Some(given) = headers.get(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER) else {
+        return false;
+    };
+    let given = Sha256::digest(given.as_bytes());
+    let wanted = Sha256::digest(expected.expose_secret().as_bytes());
+    given.iter().zip(wanted.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 /// Middleware in front of the whole API: identifies the caller, hides runs they may
 /// not see (404 whatever the sub-resource — stream lookup, stop, human-loop), keeps
 /// viewers read-only and principal management to admins. Per-handler checks add what
 /// depends on the body (the app a run starts in, listing filters).
 pub async fn enforce(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(request).await;
+    }
+    if let Some(expected) = &state.settings.internal_token
+        && !internal_token_matches(request.headers(), expected)
+    {
+        return ApiError::unauthorized("only a gateway may call the control-plane").into_response();
+    }
     let Some(actor) = Actor::from_headers(request.headers()) else {
         return ApiError::unauthorized("the principal headers are not valid").into_response();
     };
-    let path = request.uri().path().to_owned();
     if !path.starts_with("/api/") {
         // Health routes and the gateway's internal endpoints.
         return next.run(request).await;

@@ -40,6 +40,11 @@ pub struct ControlPlaneSettings {
     pub request_timeout_ms: u64,
     /// Period of the reconciler's passes (runs of lost executors, lost commands).
     pub reconcile_interval_ms: u64,
+    /// When set, every API request must carry it in `x-switchyard-internal-token`: only
+    /// gateways (configured with the same `gateway.control_plane_token`) may call the
+    /// control-plane and assert who the caller is. Unset: the control-plane trusts
+    /// whoever reaches its (internal) address.
+    pub internal_token: Option<secrecy::SecretString>,
 }
 
 impl Default for ControlPlaneSettings {
@@ -53,6 +58,7 @@ impl Default for ControlPlaneSettings {
             stream_url_base: "/api/runs".to_owned(),
             request_timeout_ms: 30_000,
             reconcile_interval_ms: 5_000,
+            internal_token: None,
         }
     }
 }

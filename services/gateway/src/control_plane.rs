@@ -64,7 +64,16 @@ impl ControlPlane {
     pub fn new(config: &GatewayConfig) -> anyhow::Result<Self> {
         let base_url = Self::parse_base_url(&config.control_plane_url)
             .map_err(|p| anyhow::anyhow!("gateway.control_plane_url {p}"))?;
+        let mut internal = reqwest::header::HeaderMap::new();
+        if let Some(token) = &config.control_plane_token {
+            use secrecy::ExposeSecret;
+            let mut value = reqwest::header::HeaderValue::from_str(token.expose_secret())
+                .map_err(|_| anyhow::anyhow!("gateway.control_plane_token is not a valid header value"))?;
+            value.set_sensitive(true);
+            internal.insert(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(internal)
             .timeout(config.upstream_timeout())
             .connect_timeout(config.upstream_timeout().min(Duration::from_secs(5)))
             // The control-plane is an internal peer: never route it through a proxy taken

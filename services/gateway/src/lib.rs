@@ -68,6 +68,9 @@ pub struct GatewayConfig {
     pub token_cache_secs: u64,
     /// Most tokens cached at once.
     pub token_cache_max_entries: usize,
+    /// Sent to the control-plane with every request (`x-switchyard-internal-token`);
+    /// must equal its `control_plane.internal_token`.
+    pub control_plane_token: Option<SecretString>,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +86,7 @@ impl Default for GatewayConfig {
             max_streams_per_token: 1000,
             token_cache_secs: 30,
             token_cache_max_entries: 10_000,
+            control_plane_token: None,
         }
     }
 }

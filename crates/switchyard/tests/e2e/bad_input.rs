@@ -104,6 +104,29 @@ async fn bad_requests_get_the_documented_status_and_code() {
     let b: Value = response.json().await.unwrap();
     assert_eq!(code(&b), "unauthorized");
 
+    // The control-plane only answers gateways: a direct call, even with principal
+    // headers claiming admin, is refused without the internal token.
+    let cp = format!("http://{}", h.control_plane.handle.http_addr.unwrap());
+    let direct = h
+        .http
+        .get(format!("{cp}/api/runs"))
+        .header("x-switchyard-principal", "intruder")
+        .header("x-switchyard-role", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status().as_u16(), 401);
+    let wrong = h
+        .http
+        .get(format!("{cp}/api/runs"))
+        .header("x-switchyard-internal-token", "guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let health = h.http.get(format!("{cp}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
     // The platform is still healthy after all that.
     let response = h.http.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);

@@ -13,6 +13,8 @@ use switchyard_test_support::{NatsServer, TestDb};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) const TOKEN: &str = "e2e-admin-token";
+/// The gateway ↔ control-plane secret: only gateways may call the control-plane.
+pub(crate) const INTERNAL_TOKEN: &str = "e2e-internal-token-4d7f1a";
 /// Upper bound for anything a test waits for; generous for a loaded 2-core CI machine.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -56,6 +58,8 @@ impl Harness {
             ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
             ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
             ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", TOKEN.to_owned()),
+            ("SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
+            ("SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN", INTERNAL_TOKEN.to_owned()),
             ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
             (
                 "SWITCHYARD_EXECUTOR_MANAGER__LISTEN",
