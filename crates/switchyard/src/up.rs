@@ -39,7 +39,11 @@ pub async fn start(shutdown: CancellationToken) -> anyhow::Result<Platform> {
     if control_plane.control_plane.internal_token.is_none()
         && gateway.gateway.control_plane_token.is_none()
     {
-        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         control_plane.control_plane.internal_token = Some(secret.clone().into());
         gateway.gateway.control_plane_token = Some(secret.into());
     }

@@ -157,7 +157,10 @@ fn percent_decode(segment: &str) -> Option<String> {
 
 /// Whether the request carries the configured internal token. Both sides are hashed
 /// first so the comparison takes the same time whatever the guess.
-fn internal_token_matches(headers: &axum::http::HeaderMap, expected: &secrecy::SecretString) -> bool {
+fn internal_token_matches(
+    headers: &axum::http::HeaderMap,
+    expected: &secrecy::SecretString,
+) -> bool {
     use secrecy::ExposeSecret;
     use sha2::{Digest, Sha256};
     let Some(given) = headers.get(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER) else {
@@ -165,7 +168,11 @@ fn internal_token_matches(headers: &axum::http::HeaderMap, expected: &secrecy::S
     };
     let given = Sha256::digest(given.as_bytes());
     let wanted = Sha256::digest(expected.expose_secret().as_bytes());
-    given.iter().zip(wanted.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given
+        .iter()
+        .zip(wanted.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// Middleware in front of the whole API: identifies the caller, hides runs they may

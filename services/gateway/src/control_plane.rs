@@ -67,8 +67,10 @@ impl ControlPlane {
         let mut internal = reqwest::header::HeaderMap::new();
         if let Some(token) = &config.control_plane_token {
             use secrecy::ExposeSecret;
-            let mut value = reqwest::header::HeaderValue::from_str(token.expose_secret())
-                .map_err(|_| anyhow::anyhow!("gateway.control_plane_token is not a valid header value"))?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(token.expose_secret()).map_err(|_| {
+                    anyhow::anyhow!("gateway.control_plane_token is not a valid header value")
+                })?;
             value.set_sensitive(true);
             internal.insert(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER, value);
         }
