@@ -65,12 +65,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     database::migrate(&pool).await?;
 
     let publisher = Arc::new(outbox::Publisher::new(js.clone(), events.clone()));
+    // Our own token, so that a failed HTTP server stops this service's tasks without
+    // cancelling the caller's (other services may share it in `switchyard up`).
+    let shutdown = shutdown.child_token();
+    let (cleaner, clean_task) = outbox::Cleaner::new(pool.clone(), shutdown.clone());
     let state = http::AppState {
         pool: pool.clone(),
         js: js.clone(),
         runs: Arc::new(runs::Runs::new(
             pool.clone(),
             publisher.clone(),
+            cleaner,
             settings.clone(),
             config.nats.request_timeout(),
         )),
@@ -90,10 +95,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let http_addr = listener.local_addr()?;
     tracing::info!(%http_addr, "control-plane listening");
 
-    // Our own token, so that a failed HTTP server stops this service's tasks without
-    // cancelling the caller's (other services may share it in `switchyard up`).
-    let shutdown = shutdown.child_token();
     let tracker = TaskTracker::new();
+    tracker.spawn(clean_task);
     tracker.spawn(projector::Projector::new(js.clone(), pool.clone()).run(shutdown.clone()));
     tracker.spawn(outbox::sweep_loop(
         pool.clone(),

@@ -3,6 +3,10 @@
 //! republishes entries whose publication did not finish (a crash between commit and
 //! publish, NATS down), so an accepted run is never lost.
 //!
+//! The delete is off the start request's path: the [`Cleaner`] deletes published
+//! entries in the background, many per statement. An entry whose delete is lost (a
+//! crash, a full queue) is republished by the sweeper, which is harmless (below).
+//!
 //! Every step is idempotent: `run.queued` is appended at position (1, 0), so a second
 //! append is rejected as fenced (or deduplicated by its message id), and the command
 //! carries `Nats-Msg-Id = <run_id>`, deduplicated by RUN_COMMANDS' 10-minute window.
@@ -18,11 +22,77 @@ use std::time::Duration;
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::{RunEventKind, subjects};
 use switchyard_platform::events::{EventLog, EventLogError};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 /// Entries republished per sweep transaction.
 const SWEEP_BATCH: i64 = 100;
+/// Published entries waiting for their delete; past this the sweeper gets the rest.
+const CLEAN_QUEUE: usize = 8192;
+/// Entries deleted per statement.
+const CLEAN_BATCH: usize = 512;
+
+/// Deletes published outbox entries in the background, in batches. Cheap to clone.
+#[derive(Clone)]
+pub struct Cleaner {
+    tx: mpsc::Sender<i64>,
+}
+
+impl Cleaner {
+    /// The handle and the task to spawn; the task deletes what is queued until
+    /// `shutdown`, then once more what was queued by then.
+    pub fn new(
+        pool: PgPool,
+        shutdown: CancellationToken,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = mpsc::channel(CLEAN_QUEUE);
+        (Self { tx }, clean_loop(pool, rx, shutdown))
+    }
+
+    /// Queues the delete of a published entry. Never waits: a full queue or a stopped
+    /// task leaves the entry to the sweeper.
+    pub fn published(&self, outbox_id: i64) {
+        if self.tx.try_send(outbox_id).is_err() {
+            tracing::debug!(
+                outbox_id,
+                "outbox cleaner is busy or stopped; the sweeper removes the entry"
+            );
+        }
+    }
+}
+
+async fn clean_loop(pool: PgPool, mut rx: mpsc::Receiver<i64>, shutdown: CancellationToken) {
+    let mut ids = Vec::with_capacity(CLEAN_BATCH);
+    loop {
+        let received = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut ids, CLEAN_BATCH) => n,
+            () = shutdown.cancelled() => {
+                rx.close();
+                while let Some(id) = rx.recv().await {
+                    ids.push(id);
+                }
+                delete(&pool, &mut ids).await;
+                return;
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        delete(&pool, &mut ids).await;
+    }
+}
+
+async fn delete(pool: &PgPool, ids: &mut Vec<i64>) {
+    for chunk in ids.chunks(CLEAN_BATCH) {
+        if let Err(e) = store::outbox::delete_many(pool, chunk).await {
+            // Harmless: the sweeper republishes them, and both streams deduplicate.
+            tracing::warn!(error = %e, entries = chunk.len(), "could not delete published outbox entries");
+        }
+    }
+    ids.clear();
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

@@ -6,7 +6,7 @@
 use crate::access::Actor;
 use crate::config::ControlPlaneSettings;
 use crate::conversations::{self, Conversation};
-use crate::outbox::Publisher;
+use crate::outbox::{Cleaner, Publisher};
 use crate::store::{self, StoreError};
 use chrono::Utc;
 use serde_json::{Map, Value};
@@ -222,6 +222,7 @@ pub fn validate_request(
 pub struct Runs {
     pool: PgPool,
     publisher: Arc<Publisher>,
+    cleaner: Cleaner,
     settings: Arc<ControlPlaneSettings>,
     /// Bound on the inline publication; past it the sweeper finishes the job.
     publish_timeout: Duration,
@@ -231,12 +232,14 @@ impl Runs {
     pub fn new(
         pool: PgPool,
         publisher: Arc<Publisher>,
+        cleaner: Cleaner,
         settings: Arc<ControlPlaneSettings>,
         publish_timeout: Duration,
     ) -> Self {
         Self {
             pool,
             publisher,
+            cleaner,
             settings,
             publish_timeout,
         }
@@ -428,12 +431,8 @@ impl Runs {
     /// sweeper; any failure (or a slow NATS) leaves the entry to the sweeper.
     async fn publish_now(&self, entry: &store::outbox::OutboxEntry) {
         match tokio::time::timeout(self.publish_timeout, self.publisher.publish(entry)).await {
-            Ok(Ok(())) => {
-                if let Err(e) = store::outbox::delete(&self.pool, entry.id).await {
-                    // Harmless: the sweeper republishes, and both streams deduplicate.
-                    tracing::warn!(error = %e, "published, but could not delete the outbox entry");
-                }
-            }
+            // Deleted in the background: a second commit here would delay the answer.
+            Ok(Ok(())) => self.cleaner.published(entry.id),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "publication failed; the outbox sweeper will retry");
             }

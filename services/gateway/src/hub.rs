@@ -14,8 +14,8 @@
 //! reading it. The task also stops by itself after the terminal event (nothing follows
 //! it), and at gateway shutdown.
 //!
-//! The feed keeps the run's whole history (no trimming), so memory per watched run is
-//! the size of its events. Events are stored in `seq` order without duplicates; a
+//! The feed keeps the run's whole history (no trimming) as encoded SSE frames (see
+//! [`crate::frames`]), so memory per watched run is about the size of its events. Events are stored in `seq` order without duplicates; a
 //! client that finds a gap between the `seq` it expects and the next stored one — the
 //! stream's retention removed the run's early events, or an event was deleted — gets an
 //! explicit [`FeedItem::Reset`] first, never a silent skip.
@@ -34,6 +34,8 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_platform::events::{EventLog, EventLogError, StoredEvent};
+
+use crate::frames::FeedEvent;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -74,8 +76,9 @@ pub struct RunFeed {
 /// What the tail task has stored so far.
 #[derive(Default)]
 struct FeedState {
-    /// Strictly increasing `seq`.
-    events: Vec<Arc<StoredEvent>>,
+    /// Strictly increasing `seq`, each with its SSE frame already encoded (once, for
+    /// every subscriber).
+    events: Vec<Arc<FeedEvent>>,
     /// The terminal event is the last entry of `events`; nothing will follow.
     finished: bool,
 }
@@ -83,7 +86,7 @@ struct FeedState {
 /// What a client is sent next.
 #[derive(Debug, Clone)]
 pub enum FeedItem {
-    Event(Arc<StoredEvent>),
+    Event(Arc<FeedEvent>),
     /// The events from `expected_seq` up to `first_available_seq - 1` are gone from the
     /// stream (retention or deletion); the next event is `first_available_seq`.
     Reset {
@@ -234,20 +237,20 @@ impl Subscription {
     }
 
     /// Up to [`MAX_BATCH`] stored events from the client's position on.
-    fn take_events(&mut self) -> (Vec<Arc<StoredEvent>>, bool) {
+    fn take_events(&mut self) -> (Vec<Arc<FeedEvent>>, bool) {
         let state = self.state.borrow_and_update();
         let rest = state.events.get(self.next_index..).unwrap_or_default();
         // History is in `seq` order, so skipping what precedes the cursor is a search.
-        let start = rest.partition_point(|e| e.header.seq < self.expected_seq);
+        let start = rest.partition_point(|e| e.seq < self.expected_seq);
         let batch: Vec<_> = rest[start..].iter().take(MAX_BATCH).cloned().collect();
         self.next_index += start + batch.len();
         (batch, state.finished)
     }
 
-    fn with_resets(&mut self, events: Vec<Arc<StoredEvent>>) -> Vec<FeedItem> {
+    fn with_resets(&mut self, events: Vec<Arc<FeedEvent>>) -> Vec<FeedItem> {
         let mut items = Vec::with_capacity(events.len());
         for event in events {
-            let seq = event.header.seq;
+            let seq = event.seq;
             if seq > self.expected_seq {
                 tracing::warn!(
                     run_id = %self.feed.run_id,
@@ -261,7 +264,7 @@ impl Subscription {
                 });
             }
             self.expected_seq = seq + 1;
-            let terminal = event.header.is_terminal();
+            let terminal = event.terminal;
             items.push(FeedItem::Event(event));
             if terminal {
                 self.done = true;
@@ -335,8 +338,10 @@ impl Writer {
         }
         self.last_seq = event.header.seq;
         let terminal = event.header.is_terminal();
+        // Encoded outside the watch's lock; the payload is not kept, only the frame.
+        let event = FeedEvent::new(&event);
         self.tx.send_modify(|state| {
-            state.events.push(Arc::new(event));
+            state.events.push(event);
             state.finished = terminal;
         });
         terminal
@@ -479,7 +484,7 @@ mod tests {
         {
             for item in items {
                 match item {
-                    FeedItem::Event(e) => seqs.push(e.header.seq),
+                    FeedItem::Event(e) => seqs.push(e.seq),
                     FeedItem::Reset { .. } => panic!("unexpected reset"),
                 }
             }
@@ -543,7 +548,7 @@ mod tests {
         let (tx, rx) = watch::channel(FeedState::default());
         let run_id = uuid::Uuid::now_v7();
         let event = |seq: u64, event_type: &str| {
-            Arc::new(StoredEvent {
+            FeedEvent::new(&StoredEvent {
                 stream_seq: seq * 10,
                 header: switchyard_contracts::event::RunEventHeader {
                     run_id,
@@ -578,7 +583,7 @@ mod tests {
         let summary: Vec<String> = items
             .iter()
             .map(|i| match i {
-                FeedItem::Event(e) => e.header.seq.to_string(),
+                FeedItem::Event(e) => e.seq.to_string(),
                 FeedItem::Reset {
                     expected_seq,
                     first_available_seq,

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod control_plane;
+pub mod frames;
 pub mod hub;
 pub mod proxy;
 pub mod quota;

@@ -17,22 +17,27 @@
 //! with RBAC, whether the principal may read it). The events themselves come from the
 //! [`Hub`](crate::hub::Hub), never from the control-plane.
 
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_platform::http::ApiError;
-use switchyard_platform::sse::{self, Cursor};
+use switchyard_platform::sse::Cursor;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::control_plane::RunLookup;
-use crate::hub::FeedItem;
+use crate::frames::{self, KEEP_ALIVE};
+use crate::hub::{FeedItem, Subscription};
+use crate::quota::StreamPermit;
 use crate::routes::AppState;
 
 /// SSE event name of the "history is missing" notice.
@@ -97,7 +102,16 @@ async fn open_stream(
         )
     })?;
 
-    let status = match state.control_plane.lookup_run(run_id, &principal).await {
+    // A resume needs the run's last event (to answer 204 past the terminal one): read
+    // it while the control-plane answers. Nothing of it is sent before the lookup
+    // allowed the principal to read the run.
+    let (lookup, last) = tokio::join!(state.control_plane.lookup_run(run_id, &principal), async {
+        match cursor {
+            Some(_) => Some(state.log.last(run_id).await),
+            None => None,
+        }
+    });
+    let status = match lookup {
         Ok(RunLookup::Found { status }) => status,
         Ok(RunLookup::NotFound) => {
             return Err(ApiError::new(
@@ -121,11 +135,14 @@ async fn open_stream(
         }
     };
 
-    let last = state
-        .log
-        .last(run_id)
-        .await
-        .map_err(|e| ApiError::unavailable("run events are unavailable; retry later", e))?;
+    // A new stream of a live run needs no last event: that read (a round trip) is only
+    // made when its answer can change the response.
+    let last = match last {
+        Some(read) => read,
+        None if status.is_some_and(|s| s.is_terminal()) => state.log.last(run_id).await,
+        None => Ok(None),
+    }
+    .map_err(|e| ApiError::unavailable("run events are unavailable; retry later", e))?;
     match (&last, cursor) {
         (Some(last), Some(cursor))
             if last.header.is_terminal() && cursor.seq >= last.header.seq =>
@@ -145,43 +162,85 @@ async fn open_stream(
 
     let after_seq = cursor.map_or(0, |c| c.seq);
     tracing::debug!(run_id = %run_id, after_seq, "streaming run events");
-    let subscription = state.hub.subscribe(run_id, after_seq);
-    // The permit travels with the body: it is released when the stream ends or the
-    // client goes away and hyper drops the body.
-    let frames = futures::stream::unfold(
-        (subscription, permit),
-        |(mut subscription, permit)| async move {
-            let items = subscription.next_batch().await?;
-            Some((items, (subscription, permit)))
-        },
-    )
-    .flat_map(|items| {
-        futures::stream::iter(
-            items
-                .into_iter()
-                .map(|item| Ok::<_, Infallible>(frame(item))),
-        )
-    });
-
-    let mut response = Sse::new(frames)
-        .keep_alive(KeepAlive::new().interval(state.keep_alive))
-        .into_response();
-    // Reverse proxies (nginx) must not buffer the stream.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    let connection = Connection {
+        subscription: state.hub.subscribe(run_id, after_seq),
+        _permit: permit,
+        idle: Box::pin(tokio::time::sleep(state.keep_alive)),
+        keep_alive: state.keep_alive,
+    };
+    let body = Body::from_stream(futures::stream::unfold(connection, Connection::next));
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        // Reverse proxies (nginx) must not buffer the stream.
+        (
+            header::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ];
+    Ok((headers, body).into_response())
 }
 
-fn frame(item: FeedItem) -> Event {
+/// What one SSE connection holds while it is open: its read position in the run's
+/// feed, its stream quota permit (released when hyper drops the body: the stream ended
+/// or the client went away) and the keep-alive timer.
+struct Connection {
+    subscription: Subscription,
+    _permit: StreamPermit,
+    idle: Pin<Box<Sleep>>,
+    keep_alive: Duration,
+}
+
+impl Connection {
+    /// The next bytes to write: the feed's shared frames, or a keep-alive comment after
+    /// `keep_alive` without any. `None` ends the body.
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+        let bytes = tokio::select! {
+            biased;
+            items = self.subscription.next_batch() => batch_bytes(items?),
+            () = self.idle.as_mut() => KEEP_ALIVE,
+        };
+        // Extending a pending deadline does not touch tokio's timer wheel.
+        self.idle.as_mut().reset(Instant::now() + self.keep_alive);
+        Some((Ok(bytes), self))
+    }
+}
+
+/// One batch as one body chunk. A single event (the live case) is its shared frame
+/// itself; a longer batch (catching up, replay) is copied into one buffer so hyper
+/// writes one chunk instead of one per event.
+fn batch_bytes(items: Vec<FeedItem>) -> Bytes {
+    if let [FeedItem::Event(event)] = items.as_slice() {
+        return event.frame.clone();
+    }
+    let size = items
+        .iter()
+        .map(|item| match item {
+            FeedItem::Event(event) => event.frame.len(),
+            FeedItem::Reset { .. } => 96,
+        })
+        .sum();
+    let mut buf = BytesMut::with_capacity(size);
+    for item in items {
+        buf.extend_from_slice(&frame(item));
+    }
+    buf.freeze()
+}
+
+fn frame(item: FeedItem) -> Bytes {
     match item {
-        FeedItem::Event(event) => sse::frame(&event),
+        FeedItem::Event(event) => event.frame.clone(),
         // No `id:`: the client's last id stays the last event it really received.
         FeedItem::Reset {
             expected_seq,
             first_available_seq,
-        } => Event::default().event(RESET_EVENT).data(
-            serde_json::json!({
+        } => frames::encode(
+            None,
+            RESET_EVENT,
+            &serde_json::json!({
                 "expectedSeq": expected_seq,
                 "firstAvailableSeq": first_available_seq,
             })
