@@ -203,6 +203,7 @@ pub fn with_common_layers(router: Router, timeout: Duration) -> Router {
     router
         .fallback(not_found_fallback)
         .layer(middleware::map_response(method_not_allowed_as_json))
+        .layer(middleware::from_fn(close_after_refused_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
@@ -210,6 +211,28 @@ pub fn with_common_layers(router: Router, timeout: Duration) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+/// An error answered to a request that carried a body may have left part of that body
+/// unread (a 413, a 401 before the body was looked at), and then the server closes the
+/// connection. Say so with `Connection: close`: otherwise a client that pools
+/// connections may send its next request on one that is about to close and get no
+/// answer at all.
+async fn close_after_refused_body(request: Request, next: middleware::Next) -> Response {
+    let has_body = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|len| len.trim() != "0")
+        || request.headers().contains_key(axum::http::header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn method_not_allowed_as_json(response: Response) -> Response {
