@@ -69,6 +69,9 @@ pub struct GatewayConfig {
     pub token_cache_secs: u64,
     /// Most tokens cached at once.
     pub token_cache_max_entries: usize,
+    /// New SSE connections a token may open per minute (a token bucket, so short bursts
+    /// of up to this many are fine); 0 = no limit. 429 `stream_rate_limited` above it.
+    pub stream_opens_per_minute: u32,
     /// Sent to the control-plane with every request (`x-switchyard-internal-token`);
     /// must equal its `control_plane.internal_token`.
     pub control_plane_token: Option<SecretString>,
@@ -87,6 +90,7 @@ impl Default for GatewayConfig {
             max_streams_per_token: 1000,
             token_cache_secs: 30,
             token_cache_max_entries: 10_000,
+            stream_opens_per_minute: 600,
             control_plane_token: None,
         }
     }
@@ -183,7 +187,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         control_plane: control_plane.clone(),
         hub,
         log,
-        quota: quota::StreamQuota::new(gateway.max_streams_per_token),
+        quota: quota::StreamQuota::new(
+            gateway.max_streams_per_token,
+            gateway.stream_opens_per_minute,
+        ),
         keep_alive: gateway.keep_alive(),
     };
     let router = routes::router(state, &gateway, client.clone());

@@ -37,7 +37,7 @@ use crate::auth::Principal;
 use crate::control_plane::RunLookup;
 use crate::frames::{self, KEEP_ALIVE};
 use crate::hub::{FeedItem, Subscription};
-use crate::quota::StreamPermit;
+use crate::quota::{QuotaExceeded, StreamPermit};
 use crate::routes::AppState;
 
 /// SSE event name of the "history is missing" notice.
@@ -95,11 +95,11 @@ async fn open_stream(
     cursor: Option<Cursor>,
 ) -> Result<Response, ApiError> {
     let permit = state.quota.acquire(&principal.id).map_err(|e| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
-            e.to_string(),
-        )
+        let code = match e {
+            QuotaExceeded::Concurrent { .. } => "too_many_streams",
+            QuotaExceeded::Rate { .. } => "stream_rate_limited",
+        };
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, e.to_string())
     })?;
 
     // A resume needs the run's last event (to answer 204 past the terminal one): read

@@ -249,6 +249,24 @@ async fn streams_per_token_are_limited_and_released_when_clients_leave() {
 }
 
 #[tokio::test]
+async fn opening_streams_too_fast_is_refused_per_token() {
+    let h = Harness::start_with(|g| g.stream_opens_per_minute = 2).await;
+    let run_id = h.new_run();
+    let mut position = EventPosition::EMPTY;
+    h.append(run_id, &mut position, vec![queued(), completed()])
+        .await;
+    for _ in 0..2 {
+        let response = h.stream(run_id, None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(seqs(&SseReader::new(response).rest().await), [1, 2]);
+    }
+    // Both earlier streams have ended: it is the opening rate, not the open count.
+    let third = h.stream(run_id, None).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error_code(third).await, "stream_rate_limited");
+}
+
+#[tokio::test]
 async fn a_nats_restart_does_not_lose_or_repeat_events() {
     let mut h = Harness::start().await;
     let run_id = h.new_run();

@@ -73,6 +73,10 @@ impl BenchPlatform {
                 "SWITCHYARD_GATEWAY__MAX_STREAMS_PER_TOKEN",
                 "1000000".to_owned(),
             ),
+            (
+                "SWITCHYARD_GATEWAY__STREAM_OPENS_PER_MINUTE",
+                "0".to_owned(),
+            ),
             ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
             (
                 "SWITCHYARD_EXECUTOR_MANAGER__LISTEN",

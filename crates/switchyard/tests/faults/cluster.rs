@@ -226,6 +226,12 @@ impl Cluster {
             with(&[
                 ("SWITCHYARD_GATEWAY__LISTEN", format!("127.0.0.1:{gw_port}")),
                 ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", TOKEN.to_owned()),
+                // Every reader shares one token and reconnects after each fault: the
+                // per-token opening rate is not what this suite is about.
+                (
+                    "SWITCHYARD_GATEWAY__STREAM_OPENS_PER_MINUTE",
+                    "0".to_owned(),
+                ),
                 (
                     "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL",
                     format!("http://127.0.0.1:{cp_port}"),
