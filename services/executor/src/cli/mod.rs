@@ -19,7 +19,14 @@ pub use process::{CliCommand, CliProcess, SpawnError};
 pub use workdirs::{ConversationState, WorkDirs};
 
 use crate::settings::ExecutorSettings;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// A CLI run that may spawn: where the binary is and the credential values to pass.
+pub struct Preflight {
+    pub program: PathBuf,
+    pub credentials: Vec<(String, secrecy::SecretString)>,
+}
 
 /// What the CLI adapters share: built once at executor start.
 #[derive(Debug, Clone)]
@@ -71,6 +78,34 @@ impl CliEnv {
             stop_grace: Duration::from_millis(500),
         }
     }
+
+    /// What every CLI run checks before it spawns anything: its credentials resolve
+    /// (else `auth_missing`, naming the variables, never a value) and its binary is
+    /// installed (else `binary_missing`, naming where it looked).
+    pub fn preflight(
+        &self,
+        program: &str,
+        credential_env: &[String],
+    ) -> Result<Preflight, crate::provider::ProviderOutcome> {
+        use switchyard_contracts::FailureReason;
+        let credentials = self.credentials.resolve(credential_env).map_err(|missing| {
+            crate::provider::ProviderOutcome::failed(
+                FailureReason::AuthMissing,
+                format!("{program}: {missing}"),
+            )
+        })?;
+        let program_path = self.binaries.find(program).ok_or_else(|| {
+            crate::provider::ProviderOutcome::failed(
+                FailureReason::BinaryMissing,
+                self.binaries.describe_search(program),
+            )
+        })?;
+        Ok(Preflight {
+            program: program_path,
+            credentials,
+        })
+    }
+
 }
 
 /// The programs whose version is probed at start-up (the adapters' binaries).

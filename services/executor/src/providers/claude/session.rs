@@ -60,18 +60,9 @@ async fn run_inner(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
     if names.is_empty() {
         names.push(DEFAULT_CREDENTIAL_ENV.to_owned());
     }
-    let credentials = match env.credentials.resolve(&names) {
-        Ok(found) => found,
-        Err(missing) => {
-            tracing::info!(missing = ?missing.names, "claude run without credentials");
-            return ProviderOutcome::failed(FailureReason::AuthMissing, missing.to_string());
-        }
-    };
-    let Some(program) = env.binaries.find(PROGRAM) else {
-        return ProviderOutcome::failed(
-            FailureReason::BinaryMissing,
-            env.binaries.describe_search(PROGRAM),
-        );
+    let (program, credentials) = match env.preflight(PROGRAM, &names) {
+        Ok(ready) => (ready.program, ready.credentials),
+        Err(outcome) => return outcome,
     };
     // A model request that never answers must fail inside the CLI before the
     // first-output or inactivity limit ends the run with less to say.

@@ -65,20 +65,9 @@ pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
             return ProviderOutcome::failed(FailureReason::ProviderError, invalid.to_string());
         }
     };
-    let credentials = match env.credentials.resolve(&options.credential_env) {
-        Ok(credentials) => credentials,
-        Err(missing) => {
-            return ProviderOutcome::failed(
-                FailureReason::AuthMissing,
-                format!("codex needs {missing}"),
-            );
-        }
-    };
-    let Some(program) = env.binaries.find(PROGRAM) else {
-        return ProviderOutcome::failed(
-            FailureReason::BinaryMissing,
-            env.binaries.describe_search(PROGRAM),
-        );
+    let (program, credentials) = match env.preflight(PROGRAM, &options.credential_env) {
+        Ok(ready) => (ready.program, ready.credentials),
+        Err(outcome) => return outcome,
     };
     let codex_home = home::codex_home(&ctx.dirs.state);
     if let Err(error) = home::prepare(&codex_home, &options).await {

@@ -82,20 +82,9 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         Ok(options) => options,
         Err(detail) => return ProviderOutcome::failed(FailureReason::ProviderError, detail),
     };
-    let credentials = match env.credentials.resolve(&options.credential_env) {
-        Ok(found) => found,
-        Err(missing) => {
-            return ProviderOutcome::failed(
-                FailureReason::AuthMissing,
-                format!("opencode's credentials: {missing}"),
-            );
-        }
-    };
-    let Some(program) = env.binaries.find(PROGRAM) else {
-        return ProviderOutcome::failed(
-            FailureReason::BinaryMissing,
-            env.binaries.describe_search(PROGRAM),
-        );
+    let (program, credentials) = match env.preflight(PROGRAM, &options.credential_env) {
+        Ok(ready) => (ready.program, ready.credentials),
+        Err(outcome) => return outcome,
     };
     let dirs = StateDirs::under(&ctx.dirs.state);
     if let Err(error) = dirs.prepare(&options.config_json()).await {
