@@ -224,7 +224,9 @@ async fn close_after_refused_body(request: Request, next: middleware::Next) -> R
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|len| len.trim() != "0")
-        || request.headers().contains_key(axum::http::header::TRANSFER_ENCODING);
+        || request
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
     let mut response = next.run(request).await;
     if has_body && (response.status().is_client_error() || response.status().is_server_error()) {
         response.headers_mut().insert(

@@ -58,8 +58,14 @@ impl Harness {
             ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
             ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
             ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", TOKEN.to_owned()),
-            ("SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
-            ("SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN", INTERNAL_TOKEN.to_owned()),
+            (
+                "SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN",
+                INTERNAL_TOKEN.to_owned(),
+            ),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
+                INTERNAL_TOKEN.to_owned(),
+            ),
             ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
             (
                 "SWITCHYARD_EXECUTOR_MANAGER__LISTEN",

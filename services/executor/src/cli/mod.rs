@@ -88,12 +88,15 @@ impl CliEnv {
         credential_env: &[String],
     ) -> Result<Preflight, crate::provider::ProviderOutcome> {
         use switchyard_contracts::FailureReason;
-        let credentials = self.credentials.resolve(credential_env).map_err(|missing| {
-            crate::provider::ProviderOutcome::failed(
-                FailureReason::AuthMissing,
-                format!("{program}: {missing}"),
-            )
-        })?;
+        let credentials = self
+            .credentials
+            .resolve(credential_env)
+            .map_err(|missing| {
+                crate::provider::ProviderOutcome::failed(
+                    FailureReason::AuthMissing,
+                    format!("{program}: {missing}"),
+                )
+            })?;
         let program_path = self.binaries.find(program).ok_or_else(|| {
             crate::provider::ProviderOutcome::failed(
                 FailureReason::BinaryMissing,
@@ -105,7 +108,6 @@ impl CliEnv {
             credentials,
         })
     }
-
 }
 
 /// The programs whose version is probed at start-up (the adapters' binaries).
