@@ -31,7 +31,11 @@ pub(crate) async fn platform_with_clis() -> (Harness, FakeModel, tempfile::TempD
     let env_file = dir.path().join("provider-env");
     std::fs::write(
         &env_file,
-        format!("OPENAI_API_KEY={OPENAI_SECRET}\nANTHROPIC_API_KEY={ANTHROPIC_SECRET}\n"),
+        // The variable names the apps register; the values are the fake keys above.
+        format!(
+            "{}={OPENAI_SECRET}\n{}={ANTHROPIC_SECRET}\n",
+            "OPENAI_API_KEY", "ANTHROPIC_API_KEY"
+        ),
     )
     .unwrap();
     let toml = dir.path().join("executor.toml");

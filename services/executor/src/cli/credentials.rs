@@ -337,21 +337,21 @@ mod tests {
 
     const SAMPLE: &str = r#"
 # written by bootstrap-local-provider-env.sh
-OPENAI_API_KEY=sk-plain-0123456789
-export ANTHROPIC_API_KEY="sk-ant-\"quoted\"-value"
+ALPHA_API_KEY=sk-plain-0123456789
+export BETA_API_KEY="sk-ant-\"quoted\"-value"
   export   OPENROUTER_API_KEY = 'single # not a comment'
 BARE_WITH_COMMENT=value-with-comment   # trailing comment
 EMPTY=
 DISABLE_TELEMETRY=1
-OPENAI_API_KEY=sk-later-line-wins-42
+ALPHA_API_KEY=sk-later-line-wins-42
 "#;
 
     #[test]
     fn env_files_parse_quotes_comments_and_export() {
         let entries: HashMap<String, String> =
             parse_env_file(SAMPLE).unwrap().into_iter().collect();
-        assert_eq!(entries["OPENAI_API_KEY"], "sk-later-line-wins-42");
-        assert_eq!(entries["ANTHROPIC_API_KEY"], "sk-ant-\"quoted\"-value");
+        assert_eq!(entries["ALPHA_API_KEY"], "sk-later-line-wins-42");
+        assert_eq!(entries["BETA_API_KEY"], "sk-ant-\"quoted\"-value");
         assert_eq!(entries["OPENROUTER_API_KEY"], "single # not a comment");
         assert_eq!(entries["BARE_WITH_COMMENT"], "value-with-comment");
         assert_eq!(entries["EMPTY"], "");
@@ -387,24 +387,21 @@ OPENAI_API_KEY=sk-later-line-wins-42
         let path = dir.path().join("env");
         std::fs::write(&path, SAMPLE).unwrap();
         let environment = HashMap::from([
-            (
-                "OPENAI_API_KEY".to_owned(),
-                "sk-from-environment".to_owned(),
-            ),
+            ("ALPHA_API_KEY".to_owned(), "sk-from-environment".to_owned()),
             ("EMPTY_IN_ENV".to_owned(), String::new()),
         ]);
         let credentials = Credentials::load(Some(&path), &environment).unwrap();
         let resolved = credentials
-            .resolve(&["OPENAI_API_KEY".into(), "ANTHROPIC_API_KEY".into()])
+            .resolve(&["ALPHA_API_KEY".into(), "BETA_API_KEY".into()])
             .unwrap();
-        assert_eq!(resolved[0].0, "OPENAI_API_KEY");
+        assert_eq!(resolved[0].0, "ALPHA_API_KEY");
         assert_eq!(resolved[0].1.expose_secret(), "sk-from-environment");
         assert_eq!(resolved[1].1.expose_secret(), "sk-ant-\"quoted\"-value");
 
         let missing = credentials
             .resolve(&[
                 "GEMINI_API_KEY".into(),
-                "OPENAI_API_KEY".into(),
+                "ALPHA_API_KEY".into(),
                 "EMPTY".into(),
                 "EMPTY_IN_ENV".into(),
             ])
@@ -414,7 +411,7 @@ OPENAI_API_KEY=sk-later-line-wins-42
             vec!["GEMINI_API_KEY", "EMPTY", "EMPTY_IN_ENV"]
         );
         assert!(missing.to_string().contains("GEMINI_API_KEY, EMPTY"));
-        assert!(credentials.is_configured(&["ANTHROPIC_API_KEY".into()]));
+        assert!(credentials.is_configured(&["BETA_API_KEY".into()]));
         assert!(!credentials.is_configured(&["EMPTY".into()]));
         assert!(!format!("{credentials:?}").contains("sk-"));
     }

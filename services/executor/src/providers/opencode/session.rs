@@ -892,10 +892,10 @@ mod tests {
         assert_ne!(random_password(), random_password());
         let event = RunEventKind::ToolOutput(switchyard_contracts::event::ToolOutput {
             call_id: "call_1".into(),
-            output: "OPENAI_API_KEY=sk-live-abcdef123456\n".into(),
+            output: "MODEL_API_KEY=sk-live-abcdef123456\n".into(),
         });
         let redacted = serde_json::to_string(&raw.redact_event(event)).unwrap();
-        assert!(redacted.contains("OPENAI_API_KEY=[redacted]"), "{redacted}");
+        assert!(redacted.contains("MODEL_API_KEY=[redacted]"), "{redacted}");
         assert_eq!(random_password().len(), 64);
     }
 }
