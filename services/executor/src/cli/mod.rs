@@ -108,6 +108,27 @@ impl CliEnv {
             credentials,
         })
     }
+
+    /// How a run ends when its CLI cannot be started: a binary that vanished since the
+    /// preflight is `binary_missing` (naming where it was looked for), anything else
+    /// `provider_crashed`.
+    pub fn spawn_failure(
+        &self,
+        program: &str,
+        error: SpawnError,
+    ) -> crate::provider::ProviderOutcome {
+        use switchyard_contracts::FailureReason;
+        match error {
+            SpawnError::NotFound { .. } => crate::provider::ProviderOutcome::failed(
+                FailureReason::BinaryMissing,
+                self.binaries.describe_search(program),
+            ),
+            other => crate::provider::ProviderOutcome::failed(
+                FailureReason::ProviderCrashed,
+                format!("{program} could not be started: {other}"),
+            ),
+        }
+    }
 }
 
 /// The programs whose version is probed at start-up (the adapters' binaries).

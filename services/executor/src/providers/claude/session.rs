@@ -19,7 +19,7 @@ use super::launch::{ClaudeOptions, DEFAULT_CREDENTIAL_ENV, Launch};
 use super::outcome::{self, TurnFacts, TurnOutcome};
 use super::protocol::{CanUseTool, ControlRequest, Line, ResultLine, outgoing};
 use super::translate::Translator;
-use crate::cli::{CliCommand, CliEnv, CliProcess, Liveness, LivenessFailure, SpawnError};
+use crate::cli::{CliCommand, CliEnv, CliProcess, Liveness, LivenessFailure};
 use crate::human_loop::{HumanLoop, HumanLoopAnswer};
 use crate::provider::{ProviderOutcome, RunContext};
 use crate::sink::EmitError;
@@ -100,18 +100,7 @@ async fn run_inner(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
         };
         let process = match CliProcess::spawn(command, &env.credentials) {
             Ok(process) => process,
-            Err(SpawnError::NotFound { .. }) => {
-                return ProviderOutcome::failed(
-                    FailureReason::BinaryMissing,
-                    env.binaries.describe_search(PROGRAM),
-                );
-            }
-            Err(error) => {
-                return ProviderOutcome::failed(
-                    FailureReason::ProviderCrashed,
-                    format!("claude could not be started: {error}"),
-                );
-            }
+            Err(error) => return env.spawn_failure(PROGRAM, error),
         };
         tracing::info!(
             pid = process.pid(),

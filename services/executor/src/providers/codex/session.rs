@@ -15,7 +15,7 @@ use super::protocol::{
     TurnEnvelope, TurnStatus, server_requests,
 };
 use super::translate::Translator;
-use crate::cli::{CliCommand, CliEnv, CliProcess, Liveness, LivenessFailure, SpawnError};
+use crate::cli::{CliCommand, CliEnv, CliProcess, Liveness, LivenessFailure};
 use crate::provider::{ProviderOutcome, RunContext};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
@@ -95,15 +95,7 @@ pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
     };
     let process = match CliProcess::spawn(command, &env.credentials) {
         Ok(process) => process,
-        Err(SpawnError::NotFound { program }) => {
-            return ProviderOutcome::failed(
-                FailureReason::BinaryMissing,
-                format!("{} not found", program.display()),
-            );
-        }
-        Err(error) => {
-            return ProviderOutcome::failed(FailureReason::ProviderCrashed, error.to_string());
-        }
+        Err(error) => return env.spawn_failure(PROGRAM, error),
     };
     tracing::info!(run_id = %ctx.command.run_id, pid = process.pid(), "codex app-server started");
     if let Some(pid) = process.pid() {

@@ -12,9 +12,7 @@
 use super::api::{self, ApiError, EventReader, SERVER_USERNAME, ServerApi, StreamItem};
 use super::options::OpencodeOptions;
 use super::translate::{self, PermissionAsk, RetryNotice, Step, Translator, Verdict};
-use crate::cli::{
-    CliCommand, CliEnv, CliProcess, Credentials, Liveness, LivenessFailure, SpawnError,
-};
+use crate::cli::{CliCommand, CliEnv, CliProcess, Credentials, Liveness, LivenessFailure};
 use crate::human_loop::HumanLoopAnswer;
 use crate::provider::{ProviderOutcome, RunContext};
 use futures::StreamExt as _;
@@ -142,15 +140,7 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
     let liveness = Liveness::new(env.liveness, &ctx.command.provider_options);
     let process = match CliProcess::spawn(command, &env.credentials) {
         Ok(process) => process,
-        Err(SpawnError::NotFound { program }) => {
-            return ProviderOutcome::failed(
-                FailureReason::BinaryMissing,
-                format!("{} not found", program.display()),
-            );
-        }
-        Err(error) => {
-            return ProviderOutcome::failed(FailureReason::ProviderCrashed, error.to_string());
-        }
+        Err(error) => return env.spawn_failure(PROGRAM, error),
     };
     tracing::info!(port, pid = process.pid(), "opencode server started");
     let mut server = Server {
