@@ -142,6 +142,20 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     ApiError::new(status, code, message)
 }
 
+/// A raw body that could not be read: 413 `body_too_large` over the limit, otherwise
+/// 400 `invalid_request` (handlers that take `Bytes` instead of [`Json`]).
+pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body is too large",
+        )
+    } else {
+        ApiError::bad_request("invalid_request", "the request body could not be read")
+    }
+}
+
 /// Answers unknown routes in the shared error shape.
 pub async fn not_found_fallback() -> ApiError {
     ApiError::not_found("no such endpoint")

@@ -178,7 +178,7 @@ async fn stop(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<StopRunResponse>), ApiError> {
     let run_id = run_id(path)?;
-    let body = body.map_err(body_error)?;
+    let body = body.map_err(switchyard_platform::http::body_rejection)?;
     let request: StopRunRequest = optional_json(&body)?;
     ensure_not_finished(&state, run_id).await?;
     let outcome = state
@@ -248,18 +248,6 @@ async fn ensure_not_finished(state: &AppState, run_id: RunId) -> Result<(), ApiE
 
 fn run_not_found(run_id: RunId) -> ApiError {
     not_found("run_not_found", format!("no run {run_id}"))
-}
-
-fn body_error(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "request body is too large",
-        )
-    } else {
-        ApiError::bad_request("invalid_request", "the request body could not be read")
-    }
 }
 
 fn control_error(e: ControlError) -> ApiError {
