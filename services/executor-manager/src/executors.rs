@@ -17,7 +17,7 @@
 
 use crate::connection::Reconnects;
 use async_nats::jetstream::{self, kv};
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -322,11 +322,7 @@ impl Executors {
     /// ends or fails (a NATS restart; the bucket lives in memory and may have to be
     /// provisioned again).
     pub async fn watch(self, js: jetstream::Context, shutdown: CancellationToken) {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times();
+        let backoff = crate::connection::reconnect_backoff();
         let mut delays = backoff.build();
         let mut reconnected = Reconnects::new(js.client());
         'watch: loop {

@@ -11,7 +11,7 @@ use crate::connection::Reconnects;
 use crate::dispatch::{Dispatcher, Outcome};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind};
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,11 +92,7 @@ impl Workers {
     }
 
     async fn fetch_loop(self: Arc<Self>, index: u32, shutdown: CancellationToken) {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times();
+        let backoff = crate::connection::reconnect_backoff();
         let mut delays = backoff.build();
         while !shutdown.is_cancelled() {
             // Ask only for what this process can start right away: a command waiting in
