@@ -75,6 +75,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         runs: Arc::new(runs::Runs::new(
             pool.clone(),
             publisher.clone(),
+            events.clone(),
             cleaner,
             settings.clone(),
             config.nats.request_timeout(),

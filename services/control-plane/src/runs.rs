@@ -17,6 +17,7 @@ use switchyard_contracts::api::{AppView, RuntimeDefaults, StartRunRequest, Start
 use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::provider::DEFAULT_PROVIDER;
 use switchyard_contracts::{ProviderName, RunCommand, RunId, RunStatus};
+use switchyard_platform::events::{EventLog, EventLogError};
 use tracing::Instrument as _;
 
 /// Largest serialized run command: the RUN_COMMANDS stream's `max_msg_size` (1 MiB)
@@ -51,6 +52,20 @@ pub enum StartRunError {
     ConversationProviderMismatch {
         conversation: &'static str,
         requested: &'static str,
+    },
+    #[error(
+        "conversation {conversation_id} has a run in progress ({active_run_id}); a follow-up \
+         can start once it has ended (or stop it first)"
+    )]
+    ConversationBusy {
+        conversation_id: RunId,
+        active_run_id: RunId,
+    },
+    #[error("could not read the event log of run {run_id}: {source}")]
+    EventLog {
+        run_id: RunId,
+        #[source]
+        source: EventLogError,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -222,6 +237,7 @@ pub fn validate_request(
 pub struct Runs {
     pool: PgPool,
     publisher: Arc<Publisher>,
+    events: EventLog,
     cleaner: Cleaner,
     settings: Arc<ControlPlaneSettings>,
     /// Bound on the inline publication; past it the sweeper finishes the job.
@@ -232,6 +248,7 @@ impl Runs {
     pub fn new(
         pool: PgPool,
         publisher: Arc<Publisher>,
+        events: EventLog,
         cleaner: Cleaner,
         settings: Arc<ControlPlaneSettings>,
         publish_timeout: Duration,
@@ -239,6 +256,7 @@ impl Runs {
         Self {
             pool,
             publisher,
+            events,
             cleaner,
             settings,
             publish_timeout,
@@ -336,6 +354,9 @@ impl Runs {
                 created_by: Some(actor.id.clone()),
             };
             let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+            if conversation_id != run_id {
+                self.ensure_idle(&mut tx, conversation_id).await?;
+            }
             store::runs::insert(&mut tx, &new_run).await?;
             let outbox_id = store::outbox::insert(&mut tx, run_id, &queued, &command).await?;
             tx.commit().await.map_err(StoreError::from)?;
@@ -364,6 +385,42 @@ impl Runs {
         }
         .instrument(span)
         .await
+    }
+
+    /// Refuses a follow-up while the conversation's latest run has not ended: two runs
+    /// of one conversation would drive the same provider session and workspace at once.
+    /// Holds the conversation's lock until `tx` ends, so concurrent follow-ups are judged
+    /// one after the other. The projection may lag the run's log by a few milliseconds,
+    /// so a run it still shows active is asked of the log itself, which is authoritative.
+    async fn ensure_idle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        conversation_id: RunId,
+    ) -> Result<(), StartRunError> {
+        store::runs::lock_conversation(tx, conversation_id).await?;
+        let Some((latest, status)) =
+            store::runs::latest_in_conversation(tx, conversation_id).await?
+        else {
+            return Ok(());
+        };
+        if RunStatus::parse(&status).is_some_and(RunStatus::is_terminal) {
+            return Ok(());
+        }
+        let last = self
+            .events
+            .last(latest)
+            .await
+            .map_err(|source| StartRunError::EventLog {
+                run_id: latest,
+                source,
+            })?;
+        if last.is_some_and(|event| event.header.is_terminal()) {
+            return Ok(());
+        }
+        Err(StartRunError::ConversationBusy {
+            conversation_id,
+            active_run_id: latest,
+        })
     }
 
     /// The app the request names (directly or through a profile name) and the profile.

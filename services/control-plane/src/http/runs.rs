@@ -75,9 +75,11 @@ fn start_error(e: StartRunError) -> ApiError {
         StartRunError::ProfileNotFound(_) => not_found("profile_not_found", message),
         StartRunError::RunNotFound(_) => not_found("run_not_found", message),
         StartRunError::ConversationNotFound(_) => not_found("conversation_not_found", message),
+        StartRunError::ConversationBusy { .. } => ApiError::conflict("conversation_busy", message),
         StartRunError::ConversationProviderMismatch { .. } => {
             ApiError::conflict("conversation_provider_mismatch", message)
         }
+        StartRunError::EventLog { source, .. } => ApiError::unavailable(message, source),
         StartRunError::Store(e) => e.into(),
     }
 }

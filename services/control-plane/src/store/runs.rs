@@ -215,6 +215,36 @@ pub async fn conversation_head(
     .await?)
 }
 
+/// Takes the conversation's start lock until the transaction ends: follow-ups of one
+/// conversation are accepted one at a time, so two of them cannot both find it idle.
+pub async fn lock_conversation(
+    conn: &mut PgConnection,
+    conversation_id: RunId,
+) -> Result<(), StoreError> {
+    // A 64-bit key from the 128-bit id: a collision only serialises two unrelated
+    // conversations' starts for the length of a transaction.
+    let (high, low) = conversation_id.as_u64_pair();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind((high ^ low) as i64)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The conversation's latest run and its projected status.
+pub async fn latest_in_conversation(
+    conn: &mut PgConnection,
+    conversation_id: RunId,
+) -> Result<Option<(RunId, String)>, StoreError> {
+    Ok(sqlx::query_as::<_, (Uuid, String)>(
+        "SELECT run_id, status FROM runs WHERE conversation_id = $1
+         ORDER BY created_at DESC, run_id DESC LIMIT 1",
+    )
+    .bind(conversation_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// The conversation a run belongs to, `None` for an unknown run.
 pub async fn conversation_of(
     pool: impl PgExecutor<'_>,

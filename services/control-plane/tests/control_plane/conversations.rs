@@ -1,11 +1,12 @@
 //! Conversations: a follow-up run names its conversation (`conversationId`) or a run of
 //! it (`parentRunId`), inherits its provider, model and app, and prefers the executor
-//! that ran it last; the migration gives every existing run a conversation of its own.
+//! that ran it last; a follow-up waits until the conversation's latest run has ended;
+//! the migration gives every existing run a conversation of its own.
 
 use crate::common::{Harness, error_code};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use switchyard_contracts::event::{RunClaimed, RunDispatched};
+use switchyard_contracts::event::{RunClaimed, RunCompleted, RunDispatched};
 use switchyard_contracts::{RunCommand, RunEventKind, RunId};
 use switchyard_control_plane::MIGRATOR;
 use switchyard_test_support::{NatsServer, TestDb};
@@ -38,6 +39,20 @@ async fn dispatch_to(h: &Harness, run_id: RunId, executor: &str) {
         v["executorId"] == executor
     })
     .await;
+}
+
+/// Plays the executor finishing the run: `run.completed` in its log (the projection
+/// may not have caught up when this returns).
+async fn finish(h: &Harness, run_id: RunId) {
+    let mut position = h.events.position(run_id).await.unwrap();
+    h.events
+        .append(
+            run_id,
+            &mut position,
+            RunEventKind::RunCompleted(RunCompleted::succeeded()),
+        )
+        .await
+        .unwrap();
 }
 
 async fn start(h: &Harness, body: Value) -> Value {
@@ -95,6 +110,7 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
         "runId",
     );
     dispatch_to(&h, first, "exec-7").await;
+    finish(&h, first).await;
 
     // Through the parent run: everything comes from the conversation.
     let body = start(&h, json!({"parentRunId": first, "prompt": "two"})).await;
@@ -111,6 +127,7 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
     assert_eq!(command.timeout_ms, Some(7000));
     let (_, view) = h.get(&format!("/api/runs/{second}")).await;
     assert_eq!(id(&view, "conversationId"), first);
+    finish(&h, second).await;
 
     // Through the conversation id, naming another model and an app whose default
     // provider differs: the model changes, the provider stays the conversation's.
@@ -131,6 +148,7 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
     // The latest run moved to another executor; a follow-up of an older run (with the
     // same provider named explicitly) prefers that one and inherits the latest model.
     dispatch_to(&h, third, "exec-9").await;
+    finish(&h, third).await;
     let body = start(
         &h,
         json!({"parentRunId": second, "conversationId": first, "provider": "claude-code",
@@ -239,6 +257,7 @@ async fn conversation_references_are_checked_before_anything_is_stored() {
     );
 
     // The alias names the same provider; both references agreeing is fine.
+    finish(&h, first).await;
     let body = start(
         &h,
         json!({"parentRunId": first, "conversationId": first, "provider": "codex-cli",
@@ -247,6 +266,71 @@ async fn conversation_references_are_checked_before_anything_is_stored() {
     .await;
     assert_eq!(id(&body, "conversationId"), first);
     assert_eq!(body["provider"], "codex-app-server");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_follow_up_waits_until_the_conversations_latest_run_has_ended() {
+    let h = Harness::start().await;
+    let first = id(
+        &start(&h, json!({"provider": "scripted", "prompt": "one"})).await,
+        "runId",
+    );
+    dispatch_to(&h, first, "exec-1").await;
+    let before = run_count(&h).await;
+
+    // Running: both ways of naming the conversation are refused, and nothing is stored.
+    for body in [
+        json!({"parentRunId": first, "prompt": "two"}),
+        json!({"conversationId": first, "prompt": "two"}),
+    ] {
+        let (status, json) = h.post("/api/runs/start", body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{json}");
+        assert_eq!(error_code(&json), "conversation_busy");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&first.to_string()), "{message}");
+    }
+    assert_eq!(run_count(&h).await, before);
+
+    // Ended in its log: accepted at once, whether or not the projection has caught up.
+    // Two follow-ups racing: exactly one is accepted, the other finds it running.
+    finish(&h, first).await;
+    let body = json!({"conversationId": first, "prompt": "two"});
+    let (a, b) = tokio::join!(
+        h.post("/api/runs/start", body.clone()),
+        h.post("/api/runs/start", body.clone())
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::ACCEPTED, StatusCode::CONFLICT],
+        "{} / {}",
+        a.1,
+        b.1
+    );
+    let accepted = if a.0 == StatusCode::ACCEPTED {
+        &a.1
+    } else {
+        &b.1
+    };
+    let refused = if a.0 == StatusCode::ACCEPTED {
+        &b.1
+    } else {
+        &a.1
+    };
+    assert_eq!(error_code(refused), "conversation_busy");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(accepted["runId"].as_str().unwrap()),
+        "the refusal names the run that won: {refused}"
+    );
+    assert_eq!(run_count(&h).await, before + 1);
+
+    // A new conversation is never busy.
+    start(&h, json!({"provider": "scripted", "prompt": "other"})).await;
     h.stop().await;
 }
 
