@@ -64,7 +64,7 @@ async fn services_connect_with_nkey_seeds_and_an_executor_only_reaches_its_own_s
         .iter()
         .map(|(user, pair)| (*user, Credential::Seed(seed(pair))))
         .collect();
-    let platform = start_platform(&nkey_config(&pairs), &credentials, &["executor-1"]).await;
+    let mut platform = start_platform(&nkey_config(&pairs), &credentials, &["executor-1"]).await;
 
     // A run to the end through executor-1, every service on its nkey.
     let (status, body) = platform
@@ -91,6 +91,8 @@ async fn services_connect_with_nkey_seeds_and_an_executor_only_reaches_its_own_s
         .expect("run.dispatched");
     assert_eq!(dispatched["data"]["executorId"], "executor-1");
     platform.wait_status(&run_id, "succeeded").await;
+    // A graceful stop too: the executor drains and deletes its own presence key.
+    platform.stop_services().await;
     assert_eq!(
         violations(&platform.nats),
         Vec::<String>::new(),
@@ -228,8 +230,7 @@ async fn a_wrong_or_malformed_nkey_seed_fails_at_connect_with_a_clear_error() {
         )
         .await
         .expect("a malformed seed fails fast")
-        .err()
-        .expect("a malformed seed must not connect")
+        .expect_err("a malformed seed must not connect")
         .to_string();
         assert!(
             error.contains("nats.nkey_seed is not a valid nkey seed"),

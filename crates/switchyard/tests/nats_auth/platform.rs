@@ -231,16 +231,23 @@ impl Platform {
         }
     }
 
-    pub(crate) async fn shutdown(self) {
+    /// Stops every service gracefully (executors draining, withdrawing their presence);
+    /// NATS stays up.
+    pub(crate) async fn stop_services(&mut self) {
         for (_, token) in &self.services {
             token.cancel();
         }
+        let services = std::mem::take(&mut self.services);
         let _ = tokio::time::timeout(Duration::from_secs(20), async {
-            for (handle, _) in self.services {
+            for (handle, _) in services {
                 let _ = handle.wait().await;
             }
         })
         .await;
+    }
+
+    pub(crate) async fn shutdown(mut self) {
+        self.stop_services().await;
     }
 }
 
