@@ -1,8 +1,8 @@
 //! NATS auth: the example server config `nats/auth/nats-server.conf` (one user per
 //! service and per executor, allow-list permissions) is enough to run the whole
 //! platform, each service connected as its own user — and it refuses a service a subject
-//! it must not use. `nats_auth/nkey_users.rs`: the same config with nkey users instead of passwords,
-//! and one executor's identity refused another executor's subjects.
+//! it must not use. `nats_auth/nkey_users.rs`: the same config with nkey users instead
+//! of passwords, and one executor's identity refused another executor's subjects.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "nats_auth/nkey_users.rs"]
