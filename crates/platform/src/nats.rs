@@ -29,6 +29,12 @@ pub enum NatsError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// The seed itself is never part of the message.
+    #[error(
+        "nats.nkey_seed is not a valid nkey seed (expected the `SU…` seed of a user key, \
+         as `nk -gen user` prints it): {reason}"
+    )]
+    InvalidSeed { reason: String },
     #[error("cannot read the NATS credentials file {path}: {source}")]
     Credentials {
         path: String,
@@ -91,7 +97,11 @@ pub async fn connect(
         options = options.user_and_password(user.clone(), password.expose_secret().to_owned());
     }
     if let Some(seed) = &config.nkey_seed {
-        options = options.nkey(seed.expose_secret().to_owned());
+        // async-nats only logs a seed it cannot parse and connects without it, which the
+        // server then refuses with a bare "authorization violation": say what is wrong.
+        let seed = seed.expose_secret().trim();
+        check_seed(seed)?;
+        options = options.nkey(seed.to_owned());
     }
     if let Some(path) = &config.credentials_file {
         options =
@@ -125,6 +135,20 @@ pub async fn connect(
             source,
         })?;
     Ok(client)
+}
+
+/// A user seed (`SU…`) that decodes to a key pair.
+fn check_seed(seed: &str) -> Result<(), NatsError> {
+    let pair = nkeys::KeyPair::from_seed(seed).map_err(|error| NatsError::InvalidSeed {
+        // nkeys' messages describe the encoding problem, not the seed's content.
+        reason: error.to_string(),
+    })?;
+    if !pair.public_key().starts_with('U') {
+        return Err(NatsError::InvalidSeed {
+            reason: "the seed is not a user key's".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// `true` when `version` ("2.10.3", "v2.12.0-beta") is at least `min` (major, minor).
@@ -387,6 +411,22 @@ mod tests {
         assert!(version_at_least("3.0.0-beta", (2, 10)));
         assert!(!version_at_least("2.9.10", (2, 10)));
         assert!(!version_at_least("garbage", (2, 10)));
+    }
+
+    #[test]
+    fn only_a_user_seed_passes_the_seed_check() {
+        let user = nkeys::KeyPair::new_user();
+        assert!(check_seed(&user.seed().unwrap()).is_ok());
+        for bad in [
+            String::new(),
+            "SUNOTASEED".to_owned(),
+            user.public_key(),
+            nkeys::KeyPair::new_account().seed().unwrap(),
+        ] {
+            let error = check_seed(&bad).unwrap_err().to_string();
+            assert!(error.contains("nats.nkey_seed"), "{error}");
+            assert!(bad.is_empty() || !error.contains(&bad), "{error}");
+        }
     }
 
     #[test]

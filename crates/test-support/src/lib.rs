@@ -426,6 +426,13 @@ impl TestDb {
             .ok()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| DEFAULT_TEST_DATABASE_URL.to_owned());
+        Self::create_on(&admin_url).await
+    }
+
+    /// [`TestDb::create`] on the server `admin_url` names (a Postgres the test runs
+    /// itself, for instance).
+    pub async fn create_on(admin_url: &str) -> anyhow::Result<TestDb> {
+        let admin_url = admin_url.to_owned();
         let name = format!("switchyard_test_{}", uuid::Uuid::new_v4().simple());
 
         let mut admin = PgConnection::connect(&admin_url).await.with_context(|| {

