@@ -17,6 +17,7 @@ pub mod frames;
 pub mod hub;
 pub mod proxy;
 pub mod quota;
+pub mod revocation;
 pub mod routes;
 pub mod streams;
 
@@ -25,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
+use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
 use switchyard_platform::config::{ConfigError, NatsConfig};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::nats::{self, Resources};
@@ -64,8 +66,10 @@ pub struct GatewayConfig {
     pub upstream_timeout_ms: u64,
     /// Concurrent SSE connections one principal may hold (429 `too_many_streams` above).
     pub max_streams_per_token: usize,
-    /// How long a token the control-plane resolved is trusted without asking again: a
-    /// revoked token keeps working at most this long. 0 disables the cache.
+    /// How long a token the control-plane resolved is trusted without asking again. A
+    /// change to the principal normally ends this at once (the control-plane's NATS
+    /// notice); the TTL bounds how long a missed notice leaves a revoked token working.
+    /// 0 disables the cache.
     pub token_cache_secs: u64,
     /// Most tokens cached at once.
     pub token_cache_max_entries: usize,
@@ -182,8 +186,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tasks = TaskTracker::new();
     let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
     let control_plane = control_plane::ControlPlane::new(&gateway)?;
+    let (authenticator, revocations) = auth::from_config(&gateway, control_plane.clone());
+    // Subscribed (and the server told) before serving, so no notice about a request
+    // this gateway answers can be missed for want of a subscription.
+    let notices = client.subscribe(PRINCIPAL_CHANGED).await?;
+    client.flush().await?;
+    tasks.spawn(revocation::listen(
+        client.clone(),
+        notices,
+        revocations.clone(),
+        shutdown.child_token(),
+    ));
     let state = routes::AppState {
-        authenticator: auth::from_config(&gateway, control_plane.clone()),
+        authenticator,
+        revocations,
         control_plane: control_plane.clone(),
         hub,
         log,
