@@ -105,7 +105,11 @@ impl Revocations {
             cache.forget_principal(principal);
         }
         if let Some(streams) = inner.streams.remove(principal) {
-            tracing::info!(principal, streams = streams.open, "ending a changed principal's streams");
+            tracing::info!(
+                principal,
+                streams = streams.open,
+                "ending a changed principal's streams"
+            );
             streams.cancel.cancel();
         }
     }

@@ -46,7 +46,12 @@ pub(crate) async fn start_waiting_run(h: &Harness, token: &str, app: &str) -> St
     body["runId"].as_str().unwrap().to_owned()
 }
 
-pub(crate) async fn create_principal(h: &Harness, name: &str, role: &str, apps: &[&str]) -> (String, String) {
+pub(crate) async fn create_principal(
+    h: &Harness,
+    name: &str,
+    role: &str,
+    apps: &[&str],
+) -> (String, String) {
     let (status, body) = call(
         h,
         TOKEN,

@@ -27,7 +27,11 @@ struct OtherGateway {
 
 impl OtherGateway {
     async fn start(h: &Harness) -> OtherGateway {
-        let cp = h.control_plane.handle.http_addr.expect("control-plane address");
+        let cp = h
+            .control_plane
+            .handle
+            .http_addr
+            .expect("control-plane address");
         let env: HashMap<String, String> = [
             ("SWITCHYARD_NATS__URL", h.nats.url()),
             ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
@@ -36,7 +40,10 @@ impl OtherGateway {
                 "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
                 INTERNAL_TOKEN.to_owned(),
             ),
-            ("SWITCHYARD_GATEWAY__CONTROL_PLANE_URL", format!("http://{cp}")),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL",
+                format!("http://{cp}"),
+            ),
             ("SWITCHYARD_GATEWAY__TOKEN_CACHE_SECS", "3600".to_owned()),
         ]
         .into_iter()
@@ -155,8 +162,17 @@ async fn role_and_membership_changes_apply_on_the_next_request() {
     // A developer downgraded to viewer can no longer start runs: next request.
     let start = json!({"appId": "app-a", "provider": "scripted", "prompt": "x"});
     let (status, body) = call(&h, &dev, Method::POST, "/api/runs/start", Some(json!({}))).await;
-    assert_eq!(status, 422, "a developer's bad start is a body error: {body}");
-    assert_eq!(other.call(&h, &dev, Method::POST, "/api/runs/start").await.0, 422);
+    assert_eq!(
+        status, 422,
+        "a developer's bad start is a body error: {body}"
+    );
+    assert_eq!(
+        other
+            .call(&h, &dev, Method::POST, "/api/runs/start")
+            .await
+            .0,
+        422
+    );
     let (status, body) = admin(
         &h,
         Method::PUT,
@@ -189,17 +205,13 @@ async fn role_and_membership_changes_apply_on_the_next_request() {
     h.shutdown().await;
 }
 
-type Frames =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<sse_client::Frame, reqwest::Error>> + Send>>;
+type Frames = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<sse_client::Frame, reqwest::Error>> + Send>,
+>;
 
 /// Opens `run_id`'s stream as `token` and waits for its first event, so the stream is
 /// known to be live.
-async fn live_stream(
-    h: &Harness,
-    base: &str,
-    token: &str,
-    run_id: &str,
-) -> Frames {
+async fn live_stream(h: &Harness, base: &str, token: &str, run_id: &str) -> Frames {
     let response = h
         .http
         .get(format!("{base}/api/runs/{run_id}/stream"))
@@ -238,7 +250,9 @@ async fn await_end(frames: &mut Frames, what: &str) -> Vec<Value> {
 async fn revoked_and_deleted_principals_are_refused_at_once_and_their_streams_end() {
     let h = Harness::start(1, 1).await;
     let other = OtherGateway::start(&h).await;
-    let (status, body) = h.post("/api/apps/register", json!({"appId": "app-a"})).await;
+    let (status, body) = h
+        .post("/api/apps/register", json!({"appId": "app-a"}))
+        .await;
     assert_eq!(status, 201, "{body}");
     let (_, viewer) = create_principal(&h, "viewer", "viewer", &["app-a"]).await;
     let (doomed_id, doomed) = create_principal(&h, "doomed", "viewer", &["app-a"]).await;
@@ -287,7 +301,13 @@ async fn revoked_and_deleted_principals_are_refused_at_once_and_their_streams_en
     assert_eq!(response.status().as_u16(), 401);
 
     // Delete a principal: its token is refused at once, its stream ends.
-    let (status, _) = admin(&h, Method::DELETE, &format!("/api/principals/{doomed_id}"), None).await;
+    let (status, _) = admin(
+        &h,
+        Method::DELETE,
+        &format!("/api/principals/{doomed_id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
     let (status, _) = call(&h, &doomed, Method::GET, "/api/runs", None).await;
     assert_eq!(status, 401);
@@ -295,13 +315,24 @@ async fn revoked_and_deleted_principals_are_refused_at_once_and_their_streams_en
     other
         .await_status(&h, &doomed, Method::GET, "/api/runs", 401)
         .await;
-    let (status, body) = admin(&h, Method::GET, &format!("/api/principals/{doomed_id}"), None).await;
+    let (status, body) = admin(
+        &h,
+        Method::GET,
+        &format!("/api/principals/{doomed_id}"),
+        None,
+    )
+    .await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (404, &json!("principal_not_found"))
     );
-    let (status, _) =
-        admin(&h, Method::DELETE, &format!("/api/principals/{doomed_id}"), None).await;
+    let (status, _) = admin(
+        &h,
+        Method::DELETE,
+        &format!("/api/principals/{doomed_id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 404, "deleting twice finds nothing");
 
     // The bystander's stream was not touched: it carries the run to its end.
@@ -329,7 +360,10 @@ async fn revoked_and_deleted_principals_are_refused_at_once_and_their_streams_en
     .await;
     assert_eq!(status, 201);
     let second = issued["token"].as_str().unwrap().to_owned();
-    assert_eq!(call(&h, &second, Method::GET, "/api/runs", None).await.0, 200);
+    assert_eq!(
+        call(&h, &second, Method::GET, "/api/runs", None).await.0,
+        200
+    );
     let (status, body) = admin(
         &h,
         Method::DELETE,
@@ -396,7 +430,11 @@ async fn management_endpoints_refuse_non_admins_and_garbage() {
         }
     }
     let (status, shown) = admin(&h, Method::GET, &format!("/api/principals/{target}"), None).await;
-    assert_eq!((status, &shown["role"]), (200, &json!("developer")), "unchanged");
+    assert_eq!(
+        (status, &shown["role"]),
+        (200, &json!("developer")),
+        "unchanged"
+    );
 
     // Unknown principals and ids that are not UUIDs.
     for (method, path, body) in routes(&missing.to_string()).into_iter().skip(2) {
@@ -438,7 +476,10 @@ async fn management_endpoints_refuse_non_admins_and_garbage() {
             ("application/json", b"null"),
             ("application/json", b"[]"),
             ("application/json", b"{\"role\": 1, \"apps\": 2}"),
-            ("application/json", b"{\"role\": \"admin\", \"apps\": [], \"extra\": 1}"),
+            (
+                "application/json",
+                b"{\"role\": \"admin\", \"apps\": [], \"extra\": 1}",
+            ),
             ("application/json", b"\xff\xfe"),
             ("text/plain", b"{\"role\": \"viewer\"}"),
         ] {
@@ -479,6 +520,9 @@ async fn management_endpoints_refuse_non_admins_and_garbage() {
         Some(json!({"name": "x", "role": "root"})),
     )
     .await;
-    assert_eq!((status, &answer["error"]["code"]), (422, &json!("invalid_body")));
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (422, &json!("invalid_body"))
+    );
     h.shutdown().await;
 }

@@ -198,7 +198,10 @@ async fn show(
         .await?
         .ok_or_else(|| principal_not_found(id))?;
     let tokens = principals::tokens_of(&state.pool, id).await?;
-    Ok(Json(view(row, Some(tokens.iter().map(token_view).collect()))))
+    Ok(Json(view(
+        row,
+        Some(tokens.iter().map(token_view).collect()),
+    )))
 }
 
 async fn new_token(
