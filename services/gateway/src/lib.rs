@@ -5,10 +5,12 @@
 //! * serves `GET /api/runs/{id}/stream` as SSE straight from the run's JetStream
 //!   history ([`streams`]), with one JetStream tail per run per gateway fanned out in
 //!   memory to every client of that run ([`hub`]);
+//! * applies the control-plane's access-change notices (NATS) at once: a principal's
+//!   cached token answers are dropped and its SSE streams ended ([`revocation`]);
 //! * answers `/healthz` and `/readyz` without authentication.
 //!
-//! The gateway keeps no state of its own besides the in-memory fan-out, so any number
-//! of gateways can run side by side behind a load balancer.
+//! The gateway keeps no state of its own besides the in-memory fan-out and token cache,
+//! so any number of gateways can run side by side behind a load balancer.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;

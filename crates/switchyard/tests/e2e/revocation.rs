@@ -526,3 +526,32 @@ async fn management_endpoints_refuse_non_admins_and_garbage() {
     );
     h.shutdown().await;
 }
+
+/// A notice sent while a gateway is cut off from NATS is lost; the gateway therefore
+/// drops every cached answer when its connection comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_reconnect_drops_every_cached_answer() {
+    let mut h = Harness::start(0, 0).await;
+    let other = OtherGateway::start(&h).await;
+    let (_, viewer) = create_principal(&h, "viewer", "viewer", &[]).await;
+    assert_eq!(
+        other.call(&h, &viewer, Method::GET, "/api/runs").await.0,
+        200
+    );
+    // Revoked behind the control-plane's back: no notice, so the cache still answers.
+    sqlx::query("UPDATE api_tokens SET revoked_at = now()")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.call(&h, &viewer, Method::GET, "/api/runs").await.0,
+        200
+    );
+
+    h.nats.restart().await.expect("nats-server restarts");
+    other
+        .await_status(&h, &viewer, Method::GET, "/api/runs", 401)
+        .await;
+    other.stop().await;
+    h.shutdown().await;
+}
