@@ -254,7 +254,7 @@ async fn revoked_and_deleted_principals_are_refused_at_once_and_their_streams_en
         .post("/api/apps/register", json!({"appId": "app-a"}))
         .await;
     assert_eq!(status, 201, "{body}");
-    let (_, viewer) = create_principal(&h, "viewer", "viewer", &["app-a"]).await;
+    let (viewer_id, viewer) = create_principal(&h, "viewer", "viewer", &["app-a"]).await;
     let (doomed_id, doomed) = create_principal(&h, "doomed", "viewer", &["app-a"]).await;
     let (bystander_id, bystander) = create_principal(&h, "bystander", "viewer", &["app-a"]).await;
     let run = start_waiting_run(&h, TOKEN, "app-a").await;
@@ -277,8 +277,19 @@ async fn revoked_and_deleted_principals_are_refused_at_once_and_their_streams_en
         .find(|p| p["name"] == "viewer")
         .map(|p| p["tokens"][0]["id"].as_str().unwrap().to_owned())
         .unwrap();
+    let listener = async_nats::connect(h.nats.url()).await.unwrap();
+    let mut notices = listener.subscribe("auth.principals.changed").await.unwrap();
+    listener.flush().await.unwrap();
     let (status, _) = admin(&h, Method::DELETE, &format!("/api/tokens/{token_id}"), None).await;
     assert_eq!(status, 204);
+    // The notice names the principal and nothing else: no token, no hash.
+    let notice = tokio::time::timeout(DEADLINE, notices.next())
+        .await
+        .expect("a notice in time")
+        .expect("the subscription is open");
+    let payload: Value = serde_json::from_slice(&notice.payload).unwrap();
+    assert_eq!(payload, json!({"principalId": viewer_id}));
+    assert!(!String::from_utf8_lossy(&notice.payload).contains(&viewer));
     let (status, body) = call(&h, &viewer, Method::GET, "/api/runs", None).await;
     assert_eq!(
         (status, &body["error"]["code"]),
