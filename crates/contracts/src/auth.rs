@@ -9,12 +9,28 @@ pub const PRINCIPAL_HEADER: &str = "x-switchyard-principal";
 pub const ROLE_HEADER: &str = "x-switchyard-role";
 /// The principal's apps, comma-separated (app ids never contain commas).
 pub const APPS_HEADER: &str = "x-switchyard-apps";
+/// Set by the control-plane on the answer to a management request that changed a
+/// principal's access (its id): the gateway that forwarded it forgets that principal
+/// before answering, so the admin's next request already sees the change. Gateways
+/// drop it from what they pass on, like every internal header.
+pub const PRINCIPAL_CHANGED_HEADER: &str = "x-switchyard-principal-changed";
 /// The shared secret that proves a request to the control-plane comes from a gateway
 /// (`control_plane.internal_token` / `gateway.control_plane_token`).
 pub const INTERNAL_TOKEN_HEADER: &str = "x-switchyard-internal-token";
 
-/// What a principal may do; the control-plane enforces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a principal may do; the control-plane enforces it. Lowercase on the wire.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything, including managing principals.
     Admin,

@@ -13,6 +13,7 @@ pub mod control;
 pub mod dispatch;
 pub mod event;
 pub mod presence;
+pub mod principals;
 pub mod provider;
 pub mod schema;
 pub mod subjects;

@@ -27,6 +27,17 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         entry::<crate::api::RunQueueView>("api-run-queue.json"),
         entry::<crate::api::ProviderList>("api-providers.json"),
         entry::<crate::api::ProviderRunStartRequest>("api-provider-run-start-request.json"),
+        entry::<crate::principals::CreatePrincipalRequest>("api-create-principal-request.json"),
+        entry::<crate::principals::SetPrincipalAppsRequest>("api-set-principal-apps-request.json"),
+        entry::<crate::principals::SetPrincipalRoleRequest>("api-set-principal-role-request.json"),
+        entry::<crate::principals::PrincipalView>("api-principal.json"),
+        entry::<crate::principals::PrincipalList>("api-principals.json"),
+        entry::<crate::principals::CreatedPrincipal>("api-created-principal.json"),
+        entry::<crate::principals::CreatedToken>("api-created-token.json"),
+        entry::<crate::principals::RevokedTokens>("api-revoked-tokens.json"),
+        entry::<crate::principals::ResolveTokenRequest>("auth-resolve-request.json"),
+        entry::<crate::principals::ResolveTokenResponse>("auth-resolve-response.json"),
+        entry::<crate::principals::PrincipalChanged>("principal-changed.json"),
     ]
 }
 

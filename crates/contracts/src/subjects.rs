@@ -40,6 +40,11 @@ pub fn executor_dispatch(executor_id: &str) -> String {
     format!("executors.{executor_id}.dispatch")
 }
 
+/// Core NATS subject of [`crate::principals::PrincipalChanged`] notices: the
+/// control-plane publishes, every gateway subscribes. At-most-once by design: a missed
+/// notice is covered by the gateway's token cache TTL.
+pub const PRINCIPAL_CHANGED: &str = "auth.principals.changed";
+
 /// Message id of a run event, used by JetStream's duplicate window: `<run_id>:<seq>`.
 pub fn event_msg_id(run_id: &RunId, seq: u64) -> String {
     format!("{run_id}:{seq}")

@@ -8,6 +8,10 @@ use switchyard_contracts::api::{HumanLoopReplyRequest, RegisterAppRequest, Start
 use switchyard_contracts::control::{ControlReply, ControlRequest};
 use switchyard_contracts::dispatch::{DispatchReply, DispatchRequest};
 use switchyard_contracts::presence::ExecutorPresence;
+use switchyard_contracts::principals::{
+    CreatePrincipalRequest, PrincipalChanged, ResolveTokenRequest, SetPrincipalAppsRequest,
+    SetPrincipalRoleRequest,
+};
 use switchyard_contracts::{RunCommand, RunEvent};
 
 /// Any JSON value, nested a few levels, with keys that sometimes hit real field names
@@ -26,6 +30,7 @@ fn json() -> impl Strategy<Value = Value> {
             Just("stop"),
             Just("human_loop_reply"),
             Just("00000000-0000-7000-8000-000000000000"),
+            Just("viewer"),
         ]
         .prop_map(|s| Value::String(s.to_owned())),
     ];
@@ -55,6 +60,9 @@ fn key() -> impl Strategy<Value = String> {
             Just("providerOptions"),
             Just("decision"),
             Just("executorId"),
+            Just("principalId"),
+            Just("role"),
+            Just("apps"),
         ]
         .prop_map(str::to_owned),
     ]
@@ -71,6 +79,11 @@ fn decode_all(bytes: &[u8]) {
     let _ = serde_json::from_slice::<StartRunRequest>(bytes);
     let _ = serde_json::from_slice::<RegisterAppRequest>(bytes);
     let _ = serde_json::from_slice::<HumanLoopReplyRequest>(bytes);
+    let _ = serde_json::from_slice::<PrincipalChanged>(bytes);
+    let _ = serde_json::from_slice::<CreatePrincipalRequest>(bytes);
+    let _ = serde_json::from_slice::<SetPrincipalRoleRequest>(bytes);
+    let _ = serde_json::from_slice::<SetPrincipalAppsRequest>(bytes);
+    let _ = serde_json::from_slice::<ResolveTokenRequest>(bytes);
 }
 
 proptest! {

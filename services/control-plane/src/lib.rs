@@ -17,6 +17,7 @@ pub mod projector;
 pub mod providers;
 pub mod queue;
 pub mod reconciler;
+pub mod revocation;
 pub mod runs;
 pub mod store;
 

@@ -5,7 +5,9 @@
 //! * any other `sy_…` token is resolved by the control-plane
 //!   (`POST /internal/auth/resolve`; it stores only SHA-256 hashes) into a principal
 //!   with a role and its apps. Positive answers are cached for
-//!   `gateway.token_cache_secs`, so a revoked token stops working within that time;
+//!   `gateway.token_cache_secs`; a change to the principal (revocation, deletion, role
+//!   or apps) drops them at once when the control-plane's notice arrives
+//!   ([`crate::revocation`]), and the TTL bounds a missed notice;
 //! * without an admin token and with `allow_anonymous`, everyone is the anonymous
 //!   admin.
 //!
@@ -33,6 +35,7 @@ use switchyard_platform::http::ApiError;
 
 use crate::GatewayConfig;
 use crate::control_plane::ControlPlane;
+use crate::revocation::Revocations;
 
 /// Prefix of the tokens the control-plane issues; other tokens are not worth asking
 /// it about.
@@ -160,19 +163,28 @@ impl TokenResolver for ControlPlane {
     }
 }
 
-/// The admin token, then issued tokens through a [`TokenResolver`] and a [`TokenCache`].
+/// The admin token, then issued tokens through a [`TokenResolver`] and a [`TokenCache`]
+/// (filled through [`Revocations`], so a notice that overtakes a resolution wins).
 pub struct Tokens<R> {
     admin: AdminToken,
     resolver: R,
-    cache: TokenCache,
+    cache: Arc<TokenCache>,
+    revocations: Revocations,
 }
 
 impl<R: TokenResolver> Tokens<R> {
-    pub fn new(admin: AdminToken, resolver: R, cache: TokenCache) -> Self {
+    /// `revocations` must evict from `cache`.
+    pub fn new(
+        admin: AdminToken,
+        resolver: R,
+        cache: Arc<TokenCache>,
+        revocations: Revocations,
+    ) -> Self {
         Self {
             admin,
             resolver,
             cache,
+            revocations,
         }
     }
 }
@@ -195,12 +207,13 @@ impl<R: TokenResolver> Authenticator for Tokens<R> {
             if let Some(principal) = self.cache.get(&key) {
                 return Ok(principal);
             }
+            let since = self.revocations.epoch();
             let principal = self
                 .resolver
                 .resolve(token)
                 .await?
                 .ok_or(AuthError::Invalid)?;
-            self.cache.insert(key, principal.clone());
+            self.revocations.cache_if_current(since, key, &principal);
             Ok(principal)
         })
     }
@@ -256,6 +269,21 @@ impl TokenCache {
         entries.insert(key, (principal, Instant::now()));
     }
 
+    /// Drops every answer about the principal (all of its tokens).
+    pub fn forget_principal(&self, principal_id: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (principal, _)| principal.id != principal_id);
+    }
+
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     pub fn len(&self) -> usize {
         self.entries
             .lock()
@@ -268,19 +296,29 @@ impl TokenCache {
     }
 }
 
-/// The authenticator the configuration asks for. [`crate::Config::validate`] has
-/// already refused a missing token without `allow_anonymous`.
-pub fn from_config(config: &GatewayConfig, control_plane: ControlPlane) -> Arc<dyn Authenticator> {
+/// The authenticator the configuration asks for, and the [`Revocations`] that apply
+/// the control-plane's notices to it. [`crate::Config::validate`] has already refused a
+/// missing token without `allow_anonymous`.
+pub fn from_config(
+    config: &GatewayConfig,
+    control_plane: ControlPlane,
+) -> (Arc<dyn Authenticator>, Revocations) {
     match &config.admin_token {
-        Some(token) => Arc::new(Tokens::new(
-            AdminToken::new(token.clone()),
-            control_plane,
-            TokenCache::new(
+        Some(token) => {
+            let cache = Arc::new(TokenCache::new(
                 Duration::from_secs(config.token_cache_secs),
                 config.token_cache_max_entries,
-            ),
-        )),
-        None => Arc::new(Anonymous),
+            ));
+            let revocations = Revocations::new(Some(cache.clone()));
+            let tokens = Tokens::new(
+                AdminToken::new(token.clone()),
+                control_plane,
+                cache,
+                revocations.clone(),
+            );
+            (Arc::new(tokens), revocations)
+        }
+        None => (Arc::new(Anonymous), Revocations::new(None)),
     }
 }
 
@@ -314,13 +352,16 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     Ok(Some(token))
 }
 
-/// Middleware: authenticates the request and stores its [`Principal`], or answers 401
+/// Middleware: authenticates the request and stores its [`Principal`] and the
+/// [`AuthEpoch`](crate::revocation::AuthEpoch) it started at, or answers 401
 /// `unauthorized` with `WWW-Authenticate: Bearer`.
 pub async fn require_principal(
     State(authenticator): State<Arc<dyn Authenticator>>,
+    State(revocations): State<Revocations>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let epoch = revocations.epoch();
     let outcome = match bearer_token(request.headers()) {
         Ok(token) => authenticator.authenticate(token).await,
         Err(e) => Err(e),
@@ -328,6 +369,7 @@ pub async fn require_principal(
     match outcome {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
+            request.extensions_mut().insert(epoch);
             next.run(request).await
         }
         Err(AuthError::Unavailable(cause)) => {
@@ -441,13 +483,20 @@ mod tests {
     }
 
     fn tokens(ttl: Duration) -> Tokens<Table> {
+        let cache = Arc::new(TokenCache::new(ttl, 100));
         Tokens::new(
             AdminToken::new(SecretString::from("admin-tok")),
             Table {
-                known: [("sy_dev".to_owned(), developer("p1"))].into(),
+                known: [
+                    ("sy_dev".to_owned(), developer("p1")),
+                    ("sy_dev2".to_owned(), developer("p1")),
+                    ("sy_other".to_owned(), developer("p2")),
+                ]
+                .into(),
                 lookups: 0.into(),
             },
-            TokenCache::new(ttl, 100),
+            cache.clone(),
+            Revocations::new(Some(cache)),
         )
     }
 

@@ -5,10 +5,11 @@
 use axum::http::StatusCode;
 use reqwest::Url;
 use std::time::Duration;
+use switchyard_contracts::principals::{ResolveTokenRequest, ResolveTokenResponse};
 use switchyard_contracts::{RunId, RunStatus};
 
 use crate::GatewayConfig;
-use crate::auth::{Principal, Role, principal_headers};
+use crate::auth::{Principal, principal_headers};
 
 /// Readiness probes must answer quickly even when the API deadline is long.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -162,32 +163,24 @@ impl ControlPlane {
     /// `POST /internal/auth/resolve`: whose issued token is this? `Ok(None)` for an
     /// unknown or revoked one.
     pub async fn resolve_token(&self, token: &str) -> Result<Option<Principal>, ControlPlaneError> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Resolved {
-            principal_id: String,
-            role: String,
-            apps: Vec<String>,
-        }
         let response = self
             .http
             .post(format!("{}/internal/auth/resolve", self.base))
-            .json(&serde_json::json!({ "token": token }))
+            .json(&ResolveTokenRequest {
+                token: token.to_owned(),
+            })
             .send()
             .await
             .map_err(ControlPlaneError::Unreachable)?;
         match response.status() {
             s if s.is_success() => {
-                let resolved: Resolved = response
+                let resolved: ResolveTokenResponse = response
                     .json()
                     .await
                     .map_err(ControlPlaneError::Unreachable)?;
-                let role = Role::parse(&resolved.role).ok_or(
-                    ControlPlaneError::UnexpectedStatus(StatusCode::OK, "token resolution"),
-                )?;
                 Ok(Some(Principal {
-                    id: resolved.principal_id,
-                    role,
+                    id: resolved.principal_id.to_string(),
+                    role: resolved.role,
                     apps: resolved.apps,
                 }))
             }

@@ -5,10 +5,12 @@
 //! * serves `GET /api/runs/{id}/stream` as SSE straight from the run's JetStream
 //!   history ([`streams`]), with one JetStream tail per run per gateway fanned out in
 //!   memory to every client of that run ([`hub`]);
+//! * applies the control-plane's access-change notices (NATS) at once: a principal's
+//!   cached token answers are dropped and its SSE streams ended ([`revocation`]);
 //! * answers `/healthz` and `/readyz` without authentication.
 //!
-//! The gateway keeps no state of its own besides the in-memory fan-out, so any number
-//! of gateways can run side by side behind a load balancer.
+//! The gateway keeps no state of its own besides the in-memory fan-out and token cache,
+//! so any number of gateways can run side by side behind a load balancer.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
@@ -17,6 +19,7 @@ pub mod frames;
 pub mod hub;
 pub mod proxy;
 pub mod quota;
+pub mod revocation;
 pub mod routes;
 pub mod streams;
 
@@ -25,6 +28,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
+use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
 use switchyard_platform::config::{ConfigError, NatsConfig};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::nats::{self, Resources};
@@ -64,8 +68,10 @@ pub struct GatewayConfig {
     pub upstream_timeout_ms: u64,
     /// Concurrent SSE connections one principal may hold (429 `too_many_streams` above).
     pub max_streams_per_token: usize,
-    /// How long a token the control-plane resolved is trusted without asking again: a
-    /// revoked token keeps working at most this long. 0 disables the cache.
+    /// How long a token the control-plane resolved is trusted without asking again. A
+    /// change to the principal normally ends this at once (the control-plane's NATS
+    /// notice); the TTL bounds how long a missed notice leaves a revoked token working.
+    /// 0 disables the cache.
     pub token_cache_secs: u64,
     /// Most tokens cached at once.
     pub token_cache_max_entries: usize,
@@ -182,8 +188,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tasks = TaskTracker::new();
     let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
     let control_plane = control_plane::ControlPlane::new(&gateway)?;
+    let (authenticator, revocations) = auth::from_config(&gateway, control_plane.clone());
+    // Subscribed (and the server told) before serving, so no notice about a request
+    // this gateway answers can be missed for want of a subscription.
+    let notices = client.subscribe(PRINCIPAL_CHANGED).await?;
+    client.flush().await?;
+    tasks.spawn(revocation::listen(
+        client.clone(),
+        notices,
+        revocations.clone(),
+        shutdown.child_token(),
+    ));
     let state = routes::AppState {
-        authenticator: auth::from_config(&gateway, control_plane.clone()),
+        authenticator,
+        revocations,
         control_plane: control_plane.clone(),
         hub,
         log,

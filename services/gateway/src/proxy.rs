@@ -6,6 +6,10 @@
 //! Hop-by-hop headers are dropped both ways, and `Accept-Encoding` is not forwarded so
 //! the body we pass back is never in an encoding we did not negotiate.
 //!
+//! An answer naming a principal in `x-switchyard-principal-changed` (a management
+//! request changed its access) makes this gateway forget that principal before it
+//! answers ([`Revocations::forget`]); like every internal header it is not passed on.
+//!
 //! Bodies are buffered (at most `max_body_bytes` in; the control-plane's answers are
 //! small JSON documents) so that a failing upstream yields a clean error response
 //! instead of a truncated one. When the control-plane is unreachable or slower than
@@ -22,6 +26,8 @@ use switchyard_platform::http::ApiError;
 
 use crate::auth::{INTERNAL_HEADER_PREFIX, Principal, principal_headers};
 use crate::control_plane::ControlPlane;
+use crate::revocation::Revocations;
+use switchyard_contracts::auth::PRINCIPAL_CHANGED_HEADER;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -42,6 +48,7 @@ const REQUEST_DROPPED: &[&str] = &["authorization", "host", "content-length", "a
 /// `*` /api/* → the same path on the control-plane.
 pub async fn forward(
     State(control_plane): State<ControlPlane>,
+    State(revocations): State<Revocations>,
     Extension(principal): Extension<Principal>,
     method: Method,
     uri: Uri,
@@ -67,6 +74,13 @@ pub async fn forward(
         .await
         .map_err(control_plane_unavailable)?;
     let status = upstream.status();
+    if let Some(changed) = upstream
+        .headers()
+        .get(PRINCIPAL_CHANGED_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        revocations.forget(changed);
+    }
     let response_headers = forwardable(upstream.headers(), &["content-length"]);
     let bytes = upstream.bytes().await.map_err(control_plane_unavailable)?;
     tracing::debug!(%method, path = uri.path(), %status, "forwarded to the control-plane");

@@ -20,6 +20,7 @@ use crate::auth::{self, Authenticator};
 use crate::control_plane::ControlPlane;
 use crate::hub::Hub;
 use crate::quota::StreamQuota;
+use crate::revocation::Revocations;
 use crate::{proxy, streams};
 
 /// The request deadline beyond the upstream one, so that a slow control-plane yields the
@@ -29,6 +30,7 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct AppState {
     pub authenticator: Arc<dyn Authenticator>,
+    pub revocations: Revocations,
     pub control_plane: ControlPlane,
     pub hub: Hub,
     pub log: EventLog,
@@ -39,6 +41,12 @@ pub struct AppState {
 impl FromRef<AppState> for ControlPlane {
     fn from_ref(state: &AppState) -> Self {
         state.control_plane.clone()
+    }
+}
+
+impl FromRef<AppState> for Revocations {
+    fn from_ref(state: &AppState) -> Self {
+        state.revocations.clone()
     }
 }
 

@@ -38,6 +38,7 @@ use crate::control_plane::RunLookup;
 use crate::frames::{self, KEEP_ALIVE};
 use crate::hub::{FeedItem, Subscription};
 use crate::quota::{QuotaExceeded, StreamPermit};
+use crate::revocation::{AuthEpoch, StreamWatch};
 use crate::routes::AppState;
 
 /// SSE event name of the "history is missing" notice.
@@ -51,6 +52,7 @@ pub struct StreamQuery {
 pub async fn stream_run(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(epoch): Extension<AuthEpoch>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<StreamQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -62,7 +64,7 @@ pub async fn stream_run(
     let query = query.map_err(|_| invalid_cursor())?;
     let cursor = requested_cursor(query.cursor.as_deref(), &headers)?;
     let span = tracing::info_span!("run_stream", run_id = %run_id, principal = %principal.id);
-    open_stream(state, principal, run_id, cursor)
+    open_stream(state, principal, epoch, run_id, cursor)
         .instrument(span)
         .await
 }
@@ -91,6 +93,7 @@ fn requested_cursor(query: Option<&str>, headers: &HeaderMap) -> Result<Option<C
 async fn open_stream(
     state: AppState,
     principal: Principal,
+    epoch: AuthEpoch,
     run_id: RunId,
     cursor: Option<Cursor>,
 ) -> Result<Response, ApiError> {
@@ -165,6 +168,7 @@ async fn open_stream(
     let connection = Connection {
         subscription: state.hub.subscribe(run_id, after_seq),
         _permit: permit,
+        access: state.revocations.watch(&principal.id, epoch),
         idle: Box::pin(tokio::time::sleep(state.keep_alive)),
         keep_alive: state.keep_alive,
     };
@@ -186,10 +190,12 @@ async fn open_stream(
 
 /// What one SSE connection holds while it is open: its read position in the run's
 /// feed, its stream quota permit (released when hyper drops the body: the stream ended
-/// or the client went away) and the keep-alive timer.
+/// or the client went away), the watch that ends it when the principal's access
+/// changes (the client reconnects and is authorised again) and the keep-alive timer.
 struct Connection {
     subscription: Subscription,
     _permit: StreamPermit,
+    access: StreamWatch,
     idle: Pin<Box<Sleep>>,
     keep_alive: Duration,
 }
@@ -200,6 +206,10 @@ impl Connection {
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
         let bytes = tokio::select! {
             biased;
+            () = self.access.revoked() => {
+                tracing::debug!("the principal's access changed: ending the stream");
+                return None;
+            }
             items = self.subscription.next_batch() => batch_bytes(items?),
             () = self.idle.as_mut() => KEEP_ALIVE,
         };

@@ -13,4 +13,5 @@ mod providers;
 mod queueing;
 mod rbac;
 mod resume;
+mod revocation;
 mod scale;

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// One request as `token`; the status and the JSON body (`null` when there is none).
-async fn call(
+pub(crate) async fn call(
     h: &Harness,
     token: &str,
     method: Method,
@@ -25,7 +25,7 @@ async fn call(
 }
 
 /// A run in `app` that waits for a human, so stop and reply have something to act on.
-async fn start_waiting_run(h: &Harness, token: &str, app: &str) -> String {
+pub(crate) async fn start_waiting_run(h: &Harness, token: &str, app: &str) -> String {
     let (status, body) = call(
         h,
         token,
@@ -46,7 +46,12 @@ async fn start_waiting_run(h: &Harness, token: &str, app: &str) -> String {
     body["runId"].as_str().unwrap().to_owned()
 }
 
-async fn create_principal(h: &Harness, name: &str, role: &str, apps: &[&str]) -> (String, String) {
+pub(crate) async fn create_principal(
+    h: &Harness,
+    name: &str,
+    role: &str,
+    apps: &[&str],
+) -> (String, String) {
     let (status, body) = call(
         h,
         TOKEN,

@@ -1,14 +1,24 @@
 //! Principal and token management (admins only; [`crate::access::enforce`] checks
-//! the role) and the gateway's internal token resolution.
+//! the role) and the gateway's internal token resolution. Bodies are the wire types of
+//! [`switchyard_contracts::principals`].
 //!
 //! | route | answer |
 //! |---|---|
 //! | `POST /api/principals` `{name, role, apps[]}` | 201 principal + `token` (shown once) |
 //! | `GET /api/principals` | 200 `{principals: [… tokens: [{id, createdAt, revokedAt}]]}` |
-//! | `POST /api/principals/{id}/tokens` | 201 `{tokenId, token}` |
+//! | `GET /api/principals/{id}` | 200 principal with its tokens |
+//! | `PUT /api/principals/{id}/role` `{role}` | 200 principal |
 //! | `PUT /api/principals/{id}/apps` `{apps[]}` | 200 principal |
+//! | `DELETE /api/principals/{id}` | 204 (its tokens and memberships go with it) |
+//! | `POST /api/principals/{id}/tokens` | 201 `{tokenId, token}` |
+//! | `DELETE /api/principals/{id}/tokens` | 200 `{revoked}`: every active token revoked |
 //! | `DELETE /api/tokens/{id}` | 204 |
 //! | `POST /internal/auth/resolve` `{token}` | 200 `{principalId, role, apps}`; 401 |
+//!
+//! Every change to what a principal may do (role, apps, deletion, revocation) is
+//! announced to the gateways after it is committed ([`crate::revocation`]), and the
+//! answer names the principal in [`PRINCIPAL_CHANGED_HEADER`] for the gateway that
+//! forwarded it.
 //!
 //! Tokens are `sy_` + base64url of random bytes, stored as SHA-256: a token is a
 //! high-entropy secret, so a fast unsalted hash is enough (no dictionary to attack)
@@ -16,17 +26,23 @@
 
 use super::{AppState, not_found};
 use crate::access::Role;
+use crate::revocation;
 use crate::runs::is_valid_name;
-use crate::store::principals::{self, PrincipalRow};
+use crate::store::principals::{self, PrincipalRow, TokenRow};
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{delete, post, put};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use switchyard_contracts::auth::PRINCIPAL_CHANGED_HEADER;
+use switchyard_contracts::principals::{
+    CreatePrincipalRequest, CreatedPrincipal, CreatedToken, PrincipalList, PrincipalView,
+    ResolveTokenRequest, ResolveTokenResponse, RevokedTokens, SetPrincipalAppsRequest,
+    SetPrincipalRoleRequest, TokenView,
+};
 use switchyard_platform::http::{ApiError, Json};
 use uuid::Uuid;
 
@@ -37,94 +53,54 @@ const TOKEN_PREFIX: &str = "sy_";
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/principals", post(create).get(list))
-        .route("/api/principals/{id}/tokens", post(new_token))
+        .route("/api/principals/{id}", get(show).delete(remove))
+        .route("/api/principals/{id}/role", put(set_role))
         .route("/api/principals/{id}/apps", put(set_apps))
-        .route("/api/tokens/{id}", delete(revoke))
+        .route(
+            "/api/principals/{id}/tokens",
+            post(new_token).delete(revoke_all),
+        )
+        .route("/api/tokens/{id}", axum::routing::delete(revoke))
         .route("/internal/auth/resolve", post(resolve))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreatePrincipal {
-    name: String,
-    role: String,
-    #[serde(default)]
-    apps: Vec<String>,
+/// The stored role as the wire type. The table's CHECK admits only the four roles; a
+/// row that somehow held another would be shown as the least privileged one.
+fn role_of(text: &str) -> Role {
+    Role::parse(text).unwrap_or(Role::Viewer)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SetApps {
-    apps: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResolveRequest {
-    token: String,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResolveResponse {
-    principal_id: Uuid,
-    role: String,
-    apps: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenView {
-    id: Uuid,
-    created_at: DateTime<Utc>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PrincipalView {
-    id: Uuid,
-    name: String,
-    role: String,
-    apps: Vec<String>,
-    created_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tokens: Option<Vec<TokenView>>,
-}
-
-impl From<PrincipalRow> for PrincipalView {
-    fn from(row: PrincipalRow) -> Self {
-        Self {
-            id: row.id,
-            name: row.name,
-            role: row.role,
-            apps: row.apps,
-            created_at: row.created_at,
-            tokens: None,
-        }
+fn view(row: PrincipalRow, tokens: Option<Vec<TokenView>>) -> PrincipalView {
+    PrincipalView {
+        id: row.id,
+        name: row.name,
+        role: role_of(&row.role),
+        apps: row.apps,
+        created_at: row.created_at,
+        tokens,
     }
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CreatedPrincipal {
-    #[serde(flatten)]
-    principal: PrincipalView,
-    token_id: Uuid,
-    /// The only time the plaintext token is shown.
-    token: String,
+fn token_view(t: &TokenRow) -> TokenView {
+    TokenView {
+        id: t.id,
+        created_at: t.created_at,
+        revoked_at: t.revoked_at,
+    }
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CreatedToken {
-    token_id: Uuid,
-    token: String,
-}
-
-#[derive(Debug, Serialize)]
-struct PrincipalList {
-    principals: Vec<PrincipalView>,
+/// Tells the gateways that `id`'s access changed, then answers `response` naming the
+/// principal for the gateway that forwarded the request.
+async fn changed(state: &AppState, id: Uuid, response: impl IntoResponse) -> Response {
+    revocation::announce(&state.js.client(), id, state.nats_timeout).await;
+    let mut response = response.into_response();
+    // A UUID is always a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response
+            .headers_mut()
+            .insert(PRINCIPAL_CHANGED_HEADER, value);
+    }
+    response
 }
 
 /// A fresh token and its stored hash.
@@ -171,7 +147,7 @@ fn principal_not_found(id: Uuid) -> ApiError {
 
 async fn create(
     State(state): State<AppState>,
-    Json(request): Json<CreatePrincipal>,
+    Json(request): Json<CreatePrincipalRequest>,
 ) -> Result<(StatusCode, Json<CreatedPrincipal>), ApiError> {
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.contains('\0') {
@@ -179,9 +155,8 @@ async fn create(
             "`name` must be 1-{MAX_NAME_CHARS} characters without NUL"
         )));
     }
-    let role = Role::parse(&request.role)
-        .ok_or_else(|| invalid("`role` must be admin, operator, developer or viewer"))?;
     check_apps(&request.apps)?;
+    let role = request.role;
     let (token, hash) = new_secret();
     let (row, token_id) =
         principals::create(&state.pool, name, role.as_str(), &request.apps, &hash).await?;
@@ -189,7 +164,7 @@ async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedPrincipal {
-            principal: row.into(),
+            principal: view(row, None),
             token_id,
             token,
         }),
@@ -203,22 +178,30 @@ async fn list(State(state): State<AppState>) -> Result<Json<PrincipalList>, ApiE
         .into_iter()
         .map(|row| {
             let id = row.id;
-            let mut view = PrincipalView::from(row);
-            view.tokens = Some(
-                tokens
-                    .iter()
-                    .filter(|t| t.principal_id == id)
-                    .map(|t| TokenView {
-                        id: t.id,
-                        created_at: t.created_at,
-                        revoked_at: t.revoked_at,
-                    })
-                    .collect(),
-            );
-            view
+            let own = tokens
+                .iter()
+                .filter(|t| t.principal_id == id)
+                .map(token_view)
+                .collect();
+            view(row, Some(own))
         })
         .collect();
     Ok(Json(PrincipalList { principals }))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<PrincipalView>, ApiError> {
+    let id = principal_id(path)?;
+    let row = principals::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| principal_not_found(id))?;
+    let tokens = principals::tokens_of(&state.pool, id).await?;
+    Ok(Json(view(
+        row,
+        Some(tokens.iter().map(token_view).collect()),
+    )))
 }
 
 async fn new_token(
@@ -234,49 +217,90 @@ async fn new_token(
     Ok((StatusCode::CREATED, Json(CreatedToken { token_id, token })))
 }
 
+async fn set_role(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    Json(request): Json<SetPrincipalRoleRequest>,
+) -> Result<Response, ApiError> {
+    let id = principal_id(path)?;
+    if !principals::set_role(&state.pool, id, request.role.as_str()).await? {
+        return Err(principal_not_found(id));
+    }
+    tracing::info!(principal = %id, role = request.role.as_str(), "principal role changed");
+    let row = principals::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| principal_not_found(id))?;
+    Ok(changed(&state, id, Json(view(row, None))).await)
+}
+
 async fn set_apps(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    Json(request): Json<SetApps>,
-) -> Result<Json<PrincipalView>, ApiError> {
+    Json(request): Json<SetPrincipalAppsRequest>,
+) -> Result<Response, ApiError> {
     let id = principal_id(path)?;
     check_apps(&request.apps)?;
     if !principals::set_apps(&state.pool, id, &request.apps).await? {
         return Err(principal_not_found(id));
     }
+    tracing::info!(principal = %id, apps = request.apps.len(), "principal apps changed");
     let row = principals::get(&state.pool, id)
         .await?
         .ok_or_else(|| principal_not_found(id))?;
-    Ok(Json(row.into()))
+    Ok(changed(&state, id, Json(view(row, None))).await)
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = principal_id(path)?;
+    if !principals::delete(&state.pool, id).await? {
+        return Err(principal_not_found(id));
+    }
+    tracing::info!(principal = %id, "principal deleted");
+    Ok(changed(&state, id, StatusCode::NO_CONTENT).await)
+}
+
+async fn revoke_all(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = principal_id(path)?;
+    let revoked = principals::revoke_all(&state.pool, id)
+        .await?
+        .ok_or_else(|| principal_not_found(id))?;
+    tracing::info!(principal = %id, revoked, "principal's tokens revoked");
+    Ok(changed(&state, id, Json(RevokedTokens { revoked })).await)
 }
 
 async fn revoke(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let id = principal_id(path)?;
-    if !principals::revoke(&state.pool, id).await? {
-        return Err(not_found("token_not_found", format!("no token {id}")));
-    }
-    tracing::info!(token = %id, "token revoked");
-    Ok(StatusCode::NO_CONTENT)
+    let principal = principals::revoke(&state.pool, id)
+        .await?
+        .ok_or_else(|| not_found("token_not_found", format!("no token {id}")))?;
+    tracing::info!(token = %id, principal = %principal, "token revoked");
+    Ok(changed(&state, principal, StatusCode::NO_CONTENT).await)
 }
 
 /// The gateway's question "whose token is this?". Not under `/api/`, so the gateway
 /// never forwards a client to it.
 async fn resolve(
     State(state): State<AppState>,
-    Json(request): Json<ResolveRequest>,
-) -> Result<Json<ResolveResponse>, ApiError> {
+    Json(request): Json<ResolveTokenRequest>,
+) -> Result<Json<ResolveTokenResponse>, ApiError> {
     if !request.token.starts_with(TOKEN_PREFIX) {
         return Err(ApiError::unauthorized("unknown token"));
     }
     let resolved = principals::resolve(&state.pool, &hash_token(&request.token))
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
-    Ok(Json(ResolveResponse {
+    Ok(Json(ResolveTokenResponse {
         principal_id: resolved.principal_id,
-        role: resolved.role,
+        role: role_of(&resolved.role),
         apps: resolved.apps,
     }))
 }

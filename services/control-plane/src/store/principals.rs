@@ -94,13 +94,7 @@ pub async fn add_token(
     token_hash: &[u8],
 ) -> Result<Option<Uuid>, StoreError> {
     let mut tx = pool.begin().await?;
-    let exists =
-        sqlx::query_scalar::<_, Uuid>("SELECT id FROM principals WHERE id = $1 FOR UPDATE")
-            .bind(principal_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-    if !exists {
+    if !lock(&mut tx, principal_id).await? {
         return Ok(None);
     }
     let id = insert_token(&mut tx, principal_id, token_hash).await?;
@@ -136,13 +130,7 @@ pub async fn tokens(pool: &PgPool) -> Result<Vec<TokenRow>, StoreError> {
 /// Replaces a principal's memberships; `false` when there is no such principal.
 pub async fn set_apps(pool: &PgPool, id: Uuid, apps: &[String]) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
-    let exists =
-        sqlx::query_scalar::<_, Uuid>("SELECT id FROM principals WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-    if !exists {
+    if !lock(&mut tx, id).await? {
         return Ok(false);
     }
     sqlx::query("DELETE FROM principal_apps WHERE principal_id = $1")
@@ -161,14 +149,76 @@ pub async fn set_apps(pool: &PgPool, id: Uuid, apps: &[String]) -> Result<bool, 
     Ok(true)
 }
 
-/// Revokes a token; `false` when there is no such token. Revoking twice is harmless.
-pub async fn revoke(pool: &PgPool, token_id: Uuid) -> Result<bool, StoreError> {
-    let result =
-        sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1")
-            .bind(token_id)
-            .execute(pool)
-            .await?;
+/// Revokes a token; the principal it belonged to, `None` when there is no such token.
+/// Revoking twice is harmless.
+pub async fn revoke(pool: &PgPool, token_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar::<_, Uuid>(
+        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
+         WHERE id = $1 RETURNING principal_id",
+    )
+    .bind(token_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Revokes every active token of a principal; how many, `None` when there is no such
+/// principal.
+pub async fn revoke_all(pool: &PgPool, principal_id: Uuid) -> Result<Option<u64>, StoreError> {
+    let mut tx = pool.begin().await?;
+    if !lock(&mut tx, principal_id).await? {
+        return Ok(None);
+    }
+    let result = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now()
+         WHERE principal_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(principal_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(result.rows_affected()))
+}
+
+/// Changes a principal's role; `false` when there is no such principal.
+pub async fn set_role(pool: &PgPool, id: Uuid, role: &str) -> Result<bool, StoreError> {
+    let result = sqlx::query("UPDATE principals SET role = $2 WHERE id = $1")
+        .bind(id)
+        .bind(role)
+        .execute(pool)
+        .await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Deletes a principal with its tokens and memberships (the foreign keys cascade);
+/// `false` when there is no such principal. Runs keep its id in `created_by`.
+pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
+    let result = sqlx::query("DELETE FROM principals WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// The tokens of one principal.
+pub async fn tokens_of(pool: &PgPool, principal_id: Uuid) -> Result<Vec<TokenRow>, StoreError> {
+    Ok(sqlx::query_as::<_, TokenRow>(
+        "SELECT id, principal_id, created_at, revoked_at FROM api_tokens
+         WHERE principal_id = $1 ORDER BY created_at, id",
+    )
+    .bind(principal_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Locks the principal's row for the transaction; `false` when there is none.
+async fn lock(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar::<_, Uuid>("SELECT id FROM principals WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .is_some(),
+    )
 }
 
 /// The principal of an active (not revoked) token.
