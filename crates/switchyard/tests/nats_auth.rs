@@ -173,6 +173,22 @@ async fn every_service_runs_as_its_own_user_with_only_the_documented_subjects() 
         "{error}"
     );
 
+    // Nor forge a revocation notice: only the control-plane announces access changes
+    // (a forged notice could end any principal's streams).
+    gateway
+        .publish(
+            switchyard_contracts::subjects::PRINCIPAL_CHANGED,
+            "{}".into(),
+        )
+        .await
+        .unwrap();
+    gateway.flush().await.unwrap();
+    let error = next_error(&mut errors).await;
+    assert!(
+        error.contains("Permissions Violation for Publish to \"auth.principals.changed\""),
+        "{error}"
+    );
+
     // An executor may not forge another service's traffic: dispatches, commands.
     let (executor, mut errors) =
         connect_as(&platform.nats, "executor-1", &passwords["executor-1"]).await;
