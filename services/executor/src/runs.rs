@@ -3,8 +3,9 @@
 //! `run.completed`.
 //!
 //! The supervisor enforces the run timeout on active time (the clock pauses while a
-//! human is asked), turns stop requests, timeouts and shutdown into a cancelled stop
-//! token plus a grace period, then an abort, and writes the closing events. A run whose
+//! human is asked), turns stop requests, timeouts and the end of a shutdown's drain
+//! into a cancelled stop token plus a grace period, then an abort, and writes the
+//! closing events (a shutdown also gets a `diagnostic` saying so). A run whose
 //! log was taken over by another writer (fenced) is stopped and gets no further event
 //! from here.
 
@@ -20,7 +21,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use switchyard_contracts::dispatch::DispatchOutcome;
-use switchyard_contracts::event::{Evidence, RunCompleted, RunStarted};
+use switchyard_contracts::event::{
+    Diagnostic, DiagnosticLevel, Evidence, RunCompleted, RunStarted,
+};
 use switchyard_contracts::{FailureReason, RunCommand, RunEventKind, RunId};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -36,10 +39,39 @@ pub(crate) enum StopCause {
     /// A stop request (control subject or HTTP), with the requester's reason.
     Requested(Option<String>),
     Timeout,
-    /// The executor is shutting down.
-    Shutdown,
+    /// The executor is shutting down and the run could not finish first.
+    Shutdown(Shutdown),
     /// The sink lost the run (fenced or log unavailable).
     LogLost,
+}
+
+/// Why a shutting-down executor stopped the runs still active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shutdown {
+    /// `executor.drain_timeout_ms` (the value) passed.
+    DrainTimeout(u64),
+    /// A second shutdown signal.
+    Immediate,
+}
+
+impl Shutdown {
+    /// What the run's `diagnostic` and `run.completed` detail say.
+    pub(crate) fn detail(self) -> String {
+        match self {
+            Shutdown::DrainTimeout(0) => {
+                "executor shutdown: the executor does not wait for active runs \
+                 (drain_timeout_ms = 0), so the run was stopped"
+                    .to_owned()
+            }
+            Shutdown::DrainTimeout(ms) => format!(
+                "executor shutdown: the run was still active when the executor's drain \
+                 timeout of {ms} ms ran out, so it was stopped"
+            ),
+            Shutdown::Immediate => "executor shutdown: the executor was told to stop at once \
+                 (a second shutdown signal) while the run was active"
+                .to_owned(),
+        }
+    }
 }
 
 /// The shared state of one run, reachable from the control subject and the HTTP API.
@@ -61,7 +93,10 @@ impl RunState {
 
     fn cause(&self) -> StopCause {
         // A stop token cancelled through its parent means the executor is shutting down.
-        self.cause.get().cloned().unwrap_or(StopCause::Shutdown)
+        self.cause
+            .get()
+            .cloned()
+            .unwrap_or(StopCause::Shutdown(Shutdown::Immediate))
     }
 
     pub(crate) fn has_ended(&self) -> bool {
@@ -209,7 +244,16 @@ impl Runs {
     }
 
     /// Stops every run, present and future (their stop tokens are children of this one).
-    pub(crate) fn stop_all(&self) {
+    pub(crate) fn stop_all(&self, why: Shutdown) {
+        let runs: Vec<_> = self
+            .table()
+            .active
+            .values()
+            .map(|slot| slot.run.clone())
+            .collect();
+        for run in runs {
+            run.request_stop(StopCause::Shutdown(why));
+        }
         self.inner.stop_all.cancel();
     }
 
@@ -500,7 +544,20 @@ async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared
         _ = run.stop.cancelled() => {}
         _ = timed_out => run.request_stop(StopCause::Timeout),
     }
-    tracing::info!(run_id = %run.run_id, cause = ?run.cause(), "stopping the provider");
+    let cause = run.cause();
+    tracing::info!(run_id = %run.run_id, ?cause, "stopping the provider");
+    if let StopCause::Shutdown(why) = cause {
+        // Said before the provider winds down, so a client watching the stream learns
+        // why at once (the closing `run.completed` repeats it).
+        let diagnostic = RunEventKind::Diagnostic(Diagnostic {
+            level: DiagnosticLevel::Warn,
+            message: why.detail(),
+            raw: None,
+        });
+        if let Err(error) = sink.emit(diagnostic).await {
+            tracing::debug!(run_id = %run.run_id, %error, "could not record why the run is stopped");
+        }
+    }
     let grace = executor.settings.stop_grace();
     match tokio::time::timeout(grace, &mut task).await {
         Ok(joined) => ending_of(joined),
@@ -567,10 +624,7 @@ fn completion(
                     None => "stopped on request".to_owned(),
                 },
             ),
-            StopCause::Shutdown => RunCompleted::failed(
-                FailureReason::Stopped,
-                "the executor shut down while the run was active",
-            ),
+            StopCause::Shutdown(why) => RunCompleted::failed(FailureReason::Stopped, why.detail()),
             StopCause::LogLost => RunCompleted::failed(
                 FailureReason::ExecutorLost,
                 "the executor lost the run's event log",
@@ -729,8 +783,17 @@ mod tests {
         assert!(completion(stopped.run(), Ending::Aborted, 300, Some(EmitError::Fenced)).is_none());
 
         let shutdown = admitted(runs.admit(RunId::now_v7()));
-        runs.stop_all();
+        runs.stop_all(Shutdown::DrainTimeout(1500));
         let completed = completion(shutdown.run(), Ending::Aborted, 0, None).unwrap();
         assert_eq!(completed.reason, Some(FailureReason::Stopped));
+        let detail = completed.detail.unwrap();
+        assert!(
+            detail.starts_with("executor shutdown") && detail.contains("1500 ms"),
+            "{detail}"
+        );
+        // A run admitted after the fact is stopped through the parent token.
+        let late = admitted(runs.admit(RunId::now_v7()));
+        assert!(late.run().stop.is_cancelled());
+        assert_eq!(late.run().cause(), StopCause::Shutdown(Shutdown::Immediate));
     }
 }
