@@ -47,10 +47,7 @@ pub fn on_signals() -> Signals {
 /// SIGINT and SIGTERM, as one stream of "a signal came".
 struct Listener {
     #[cfg(unix)]
-    unix: Option<(
-        tokio::signal::unix::Signal,
-        tokio::signal::unix::Signal,
-    )>,
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Listener {

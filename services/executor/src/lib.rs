@@ -80,10 +80,7 @@ pub(crate) struct Executor {
 /// Connects, provisions, binds and spawns everything; returns once the executor takes
 /// dispatches and its presence record is written. `shutdown` is a token (a graceful
 /// shutdown only) or [`Signals`] (graceful, then immediate).
-pub async fn start(
-    config: Config,
-    shutdown: impl Into<Signals>,
-) -> anyhow::Result<ServiceHandle> {
+pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Result<ServiceHandle> {
     let Signals {
         graceful: shutdown,
         immediate,

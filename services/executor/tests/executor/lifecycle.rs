@@ -40,9 +40,9 @@ fn shutdown_detail(events: &[switchyard_contracts::RunEvent]) -> String {
     assert_eq!(completed.reason, Some(FailureReason::Stopped));
     let detail = completed.detail.expect("a detail");
     assert!(detail.starts_with("executor shutdown"), "{detail}");
-    let noted = events.iter().any(|e| {
-        matches!(&e.kind, RunEventKind::Diagnostic(d) if d.message == detail)
-    });
+    let noted = events
+        .iter()
+        .any(|e| matches!(&e.kind, RunEventKind::Diagnostic(d) if d.message == detail));
     assert!(noted, "no shutdown diagnostic in {:?}", types(events));
     detail
 }
@@ -71,7 +71,9 @@ async fn a_draining_executor_finishes_its_runs_then_stops() {
         .client
         .request(
             switchyard_contracts::subjects::executor_dispatch(&harness.executor_id),
-            serde_json::to_vec(&fresh_dispatch(json!([]))).unwrap().into(),
+            serde_json::to_vec(&fresh_dispatch(json!([])))
+                .unwrap()
+                .into(),
         )
         .await;
     assert!(refused.is_err(), "{refused:?}");
