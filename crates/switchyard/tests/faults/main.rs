@@ -33,6 +33,7 @@
 mod check;
 mod cluster;
 mod load;
+mod redispatch;
 mod sync_cost;
 
 use check::{Expectation, PhaseReport};
