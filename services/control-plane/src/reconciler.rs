@@ -14,12 +14,17 @@
 //!   NATS restart the in-memory bucket starts empty and executors need a TTL to
 //!   heartbeat again), and nobody may answer on the run's control subject (an
 //!   executor that answers is alive whatever its presence record says — a clock
-//!   skew, a broken bucket). An executor that was only partitioned learns about the
-//!   conclusion from its next append, which is fenced: it stops its provider.
+//!   skew, a broken bucket). A draining executor (graceful shutdown) still heartbeats,
+//!   so its runs are left to finish. An executor that was only partitioned learns
+//!   about the conclusion from its next append, which is fenced: it stops its provider.
+//!   A run whose last event is its `run.dispatched` never started (the executor
+//!   appends `run.started` before it spawns the provider): it is queued again instead,
+//!   like a lost command below, so another executor runs it; the lost executor's late
+//!   `run.started` is fenced by the diagnostic at its position.
 //! * **Lost commands.** A run still `queued` or `claimed` after `stuck_after`
 //!   (default 60 s: twice the work queue's ack wait) that has no outbox entry, no
-//!   command left in `RUN_COMMANDS` and no `run.dispatched` in its history can never
-//!   be dispatched: its command was acknowledged or lost without an executor taking
+//!   command left in `RUN_COMMANDS` and no `run.dispatched` in its history since its
+//!   last `run.queued` can never be dispatched: its command was acknowledged or lost without an executor taking
 //!   it. Its command is published again from the `runs` row with
 //!   `Nats-Msg-Id = <run_id>:retry:<n>` (n = the `seq` of the diagnostic below, so
 //!   two control-planes reconciling the same state deduplicate), after a `diagnostic`
