@@ -18,7 +18,8 @@
 //! * every reader, reconnecting with `Last-Event-ID` after each break, got seq 1..n
 //!   exactly once and ended with `run.completed`;
 //! * runs end `succeeded`, except those on a killed executor, which end `failed` with
-//!   reason `executor_lost`; the status projection agrees with the log.
+//!   reason `executor_lost` (unless they had not started: those are dispatched again
+//!   and succeed); the status projection agrees with the log.
 //!
 //! CI size: 40 runs per phase. `SWITCHYARD_FAULT_RUNS=200` (scripts/faults.sh) for the
 //! full size; `SWITCHYARD_FAULT_REPORT=<file>` writes the results table there. The
