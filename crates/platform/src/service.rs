@@ -36,6 +36,11 @@ impl ServiceHandle {
         }
     }
 
+    /// Whether the service has stopped (its task completed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Aborts the service's task without a graceful shutdown (tests use it to simulate
     /// a crash of a service that runs in-process).
     pub fn abort(&self) {

@@ -19,8 +19,9 @@ async fn main() -> anyhow::Result<()> {
         Some("up") => {
             let demo = args.iter().any(|a| a == "--demo");
             let exit_after_demo = args.iter().any(|a| a == "--exit-after-demo");
-            let shutdown = switchyard_platform::shutdown::on_signal();
-            let platform = up::start(shutdown.clone()).await?;
+            let signals = switchyard_platform::shutdown::on_signals();
+            let shutdown = signals.graceful.clone();
+            let platform = up::start(signals).await?;
             println!("switchyard is up: gateway at {}", platform.gateway_url);
             if demo || exit_after_demo {
                 let token = admin_token();
@@ -90,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
                     let config: switchyard_executor::Config = config::load()?;
                     telemetry::init(&config.telemetry);
                     config.validate()?;
-                    switchyard_executor::run(config, shutdown::on_signal()).await
+                    switchyard_executor::run(config, shutdown::on_signals()).await
                 }
                 _ => {
                     eprintln!(

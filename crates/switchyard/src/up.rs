@@ -4,7 +4,7 @@
 use anyhow::Context;
 use switchyard_platform::config;
 use switchyard_platform::service::ServiceHandle;
-use tokio_util::sync::CancellationToken;
+use switchyard_platform::shutdown::Signals;
 
 /// The running platform.
 pub struct Platform {
@@ -28,8 +28,11 @@ impl Platform {
 }
 
 /// Loads every service's config and starts them in dependency order: the
-/// control-plane (migrations, streams), executor, executor-manager, gateway.
-pub async fn start(shutdown: CancellationToken) -> anyhow::Result<Platform> {
+/// control-plane (migrations, streams), executor, executor-manager, gateway. Every
+/// service stops on `signals.graceful`; the executor then drains its runs until
+/// `signals.immediate` (or its drain timeout).
+pub async fn start(signals: Signals) -> anyhow::Result<Platform> {
+    let shutdown = signals.graceful.clone();
     let mut control_plane: switchyard_control_plane::Config = config::load()?;
     let executor: switchyard_executor::Config = config::load()?;
     let manager: switchyard_executor_manager::Config = config::load()?;
@@ -60,7 +63,7 @@ pub async fn start(shutdown: CancellationToken) -> anyhow::Result<Platform> {
             .context("control-plane failed to start")?,
     );
     services.push(
-        switchyard_executor::start(executor, shutdown.clone())
+        switchyard_executor::start(executor, signals)
             .await
             .context("executor failed to start")?,
     );

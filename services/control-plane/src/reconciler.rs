@@ -14,12 +14,17 @@
 //!   NATS restart the in-memory bucket starts empty and executors need a TTL to
 //!   heartbeat again), and nobody may answer on the run's control subject (an
 //!   executor that answers is alive whatever its presence record says — a clock
-//!   skew, a broken bucket). An executor that was only partitioned learns about the
-//!   conclusion from its next append, which is fenced: it stops its provider.
+//!   skew, a broken bucket). A draining executor (graceful shutdown) still heartbeats,
+//!   so its runs are left to finish. An executor that was only partitioned learns
+//!   about the conclusion from its next append, which is fenced: it stops its provider.
+//!   A run whose last event is its `run.dispatched` never started (the executor
+//!   appends `run.started` before it spawns the provider): it is queued again instead,
+//!   like a lost command below, so another executor runs it; the lost executor's late
+//!   `run.started` is fenced by the diagnostic at its position.
 //! * **Lost commands.** A run still `queued` or `claimed` after `stuck_after`
 //!   (default 60 s: twice the work queue's ack wait) that has no outbox entry, no
-//!   command left in `RUN_COMMANDS` and no `run.dispatched` in its history can never
-//!   be dispatched: its command was acknowledged or lost without an executor taking
+//!   command left in `RUN_COMMANDS` and no `run.dispatched` in its history since its
+//!   last `run.queued` can never be dispatched: its command was acknowledged or lost without an executor taking
 //!   it. Its command is published again from the `runs` row with
 //!   `Nats-Msg-Id = <run_id>:retry:<n>` (n = the `seq` of the diagnostic below, so
 //!   two control-planes reconciling the same state deduplicate), after a `diagnostic`
@@ -127,6 +132,8 @@ pub struct PassReport {
     pub concluded: Vec<RunId>,
     /// Runs whose command was published again.
     pub requeued: Vec<RunId>,
+    /// Runs of lost executors that had not started, queued and published again.
+    pub redispatched: Vec<RunId>,
     /// Recoveries skipped because the run's log moved on while deciding.
     pub fenced: usize,
 }
@@ -197,10 +204,14 @@ impl Reconciler {
         if let Err(e) = self.requeue_waiting(&mut report).await {
             tracing::warn!(error = %e, "reconciling runs waiting for a dispatch failed; retrying next pass");
         }
-        if !report.concluded.is_empty() || !report.requeued.is_empty() {
+        if !report.concluded.is_empty()
+            || !report.requeued.is_empty()
+            || !report.redispatched.is_empty()
+        {
             tracing::info!(
                 concluded = report.concluded.len(),
                 requeued = report.requeued.len(),
+                redispatched = report.redispatched.len(),
                 fenced = report.fenced,
                 "reconciliation pass recovered runs"
             );
@@ -261,6 +272,7 @@ impl Reconciler {
         for (run_id, outcome) in outcomes {
             match outcome {
                 Ok(Concluded::Yes) => report.concluded.push(run_id),
+                Ok(Concluded::Requeued) => report.redispatched.push(run_id),
                 Ok(Concluded::Fenced) => report.fenced += 1,
                 Ok(Concluded::No) | Err(_) => {}
             }
@@ -331,16 +343,20 @@ impl Reconciler {
             }
             Probe::Silent => {}
         }
-        let detail = match verdict {
-            Gone::Silent => format!(
-                "executor {} stopped heartbeating while the run was {}",
-                run.executor_id, run.status
-            ),
-            Gone::Restarted => format!(
-                "executor {} restarted (a new process took its id) while the run was {}",
-                run.executor_id, run.status
-            ),
+        let gone = match verdict {
+            Gone::Silent => "stopped heartbeating",
+            Gone::Restarted => "restarted (a new process took its id)",
         };
+        // Nothing ran yet: the executor appends `run.started` right after accepting,
+        // before the provider is spawned. Fenced at this position, its late
+        // `run.started` can never be stored, so another executor may take the run.
+        if last.header.event_type == "run.dispatched" {
+            return self.redispatch(run, &last, gone).await;
+        }
+        let detail = format!(
+            "executor {} {gone} while the run was {}",
+            run.executor_id, run.status
+        );
         let mut position = last.next_position();
         let completed = RunCompleted::failed(FailureReason::ExecutorLost, detail.clone());
         match self
@@ -358,6 +374,26 @@ impl Reconciler {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Queues a run whose executor was lost before the run started and publishes its
+    /// command again.
+    async fn redispatch(
+        &self,
+        run: &store::reconcile::OwnedRun,
+        last: &StoredEvent,
+        gone: &str,
+    ) -> Result<Concluded, ReconcileError> {
+        let Some(row) = store::reconcile::command_of(&self.pool, run.run_id).await? else {
+            tracing::warn!(run_id = %run.run_id, "the run has no row; cannot dispatch it again");
+            return Ok(Concluded::No);
+        };
+        let message = format!(
+            "executor {} {gone} after the run was dispatched to it and before it started; \
+             dispatching the run again",
+            run.executor_id
+        );
+        self.requeue(&row, last.next_position(), message).await
     }
 
     /// Who is alive, or [`Presence::Unknown`] when absence would prove nothing.
@@ -491,9 +527,9 @@ impl Reconciler {
             }
             let span = tracing::info_span!("reconcile_waiting", run_id = %run.run_id, status = %run.status);
             match self.requeue_one(&run).instrument(span.clone()).await {
-                Ok(Concluded::Yes) => report.requeued.push(run.run_id),
+                Ok(Concluded::Requeued) => report.requeued.push(run.run_id),
                 Ok(Concluded::Fenced) => report.fenced += 1,
-                Ok(Concluded::No) => {}
+                Ok(Concluded::No | Concluded::Yes) => {}
                 Err(e) => {
                     span.in_scope(
                         || tracing::warn!(error = %e, "could not republish the run's command"),
@@ -536,7 +572,7 @@ impl Reconciler {
             // takes care of it if that executor is gone.
             return Ok(Concluded::No);
         }
-        let mut position = last
+        let position = last
             .as_ref()
             .map_or(EventPosition::EMPTY, StoredEvent::next_position);
         let message = format!(
@@ -544,6 +580,20 @@ impl Reconciler {
              the work queue",
             run.status, run.idle_secs
         );
+        self.requeue(run, position, message).await
+    }
+
+    /// Appends a `diagnostic` saying why and a new `run.queued` at `position` (so the
+    /// manager dispatches the run again), then publishes its command with
+    /// `Nats-Msg-Id = <run_id>:retry:<seq of the diagnostic>`: two control-planes
+    /// doing the same deduplicate, and only one of them gets past the fence anyway.
+    async fn requeue(
+        &self,
+        run: &store::reconcile::WaitingRun,
+        mut position: EventPosition,
+        message: String,
+    ) -> Result<Concluded, ReconcileError> {
+        let run_id = run.id();
         let diagnostic = RunEventKind::Diagnostic(Diagnostic {
             level: DiagnosticLevel::Warn,
             message: message.clone(),
@@ -580,7 +630,7 @@ impl Reconciler {
             .await
             .map_err(nats_error)?;
         tracing::info!(%run_id, message, "run command republished");
-        Ok(Concluded::Yes)
+        Ok(Concluded::Requeued)
     }
 
     /// Run ids of the commands still in `RUN_COMMANDS` (waiting, or being dispatched by
@@ -626,7 +676,8 @@ impl Reconciler {
         )))
     }
 
-    /// Whether the run's history holds a `run.dispatched`.
+    /// Whether the run's history holds a `run.dispatched` after its last `run.queued`
+    /// (a run queued again after its executor was lost waits for a new dispatch).
     async fn was_dispatched(&self, run_id: RunId) -> Result<bool, ReconcileError> {
         let stream = self
             .js
@@ -635,6 +686,7 @@ impl Reconciler {
             .map_err(nats_error)?;
         let subject = subjects::run_events(&run_id);
         let mut next = 1;
+        let mut dispatched = false;
         for _ in 0..MAX_HISTORY_SCAN {
             let message = match stream
                 .direct_get_next_for_subject(subject.clone(), Some(next))
@@ -642,15 +694,15 @@ impl Reconciler {
             {
                 Ok(message) => message,
                 Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
-                    return Ok(false);
+                    return Ok(dispatched);
                 }
                 Err(e) => return Err(nats_error(e)),
             };
             next = message.sequence + 1;
-            if serde_json::from_slice::<RunEventHeader>(&message.payload)
-                .is_ok_and(|h| h.event_type == "run.dispatched")
-            {
-                return Ok(true);
+            match serde_json::from_slice::<RunEventHeader>(&message.payload) {
+                Ok(h) if h.event_type == "run.dispatched" => dispatched = true,
+                Ok(h) if h.event_type == "run.queued" => dispatched = false,
+                _ => {}
             }
         }
         // A run with this many events has certainly been dispatched.
@@ -661,6 +713,8 @@ impl Reconciler {
 /// The outcome of one recovery attempt.
 enum Concluded {
     Yes,
+    /// Queued again and its command republished.
+    Requeued,
     No,
     Fenced,
 }

@@ -1,6 +1,7 @@
 //! The reconciler against a real nats-server and Postgres: runs of lost executors are
-//! concluded `executor_lost`, live owners are left alone, and a run whose command
-//! vanished before any dispatch gets it published again.
+//! concluded `executor_lost` (or dispatched again when they had not started), live
+//! owners are left alone, and a run whose command vanished before any dispatch gets it
+//! published again.
 //!
 //! The test plays manager and executor itself by appending their events, and passes
 //! are driven by hand (`Reconciler::pass`) so each assertion follows one pass.
@@ -18,7 +19,7 @@ use switchyard_contracts::{RunEventKind, RunId};
 use switchyard_control_plane::Config;
 use switchyard_control_plane::reconciler::{ReconcileSettings, Reconciler};
 use switchyard_platform::config::NatsConfig;
-use switchyard_platform::events::EventLog;
+use switchyard_platform::events::{EventLog, EventLogError};
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
 use switchyard_test_support::{NatsServer, TestDb};
@@ -316,9 +317,20 @@ async fn runs_of_gone_executors_end_executor_lost_and_live_owners_keep_theirs() 
     let report = reconciler.pass().await;
     let mut concluded = report.concluded.clone();
     concluded.sort();
-    let mut expected = vec![absent, silent, garbage, reborn];
+    let mut expected = vec![absent, silent, garbage];
     expected.sort();
     assert_eq!(concluded, expected, "{report:?}");
+    // It had not started: queued and dispatched again instead.
+    assert_eq!(report.redispatched, vec![reborn], "{report:?}");
+    let note = s.history(reborn).await[3]["data"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        note.contains("exec-reborn restarted") && note.contains("before it started"),
+        "{note}"
+    );
+    assert_eq!(s.last_event(reborn).await["type"], "run.queued");
 
     for (run_id, executor_id, what) in [
         (
@@ -336,7 +348,6 @@ async fn runs_of_gone_executors_end_executor_lost_and_live_owners_keep_theirs() 
             "exec-garbage",
             "stopped heartbeating while the run was running",
         ),
-        (reborn, "exec-reborn", "restarted"),
     ] {
         let last = s.last_event(run_id).await;
         assert_eq!(last["type"], "run.completed", "{last}");
@@ -358,7 +369,8 @@ async fn runs_of_gone_executors_end_executor_lost_and_live_owners_keep_theirs() 
     // Nothing is concluded twice, whatever the projection shows by then.
     let report = reconciler.pass().await;
     assert!(report.concluded.is_empty(), "{report:?}");
-    for run_id in [absent, silent, garbage, reborn] {
+    assert!(report.redispatched.is_empty(), "{report:?}");
+    for run_id in [absent, silent, garbage] {
         let completed = s
             .history(run_id)
             .await
@@ -453,5 +465,81 @@ async fn a_run_whose_command_vanished_before_dispatch_gets_it_republished_once()
     assert!(!report.requeued.contains(&dispatched), "{report:?}");
     assert_eq!(s.last_event(dispatched).await["type"], "run.dispatched");
 
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_whose_executor_was_lost_before_it_started_is_dispatched_again_once() {
+    let s = Setup::start().await;
+    let run_id = s.start_run().await;
+    s.dispatch(run_id, "exec-gone", false).await;
+    // Where the lost executor would append its run.started.
+    let zombie_position = s.position(run_id).await;
+
+    let reconciler = s.reconciler(|_| {}).await;
+    let report = reconciler.pass().await;
+    assert_eq!(report.redispatched, vec![run_id], "{report:?}");
+    assert!(report.concluded.is_empty(), "{report:?}");
+    let history = s.history(run_id).await;
+    let types: Vec<&str> = history
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "run.queued",
+            "run.claimed",
+            "run.dispatched",
+            "diagnostic",
+            "run.queued"
+        ]
+    );
+    let note = history[3]["data"]["message"].as_str().unwrap();
+    assert_eq!(
+        note,
+        "executor exec-gone stopped heartbeating after the run was dispatched to it and \
+         before it started; dispatching the run again"
+    );
+    let stream = s.js.get_stream("RUN_COMMANDS").await.unwrap();
+    let command = stream
+        .get_last_raw_message_by_subject("runs.commands.scripted")
+        .await
+        .unwrap();
+    assert_eq!(
+        command.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(format!("{run_id}:retry:4").as_str())
+    );
+    let body: Value = serde_json::from_slice(&command.payload).unwrap();
+    assert_eq!(body["runId"], run_id.to_string());
+    assert_eq!(body["prompt"], "reconcile me");
+    s.wait_status(run_id, "queued").await;
+
+    // The lost executor, back from a partition, cannot start the run any more.
+    let mut position = zombie_position;
+    let late = s
+        .events
+        .append(
+            run_id,
+            &mut position,
+            RunEventKind::RunStarted(RunStarted {
+                provider: "scripted".into(),
+                model: None,
+                workspace: None,
+            }),
+        )
+        .await;
+    assert!(
+        matches!(late, Err(EventLogError::Fenced { .. })),
+        "{late:?}"
+    );
+
+    // Once is enough.
+    let report = reconciler.pass().await;
+    assert_eq!(report, Default::default());
+
+    // The next dispatch is to another executor, and the projection follows it.
+    s.dispatch(run_id, "exec-next", true).await;
+    assert_eq!(s.status(run_id).await["executorId"], "exec-next");
     s.stop().await;
 }

@@ -66,7 +66,8 @@ struct Known {
     /// release a slot counted by the next one.
     generation: u64,
     /// The executor said full/draining, or nobody answered on its subject: skip it until
-    /// its next heartbeat says otherwise.
+    /// its next heartbeat says otherwise. (A draining executor's own record has no free
+    /// slot either: it is never dispatched to while it drains.)
     unavailable: bool,
 }
 
@@ -634,6 +635,17 @@ mod tests {
             executors
                 .reserve_preferring(ProviderName::ClaudeCode, Some("small"), &[])
                 .is_none()
+        );
+        // It is draining (a planned restart): the conversation moves on.
+        let mut draining = presence("small", 2, 0, &["scripted"]);
+        draining.draining = true;
+        executors.upsert(draining, true);
+        assert_eq!(pick(Some("small"), &[]).as_deref(), Some("big"));
+        // A draining executor still offers the provider: not `binary_missing`.
+        executors.mark_primed();
+        assert_eq!(
+            executors.without_provider(ProviderName::Scripted, Duration::ZERO),
+            None
         );
     }
 

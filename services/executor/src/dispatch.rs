@@ -6,6 +6,9 @@
 //! and only then append `run.dispatched` at the position the requester read. Once a run
 //! is visibly dispatched its owner answers control requests, and a requester with a
 //! stale position is fenced by the stream (`conflict`) instead of starting the run twice.
+//! A request is judged at its own position: a redelivery of the dispatch that admitted
+//! a run here gets the same answer, a request at a later position (the run was queued
+//! again after this executor was taken for lost) is a new dispatch.
 
 use crate::Executor;
 use crate::runs::{self, Acceptance, Admission, Supervised};
@@ -102,10 +105,11 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
     // rejected, that verdict was about the earlier request's position, not this one's
     // (a newer claim moved the log on): its slot is free again, so judge this request
     // on its own.
-    while let Some(acceptance) = executor.runs.acceptance_of(&run_id) {
+    let next_seq = request.position.next_seq;
+    while let Some((acceptance, admitted_at)) = executor.runs.acceptance_of(&run_id) {
         match runs::settled(acceptance).await {
             Acceptance::Rejected(_) => continue,
-            settled => return existing_reply(settled),
+            settled => return existing_reply(settled, admitted_at, next_seq),
         }
     }
     let Some(provider) = executor
@@ -121,11 +125,13 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
             ),
         );
     };
-    let ticket = match executor.runs.admit(run_id) {
+    let ticket = match executor.runs.admit(run_id, next_seq) {
         Admission::Admitted(ticket) => ticket,
         // Raced with another request for the run: answer like it, or, if it was
         // rejected, let the manager retry (a conflict makes it read the log again).
-        Admission::Existing(acceptance) => return existing_reply(runs::settled(acceptance).await),
+        Admission::Existing(acceptance, admitted_at) => {
+            return existing_reply(runs::settled(acceptance).await, admitted_at, next_seq);
+        }
         Admission::Full => {
             return DispatchReply::with_message(
                 DispatchOutcome::Full,
@@ -211,8 +217,19 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
     DispatchReply::new(DispatchOutcome::Accepted)
 }
 
-fn existing_reply(acceptance: Acceptance) -> DispatchReply {
+/// The answer to a request for a run admitted here at `admitted_at`, asked at
+/// `next_seq`.
+fn existing_reply(acceptance: Acceptance, admitted_at: u64, next_seq: u64) -> DispatchReply {
     match acceptance {
+        // The run was queued again after this executor was taken for lost, and that
+        // earlier dispatch has not wound down yet (its next append is fenced). The
+        // manager skips a full executor until its next heartbeat: let another take it.
+        Acceptance::Accepted | Acceptance::Pending if next_seq > admitted_at => {
+            DispatchReply::with_message(
+                DispatchOutcome::Full,
+                "an earlier dispatch of the run is still winding down on this executor",
+            )
+        }
         Acceptance::Accepted | Acceptance::Pending => DispatchReply::with_message(
             DispatchOutcome::Accepted,
             "the run is already owned by this executor",

@@ -3,10 +3,15 @@
 //! obeys stop and human-loop replies on `runs.control.<run_id>`, heartbeats its
 //! presence into the `EXECUTORS` bucket, and serves the standalone provider-run API.
 //!
-//! Graceful shutdown (the token is cancelled): the presence record says `draining`,
-//! dispatches are answered `draining`, active runs are stopped and end `stopped`
-//! (reason `stopped`; handing runs over to another executor comes later), the HTTP
-//! server stops, and the presence record is deleted.
+//! Graceful shutdown is a drain. On the first signal (the `graceful` token) the
+//! presence record says `draining`, so managers dispatch elsewhere, and dispatches are
+//! answered `draining`; the runs already here go on — their control subjects still take
+//! human-loop replies and stop requests, presence keeps heartbeating so the reconciler
+//! leaves them alone — until they end or `executor.drain_timeout_ms` passes. Then the
+//! runs still active are stopped, each with a `diagnostic` and a `run.completed
+//! {status: stopped, reason: stopped}` whose detail starts "executor shutdown". A
+//! second signal (the `immediate` token) stops them at once. Last the HTTP server
+//! stops and the presence record is deleted, and the service handle completes.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cli;
@@ -38,6 +43,7 @@ use tokio_util::task::TaskTracker;
 
 pub use provider::{Provider, ProviderOutcome, ProviderRegistry, RunContext};
 pub use settings::ExecutorSettings;
+pub use switchyard_platform::shutdown::Signals;
 
 /// The executor's configuration: `[nats]`, `[telemetry]` and `[executor]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -72,8 +78,13 @@ pub(crate) struct Executor {
 }
 
 /// Connects, provisions, binds and spawns everything; returns once the executor takes
-/// dispatches and its presence record is written.
-pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<ServiceHandle> {
+/// dispatches and its presence record is written. `shutdown` is a token (a graceful
+/// shutdown only) or [`Signals`] (graceful, then immediate).
+pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Result<ServiceHandle> {
+    let Signals {
+        graceful: shutdown,
+        immediate,
+    } = shutdown.into();
     config.validate()?;
     let settings = config.executor.clone();
     // Probing the CLI versions runs `--version` on each binary: keep it off the runtime.
@@ -151,14 +162,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
-        tracing::info!(executor_id = %executor.id, "executor draining");
         executor.runs.start_draining();
+        tracing::info!(
+            executor_id = %executor.id,
+            active = executor.runs.active(),
+            drain_timeout_ms = executor.settings.drain_timeout_ms,
+            "executor draining: no new runs; the active ones go on"
+        );
         presence::publish(&executor, &kv).await;
         dispatch_stop.cancel();
         let _ = dispatch_task.await;
-        // Runs end `stopped`: there is no handover to another executor yet.
-        executor.runs.stop_all();
         executor.tasks.close();
+        drain(&executor, &immediate).await;
         executor.tasks.wait().await;
         executor.http_stop.cancel();
         let served = http_task.await;
@@ -177,7 +192,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     Ok(ServiceHandle::new("executor", Some(http_addr), task))
 }
 
+/// Waits until every run ended, or the drain timeout passed or `immediate` was
+/// cancelled: then stops the runs still active (the caller waits for them to end).
+async fn drain(executor: &Executor, immediate: &CancellationToken) {
+    let drain_timeout_ms = executor.settings.drain_timeout_ms;
+    let why = tokio::select! {
+        biased;
+        // Supervisors, control loops and dispatch handlers: nothing left means drained.
+        () = executor.tasks.wait() => {
+            tracing::info!(executor_id = %executor.id, "every run ended; executor drained");
+            return;
+        }
+        () = immediate.cancelled() => runs::Shutdown::Immediate,
+        () = tokio::time::sleep(executor.settings.drain_timeout()) => {
+            runs::Shutdown::DrainTimeout(drain_timeout_ms)
+        }
+    };
+    tracing::warn!(
+        executor_id = %executor.id,
+        active = executor.runs.active(),
+        cause = ?why,
+        "stopping the runs still active"
+    );
+    executor.runs.stop_all(why);
+}
+
 /// Starts the executor and waits until it has shut down.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Into<Signals>) -> anyhow::Result<()> {
     start(config, shutdown).await?.wait().await
 }

@@ -9,5 +9,5 @@ async fn main() -> anyhow::Result<()> {
     let config: Config = config::load()?;
     telemetry::init(&config.telemetry);
     config.validate()?;
-    switchyard_executor::run(config, shutdown::on_signal()).await
+    switchyard_executor::run(config, shutdown::on_signals()).await
 }

@@ -1,7 +1,8 @@
 //! Presence: this executor's record in the `EXECUTORS` KV bucket (key = executor id),
 //! which executor-manager workers read to pick an executor. Refreshed every
-//! `heartbeat_ms` and right after a run starts or ends; the bucket's TTL removes the
-//! record of an executor that died without withdrawing it.
+//! `heartbeat_ms` and right after a run starts or ends — also while the executor drains
+//! (`draining: true`, so nobody dispatches to it and the reconciler sees it alive);
+//! the bucket's TTL removes the record of an executor that died without withdrawing it.
 
 use crate::Executor;
 use async_nats::jetstream::kv;

@@ -3,8 +3,9 @@
 //! `run.completed`.
 //!
 //! The supervisor enforces the run timeout on active time (the clock pauses while a
-//! human is asked), turns stop requests, timeouts and shutdown into a cancelled stop
-//! token plus a grace period, then an abort, and writes the closing events. A run whose
+//! human is asked), turns stop requests, timeouts and the end of a shutdown's drain
+//! into a cancelled stop token plus a grace period, then an abort, and writes the
+//! closing events (a shutdown also gets a `diagnostic` saying so). A run whose
 //! log was taken over by another writer (fenced) is stopped and gets no further event
 //! from here.
 
@@ -16,18 +17,21 @@ use crate::human_loop::{self, HumanLoop, PendingRequests};
 use crate::provider::{Provider, ProviderOutcome, RunContext, SessionReport};
 use crate::settings::WorkspaceCleanup;
 use crate::sink::{EmitError, EventSink};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use switchyard_contracts::dispatch::DispatchOutcome;
-use switchyard_contracts::event::{Evidence, RunCompleted, RunStarted};
+use switchyard_contracts::event::{
+    Diagnostic, DiagnosticLevel, Evidence, RunCompleted, RunStarted,
+};
 use switchyard_contracts::{FailureReason, RunCommand, RunEventKind, RunId};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// How many ended run ids are remembered, so that a late redelivered dispatch of a run
-/// that already ran here is refused rather than started again.
+/// that already ran here is refused rather than started again. A dispatch at a later
+/// position is a new one (the run was queued again after this executor was lost).
 const REMEMBERED_ENDED_RUNS: usize = 4096;
 
 /// Why the supervisor stopped a run before its provider finished.
@@ -36,10 +40,39 @@ pub(crate) enum StopCause {
     /// A stop request (control subject or HTTP), with the requester's reason.
     Requested(Option<String>),
     Timeout,
-    /// The executor is shutting down.
-    Shutdown,
+    /// The executor is shutting down and the run could not finish first.
+    Shutdown(Shutdown),
     /// The sink lost the run (fenced or log unavailable).
     LogLost,
+}
+
+/// Why a shutting-down executor stopped the runs still active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shutdown {
+    /// `executor.drain_timeout_ms` (the value) passed.
+    DrainTimeout(u64),
+    /// A second shutdown signal.
+    Immediate,
+}
+
+impl Shutdown {
+    /// What the run's `diagnostic` and `run.completed` detail say.
+    pub(crate) fn detail(self) -> String {
+        match self {
+            Shutdown::DrainTimeout(0) => {
+                "executor shutdown: the executor does not wait for active runs \
+                 (drain_timeout_ms = 0), so the run was stopped"
+                    .to_owned()
+            }
+            Shutdown::DrainTimeout(ms) => format!(
+                "executor shutdown: the run was still active when the executor's drain \
+                 timeout of {ms} ms ran out, so it was stopped"
+            ),
+            Shutdown::Immediate => "executor shutdown: the executor was told to stop at once \
+                 (a second shutdown signal) while the run was active"
+                .to_owned(),
+        }
+    }
 }
 
 /// The shared state of one run, reachable from the control subject and the HTTP API.
@@ -61,7 +94,10 @@ impl RunState {
 
     fn cause(&self) -> StopCause {
         // A stop token cancelled through its parent means the executor is shutting down.
-        self.cause.get().cloned().unwrap_or(StopCause::Shutdown)
+        self.cause
+            .get()
+            .cloned()
+            .unwrap_or(StopCause::Shutdown(Shutdown::Immediate))
     }
 
     pub(crate) fn has_ended(&self) -> bool {
@@ -80,6 +116,8 @@ pub(crate) enum Acceptance {
 struct Slot {
     run: Arc<RunState>,
     acceptance: watch::Receiver<Acceptance>,
+    /// The `seq` the run's `run.dispatched` was to get: the position it was admitted at.
+    admitted_at: u64,
 }
 
 #[derive(Default)]
@@ -87,7 +125,8 @@ struct Table {
     active: HashMap<RunId, Slot>,
     draining: bool,
     ended_order: VecDeque<RunId>,
-    ended: HashSet<RunId>,
+    /// Runs that ended here, with the position they had been admitted at.
+    ended: HashMap<RunId, u64>,
 }
 
 struct RunsInner {
@@ -110,8 +149,8 @@ pub(crate) struct Runs {
 pub(crate) enum Admission {
     /// A slot is reserved for the run; settle the ticket with `accept` or `reject`.
     Admitted(Ticket),
-    /// The run is (being) admitted here already.
-    Existing(watch::Receiver<Acceptance>),
+    /// The run is (being) admitted here already, at the given position.
+    Existing(watch::Receiver<Acceptance>, u64),
     Full,
     Draining,
     /// The run already ran to its end on this executor.
@@ -138,15 +177,20 @@ impl Runs {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn admit(&self, run_id: RunId) -> Admission {
+    /// A slot for the run, dispatched at `next_seq` (the position the requester read).
+    pub(crate) fn admit(&self, run_id: RunId, next_seq: u64) -> Admission {
         let mut table = self.table();
         if let Some(slot) = table.active.get(&run_id) {
-            return Admission::Existing(slot.acceptance.clone());
+            return Admission::Existing(slot.acceptance.clone(), slot.admitted_at);
         }
         if table.draining {
             return Admission::Draining;
         }
-        if table.ended.contains(&run_id) {
+        if table
+            .ended
+            .get(&run_id)
+            .is_some_and(|ran_at| next_seq <= *ran_at)
+        {
             return Admission::AlreadyRan;
         }
         if table.active.len() >= self.inner.capacity {
@@ -165,6 +209,7 @@ impl Runs {
             Slot {
                 run: run.clone(),
                 acceptance: receiver,
+                admitted_at: next_seq,
             },
         );
         drop(table);
@@ -182,12 +227,15 @@ impl Runs {
         self.table().active.get(run_id).map(|slot| slot.run.clone())
     }
 
-    /// Where the admission of a run with a slot here stands.
-    pub(crate) fn acceptance_of(&self, run_id: &RunId) -> Option<watch::Receiver<Acceptance>> {
+    /// Where the admission of a run with a slot here stands, and its position.
+    pub(crate) fn acceptance_of(
+        &self,
+        run_id: &RunId,
+    ) -> Option<(watch::Receiver<Acceptance>, u64)> {
         self.table()
             .active
             .get(run_id)
-            .map(|slot| slot.acceptance.clone())
+            .map(|slot| (slot.acceptance.clone(), slot.admitted_at))
     }
 
     pub(crate) fn active(&self) -> u32 {
@@ -209,7 +257,16 @@ impl Runs {
     }
 
     /// Stops every run, present and future (their stop tokens are children of this one).
-    pub(crate) fn stop_all(&self) {
+    pub(crate) fn stop_all(&self, why: Shutdown) {
+        let runs: Vec<_> = self
+            .table()
+            .active
+            .values()
+            .map(|slot| slot.run.clone())
+            .collect();
+        for run in runs {
+            run.request_stop(StopCause::Shutdown(why));
+        }
         self.inner.stop_all.cancel();
     }
 
@@ -226,8 +283,10 @@ impl Runs {
     /// Frees the run's slot and remembers that it ran here.
     fn finish(&self, run_id: RunId) {
         let mut table = self.table();
-        table.active.remove(&run_id);
-        if table.ended.insert(run_id) {
+        let Some(slot) = table.active.remove(&run_id) else {
+            return;
+        };
+        if table.ended.insert(run_id, slot.admitted_at).is_none() {
             table.ended_order.push_back(run_id);
         }
         while table.ended_order.len() > REMEMBERED_ENDED_RUNS {
@@ -500,7 +559,20 @@ async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared
         _ = run.stop.cancelled() => {}
         _ = timed_out => run.request_stop(StopCause::Timeout),
     }
-    tracing::info!(run_id = %run.run_id, cause = ?run.cause(), "stopping the provider");
+    let cause = run.cause();
+    tracing::info!(run_id = %run.run_id, ?cause, "stopping the provider");
+    if let StopCause::Shutdown(why) = cause {
+        // Said before the provider winds down, so a client watching the stream learns
+        // why at once (the closing `run.completed` repeats it).
+        let diagnostic = RunEventKind::Diagnostic(Diagnostic {
+            level: DiagnosticLevel::Warn,
+            message: why.detail(),
+            raw: None,
+        });
+        if let Err(error) = sink.emit(diagnostic).await {
+            tracing::debug!(run_id = %run.run_id, %error, "could not record why the run is stopped");
+        }
+    }
     let grace = executor.settings.stop_grace();
     match tokio::time::timeout(grace, &mut task).await {
         Ok(joined) => ending_of(joined),
@@ -567,10 +639,7 @@ fn completion(
                     None => "stopped on request".to_owned(),
                 },
             ),
-            StopCause::Shutdown => RunCompleted::failed(
-                FailureReason::Stopped,
-                "the executor shut down while the run was active",
-            ),
+            StopCause::Shutdown(why) => RunCompleted::failed(FailureReason::Stopped, why.detail()),
             StopCause::LogLost => RunCompleted::failed(
                 FailureReason::ExecutorLost,
                 "the executor lost the run's event log",
@@ -655,50 +724,57 @@ mod tests {
     fn the_table_admits_up_to_capacity_once_per_run() {
         let runs = Runs::new(2);
         let (a, b, c) = (RunId::now_v7(), RunId::now_v7(), RunId::now_v7());
-        let first = admitted(runs.admit(a));
-        assert!(matches!(runs.admit(a), Admission::Existing(_)));
-        let second = admitted(runs.admit(b));
-        assert!(matches!(runs.admit(c), Admission::Full));
+        let first = admitted(runs.admit(a, 3));
+        assert!(matches!(runs.admit(a, 3), Admission::Existing(_, 3)));
+        let second = admitted(runs.admit(b, 3));
+        assert!(matches!(runs.admit(c, 3), Admission::Full));
         assert_eq!(runs.active(), 2);
 
         // A rejected admission frees its slot and does not count as having run.
         second.reject(DispatchOutcome::Conflict);
-        let third = admitted(runs.admit(c));
+        let third = admitted(runs.admit(c, 3));
         third.accept();
         first.accept();
         assert_eq!(
-            *runs.acceptance_of(&a).unwrap().borrow(),
+            *runs.acceptance_of(&a).unwrap().0.borrow(),
             Acceptance::Accepted
         );
 
         runs.finish(a);
-        assert!(matches!(runs.admit(a), Admission::AlreadyRan));
-        admitted(runs.admit(b)).accept();
+        assert!(matches!(runs.admit(a, 3), Admission::AlreadyRan));
+        // Queued and dispatched again after a loss: a later position is a new dispatch.
+        admitted(runs.admit(a, 6)).accept();
+        runs.finish(a);
+        assert!(matches!(runs.admit(a, 6), Admission::AlreadyRan));
+        admitted(runs.admit(b, 3)).accept();
 
         runs.start_draining();
         runs.finish(c);
-        assert!(matches!(runs.admit(RunId::now_v7()), Admission::Draining));
+        assert!(matches!(
+            runs.admit(RunId::now_v7(), 3),
+            Admission::Draining
+        ));
     }
 
     #[test]
     fn a_dropped_ticket_frees_its_slot_and_releases_waiters() {
         let runs = Runs::new(1);
         let run_id = RunId::now_v7();
-        let ticket = admitted(runs.admit(run_id));
-        let waiter = runs.acceptance_of(&run_id).unwrap();
+        let ticket = admitted(runs.admit(run_id, 3));
+        let (waiter, _) = runs.acceptance_of(&run_id).unwrap();
         drop(ticket);
         assert_eq!(
             *waiter.borrow(),
             Acceptance::Rejected(DispatchOutcome::Full)
         );
         assert_eq!(runs.active(), 0);
-        admitted(runs.admit(run_id)).accept();
+        admitted(runs.admit(run_id, 3)).accept();
     }
 
     #[test]
     fn completion_follows_the_stop_cause_unless_the_provider_finished() {
         let runs = Runs::new(4);
-        let stopped = admitted(runs.admit(RunId::now_v7()));
+        let stopped = admitted(runs.admit(RunId::now_v7(), 3));
         stopped.run().request_stop(StopCause::Timeout);
         stopped.run().request_stop(StopCause::Requested(None));
         let completed = completion(
@@ -728,9 +804,18 @@ mod tests {
 
         assert!(completion(stopped.run(), Ending::Aborted, 300, Some(EmitError::Fenced)).is_none());
 
-        let shutdown = admitted(runs.admit(RunId::now_v7()));
-        runs.stop_all();
+        let shutdown = admitted(runs.admit(RunId::now_v7(), 3));
+        runs.stop_all(Shutdown::DrainTimeout(1500));
         let completed = completion(shutdown.run(), Ending::Aborted, 0, None).unwrap();
         assert_eq!(completed.reason, Some(FailureReason::Stopped));
+        let detail = completed.detail.unwrap();
+        assert!(
+            detail.starts_with("executor shutdown") && detail.contains("1500 ms"),
+            "{detail}"
+        );
+        // A run admitted after the fact is stopped through the parent token.
+        let late = admitted(runs.admit(RunId::now_v7(), 3));
+        assert!(late.run().stop.is_cancelled());
+        assert_eq!(late.run().cause(), StopCause::Shutdown(Shutdown::Immediate));
     }
 }

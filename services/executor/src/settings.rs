@@ -27,6 +27,9 @@ pub struct ExecutorSettings {
     pub workspace_root: PathBuf,
     /// How long a provider gets to wind down after a stop or a timeout before it is aborted.
     pub stop_grace_ms: u64,
+    /// Graceful shutdown: how long the runs still active may go on (answering human-loop
+    /// replies and stop requests) before the rest are stopped; 0 stops them at once.
+    pub drain_timeout_ms: u64,
     /// Largest accepted HTTP request body.
     pub max_body_bytes: usize,
     /// Interval of SSE keep-alive comments.
@@ -120,6 +123,7 @@ impl Default for ExecutorSettings {
             heartbeat_ms: 2_000,
             workspace_root: std::env::temp_dir().join("switchyard-workspaces"),
             stop_grace_ms: 5_000,
+            drain_timeout_ms: 10 * 60 * 1000,
             max_body_bytes: 1024 * 1024,
             keep_alive_secs: 15,
             providers: ProviderName::ALL
@@ -235,6 +239,10 @@ impl ExecutorSettings {
 
     pub fn stop_grace(&self) -> Duration {
         Duration::from_millis(self.stop_grace_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 
     /// How long one human-loop request of a run waits, `None` for as long as the run

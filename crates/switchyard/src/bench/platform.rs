@@ -165,6 +165,8 @@ impl BenchPlatform {
                     "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
                     workspace.display().to_string(),
                 ),
+                // The end of a benchmark stops whatever still runs at once.
+                ("SWITCHYARD_EXECUTOR__DRAIN_TIMEOUT_MS", "0".to_owned()),
             ],
         );
         let config: switchyard_executor::Config =

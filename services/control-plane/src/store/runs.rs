@@ -290,6 +290,8 @@ pub struct Projection {
 /// is newer than everything applied so far and the run is not terminal; facts that an
 /// event carries (who claimed it, which executor, when it started) are filled in even
 /// from an event that arrives late, so a redelivery after a failed batch loses nothing.
+/// Who claimed and which executor took the run follow the newest event: a run queued
+/// again after its executor was lost is dispatched anew.
 /// Returns `false` when the run is not in the table (started through an executor's
 /// standalone API).
 pub async fn apply(conn: &mut PgConnection, p: &Projection) -> Result<bool, StoreError> {
@@ -307,7 +309,8 @@ pub async fn apply(conn: &mut PgConnection, p: &Projection) -> Result<bool, Stor
                 THEN COALESCE($5, worker_id) ELSE COALESCE(worker_id, $5) END,
             claimed_at = CASE WHEN last_event_seq < $2
                 THEN COALESCE($6, claimed_at) ELSE COALESCE(claimed_at, $6) END,
-            executor_id = COALESCE(executor_id, $7),
+            executor_id = CASE WHEN last_event_seq < $2
+                THEN COALESCE($7, executor_id) ELSE COALESCE(executor_id, $7) END,
             started_at = COALESCE(started_at, $8),
             completed_at = COALESCE(completed_at, $9),
             failure_reason = COALESCE(failure_reason, $10),

@@ -29,6 +29,8 @@ pub(crate) struct Harness {
     pub(crate) executor_id: String,
     pub(crate) http: SocketAddr,
     shutdown: CancellationToken,
+    /// The second shutdown signal: stop the runs still draining at once.
+    pub(crate) immediate: CancellationToken,
     handle: Option<ServiceHandle>,
     // Dropped last: kills the server.
     _nats: NatsServer,
@@ -65,7 +67,12 @@ impl Harness {
             ..Default::default()
         };
         let shutdown = CancellationToken::new();
-        let handle = switchyard_executor::start(config, shutdown.clone())
+        let immediate = CancellationToken::new();
+        let signals = switchyard_executor::Signals {
+            graceful: shutdown.clone(),
+            immediate: immediate.clone(),
+        };
+        let handle = switchyard_executor::start(config, signals)
             .await
             .expect("start the executor");
         let http = handle.http_addr.expect("the executor serves HTTP");
@@ -79,6 +86,7 @@ impl Harness {
             executor_id,
             http,
             shutdown,
+            immediate,
             handle: Some(handle),
             _nats: nats,
         }
@@ -86,12 +94,27 @@ impl Harness {
 
     /// Cancels the shutdown token and waits for a clean stop.
     pub(crate) async fn shutdown(&mut self) {
+        self.begin_shutdown();
+        self.stopped().await;
+    }
+
+    /// Cancels the shutdown token (the executor begins to drain).
+    pub(crate) fn begin_shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Waits until the executor's service handle completes, cleanly.
+    pub(crate) async fn stopped(&mut self) {
         let handle = self.handle.take().expect("not shut down yet");
         tokio::time::timeout(WAIT, handle.wait())
             .await
             .expect("executor shut down in time")
             .expect("executor shut down cleanly");
+    }
+
+    /// Whether the service handle has completed (without consuming it).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.handle.as_ref().is_none_or(ServiceHandle::is_finished)
     }
 
     pub(crate) async fn dispatch(&self, request: &DispatchRequest) -> DispatchReply {
@@ -206,6 +229,7 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.immediate.cancel();
     }
 }
 

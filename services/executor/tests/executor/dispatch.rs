@@ -434,3 +434,66 @@ async fn our_own_stored_dispatch_is_recognised_instead_of_reported_as_a_conflict
     let reply = harness.dispatch(&other).await;
     assert_eq!(reply.outcome, DispatchOutcome::Conflict, "{reply:?}");
 }
+
+#[tokio::test]
+async fn a_dispatch_at_a_later_position_is_a_new_dispatch_of_the_run() {
+    let harness = Harness::start().await;
+    let mut request = fresh_dispatch(json!([{"sleepMs": 60000}]));
+    let run_id = request.command.run_id;
+    assert_eq!(
+        harness.dispatch(&request).await.outcome,
+        DispatchOutcome::Accepted
+    );
+    harness
+        .wait_for_event(run_id, |e| e.kind.type_name() == "run.started")
+        .await;
+    // The run is queued again (as the reconciler does for a lost executor's run), and
+    // a manager asks this executor again, at the new position, while the earlier
+    // dispatch is still here: another executor must take it.
+    let requeue = || {
+        RunEventKind::RunQueued(RunQueued {
+            provider: "scripted".into(),
+            model: None,
+            app_id: None,
+        })
+    };
+    let mut position = harness.log.position(run_id).await.unwrap();
+    harness
+        .log
+        .append(run_id, &mut position, requeue())
+        .await
+        .unwrap();
+    request.position = position;
+    let busy = harness.dispatch(&request).await;
+    assert_eq!(busy.outcome, DispatchOutcome::Full, "{busy:?}");
+    assert!(
+        busy.message.as_deref().unwrap().contains("winding down"),
+        "{busy:?}"
+    );
+    // The earlier dispatch learns from its fenced append that it lost the run; stop it
+    // so that it ends now rather than at its next event.
+    let stopped = harness
+        .control(run_id, &ControlRequest::Stop { reason: None })
+        .await;
+    assert_eq!(stopped.outcome, ControlOutcome::Accepted);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let again = loop {
+        let reply = harness.dispatch(&request).await;
+        if reply.outcome != DispatchOutcome::Full {
+            break reply;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // Once the earlier dispatch has ended, the later position is admitted, once.
+    assert_eq!(again.outcome, DispatchOutcome::Accepted, "{again:?}");
+    harness
+        .wait_for_event(run_id, |e| {
+            e.seq == position.next_seq + 1 && e.kind.type_name() == "run.started"
+        })
+        .await;
+    let redelivered = harness.dispatch(&request).await;
+    assert_eq!(redelivered.outcome, DispatchOutcome::Accepted);
+    let dispatched = harness.log.last(run_id).await.unwrap().unwrap().header.seq;
+    assert_eq!(dispatched, position.next_seq + 1, "nothing appended twice");
+}
