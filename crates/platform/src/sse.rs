@@ -20,9 +20,45 @@ pub struct InvalidCursor;
 
 const VERSION: &str = "c1";
 
+/// The longest encoded cursor: base64 of `c1:` and two 20-digit numbers.
+const MAX_ENCODED: usize = 60;
+
+/// An encoded cursor on the stack: the gateway writes one per event, and this spares it
+/// two allocations each time.
+#[derive(Clone, Copy)]
+pub struct EncodedCursor {
+    bytes: [u8; MAX_ENCODED],
+    len: usize,
+}
+
+impl EncodedCursor {
+    pub fn as_str(&self) -> &str {
+        // Base64 output is ASCII.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
 impl Cursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{VERSION}:{}:{}", self.seq, self.stream_seq))
+        self.encoded().as_str().to_owned()
+    }
+
+    /// Same text as [`Cursor::encode`], without allocating.
+    pub fn encoded(&self) -> EncodedCursor {
+        use std::io::Write as _;
+        let mut raw = [0u8; 48];
+        let mut writer = std::io::Cursor::new(&mut raw[..]);
+        // 3 + 20 + 1 + 20 bytes at most: always fits.
+        let _ = write!(writer, "{VERSION}:{}:{}", self.seq, self.stream_seq);
+        let raw_len = usize::try_from(writer.position()).unwrap_or_default();
+        let mut out = EncodedCursor {
+            bytes: [0; MAX_ENCODED],
+            len: 0,
+        };
+        out.len = URL_SAFE_NO_PAD
+            .encode_slice(&raw[..raw_len], &mut out.bytes)
+            .unwrap_or_default();
+        out
     }
 
     pub fn decode(text: &str) -> Result<Cursor, InvalidCursor> {
@@ -76,6 +112,15 @@ mod tests {
             stream_seq: 1234,
         };
         assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        let widest = Cursor {
+            seq: u64::MAX,
+            stream_seq: u64::MAX,
+        };
+        assert_eq!(Cursor::decode(&widest.encode()), Ok(widest));
+        assert_eq!(
+            widest.encode(),
+            URL_SAFE_NO_PAD.encode(format!("c1:{}:{}", u64::MAX, u64::MAX))
+        );
     }
 
     #[test]

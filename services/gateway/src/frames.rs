@@ -32,7 +32,7 @@ impl FeedEvent {
             seq: event.header.seq,
             terminal: event.header.is_terminal(),
             frame: encode(
-                Some(&cursor.encode()),
+                Some(cursor.encoded().as_str()),
                 &event.header.event_type,
                 &String::from_utf8_lossy(&event.payload),
             ),

@@ -28,8 +28,9 @@
 //! restarted server has lost the ephemeral consumers anyway.
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use switchyard_contracts::RunId;
@@ -44,6 +45,9 @@ use tracing::Instrument;
 /// Events a client takes from the shared history per wake-up: bounds the time the
 /// history's read lock is held, and the burst one client writes before yielding.
 const MAX_BATCH: usize = 256;
+/// Events the tail stores at once when its consumer already holds more (a replay, a
+/// burst): one wake-up of every subscriber for all of them instead of one per event.
+const STORE_BATCH: usize = 256;
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
 /// How often the connection watcher looks for a NATS reconnect.
@@ -316,10 +320,14 @@ struct Writer {
     tx: watch::Sender<FeedState>,
     last_seq: u64,
     last_stream_seq: u64,
+    /// Accepted events not yet visible to subscribers (see [`Writer::publish`]).
+    pending: Vec<Arc<FeedEvent>>,
+    finished: bool,
 }
 
 impl Writer {
-    /// Stores `event` unless it is a redelivery; returns whether it was terminal.
+    /// Accepts `event` unless it is a redelivery; returns whether it was terminal.
+    /// Subscribers see it after the next [`Writer::publish`].
     fn store(&mut self, event: StoredEvent) -> bool {
         if event.stream_seq <= self.last_stream_seq {
             // Re-delivered after a re-opened tail.
@@ -339,12 +347,22 @@ impl Writer {
         self.last_seq = event.header.seq;
         let terminal = event.header.is_terminal();
         // Encoded outside the watch's lock; the payload is not kept, only the frame.
-        let event = FeedEvent::new(&event);
-        self.tx.send_modify(|state| {
-            state.events.push(event);
-            state.finished = terminal;
-        });
+        self.pending.push(FeedEvent::new(&event));
+        self.finished = terminal;
         terminal
+    }
+
+    /// Makes the accepted events visible and wakes the subscribers, once for all of them.
+    fn publish(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let finished = self.finished;
+        let pending = &mut self.pending;
+        self.tx.send_modify(|state| {
+            state.events.append(pending);
+            state.finished = finished;
+        });
     }
 
     /// The stream sequence a re-opened tail starts at (0 = the run's first event).
@@ -355,6 +373,65 @@ impl Writer {
             self.last_stream_seq + 1
         }
     }
+}
+
+/// What the tail loop does after [`store_ready`].
+enum TailNext {
+    Continue,
+    Reopen,
+    Finished,
+}
+
+struct Stored {
+    /// At least one event came through: the tail works.
+    stored: bool,
+    next: TailNext,
+}
+
+/// Stores `item` and whatever else the tail already holds (up to [`STORE_BATCH`]), then
+/// publishes them to the subscribers at once.
+fn store_ready<S>(writer: &mut Writer, mut item: Option<S::Item>, mut events: Pin<&mut S>) -> Stored
+where
+    S: futures::Stream<Item = Result<StoredEvent, EventLogError>>,
+{
+    let run_id = writer.run_id;
+    let mut stored = false;
+    let mut taken = 0;
+    let next = loop {
+        match item {
+            Some(Ok(event)) => {
+                stored = true;
+                if writer.store(event) {
+                    break TailNext::Finished;
+                }
+            }
+            Some(Err(EventLogError::Corrupt {
+                stream_seq, source, ..
+            })) => {
+                // Skipping it leaves a gap that subscribers report as a reset.
+                tracing::error!(run_id = %run_id, stream_seq, error = %source, "skipping an unreadable run event");
+                writer.last_stream_seq = writer.last_stream_seq.max(stream_seq);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(run_id = %run_id, error = %e, "run tail failed; re-opening it");
+                break TailNext::Reopen;
+            }
+            None => {
+                tracing::warn!(run_id = %run_id, "run tail ended unexpectedly; re-opening it");
+                break TailNext::Reopen;
+            }
+        }
+        taken += 1;
+        if taken == STORE_BATCH {
+            break TailNext::Continue;
+        }
+        match events.as_mut().next().now_or_never() {
+            Some(next) => item = next,
+            None => break TailNext::Continue,
+        }
+    };
+    writer.publish();
+    Stored { stored, next }
 }
 
 /// The feed task: tails the run until its terminal event, re-opening the tail after
@@ -371,6 +448,8 @@ async fn tail_run(
         tx,
         last_seq: 0,
         last_stream_seq: 0,
+        pending: Vec::new(),
+        finished: false,
     };
     let mut delays = retry_delays();
     loop {
@@ -393,31 +472,17 @@ async fn tail_run(
                         }
                         item = events.next() => item,
                     };
-                    match item {
-                        Some(Ok(event)) => {
-                            if !healthy {
-                                healthy = true;
-                                delays = retry_delays();
-                            }
-                            if writer.store(event) {
-                                tracing::debug!(run_id = %run_id, "terminal event stored; feed complete");
-                                return;
-                            }
-                        }
-                        Some(Err(EventLogError::Corrupt {
-                            stream_seq, source, ..
-                        })) => {
-                            // Skipping it leaves a gap that subscribers report as a reset.
-                            tracing::error!(run_id = %run_id, stream_seq, error = %source, "skipping an unreadable run event");
-                            writer.last_stream_seq = writer.last_stream_seq.max(stream_seq);
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(run_id = %run_id, error = %e, "run tail failed; re-opening it");
-                            break;
-                        }
-                        None => {
-                            tracing::warn!(run_id = %run_id, "run tail ended unexpectedly; re-opening it");
-                            break;
+                    let outcome = store_ready(&mut writer, item, events.as_mut());
+                    if outcome.stored && !healthy {
+                        healthy = true;
+                        delays = retry_delays();
+                    }
+                    match outcome.next {
+                        TailNext::Continue => {}
+                        TailNext::Reopen => break,
+                        TailNext::Finished => {
+                            tracing::debug!(run_id = %run_id, "terminal event stored; feed complete");
+                            return;
                         }
                     }
                 }

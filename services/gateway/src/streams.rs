@@ -105,6 +105,14 @@ async fn open_stream(
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, e.to_string())
     })?;
 
+    // A new stream's feed opens its tail (a consumer round trip) while the control-plane
+    // answers, which takes that round trip off the time to the first event. Nothing of
+    // it is sent before the lookup allowed the principal to read the run; returning
+    // early drops the subscription, and with the last one the feed stops. A resume
+    // waits: it may well end in 204 (a browser reconnecting after the terminal event),
+    // which needs no feed.
+    let early = cursor.is_none().then(|| state.hub.subscribe(run_id, 0));
+
     // A resume needs the run's last event (to answer 204 past the terminal one): read
     // it while the control-plane answers. Nothing of it is sent before the lookup
     // allowed the principal to read the run.
@@ -166,7 +174,7 @@ async fn open_stream(
     let after_seq = cursor.map_or(0, |c| c.seq);
     tracing::debug!(run_id = %run_id, after_seq, "streaming run events");
     let connection = Connection {
-        subscription: state.hub.subscribe(run_id, after_seq),
+        subscription: early.unwrap_or_else(|| state.hub.subscribe(run_id, after_seq)),
         _permit: permit,
         access: state.revocations.watch(&principal.id, epoch),
         idle: Box::pin(tokio::time::sleep(state.keep_alive)),
