@@ -35,7 +35,11 @@ pub enum EventLogError {
     )]
     Fenced { run_id: RunId },
     #[error("run {run_id}: event {seq} of {size} bytes is larger than the stream allows")]
-    TooLarge { run_id: RunId, size: usize, seq: u64 },
+    TooLarge {
+        run_id: RunId,
+        size: usize,
+        seq: u64,
+    },
     #[error("run {run_id}: could not append an event: {source}")]
     Publish {
         run_id: RunId,
@@ -138,8 +142,8 @@ impl EventLog {
         let config = &stream.cached_info().config;
         // Older servers drop the option they do not know, so the stream's own config
         // says it; the version check only guards against a server that echoes it back.
-        let atomic = config.allow_atomic_publish
-            && crate::nats::version_at_least(&server.version, (2, 12));
+        let atomic =
+            config.allow_atomic_publish && crate::nats::version_at_least(&server.version, (2, 12));
         let max_message = match usize::try_from(config.max_message_size) {
             Ok(stream_max) if stream_max > 0 => stream_max.min(server.max_payload),
             _ => server.max_payload,
@@ -298,7 +302,10 @@ impl EventLog {
                     i += 1;
                 }
                 Err(EventLogError::Fenced { run_id }) => {
-                    match self.ours_after_conflict(run_id, &events[i..], *position).await? {
+                    match self
+                        .ours_after_conflict(run_id, &events[i..], *position)
+                        .await?
+                    {
                         batch::Outcome::Stored(next) => {
                             *position = next;
                             i = events.len();

@@ -140,9 +140,17 @@ async fn a_batch_at_a_stale_position_is_rejected_whole() {
         .append_events(&deltas(run_id, 2, &["y1", "y2"]), behind)
         .await;
     assert!(matches!(err, Err(EventLogError::Fenced { .. })), "{err:?}");
-    assert_eq!(stream_messages(&log).await, 2, "nothing of a fenced batch is stored");
+    assert_eq!(
+        stream_messages(&log).await,
+        2,
+        "nothing of a fenced batch is stored"
+    );
     assert_eq!(log.position(run_id).await.unwrap(), owner);
-    let texts: Vec<_> = stored(&log, run_id).await.into_iter().map(|e| e.2).collect();
+    let texts: Vec<_> = stored(&log, run_id)
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
     assert_eq!(texts, ["a", "b"]);
 }
 
@@ -166,7 +174,11 @@ async fn a_retried_batch_is_recognised_as_ours_and_not_doubled() {
     grown.extend(deltas(run_id, 5, &["e", "f"]));
     let grown_after = log.append_events(&grown, start).await.unwrap();
     assert_eq!(grown_after.next_seq, 7);
-    let texts: Vec<_> = stored(&log, run_id).await.into_iter().map(|e| e.2).collect();
+    let texts: Vec<_> = stored(&log, run_id)
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
     assert_eq!(texts, ["a", "b", "c", "d", "e", "f"]);
     // Other events at that position are a real conflict.
     let other = deltas(run_id, 2, &["x", "y", "z"]);
@@ -212,7 +224,11 @@ async fn without_atomic_batches_events_are_appended_one_at_a_time() {
         .append_events(&deltas(run_id, 1, &["z"]), EventPosition::EMPTY)
         .await;
     assert!(matches!(err, Err(EventLogError::Fenced { .. })), "{err:?}");
-    let texts: Vec<_> = stored(&log, run_id).await.into_iter().map(|e| e.2).collect();
+    let texts: Vec<_> = stored(&log, run_id)
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
     assert_eq!(texts, ["a", "b", "c"]);
     assert_eq!(stream_messages(&log).await, 3);
 }

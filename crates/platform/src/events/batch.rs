@@ -103,14 +103,10 @@ impl EventLog {
                 next_seq: last_seq + 1,
                 last_stream_seq: stream_seq,
             })),
-            Err(SendError::Rejected { code, .. })
-                if matches!(
-                    code,
-                    WRONG_LAST_SEQUENCE | WRONG_LAST_SEQUENCE_CONSTANT | DUPLICATE_MESSAGE_ID
-                ) =>
-            {
-                self.ours_after_conflict(run_id, events, position).await
-            }
+            Err(SendError::Rejected {
+                code: WRONG_LAST_SEQUENCE | WRONG_LAST_SEQUENCE_CONSTANT | DUPLICATE_MESSAGE_ID,
+                ..
+            }) => self.ours_after_conflict(run_id, events, position).await,
             Err(SendError::Rejected { code, description }) => {
                 if code == ATOMIC_PUBLISH_DISABLED {
                     self.disable_batches();
@@ -174,18 +170,11 @@ impl EventLog {
         };
         for (headers, encoded) in rest.iter().zip(events) {
             client
-                .publish_with_headers(
-                    subject.to_owned(),
-                    headers.clone(),
-                    encoded.payload.clone(),
-                )
+                .publish_with_headers(subject.to_owned(), headers.clone(), encoded.payload.clone())
                 .await
                 .map_err(|e| SendError::Transient(e.to_string()))?;
         }
-        let payload = events
-            .last()
-            .map(|e| e.payload.clone())
-            .unwrap_or_default();
+        let payload = events.last().map(|e| e.payload.clone()).unwrap_or_default();
         let request = async_nats::Request::new()
             .headers(commit.clone())
             .payload(payload)
