@@ -106,10 +106,6 @@ impl EncodedEvent {
         &self.event
     }
 
-    pub fn into_event(self) -> RunEvent {
-        self.event
-    }
-
     /// The serialized size in bytes.
     pub fn size(&self) -> usize {
         self.payload.len()
@@ -218,8 +214,8 @@ impl EventLog {
     /// all or none, fenced as a whole on `position`; otherwise one at a time, each
     /// fenced on the one before. Like [`EventLog::append_event`], appending the same
     /// events again at the same position succeeds without storing them twice.
-    /// `TooLarge` names the event (by seq) that cannot be stored; nothing is stored
-    /// from it on.
+    /// `TooLarge` names the event (by seq) that cannot be stored; then none of the
+    /// events is stored.
     pub async fn append_events(
         &self,
         events: &[RunEvent],
