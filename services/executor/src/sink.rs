@@ -330,8 +330,10 @@ impl EventSink {
         self.emit_then(kind, || {}).await
     }
 
-    /// Appends one event and returns once it is stored; `on_stored` runs right after
-    /// it is stored, before anything later is appended. The append is done by the
+    /// Appends one event and returns once it is stored; `on_stored` runs once it is
+    /// stored, by the task holding the append position, so always before
+    /// [`EventSink::seal`] returns (it may run after later events of the same batch
+    /// are stored). The append is done by the
     /// sink's own task: a caller dropped mid-append (an abort after the stop grace)
     /// cannot leave a half-done append whose sequence number the closing event would
     /// then reuse.
