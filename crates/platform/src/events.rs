@@ -6,11 +6,22 @@
 //! a writer whose view of the run is stale — a zombie executor, a manager racing a stop —
 //! is rejected by the stream instead of forking the history). Ownership of the next
 //! append moves between services as an [`EventPosition`].
+//!
+//! Several consecutive events of a run can be appended as one unit
+//! ([`EventLog::append_events`]): one atomic batch, fenced as a whole on the position,
+//! where the server and the stream allow it (nats-server 2.12+, `allow_atomic`),
+//! otherwise one fenced append after another.
+
+mod batch;
+
+pub use batch::MAX_BATCH_EVENTS;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::event::RunEventHeader;
@@ -23,14 +34,20 @@ pub enum EventLogError {
         "run {run_id}: the event log moved past the expected position (another writer owns the run)"
     )]
     Fenced { run_id: RunId },
-    #[error("run {run_id}: event of {size} bytes is larger than the stream allows")]
-    TooLarge { run_id: RunId, size: usize },
+    #[error("run {run_id}: event {seq} of {size} bytes is larger than the stream allows")]
+    TooLarge {
+        run_id: RunId,
+        size: usize,
+        seq: u64,
+    },
     #[error("run {run_id}: could not append an event: {source}")]
     Publish {
         run_id: RunId,
         #[source]
         source: jetstream::context::PublishError,
     },
+    #[error("run {run_id}: could not append a batch of events: {message}")]
+    Batch { run_id: RunId, message: String },
     #[error("run {run_id}: could not read the event log: {source}")]
     Read {
         run_id: RunId,
@@ -72,10 +89,43 @@ impl StoredEvent {
     }
 }
 
+/// An event serialized once, as it goes on the stream.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    event: RunEvent,
+    payload: Bytes,
+}
+
+impl EncodedEvent {
+    pub fn new(event: RunEvent) -> Self {
+        let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+        Self { event, payload }
+    }
+
+    pub fn event(&self) -> &RunEvent {
+        &self.event
+    }
+
+    /// The serialized size in bytes.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Whether `stored` is this very event (the same bytes).
+    pub fn is(&self, stored: &StoredEvent) -> bool {
+        stored.header.seq == self.event.seq && stored.payload == self.payload
+    }
+}
+
 #[derive(Clone)]
 pub struct EventLog {
     js: jetstream::Context,
     stream: stream::Stream,
+    /// Whether a batch goes out as one atomic batch; decided at open, turned off if the
+    /// stream later says atomic publish is disabled.
+    atomic: Arc<AtomicBool>,
+    /// The largest message (headers and payload) the server and the stream accept.
+    max_message: usize,
 }
 
 impl EventLog {
@@ -84,7 +134,37 @@ impl EventLog {
             .get_stream(subjects::RUN_EVENTS_STREAM)
             .await
             .map_err(EventLogError::Stream)?;
-        Ok(Self { js, stream })
+        let server = js.client().server_info();
+        let config = &stream.cached_info().config;
+        // Older servers drop the option they do not know, so the stream's own config
+        // says it; the version check only guards against a server that echoes it back.
+        let atomic =
+            config.allow_atomic_publish && crate::nats::version_at_least(&server.version, (2, 12));
+        let max_message = match usize::try_from(config.max_message_size) {
+            Ok(stream_max) if stream_max > 0 => stream_max.min(server.max_payload),
+            _ => server.max_payload,
+        };
+        if !atomic {
+            tracing::info!(
+                server = %server.version,
+                "event batches are appended one event at a time (needs nats-server 2.12+ and allow_atomic on RUN_EVENTS)"
+            );
+        }
+        Ok(Self {
+            js,
+            stream,
+            atomic: Arc::new(AtomicBool::new(atomic)),
+            max_message,
+        })
+    }
+
+    /// Whether [`EventLog::append_events`] stores a batch with one atomic publish.
+    pub fn batches_atomically(&self) -> bool {
+        self.atomic.load(Ordering::Relaxed)
+    }
+
+    fn disable_batches(&self) {
+        self.atomic.store(false, Ordering::Relaxed);
     }
 
     pub fn jetstream(&self) -> &jetstream::Context {
@@ -127,6 +207,116 @@ impl EventLog {
             next_seq: event.seq + 1,
             last_stream_seq: stream_seq,
         })
+    }
+
+    /// Appends consecutive events (`events[0].seq` must be `position.next_seq`) and
+    /// returns the position after the last. With atomic batches the events are stored
+    /// all or none, fenced as a whole on `position`; otherwise one at a time, each
+    /// fenced on the one before. Like [`EventLog::append_event`], appending the same
+    /// events again at the same position succeeds without storing them twice.
+    /// `TooLarge` names the event (by seq) that cannot be stored; then none of the
+    /// events is stored.
+    pub async fn append_events(
+        &self,
+        events: &[RunEvent],
+        position: EventPosition,
+    ) -> Result<EventPosition, EventLogError> {
+        let encoded: Vec<EncodedEvent> = events.iter().cloned().map(EncodedEvent::new).collect();
+        self.append_encoded(&encoded, position).await
+    }
+
+    /// [`EventLog::append_events`] for events already serialized.
+    pub async fn append_encoded(
+        &self,
+        events: &[EncodedEvent],
+        mut position: EventPosition,
+    ) -> Result<EventPosition, EventLogError> {
+        // Checked before anything is sent, so that `TooLarge` means nothing is stored
+        // (a half-sent batch would also hold one of the stream's few batch slots until
+        // the server abandons it). A lone event gets the client's exact check instead.
+        if events.len() > 1 {
+            for encoded in events {
+                if encoded.size() + batch::HEADER_ROOM > self.max_message {
+                    return Err(EventLogError::TooLarge {
+                        run_id: encoded.event.run_id,
+                        size: encoded.size(),
+                        seq: encoded.event.seq,
+                    });
+                }
+            }
+        }
+        let mut start = 0;
+        while start < events.len() {
+            let end = (start + MAX_BATCH_EVENTS).min(events.len());
+            let chunk = &events[start..end];
+            if chunk.len() > 1 && self.batches_atomically() {
+                match self.publish_batch(chunk, position).await? {
+                    batch::Outcome::Stored(next) => {
+                        position = next;
+                        start = end;
+                        continue;
+                    }
+                    batch::Outcome::Partly { count, next } => {
+                        position = next;
+                        start += count;
+                        continue;
+                    }
+                    batch::Outcome::Refused => {}
+                }
+            }
+            start += self.publish_one_by_one(chunk, &mut position).await?;
+        }
+        Ok(position)
+    }
+
+    /// Appends each event fenced on the one before. A conflict whose stored side is
+    /// our own events (an earlier attempt of this very append) skips past them.
+    /// Returns how many events are stored.
+    async fn publish_one_by_one(
+        &self,
+        events: &[EncodedEvent],
+        position: &mut EventPosition,
+    ) -> Result<usize, EventLogError> {
+        let mut i = 0;
+        while let Some(encoded) = events.get(i) {
+            let event = &encoded.event;
+            match self
+                .publish_raw(
+                    event.run_id,
+                    event.seq,
+                    event.kind.type_name(),
+                    *position,
+                    encoded.payload.clone(),
+                )
+                .await
+            {
+                Ok(stream_seq) => {
+                    *position = EventPosition {
+                        next_seq: event.seq + 1,
+                        last_stream_seq: stream_seq,
+                    };
+                    i += 1;
+                }
+                Err(EventLogError::Fenced { run_id }) => {
+                    match self
+                        .ours_after_conflict(run_id, &events[i..], *position)
+                        .await?
+                    {
+                        batch::Outcome::Stored(next) => {
+                            *position = next;
+                            i = events.len();
+                        }
+                        batch::Outcome::Partly { count, next } => {
+                            *position = next;
+                            i += count;
+                        }
+                        batch::Outcome::Refused => return Err(EventLogError::Fenced { run_id }),
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(i)
     }
 
     async fn publish_raw(
@@ -176,7 +366,7 @@ impl EventLog {
                 }
             }
             Err(source) if source.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                Err(EventLogError::TooLarge { run_id, size })
+                Err(EventLogError::TooLarge { run_id, size, seq })
             }
             Err(source) => Err(EventLogError::Publish { run_id, source }),
         }

@@ -248,11 +248,36 @@ fn values_match(want: &Value, got: Option<&Value>) -> bool {
     }
 }
 
+/// Stream options newer than the oldest supported server, with the version that knows
+/// each. An older server drops such a field (2.10 silently, 2.11 with a warning) and
+/// never reports it back, so there it is neither sent nor compared: the stream works
+/// without it (for `allow_atomic`, the event log appends one event at a time).
+const NEWER_STREAM_FIELDS: &[(&str, (u64, u64))] = &[("allow_atomic", (2, 12))];
+
+/// The definition as the server at `version` understands it.
+fn definition_for_server(json: &str, version: &str) -> String {
+    let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(json) else {
+        return json.to_owned();
+    };
+    let before = fields.len();
+    fields.retain(|key, _| {
+        NEWER_STREAM_FIELDS
+            .iter()
+            .all(|(field, min)| key != field || version_at_least(version, *min))
+    });
+    if fields.len() == before {
+        json.to_owned()
+    } else {
+        Value::Object(fields).to_string()
+    }
+}
+
 async fn ensure_stream(
     js: &jetstream::Context,
     name: &'static str,
     json: &'static str,
 ) -> Result<stream::Stream, NatsError> {
+    let json = &definition_for_server(json, &js.client().server_info().version);
     let desired: stream::Config = parse(name, json)?;
     let api = |source: async_nats::Error| NatsError::Api {
         name: name.to_owned(),
@@ -436,6 +461,21 @@ mod tests {
         let _: consumer::pull::Config = parse("c", EXECUTOR_MANAGER_CONSUMER_JSON).unwrap();
         let _: consumer::pull::Config = parse("d", PROJECTOR_CONSUMER_JSON).unwrap();
         let _: KvDefinition = parse("e", EXECUTORS_KV_JSON).unwrap();
+    }
+
+    #[test]
+    fn options_an_older_server_does_not_know_are_left_out() {
+        let old: stream::Config =
+            serde_json::from_str(&definition_for_server(RUN_EVENTS_STREAM_JSON, "2.11.4")).unwrap();
+        assert!(!old.allow_atomic_publish);
+        assert!(old.allow_direct);
+        let new: stream::Config =
+            serde_json::from_str(&definition_for_server(RUN_EVENTS_STREAM_JSON, "2.12.8")).unwrap();
+        assert!(new.allow_atomic_publish);
+        assert_eq!(
+            definition_for_server(RUN_COMMANDS_STREAM_JSON, "2.10.0"),
+            RUN_COMMANDS_STREAM_JSON
+        );
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl HumanLoop {
             prompt: prompt.into(),
             details,
         });
-        if let Err(error) = self.sink.emit(requested).await {
+        if let Err(error) = self.sink.emit_stored(requested).await {
             tracing::debug!(run_id = %self.sink.run_id(), %request_id, %error, "human-loop request not published");
             self.pending.forget(&request_id);
             return ended(request_id);

@@ -518,7 +518,7 @@ async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared
         model: command.model.clone(),
         workspace: Some(workspace.display().to_string()),
     });
-    if sink.emit(started).await.is_err() {
+    if sink.emit_stored(started).await.is_err() {
         return Ending::Aborted;
     }
     tracing::info!(run_id = %run.run_id, timeout_ms, "run started");

@@ -194,7 +194,7 @@ async fn sequential_publish(
             "messages": messages,
             "payload_bytes": payload.len(),
             "seconds": seconds,
-            "why": "the executor appends a run's events one at a time (each append is fenced on the previous one's stream sequence), so this bounds one run's event rate",
+            "why": "one fenced append in flight per run: what a run's event rate is bounded by when its events cannot be batched (nats-server < 2.12, or a stream without allow_atomic)",
         }),
     ))
 }
