@@ -102,27 +102,36 @@ impl WaitingRun {
     }
 }
 
+// The columns of a `WaitingRun`, in one place (`concat!` keeps the SQL `&'static str`).
+macro_rules! select_waiting {
+    ($rest:literal) => {
+        concat!(
+            "SELECT r.run_id, r.status, r.provider, r.model, r.prompt, r.app_id, ",
+            "r.execution_profile, r.provider_options, r.credential_env, r.timeout_ms, ",
+            "r.conversation_id, r.created_at, ",
+            "EXTRACT(EPOCH FROM (now() - r.updated_at))::float8 AS idle_secs, ",
+            "(SELECT e.executor_id FROM runs e ",
+            "WHERE e.conversation_id = r.conversation_id AND e.run_id <> r.run_id ",
+            "AND e.executor_id IS NOT NULL ",
+            "ORDER BY e.created_at DESC, e.run_id DESC LIMIT 1) AS preferred_executor ",
+            "FROM runs r ",
+            $rest
+        )
+    };
+}
+
 /// The row of one run, to publish its command again (a run dispatched to an executor
 /// that was lost before the run started). `None` when the run is not in the table.
 pub async fn command_of(
     pool: impl PgExecutor<'_>,
     run_id: RunId,
 ) -> Result<Option<WaitingRun>, StoreError> {
-    Ok(sqlx::query_as::<_, WaitingRun>(
-        "SELECT r.run_id, r.status, r.provider, r.model, r.prompt, r.app_id,
-                r.execution_profile, r.provider_options, r.credential_env, r.timeout_ms,
-                r.conversation_id, r.created_at,
-                EXTRACT(EPOCH FROM (now() - r.updated_at))::float8 AS idle_secs,
-                (SELECT e.executor_id FROM runs e
-                  WHERE e.conversation_id = r.conversation_id AND e.run_id <> r.run_id
-                    AND e.executor_id IS NOT NULL
-                  ORDER BY e.created_at DESC, e.run_id DESC LIMIT 1) AS preferred_executor
-         FROM runs r
-         WHERE r.run_id = $1",
+    Ok(
+        sqlx::query_as::<_, WaitingRun>(select_waiting!("WHERE r.run_id = $1"))
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await?,
     )
-    .bind(run_id)
-    .fetch_optional(pool)
-    .await?)
 }
 
 /// Runs `queued` or `claimed` whose projection has not moved for `idle_ms` and that have
@@ -134,23 +143,14 @@ pub async fn waiting_runs(
     after: Option<RunId>,
     limit: i64,
 ) -> Result<Vec<WaitingRun>, StoreError> {
-    Ok(sqlx::query_as::<_, WaitingRun>(
-        "SELECT r.run_id, r.status, r.provider, r.model, r.prompt, r.app_id,
-                r.execution_profile, r.provider_options, r.credential_env, r.timeout_ms,
-                r.conversation_id, r.created_at,
-                EXTRACT(EPOCH FROM (now() - r.updated_at))::float8 AS idle_secs,
-                (SELECT e.executor_id FROM runs e
-                  WHERE e.conversation_id = r.conversation_id AND e.run_id <> r.run_id
-                    AND e.executor_id IS NOT NULL
-                  ORDER BY e.created_at DESC, e.run_id DESC LIMIT 1) AS preferred_executor
-         FROM runs r
-         WHERE r.status IN ('queued', 'claimed')
+    Ok(sqlx::query_as::<_, WaitingRun>(select_waiting!(
+        "WHERE r.status IN ('queued', 'claimed')
            AND r.updated_at < now() - ($1 * interval '1 millisecond')
            AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.run_id = r.run_id)
            AND ($2::uuid IS NULL OR r.run_id > $2)
          ORDER BY r.run_id
-         LIMIT $3",
-    )
+         LIMIT $3"
+    ))
     .bind(idle_ms)
     .bind(after)
     .bind(limit)
