@@ -378,9 +378,14 @@ pub(crate) async fn supervise(executor: Arc<Executor>, job: Supervised) {
         let sink = job.sink.clone();
         let timeout_ms = job.timeout_ms;
         let (ending, dirs) = drive(&executor, job).await;
+        // Before `run.completed`: a follow-up may be dispatched as soon as it is stored,
+        // and must find the session this run reported.
+        if let Some(dirs) = &dirs {
+            dirs.record_session(run.run_id).await;
+        }
         let succeeded = conclude(&run, &sink, ending, timeout_ms).await;
         if let Some(dirs) = dirs {
-            dirs.settle(run.run_id, executor.settings.workspace_cleanup, succeeded)
+            dirs.clean_up(run.run_id, executor.settings.workspace_cleanup, succeeded)
                 .await;
         }
         run.ended.cancel();
@@ -398,33 +403,36 @@ struct RunDirs {
 }
 
 impl RunDirs {
-    /// Records the session the provider reported (for the next run of the
-    /// conversation), then applies the cleanup policy.
-    async fn settle(self, run_id: RunId, cleanup: WorkspaceCleanup, succeeded: bool) {
-        let delete = match cleanup {
-            WorkspaceCleanup::Keep => false,
-            WorkspaceCleanup::DeleteOnSuccess => succeeded,
-            WorkspaceCleanup::Delete => true,
-        };
-        if delete {
-            match self.conversation.remove().await {
-                Ok(()) => tracing::debug!(run_id = %run_id, "run directory deleted"),
-                Err(error) => {
-                    tracing::warn!(run_id = %run_id, dir = %self.conversation.base.display(), %error, "cannot delete the run directory");
-                }
-            }
-            return;
-        }
+    /// Records the session the provider reported, for the next run of the conversation.
+    async fn record_session(&self, run_id: RunId) {
         let Some(session_id) = self.session.get() else {
             return;
         };
         let record = SessionRecord {
-            provider: self.provider,
+            provider: self.provider.clone(),
             session_id,
             run_id,
         };
         if let Err(error) = self.conversation.save_session(&record).await {
             tracing::warn!(run_id = %run_id, dir = %self.conversation.base.display(), %error, "cannot record the provider session; the next run of the conversation starts a fresh one");
+        }
+    }
+
+    /// Applies the cleanup policy once the run has ended.
+    async fn clean_up(self, run_id: RunId, cleanup: WorkspaceCleanup, succeeded: bool) {
+        let delete = match cleanup {
+            WorkspaceCleanup::Keep => false,
+            WorkspaceCleanup::DeleteOnSuccess => succeeded,
+            WorkspaceCleanup::Delete => true,
+        };
+        if !delete {
+            return;
+        }
+        match self.conversation.remove().await {
+            Ok(()) => tracing::debug!(run_id = %run_id, "run directory deleted"),
+            Err(error) => {
+                tracing::warn!(run_id = %run_id, dir = %self.conversation.base.display(), %error, "cannot delete the run directory");
+            }
         }
     }
 }
