@@ -88,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
                     switchyard_executor_manager::run(config, shutdown::on_signal()).await
                 }
                 Some("executor") => {
-                    let config: switchyard_executor::Config = config::load()?;
+                    let config = config::load::<switchyard_executor::Config>()?
+                        .with_run_hosts_from_this_binary();
                     telemetry::init(&config.telemetry);
                     config.validate()?;
                     switchyard_executor::run(config, shutdown::on_signals()).await
@@ -102,6 +103,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Some("bench") => switchyard::bench::cli(&args[1..]).await,
+        // Started by an executor of this process for a detached run.
+        Some(switchyard_executor::RUN_HOST_COMMAND) => switchyard_executor::run_host().await,
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);

@@ -34,7 +34,7 @@ impl Platform {
 pub async fn start(signals: Signals) -> anyhow::Result<Platform> {
     let shutdown = signals.graceful.clone();
     let mut control_plane: switchyard_control_plane::Config = config::load()?;
-    let executor: switchyard_executor::Config = config::load()?;
+    let executor = config::load::<switchyard_executor::Config>()?.with_run_hosts_from_this_binary();
     let manager: switchyard_executor_manager::Config = config::load()?;
     let mut gateway: switchyard_gateway::Config = config::load()?;
     // In one process the gateway is the only legitimate caller of the control-plane:

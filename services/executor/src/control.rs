@@ -8,6 +8,7 @@ use async_nats::{Client, Message, Subscriber};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_contracts::RunId;
 use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest};
 
 /// Bound on draining the subscription after the run ended (a NATS outage must not
@@ -39,6 +40,21 @@ pub(crate) fn apply(run: Option<&RunState>, request: ControlRequest) -> ControlR
             Ok(()) => ControlReply::new(ControlOutcome::Accepted),
             Err(e) => ControlReply::with_message(ControlOutcome::NoPendingRequest, e.to_string()),
         },
+    }
+}
+
+/// Applies a control request from the HTTP API: to the run in-process, or forwarded
+/// to the run host that runs it.
+pub(crate) async fn apply_here(
+    executor: &crate::Executor,
+    run_id: RunId,
+    request: ControlRequest,
+) -> ControlReply {
+    match executor.runs.get(&run_id) {
+        Some(run) if run.is_hosted() && !run.has_ended() => {
+            crate::hosting::send_control(executor, run_id, &request).await
+        }
+        run => apply(run.as_deref(), request),
     }
 }
 

@@ -11,12 +11,15 @@
 //! again after this executor was taken for lost) is a new dispatch.
 
 use crate::Executor;
+use crate::hosting::{HostSpec, RunHosts};
 use crate::runs::{self, Acceptance, Admission, Supervised};
 use crate::sink::{EventSink, stored_anyway};
 use async_nats::{Message, Subscriber};
 use futures::StreamExt;
 use std::sync::Arc;
-use switchyard_contracts::dispatch::{DispatchOutcome, DispatchReply, DispatchRequest};
+use switchyard_contracts::dispatch::{
+    DispatchOutcome, DispatchReply, DispatchRequest, EventPosition,
+};
 use switchyard_contracts::event::RunDispatched;
 use switchyard_contracts::{RunEvent, RunEventKind, subjects};
 use switchyard_platform::events::EventLogError;
@@ -147,6 +150,14 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
         }
     };
 
+    if let Some(hosts) = executor
+        .hosts
+        .as_ref()
+        .filter(|hosts| hosts.detaches(provider.as_ref()))
+    {
+        return accept_hosted(executor, hosts, request, ticket).await;
+    }
+
     // Subscribe first: the SUB goes out on the same connection before the append's PUB,
     // so the server knows the owner before anyone can see `run.dispatched`.
     let control = match executor
@@ -164,38 +175,13 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
             );
         }
     };
-
-    let mut position = request.position;
-    let dispatched = RunEventKind::RunDispatched(RunDispatched {
-        executor_id: executor.id.clone(),
-        timeout_ms: request.timeout_ms,
-    });
-    if let Err(error) = executor.log.append(run_id, &mut position, dispatched).await {
-        // A retry of our own stored append is answered "wrong last sequence" too, so a
-        // fenced append is only a conflict when the stored event is not ours.
-        let ours = |event: &RunEvent| matches!(&event.kind, RunEventKind::RunDispatched(d) if d.executor_id == executor.id);
-        match stored_anyway(&executor.log, run_id, request.position, ours).await {
-            Some(next) => {
-                tracing::info!(run_id = %run_id, %error, "run.dispatched append reported an error, but our event is stored");
-                position = next;
-            }
-            None if matches!(error, EventLogError::Fenced { .. }) => {
-                ticket.reject(DispatchOutcome::Conflict);
-                return DispatchReply::with_message(
-                    DispatchOutcome::Conflict,
-                    "the run's event log moved past the given position",
-                );
-            }
-            None => {
-                tracing::error!(run_id = %run_id, %error, "cannot append run.dispatched");
-                ticket.reject(DispatchOutcome::Full);
-                return DispatchReply::with_message(
-                    DispatchOutcome::Full,
-                    "the executor cannot write to the event log right now",
-                );
-            }
+    let position = match append_dispatched(executor, &request).await {
+        Ok(position) => position,
+        Err(reply) => {
+            ticket.reject(reply.outcome);
+            return reply;
         }
-    }
+    };
 
     let run = ticket.run().clone();
     ticket.accept();
@@ -215,6 +201,92 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
         },
     ));
     DispatchReply::new(DispatchOutcome::Accepted)
+}
+
+/// Like the in-process path, with a run host in the executor's place: the host
+/// subscribes to the control subject before `run.dispatched` is appended, then runs the
+/// run from the position after it.
+async fn accept_hosted(
+    executor: &Arc<Executor>,
+    hosts: &RunHosts,
+    request: DispatchRequest,
+    ticket: runs::Ticket,
+) -> DispatchReply {
+    let run_id = request.command.run_id;
+    let spec = HostSpec {
+        executor_id: executor.id.clone(),
+        command: request.command.clone(),
+        timeout_ms: request.timeout_ms,
+        admitted_at: request.position.next_seq,
+    };
+    let started = match hosts.start(&spec).await {
+        Ok(started) => started,
+        Err(problem) => {
+            tracing::error!(run_id = %run_id, %problem, "cannot start a run host");
+            ticket.reject(DispatchOutcome::Full);
+            return DispatchReply::with_message(
+                DispatchOutcome::Full,
+                format!("the executor cannot start a run host: {problem}"),
+            );
+        }
+    };
+    if let Some(pid) = started.pid() {
+        let _ = ticket.run().host.set(pid);
+    }
+    let position = match append_dispatched(executor, &request).await {
+        Ok(position) => position,
+        Err(reply) => {
+            started.abandon().await;
+            ticket.reject(reply.outcome);
+            return reply;
+        }
+    };
+    // Dispatched: from here the run is the host's. A host that cannot take it is
+    // concluded by the watcher like one that died.
+    let host = started.go(position).await;
+    let run = ticket.run().clone();
+    ticket.accept();
+    executor
+        .tasks
+        .spawn(crate::hosting::watch(executor.clone(), run, host));
+    DispatchReply::new(DispatchOutcome::Accepted)
+}
+
+/// Appends `run.dispatched` at the requester's position: the position after it, or the
+/// answer refusing the dispatch.
+async fn append_dispatched(
+    executor: &Executor,
+    request: &DispatchRequest,
+) -> Result<EventPosition, DispatchReply> {
+    let run_id = request.command.run_id;
+    let mut position = request.position;
+    let dispatched = RunEventKind::RunDispatched(RunDispatched {
+        executor_id: executor.id.clone(),
+        timeout_ms: request.timeout_ms,
+    });
+    let Err(error) = executor.log.append(run_id, &mut position, dispatched).await else {
+        return Ok(position);
+    };
+    // A retry of our own stored append is answered "wrong last sequence" too, so a
+    // fenced append is only a conflict when the stored event is not ours.
+    let ours = |event: &RunEvent| matches!(&event.kind, RunEventKind::RunDispatched(d) if d.executor_id == executor.id);
+    match stored_anyway(&executor.log, run_id, request.position, ours).await {
+        Some(next) => {
+            tracing::info!(run_id = %run_id, %error, "run.dispatched append reported an error, but our event is stored");
+            Ok(next)
+        }
+        None if matches!(error, EventLogError::Fenced { .. }) => Err(DispatchReply::with_message(
+            DispatchOutcome::Conflict,
+            "the run's event log moved past the given position",
+        )),
+        None => {
+            tracing::error!(run_id = %run_id, %error, "cannot append run.dispatched");
+            Err(DispatchReply::with_message(
+                DispatchOutcome::Full,
+                "the executor cannot write to the event log right now",
+            ))
+        }
+    }
 }
 
 /// The answer to a request for a run admitted here at `admitted_at`, asked at

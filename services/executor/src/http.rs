@@ -218,8 +218,7 @@ async fn stop(
     Path(run_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
-    let run = executor.runs.get(&run_id);
-    let reply = control::apply(run.as_deref(), ControlRequest::Stop { reason: None });
+    let reply = control::apply_here(&executor, run_id, ControlRequest::Stop { reason: None }).await;
     match reply.outcome {
         ControlOutcome::Accepted => Ok((
             StatusCode::ACCEPTED,
@@ -241,13 +240,12 @@ async fn human_loop_reply(
     Json(body): Json<HumanLoopReplyRequest>,
 ) -> Result<Response, ApiError> {
     let run_id = parse_run_id(&run_id)?;
-    let run = executor.runs.get(&run_id);
     let request = ControlRequest::HumanLoopReply {
         request_id: body.request_id,
         decision: body.decision,
         message: body.message,
     };
-    let reply = control::apply(run.as_deref(), request);
+    let reply = control::apply_here(&executor, run_id, request).await;
     match reply.outcome {
         ControlOutcome::Accepted => Ok(Json(HumanLoopReplyResponse {
             run_id,

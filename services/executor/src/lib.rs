@@ -12,12 +12,17 @@
 //! {status: stopped, reason: stopped}` whose detail starts "executor shutdown". A
 //! second signal (the `immediate` token) stops them at once. Last the HTTP server
 //! stops and the presence record is deleted, and the service handle completes.
+//!
+//! In the binaries, runs of the agent CLIs run in run hosts (see [`hosting`]): processes
+//! of their own that outlive the executor, adopted by its successor under the same id.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cli;
 mod clock;
 mod control;
 mod dispatch;
+pub mod host;
+mod hosting;
 mod http;
 pub mod human_loop;
 mod presence;
@@ -41,6 +46,7 @@ use switchyard_platform::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use hosting::RUN_HOST_COMMAND;
 pub use provider::{Provider, ProviderOutcome, ProviderRegistry, RunContext};
 pub use settings::ExecutorSettings;
 pub use switchyard_platform::shutdown::Signals;
@@ -55,6 +61,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// Lets this binary start run hosts (`executor.detach_runs`): it must answer the
+    /// first argument [`RUN_HOST_COMMAND`] with [`run_host`].
+    pub fn with_run_hosts_from_this_binary(mut self) -> Self {
+        match std::env::current_exe() {
+            Ok(program) => self.executor.run_host_program = Some(program),
+            Err(error) => {
+                tracing::warn!(%error, "cannot find this binary; every run stays in-process");
+            }
+        }
+        self
+    }
+
     /// Checks every value once at start-up; the error names the offending key.
     #[allow(clippy::result_large_err)] // the platform's shared error type; called once
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -75,6 +93,8 @@ pub(crate) struct Executor {
     /// Cancelled when the HTTP server stops (ends open SSE streams).
     pub(crate) http_stop: CancellationToken,
     pub(crate) started_at: DateTime<Utc>,
+    /// How runs are detached into run hosts; `None` runs every run in-process.
+    pub(crate) hosts: Option<hosting::RunHosts>,
 }
 
 /// Connects, provisions, binds and spawns everything; returns once the executor takes
@@ -126,6 +146,7 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
     let executor = Arc::new(Executor {
         id: id.clone(),
         runs: runs::Runs::new(settings.capacity),
+        hosts: hosting::RunHosts::from_settings(&settings),
         settings,
         client: client.clone(),
         log,
@@ -135,6 +156,9 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         started_at: Utc::now(),
     });
 
+    // Before the first dispatch: the runs a predecessor under this id left in run hosts
+    // hold slots here (and a redelivered dispatch of one is answered from its slot).
+    hosting::adopt(&executor).await;
     // The subscription must be registered before anyone can find us through presence.
     client
         .flush()
@@ -215,6 +239,15 @@ async fn drain(executor: &Executor, immediate: &CancellationToken) {
         "stopping the runs still active"
     );
     executor.runs.stop_all(why);
+}
+
+/// The run host entry point of an executor binary started as `run-host`: loads the same
+/// configuration as the executor (file and environment are inherited) and runs the run
+/// handed over on stdin.
+pub async fn run_host() -> anyhow::Result<()> {
+    let config: Config = switchyard_platform::config::load()?;
+    switchyard_platform::telemetry::init(&config.telemetry);
+    host::run(config).await
 }
 
 /// Starts the executor and waits until it has shut down.

@@ -53,6 +53,8 @@ pub(crate) enum Shutdown {
     DrainTimeout(u64),
     /// A second shutdown signal.
     Immediate,
+    /// The run host running the run was told to stop (SIGTERM or SIGINT).
+    HostSignal,
 }
 
 impl Shutdown {
@@ -71,6 +73,9 @@ impl Shutdown {
             Shutdown::Immediate => "executor shutdown: the executor was told to stop at once \
                  (a second shutdown signal) while the run was active"
                 .to_owned(),
+            Shutdown::HostSignal => "executor shutdown: the run's host process was told to \
+                 stop (a signal) while the run was active"
+                .to_owned(),
         }
     }
 }
@@ -83,6 +88,9 @@ pub(crate) struct RunState {
     pub(crate) pending: Arc<PendingRequests>,
     /// Cancelled once the run's closing events are written (or given up on).
     pub(crate) ended: CancellationToken,
+    /// The pid of the run host running the run, when it runs in one: control requests
+    /// go to the host (over the run's control subject), not to `pending`.
+    pub(crate) host: OnceLock<u32>,
 }
 
 impl RunState {
@@ -92,7 +100,7 @@ impl RunState {
         self.stop.cancel();
     }
 
-    fn cause(&self) -> StopCause {
+    pub(crate) fn cause(&self) -> StopCause {
         // A stop token cancelled through its parent means the executor is shutting down.
         self.cause
             .get()
@@ -102,6 +110,15 @@ impl RunState {
 
     pub(crate) fn has_ended(&self) -> bool {
         self.ended.is_cancelled()
+    }
+
+    /// Completes when a stop was requested (or the executor stops every run).
+    pub(crate) async fn stop_requested(&self) {
+        self.stop.cancelled().await;
+    }
+
+    pub(crate) fn is_hosted(&self) -> bool {
+        self.host.get().is_some()
     }
 }
 
@@ -196,13 +213,7 @@ impl Runs {
         if table.active.len() >= self.inner.capacity {
             return Admission::Full;
         }
-        let run = Arc::new(RunState {
-            run_id,
-            stop: self.inner.stop_all.child_token(),
-            cause: OnceLock::new(),
-            pending: Arc::new(PendingRequests::default()),
-            ended: CancellationToken::new(),
-        });
+        let run = self.new_run(run_id);
         let (acceptance, receiver) = watch::channel(Acceptance::Pending);
         table.active.insert(
             run_id,
@@ -220,6 +231,47 @@ impl Runs {
             acceptance,
             settled: false,
         })
+    }
+
+    fn new_run(&self, run_id: RunId) -> Arc<RunState> {
+        Arc::new(RunState {
+            run_id,
+            stop: self.inner.stop_all.child_token(),
+            cause: OnceLock::new(),
+            pending: Arc::new(PendingRequests::default()),
+            ended: CancellationToken::new(),
+            host: OnceLock::new(),
+        })
+    }
+
+    /// Takes over a run that a run host (`host_pid`) left by an earlier process under
+    /// this executor's id is running: it holds a slot, as if admitted here at
+    /// `admitted_at`. `None` when the run has a slot already.
+    pub(crate) fn adopt(
+        &self,
+        run_id: RunId,
+        admitted_at: u64,
+        host_pid: u32,
+    ) -> Option<Arc<RunState>> {
+        let mut table = self.table();
+        if table.active.contains_key(&run_id) {
+            return None;
+        }
+        let run = self.new_run(run_id);
+        let _ = run.host.set(host_pid);
+        // Settled for good: a redelivered dispatch of the run is answered from it.
+        let (_, acceptance) = watch::channel(Acceptance::Accepted);
+        table.active.insert(
+            run_id,
+            Slot {
+                run: run.clone(),
+                acceptance,
+                admitted_at,
+            },
+        );
+        drop(table);
+        self.inner.changed.notify_one();
+        Some(run)
     }
 
     /// The run, if it has a slot here (admitted or being admitted).
@@ -281,7 +333,7 @@ impl Runs {
     }
 
     /// Frees the run's slot and remembers that it ran here.
-    fn finish(&self, run_id: RunId) {
+    pub(crate) fn finish(&self, run_id: RunId) {
         let mut table = self.table();
         let Some(slot) = table.active.remove(&run_id) else {
             return;

@@ -63,6 +63,27 @@ pub struct ExecutorSettings {
     /// Empty (the default) refuses every given directory. A given directory is never
     /// deleted by the cleanup policy.
     pub allowed_workspace_dirs: Vec<PathBuf>,
+    /// Which runs get a process of their own (a run host) that outlives the executor,
+    /// so that a crash or restart of the executor does not end them: `cli` (the
+    /// default: runs of the agent CLIs), `all`, or `none`. Only the executor binaries
+    /// can start run hosts; an executor embedded as a library runs every run in-process.
+    pub detach_runs: DetachRuns,
+    /// The program started (with the argument `run-host`) as a run host; set by the
+    /// binaries to themselves, never read from the configuration.
+    #[serde(skip)]
+    pub run_host_program: Option<PathBuf>,
+}
+
+/// Which runs are detached into a run host process (`executor.detach_runs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetachRuns {
+    /// Runs of the agent CLI providers; scripted runs stay in-process (they are cheap
+    /// and used for benchmarks, where a process per run would dominate).
+    #[default]
+    Cli,
+    All,
+    None,
 }
 
 /// `[executor.liveness]`, in milliseconds of active time (waiting for a human does not
@@ -139,6 +160,8 @@ impl Default for ExecutorSettings {
             human_loop_timeout_ms: 60 * 60 * 1000,
             workspace_cleanup: WorkspaceCleanup::default(),
             allowed_workspace_dirs: Vec::new(),
+            detach_runs: DetachRuns::default(),
+            run_host_program: None,
         }
     }
 }

@@ -47,6 +47,14 @@ impl CliEnv {
     /// Builds the environment from the settings: reads the env file (if any) and the
     /// process environment, and probes the versions of the known CLIs.
     pub fn from_settings(settings: &ExecutorSettings) -> Result<Self, CredentialsError> {
+        let env = Self::unprobed(settings)?;
+        env.binaries.probe_versions(KNOWN_PROGRAMS);
+        Ok(env)
+    }
+
+    /// Like [`from_settings`](Self::from_settings), but probes a CLI's version only when
+    /// it is first asked for (a run host needs one CLI, and no start-up delay).
+    pub fn unprobed(settings: &ExecutorSettings) -> Result<Self, CredentialsError> {
         let process_env = switchyard_platform::config::process_env();
         let credential_env = if settings.credentials_from_environment {
             process_env.clone()
@@ -59,7 +67,6 @@ impl CliEnv {
             settings.cli_search_path.clone(),
             process_env.get("PATH").map(String::as_str),
         );
-        binaries.probe_versions(KNOWN_PROGRAMS);
         Ok(Self {
             binaries,
             credentials,

@@ -1,0 +1,386 @@
+//! Run hosts, the executor's side: a detached run runs in a process of its own (the
+//! executor binary started as `run-host`, see [`crate::host`]) in its own process group,
+//! so that the executor can crash or restart while its runs go on — an approval pending
+//! when the executor is killed stays answerable, because the host, not the executor,
+//! holds the agent CLI and answers the run's control subject.
+//!
+//! The hand-over keeps dispatch's ordering: the host subscribes to the run's control
+//! subject and says `ready` before the executor appends `run.dispatched`, then gets the
+//! position to go on from (or end of input: the dispatch was refused, nothing to run).
+//! While the executor lives it watches its hosts: a stop it is asked for (HTTP, the end
+//! of a drain) is forwarded to the host, and a host that died without concluding its
+//! run gets the run concluded `executor_lost`. Each host leaves a record in
+//! `<workspace_root>/.run-hosts/`, so an executor restarted under the same id adopts the
+//! hosts still running: their slots count against its capacity and its drain waits for
+//! them.
+
+use crate::Executor;
+use crate::cli::process::process_alive;
+use crate::provider::Provider;
+use crate::runs::{RunState, StopCause};
+use crate::settings::{DetachRuns, ExecutorSettings};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest};
+use switchyard_contracts::dispatch::EventPosition;
+use switchyard_contracts::event::RunCompleted;
+use switchyard_contracts::{
+    FailureReason, ProviderName, RunCommand, RunEventKind, RunId, subjects,
+};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tracing::Instrument as _;
+
+/// The first argument that makes an executor binary a run host.
+pub const RUN_HOST_COMMAND: &str = "run-host";
+/// What a host prints on stdout once it answers the run's control subject.
+pub(crate) const READY: &str = "ready";
+/// How long a host may take to start, connect to NATS and subscribe.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an adopted host (not our child: no exit notification) is looked at.
+const ADOPTED_POLL: Duration = Duration::from_millis(500);
+/// Where the host records live, under the workspace root.
+const RECORDS_DIR: &str = ".run-hosts";
+
+/// The first line a host reads on stdin: the run to run.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HostSpec {
+    pub(crate) executor_id: String,
+    pub(crate) command: RunCommand,
+    pub(crate) timeout_ms: u64,
+    /// The position the run was admitted at (the dispatch's `next_seq`).
+    pub(crate) admitted_at: u64,
+}
+
+/// The second line: where the run's log stands after its `run.dispatched`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Go {
+    pub(crate) position: EventPosition,
+}
+
+/// What a live host leaves in the records directory, for a restarted executor.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HostRecord {
+    pub(crate) pid: u32,
+    pub(crate) run_id: RunId,
+    pub(crate) executor_id: String,
+    pub(crate) admitted_at: u64,
+}
+
+/// The directory of the host records of an executor with these settings.
+pub(crate) fn records_dir(settings: &ExecutorSettings) -> PathBuf {
+    settings.workspace_root.join(RECORDS_DIR)
+}
+
+pub(crate) fn record_path(dir: &Path, run_id: RunId) -> PathBuf {
+    dir.join(format!("{run_id}.json"))
+}
+
+/// How this executor starts run hosts, when it does.
+#[derive(Debug, Clone)]
+pub(crate) struct RunHosts {
+    program: PathBuf,
+    policy: DetachRuns,
+}
+
+impl RunHosts {
+    pub(crate) fn from_settings(settings: &ExecutorSettings) -> Option<Self> {
+        let program = settings.run_host_program.clone()?;
+        (settings.detach_runs != DetachRuns::None).then_some(Self {
+            program,
+            policy: settings.detach_runs,
+        })
+    }
+
+    pub(crate) fn detaches(&self, provider: &dyn Provider) -> bool {
+        match self.policy {
+            DetachRuns::All => true,
+            DetachRuns::Cli => provider.name() != ProviderName::Scripted,
+            DetachRuns::None => false,
+        }
+    }
+
+    /// Starts a host for the run and waits until it answers the run's control subject.
+    pub(crate) async fn start(&self, spec: &HostSpec) -> Result<StartedHost, String> {
+        let run_id = spec.command.run_id;
+        let mut child = Command::new(&self.program)
+            .arg(RUN_HOST_COMMAND)
+            // Only for whoever reads the process list; the run comes on stdin.
+            .arg(run_id.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // A signal meant for the executor's group (a terminal's ^C) must not reach it.
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
+        match handshake(&mut child, spec).await {
+            Ok(stdin) => Ok(StartedHost { child, stdin }),
+            Err(problem) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                Err(problem)
+            }
+        }
+    }
+}
+
+async fn handshake(child: &mut Child, spec: &HostSpec) -> Result<ChildStdin, String> {
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the run host has no stdin or stdout".to_owned());
+    };
+    let mut line = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stdin
+        .write_all(&line)
+        .await
+        .map_err(|e| format!("cannot hand the run to its host: {e}"))?;
+    let mut ready = String::new();
+    let mut stdout = BufReader::new(stdout);
+    let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut ready));
+    match read.await {
+        Ok(Ok(_)) if ready.trim_end() == READY => Ok(stdin),
+        Ok(Ok(_)) => Err("the run host exited before it was ready (see its log)".to_owned()),
+        Ok(Err(e)) => Err(format!("cannot read from the run host: {e}")),
+        Err(_) => Err(format!(
+            "the run host was not ready within {} s",
+            READY_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// A host that answers the run's control subject and waits to be told to go.
+pub(crate) struct StartedHost {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+impl StartedHost {
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The run is dispatched: the host runs it from `position`. A host that cannot be
+    /// told is killed, and returned all the same: its watcher concludes the run.
+    pub(crate) async fn go(mut self, position: EventPosition) -> HostProcess {
+        let sent = match serde_json::to_vec(&Go { position }) {
+            Ok(mut line) => {
+                line.push(b'\n');
+                self.stdin.write_all(&line).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        drop(self.stdin);
+        if let Err(problem) = sent {
+            tracing::error!(%problem, "cannot start the run in its host");
+            let _ = self.child.start_kill();
+        }
+        HostProcess::Child(self.child)
+    }
+
+    /// The dispatch was refused: the host sees the end of its input and exits.
+    pub(crate) async fn abandon(mut self) {
+        drop(self.stdin);
+        if tokio::time::timeout(READY_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+/// A host running a run: our child, or one adopted from an earlier process.
+pub(crate) enum HostProcess {
+    Child(Child),
+    Adopted(u32),
+}
+
+impl HostProcess {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            HostProcess::Child(child) => child.id(),
+            HostProcess::Adopted(pid) => Some(*pid),
+        }
+    }
+
+    async fn exited(&mut self) {
+        match self {
+            HostProcess::Child(child) => {
+                let _ = child.wait().await;
+            }
+            HostProcess::Adopted(pid) => {
+                while process_alive(*pid) {
+                    tokio::time::sleep(ADOPTED_POLL).await;
+                }
+            }
+        }
+    }
+}
+
+/// Holds the run's slot while its host runs: forwards a stop, and concludes the run
+/// if the host ended without doing so.
+pub(crate) async fn watch(executor: Arc<Executor>, run: Arc<RunState>, mut host: HostProcess) {
+    let span = tracing::info_span!("run_host", run_id = %run.run_id, pid = host.pid());
+    async move {
+        tokio::select! {
+            () = host.exited() => {}
+            () = run.stop_requested() => {
+                forward_stop(&executor, &run, &host).await;
+                host.exited().await;
+            }
+        }
+        conclude_if_abandoned(&executor, run.run_id).await;
+        // A host that was killed could not remove its record.
+        let record = record_path(&records_dir(&executor.settings), run.run_id);
+        let _ = tokio::fs::remove_file(record).await;
+        run.ended.cancel();
+        executor.runs.finish(run.run_id);
+        tracing::info!(run_id = %run.run_id, "run host exited");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Sends the stop to the host over the run's control subject; signals it when that
+/// fails (the host's supervisor then stops the run as a shutdown).
+async fn forward_stop(executor: &Executor, run: &RunState, host: &HostProcess) {
+    let reason = match run.cause() {
+        StopCause::Requested(reason) => reason,
+        StopCause::Shutdown(why) => Some(why.detail()),
+        StopCause::Timeout | StopCause::LogLost => None,
+    };
+    let request = ControlRequest::Stop { reason };
+    let reply = send_control(executor, run.run_id, &request).await;
+    if reply.outcome == ControlOutcome::Accepted {
+        return;
+    }
+    tracing::warn!(run_id = %run.run_id, outcome = ?reply.outcome, message = reply.message.as_deref(), "the run host did not take the stop; signalling it");
+    if let Some(pid) = host.pid().and_then(|pid| i32::try_from(pid).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+/// Sends a control request to whoever owns the run (its host), over NATS.
+pub(crate) async fn send_control(
+    executor: &Executor,
+    run_id: RunId,
+    request: &ControlRequest,
+) -> ControlReply {
+    let payload = match serde_json::to_vec(request) {
+        Ok(payload) => payload,
+        Err(e) => return ControlReply::with_message(ControlOutcome::Invalid, e.to_string()),
+    };
+    match executor
+        .client
+        .request(subjects::run_control(&run_id), payload.into())
+        .await
+    {
+        Ok(message) => serde_json::from_slice(&message.payload).unwrap_or_else(|e| {
+            ControlReply::with_message(
+                ControlOutcome::Invalid,
+                format!("undecodable answer from the run host: {e}"),
+            )
+        }),
+        Err(e) => ControlReply::with_message(
+            ControlOutcome::UnknownRun,
+            format!("the run host did not answer: {e}"),
+        ),
+    }
+}
+
+/// A host that died (killed, crashed) leaves its run without `run.completed`: conclude
+/// it at the log's position, so a writer that is still alive somewhere fences this.
+async fn conclude_if_abandoned(executor: &Executor, run_id: RunId) {
+    let last = match executor.log.last(run_id).await {
+        Ok(Some(last)) => last,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%run_id, %error, "cannot read the run's log after its host exited; the reconciler will judge it");
+            return;
+        }
+    };
+    if last.header.is_terminal() {
+        return;
+    }
+    let mut position = last.next_position();
+    let completed = RunCompleted::failed(
+        FailureReason::ExecutorLost,
+        "the run's host process exited before the run ended",
+    );
+    match executor
+        .log
+        .append(run_id, &mut position, RunEventKind::RunCompleted(completed))
+        .await
+    {
+        Ok(_) => {
+            tracing::warn!(%run_id, "the run host exited without ending the run; concluded it executor_lost")
+        }
+        Err(error) => tracing::info!(%run_id, %error, "could not conclude the run its host left"),
+    }
+}
+
+/// Adopts the hosts an earlier process under this executor's id left running.
+pub(crate) async fn adopt(executor: &Arc<Executor>) {
+    let dir = records_dir(&executor.settings);
+    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        let record = match serde_json::from_slice::<HostRecord>(&bytes) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "ignoring an unreadable run host record");
+                continue;
+            }
+        };
+        if record.executor_id != executor.id {
+            continue;
+        }
+        if !is_run_host(record.pid, record.run_id) {
+            // The host is gone (its run ended, or it died with the machine).
+            let _ = tokio::fs::remove_file(&path).await;
+            continue;
+        }
+        let Some(run) = executor
+            .runs
+            .adopt(record.run_id, record.admitted_at, record.pid)
+        else {
+            continue;
+        };
+        tracing::info!(run_id = %record.run_id, pid = record.pid, "adopted a run host left by an earlier process");
+        executor.tasks.spawn(watch(
+            executor.clone(),
+            run,
+            HostProcess::Adopted(record.pid),
+        ));
+    }
+}
+
+/// Whether `pid` is alive and is the host of `run_id` (pids are reused).
+fn is_run_host(pid: u32, run_id: RunId) -> bool {
+    if !process_alive(pid) {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let run = run_id.to_string();
+    args.windows(2)
+        .any(|pair| pair[0] == RUN_HOST_COMMAND.as_bytes() && pair[1] == run.as_bytes())
+}
