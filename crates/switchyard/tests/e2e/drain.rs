@@ -5,26 +5,6 @@
 
 use crate::harness::{DEADLINE, Harness, events};
 use serde_json::{Value, json};
-use std::time::Duration;
-
-/// Polls the run's pending human-loop requests until there is one; returns its id.
-async fn pending_request(harness: &Harness, run_id: &str) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (status, body) = harness
-            .get(&format!("/api/runs/{run_id}/human-loop?status=pending"))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        if let Some(id) = body["requests"][0]["requestId"].as_str() {
-            return id.to_owned();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no pending request on {run_id}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn ended(run: &Value) -> bool {
     matches!(
@@ -50,7 +30,7 @@ async fn a_pending_approval_survives_a_planned_executor_restart() {
             {"message": {"text": "deployed"}}
         ]))
         .await;
-    let request_id = pending_request(&harness, &waiting).await;
+    let request_id = harness.pending_request(&waiting).await;
     let (_, run) = harness.get(&format!("/api/runs/{waiting}")).await;
     let old_id = run["executorId"].as_str().expect("executorId").to_owned();
 
@@ -118,7 +98,7 @@ async fn the_drain_timeout_stops_the_run_left_and_says_so() {
             {"message": {"text": "never"}}
         ]))
         .await;
-    pending_request(&harness, &run_id).await;
+    harness.pending_request(&run_id).await;
 
     harness.executors[executor].shutdown.cancel();
     let stopped = harness.executors.remove(executor);

@@ -349,6 +349,31 @@ impl Harness {
         }
     }
 
+    /// Polls the run's pending human-loop requests until there is one; returns its id.
+    pub(crate) async fn pending_request(&self, run_id: &str) -> String {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (status, body) = self
+                .get(&format!("/api/runs/{run_id}/human-loop?status=pending"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            if let Some(id) = body["requests"][0]["requestId"].as_str() {
+                return id.to_owned();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no pending request on {run_id}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The environment the services of this harness are configured with, plus `extra`:
+    /// for a service started as a process of its own.
+    pub(crate) fn service_env(&self, extra: &[(&str, String)]) -> HashMap<String, String> {
+        env_with(&self.env, extra)
+    }
+
     /// A separate connection, as an operator's CLI would have.
     pub(crate) async fn jetstream(&self) -> async_nats::jetstream::Context {
         let client = async_nats::connect(self.nats.url())

@@ -5,6 +5,7 @@
 mod approvals;
 mod bad_input;
 mod control;
+mod crash;
 mod drain;
 mod garbage;
 mod harness;

@@ -26,6 +26,15 @@ fn installed_clis() -> PathBuf {
 /// A platform with one executor that finds the pinned CLIs and reads the fake keys from
 /// an env file (and not from the test process's environment), plus a fake model.
 pub(crate) async fn platform_with_clis() -> (Harness, FakeModel, tempfile::TempDir) {
+    let (fake, dir, toml) = cli_executor_config().await;
+    let mut h = Harness::start(0, 1).await;
+    h.add_executor_with(4, Some(&toml)).await;
+    (h, fake, dir)
+}
+
+/// A fake model, and an executor config file (in the returned directory) that finds
+/// the pinned CLIs and reads the fake keys from an env file.
+pub(crate) async fn cli_executor_config() -> (FakeModel, tempfile::TempDir, PathBuf) {
     let fake = FakeModel::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let env_file = dir.path().join("provider-env");
@@ -50,9 +59,7 @@ pub(crate) async fn platform_with_clis() -> (Harness, FakeModel, tempfile::TempD
         ),
     )
     .unwrap();
-    let mut h = Harness::start(0, 1).await;
-    h.add_executor_with(4, Some(&toml)).await;
-    (h, fake, dir)
+    (fake, dir, toml)
 }
 
 /// Registers an app for `provider` pointed at the fake model and returns its id.

@@ -1,0 +1,331 @@
+//! An executor crash (issue 4, item 3): an executor process is killed with SIGKILL
+//! while its run waits for a human. The run lives in a run host that outlives the
+//! executor, so the approval stays answerable through the gateway; the executor,
+//! restarted under its id, adopts the host, and the reconciler leaves the run alone
+//! because the host answers for it.
+
+use crate::harness::{DEADLINE, Harness, events};
+use crate::provider_support::{self, completed, workspace_of};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use switchyard_contracts::presence::ExecutorPresence;
+use switchyard_contracts::subjects;
+use switchyard_control_plane::reconciler::{ReconcileSettings, Reconciler};
+use switchyard_test_support::fake_model::TOOL_FILE;
+use tokio::process::{Child, Command};
+
+const EXECUTOR_ID: &str = "crash-exec";
+
+/// `switchyard serve executor` as a process of its own, so it can be killed -9.
+struct ExecutorProcess {
+    child: Child,
+}
+
+impl ExecutorProcess {
+    fn start(env: &HashMap<String, String>, log: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        command
+            .args(["serve", "executor"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        // Only what the test sets: the developer's own SWITCHYARD_* must not leak in.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if key.starts_with("SWITCHYARD_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(env);
+        Self {
+            child: command.spawn().unwrap(),
+        }
+    }
+
+    async fn kill_9(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// Polls the executor's presence record until `wanted` holds for it.
+async fn presence_where(
+    kv: &async_nats::jetstream::kv::Store,
+    wanted: impl Fn(&ExecutorPresence) -> bool,
+) -> ExecutorPresence {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut last = None;
+    loop {
+        if let Ok(Some(bytes)) = kv.get(EXECUTOR_ID).await
+            && let Ok(record) = serde_json::from_slice::<ExecutorPresence>(&bytes)
+        {
+            if wanted(&record) {
+                return record;
+            }
+            last = Some(record);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the presence record never matched; last: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether `pid` runs (and is not a zombie: the test process is not its parent).
+fn alive(pid: u32) -> bool {
+    switchyard_executor::cli::process::process_alive(pid)
+}
+
+/// The pid in the run host's record, once the host has written it.
+async fn host_pid(workspace_root: &Path, run_id: &str) -> u32 {
+    let record = workspace_root
+        .join(".run-hosts")
+        .join(format!("{run_id}.json"));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(bytes) = std::fs::read(&record)
+            && let Ok(record) = serde_json::from_slice::<Value>(&bytes)
+            && let Some(pid) = record["pid"].as_u64()
+        {
+            return u32::try_from(pid).unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run host record at {}",
+            record.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One pass of a reconciler that judges at once (no settling time for the bucket).
+async fn reconcile_once(harness: &Harness) -> switchyard_control_plane::reconciler::PassReport {
+    let client = async_nats::connect(harness.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let pool = sqlx::PgPool::connect(&harness.db.url).await.unwrap();
+    let settings = ReconcileSettings {
+        interval: Duration::from_secs(3600),
+        presence_ttl: Duration::from_secs(15),
+        presence_settle: Duration::ZERO,
+        stuck_after: Duration::from_secs(3600),
+    };
+    Reconciler::open(client, js, pool, settings)
+        .await
+        .unwrap()
+        .pass()
+        .await
+}
+
+/// The platform without an executor, an executor process under [`EXECUTOR_ID`], and
+/// what the crash needs to look at.
+struct Crash {
+    harness: Harness,
+    env: HashMap<String, String>,
+    dir: tempfile::TempDir,
+    kv: async_nats::jetstream::kv::Store,
+    executor: Option<ExecutorProcess>,
+}
+
+impl Crash {
+    async fn start(extra: &[(&str, String)]) -> Self {
+        let harness = Harness::start(0, 1).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = vec![
+            ("SWITCHYARD_EXECUTOR__EXECUTOR_ID", EXECUTOR_ID.to_owned()),
+            ("SWITCHYARD_EXECUTOR__CAPACITY", "4".to_owned()),
+            (
+                "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
+                dir.path().join("runs").display().to_string(),
+            ),
+        ];
+        settings.extend(extra.iter().cloned());
+        let env = harness.service_env(&settings);
+        let kv = harness
+            .jetstream()
+            .await
+            .get_key_value(subjects::EXECUTORS_BUCKET)
+            .await
+            .unwrap();
+        let mut crash = Self {
+            harness,
+            env,
+            dir,
+            kv,
+            executor: None,
+        };
+        crash.executor = Some(ExecutorProcess::start(&crash.env, &crash.log()));
+        crash
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("executor.log")
+    }
+
+    fn workspace_root(&self) -> PathBuf {
+        self.dir.path().join("runs")
+    }
+
+    /// Kills the executor with SIGKILL while `run_id` waits for a human, checks that
+    /// its run host lives on, and starts the executor again under the same id; returns
+    /// the restarted executor's presence once it has adopted the host.
+    async fn kill_and_restart(&mut self, run_id: &str) -> ExecutorPresence {
+        let before = presence_where(&self.kv, |p| p.active == 1).await;
+        let host = host_pid(&self.workspace_root(), run_id).await;
+        self.executor.take().unwrap().kill_9().await;
+        assert!(alive(host), "the run host died with the executor");
+        self.executor = Some(ExecutorProcess::start(&self.env, &self.log()));
+        let adopted = presence_where(&self.kv, |p| p.started_at > before.started_at).await;
+        assert_eq!(
+            adopted.active,
+            1,
+            "the restarted executor adopted the run host; log:\n{}",
+            std::fs::read_to_string(self.log()).unwrap_or_default()
+        );
+        // The run's owner is an earlier process under the id: the reconciler probes
+        // the run's control subject, and the host answers for it.
+        let report = reconcile_once(&self.harness).await;
+        assert!(report.concluded.is_empty(), "{report:?}");
+        assert!(report.redispatched.is_empty(), "{report:?}");
+        let (_, run) = self.harness.get(&format!("/api/runs/{run_id}")).await;
+        assert_eq!(run["status"], "waiting_for_human", "{run}");
+        adopted
+    }
+
+    /// The adopted slot is freed once the host has ended its run.
+    async fn slot_freed(&self) {
+        presence_where(&self.kv, |p| p.active == 0).await;
+    }
+
+    async fn stop(mut self) {
+        if let Some(executor) = self.executor.take() {
+            executor.kill_9().await;
+        }
+        self.harness.shutdown().await;
+    }
+}
+
+fn count(events: &[Value], event_type: &str) -> usize {
+    events.iter().filter(|e| e["type"] == event_type).count()
+}
+
+#[tokio::test]
+async fn a_pending_approval_survives_an_executor_crash() {
+    let mut crash = Crash::start(&[("SWITCHYARD_EXECUTOR__DETACH_RUNS", "all".to_owned())]).await;
+    let run_id = crash
+        .harness
+        .start_scripted(json!([
+            {"humanLoop": {"prompt": "Deploy to prod?", "kind": "command",
+                           "details": {"command": "deploy --prod"}}},
+            {"message": {"text": "deployed"}}
+        ]))
+        .await;
+    let request_id = crash.harness.pending_request(&run_id).await;
+    crash.kill_and_restart(&run_id).await;
+
+    let (status, body) = crash
+        .harness
+        .post(
+            &format!("/api/runs/{run_id}/human-loop/reply"),
+            json!({"requestId": request_id, "decision": "approve"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = crash
+        .harness
+        .wait_run(&run_id, |r| {
+            r["status"] != "waiting_for_human" && r["status"] != "running"
+        })
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["executorId"], EXECUTOR_ID, "{run}");
+    let events = events(&crash.harness.read_stream(&run_id, None).await);
+    assert_eq!(count(&events, "run.dispatched"), 1, "{events:?}");
+    assert_eq!(count(&events, "diagnostic"), 0, "{events:?}");
+    let resolved = events
+        .iter()
+        .find(|e| e["type"] == "human_loop.resolved")
+        .expect("the request was resolved");
+    assert_eq!(resolved["data"]["decision"], "approve", "{resolved}");
+    assert_eq!(resolved["data"]["requestId"], request_id.as_str());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "message.completed" && e["data"]["text"] == "deployed"),
+        "{events:?}"
+    );
+    crash.slot_freed().await;
+    crash.stop().await;
+}
+
+/// The same with the real claude CLI (runs of the agent CLIs are detached by default):
+/// the CLI's pipes end in the host, so it never notices the executor died.
+#[tokio::test]
+async fn a_real_cli_run_survives_an_executor_crash_while_asking_for_approval() {
+    let (fake, _config_dir, toml) = provider_support::cli_executor_config().await;
+    let mut crash = Crash::start(&[("SWITCHYARD_CONFIG", toml.display().to_string())]).await;
+    let app_id = provider_support::register(&crash.harness, &fake, "claude-code").await;
+    let run_id = provider_support::start(
+        &crash.harness,
+        json!({"appId": app_id, "prompt": "Create hello.txt please"}),
+    )
+    .await;
+    crash.harness.pending_request(&run_id).await;
+    crash.kill_and_restart(&run_id).await;
+
+    let events = provider_support::follow(&crash.harness, &run_id, "approve").await;
+    assert_eq!(completed(&events)["status"], "succeeded", "{events:?}");
+    assert_eq!(count(&events, "run.dispatched"), 1, "{events:?}");
+    assert!(
+        workspace_of(&events).join(TOOL_FILE).is_file(),
+        "the approved tool ran"
+    );
+    crash.slot_freed().await;
+    crash.stop().await;
+}
+
+/// A run host killed with its run in flight: the executor that watches it concludes the
+/// run `executor_lost` instead of leaving it to hang.
+#[tokio::test]
+async fn a_run_whose_host_dies_is_concluded_by_its_executor() {
+    let crash = Crash::start(&[("SWITCHYARD_EXECUTOR__DETACH_RUNS", "all".to_owned())]).await;
+    let run_id = crash
+        .harness
+        .start_scripted(json!([{"humanLoop": {"prompt": "Anyone?"}}]))
+        .await;
+    crash.harness.pending_request(&run_id).await;
+    let host = host_pid(&crash.workspace_root(), &run_id).await;
+    nix_kill(host);
+    let run = crash
+        .harness
+        .wait_run(&run_id, |r| r["status"] == "failed")
+        .await;
+    assert_eq!(run["failureReason"], "executor_lost", "{run}");
+    let detail = run["failureDetail"].as_str().unwrap_or_default();
+    assert!(detail.contains("host process"), "{detail}");
+    crash.slot_freed().await;
+    let events = events(&crash.harness.read_stream(&run_id, None).await);
+    assert_eq!(
+        events.last().unwrap()["type"],
+        "run.completed",
+        "{events:?}"
+    );
+    assert_eq!(count(&events, "run.completed"), 1, "{events:?}");
+    crash.stop().await;
+}
+
+fn nix_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
