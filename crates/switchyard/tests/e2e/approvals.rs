@@ -2,34 +2,8 @@
 //! answered through a gateway and a control-plane that were both restarted while the
 //! run waited (the owning executor holds the request and answers over NATS).
 
-use crate::harness::{DEADLINE, Harness};
-use serde_json::{Value, json};
-use std::time::Duration;
-
-/// Polls `GET /api/runs/{id}/human-loop[?query]` until `done` holds for the list.
-async fn wait_requests(
-    harness: &Harness,
-    run_id: &str,
-    query: &str,
-    done: impl Fn(&[Value]) -> bool,
-) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (status, body) = harness
-            .get(&format!("/api/runs/{run_id}/human-loop{query}"))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let requests = body["requests"].as_array().cloned().unwrap_or_default();
-        if done(&requests) {
-            return requests;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "human-loop requests of {run_id} never matched; last: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::harness::Harness;
+use serde_json::json;
 
 #[tokio::test]
 async fn a_pending_approval_survives_gateway_and_control_plane_restarts() {
@@ -42,7 +16,9 @@ async fn a_pending_approval_survives_gateway_and_control_plane_restarts() {
         ]))
         .await;
 
-    let pending = wait_requests(&harness, &run_id, "?status=pending", |r| r.len() == 1).await;
+    let pending = harness
+        .wait_requests(&run_id, "?status=pending", |r| r.len() == 1)
+        .await;
     let request = &pending[0];
     let request_id = request["requestId"].as_str().expect("requestId").to_owned();
     assert_eq!(request["status"], "pending");
@@ -78,10 +54,11 @@ async fn a_pending_approval_survives_gateway_and_control_plane_restarts() {
         .await;
     assert_eq!(run["status"], "succeeded", "{run}");
 
-    let all = wait_requests(&harness, &run_id, "", |r| {
-        r.len() == 1 && r[0]["status"] == "resolved"
-    })
-    .await;
+    let all = harness
+        .wait_requests(&run_id, "", |r| {
+            r.len() == 1 && r[0]["status"] == "resolved"
+        })
+        .await;
     assert_eq!(all[0]["requestId"], request_id.as_str());
     assert_eq!(all[0]["decision"], "approve");
     assert_eq!(all[0]["resolvedBy"], "human");

@@ -349,23 +349,40 @@ impl Harness {
         }
     }
 
-    /// Polls the run's pending human-loop requests until there is one; returns its id.
-    pub(crate) async fn pending_request(&self, run_id: &str) -> String {
+    /// Polls `GET /api/runs/{id}/human-loop[?query]` until `done` holds for the list.
+    pub(crate) async fn wait_requests(
+        &self,
+        run_id: &str,
+        query: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let (status, body) = self
-                .get(&format!("/api/runs/{run_id}/human-loop?status=pending"))
+                .get(&format!("/api/runs/{run_id}/human-loop{query}"))
                 .await;
             assert_eq!(status, 200, "{body}");
-            if let Some(id) = body["requests"][0]["requestId"].as_str() {
-                return id.to_owned();
+            let requests = body["requests"].as_array().cloned().unwrap_or_default();
+            if done(&requests) {
+                return requests;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no pending request on {run_id}: {body}"
+                "human-loop requests of {run_id} never matched; last: {body}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the run has a pending human-loop request; returns its id.
+    pub(crate) async fn pending_request(&self, run_id: &str) -> String {
+        let pending = self
+            .wait_requests(run_id, "?status=pending", |r| !r.is_empty())
+            .await;
+        pending[0]["requestId"]
+            .as_str()
+            .expect("requestId")
+            .to_owned()
     }
 
     /// The environment the services of this harness are configured with, plus `extra`:
