@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod control_plane;
 pub mod frames;
+pub mod grants;
 pub mod hub;
 pub mod proxy;
 pub mod quota;

@@ -16,17 +16,21 @@
 //! `upstream_timeout_ms`, clients get **503** `unavailable` — not 502 — because it is a
 //! condition to retry after, the same answer every other service gives when a
 //! dependency is down. reqwest's error text only goes to the log.
+//!
+//! A `202` to `POST /api/runs/start` also grants the principal reading the new run for
+//! a while (see [`crate::grants`]), so the stream opened right after it skips a lookup.
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Method, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use switchyard_platform::http::ApiError;
 
 use crate::auth::{INTERNAL_HEADER_PREFIX, Principal, principal_headers};
 use crate::control_plane::ControlPlane;
-use crate::revocation::Revocations;
+use crate::revocation::{AuthEpoch, Revocations};
+use switchyard_contracts::RunId;
 use switchyard_contracts::auth::PRINCIPAL_CHANGED_HEADER;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -46,10 +50,13 @@ const HOP_BY_HOP: &[&str] = &[
 const REQUEST_DROPPED: &[&str] = &["authorization", "host", "content-length", "accept-encoding"];
 
 /// `*` /api/* → the same path on the control-plane.
+// One argument per axum extractor; grouping them would only hide what the handler reads.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     State(control_plane): State<ControlPlane>,
     State(revocations): State<Revocations>,
     Extension(principal): Extension<Principal>,
+    Extension(epoch): Extension<AuthEpoch>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -84,11 +91,32 @@ pub async fn forward(
     let response_headers = forwardable(upstream.headers(), &["content-length"]);
     let bytes = upstream.bytes().await.map_err(control_plane_unavailable)?;
     tracing::debug!(%method, path = uri.path(), %status, "forwarded to the control-plane");
+    if status == StatusCode::ACCEPTED && method == Method::POST && uri.path() == START_PATH {
+        note_started(&revocations, epoch, &principal, &bytes);
+    }
 
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
     Ok(response)
+}
+
+/// Where runs are started (the one answer that grants reading a run, see `grants`).
+const START_PATH: &str = "/api/runs/start";
+
+/// The part of a start's answer the gateway reads.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Started {
+    run_id: RunId,
+}
+
+/// The principal may stream the run it just started without another lookup.
+fn note_started(revocations: &Revocations, epoch: AuthEpoch, principal: &Principal, body: &[u8]) {
+    match serde_json::from_slice::<Started>(body) {
+        Ok(started) => revocations.grant_read(epoch, &principal.id, started.run_id),
+        Err(error) => tracing::debug!(%error, "a start answer without a run id"),
+    }
 }
 
 fn control_plane_unavailable(e: reqwest::Error) -> ApiError {

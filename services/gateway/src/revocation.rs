@@ -24,11 +24,13 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use switchyard_contracts::RunId;
 use switchyard_contracts::principals::PrincipalChanged;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::auth::{Principal, TokenCache};
+use crate::grants::ReadGrants;
 
 /// Most principals remembered as "forgotten at epoch n"; past it the record restarts
 /// and everything in flight counts as forgotten (a spurious reconnect at worst).
@@ -56,6 +58,8 @@ struct Inner {
     everyone_at: u64,
     streams: HashMap<String, Streams>,
     generations: u64,
+    /// Runs principals started here and may stream without a control-plane lookup.
+    grants: ReadGrants,
 }
 
 /// The open streams of one principal share one token; cancelling it ends them all.
@@ -104,6 +108,7 @@ impl Revocations {
         if let Some(cache) = &self.cache {
             cache.forget_principal(principal);
         }
+        inner.grants.forget_principal(principal);
         if let Some(streams) = inner.streams.remove(principal) {
             tracing::info!(
                 principal,
@@ -123,6 +128,23 @@ impl Revocations {
         if let Some(cache) = &self.cache {
             cache.clear();
         }
+        inner.grants.clear();
+    }
+
+    /// Notes that `principal`, authenticated at `since`, just started `run_id` here, so
+    /// it may read the run (see [`crate::grants`]); not if it was forgotten meanwhile.
+    pub fn grant_read(&self, since: AuthEpoch, principal: &str, run_id: RunId) {
+        let mut inner = self.lock();
+        if !inner.forgotten_since(principal, since.0) {
+            inner.grants.grant(principal, run_id, Instant::now());
+        }
+    }
+
+    /// Whether a grant lets `principal` read `run_id` without asking the control-plane.
+    pub fn may_read(&self, principal: &str, run_id: RunId) -> bool {
+        self.lock()
+            .grants
+            .may_read(principal, run_id, Instant::now())
     }
 
     /// Caches a resolution made since `since`, unless the principal was forgotten

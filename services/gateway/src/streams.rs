@@ -116,12 +116,24 @@ async fn open_stream(
     // A resume needs the run's last event (to answer 204 past the terminal one): read
     // it while the control-plane answers. Nothing of it is sent before the lookup
     // allowed the principal to read the run.
-    let (lookup, last) = tokio::join!(state.control_plane.lookup_run(run_id, &principal), async {
-        match cursor {
-            Some(_) => Some(state.log.last(run_id).await),
-            None => None,
+    // The run this principal just started here needs no lookup: it exists, they may
+    // read it, and it is too young to have lost its history.
+    let granted = cursor.is_none() && state.revocations.may_read(&principal.id, run_id);
+    let (lookup, last) = tokio::join!(
+        async {
+            if granted {
+                Ok(RunLookup::Found { status: None })
+            } else {
+                state.control_plane.lookup_run(run_id, &principal).await
+            }
+        },
+        async {
+            match cursor {
+                Some(_) => Some(state.log.last(run_id).await),
+                None => None,
+            }
         }
-    });
+    );
     let status = match lookup {
         Ok(RunLookup::Found { status }) => status,
         Ok(RunLookup::NotFound) => {

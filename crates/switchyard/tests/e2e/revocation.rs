@@ -566,3 +566,48 @@ async fn a_nats_reconnect_drops_every_cached_answer() {
     other.stop().await;
     h.shutdown().await;
 }
+
+/// The stream of a run the principal just started skips the control-plane lookup (a
+/// read grant, see the gateway's `grants`); a change to the principal's access drops
+/// the grant with the rest of what the gateway holds, so the next stream is judged by
+/// the control-plane again.
+#[tokio::test]
+async fn a_just_started_runs_stream_is_judged_again_after_an_access_change() {
+    let h = Harness::start(1, 1).await;
+    let (status, body) = h
+        .post("/api/apps/register", json!({"appId": "app-a"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (dev_id, dev) = create_principal(&h, "dev", "developer", &["app-a"]).await;
+    let run = start_waiting_run(&h, &dev, "app-a").await;
+    let stream = |token: &str| {
+        h.http
+            .get(h.url(&format!("/api/runs/{run}/stream")))
+            .bearer_auth(token)
+            .send()
+    };
+    // The grant serves its principal only: another principal is asked about.
+    let response = stream(&dev).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    drop(response);
+    let (_, outsider) = create_principal(&h, "outsider", "developer", &[]).await;
+    assert_eq!(stream(&outsider).await.unwrap().status().as_u16(), 404);
+
+    let (status, body) = admin(
+        &h,
+        Method::PUT,
+        &format!("/api/principals/{dev_id}/apps"),
+        Some(json!({"apps": []})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let response = stream(&dev).await.unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        404,
+        "the grant outlived the change"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "run_not_found", "{body}");
+    h.shutdown().await;
+}
