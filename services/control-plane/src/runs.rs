@@ -367,19 +367,19 @@ impl Runs {
                 "run accepted"
             );
 
-            let entry = store::outbox::OutboxEntry {
+            let model = command.model.clone();
+            self.publish_soon(store::outbox::OutboxEntry {
                 id: outbox_id,
                 run_id,
                 queued,
                 command,
-            };
-            self.publish_now(&entry).await;
+            });
             Ok(StartRunResponse {
                 run_id,
                 conversation_id,
                 status: RunStatus::Queued,
                 provider,
-                model: entry.command.model,
+                model,
                 stream_url: self.settings.stream_url(&run_id),
             })
         }
@@ -484,22 +484,32 @@ impl Runs {
         Ok((Some(app), profile))
     }
 
-    /// Publishes right away so a healthy system dispatches without waiting for the
-    /// sweeper; any failure (or a slow NATS) leaves the entry to the sweeper.
-    async fn publish_now(&self, entry: &store::outbox::OutboxEntry) {
-        match tokio::time::timeout(self.publish_timeout, self.publisher.publish(entry)).await {
-            // Deleted in the background: a second commit here would delay the answer.
-            Ok(Ok(())) => self.cleaner.published(entry.id),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "publication failed; the outbox sweeper will retry");
+    /// Publishes beside the answer, so a healthy system dispatches without waiting for
+    /// the sweeper and the `202` does not wait for two acknowledged publishes (the
+    /// committed outbox entry already makes the run safe). A failure, a slow NATS or a
+    /// crash before it is done leaves the entry to the sweeper. A client that opens the
+    /// run's stream at once waits for `run.queued` like for any later event; a stop or
+    /// a follow-up that comes first is handled as before publication (see `outbox`).
+    fn publish_soon(&self, entry: store::outbox::OutboxEntry) {
+        let publisher = self.publisher.clone();
+        let cleaner = self.cleaner.clone();
+        let timeout = self.publish_timeout;
+        let publication = async move {
+            match tokio::time::timeout(timeout, publisher.publish(&entry)).await {
+                // Deleted in the background: a second commit here would delay the next run.
+                Ok(Ok(())) => cleaner.published(entry.id),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "publication failed; the outbox sweeper will retry");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        timeout_ms = timeout.as_millis() as u64,
+                        "publication is slow; the outbox sweeper will finish it"
+                    );
+                }
             }
-            Err(_) => {
-                tracing::warn!(
-                    timeout_ms = self.publish_timeout.as_millis() as u64,
-                    "publication is slow; the outbox sweeper will finish it"
-                );
-            }
-        }
+        };
+        tokio::spawn(publication.in_current_span());
     }
 }
 

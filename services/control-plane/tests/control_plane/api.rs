@@ -70,7 +70,7 @@ async fn start_run_persists_the_run_and_publishes_event_and_command() {
     assert_eq!(last.header.seq, 1);
     assert_eq!(last.header.event_type, "run.queued");
 
-    let command = h.last_command("scripted").await.expect("command published");
+    let command = h.command_of("scripted", run_id).await;
     let msg_id = command.headers.get("Nats-Msg-Id").map(|v| v.to_string());
     assert_eq!(msg_id, Some(run_id.to_string()));
     let run_header = command
@@ -148,10 +148,7 @@ async fn provider_resolves_request_then_profile_then_app_then_default() {
         let run_id: uuid::Uuid = json["runId"].as_str().unwrap().parse().unwrap();
         let row = store::runs::get(&h.db.pool, run_id).await.unwrap().unwrap();
         assert_eq!(row.provider, provider, "{body}");
-        let command = h
-            .last_command(provider)
-            .await
-            .expect("command on the canonical subject");
+        let command = h.command_of(provider, run_id).await;
         let command: RunCommand = serde_json::from_slice(&command.payload).unwrap();
         assert_eq!(command.run_id, run_id, "{body}");
     }

@@ -137,10 +137,19 @@ impl Harness {
     }
 
     /// Starts a run and returns its id (asserting 202).
+    /// Starts a run and waits until it is published: `run.queued` in its log and its
+    /// command on the work queue (the `202` does not wait for them).
     pub(crate) async fn start_run(&self, body: Value) -> RunId {
         let (status, json) = self.post("/api/runs/start", body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{json}");
-        json["runId"].as_str().unwrap().parse().unwrap()
+        let run_id: RunId = json["runId"].as_str().unwrap().parse().unwrap();
+        self.command_of(json["provider"].as_str().unwrap(), run_id)
+            .await;
+        eventually("run.queued in the run's log", || async {
+            self.events.last(run_id).await.ok().flatten()
+        })
+        .await;
+        run_id
     }
 
     pub(crate) async fn register_app(&self, body: Value) {
@@ -158,6 +167,24 @@ impl Harness {
         eventually(what, || async {
             let (status, json) = self.get(&format!("/api/runs/{run_id}")).await;
             (status == StatusCode::OK && check(&json)).then_some(json)
+        })
+        .await
+    }
+
+    /// Waits until the last command on `runs.commands.<provider>` is the run's.
+    pub(crate) async fn command_of(
+        &self,
+        provider: &str,
+        run_id: RunId,
+    ) -> jetstream::message::StreamMessage {
+        let run = run_id.to_string();
+        eventually("the run's command on the work queue", || async {
+            self.last_command(provider).await.filter(|command| {
+                command
+                    .headers
+                    .get(switchyard_contracts::subjects::HEADER_RUN_ID)
+                    .is_some_and(|value| value.as_str() == run)
+            })
         })
         .await
     }

@@ -13,7 +13,7 @@ use switchyard_test_support::{NatsServer, TestDb};
 
 /// The command published for `run_id` (the last one on its provider's subject).
 async fn command_of(h: &Harness, provider: &str, run_id: RunId) -> RunCommand {
-    let message = h.last_command(provider).await.expect("a command");
+    let message = h.command_of(provider, run_id).await;
     let command: RunCommand = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(command.run_id, run_id, "the last command is the run's");
     command

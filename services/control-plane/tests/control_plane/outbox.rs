@@ -119,7 +119,7 @@ async fn republishing_an_already_published_run_is_harmless() {
         .await;
     // Simulate a crash after the publish but before the outbox row was deleted.
     let command: RunCommand =
-        serde_json::from_slice(&h.last_command("scripted").await.unwrap().payload).unwrap();
+        serde_json::from_slice(&h.command_of("scripted", run_id).await.payload).unwrap();
     let queued = RunQueued {
         provider: "scripted".into(),
         model: None,

@@ -50,7 +50,7 @@ async fn only_the_app_or_its_profile_sets_the_workspace_dir() {
     ];
     for (body, dir) in allowed {
         let run_id = h.start_run(body.clone()).await;
-        let message = h.last_command("scripted").await.expect("a command");
+        let message = h.command_of("scripted", run_id).await;
         let command: RunCommand = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(command.run_id, run_id, "{body}");
         assert_eq!(command.provider_options["workspaceDir"], dir, "{body}");
