@@ -353,13 +353,16 @@ impl Runs {
                 created_at,
                 created_by: Some(actor.id.clone()),
             };
-            let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-            if conversation_id != run_id {
+            let outbox_id = if conversation_id == run_id {
+                store::runs::insert_queued(&self.pool, &new_run, &queued, &command).await?
+            } else {
+                // A follow-up is judged and inserted under the conversation's lock.
+                let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
                 self.ensure_idle(&mut tx, conversation_id).await?;
-            }
-            store::runs::insert(&mut tx, &new_run).await?;
-            let outbox_id = store::outbox::insert(&mut tx, run_id, &queued, &command).await?;
-            tx.commit().await.map_err(StoreError::from)?;
+                let id = store::runs::insert_queued(&mut *tx, &new_run, &queued, &command).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                id
+            };
             tracing::info!(
                 provider,
                 model = ?command.model,

@@ -124,8 +124,30 @@ impl Setup {
         assert_eq!(response.status().as_u16(), 202);
         let body: Value = response.json().await.unwrap();
         let run_id: RunId = body["runId"].as_str().unwrap().parse().unwrap();
-        // The command is out once run.queued is in the log (it is appended first, then
-        // the command is published before the request returns or by the sweeper).
+        // The publication runs beside the answer: run.queued is appended first, then
+        // the command is published. Wait for the command, so the log is where the
+        // publication leaves it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let commands = self.js.get_stream("RUN_COMMANDS").await.unwrap();
+            let published = commands
+                .get_last_raw_message_by_subject("runs.commands.scripted")
+                .await
+                .is_ok_and(|command| {
+                    command
+                        .headers
+                        .get(switchyard_contracts::subjects::HEADER_RUN_ID)
+                        .is_some_and(|value| value.as_str() == run_id.to_string())
+                });
+            if published {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} never published"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.wait_status(run_id, "queued").await;
         run_id
     }

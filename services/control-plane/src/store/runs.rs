@@ -3,9 +3,11 @@
 
 use super::{StoreError, from_bigint};
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use switchyard_contracts::api::RunView;
-use switchyard_contracts::{FailureReason, RunId, RunStatus};
+use switchyard_contracts::event::RunQueued;
+use switchyard_contracts::{FailureReason, RunCommand, RunId, RunStatus};
 use uuid::Uuid;
 
 // The columns of a `RunRow`, in one place. sqlx wants `&'static str` SQL; `concat!`
@@ -61,6 +63,44 @@ pub async fn insert(conn: &mut PgConnection, run: &NewRun) -> Result<(), StoreEr
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Inserts a queued run and its outbox entry in one statement: one round trip, and a
+/// statement of its own is a transaction of its own (both rows or neither), so a new
+/// run needs no BEGIN and COMMIT. Returns the outbox entry's id.
+pub async fn insert_queued(
+    conn: impl PgExecutor<'_>,
+    run: &NewRun,
+    queued: &RunQueued,
+    command: &RunCommand,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "WITH run AS (
+             INSERT INTO runs (run_id, app_id, execution_profile, provider, model, prompt,
+                               provider_options, credential_env, timeout_ms, status,
+                               created_at, updated_at, conversation_id, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11, $12)
+             RETURNING run_id)
+         INSERT INTO outbox (run_id, queued_event, command)
+         SELECT run_id, $13, $14 FROM run
+         RETURNING id",
+    )
+    .bind(run.run_id)
+    .bind(&run.app_id)
+    .bind(&run.execution_profile)
+    .bind(&run.provider)
+    .bind(&run.model)
+    .bind(&run.prompt)
+    .bind(&run.provider_options)
+    .bind(&run.credential_env)
+    .bind(run.timeout_ms)
+    .bind(run.created_at)
+    .bind(run.conversation_id)
+    .bind(&run.created_by)
+    .bind(Json(queued))
+    .bind(Json(command))
+    .fetch_one(conn)
+    .await?)
 }
 
 /// The columns a [`RunView`] shows (the prompt and options stay in the table).

@@ -46,6 +46,8 @@ async fn start_run_persists_the_run_and_publishes_event_and_command() {
     assert_eq!(body["provider"], "scripted");
     assert_eq!(body["model"], "m1");
     assert_eq!(body["streamUrl"], format!("/api/runs/{run_id}/stream"));
+    // The publication runs beside the answer.
+    h.published(&body).await;
 
     let row = store::runs::get(&h.db.pool, run_id).await.unwrap().unwrap();
     assert_eq!(row.status, "queued");

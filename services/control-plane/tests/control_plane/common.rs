@@ -142,8 +142,13 @@ impl Harness {
     pub(crate) async fn start_run(&self, body: Value) -> RunId {
         let (status, json) = self.post("/api/runs/start", body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{json}");
-        let run_id: RunId = json["runId"].as_str().unwrap().parse().unwrap();
-        self.command_of(json["provider"].as_str().unwrap(), run_id)
+        self.published(&json).await
+    }
+
+    /// Waits until the run a `202` answered is published; returns its id.
+    pub(crate) async fn published(&self, accepted: &Value) -> RunId {
+        let run_id: RunId = accepted["runId"].as_str().unwrap().parse().unwrap();
+        self.command_of(accepted["provider"].as_str().unwrap(), run_id)
             .await;
         eventually("run.queued in the run's log", || async {
             self.events.last(run_id).await.ok().flatten()

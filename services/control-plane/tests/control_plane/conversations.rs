@@ -55,9 +55,11 @@ async fn finish(h: &Harness, run_id: RunId) {
         .unwrap();
 }
 
+/// Starts a run and waits until it is published (the `202` does not wait for it).
 async fn start(h: &Harness, body: Value) -> Value {
     let (status, json) = h.post("/api/runs/start", body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    h.published(&json).await;
     json
 }
 
