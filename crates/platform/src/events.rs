@@ -380,7 +380,7 @@ impl EventLog {
                 .direct_get_last_for_subject(subject.clone())
                 .await
         };
-        let message = match get
+        let read = get
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(50))
@@ -393,23 +393,18 @@ impl EventLog {
                     stream::DirectGetErrorKind::TimedOut | stream::DirectGetErrorKind::Request
                 )
             })
-            .await
-        {
-            Ok(message) => message,
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(EventLogError::Read { run_id, source }),
-        };
-        let header: RunEventHeader =
-            serde_json::from_slice(&message.payload).map_err(|source| EventLogError::Corrupt {
-                run_id,
-                stream_seq: message.sequence,
-                source,
-            })?;
-        Ok(Some(StoredEvent {
-            stream_seq: message.sequence,
-            header,
-            payload: message.payload,
-        }))
+            .await;
+        stored_event(run_id, read)
+    }
+
+    /// The run's first stored event, or `None` when the run has no events: one direct
+    /// get, no retries (a reader that must not miss it tails the run).
+    pub async fn first(&self, run_id: RunId) -> Result<Option<StoredEvent>, EventLogError> {
+        let read = self
+            .stream
+            .direct_get_first_for_subject(subjects::run_events(&run_id))
+            .await;
+        stored_event(run_id, read)
     }
 
     /// Where the run's next event goes.
@@ -474,6 +469,29 @@ impl EventLog {
             })
         }))
     }
+}
+
+/// A direct get's answer as a stored event (not found: `None`).
+fn stored_event(
+    run_id: RunId,
+    read: Result<async_nats::jetstream::message::StreamMessage, stream::DirectGetError>,
+) -> Result<Option<StoredEvent>, EventLogError> {
+    let message = match read {
+        Ok(message) => message,
+        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(EventLogError::Read { run_id, source }),
+    };
+    let header: RunEventHeader =
+        serde_json::from_slice(&message.payload).map_err(|source| EventLogError::Corrupt {
+            run_id,
+            stream_seq: message.sequence,
+            source,
+        })?;
+    Ok(Some(StoredEvent {
+        stream_seq: message.sequence,
+        header,
+        payload: message.payload,
+    }))
 }
 
 fn is_transient(kind: PublishErrorKind) -> bool {

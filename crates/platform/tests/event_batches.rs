@@ -248,3 +248,34 @@ async fn provisioning_turns_atomic_batches_on_for_an_existing_stream() {
     // Updated in place: the history is still there.
     assert_eq!(stream_messages(&log).await, 1);
 }
+
+#[tokio::test]
+async fn the_first_event_is_read_directly_and_only_the_runs_own() {
+    let server = NatsServer::start().await.unwrap();
+    let log = provisioned(&server).await;
+    let (run, other) = (RunId::now_v7(), RunId::now_v7());
+    assert!(log.first(run).await.unwrap().is_none(), "no events yet");
+    log.append_events(&deltas(other, 1, &["elsewhere"]), EventPosition::EMPTY)
+        .await
+        .unwrap();
+    log.append_events(
+        &deltas(run, 1, &["one", "two", "three"]),
+        EventPosition::EMPTY,
+    )
+    .await
+    .unwrap();
+    let first = log
+        .first(run)
+        .await
+        .unwrap()
+        .expect("the run's first event");
+    let last = log.last(run).await.unwrap().expect("the run's last event");
+    assert_eq!(first.header.run_id, run);
+    assert_eq!(first.header.seq, 1);
+    assert_eq!(last.header.seq, 3);
+    assert!(first.stream_seq < last.stream_seq);
+    match first.decode().unwrap().kind {
+        RunEventKind::MessageDelta(delta) => assert_eq!(delta.text, "one"),
+        other => panic!("unexpected {other:?}"),
+    }
+}

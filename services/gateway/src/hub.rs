@@ -6,7 +6,10 @@
 //! and appends every event to an in-memory, append-only history. Clients
 //! ([`Subscription`]s) read that history at their own pace from their own cursor, so a
 //! slow client never holds up the tail or the other clients, and a late client gets the
-//! events before it joined from memory instead of a consumer of its own.
+//! events before it joined from memory instead of a consumer of its own. While the
+//! consumer is being created (a JetStream API round trip, then a pull: most of a new
+//! stream's time to its first event) the feed reads the run's first event with one
+//! direct get, so the first client is not kept waiting for it.
 //!
 //! Lifetime: the hub maps run ids to *weak* references; clients hold the strong ones.
 //! When the last client of a run leaves, the feed is dropped, which stops its task and
@@ -434,6 +437,37 @@ where
     Stored { stored, next }
 }
 
+/// Opens a fresh feed's tail and, while its consumer is being created (most of the
+/// time to a new stream's first event), reads the run's first event with one direct
+/// get and hands it to the subscribers. The tail then delivers that event again and
+/// the writer drops it as a redelivery. `None`: stopped, or the run ended already.
+async fn open_with_head_start<T>(
+    log: &EventLog,
+    writer: &mut Writer,
+    stop: &CancellationToken,
+    tail: impl Future<Output = T>,
+) -> Option<T> {
+    let mut tail = std::pin::pin!(tail);
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => return None,
+        opened = &mut tail => return Some(opened),
+        head = log.first(writer.run_id) => {
+            if let Ok(Some(event)) = head {
+                let terminal = writer.store(event);
+                writer.publish();
+                if terminal {
+                    return None;
+                }
+            }
+        }
+    }
+    tokio::select! {
+        () = stop.cancelled() => None,
+        opened = tail => Some(opened),
+    }
+}
+
 /// The feed task: tails the run until its terminal event, re-opening the tail after
 /// failures, until `stop` is cancelled.
 async fn tail_run(
@@ -455,9 +489,17 @@ async fn tail_run(
     loop {
         // Reconnects before this point are covered by the tail we are about to open.
         connects.borrow_and_update();
-        let opened = tokio::select! {
-            () = stop.cancelled() => return,
-            opened = log.tail(run_id, writer.resume_from()) => opened,
+        let tail = log.tail(run_id, writer.resume_from());
+        let opened = if writer.resume_from() == 0 {
+            match open_with_head_start(&log, &mut writer, &stop, tail).await {
+                Some(opened) => opened,
+                None => return,
+            }
+        } else {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                opened = tail => opened,
+            }
         };
         match opened {
             Ok(events) => {
