@@ -122,7 +122,7 @@ impl Live {
             workspace: dirs.workspace.clone(),
             dirs,
             conversation,
-            events: sink,
+            events: sink.clone(),
             human_loop,
             stop: stop.clone(),
             session_id: session.clone(),
@@ -157,6 +157,9 @@ impl Live {
         .await
         .expect("the provider ends in bounded time");
         let elapsed = started.elapsed();
+        // `emit` only queues: what is still queued is appended before the run's
+        // events are read back (as the supervisor does before the closing events).
+        drop(sink.seal().await);
         watcher.abort();
         Finished {
             outcome,
