@@ -222,12 +222,63 @@ impl ServerApi {
             .map(drop)
     }
 
+    /// The status of every session that is not idle (`{sessionID: {type, …}}`; an idle
+    /// session is absent).
+    pub(crate) async fn session_statuses(
+        &self,
+    ) -> Result<serde_json::Map<String, Value>, ApiError> {
+        match self.get_json("/session/status").await? {
+            Value::Object(statuses) => Ok(statuses),
+            _ => Err(not_shaped("/session/status", "an object")),
+        }
+    }
+
+    /// The permission requests waiting for a reply, of every session.
+    pub(crate) async fn pending_permissions(&self) -> Result<Vec<Value>, ApiError> {
+        self.get_list("/permission").await
+    }
+
+    /// The question-tool questions waiting for an answer, of every session.
+    pub(crate) async fn pending_questions(&self) -> Result<Vec<Value>, ApiError> {
+        self.get_list("/question").await
+    }
+
+    /// The session's whole history, oldest first: `[{info, parts}]`.
+    pub(crate) async fn messages(&self, session_id: &str) -> Result<Vec<Value>, ApiError> {
+        self.get_list(&format!("/session/{}/message", checked_id(session_id)?))
+            .await
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, ApiError> {
+        let text = self
+            .expect_success(reqwest::Method::GET, path, None)
+            .await?;
+        serde_json::from_str(&text).map_err(|e| ApiError::Decode {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        })
+    }
+
+    async fn get_list(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        match self.get_json(path).await? {
+            Value::Array(items) => Ok(items),
+            _ => Err(not_shaped(path, "a list")),
+        }
+    }
+
     /// Rejects a question of the question tool.
     pub(crate) async fn reject_question(&self, question_id: &str) -> Result<(), ApiError> {
         let path = format!("/question/{}/reject", checked_id(question_id)?);
         self.expect_success(reqwest::Method::POST, &path, None)
             .await
             .map(drop)
+    }
+}
+
+fn not_shaped(path: &str, expected: &str) -> ApiError {
+    ApiError::Decode {
+        path: path.to_owned(),
+        problem: format!("the answer is not {expected}"),
     }
 }
 
