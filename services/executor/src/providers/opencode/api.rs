@@ -45,6 +45,24 @@ pub(crate) struct ModelRef {
     pub(crate) model_id: String,
 }
 
+#[cfg(test)]
+tokio::task_local! {
+    /// Lets a test put a proxy between the adapter and the server (to cut the event
+    /// stream while the server lives on): maps the server's port to the port the
+    /// adapter connects to. See `live_tests/proxy.rs`.
+    pub(crate) static ROUTE: std::sync::Arc<dyn Fn(u16) -> u16 + Send + Sync>;
+}
+
+#[cfg(test)]
+fn connect_port(port: u16) -> u16 {
+    ROUTE.try_with(|route| route(port)).unwrap_or(port)
+}
+
+#[cfg(not(test))]
+fn connect_port(port: u16) -> u16 {
+    port
+}
+
 /// A client of one server.
 #[derive(Clone)]
 pub(crate) struct ServerApi {
@@ -70,7 +88,7 @@ impl ServerApi {
             .build()?;
         Ok(Self {
             client,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://127.0.0.1:{}", connect_port(port)),
             password,
         })
     }
