@@ -45,6 +45,24 @@ pub(crate) struct ModelRef {
     pub(crate) model_id: String,
 }
 
+#[cfg(test)]
+tokio::task_local! {
+    /// Lets a test put a proxy between the adapter and the server (to cut the event
+    /// stream while the server lives on): maps the server's port to the port the
+    /// adapter connects to. See `live_tests/proxy.rs`.
+    pub(crate) static ROUTE: std::sync::Arc<dyn Fn(u16) -> u16 + Send + Sync>;
+}
+
+#[cfg(test)]
+fn connect_port(port: u16) -> u16 {
+    ROUTE.try_with(|route| route(port)).unwrap_or(port)
+}
+
+#[cfg(not(test))]
+fn connect_port(port: u16) -> u16 {
+    port
+}
+
 /// A client of one server.
 #[derive(Clone)]
 pub(crate) struct ServerApi {
@@ -70,7 +88,7 @@ impl ServerApi {
             .build()?;
         Ok(Self {
             client,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://127.0.0.1:{}", connect_port(port)),
             password,
         })
     }
@@ -222,12 +240,63 @@ impl ServerApi {
             .map(drop)
     }
 
+    /// The status of every session that is not idle (`{sessionID: {type, …}}`; an idle
+    /// session is absent).
+    pub(crate) async fn session_statuses(
+        &self,
+    ) -> Result<serde_json::Map<String, Value>, ApiError> {
+        match self.get_json("/session/status").await? {
+            Value::Object(statuses) => Ok(statuses),
+            _ => Err(not_shaped("/session/status", "an object")),
+        }
+    }
+
+    /// The permission requests waiting for a reply, of every session.
+    pub(crate) async fn pending_permissions(&self) -> Result<Vec<Value>, ApiError> {
+        self.get_list("/permission").await
+    }
+
+    /// The question-tool questions waiting for an answer, of every session.
+    pub(crate) async fn pending_questions(&self) -> Result<Vec<Value>, ApiError> {
+        self.get_list("/question").await
+    }
+
+    /// The session's whole history, oldest first: `[{info, parts}]`.
+    pub(crate) async fn messages(&self, session_id: &str) -> Result<Vec<Value>, ApiError> {
+        self.get_list(&format!("/session/{}/message", checked_id(session_id)?))
+            .await
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, ApiError> {
+        let text = self
+            .expect_success(reqwest::Method::GET, path, None)
+            .await?;
+        serde_json::from_str(&text).map_err(|e| ApiError::Decode {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        })
+    }
+
+    async fn get_list(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        match self.get_json(path).await? {
+            Value::Array(items) => Ok(items),
+            _ => Err(not_shaped(path, "a list")),
+        }
+    }
+
     /// Rejects a question of the question tool.
     pub(crate) async fn reject_question(&self, question_id: &str) -> Result<(), ApiError> {
         let path = format!("/question/{}/reject", checked_id(question_id)?);
         self.expect_success(reqwest::Method::POST, &path, None)
             .await
             .map(drop)
+    }
+}
+
+fn not_shaped(path: &str, expected: &str) -> ApiError {
+    ApiError::Decode {
+        path: path.to_owned(),
+        problem: format!("the answer is not {expected}"),
     }
 }
 

@@ -4,6 +4,9 @@
 //! `cargo test -p switchyard-executor --lib opencode::live_tests -- --ignored`.
 //! The end-to-end tests through the executor are in `tests/providers/opencode.rs`.
 
+mod proxy;
+mod resubscribe;
+
 use super::OpencodeProvider;
 use crate::cli::{CliEnv, CliLocator, ConversationState, Credentials, WorkDirs};
 use crate::clock::ActiveClock;
@@ -32,6 +35,8 @@ struct Live {
     model: FakeModel,
     env: Arc<CliEnv>,
     root: tempfile::TempDir,
+    /// Where the adapter connects instead of the server (see `api::ROUTE`).
+    route: Option<Arc<dyn Fn(u16) -> u16 + Send + Sync>>,
 }
 
 struct Finished {
@@ -69,6 +74,7 @@ impl Live {
             model: FakeModel::start().await.unwrap(),
             env,
             root: tempfile::tempdir().unwrap(),
+            route: None,
         }
     }
 
@@ -122,7 +128,7 @@ impl Live {
             workspace: dirs.workspace.clone(),
             dirs,
             conversation,
-            events: sink,
+            events: sink.clone(),
             human_loop,
             stop: stop.clone(),
             session_id: session.clone(),
@@ -150,13 +156,19 @@ impl Live {
             }
         });
         let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(120),
-            OpencodeProvider::new(self.env.clone()).run(ctx),
-        )
-        .await
+        let run = OpencodeProvider::new(self.env.clone()).run(ctx);
+        let bound = Duration::from_secs(120);
+        let outcome = match &self.route {
+            Some(route) => {
+                tokio::time::timeout(bound, super::api::ROUTE.scope(route.clone(), run)).await
+            }
+            None => tokio::time::timeout(bound, run).await,
+        }
         .expect("the provider ends in bounded time");
         let elapsed = started.elapsed();
+        // `emit` only queues: what is still queued is appended before the run's
+        // events are read back (as the supervisor does before the closing events).
+        drop(sink.seal().await);
         watcher.abort();
         Finished {
             outcome,

@@ -5,7 +5,9 @@
 //!   budget) and the `opencode.json` written into the run's config dir;
 //! * `api.rs` — the HTTP client and the SSE reader;
 //! * `translate.rs` — opencode events → Switchyard events, error classification;
-//! * `session.rs` — the driver: spawn, handshake, session, prompt, turn, stop.
+//! * `session.rs` — the driver: spawn, handshake, session, prompt, turn, stop;
+//! * `recover.rs` — after the event stream broke mid-turn: the bounds of
+//!   re-subscribing, and the turn's state read back from the REST API.
 //!
 //! Wire details (events, permission replies, abort, failure matrix) are in
 //! `shared/protocol-samples/PROTOCOLS.md`, section 3; `testdata/` holds captured
@@ -15,6 +17,7 @@ mod api;
 #[cfg(test)]
 mod live_tests;
 mod options;
+mod recover;
 mod session;
 mod translate;
 

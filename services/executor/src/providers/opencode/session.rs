@@ -2,7 +2,9 @@
 //! random password and the run's own HOME / XDG dirs, wait for it to answer, subscribe
 //! to its events, create (or continue) the session, prompt it, and follow the event
 //! stream until the session goes idle — answering permission requests through the
-//! human loop, enforcing liveness and the retry budget, and aborting on stop.
+//! human loop, enforcing liveness and the retry budget, aborting on stop, and
+//! re-subscribing (with what was missed read back from the REST API, see `recover.rs`)
+//! when the stream breaks mid-turn while the server lives on.
 //!
 //! The server lives for one run; the session survives in the state directory's
 //! database, so a follow-up run of the conversation prompts the same session in a new
@@ -11,6 +13,7 @@
 
 use super::api::{self, ApiError, EventReader, SERVER_USERNAME, ServerApi, StreamItem};
 use super::options::OpencodeOptions;
+use super::recover;
 use super::translate::{self, PermissionAsk, RetryNotice, Step, Translator, Verdict};
 use crate::cli::{CliCommand, CliEnv, CliProcess, Credentials, Liveness, LivenessFailure};
 use crate::human_loop::HumanLoopAnswer;
@@ -189,6 +192,70 @@ enum Halt {
     Exited(Option<i32>),
 }
 
+/// Why a subscription to the event stream did not become live.
+#[derive(Debug, thiserror::Error)]
+enum SubscribeFailure {
+    #[error(transparent)]
+    Api(ApiError),
+    #[error("the stream ended before the server confirmed it{}", .0.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Closed(Option<String>),
+    #[error("the server did not confirm the subscription in time")]
+    TimedOut,
+}
+
+/// Why re-subscribing ended without a live stream.
+enum Lost {
+    Halt(Halt),
+    /// Every attempt failed (the last failure).
+    GaveUp(String),
+}
+
+/// The state of one turn, besides the event stream.
+struct TurnState {
+    translator: Translator,
+    asks: FuturesUnordered<BoxFuture<'static, (PermissionAsk, HumanLoopAnswer)>>,
+    /// Once set, the session was aborted: the end to report, and until when the idle
+    /// that confirms the abort is awaited.
+    ending: Option<(End, Instant)>,
+    /// When the prompt was sent (ms since the epoch): older messages are earlier turns'.
+    since_ms: u64,
+    /// Breaks of the event stream that were followed by a re-subscription.
+    breaks: u32,
+}
+
+impl TurnState {
+    fn new(translator: Translator, since_ms: u64) -> Self {
+        Self {
+            translator,
+            asks: FuturesUnordered::new(),
+            ending: None,
+            since_ms,
+            breaks: 0,
+        }
+    }
+}
+
+/// `work`, unless `deadline` passes first (`None`).
+async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
+        None => Some(work.await),
+    }
+}
+
+/// The detail of an event stream that ended (with its error, if it broke).
+fn broken_stream(error: Option<&str>) -> String {
+    match error {
+        Some(error) => format!("opencode's event stream broke: {error}"),
+        None => "opencode's event stream ended".to_owned(),
+    }
+}
+
+/// "with code N", or "by a signal".
+fn how_exited(code: Option<i32>) -> String {
+    code.map_or_else(|| "by a signal".to_owned(), |c| format!("with code {c}"))
+}
+
 /// Waits for `work` while watching the stop token, the liveness limits and the server
 /// process (draining its stdout into the evidence).
 async fn guard<T>(
@@ -235,9 +302,9 @@ struct Server<'a> {
 }
 
 impl Server<'_> {
-    /// Awaits `work` under [`guard`]; an early end becomes the run's end.
-    async fn guarded<T>(&mut self, during: &str, work: impl Future<Output = T>) -> Result<T, End> {
-        match guard(
+    /// Awaits `work` under [`guard`].
+    async fn watch<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Halt> {
+        guard(
             &mut self.process,
             &self.liveness,
             &self.ctx.stop,
@@ -245,7 +312,11 @@ impl Server<'_> {
             work,
         )
         .await
-        {
+    }
+
+    /// Awaits `work` under [`guard`]; an early end becomes the run's end.
+    async fn guarded<T>(&mut self, during: &str, work: impl Future<Output = T>) -> Result<T, End> {
+        match self.watch(work).await {
             Ok(out) => Ok(out),
             Err(halt) => Err(self.halted(halt, during, false)),
         }
@@ -257,11 +328,9 @@ impl Server<'_> {
             Halt::Expired(failure) => self.expired(failure, model_called),
             Halt::Exited(code) => {
                 self.exit_code = code;
-                let code =
-                    code.map_or_else(|| "by a signal".to_owned(), |c| format!("with code {c}"));
                 End::failed(
                     FailureReason::ProviderCrashed,
-                    format!("the opencode server exited {code} {during}"),
+                    format!("the opencode server exited {} {during}", how_exited(code)),
                 )
             }
         }
@@ -295,28 +364,19 @@ impl Server<'_> {
         self.liveness.handshake_done();
         tracing::debug!("opencode server answers");
 
-        let mut events = match self.guarded("while subscribing", api.events()).await {
+        let mut events = match self.subscribe(None).await {
             Ok(Ok(events)) => events,
-            Ok(Err(error)) => return self.api_failed("subscribing to its events", error),
-            Err(end) => return end,
-        };
-        // The stream is live once the server says so; prompting before that could
-        // lose the first events of the turn.
-        loop {
-            match self.guarded("while subscribing", events.next()).await {
-                Ok(StreamItem::Event { raw, event }) => {
-                    if !is_noise(&event) {
-                        self.raw.push("sse", &raw);
-                    }
-                    if event.get("type").and_then(Value::as_str) == Some("server.connected") {
-                        break;
-                    }
-                }
-                Ok(StreamItem::Garbage(raw)) => self.raw.push("sse", &raw),
-                Ok(StreamItem::Closed(error)) => return self.stream_closed(error, false).await,
-                Err(end) => return end,
+            Ok(Err(SubscribeFailure::Api(error))) => {
+                return self.api_failed("subscribing to its events", error);
             }
-        }
+            Ok(Err(SubscribeFailure::Closed(error))) => return self.stream_closed(error).await,
+            Ok(Err(failure @ SubscribeFailure::TimedOut)) => {
+                return self
+                    .server_gone(format!("opencode's event stream: {failure}"))
+                    .await;
+            }
+            Err(halt) => return self.halted(halt, "while subscribing", false),
+        };
 
         let session_id = match self.open_session(&api).await {
             Ok(id) => id,
@@ -324,6 +384,8 @@ impl Server<'_> {
         };
         self.ctx.set_session_id(session_id.clone());
         tracing::info!(session_id = %session_id, "prompting the opencode session");
+        // Taken before the prompt, so that every message of the turn is newer.
+        let since_ms = recover::now_ms();
         let model = self.options.model.clone();
         let prompt = api.prompt_async(&session_id, &self.ctx.command.prompt, model.as_ref());
         match self.guarded("while prompting", prompt).await {
@@ -331,7 +393,37 @@ impl Server<'_> {
             Ok(Err(error)) => return self.api_failed("prompting the session", error),
             Err(end) => return end,
         }
-        self.turn(&mut events, &session_id).await
+        self.turn(&mut events, &session_id, since_ms).await
+    }
+
+    /// Opens the event stream and waits until it is live: the server says so with
+    /// `server.connected`, and prompting (or reading a snapshot) before that could miss
+    /// events. `deadline` bounds it (a re-subscription must not hang the turn).
+    async fn subscribe(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Result<EventReader, SubscribeFailure>, Halt> {
+        let api = self.api.clone();
+        let mut events = match self.watch(within(deadline, api.events())).await? {
+            Some(Ok(events)) => events,
+            Some(Err(error)) => return Ok(Err(SubscribeFailure::Api(error))),
+            None => return Ok(Err(SubscribeFailure::TimedOut)),
+        };
+        loop {
+            match self.watch(within(deadline, events.next())).await? {
+                Some(StreamItem::Event { raw, event }) => {
+                    if !is_noise(&event) {
+                        self.raw.push("sse", &raw);
+                    }
+                    if event.get("type").and_then(Value::as_str) == Some("server.connected") {
+                        return Ok(Ok(events));
+                    }
+                }
+                Some(StreamItem::Garbage(raw)) => self.raw.push("sse", &raw),
+                Some(StreamItem::Closed(error)) => return Ok(Err(SubscribeFailure::Closed(error))),
+                None => return Ok(Err(SubscribeFailure::TimedOut)),
+            }
+        }
     }
 
     /// The session to prompt: the conversation's, if the server still has it, else a
@@ -399,24 +491,21 @@ impl Server<'_> {
         End::failed(reason, format!("{what}: {error}"))
     }
 
-    /// The event stream ended: the server is going away (or broke the stream).
-    async fn stream_closed(&mut self, error: Option<String>, stopping: bool) -> End {
-        if stopping {
-            return End::Stopped;
-        }
-        let exited = tokio::time::timeout(EXIT_WAIT, self.process.wait()).await;
-        let detail = match error {
-            Some(error) => format!("opencode's event stream broke: {error}"),
-            None => "opencode's event stream ended".to_owned(),
-        };
-        match exited {
+    /// The event stream ended before the turn: the server is going away (or broke the
+    /// stream).
+    async fn stream_closed(&mut self, error: Option<String>) -> End {
+        self.server_gone(broken_stream(error.as_deref())).await
+    }
+
+    /// The run's end once the event stream is gone for good: `provider_crashed`, with
+    /// the server's exit code if it exits within [`EXIT_WAIT`].
+    async fn server_gone(&mut self, detail: String) -> End {
+        match tokio::time::timeout(EXIT_WAIT, self.process.wait()).await {
             Ok(code) => {
                 self.exit_code = code;
-                let code =
-                    code.map_or_else(|| "by a signal".to_owned(), |c| format!("with code {c}"));
                 End::failed(
                     FailureReason::ProviderCrashed,
-                    format!("{detail}; the server exited {code}"),
+                    format!("{detail}; the server exited {}", how_exited(code)),
                 )
             }
             Err(_) => End::failed(FailureReason::ProviderCrashed, detail),
@@ -446,36 +535,34 @@ impl Server<'_> {
     }
 
     /// Follows the turn until the session is idle (or the run ends otherwise).
-    async fn turn(&mut self, events: &mut EventReader, session_id: &str) -> End {
-        let mut translator = Translator::new(session_id, Some(&self.ctx.dirs.workspace));
-        let mut asks: FuturesUnordered<BoxFuture<'static, (PermissionAsk, HumanLoopAnswer)>> =
-            FuturesUnordered::new();
-        // Once set, the session was aborted: the end to report, and until when the
-        // idle that confirms the abort is awaited.
-        let mut ending: Option<(End, Instant)> = None;
+    async fn turn(&mut self, events: &mut EventReader, session_id: &str, since_ms: u64) -> End {
+        let mut turn = TurnState::new(
+            Translator::new(session_id, Some(&self.ctx.dirs.workspace)),
+            since_ms,
+        );
         loop {
-            let settle_by = ending.as_ref().map(|(_, by)| *by);
+            let settle_by = turn.ending.as_ref().map(|(_, by)| *by);
             tokio::select! {
                 biased;
-                _ = self.ctx.stop.cancelled(), if ending.is_none() => {
+                _ = self.ctx.stop.cancelled(), if turn.ending.is_none() => {
                     tracing::info!("stopping: aborting the opencode session");
-                    asks.clear();
+                    turn.asks.clear();
                     self.abort(session_id).await;
-                    ending = Some((End::Stopped, Instant::now() + self.env.stop_grace));
+                    turn.ending = Some((End::Stopped, Instant::now() + self.env.stop_grace));
                 }
                 _ = sleep_until(settle_by), if settle_by.is_some() => {
-                    return ending.map_or(End::Stopped, |(end, _)| end);
+                    return turn.ending.map_or(End::Stopped, |(end, _)| end);
                 }
-                failure = self.liveness.expired(), if ending.is_none() => {
-                    let end = self.expired(failure, translator.model_called());
+                failure = self.liveness.expired(), if turn.ending.is_none() => {
+                    let end = self.expired(failure, turn.translator.model_called());
                     tracing::warn!(?failure, "liveness limit exceeded; aborting the opencode session");
-                    asks.clear();
+                    turn.asks.clear();
                     self.abort(session_id).await;
-                    ending = Some((end, Instant::now() + ABORT_SETTLE));
+                    turn.ending = Some((end, Instant::now() + ABORT_SETTLE));
                 }
-                Some((ask, answer)) = asks.next(), if !asks.is_empty() => {
-                    if ending.is_none() {
-                        self.answer(&mut translator, ask, answer).await;
+                Some((ask, answer)) = turn.asks.next(), if !turn.asks.is_empty() => {
+                    if turn.ending.is_none() {
+                        self.answer(&mut turn.translator, ask, answer).await;
                     }
                 }
                 item = events.next() => match item {
@@ -486,51 +573,12 @@ impl Server<'_> {
                         if let Some(kind) = translate::unfamiliar_type(&event) {
                             tracing::debug!(event_type = %self.raw.redact(&api::shorten(kind, 80)), "unfamiliar opencode event (kept as evidence)");
                         }
-                        if translator.concerns_session(&event) {
+                        if turn.translator.concerns_session(&event) {
                             self.liveness.activity();
                         }
-                        for step in translator.handle(&event) {
-                            match step {
-                                Step::Emit(kind) => {
-                                    if is_output(&kind) {
-                                        self.liveness.output_seen();
-                                    }
-                                    if let Err(error) = self.ctx.events.emit(self.raw.redact_event(kind)).await {
-                                        // The run's log is gone (stop, takeover): nothing
-                                        // more can be reported.
-                                        tracing::info!(%error, "run events refused; ending the opencode run");
-                                        return End::Stopped;
-                                    }
-                                }
-                                Step::Ask(ask) if ending.is_none() => {
-                                    self.liveness.output_seen();
-                                    asks.push(self.ask(ask));
-                                }
-                                Step::Ask(_) => {}
-                                Step::DeclineQuestion(id) => self.decline_question(&id).await,
-                                Step::Retry(notice) => {
-                                    if let Some(end) = self.retry(&notice).await
-                                        && ending.is_none()
-                                    {
-                                        asks.clear();
-                                        self.abort(session_id).await;
-                                        ending = Some((end, Instant::now() + ABORT_SETTLE));
-                                    }
-                                }
-                                Step::Idle => {
-                                    for step in translator.finish() {
-                                        if let Step::Emit(kind) = step
-                                            && self.ctx.events.emit(self.raw.redact_event(kind)).await.is_err()
-                                        {
-                                            return End::Stopped;
-                                        }
-                                    }
-                                    if let Some((end, _)) = ending {
-                                        return end;
-                                    }
-                                    return self.verdict(&translator);
-                                }
-                            }
+                        let steps = turn.translator.handle(&event);
+                        if let Some(end) = self.act(&mut turn, session_id, steps).await {
+                            return end;
                         }
                     }
                     StreamItem::Garbage(raw) => {
@@ -538,23 +586,209 @@ impl Server<'_> {
                         self.raw.push("sse", &raw);
                     }
                     StreamItem::Closed(error) => {
-                        let stopping = matches!(ending, Some((End::Stopped, _)));
-                        if let Some((end @ End::Failed { .. }, _)) = ending {
+                        // Aborted already (stop, a failure): the stream closing is the
+                        // server going away, and the end is known.
+                        if let Some((end, _)) = turn.ending.take() {
                             return end;
                         }
-                        return self.stream_closed(error, stopping).await;
+                        match self.resubscribe(&mut turn, session_id, error).await {
+                            Ok(fresh) => *events = fresh,
+                            Err(end) => return end,
+                        }
                     }
                 },
                 line = self.process.next_line() => match line {
                     Some(line) => self.raw.push("stdout", &line),
                     None => {
-                        if let Some((end, _)) = ending {
+                        if let Some((end, _)) = turn.ending {
                             return end;
                         }
                         let code = exit_code(&mut self.process).await;
                         return self.halted(Halt::Exited(code), "during the turn", true);
                     }
                 },
+            }
+        }
+    }
+
+    /// Acts on the translator's steps; `Some` once the turn is over.
+    async fn act(
+        &mut self,
+        turn: &mut TurnState,
+        session_id: &str,
+        steps: Vec<Step>,
+    ) -> Option<End> {
+        for step in steps {
+            match step {
+                Step::Emit(kind) => {
+                    if is_output(&kind) {
+                        self.liveness.output_seen();
+                    }
+                    if let Err(error) = self.ctx.events.emit(self.raw.redact_event(kind)).await {
+                        // The run's log is gone (stop, takeover): nothing more can be
+                        // reported.
+                        tracing::info!(%error, "run events refused; ending the opencode run");
+                        return Some(End::Stopped);
+                    }
+                }
+                Step::Ask(ask) if turn.ending.is_none() => {
+                    self.liveness.output_seen();
+                    turn.asks.push(self.ask(ask));
+                }
+                Step::Ask(_) => {}
+                Step::DeclineQuestion(id) => self.decline_question(&id).await,
+                Step::Retry(notice) => {
+                    if let Some(end) = self.retry(&notice).await
+                        && turn.ending.is_none()
+                    {
+                        turn.asks.clear();
+                        self.abort(session_id).await;
+                        turn.ending = Some((end, Instant::now() + ABORT_SETTLE));
+                    }
+                }
+                Step::Idle => return Some(self.idle(turn).await),
+            }
+        }
+        None
+    }
+
+    /// The session went idle: completes what the translator holds and judges the turn.
+    async fn idle(&mut self, turn: &mut TurnState) -> End {
+        for step in turn.translator.finish() {
+            if let Step::Emit(kind) = step
+                && self
+                    .ctx
+                    .events
+                    .emit(self.raw.redact_event(kind))
+                    .await
+                    .is_err()
+            {
+                return End::Stopped;
+            }
+        }
+        match turn.ending.take() {
+            Some((end, _)) => end,
+            None => self.verdict(&turn.translator),
+        }
+    }
+
+    /// The event stream broke mid-turn. Unless the server is gone, subscribes again
+    /// (bounded, see `recover.rs`), says so in a diagnostic, and passes on what the
+    /// server's REST API shows that the broken stream did not: the new stream, or the
+    /// run's end (the turn may have ended while nobody listened).
+    async fn resubscribe(
+        &mut self,
+        turn: &mut TurnState,
+        session_id: &str,
+        error: Option<String>,
+    ) -> Result<EventReader, End> {
+        let broke = broken_stream(error.as_deref());
+        if self.process.try_wait().is_some() {
+            return Err(self.server_gone(broke).await);
+        }
+        if turn.breaks == recover::MAX_BREAKS {
+            return Err(self
+                .server_gone(format!(
+                    "{broke} (the {}th time in this turn; not re-subscribing again)",
+                    recover::MAX_BREAKS + 1
+                ))
+                .await);
+        }
+        turn.breaks += 1;
+        tracing::warn!(detail = %self.raw.redact(&broke), "re-subscribing to opencode's events");
+        let (events, snapshot, attempt) = match self.reconnect(session_id, turn.since_ms).await {
+            Ok(reconnected) => reconnected,
+            Err(Lost::Halt(halt)) => {
+                return Err(self
+                    .halted_reconnecting(halt, turn.translator.model_called(), session_id, &broke)
+                    .await);
+            }
+            Err(Lost::GaveUp(last)) => {
+                return Err(self
+                    .server_gone(format!(
+                        "{broke}; re-subscribing failed {} times (last: {last})",
+                        recover::ATTEMPTS
+                    ))
+                    .await);
+            }
+        };
+        tracing::info!(attempt, "re-subscribed to opencode's events");
+        self.liveness.activity();
+        self.diagnostic(
+            DiagnosticLevel::Warn,
+            format!(
+                "{}; re-subscribed (attempt {attempt} of {}) and recovered the turn's state from the server's API. Events emitted while disconnected are not replayed: how many were missed is unknown (text deltas may be missing; messages, tool calls and approvals were recovered)",
+                self.raw.redact(&broke),
+                recover::ATTEMPTS
+            ),
+        )
+        .await;
+        let rebuilt = recover::events(&snapshot, session_id);
+        let steps = turn.translator.recover(&rebuilt);
+        match self.act(turn, session_id, steps).await {
+            Some(end) => Err(end),
+            None => Ok(events),
+        }
+    }
+
+    /// Up to [`recover::ATTEMPTS`] subscriptions, each followed by a snapshot of the
+    /// session: the live stream, the snapshot, and the attempt that got them.
+    async fn reconnect(
+        &mut self,
+        session_id: &str,
+        since_ms: u64,
+    ) -> Result<(EventReader, recover::Snapshot, u32), Lost> {
+        let mut last = String::new();
+        for attempt in 1..=recover::ATTEMPTS {
+            self.watch(tokio::time::sleep(recover::backoff(attempt)))
+                .await
+                .map_err(Lost::Halt)?;
+            let deadline = Instant::now() + recover::ATTEMPT_TIMEOUT;
+            match self.subscribe(Some(deadline)).await.map_err(Lost::Halt)? {
+                Ok(events) => {
+                    let api = self.api.clone();
+                    let snapshot =
+                        within(Some(deadline), recover::fetch(&api, session_id, since_ms));
+                    match self.watch(snapshot).await.map_err(Lost::Halt)? {
+                        Some(Ok(snapshot)) => return Ok((events, snapshot, attempt)),
+                        Some(Err(error)) => last = format!("reading the session's state: {error}"),
+                        None => last = "reading the session's state timed out".to_owned(),
+                    }
+                }
+                Err(failure) => last = failure.to_string(),
+            }
+            last = self.raw.redact(&last);
+            tracing::warn!(attempt, error = %last, "re-subscribing to opencode's events failed");
+        }
+        Err(Lost::GaveUp(last))
+    }
+
+    /// The run ended while re-subscribing. The server may still be working on the
+    /// turn, so a stop or an expired limit aborts it (nothing can confirm the abort
+    /// without a stream; the server is ended right after).
+    async fn halted_reconnecting(
+        &mut self,
+        halt: Halt,
+        model_called: bool,
+        session_id: &str,
+        broke: &str,
+    ) -> End {
+        match halt {
+            Halt::Stop => {
+                self.abort(session_id).await;
+                End::Stopped
+            }
+            Halt::Expired(failure) => {
+                let end = self.expired(failure, model_called);
+                self.abort(session_id).await;
+                end
+            }
+            Halt::Exited(code) => {
+                self.exit_code = code;
+                End::failed(
+                    FailureReason::ProviderCrashed,
+                    format!("{broke}; the server exited {}", how_exited(code)),
+                )
             }
         }
     }

@@ -280,6 +280,10 @@ struct TextPart {
     /// What was emitted as deltas so far.
     emitted: String,
     completed: bool,
+    /// Rebuilt from the REST API after a re-subscription: the deltas the new stream
+    /// brings for it may already be in `emitted`, so they are dropped and the rest
+    /// comes with the part's final update.
+    resynced: bool,
 }
 
 #[derive(Debug, Default)]
@@ -309,6 +313,15 @@ pub(crate) struct Translator {
     output: bool,
     /// The model request is under way (an assistant message exists).
     model_called: bool,
+    /// Handling events rebuilt after a re-subscription (see [`Translator::recover`]).
+    resyncing: bool,
+    /// What was already passed on, so that what a re-subscription brings twice (the
+    /// REST API's view and the new stream's) is passed on once: `step-finish` parts,
+    /// permission requests, questions, and the last retry notice.
+    usage_parts: HashSet<String>,
+    asked: HashSet<String>,
+    questions: HashSet<String>,
+    last_retry: Option<RetryNotice>,
 }
 
 impl Translator {
@@ -325,6 +338,11 @@ impl Translator {
             error: None,
             output: false,
             model_called: false,
+            resyncing: false,
+            usage_parts: HashSet::new(),
+            asked: HashSet::new(),
+            questions: HashSet::new(),
+            last_retry: None,
         }
     }
 
@@ -355,10 +373,15 @@ impl Translator {
         let props = event.get("properties").unwrap_or(&Value::Null);
         match kind {
             "permission.asked" => {
-                return permission_ask(props).map(Step::Ask).into_iter().collect();
+                return permission_ask(props)
+                    .filter(|ask| self.asked.insert(ask.id.clone()))
+                    .map(Step::Ask)
+                    .into_iter()
+                    .collect();
             }
             "question.asked" => {
                 return str_field(props, "id")
+                    .filter(|id| self.questions.insert((*id).to_owned()))
                     .map(|id| Step::DeclineQuestion(id.to_owned()))
                     .into_iter()
                     .collect();
@@ -385,6 +408,16 @@ impl Translator {
             "message.part.delta" => self.part_delta(props),
             _ => Vec::new(),
         }
+    }
+
+    /// Translates the events rebuilt from the server's REST API after the event stream
+    /// was re-subscribed (see `recover.rs`): only what was not passed on yet comes out.
+    /// Text parts still streaming are marked resynced (see [`TextPart::resynced`]).
+    pub(crate) fn recover(&mut self, events: &[Value]) -> Vec<Step> {
+        self.resyncing = true;
+        let steps = events.iter().flat_map(|event| self.handle(event)).collect();
+        self.resyncing = false;
+        steps
     }
 
     /// Completes text parts that never got their final update (the turn ended first).
@@ -430,10 +463,17 @@ impl Translator {
                 Vec::new()
             }
             Some("idle") => self.idle(),
-            Some("retry") => vec![Step::Retry(RetryNotice {
-                attempt: status.get("attempt").and_then(Value::as_u64).unwrap_or(0),
-                message: str_field(status, "message").unwrap_or("").to_owned(),
-            })],
+            Some("retry") => {
+                let notice = RetryNotice {
+                    attempt: status.get("attempt").and_then(Value::as_u64).unwrap_or(0),
+                    message: str_field(status, "message").unwrap_or("").to_owned(),
+                };
+                if self.last_retry.as_ref() == Some(&notice) {
+                    return Vec::new();
+                }
+                self.last_retry = Some(notice.clone());
+                vec![Step::Retry(notice)]
+            }
             _ => Vec::new(),
         }
     }
@@ -496,11 +536,19 @@ impl Translator {
                 self.text_update(part_id, PartKind::Reasoning, str_field(part, "text"), false)
             }
             Some("tool") => self.tool_update(part_id, part),
-            Some("step-finish") => usage(part)
-                .map(|usage| vec![Step::Emit(RunEventKind::Usage(usage))])
-                .unwrap_or_default(),
+            Some("step-finish") => self.step_finished(part_id, part),
             _ => Vec::new(),
         }
+    }
+
+    /// The usage of a model call, once per `step-finish` part.
+    fn step_finished(&mut self, part_id: &str, part: &Value) -> Vec<Step> {
+        if !self.usage_parts.insert(part_id.to_owned()) {
+            return Vec::new();
+        }
+        usage(part)
+            .map(|usage| vec![Step::Emit(RunEventKind::Usage(usage))])
+            .unwrap_or_default()
     }
 
     fn part_delta(&mut self, props: &Value) -> Vec<Step> {
@@ -515,7 +563,7 @@ impl Translator {
             return Vec::new();
         }
         let part = self.part_entry(part_id, PartKind::Text);
-        if part.completed {
+        if part.completed || part.resynced {
             return Vec::new();
         }
         part.emitted.push_str(delta);
@@ -534,6 +582,7 @@ impl Translator {
                 kind,
                 emitted: String::new(),
                 completed: false,
+                resynced: false,
             })
     }
 
@@ -546,10 +595,12 @@ impl Translator {
         text: Option<&str>,
         ended: bool,
     ) -> Vec<Step> {
+        let resyncing = self.resyncing;
         let part = self.part_entry(part_id, kind);
         if part.completed {
             return Vec::new();
         }
+        part.resynced |= resyncing;
         let mut steps = Vec::new();
         let text = text.unwrap_or("");
         if let Some(rest) = text.strip_prefix(part.emitted.as_str())
