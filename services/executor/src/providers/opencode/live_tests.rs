@@ -1,8 +1,10 @@
 //! The provider against the real opencode CLI and the fake model, without the
 //! supervisor: a real nats-server holds the run's events, a task plays the human.
-//! Ignored by default (each run spawns opencode, 3–5 s); run them with
-//! `cargo test -p switchyard-executor --lib opencode::live_tests -- --ignored`.
-//! The end-to-end tests through the executor are in `tests/providers/opencode.rs`.
+//! The tests here are ignored by default (each run spawns opencode, 3–5 s, and the
+//! end-to-end tests through the executor, `tests/providers/opencode.rs`, cover the same
+//! paths); run them with
+//! `cargo test -p switchyard-executor --lib opencode::live_tests -- --ignored`. The
+//! re-subscription tests in `resubscribe` always run: nothing else covers a cut stream.
 
 mod proxy;
 mod resubscribe;

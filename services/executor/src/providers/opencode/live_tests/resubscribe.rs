@@ -100,7 +100,6 @@ fn print(done: &Finished) {
 }
 
 #[tokio::test]
-#[ignore = "spawns the real opencode CLI"]
 async fn live_a_cut_event_stream_is_resubscribed_and_the_turn_goes_on() {
     let (live, proxy) = live_via_proxy().await;
     let dirs = live.dirs("cut").await;
@@ -125,7 +124,6 @@ async fn live_a_cut_event_stream_is_resubscribed_and_the_turn_goes_on() {
 }
 
 #[tokio::test]
-#[ignore = "spawns the real opencode CLI"]
 async fn live_a_turn_that_ends_while_disconnected_is_recovered() {
     let (live, proxy) = live_via_proxy().await;
     let dirs = live.dirs("ended").await;
@@ -153,7 +151,6 @@ async fn live_a_turn_that_ends_while_disconnected_is_recovered() {
 }
 
 #[tokio::test]
-#[ignore = "spawns the real opencode CLI"]
 async fn live_a_permission_asked_while_disconnected_still_reaches_the_human() {
     let (live, proxy) = live_via_proxy().await;
     let dirs = live.dirs("ask").await;
@@ -191,7 +188,6 @@ async fn live_a_permission_asked_while_disconnected_still_reaches_the_human() {
 }
 
 #[tokio::test]
-#[ignore = "spawns the real opencode CLI"]
 async fn live_a_stream_that_cannot_be_resubscribed_is_provider_crashed() {
     let (live, proxy) = live_via_proxy().await;
     let dirs = live.dirs("refused").await;
