@@ -41,30 +41,6 @@ pub struct NewRun {
     pub created_by: Option<String>,
 }
 
-pub async fn insert(conn: &mut PgConnection, run: &NewRun) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO runs (run_id, app_id, execution_profile, provider, model, prompt,
-                           provider_options, credential_env, timeout_ms, status,
-                           created_at, updated_at, conversation_id, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11, $12)",
-    )
-    .bind(run.run_id)
-    .bind(&run.app_id)
-    .bind(&run.execution_profile)
-    .bind(&run.provider)
-    .bind(&run.model)
-    .bind(&run.prompt)
-    .bind(&run.provider_options)
-    .bind(&run.credential_env)
-    .bind(run.timeout_ms)
-    .bind(run.created_at)
-    .bind(run.conversation_id)
-    .bind(&run.created_by)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Inserts a queued run and its outbox entry in one statement: one round trip, and a
 /// statement of its own is a transaction of its own (both rows or neither), so a new
 /// run needs no BEGIN and COMMIT. Returns the outbox entry's id.

@@ -32,9 +32,8 @@ async fn accept_without_publishing(db: &TestDb, provider: &str) -> RunId {
         model: None,
         app_id: None,
     };
-    let mut tx = db.pool.begin().await.unwrap();
-    store::runs::insert(
-        &mut tx,
+    store::runs::insert_queued(
+        &db.pool,
         &store::runs::NewRun {
             run_id,
             conversation_id: run_id,
@@ -49,13 +48,11 @@ async fn accept_without_publishing(db: &TestDb, provider: &str) -> RunId {
             created_at,
             created_by: None,
         },
+        &queued,
+        &command,
     )
     .await
     .unwrap();
-    store::outbox::insert(&mut tx, run_id, &queued, &command)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
     run_id
 }
 
