@@ -57,11 +57,22 @@ pub async fn start(signals: Signals) -> anyhow::Result<Platform> {
     gateway.validate()?;
 
     let mut services = Vec::new();
-    services.push(
-        switchyard_control_plane::start(control_plane, shutdown.clone())
-            .await
-            .context("control-plane failed to start")?,
-    );
+    let control_plane = switchyard_control_plane::start(control_plane, shutdown.clone())
+        .await
+        .context("control-plane failed to start")?;
+    // The gateway of this process talks to the control-plane of this process, wherever
+    // `control_plane.listen` put it (a moved port must not leave the gateway calling
+    // the default one).
+    if let Some(addr) = control_plane.http_addr {
+        let host = if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        };
+        gateway.gateway.control_plane_url =
+            format!("http://{}", std::net::SocketAddr::new(host, addr.port()));
+    }
+    services.push(control_plane);
     services.push(
         switchyard_executor::start(executor, signals)
             .await
