@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard_contracts::control::{ControlReply, ControlRequest};
 use switchyard_contracts::dispatch::{DispatchReply, DispatchRequest, EventPosition};
+use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::{RunCommand, RunEvent, RunEventKind, RunId, subjects};
 use switchyard_executor::{Config, ExecutorSettings};
@@ -115,6 +116,16 @@ impl Harness {
     /// Whether the service handle has completed (without consuming it).
     pub(crate) fn is_stopped(&self) -> bool {
         self.handle.as_ref().is_none_or(ServiceHandle::is_finished)
+    }
+
+    /// Appends what another writer (the control-plane, a manager) would.
+    pub(crate) async fn append(
+        &self,
+        run_id: RunId,
+        position: &mut EventPosition,
+        kind: RunEventKind,
+    ) {
+        self.log.append(run_id, position, kind).await.unwrap();
     }
 
     pub(crate) async fn dispatch(&self, request: &DispatchRequest) -> DispatchReply {
@@ -234,6 +245,15 @@ impl Drop for Harness {
 }
 
 /// A scripted run command.
+/// The `run.queued` of a scripted run.
+pub(crate) fn queued() -> RunEventKind {
+    RunEventKind::RunQueued(RunQueued {
+        provider: "scripted".into(),
+        model: None,
+        app_id: None,
+    })
+}
+
 pub(crate) fn command(script: Value) -> RunCommand {
     RunCommand {
         run_id: RunId::now_v7(),

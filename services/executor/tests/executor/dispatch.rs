@@ -6,9 +6,7 @@ use serde_json::json;
 use switchyard_contracts::RunEventKind;
 use switchyard_contracts::control::{ControlOutcome, ControlRequest};
 use switchyard_contracts::dispatch::{DispatchOutcome, EventPosition};
-use switchyard_contracts::event::{
-    FailureReason, RunClaimed, RunQueued, TerminalStatus, ToolStatus,
-};
+use switchyard_contracts::event::{FailureReason, RunClaimed, TerminalStatus, ToolStatus};
 
 #[tokio::test]
 async fn a_dispatched_scripted_run_succeeds_with_a_gapless_history() {
@@ -76,21 +74,8 @@ async fn a_dispatch_after_queued_and_claimed_continues_at_the_given_position() {
     let run_id = request.command.run_id;
     // What the control-plane and the executor-manager write before dispatching.
     let mut position = EventPosition::EMPTY;
+    harness.append(run_id, &mut position, queued()).await;
     harness
-        .log
-        .append(
-            run_id,
-            &mut position,
-            RunEventKind::RunQueued(RunQueued {
-                provider: "scripted".into(),
-                model: None,
-                app_id: None,
-            }),
-        )
-        .await
-        .unwrap();
-    harness
-        .log
         .append(
             run_id,
             &mut position,
@@ -99,8 +84,7 @@ async fn a_dispatch_after_queued_and_claimed_continues_at_the_given_position() {
                 attempt: 1,
             }),
         )
-        .await
-        .unwrap();
+        .await;
 
     let reply = harness
         .dispatch(&dispatch_request(request.command, position, 60_000))
@@ -168,19 +152,7 @@ async fn a_dispatch_with_a_stale_position_is_a_conflict_and_frees_the_slot() {
     let run_id = request.command.run_id;
     // Someone concluded the run (e.g. a stop while queued) after the position was read.
     let mut position = EventPosition::EMPTY;
-    harness
-        .log
-        .append(
-            run_id,
-            &mut position,
-            RunEventKind::RunQueued(RunQueued {
-                provider: "scripted".into(),
-                model: None,
-                app_id: None,
-            }),
-        )
-        .await
-        .unwrap();
+    harness.append(run_id, &mut position, queued()).await;
 
     let reply = harness.dispatch(&request).await;
     assert_eq!(reply.outcome, DispatchOutcome::Conflict, "{reply:?}");
@@ -388,7 +360,6 @@ async fn our_own_stored_dispatch_is_recognised_instead_of_reported_as_a_conflict
     // sequence", yet the run is ours and was never started.
     let mut position = EventPosition::EMPTY;
     harness
-        .log
         .append(
             run_id,
             &mut position,
@@ -397,8 +368,7 @@ async fn our_own_stored_dispatch_is_recognised_instead_of_reported_as_a_conflict
                 timeout_ms: request.timeout_ms,
             }),
         )
-        .await
-        .unwrap();
+        .await;
 
     let reply = harness.dispatch(&request).await;
     assert_eq!(reply.outcome, DispatchOutcome::Accepted, "{reply:?}");
@@ -420,7 +390,6 @@ async fn our_own_stored_dispatch_is_recognised_instead_of_reported_as_a_conflict
     let other = fresh_dispatch(json!(null));
     let mut position = EventPosition::EMPTY;
     harness
-        .log
         .append(
             other.command.run_id,
             &mut position,
@@ -429,8 +398,7 @@ async fn our_own_stored_dispatch_is_recognised_instead_of_reported_as_a_conflict
                 timeout_ms: other.timeout_ms,
             }),
         )
-        .await
-        .unwrap();
+        .await;
     let reply = harness.dispatch(&other).await;
     assert_eq!(reply.outcome, DispatchOutcome::Conflict, "{reply:?}");
 }
@@ -450,19 +418,8 @@ async fn a_dispatch_at_a_later_position_is_a_new_dispatch_of_the_run() {
     // The run is queued again (as the reconciler does for a lost executor's run), and
     // a manager asks this executor again, at the new position, while the earlier
     // dispatch is still here: another executor must take it.
-    let requeue = || {
-        RunEventKind::RunQueued(RunQueued {
-            provider: "scripted".into(),
-            model: None,
-            app_id: None,
-        })
-    };
     let mut position = harness.log.position(run_id).await.unwrap();
-    harness
-        .log
-        .append(run_id, &mut position, requeue())
-        .await
-        .unwrap();
+    harness.append(run_id, &mut position, queued()).await;
     request.position = position;
     let busy = harness.dispatch(&request).await;
     assert_eq!(busy.outcome, DispatchOutcome::Full, "{busy:?}");
