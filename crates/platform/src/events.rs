@@ -494,9 +494,16 @@ fn stored_event(
     }))
 }
 
+/// Whether an append is worth retrying. "No stream" included: a restarted nats-server
+/// answers publishes with no responders until JetStream has loaded its streams from
+/// disk (the fault suite's NATS restart failed runs on it), and `RUN_EVENTS` is
+/// provisioned at start-up, so its absence is almost always that moment.
 fn is_transient(kind: PublishErrorKind) -> bool {
     matches!(
         kind,
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending
+        PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::MaxAckPending
+            | PublishErrorKind::StreamNotFound
     )
 }
