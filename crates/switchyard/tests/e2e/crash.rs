@@ -174,29 +174,37 @@ impl Crash {
         self.dir.path().join("runs")
     }
 
-    /// Kills the executor with SIGKILL while `run_id` waits for a human, checks that
-    /// its run host lives on, and starts the executor again under the same id; returns
-    /// the restarted executor's presence once it has adopted the host.
-    async fn kill_and_restart(&mut self, run_id: &str) -> ExecutorPresence {
-        let before = presence_where(&self.kv, |p| p.active == 1).await;
-        let host = host_pid(&self.workspace_root(), run_id).await;
+    /// Kills the executor with SIGKILL while `runs` wait for a human, checks that
+    /// their run hosts live on, and starts the executor again under the same id;
+    /// returns the restarted executor's presence once it has adopted the hosts.
+    async fn kill_and_restart(&mut self, runs: &[String]) -> ExecutorPresence {
+        let before = presence_where(&self.kv, |p| p.active as usize == runs.len()).await;
+        let mut hosts = Vec::new();
+        for run_id in runs {
+            hosts.push(host_pid(&self.workspace_root(), run_id).await);
+        }
         self.executor.take().unwrap().kill_9().await;
-        assert!(alive(host), "the run host died with the executor");
+        assert!(
+            hosts.iter().all(|pid| alive(*pid)),
+            "a run host died with the executor"
+        );
         self.executor = Some(ExecutorProcess::start(&self.env, &self.log()));
         let adopted = presence_where(&self.kv, |p| p.started_at > before.started_at).await;
         assert_eq!(
-            adopted.active,
-            1,
-            "the restarted executor adopted the run host; log:\n{}",
+            adopted.active as usize,
+            runs.len(),
+            "the restarted executor adopted the run hosts; log:\n{}",
             std::fs::read_to_string(self.log()).unwrap_or_default()
         );
-        // The run's owner is an earlier process under the id: the reconciler probes
-        // the run's control subject, and the host answers for it.
+        // The runs' owner is an earlier process under the id: the reconciler probes
+        // each run's control subject, and its host answers for it.
         let report = reconcile_once(&self.harness).await;
         assert!(report.concluded.is_empty(), "{report:?}");
         assert!(report.redispatched.is_empty(), "{report:?}");
-        let (_, run) = self.harness.get(&format!("/api/runs/{run_id}")).await;
-        assert_eq!(run["status"], "waiting_for_human", "{run}");
+        for run_id in runs {
+            let (_, run) = self.harness.get(&format!("/api/runs/{run_id}")).await;
+            assert_eq!(run["status"], "waiting_for_human", "{run}");
+        }
         adopted
     }
 
@@ -229,7 +237,7 @@ async fn a_pending_approval_survives_an_executor_crash() {
         ]))
         .await;
     let request_id = crash.harness.pending_request(&run_id).await;
-    crash.kill_and_restart(&run_id).await;
+    crash.kill_and_restart(std::slice::from_ref(&run_id)).await;
 
     let (status, body) = crash
         .harness
@@ -279,7 +287,7 @@ async fn a_real_cli_run_survives_an_executor_crash_while_asking_for_approval() {
     )
     .await;
     crash.harness.pending_request(&run_id).await;
-    crash.kill_and_restart(&run_id).await;
+    crash.kill_and_restart(std::slice::from_ref(&run_id)).await;
 
     let events = provider_support::follow(&crash.harness, &run_id, "approve").await;
     assert_eq!(completed(&events)["status"], "succeeded", "{events:?}");
@@ -328,4 +336,60 @@ fn nix_kill(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Many runs at once: every host outlives the executor, all are adopted, and every
+/// approval answered after the crash completes its run.
+#[tokio::test]
+async fn every_waiting_run_survives_an_executor_crash() {
+    const RUNS: usize = 12;
+    let mut crash = Crash::start(&[
+        ("SWITCHYARD_EXECUTOR__DETACH_RUNS", "all".to_owned()),
+        ("SWITCHYARD_EXECUTOR__CAPACITY", RUNS.to_string()),
+    ])
+    .await;
+    let mut runs = Vec::new();
+    for i in 0..RUNS {
+        let run_id = crash
+            .harness
+            .start_scripted(json!([
+                {"humanLoop": {"prompt": format!("Deploy #{i}?")}},
+                {"message": {"text": format!("deployed #{i}")}}
+            ]))
+            .await;
+        runs.push(run_id);
+    }
+    let mut requests = Vec::new();
+    for run_id in &runs {
+        requests.push(crash.harness.pending_request(run_id).await);
+    }
+    crash.kill_and_restart(&runs).await;
+
+    let harness = &crash.harness;
+    let answers = runs
+        .iter()
+        .zip(&requests)
+        .map(|(run_id, request_id)| async move {
+            let path = format!("/api/runs/{run_id}/human-loop/reply");
+            harness
+                .post(
+                    &path,
+                    json!({"requestId": request_id, "decision": "approve"}),
+                )
+                .await
+        });
+    for (status, body) in futures::future::join_all(answers).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    for run_id in &runs {
+        let run = crash
+            .harness
+            .wait_run(run_id, |r| {
+                r["status"] != "waiting_for_human" && r["status"] != "running"
+            })
+            .await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    crash.slot_freed().await;
+    crash.stop().await;
 }
