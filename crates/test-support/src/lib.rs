@@ -63,6 +63,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A command for a service under test, as a process of its own, that sees only the
+/// configuration the test gives it: the developer's own `SWITCHYARD_*` variables (a
+/// config file, the dev NATS), `RUST_LOG` and `EXECUTOR_RUN_TIMEOUT_MS` are removed, and
+/// `env` is added. The child is killed when the handle drops.
+pub fn service_command<K, V>(
+    program: impl AsRef<std::ffi::OsStr>,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> tokio::process::Command
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let mut command = tokio::process::Command::new(program);
+    command.kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if key.starts_with("SWITCHYARD_") || key == "RUST_LOG" || key == "EXECUTOR_RUN_TIMEOUT_MS" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env);
+    command
+}
+
 /// Installs a `tracing` subscriber for tests once per process: `RUST_LOG` is respected
 /// (default `info`), output goes through the test harness's capture.
 pub fn init_tracing() {

@@ -15,7 +15,8 @@ use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::subjects;
 use switchyard_control_plane::reconciler::{ReconcileSettings, Reconciler};
 use switchyard_test_support::fake_model::TOOL_FILE;
-use tokio::process::{Child, Command};
+use switchyard_test_support::service_command;
+use tokio::process::Child;
 
 const EXECUTOR_ID: &str = "crash-exec";
 
@@ -31,21 +32,12 @@ impl ExecutorProcess {
             .append(true)
             .open(log)
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        let mut command = service_command(env!("CARGO_BIN_EXE_switchyard"), env);
         command
             .args(["serve", "executor"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true);
-        // Only what the test sets: the developer's own SWITCHYARD_* must not leak in.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().into_owned();
-            if key.starts_with("SWITCHYARD_") {
-                command.env_remove(key);
-            }
-        }
-        command.envs(env);
+            .stderr(log);
         Self {
             child: command.spawn().unwrap(),
         }

@@ -8,8 +8,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use switchyard_test_support::{NatsServer, TestDb, free_port};
-use tokio::process::{Child, Command};
+use switchyard_test_support::{NatsServer, TestDb, free_port, service_command};
+use tokio::process::Child;
 use tokio::time::Instant;
 
 pub(crate) const TOKEN: &str = "faults-admin-token";
@@ -61,27 +61,17 @@ impl Service {
             .open(&self.log)
             .with_context(|| format!("open {}", self.log.display()))?;
         writeln!(log, "==== {} start #{} ====", self.name, self.starts)?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        let mut command = service_command(
+            env!("CARGO_BIN_EXE_switchyard"),
+            self.env.iter().map(|(k, v)| (k, v)),
+        );
         command
             .arg("serve")
             .arg(self.kind)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        // Only what the test sets: the developer's own SWITCHYARD_* (a config file, the
-        // dev NATS) must not leak into the services under test.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().into_owned();
-            if key.starts_with("SWITCHYARD_")
-                || key == "RUST_LOG"
-                || key == "EXECUTOR_RUN_TIMEOUT_MS"
-            {
-                command.env_remove(key);
-            }
-        }
-        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            .stderr(log);
         self.child = Some(
             command
                 .spawn()
@@ -138,7 +128,7 @@ impl Service {
         let Some(pid) = self.child.as_ref().and_then(Child::id) else {
             return;
         };
-        let sent = Command::new("kill")
+        let sent = tokio::process::Command::new("kill")
             .arg(format!("-{name}"))
             .arg(pid.to_string())
             .status()
