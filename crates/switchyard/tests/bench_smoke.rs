@@ -64,6 +64,8 @@ async fn the_quick_benchmark_reports_every_figure() {
         "postgres_single_row_commits",
         "jetstream_ordered_replay",
         "axum_sse_memory_per_connection",
+        "jetstream_event_path",
+        "raw_run_path",
     ] {
         assert!(
             baselines.iter().any(|b| b["name"] == name),

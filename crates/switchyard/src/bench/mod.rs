@@ -8,6 +8,7 @@
 //! with the reason. Method and results: `docs/performance.md`.
 
 mod baselines;
+mod event_path;
 mod fanout;
 mod latency;
 pub mod machine;
@@ -15,6 +16,7 @@ mod memory;
 mod platform;
 mod reference_sse;
 pub mod report;
+mod run_path;
 mod samples;
 mod sse;
 mod streaming;
@@ -359,6 +361,17 @@ async fn measure(
     results
         .baselines
         .push(baselines::postgres(&platform.db.url, sizes.raw.pg_duration).await);
+    if options.selected("events") {
+        progress("raw baseline: the JetStream event path (publish, acking consumer, reader)");
+        results.baselines.push(
+            event_path::measure(
+                &platform.nats_client,
+                sizes.raw.pipelined_messages,
+                nats_pid,
+            )
+            .await,
+        );
+    }
 
     if options.selected("latency") {
         progress(&format!(
@@ -387,6 +400,25 @@ async fn measure(
         one_pair = throughput::sustained(platform, &watcher, sizes.load, nats_pid).await;
     }
     if options.selected("runs") {
+        let load = throughput::Load {
+            duration: sizes.load.duration / 2,
+            ..sizes.load
+        };
+        progress(&format!(
+            "raw baseline: the run path ({} s, {} clients; no Switchyard)",
+            load.duration.as_secs_f64(),
+            load.clients
+        ));
+        results.baselines.push(
+            run_path::measure(
+                &platform.nats_client,
+                &platform.db.pool,
+                load,
+                nats_pid,
+                async || throughput::postgres_backends(platform).await,
+            )
+            .await,
+        );
         let pg = results.baseline(baselines::PG_COMMITS.0).cloned();
         let outcome = match &one_pair {
             Ok((rate, details)) => Ok(vec![throughput::RUNS.measured(

@@ -2,6 +2,7 @@
 //! new client.
 
 use super::baselines::{self, REPLAY_FIRST, REPLAY_RATE};
+use super::event_path::EVENT_PATH;
 use super::machine::CpuMark;
 use super::platform::BenchPlatform;
 use super::report::{Baseline, Figure, Goal, Spec};
@@ -155,6 +156,10 @@ pub(crate) async fn events_per_sec(
         .iter()
         .find(|b| b.name == baselines::SEQUENTIAL.0)
         .and_then(|b| b.value);
+    let event_path = raw
+        .iter()
+        .find(|b| b.name == EVENT_PATH.0)
+        .and_then(|b| b.value);
     Ok(EVENTS.measured(
         slowest,
         pipelined,
@@ -165,6 +170,8 @@ pub(crate) async fn events_per_sec(
             "executor_append_rate_seen_by_watcher": production,
             "raw_sequential_publish_msg_per_sec": sequential,
             "ratio_to_raw_sequential_publish": sequential.filter(|v| *v > 0.0).map(|v| slowest / v),
+            "raw_event_path_msg_per_sec": event_path,
+            "ratio_to_raw_event_path": event_path.filter(|v| *v > 0.0).map(|v| slowest / v),
             "cpu": cpu,
         }),
     ))

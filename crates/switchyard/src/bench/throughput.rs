@@ -210,7 +210,7 @@ pub(crate) async fn sustained(
 }
 
 /// The OS process ids of the Postgres backends connected to the benchmark database.
-async fn postgres_backends(platform: &BenchPlatform) -> Vec<u32> {
+pub(crate) async fn postgres_backends(platform: &BenchPlatform) -> Vec<u32> {
     sqlx::query_scalar::<_, i32>(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database()",
     )
