@@ -185,7 +185,11 @@ async fn bodies_over_the_limit_get_413() {
 
 #[tokio::test]
 async fn an_unreachable_control_plane_is_a_json_503_without_internal_details() {
-    let closed_port = switchyard_test_support::free_port();
+    // Bound but not listening: the port stays ours for the whole test (no parallel
+    // test's server can take it) and every connection to it is refused.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let closed_port = reserved.local_addr().unwrap().port();
     let h = Harness::start_with(|g| {
         g.control_plane_url = format!("http://127.0.0.1:{closed_port}");
     })
