@@ -449,9 +449,10 @@ async fn open_with_head_start<T>(
 ) -> Option<T> {
     let mut tail = std::pin::pin!(tail);
     tokio::select! {
+        // The direct get is polled first so that its request leaves before the
+        // consumer's creation, which the server takes longer to answer.
         biased;
         () = stop.cancelled() => return None,
-        opened = &mut tail => return Some(opened),
         head = log.first(writer.run_id) => {
             if let Ok(Some(event)) = head {
                 let terminal = writer.store(event);
@@ -461,6 +462,7 @@ async fn open_with_head_start<T>(
                 }
             }
         }
+        opened = &mut tail => return Some(opened),
     }
     tokio::select! {
         () = stop.cancelled() => None,
