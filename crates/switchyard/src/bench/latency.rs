@@ -1,11 +1,8 @@
 //! Latency from a start request to the first SSE event, on an otherwise idle platform:
-//! one run at a time, each finished before the next starts. The phase waits for the
-//! machine to be quiet first: in a full run it follows the 10,000 clients and the raw
-//! baselines, whose after-effects (Postgres writing back the raw inserts, closed
-//! connections, deleted streams) would otherwise land in the samples.
+//! one run at a time, each finished before the next starts. The phase first waits for
+//! the machine to settle ([`BenchPlatform::settle`]).
 
 use super::baselines::{LATENCY_P50, LATENCY_P99};
-use super::machine::CpuMark;
 use super::platform::BenchPlatform;
 use super::report::{Baseline, Figure, Goal, Spec};
 use super::samples::Percentiles;
@@ -46,7 +43,7 @@ pub(crate) async fn measure(
     samples: usize,
     raw: &[Baseline],
 ) -> anyhow::Result<Vec<Figure>> {
-    let quiet = wait_for_quiet(platform).await;
+    let quiet = platform.settle().await;
     let (first_event, start_request, stream_open) = tokio::task::block_in_place(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -130,35 +127,4 @@ async fn take_samples(
             .await;
     }
     Ok((first_event, start_request, stream_open))
-}
-
-/// Below this many busy cores (of the whole machine, over a quarter of a second) the
-/// machine counts as quiet.
-const QUIET_CORES: f64 = 0.25;
-const QUIET_WAIT: Duration = Duration::from_secs(15);
-
-/// Asks Postgres to write back its dirty pages now (a checkpoint that would otherwise
-/// start mid-phase stalls commits), then waits, at most [`QUIET_WAIT`], until the
-/// machine is quiet. Reports what it saw.
-async fn wait_for_quiet(platform: &BenchPlatform) -> serde_json::Value {
-    let checkpoint = sqlx::query("CHECKPOINT")
-        .execute(&platform.db.pool)
-        .await
-        .map(|_| "done".to_owned())
-        .unwrap_or_else(|e| format!("not possible: {e}"));
-    let started = Instant::now();
-    let mut busy = None;
-    while started.elapsed() < QUIET_WAIT {
-        let mark = CpuMark::now(None, &[]);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        busy = mark.usage_since().machine_busy_cores;
-        if busy.is_none_or(|cores| cores < QUIET_CORES) {
-            break;
-        }
-    }
-    json!({
-        "postgres_checkpoint": checkpoint,
-        "waited_ms": started.elapsed().as_secs_f64() * 1e3,
-        "machine_busy_cores_at_start": busy,
-    })
 }

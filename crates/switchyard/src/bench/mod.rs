@@ -454,6 +454,10 @@ async fn measure(
     if options.selected("events") {
         // Here rather than with the other raw baselines: it writes and deletes a million
         // messages, which should not overlap the latency phase.
+        let settled = platform.settle().await;
+        results
+            .notes
+            .push(format!("before the events phase: {settled}"));
         progress("raw baseline: the JetStream event path (publish, acking consumer, readers)");
         results.baselines.push(
             event_path::measure(

@@ -3,11 +3,12 @@
 //! tables), and the four services started in this process through their public
 //! `start` functions, configured through the same config loader production uses.
 
+use super::machine::CpuMark;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use switchyard_platform::config;
 use switchyard_platform::service::ServiceHandle;
 use switchyard_test_support::{NatsServer, TestDb};
@@ -310,5 +311,41 @@ impl BenchPlatform {
         drop(self.nats_client);
         drop(self.db);
         drop(self.nats);
+    }
+}
+
+/// Below this many busy cores (of the whole machine, over a quarter of a second) the
+/// machine counts as quiet.
+const QUIET_CORES: f64 = 0.25;
+const QUIET_WAIT: Duration = Duration::from_secs(15);
+
+impl BenchPlatform {
+    /// Lets the machine settle before a phase that needs it idle: in a full run each
+    /// phase follows heavier ones, whose after-effects (Postgres writing back what they
+    /// inserted, closed connections, deleted streams) would land in its samples. Asks
+    /// Postgres to write back its dirty pages now (a checkpoint that would otherwise
+    /// start mid-phase stalls commits), then waits, at most [`QUIET_WAIT`], until the
+    /// machine is quiet. Reports what it saw.
+    pub(crate) async fn settle(&self) -> Value {
+        let checkpoint = sqlx::query("CHECKPOINT")
+            .execute(&self.db.pool)
+            .await
+            .map(|_| "done".to_owned())
+            .unwrap_or_else(|e| format!("not possible: {e}"));
+        let started = Instant::now();
+        let mut busy = None;
+        while started.elapsed() < QUIET_WAIT {
+            let mark = CpuMark::now(None, &[]);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            busy = mark.usage_since().machine_busy_cores;
+            if busy.is_none_or(|cores| cores < QUIET_CORES) {
+                break;
+            }
+        }
+        json!({
+            "postgres_checkpoint": checkpoint,
+            "waited_ms": started.elapsed().as_secs_f64() * 1e3,
+            "machine_busy_cores_at_start": busy,
+        })
     }
 }
