@@ -131,6 +131,7 @@ pub(crate) async fn sustained(
     tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
     let cpu = cpu.usage_since();
     let pg_after = pg_stats(platform).await;
+    let projector_backlog = projector_backlog(platform).await;
 
     let mut ids = Vec::new();
     let mut latencies = Vec::new();
@@ -146,6 +147,7 @@ pub(crate) async fn sustained(
     }
     let drained = watcher.wait_completed(&ids, load.drain_timeout).await;
     watcher.release_on_completion(None);
+    let projection_lag = projection_caught_up(platform, end, load.drain_timeout).await;
 
     let (in_window, succeeded, failed) = watcher.with_runs(|runs| {
         let mut in_window = 0usize;
@@ -193,6 +195,8 @@ pub(crate) async fn sustained(
         "events_per_run": 15,
         "script": *script,
         "cpu_in_window": cpu,
+        "projector_backlog_at_window_end": projector_backlog,
+        "projection_caught_up_secs_after_load": projection_lag,
         "cpu_ms_per_completed_run": {
             "switchyard_process": cpu.switchyard_process_cores.map(|c| c * window * 1e3 / in_window as f64),
             "nats_server": cpu.nats_server_cores.map(|c| c * window * 1e3 / in_window as f64),
@@ -230,4 +234,41 @@ async fn pg_stats(platform: &BenchPlatform) -> Option<(i64, i64, i64, i64)> {
     .fetch_one(&platform.db.pool)
     .await
     .ok()
+}
+
+/// Events the control-plane's projector had not yet applied (pending in its consumer,
+/// or delivered and not acknowledged): how far the status in Postgres trails the log.
+async fn projector_backlog(platform: &BenchPlatform) -> Option<Value> {
+    let js = async_nats::jetstream::new(platform.nats_client.clone());
+    let stream = js
+        .get_stream(switchyard_contracts::subjects::RUN_EVENTS_STREAM)
+        .await
+        .ok()?;
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(switchyard_contracts::subjects::RUN_EVENTS_PROJECTOR_CONSUMER)
+        .await
+        .ok()?;
+    let info = consumer.info().await.ok()?;
+    Some(json!({
+        "pending": info.num_pending,
+        "ack_pending": info.num_ack_pending,
+    }))
+}
+
+/// Seconds after the end of the load until the projector had applied every event, or
+/// `None` if it had not within `timeout`.
+async fn projection_caught_up(
+    platform: &BenchPlatform,
+    end: Instant,
+    timeout: Duration,
+) -> Option<f64> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let backlog = projector_backlog(platform).await?;
+        if backlog["pending"] == 0 && backlog["ack_pending"] == 0 {
+            return Some(end.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
