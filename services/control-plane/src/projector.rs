@@ -4,7 +4,7 @@
 //!
 //! Each fetched batch is applied in one transaction and acknowledged after the commit,
 //! so an event is never acknowledged before it is stored. Every update is guarded by
-//! the event's `seq` (see `store::runs::apply`), which makes redelivery harmless.
+//! the event's `seq` (see `store::runs::RunChanges`), which makes redelivery harmless.
 //! Garbage is terminated with a warning; an event Postgres rejects is isolated and
 //! terminated with an error log; while Postgres is unreachable the batch is retried in
 //! place (keeping its order) with in-progress acks, and handed back with a delayed nak
@@ -17,7 +17,6 @@ use async_nats::jetstream::{self, AckKind, Message};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::{FutureExt as _, StreamExt as _};
 use sqlx::PgPool;
-use std::collections::HashMap;
 use std::time::Duration;
 use switchyard_contracts::event::RunEventHeader;
 use switchyard_contracts::{RunEvent, RunEventKind, RunId, RunStatus, subjects};
@@ -58,6 +57,13 @@ impl Update {
         match self {
             Update::Lifecycle { projection, .. } => projection.run_id,
             Update::Bump(bump) => bump.run_id,
+        }
+    }
+
+    fn seq(&self) -> i64 {
+        match self {
+            Update::Lifecycle { projection, .. } => projection.seq,
+            Update::Bump(bump) => bump.seq,
         }
     }
 }
@@ -259,42 +265,65 @@ impl Projector {
         }
     }
 
-    /// Applies updates in one transaction: lifecycle events in stream order, then the
-    /// `seq` of every other event, one statement for all runs.
+    /// Applies a batch: each run's events folded in `seq` order into one change, all
+    /// runs in one statement. A batch that opens or resolves human-loop requests also
+    /// writes those, in stream order, in the same transaction; a batch without them (the
+    /// common case) is one statement, which matters when the machine is busy and every
+    /// round trip to Postgres waits its turn.
     async fn apply(&self, updates: &[&Update]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut bumps: HashMap<RunId, store::runs::SeqBump> = HashMap::new();
-        for update in updates {
-            match update {
-                Update::Lifecycle {
-                    projection,
-                    human_loop,
-                } => {
-                    let known = store::runs::apply(&mut tx, projection).await?;
-                    match human_loop {
-                        Some(HumanLoopChange::Requested(r)) if known => {
-                            store::human_loop::requested(&mut tx, r).await?;
-                        }
-                        Some(HumanLoopChange::Resolved(r)) if known => {
-                            store::human_loop::resolved(&mut tx, r).await?;
-                        }
-                        Some(HumanLoopChange::RunEnded(at)) if known => {
-                            store::human_loop::run_ended(&mut tx, projection.run_id, *at).await?;
-                        }
-                        _ => {}
-                    }
-                }
-                Update::Bump(bump) => {
-                    let merged = bumps.entry(bump.run_id).or_insert(*bump);
-                    merged.seq = merged.seq.max(bump.seq);
-                    merged.first_stream_seq = merged.first_stream_seq.or(bump.first_stream_seq);
+        let mut by_run: Vec<&Update> = updates.to_vec();
+        // A stable row order keeps two projectors from deadlocking on the same runs.
+        by_run.sort_by_key(|u| (u.run_id(), u.seq()));
+        let mut changes: Vec<store::runs::RunChanges> = Vec::new();
+        for update in by_run {
+            let run_id = update.run_id();
+            if changes.last().is_none_or(|c| c.run_id != run_id) {
+                changes.push(store::runs::RunChanges::new(run_id));
+            }
+            if let Some(change) = changes.last_mut() {
+                match update {
+                    Update::Lifecycle { projection, .. } => change.add(projection),
+                    Update::Bump(bump) => change.bump(bump),
                 }
             }
         }
-        let mut bumps: Vec<_> = bumps.into_values().collect();
-        // A stable row order keeps two projectors from deadlocking on the same runs.
-        bumps.sort_by_key(|b| b.run_id);
-        store::runs::bump_seqs(&mut tx, &bumps).await?;
+        let mut requests = Vec::new();
+        let mut ended = Vec::new();
+        for update in updates {
+            if let Update::Lifecycle {
+                projection,
+                human_loop: Some(change),
+            } = update
+            {
+                match change {
+                    HumanLoopChange::RunEnded(at) => ended.push((projection.run_id, *at)),
+                    other => requests.push((projection.run_id, other)),
+                }
+            }
+        }
+        if requests.is_empty() {
+            store::runs::apply_changes(&self.pool, &changes, &ended).await?;
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let known = store::runs::apply_changes(&mut *tx, &changes, &[]).await?;
+        for (run_id, change) in requests {
+            if !known.contains(&run_id) {
+                continue;
+            }
+            match change {
+                HumanLoopChange::Requested(r) => store::human_loop::requested(&mut tx, r).await?,
+                HumanLoopChange::Resolved(r) => store::human_loop::resolved(&mut tx, r).await?,
+                HumanLoopChange::RunEnded(_) => {}
+            }
+        }
+        // After the requests: a run's end resolves what it still had pending, including
+        // a request opened earlier in this batch.
+        let ended: Vec<_> = ended
+            .into_iter()
+            .filter(|(id, _)| known.contains(id))
+            .collect();
+        store::human_loop::runs_ended(&mut tx, &ended).await?;
         tx.commit().await?;
         Ok(())
     }

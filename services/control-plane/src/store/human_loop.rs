@@ -105,22 +105,27 @@ pub async fn resolved(conn: &mut PgConnection, r: &Resolved) -> Result<(), Store
     Ok(())
 }
 
-/// Resolves every request of a run still pending, `deny` by `run_ended`: applied with
-/// the run's `run.completed`, which may come from the reconciler for a run whose
-/// executor is gone and will never resolve them.
-pub async fn run_ended(
+/// Resolves every request still pending of runs that ended, `deny` by `run_ended`:
+/// applied with each run's `run.completed`, which may come from the reconciler for a run
+/// whose executor is gone and will never resolve them. One statement for a batch.
+pub async fn runs_ended(
     conn: &mut PgConnection,
-    run_id: RunId,
-    ended_at: DateTime<Utc>,
+    ended: &[(RunId, DateTime<Utc>)],
 ) -> Result<u64, StoreError> {
+    if ended.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<RunId> = ended.iter().map(|(id, _)| *id).collect();
+    let times: Vec<DateTime<Utc>> = ended.iter().map(|(_, at)| *at).collect();
     let done = sqlx::query(
-        "UPDATE human_loop_requests
+        "UPDATE human_loop_requests AS h
          SET status = 'resolved', decision = 'deny', resolved_by = 'run_ended',
-             resolved_at = $2
-         WHERE run_id = $1 AND status = 'pending'",
+             resolved_at = e.ended_at
+         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS e(run_id, ended_at)
+         WHERE h.run_id = e.run_id AND h.status = 'pending'",
     )
-    .bind(run_id)
-    .bind(ended_at)
+    .bind(&ids)
+    .bind(&times)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())

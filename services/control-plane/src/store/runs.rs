@@ -5,6 +5,7 @@ use super::{StoreError, from_bigint};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
+use std::collections::HashSet;
 use switchyard_contracts::api::RunView;
 use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::{FailureReason, RunCommand, RunId, RunStatus};
@@ -302,58 +303,194 @@ pub struct Projection {
     pub evidence: Option<serde_json::Value>,
 }
 
-/// Applies one lifecycle event. The status (and its detail) only moves when the event
-/// is newer than everything applied so far and the run is not terminal; facts that an
-/// event carries (who claimed it, which executor, when it started) are filled in even
-/// from an event that arrives late, so a redelivery after a failed batch loses nothing.
-/// Who claimed and which executor took the run follow the newest event: a run queued
-/// again after its executor was lost is dispatched anew.
-/// Returns `false` when the run is not in the table (started through an executor's
-/// standalone API).
-pub async fn apply(conn: &mut PgConnection, p: &Projection) -> Result<bool, StoreError> {
-    let updated = sqlx::query(
-        "UPDATE runs SET
+/// What one batch of events changes on one run: the projections of its events folded
+/// in `seq` order, each moving field remembering the `seq` of the event that set it, so
+/// that [`apply_changes`] applies them in one statement exactly as the events one by
+/// one would have been. The status (and its detail) only moves when its event is newer
+/// than everything applied so far and the run is not terminal; facts that an event
+/// carries (when it started, how it failed) are filled in even from an event that
+/// arrives late, so a redelivery after a failed batch loses nothing. Who claimed and
+/// which executor took the run follow the newest event: a run queued again after its
+/// executor was lost is dispatched anew.
+#[derive(Debug, Clone, Default)]
+pub struct RunChanges {
+    pub run_id: RunId,
+    /// The newest event's `seq`.
+    pub seq: i64,
+    /// The stream sequence of the run's first event, if the batch held it.
+    pub first_stream_seq: Option<i64>,
+    /// Whether any event was a lifecycle event (a batch of deltas alone touches the row
+    /// only to advance `seq`).
+    pub lifecycle: bool,
+    pub status: Option<(i64, RunStatus, Option<String>)>,
+    pub claim: Option<(i64, Option<String>, Option<DateTime<Utc>>)>,
+    pub executor: Option<(i64, String)>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub failure_reason: Option<String>,
+    pub failure_detail: Option<String>,
+    pub evidence: Option<serde_json::Value>,
+}
+
+impl RunChanges {
+    pub fn new(run_id: RunId) -> Self {
+        Self {
+            run_id,
+            ..Default::default()
+        }
+    }
+
+    /// Folds in an event that changes nothing but the run's `seq`. Events must be
+    /// folded in `seq` order.
+    pub fn bump(&mut self, bump: &SeqBump) {
+        self.seq = self.seq.max(bump.seq);
+        self.first_stream_seq = self.first_stream_seq.or(bump.first_stream_seq);
+    }
+
+    /// Folds in a lifecycle event. Events must be folded in `seq` order.
+    pub fn add(&mut self, p: &Projection) {
+        self.lifecycle = true;
+        self.seq = self.seq.max(p.seq);
+        if p.seq == 1 {
+            self.first_stream_seq = self.first_stream_seq.or(Some(p.stream_seq));
+        }
+        if let Some(status) = p.status
+            && !self
+                .status
+                .as_ref()
+                .is_some_and(|(_, s, _)| s.is_terminal())
+        {
+            self.status = Some((p.seq, status, p.status_detail.clone()));
+        }
+        if p.worker_id.is_some() || p.claimed_at.is_some() {
+            self.claim = Some((p.seq, p.worker_id.clone(), p.claimed_at));
+        }
+        if let Some(executor_id) = &p.executor_id {
+            self.executor = Some((p.seq, executor_id.clone()));
+        }
+        // First one wins, as `COALESCE(existing, new)` would have had it.
+        self.started_at = self.started_at.or(p.started_at);
+        self.completed_at = self.completed_at.or(p.completed_at);
+        self.failure_reason = self
+            .failure_reason
+            .take()
+            .or_else(|| p.failure_reason.clone());
+        self.failure_detail = self
+            .failure_detail
+            .take()
+            .or_else(|| p.failure_detail.clone());
+        self.evidence = self.evidence.take().or_else(|| p.evidence.clone());
+    }
+}
+
+/// Applies the changes of a batch (one entry per run) in one statement, rows locked in
+/// `run_id` order (the caller sorts) so two projectors never deadlock, and resolves what
+/// the `ended` runs still had pending, as [`super::human_loop::runs_ended`] does.
+/// Returns the runs that are in the table; a run that is not (started through an
+/// executor's standalone API) is left alone.
+pub async fn apply_changes(
+    conn: impl PgExecutor<'_>,
+    changes: &[RunChanges],
+    ended: &[(RunId, DateTime<Utc>)],
+) -> Result<HashSet<RunId>, StoreError> {
+    if changes.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let column = |f: &dyn Fn(&RunChanges) -> Option<i64>| -> Vec<Option<i64>> {
+        changes.iter().map(f).collect()
+    };
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.run_id).collect();
+    let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
+    let lifecycle: Vec<bool> = changes.iter().map(|c| c.lifecycle).collect();
+    let status: Vec<Option<&str>> = changes
+        .iter()
+        .map(|c| c.status.as_ref().map(|(_, s, _)| s.as_str()))
+        .collect();
+    let status_detail: Vec<Option<String>> = changes
+        .iter()
+        .map(|c| c.status.as_ref().and_then(|(_, _, d)| d.clone()))
+        .collect();
+    let worker_id: Vec<Option<String>> = changes
+        .iter()
+        .map(|c| c.claim.as_ref().and_then(|(_, w, _)| w.clone()))
+        .collect();
+    let claimed_at: Vec<Option<DateTime<Utc>>> = changes
+        .iter()
+        .map(|c| c.claim.as_ref().and_then(|(_, _, at)| *at))
+        .collect();
+    let executor_id: Vec<Option<String>> = changes
+        .iter()
+        .map(|c| c.executor.as_ref().map(|(_, e)| e.clone()))
+        .collect();
+    let ended_ids: Vec<Uuid> = ended.iter().map(|(id, _)| *id).collect();
+    let ended_at: Vec<DateTime<Utc>> = ended.iter().map(|(_, at)| *at).collect();
+    let rows: Vec<Uuid> = sqlx::query_scalar(
+        "WITH changed AS (
+         UPDATE runs AS r SET
             status = CASE
-                WHEN last_event_seq < $2 AND $3::text IS NOT NULL
-                     AND status NOT IN ('succeeded', 'failed', 'stopped', 'timed_out')
-                THEN $3 ELSE status END,
+                WHEN u.status IS NOT NULL AND r.last_event_seq < u.status_seq
+                     AND r.status NOT IN ('succeeded', 'failed', 'stopped', 'timed_out')
+                THEN u.status ELSE r.status END,
             status_detail = CASE
-                WHEN last_event_seq < $2 AND $3::text IS NOT NULL
-                     AND status NOT IN ('succeeded', 'failed', 'stopped', 'timed_out')
-                THEN $4 ELSE status_detail END,
-            worker_id = CASE WHEN last_event_seq < $2
-                THEN COALESCE($5, worker_id) ELSE COALESCE(worker_id, $5) END,
-            claimed_at = CASE WHEN last_event_seq < $2
-                THEN COALESCE($6, claimed_at) ELSE COALESCE(claimed_at, $6) END,
-            executor_id = CASE WHEN last_event_seq < $2
-                THEN COALESCE($7, executor_id) ELSE COALESCE(executor_id, $7) END,
-            started_at = COALESCE(started_at, $8),
-            completed_at = COALESCE(completed_at, $9),
-            failure_reason = COALESCE(failure_reason, $10),
-            failure_detail = COALESCE(failure_detail, $11),
-            evidence = COALESCE(evidence, $12),
-            first_event_stream_seq = CASE WHEN $2 = 1
-                THEN COALESCE(first_event_stream_seq, $13) ELSE first_event_stream_seq END,
-            last_event_seq = GREATEST(last_event_seq, $2),
+                WHEN u.status IS NOT NULL AND r.last_event_seq < u.status_seq
+                     AND r.status NOT IN ('succeeded', 'failed', 'stopped', 'timed_out')
+                THEN u.status_detail ELSE r.status_detail END,
+            worker_id = CASE WHEN r.last_event_seq < u.claim_seq
+                THEN COALESCE(u.worker_id, r.worker_id) ELSE COALESCE(r.worker_id, u.worker_id) END,
+            claimed_at = CASE WHEN r.last_event_seq < u.claim_seq
+                THEN COALESCE(u.claimed_at, r.claimed_at) ELSE COALESCE(r.claimed_at, u.claimed_at) END,
+            executor_id = CASE WHEN r.last_event_seq < u.executor_seq
+                THEN COALESCE(u.executor_id, r.executor_id) ELSE COALESCE(r.executor_id, u.executor_id) END,
+            started_at = COALESCE(r.started_at, u.started_at),
+            completed_at = COALESCE(r.completed_at, u.completed_at),
+            failure_reason = COALESCE(r.failure_reason, u.failure_reason),
+            failure_detail = COALESCE(r.failure_detail, u.failure_detail),
+            evidence = COALESCE(r.evidence, u.evidence),
+            first_event_stream_seq = COALESCE(r.first_event_stream_seq, u.first_stream_seq),
+            last_event_seq = GREATEST(r.last_event_seq, u.seq),
             updated_at = now()
-         WHERE run_id = $1",
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::text[],
+                     $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::bigint[],
+                     $11::text[], $12::bigint[], $13::timestamptz[], $14::timestamptz[],
+                     $15::text[], $16::text[], $17::jsonb[])
+              AS u(run_id, seq, first_stream_seq, lifecycle, status, status_detail,
+                   status_seq, worker_id, claimed_at, claim_seq, executor_id, executor_seq,
+                   started_at, completed_at, failure_reason, failure_detail, evidence)
+         WHERE r.run_id = u.run_id
+           AND (u.lifecycle OR r.last_event_seq < u.seq
+                OR (u.first_stream_seq IS NOT NULL AND r.first_event_stream_seq IS NULL))
+         RETURNING r.run_id),
+         ended AS (
+         UPDATE human_loop_requests AS h
+         SET status = 'resolved', decision = 'deny', resolved_by = 'run_ended',
+             resolved_at = e.ended_at
+         FROM UNNEST($18::uuid[], $19::timestamptz[]) AS e(run_id, ended_at)
+         WHERE h.run_id = e.run_id AND h.status = 'pending'
+           AND e.run_id IN (SELECT run_id FROM changed))
+         SELECT run_id FROM changed",
     )
-    .bind(p.run_id)
-    .bind(p.seq)
-    .bind(p.status.map(RunStatus::as_str))
-    .bind(&p.status_detail)
-    .bind(&p.worker_id)
-    .bind(p.claimed_at)
-    .bind(&p.executor_id)
-    .bind(p.started_at)
-    .bind(p.completed_at)
-    .bind(&p.failure_reason)
-    .bind(&p.failure_detail)
-    .bind(&p.evidence)
-    .bind(p.stream_seq)
-    .execute(conn)
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(column(&|c| c.first_stream_seq))
+    .bind(&lifecycle)
+    .bind(&status)
+    .bind(&status_detail)
+    .bind(column(&|c| c.status.as_ref().map(|(seq, _, _)| *seq)))
+    .bind(&worker_id)
+    .bind(&claimed_at)
+    .bind(column(&|c| c.claim.as_ref().map(|(seq, _, _)| *seq)))
+    .bind(&executor_id)
+    .bind(column(&|c| c.executor.as_ref().map(|(seq, _)| *seq)))
+    .bind(changes.iter().map(|c| c.started_at).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.completed_at).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.failure_reason.clone()).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.failure_detail.clone()).collect::<Vec<_>>())
+    .bind(changes.iter().map(|c| c.evidence.clone()).collect::<Vec<_>>())
+    .bind(&ended_ids)
+    .bind(&ended_at)
+    .fetch_all(conn)
     .await?;
-    Ok(updated.rows_affected() > 0)
+    Ok(rows.into_iter().collect())
 }
 
 /// The newest `seq` seen for a run in a batch of events that do not change its status
@@ -366,29 +503,83 @@ pub struct SeqBump {
     pub first_stream_seq: Option<i64>,
 }
 
-/// Advances `last_event_seq` for many runs in one statement (the hot path: a busy run
-/// emits many deltas per second).
-pub async fn bump_seqs(conn: &mut PgConnection, bumps: &[SeqBump]) -> Result<(), StoreError> {
-    if bumps.is_empty() {
-        return Ok(());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, status: RunStatus) -> Projection {
+        Projection {
+            run_id: RunId::nil(),
+            seq,
+            stream_seq: 100 + seq,
+            status: Some(status),
+            ..Default::default()
+        }
     }
-    let ids: Vec<Uuid> = bumps.iter().map(|b| b.run_id).collect();
-    let seqs: Vec<i64> = bumps.iter().map(|b| b.seq).collect();
-    let firsts: Vec<Option<i64>> = bumps.iter().map(|b| b.first_stream_seq).collect();
-    sqlx::query(
-        "UPDATE runs AS r SET
-            last_event_seq = GREATEST(r.last_event_seq, v.seq),
-            first_event_stream_seq = COALESCE(r.first_event_stream_seq, v.first_stream_seq),
-            updated_at = now()
-         FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[]) AS v(run_id, seq, first_stream_seq)
-         WHERE r.run_id = v.run_id
-           AND (r.last_event_seq < v.seq
-                OR (v.first_stream_seq IS NOT NULL AND r.first_event_stream_seq IS NULL))",
-    )
-    .bind(&ids)
-    .bind(&seqs)
-    .bind(&firsts)
-    .execute(conn)
-    .await?;
-    Ok(())
+
+    #[test]
+    fn a_whole_lifecycle_folds_into_what_its_events_one_by_one_would_leave() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        let mut changes = RunChanges::new(RunId::nil());
+        changes.add(&event(1, RunStatus::Queued));
+        for (seq, worker) in [(2, "w-1"), (3, "w-2")] {
+            changes.add(&Projection {
+                worker_id: Some(worker.into()),
+                claimed_at: Some(t(seq)),
+                ..event(seq, RunStatus::Claimed)
+            });
+        }
+        changes.add(&Projection {
+            executor_id: Some("exec-1".into()),
+            ..event(4, RunStatus::Dispatched)
+        });
+        changes.add(&Projection {
+            started_at: Some(t(5)),
+            ..event(5, RunStatus::Running)
+        });
+        changes.bump(&SeqBump {
+            run_id: RunId::nil(),
+            seq: 6,
+            first_stream_seq: None,
+        });
+        changes.add(&Projection {
+            completed_at: Some(t(7)),
+            failure_reason: Some("timeout".into()),
+            status_detail: Some("too slow".into()),
+            ..event(7, RunStatus::TimedOut)
+        });
+        // An event after the end (a stale copy) moves nothing but facts not yet known.
+        changes.add(&Projection {
+            started_at: Some(t(99)),
+            ..event(8, RunStatus::Running)
+        });
+
+        assert_eq!(changes.seq, 8);
+        assert_eq!(changes.first_stream_seq, Some(101));
+        assert!(changes.lifecycle);
+        assert_eq!(
+            changes.status,
+            Some((7, RunStatus::TimedOut, Some("too slow".into())))
+        );
+        assert_eq!(changes.claim, Some((3, Some("w-2".into()), Some(t(3)))));
+        assert_eq!(changes.executor, Some((4, "exec-1".into())));
+        assert_eq!(changes.started_at, Some(t(5)), "the first start wins");
+        assert_eq!(changes.completed_at, Some(t(7)));
+        assert_eq!(changes.failure_reason.as_deref(), Some("timeout"));
+    }
+
+    #[test]
+    fn deltas_alone_only_advance_the_seq() {
+        let mut changes = RunChanges::new(RunId::nil());
+        for seq in [3, 4, 9] {
+            changes.bump(&SeqBump {
+                run_id: RunId::nil(),
+                seq,
+                first_stream_seq: None,
+            });
+        }
+        assert_eq!(changes.seq, 9);
+        assert!(!changes.lifecycle);
+        assert!(changes.status.is_none() && changes.claim.is_none());
+    }
 }
