@@ -19,7 +19,7 @@
 use super::baselines::sample_event;
 use super::machine::CpuMark;
 use super::report::Baseline;
-use super::throughput::Load;
+use super::throughput::{Load, take_slot};
 use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull::OrderedConfig};
@@ -103,14 +103,7 @@ async fn run(
         let (js, pool, permits) = (js.clone(), pool.clone(), permits.clone());
         clients.spawn(async move {
             let mut started_runs = 0u64;
-            while Instant::now() < end {
-                let deadline = tokio::time::Instant::from_std(end);
-                let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, permits.acquire()).await
-                else {
-                    break;
-                };
-                // The watcher gives it back when the run completes.
-                permit.forget();
+            while take_slot(&permits, end).await {
                 start_run(&js, &pool).await?;
                 started_runs += 1;
             }

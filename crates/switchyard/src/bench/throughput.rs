@@ -47,6 +47,22 @@ pub(crate) fn ten_event_script() -> Value {
     ])
 }
 
+/// Takes one of the runs-in-flight slots, waiting until `end` at most; `false` when the
+/// time is up. The slot is given back by whoever sees the run complete.
+pub(crate) async fn take_slot(permits: &Semaphore, end: Instant) -> bool {
+    if Instant::now() >= end {
+        return false;
+    }
+    let deadline = tokio::time::Instant::from_std(end);
+    match tokio::time::timeout_at(deadline, permits.acquire()).await {
+        Ok(Ok(permit)) => {
+            permit.forget();
+            true
+        }
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Load {
     pub(crate) duration: Duration,
@@ -83,14 +99,7 @@ pub(crate) async fn sustained(
             let mut errors = 0usize;
             let mut first_error = None;
             let body = json!({"provider": "scripted", "prompt": "benchmark", "providerOptions": {"script": *script}});
-            while Instant::now() < end {
-                let deadline = tokio::time::Instant::from_std(end);
-                let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, permits.acquire()).await
-                else {
-                    break;
-                };
-                // The watcher gives the permit back when the run completes.
-                permit.forget();
+            while take_slot(&permits, end).await {
                 let sent = Instant::now();
                 let response = http.post(&url).bearer_auth(&token).json(&body).send().await;
                 let accepted = match response {
