@@ -11,7 +11,6 @@ use super::watcher::RunWatcher;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 pub(crate) const P50: Spec = Spec {
     name: "first_event_latency_p50_ms",
@@ -75,32 +74,13 @@ async fn take_samples(
     samples: usize,
 ) -> anyhow::Result<Samples> {
     let http = reqwest::Client::new();
-    let url = format!("{}/api/runs/start", platform.gateway_url);
-    let body = json!({
-        "provider": "scripted",
-        "prompt": "benchmark",
-        "providerOptions": {"script": [{"message": {"text": "hello", "chunks": 1}}]},
-    });
+    let script = json!([{"message": {"text": "hello", "chunks": 1}}]);
     let mut first_event = Vec::with_capacity(samples);
     let mut start_request = Vec::with_capacity(samples);
     let mut stream_open = Vec::with_capacity(samples);
     for _ in 0..samples {
         let started = Instant::now();
-        let response = http
-            .post(&url)
-            .bearer_auth(&platform.token)
-            .json(&body)
-            .send()
-            .await?;
-        let status = response.status();
-        let answer: serde_json::Value = response.json().await.unwrap_or_default();
-        if status != reqwest::StatusCode::ACCEPTED {
-            bail!("starting a run answered {status}: {answer}");
-        }
-        let run_id: Uuid = answer["runId"]
-            .as_str()
-            .and_then(|id| id.parse().ok())
-            .with_context(|| format!("the start response has no run id: {answer}"))?;
+        let run_id = platform.start_run_with(&http, &script).await?;
         let accepted = started.elapsed();
         let mut stream = SseStream::open(
             platform.gateway_addr,

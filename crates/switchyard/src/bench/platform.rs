@@ -51,7 +51,41 @@ fn with(base: &HashMap<String, String>, extra: &[(&str, String)]) -> HashMap<Str
     env
 }
 
+/// Below this many busy cores (of the whole machine, over a quarter of a second) the
+/// machine counts as quiet.
+const QUIET_CORES: f64 = 0.25;
+const QUIET_WAIT: Duration = Duration::from_secs(15);
+
 impl BenchPlatform {
+    /// Lets the machine settle before a phase that needs it idle: in a full run each
+    /// phase follows heavier ones, whose after-effects (Postgres writing back what they
+    /// inserted, closed connections, deleted streams) would land in its samples. Asks
+    /// Postgres to write back its dirty pages now (a checkpoint that would otherwise
+    /// start mid-phase stalls commits), then waits, at most [`QUIET_WAIT`], until the
+    /// machine is quiet. Reports what it saw.
+    pub(crate) async fn settle(&self) -> Value {
+        let checkpoint = sqlx::query("CHECKPOINT")
+            .execute(&self.db.pool)
+            .await
+            .map(|_| "done".to_owned())
+            .unwrap_or_else(|e| format!("not possible: {e}"));
+        let started = Instant::now();
+        let mut busy = None;
+        while started.elapsed() < QUIET_WAIT {
+            let mark = CpuMark::now(None, &[]);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            busy = mark.usage_since().machine_busy_cores;
+            if busy.is_none_or(|cores| cores < QUIET_CORES) {
+                break;
+            }
+        }
+        json!({
+            "postgres_checkpoint": checkpoint,
+            "waited_ms": started.elapsed().as_secs_f64() * 1e3,
+            "machine_busy_cores_at_start": busy,
+        })
+    }
+
     /// Starts NATS, a fresh database, the control-plane, the gateway, and one
     /// executor-manager with one executor of `executor_capacity` slots.
     pub(crate) async fn start(executor_capacity: u32) -> anyhow::Result<Self> {
@@ -191,8 +225,17 @@ impl BenchPlatform {
     }
 
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let response = self
-            .http
+        self.post_with(&self.http, path, body).await
+    }
+
+    /// [`Self::post`] through a client of the caller's (one living on another runtime).
+    async fn post_with(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let response = http
             .post(format!("{}{path}", self.gateway_url))
             .bearer_auth(&self.token)
             .json(body)
@@ -205,8 +248,18 @@ impl BenchPlatform {
 
     /// Starts a scripted run through the gateway; returns its id.
     pub(crate) async fn start_run(&self, script: &Value) -> anyhow::Result<Uuid> {
+        self.start_run_with(&self.http, script).await
+    }
+
+    /// [`Self::start_run`] through a client of the caller's.
+    pub(crate) async fn start_run_with(
+        &self,
+        http: &reqwest::Client,
+        script: &Value,
+    ) -> anyhow::Result<Uuid> {
         let (status, body) = self
-            .post(
+            .post_with(
+                http,
                 "/api/runs/start",
                 &json!({
                     "provider": "scripted",
@@ -311,41 +364,5 @@ impl BenchPlatform {
         drop(self.nats_client);
         drop(self.db);
         drop(self.nats);
-    }
-}
-
-/// Below this many busy cores (of the whole machine, over a quarter of a second) the
-/// machine counts as quiet.
-const QUIET_CORES: f64 = 0.25;
-const QUIET_WAIT: Duration = Duration::from_secs(15);
-
-impl BenchPlatform {
-    /// Lets the machine settle before a phase that needs it idle: in a full run each
-    /// phase follows heavier ones, whose after-effects (Postgres writing back what they
-    /// inserted, closed connections, deleted streams) would land in its samples. Asks
-    /// Postgres to write back its dirty pages now (a checkpoint that would otherwise
-    /// start mid-phase stalls commits), then waits, at most [`QUIET_WAIT`], until the
-    /// machine is quiet. Reports what it saw.
-    pub(crate) async fn settle(&self) -> Value {
-        let checkpoint = sqlx::query("CHECKPOINT")
-            .execute(&self.db.pool)
-            .await
-            .map(|_| "done".to_owned())
-            .unwrap_or_else(|e| format!("not possible: {e}"));
-        let started = Instant::now();
-        let mut busy = None;
-        while started.elapsed() < QUIET_WAIT {
-            let mark = CpuMark::now(None, &[]);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            busy = mark.usage_since().machine_busy_cores;
-            if busy.is_none_or(|cores| cores < QUIET_CORES) {
-                break;
-            }
-        }
-        json!({
-            "postgres_checkpoint": checkpoint,
-            "waited_ms": started.elapsed().as_secs_f64() * 1e3,
-            "machine_busy_cores_at_start": busy,
-        })
     }
 }
