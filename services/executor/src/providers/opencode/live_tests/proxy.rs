@@ -8,7 +8,8 @@
 //! listening ([`EventProxy::overheard`]) — the point at which to let it back in. New
 //! subscriptions pass, wait, or are refused, as the [`Gate`] says.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -32,8 +33,11 @@ struct Shared {
     /// The server's port, known once the adapter picked it.
     target: OnceLock<u16>,
     gate: watch::Sender<Gate>,
-    /// The client sides of the live event connections.
-    events: Mutex<Vec<CancellationToken>>,
+    /// The client sides of the live event connections, by connection number; a
+    /// connection that ends on its own leaves, so a late cut finds nothing to cut.
+    events: Mutex<HashMap<u64, CancellationToken>>,
+    /// Numbers the connections.
+    connections: AtomicU64,
     /// `GET /event` requests seen.
     subscriptions: AtomicU32,
     /// What the server sent on cut event connections since the last cut.
@@ -53,7 +57,8 @@ impl EventProxy {
         let shared = Arc::new(Shared {
             target: OnceLock::new(),
             gate: watch::Sender::new(Gate::Open),
-            events: Mutex::new(Vec::new()),
+            events: Mutex::new(HashMap::new()),
+            connections: AtomicU64::new(0),
             subscriptions: AtomicU32::new(0),
             overheard: watch::Sender::new(String::new()),
         });
@@ -85,7 +90,7 @@ impl EventProxy {
         self.shared.gate.send_replace(then);
         self.shared.overheard.send_replace(String::new());
         let cut = std::mem::take(&mut *self.events());
-        for connection in &cut {
+        for connection in cut.values() {
             connection.cancel();
         }
         cut.len()
@@ -112,18 +117,21 @@ impl EventProxy {
         }
     }
 
-    fn events(&self) -> std::sync::MutexGuard<'_, Vec<CancellationToken>> {
-        self.shared
-            .events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn events(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {
+        self.shared.events()
+    }
+}
+
+impl Shared {
+    fn events(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Drop for EventProxy {
     fn drop(&mut self) {
         self.task.abort();
-        for connection in self.events().iter() {
+        for connection in self.events().values() {
             connection.cancel();
         }
     }
@@ -141,6 +149,7 @@ async fn connection(shared: Arc<Shared>, client: TcpStream) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     let cut = CancellationToken::new();
+    let id = shared.connections.fetch_add(1, Ordering::SeqCst);
     let upward = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -159,11 +168,7 @@ async fn connection(shared: Arc<Shared>, client: TcpStream) {
                 if *gate == Gate::Refuse {
                     return Ok(());
                 }
-                shared
-                    .events
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(cut.clone());
+                shared.events().insert(id, cut.clone());
             }
             upstream_write.write_all(&buf[..n]).await?;
         }
@@ -186,6 +191,7 @@ async fn connection(shared: Arc<Shared>, client: TcpStream) {
     drop(client_read);
     drop(client_write);
     if !was_cut {
+        shared.events().remove(&id);
         return;
     }
     let mut buf = vec![0u8; 16 * 1024];

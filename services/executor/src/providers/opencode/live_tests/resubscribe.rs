@@ -138,7 +138,9 @@ async fn live_a_cut_event_stream_is_resubscribed_and_the_turn_goes_on() {
 async fn live_a_turn_that_ends_while_disconnected_is_recovered() {
     let (live, proxy) = live_via_proxy().await;
     let dirs = live.dirs("ended").await;
-    let command = live.command("SCN_SLOW:10x100 count slowly", json!({}));
+    // 300 ms between deltas: the cut must come while the turn still streams, and the
+    // test sees the first delta only through the event log, late on a loaded host.
+    let command = live.command("SCN_SLOW:10x300 count slowly", json!({}));
     let run_id = command.run_id;
     let cutter = async {
         streaming(&live.log, run_id).await?;
