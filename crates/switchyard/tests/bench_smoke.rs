@@ -66,6 +66,8 @@ async fn the_quick_benchmark_reports_every_figure() {
         "axum_sse_memory_per_connection",
         "jetstream_event_path",
         "raw_run_path",
+        "raw_latency_path_p50_ms",
+        "raw_latency_path_p99_ms",
     ] {
         assert!(
             baselines.iter().any(|b| b["name"] == name),

@@ -3,6 +3,7 @@
 //! the machine to settle ([`BenchPlatform::settle`]).
 
 use super::baselines::{LATENCY_P50, LATENCY_P99};
+use super::latency_path::{self, LatencyPath};
 use super::platform::BenchPlatform;
 use super::report::{Baseline, Figure, Goal, Spec};
 use super::samples::Percentiles;
@@ -36,26 +37,42 @@ pub(crate) const P99: Spec = Spec {
 /// connection, until the first event arrives. The client runs on a thread and runtime
 /// of its own, like a client in another process: on the platform's two runtime workers
 /// its own wake-ups would queue behind (and delay) the services it is timing.
+///
+/// The raw latency path ([`LatencyPath`]) is sampled in the same rounds, alternating
+/// with the platform, so both see the same host: its percentiles are the bound
+/// (`raw_latency_path_*` baselines, pushed onto `raw`).
 pub(crate) async fn measure(
     platform: &BenchPlatform,
     watcher: &RunWatcher,
     samples: usize,
-    raw: &[Baseline],
+    raw: &mut Vec<Baseline>,
 ) -> anyhow::Result<Vec<Figure>> {
+    let path = LatencyPath::start(&platform.nats_client, &platform.db.pool).await?;
     let quiet = platform.settle().await;
-    let (first_event, start_request, stream_open) = tokio::task::block_in_place(|| {
+    let taken = tokio::task::block_in_place(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("build the latency client's runtime")?
-            .block_on(take_samples(platform, watcher, samples))
-    })?;
-    let first = Percentiles::of(&first_event).context("no samples")?;
+            .block_on(take_samples(platform, watcher, &path, samples))
+    });
+    path.stop().await;
+    let taken = taken?;
+    raw.extend(latency_path::baselines(&taken.raw_first_event));
+    let first = Percentiles::of(&taken.first_event).context("no samples")?;
+    let bound = Percentiles::of(&taken.raw_first_event);
     let details = json!({
         "first_event": first,
-        "start_request_202": Percentiles::of(&start_request),
-        "stream_request_to_first_event": Percentiles::of(&stream_open),
-        "how": "POST /api/runs/start on a kept-alive connection, then GET /api/runs/{id}/stream on a new connection; timed to the first complete SSE event (run.queued)",
+        "start_request_202": Percentiles::of(&taken.start_request),
+        "stream_request_to_first_event": Percentiles::of(&taken.stream_open),
+        "raw_latency_path": {
+            "first_event": bound,
+            "start_request_202": Percentiles::of(&taken.raw_start_request),
+            "ratio_p50": bound.as_ref().map(|b| first.p50_ms / b.p50_ms),
+            "ratio_p99": bound.as_ref().map(|b| first.p99_ms / b.p99_ms),
+        },
+        "rounds": ROUNDS,
+        "how": "POST /api/runs/start on a kept-alive connection, then GET /api/runs/{id}/stream on a new connection; timed to the first complete SSE event (run.queued). In each of the rounds the raw latency path is sampled first, then the platform",
         "before_the_samples": quiet,
     });
     let find = |name: &str| raw.iter().find(|b| b.name == name);
@@ -65,46 +82,72 @@ pub(crate) async fn measure(
     ])
 }
 
-type Samples = (Vec<Duration>, Vec<Duration>, Vec<Duration>);
+/// Rounds of the platform's and the raw path's samples, alternating: the host's speed
+/// drifts within minutes, and each figure should be compared with a bound taken on the
+/// same host.
+const ROUNDS: usize = 4;
 
-/// `(start → first event, start → 202, stream request → first event)` of each sample.
+#[derive(Default)]
+struct Samples {
+    /// Start request → first event.
+    first_event: Vec<Duration>,
+    /// Start request → 202.
+    start_request: Vec<Duration>,
+    /// Stream request → first event.
+    stream_open: Vec<Duration>,
+    raw_first_event: Vec<Duration>,
+    raw_start_request: Vec<Duration>,
+}
+
 async fn take_samples(
     platform: &BenchPlatform,
     watcher: &RunWatcher,
+    path: &LatencyPath,
     samples: usize,
 ) -> anyhow::Result<Samples> {
     let http = reqwest::Client::new();
+    let raw_http = reqwest::Client::new();
     let script = json!([{"message": {"text": "hello", "chunks": 1}}]);
-    let mut first_event = Vec::with_capacity(samples);
-    let mut start_request = Vec::with_capacity(samples);
-    let mut stream_open = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let started = Instant::now();
-        let run_id = platform.start_run_with(&http, &script).await?;
-        let accepted = started.elapsed();
-        let mut stream = SseStream::open(
-            platform.gateway_addr,
-            &BenchPlatform::stream_path(run_id),
-            &platform.token,
-            16 * 1024,
-        )
-        .await?;
-        while stream.scan.events == 0 {
-            if stream.read().await?.is_none() {
-                bail!("the stream of run {run_id} ended without an event");
-            }
+    let mut taken = Samples::default();
+    let per_round = samples.div_ceil(ROUNDS);
+    for _ in 0..ROUNDS {
+        for _ in 0..per_round {
+            let (first, accepted) = latency_path::sample(path, &raw_http).await?;
+            taken.raw_first_event.push(first);
+            taken.raw_start_request.push(accepted);
         }
-        let first = started.elapsed();
-        first_event.push(first);
-        start_request.push(accepted);
-        stream_open.push(first - accepted);
-        // Idle before the next sample: the run is over and its status projected.
-        tokio::time::timeout(Duration::from_secs(30), stream.read_to_end())
-            .await
-            .context("the run did not finish")??;
-        watcher
-            .wait_completed(&[run_id], Duration::from_secs(30))
-            .await;
+        for _ in 0..per_round {
+            let started = Instant::now();
+            let run_id = platform.start_run_with(&http, &script).await?;
+            let accepted = started.elapsed();
+            let mut stream = SseStream::open(
+                platform.gateway_addr,
+                &BenchPlatform::stream_path(run_id),
+                &platform.token,
+                16 * 1024,
+            )
+            .await?;
+            while stream.scan.events == 0 {
+                if stream.read().await?.is_none() {
+                    bail!("the stream of run {run_id} ended without an event");
+                }
+            }
+            let first = started.elapsed();
+            taken.first_event.push(first);
+            taken.start_request.push(accepted);
+            taken.stream_open.push(first - accepted);
+            // Idle before the next sample: the run is over and its status projected (the
+            // projector's commits would otherwise share the next start's WAL flush).
+            tokio::time::timeout(Duration::from_secs(30), stream.read_to_end())
+                .await
+                .context("the run did not finish")??;
+            watcher
+                .wait_completed(&[run_id], Duration::from_secs(30))
+                .await;
+            platform
+                .wait_projected(run_id, Duration::from_secs(30))
+                .await?;
+        }
     }
-    Ok((first_event, start_request, stream_open))
+    Ok(taken)
 }

@@ -11,6 +11,7 @@ mod baselines;
 mod event_path;
 mod fanout;
 mod latency;
+mod latency_path;
 pub mod machine;
 mod memory;
 mod platform;
@@ -373,7 +374,7 @@ async fn measure(
             platform,
             &watcher,
             sizes.latency_samples,
-            &results.baselines,
+            &mut results.baselines,
         )
         .await;
         results.phase(&[latency::P50, latency::P99], outcome);

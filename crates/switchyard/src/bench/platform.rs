@@ -86,6 +86,33 @@ impl BenchPlatform {
         })
     }
 
+    /// Waits until the run's row shows it ended: its status projected into Postgres, so
+    /// the projector's commits are over.
+    pub(crate) async fn wait_projected(
+        &self,
+        run_id: Uuid,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
+                    .bind(run_id)
+                    .fetch_optional(&self.db.pool)
+                    .await?;
+            if status.as_deref().is_some_and(|s| {
+                switchyard_contracts::RunStatus::parse(s).is_some_and(|s| s.is_terminal())
+            }) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "run {run_id} was not projected as ended"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Starts NATS, a fresh database, the control-plane, the gateway, and one
     /// executor-manager with one executor of `executor_capacity` slots.
     pub(crate) async fn start(executor_capacity: u32) -> anyhow::Result<Self> {
