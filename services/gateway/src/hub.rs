@@ -6,10 +6,10 @@
 //! and appends every event to an in-memory, append-only history. Clients
 //! ([`Subscription`]s) read that history at their own pace from their own cursor, so a
 //! slow client never holds up the tail or the other clients, and a late client gets the
-//! events before it joined from memory instead of a consumer of its own. While the
-//! consumer is being created (a JetStream API round trip, then a pull: most of a new
-//! stream's time to its first event) the feed reads the run's first event with one
-//! direct get, so the first client is not kept waiting for it.
+//! events before it joined from memory instead of a consumer of its own. Before the
+//! consumer is created (a JetStream API round trip, then a pull: most of a new stream's
+//! time to its first event) the feed reads the run's first event with one direct get,
+//! so the first client is not kept waiting for it.
 //!
 //! Lifetime: the hub maps run ids to *weak* references; clients hold the strong ones.
 //! When the last client of a run leaves, the feed is dropped, which stops its task and
@@ -437,21 +437,19 @@ where
     Stored { stored, next }
 }
 
-/// Opens a fresh feed's tail and, while its consumer is being created (most of the
-/// time to a new stream's first event), reads the run's first event with one direct
-/// get and hands it to the subscribers. The tail then delivers that event again and
-/// the writer drops it as a redelivery. `None`: stopped, or the run ended already.
+/// Reads a fresh feed's first event with one direct get and hands it to the
+/// subscribers, then opens the tail, which delivers that event again (the writer drops
+/// it as a redelivery). One after the other, not raced: with the consumer's creation
+/// in flight the server answered the direct get later (0.93–1.01 ms p50 from the feed's
+/// start, against 0.56–0.65 ms alone), and a run's first event is almost always stored
+/// by the time its stream is opened. `None`: stopped, or the run ended already.
 async fn open_with_head_start<T>(
     log: &EventLog,
     writer: &mut Writer,
     stop: &CancellationToken,
     tail: impl Future<Output = T>,
 ) -> Option<T> {
-    let mut tail = std::pin::pin!(tail);
     tokio::select! {
-        // The direct get is polled first so that its request leaves before the
-        // consumer's creation, which the server takes longer to answer.
-        biased;
         () = stop.cancelled() => return None,
         head = log.first(writer.run_id) => {
             if let Ok(Some(event)) = head {
@@ -462,7 +460,6 @@ async fn open_with_head_start<T>(
                 }
             }
         }
-        opened = &mut tail => return Some(opened),
     }
     tokio::select! {
         () = stop.cancelled() => None,
