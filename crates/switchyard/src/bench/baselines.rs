@@ -238,6 +238,21 @@ async fn publish_consume_latency(
     ])
 }
 
+/// `subject`'s messages from its first, through one ordered consumer.
+pub(crate) async fn ordered_messages(
+    stream: &jetstream::stream::Stream,
+    subject: String,
+) -> anyhow::Result<jetstream::consumer::pull::Ordered> {
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
 /// Replays `subject` of `RUN_EVENTS` with one ordered consumer, the way the gateway's
 /// run feed does; returns (messages, time to the first, time to the last).
 pub(crate) async fn ordered_replay(
@@ -250,14 +265,7 @@ pub(crate) async fn ordered_replay(
     let stream = js
         .get_stream(switchyard_contracts::subjects::RUN_EVENTS_STREAM)
         .await?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: subject,
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = ordered_messages(&stream, subject).await?;
     let mut first = None;
     let mut count = 0;
     // One deadline for the whole replay: a timer per message would cost the baseline

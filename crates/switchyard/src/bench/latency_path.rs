@@ -16,11 +16,11 @@
 //! request to its first event: an HTTP request, a commit, a JetStream publish and a
 //! read on a second connection. Its percentiles bound the figure's from below.
 
+use super::reference_sse::BareServer;
 use super::samples::Percentiles;
 use super::sse::SseStream;
 use anyhow::Context as _;
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, Context};
 use axum::Router;
@@ -32,7 +32,6 @@ use axum::routing::{get, post};
 use futures::StreamExt as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub(crate) const P50: (&str, &str) = (
@@ -52,8 +51,7 @@ pub(crate) struct LatencyPath {
     pub(crate) addr: SocketAddr,
     js: Context,
     pool: sqlx::PgPool,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    server: BareServer,
 }
 
 #[derive(Clone)]
@@ -105,24 +103,12 @@ impl LatencyPath {
             .route("/start", post(start))
             .route("/stream/{id}", get(first_event))
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "the latency-path server failed");
-            }
-        });
+        let server = BareServer::start(app, "latency path").await?;
         Ok(Self {
-            addr,
+            addr: server.addr,
             js,
             pool: pool.clone(),
-            shutdown,
-            task,
+            server,
         })
     }
 
@@ -151,8 +137,7 @@ impl LatencyPath {
     }
 
     pub(crate) async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        self.server.stop().await;
         let _ = self.js.delete_stream(STREAM).await;
         let _ = sqlx::raw_sql("DROP TABLE IF EXISTS bench_latpath_outbox, bench_latpath_runs")
             .execute(&self.pool)
@@ -255,14 +240,7 @@ async fn first_from_consumer(
     stream: &stream::Stream,
     subject: String,
 ) -> anyhow::Result<(u64, Bytes)> {
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: subject,
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = super::baselines::ordered_messages(stream, subject).await?;
     let message = messages
         .next()
         .await

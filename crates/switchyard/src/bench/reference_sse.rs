@@ -48,8 +48,42 @@ struct Shared {
 pub(crate) struct ReferenceSse {
     pub(crate) addr: SocketAddr,
     go: watch::Sender<bool>,
+    server: BareServer,
+}
+
+/// A bare axum server in this process (a reference or a raw path to compare with).
+pub(crate) struct BareServer {
+    pub(crate) addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl BareServer {
+    /// Serves `app` on a free loopback port until [`BareServer::stop`].
+    pub(crate) async fn start(app: Router, name: &'static str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, server = name, "a bare benchmark server failed");
+            }
+        });
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    pub(crate) async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
 }
 
 pub(crate) const PATH: &str = "/sse";
@@ -67,8 +101,6 @@ fn frame(seq: u64, event: &'static str) -> Frame {
 impl ReferenceSse {
     /// Serves `GET /sse`: one frame at once, then `after_go` frames when told to go.
     pub(crate) async fn start(after_go: usize) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let (go, go_rx) = watch::channel(false);
         let count = after_go.max(1) as u64;
         let frames: Vec<Frame> = (2..=count + 1)
@@ -87,21 +119,11 @@ impl ReferenceSse {
             frames: Arc::new(frames),
         };
         let app = Router::new().route(PATH, get(stream)).with_state(shared);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "the reference SSE server failed");
-            }
-        });
+        let server = BareServer::start(app, "reference SSE").await?;
         Ok(Self {
-            addr,
+            addr: server.addr,
             go,
-            shutdown,
-            task,
+            server,
         })
     }
 
@@ -110,8 +132,7 @@ impl ReferenceSse {
     }
 
     pub(crate) async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+        self.server.stop().await;
     }
 }
 
