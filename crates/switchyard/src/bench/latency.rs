@@ -9,7 +9,7 @@ use super::report::{Baseline, Figure, Goal, Spec};
 use super::samples::Percentiles;
 use super::sse::SseStream;
 use super::watcher::RunWatcher;
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -117,37 +117,48 @@ async fn take_samples(
             taken.raw_start_request.push(accepted);
         }
         for _ in 0..per_round {
-            let started = Instant::now();
-            let run_id = platform.start_run_with(&http, &script).await?;
-            let accepted = started.elapsed();
-            let mut stream = SseStream::open(
-                platform.gateway_addr,
-                &BenchPlatform::stream_path(run_id),
-                &platform.token,
-                16 * 1024,
-            )
-            .await?;
-            while stream.scan.events == 0 {
-                if stream.read().await?.is_none() {
-                    bail!("the stream of run {run_id} ended without an event");
-                }
-            }
-            let first = started.elapsed();
+            let (first, accepted) = platform_sample(platform, watcher, &http, &script).await?;
             taken.first_event.push(first);
             taken.start_request.push(accepted);
             taken.stream_open.push(first - accepted);
-            // Idle before the next sample: the run is over and its status projected (the
-            // projector's commits would otherwise share the next start's WAL flush).
-            tokio::time::timeout(Duration::from_secs(30), stream.read_to_end())
-                .await
-                .context("the run did not finish")??;
-            watcher
-                .wait_completed(&[run_id], Duration::from_secs(30))
-                .await;
-            platform
-                .wait_projected(run_id, Duration::from_secs(30))
-                .await?;
         }
     }
     Ok(taken)
+}
+
+/// One sample against the platform: start → 202, then the first event on a new
+/// connection; `(start → first event, start → 202)`. Returns once the platform is idle
+/// again: the run is over and its end projected (the projector's commits would
+/// otherwise share the next start's WAL flush).
+async fn platform_sample(
+    platform: &BenchPlatform,
+    watcher: &RunWatcher,
+    http: &reqwest::Client,
+    script: &serde_json::Value,
+) -> anyhow::Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let run_id = platform.start_run_with(http, script).await?;
+    let accepted = started.elapsed();
+    let mut stream = SseStream::open(
+        platform.gateway_addr,
+        &BenchPlatform::stream_path(run_id),
+        &platform.token,
+        16 * 1024,
+    )
+    .await?;
+    stream
+        .first_event()
+        .await
+        .with_context(|| format!("run {run_id}"))?;
+    let first = started.elapsed();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end())
+        .await
+        .context("the run did not finish")??;
+    watcher
+        .wait_completed(&[run_id], Duration::from_secs(30))
+        .await;
+    platform
+        .wait_projected(run_id, Duration::from_secs(30))
+        .await?;
+    Ok((first, accepted))
 }

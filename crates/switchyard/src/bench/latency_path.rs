@@ -260,11 +260,6 @@ pub(crate) async fn sample(
     let accepted = started.elapsed();
     let mut stream =
         SseStream::open(path.addr, &LatencyPath::stream_path(run_id), "-", 4 * 1024).await?;
-    while stream.scan.events == 0 {
-        anyhow::ensure!(
-            stream.read().await?.is_some(),
-            "the latency path's stream ended without an event"
-        );
-    }
+    stream.first_event().await.context("the latency path")?;
     Ok((started.elapsed(), accepted))
 }

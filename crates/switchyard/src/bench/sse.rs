@@ -101,6 +101,16 @@ impl SseStream {
         Ok(stream)
     }
 
+    /// Reads until the first complete event; an error if the body ends before one.
+    pub(crate) async fn first_event(&mut self) -> anyhow::Result<()> {
+        while self.scan.events == 0 {
+            if self.read().await?.is_none() {
+                bail!("the stream ended without an event");
+            }
+        }
+        Ok(())
+    }
+
     /// Reads what has arrived; returns how many events it completed, or `None` once the
     /// response body has ended.
     pub(crate) async fn read(&mut self) -> anyhow::Result<Option<u64>> {
