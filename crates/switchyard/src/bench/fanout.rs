@@ -290,18 +290,18 @@ pub(crate) fn reference_baselines(reference: &Result<SwarmResult, String>) -> Ve
             let details = serde_json::to_value(r).unwrap_or_default();
             vec![
                 match r.kib_per_client {
-                    Some(kib) => Baseline::measured(
+                    Some(kib) if kib > 0.0 => Baseline::measured(
                         REFERENCE_MEMORY.0,
                         REFERENCE_MEMORY.1,
                         kib,
                         "KiB/conn",
                         details.clone(),
                     ),
-                    None => Baseline::not_measured(
+                    kib => Baseline::not_measured(
                         REFERENCE_MEMORY.0,
                         REFERENCE_MEMORY.1,
                         "KiB/conn",
-                        "no RSS reading".to_owned(),
+                        kib.map_or_else(|| "no RSS reading".to_owned(), |_| no_growth(r)),
                     ),
                 },
                 match r.deliveries_per_sec {
@@ -349,11 +349,21 @@ fn baseline_ref(baselines: &[Baseline], name: &'static str) -> Option<BaselineRe
 }
 
 /// The three figures from the gateway swarm.
+/// Why a swarm's memory per client is not a figure: a few clients' memory can come
+/// entirely from what the process freed before (quick mode has 50), and a zero or a
+/// shrink is not a measurement of what a client costs.
+fn no_growth(swarm: &SwarmResult) -> String {
+    format!(
+        "RSS did not grow while {} clients connected ({} → {} KiB): too few clients to see past memory freed earlier",
+        swarm.clients_ready, swarm.rss_before_kib, swarm.rss_after_kib
+    )
+}
+
 pub(crate) fn figures(gateway: &SwarmResult, reference: &[Baseline]) -> Vec<Figure> {
     let details = serde_json::to_value(gateway).unwrap_or_default();
     let mut out = vec![CLIENTS.measured(gateway.clients_ready as f64, None, details.clone())];
     out.push(match gateway.kib_per_client {
-        Some(kib) => MEMORY.measured_against(
+        Some(kib) if kib > 0.0 => MEMORY.measured_against(
             kib,
             baseline_ref(reference, REFERENCE_MEMORY.0),
             json!({
@@ -361,6 +371,7 @@ pub(crate) fn figures(gateway: &SwarmResult, reference: &[Baseline]) -> Vec<Figu
                 "what_grows": "the whole platform process with the clients outside it: gateway connection, SSE stream and subscription, plus the control-plane lookup each stream open makes",
             }),
         ),
+        Some(_) => MEMORY.not_measured(no_growth(gateway)),
         None => MEMORY.not_measured("no RSS reading"),
     });
     out.push(match gateway.deliveries_per_sec {
