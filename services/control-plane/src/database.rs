@@ -47,22 +47,10 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
         .get_database()
         .ok_or(DatabaseError::NoDatabaseName)?
         .to_owned();
-    // sqlx pings every connection it hands out by default: a second round trip for
-    // every statement (0.1–0.3 ms of a run's start on this kind of machine). Only a
-    // connection that sat idle is checked; one in steady use that broke (Postgres
-    // restarted) fails its statement, is dropped, and the request answers 503 to retry.
-    let pool_options = PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(Duration::from_millis(config.connect_timeout_ms))
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_AFTER_IDLE {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        });
+    let pool_options = pool_options(
+        config.max_connections,
+        Duration::from_millis(config.connect_timeout_ms),
+    );
     match pool_options.clone().connect_with(options.clone()).await {
         Ok(pool) => Ok(pool),
         Err(e) if database_error_code(&e).as_deref() == Some(INVALID_CATALOG_NAME) => {
@@ -74,6 +62,35 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
         }
         Err(source) => Err(DatabaseError::Connect { database, source }),
     }
+}
+
+/// A pool of `max_connections` of its own on `pool`'s database, for a background task
+/// that must not queue for a connection behind a burst of API requests (each holds one
+/// for its commit): the status projection. Connects lazily, so an unreachable Postgres
+/// shows up in the task's own retries.
+pub fn dedicated(pool: &PgPool, max_connections: u32) -> PgPool {
+    pool_options(max_connections, pool.options().get_acquire_timeout())
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
+fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    // sqlx pings every connection it hands out by default: a second round trip for
+    // every statement (0.1–0.3 ms of a run's start on this kind of machine). Only a
+    // connection that sat idle is checked; one in steady use that broke (Postgres
+    // restarted) fails its statement, is dropped, and its user retries (a request
+    // answers 503).
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Applies the migrations. sqlx holds a Postgres advisory lock while it migrates, so

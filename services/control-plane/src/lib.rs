@@ -99,7 +99,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let tracker = TaskTracker::new();
     tracker.spawn(clean_task);
-    tracker.spawn(projector::Projector::new(js.clone(), pool.clone()).run(shutdown.clone()));
+    // One connection: the projector applies one batch at a time.
+    let projector_pool = database::dedicated(&pool, 1);
+    tracker
+        .spawn(projector::Projector::new(js.clone(), projector_pool.clone()).run(shutdown.clone()));
     tracker.spawn(outbox::sweep_loop(
         pool.clone(),
         publisher,
@@ -123,6 +126,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         if let Err(e) = client.drain().await {
             tracing::debug!(error = %e, "NATS drain failed");
         }
+        projector_pool.close().await;
         pool.close().await;
         tracing::info!("control-plane stopped");
         served.context("HTTP server failed")

@@ -24,8 +24,10 @@ use switchyard_platform::nats::{self, Resources};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Messages applied per transaction at most.
-const BATCH: usize = 256;
+/// Messages applied per transaction at most. Under load every round trip to Postgres
+/// waits its turn for the CPU and the WAL flush whatever its size, so the projection
+/// keeps up only when each one carries many events (docs/performance.md, change 21).
+const BATCH: usize = 1024;
 /// How long a batch is retried in place while Postgres is unreachable before it is
 /// handed back to the stream (so another control-plane may take it).
 const MAX_IN_PLACE_RETRY: Duration = Duration::from_secs(30);
@@ -180,10 +182,12 @@ impl Projector {
             };
             missed_heartbeats = 0;
             // Take whatever else is already buffered (without waiting) so a burst is
-            // applied in one transaction while a lone event is applied at once.
+            // applied in one transaction while a lone event is applied at once. Out of
+            // tokio's cooperative budget: within it every message costs two units and
+            // the budget (128) ends the batch at 64, however many are waiting.
             let mut batch = vec![first];
             while batch.len() < BATCH {
-                match messages.next().now_or_never() {
+                match tokio::task::unconstrained(messages.next()).now_or_never() {
                     Some(Some(Ok(message))) => batch.push(message),
                     Some(Some(Err(e))) => {
                         tracing::debug!(error = %e, "projector stream error while batching");

@@ -488,6 +488,10 @@ pub async fn apply_changes(
     .bind(changes.iter().map(|c| c.evidence.clone()).collect::<Vec<_>>())
     .bind(&ended_ids)
     .bind(&ended_at)
+    // Planned anew each time, with the arrays' real lengths: a prepared statement's
+    // generic plan made while `runs` was small (a fresh deployment, then a burst) keeps
+    // a sequential scan of the whole table for every batch until the next ANALYZE.
+    .persistent(false)
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().collect())
