@@ -46,7 +46,8 @@ const DISPATCH: &str = "bench.runpath.dispatch";
 /// A run's events, as in the figure: queued, claimed, then thirteen from the executor.
 const EVENTS_PER_RUN: u64 = 15;
 const TERMINAL: &str = "Bench-Terminal";
-const PULL_BATCH: usize = 256;
+/// As the control-plane's projector: a batch is whatever is buffered, up to this many.
+const PULL_BATCH: usize = 1024;
 
 /// Runs the load for `load.duration`; the value is completions per second in the window
 /// after the first fifth.
@@ -92,7 +93,13 @@ async fn run(
     let permits = Arc::new(Semaphore::new(load.max_in_flight));
     services.spawn(executor(client.clone(), js.clone()).await?);
     services.spawn(worker(client.clone(), js.clone(), &commands).await?);
-    services.spawn(projector(pool.clone(), &events).await?);
+    // As the control-plane's: a connection of its own, not queued behind the inserts.
+    let projector_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .context("connect the run path's projector")?;
+    services.spawn(projector(projector_pool, &events).await?);
     services.spawn(watcher(&events, completions.clone(), permits.clone()).await?);
 
     let started = Instant::now();
@@ -288,7 +295,7 @@ async fn executor(
 }
 
 /// The projector's shape: every event acknowledged after its batch is in Postgres, one
-/// statement per batch.
+/// statement per batch, planned with the batch's real size.
 async fn projector(
     pool: sqlx::PgPool,
     events: &jetstream::stream::Stream,
@@ -310,7 +317,8 @@ async fn projector(
         while let Some(first) = messages.next().await {
             let mut batch = vec![first?];
             while batch.len() < PULL_BATCH {
-                match messages.next().now_or_never() {
+                // As the projector: outside tokio's budget, which would end it at 64.
+                match tokio::task::unconstrained(messages.next()).now_or_never() {
                     Some(Some(Ok(message))) => batch.push(message),
                     _ => break,
                 }
@@ -336,6 +344,7 @@ async fn projector(
             .bind(&ids)
             .bind(&seqs)
             .bind(EVENTS_PER_RUN as i64)
+            .persistent(false)
             .execute(&pool)
             .await?;
             for message in &batch {
