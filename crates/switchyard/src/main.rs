@@ -103,6 +103,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Some("bench") => switchyard::bench::cli(&args[1..]).await,
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
         // Started by an executor of this process for a detached run.
         Some(switchyard_executor::RUN_HOST_COMMAND) => switchyard_executor::run_host().await,
         _ => {

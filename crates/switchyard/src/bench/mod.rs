@@ -527,6 +527,13 @@ fn not_selected(results: &mut Results, group: &str) {
     );
 }
 
+fn usage() -> String {
+    format!(
+        "usage: switchyard bench [--quick] [--json PATH] [--only {}]",
+        GROUPS.join(",")
+    )
+}
+
 /// `switchyard bench [--quick] [--json PATH] [--only NAME,...]`: runs, prints the
 /// table, writes the JSON. `--sse-client-worker` is the client process's entry.
 pub async fn cli(args: &[String]) -> anyhow::Result<()> {
@@ -560,10 +567,11 @@ pub async fn cli(args: &[String]) -> anyhow::Result<()> {
                         .collect(),
                 );
             }
-            other => bail!(
-                "unknown bench argument {other:?}; usage: switchyard bench [--quick] [--json PATH] [--only {}]",
-                GROUPS.join(",")
-            ),
+            "-h" | "--help" => {
+                println!("{}", usage());
+                return Ok(());
+            }
+            other => bail!("unknown bench argument {other:?}; {}", usage()),
         }
     }
     let report = run(&options).await?;
