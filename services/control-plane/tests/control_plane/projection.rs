@@ -240,3 +240,69 @@ async fn redelivered_or_late_events_never_move_a_run_backwards() {
     assert_eq!(view["failureReason"], "stopped");
     h.stop().await;
 }
+
+/// The projector's batch statement must find its rows through the primary key however
+/// small `runs` was when the connection first ran it: a fresh deployment meets its
+/// first burst with no `ANALYZE` in between, and a plan cached while the table was
+/// nearly empty scanned all of it for every batch (change 21 in docs/performance.md).
+#[tokio::test]
+async fn the_batch_update_reads_runs_by_key_after_the_table_grew() {
+    use switchyard_control_plane::database;
+    use switchyard_control_plane::store::runs::{RunChanges, SeqBump, apply_changes};
+
+    let db = switchyard_test_support::TestDb::create().await.unwrap();
+    let config = switchyard_platform::config::DatabaseConfig {
+        url: secrecy::SecretString::from(db.url.clone()),
+        ..Default::default()
+    };
+    let pool = database::connect(&config).await.unwrap();
+    database::migrate(&pool).await.unwrap();
+    // One transaction on one connection: every statement shares its plan cache, and
+    // `pg_stat_xact_user_tables` counts this transaction's scans at once.
+    let mut tx = pool.begin().await.unwrap();
+    let insert_runs = "INSERT INTO runs (run_id, conversation_id, provider, prompt, status)
+         SELECT id, id, 'scripted', 'p', 'queued'
+         FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $1)) AS ids
+         RETURNING run_id";
+    let early: Vec<uuid::Uuid> = sqlx::query_scalar(insert_runs)
+        .bind(3)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let batch = |seq: i64| {
+        let mut change = RunChanges::new(early[0]);
+        change.bump(&SeqBump {
+            run_id: early[0],
+            seq,
+            first_stream_seq: None,
+        });
+        vec![change]
+    };
+    // More executions than Postgres needs to settle on a generic plan (five).
+    for seq in 1..=8 {
+        apply_changes(&mut *tx, &batch(seq), &[]).await.unwrap();
+    }
+    sqlx::query(insert_runs)
+        .bind(20_000)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let scans = "SELECT coalesce(seq_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = 'runs'";
+    let before: i64 = sqlx::query_scalar(scans).fetch_one(&mut *tx).await.unwrap();
+    for seq in 9..=12 {
+        apply_changes(&mut *tx, &batch(seq), &[]).await.unwrap();
+    }
+    let after: i64 = sqlx::query_scalar(scans).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(
+        after - before,
+        0,
+        "the batch update scanned all of `runs` {} times",
+        after - before
+    );
+    let seq: i64 = sqlx::query_scalar("SELECT last_event_seq FROM runs WHERE run_id = $1")
+        .bind(early[0])
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seq, 12, "the batches were applied");
+}
