@@ -70,7 +70,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // cancelling the caller's (other services may share it in `switchyard up`).
     let shutdown = shutdown.child_token();
     let (cleaner, clean_task) = outbox::Cleaner::new(pool.clone(), shutdown.clone());
-    let state = http::AppState {
+    let state = http::AppState::new(http::Shared {
         pool: pool.clone(),
         js: js.clone(),
         runs: Arc::new(runs::Runs::new(
@@ -89,7 +89,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         )),
         settings: settings.clone(),
         nats_timeout: config.nats.request_timeout(),
-    };
+    });
     let router = http::router(state, readiness(client.clone(), pool.clone()));
     let listener = switchyard_platform::http::bind(settings.listen)
         .await

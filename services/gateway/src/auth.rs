@@ -36,6 +36,7 @@ use switchyard_platform::http::ApiError;
 use crate::GatewayConfig;
 use crate::control_plane::ControlPlane;
 use crate::revocation::Revocations;
+use crate::routes::AppState;
 
 /// Prefix of the tokens the control-plane issues; other tokens are not worth asking
 /// it about.
@@ -356,14 +357,13 @@ fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
 /// [`AuthEpoch`](crate::revocation::AuthEpoch) it started at, or answers 401
 /// `unauthorized` with `WWW-Authenticate: Bearer`.
 pub async fn require_principal(
-    State(authenticator): State<Arc<dyn Authenticator>>,
-    State(revocations): State<Revocations>,
+    State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let epoch = revocations.epoch();
+    let epoch = state.revocations.epoch();
     let outcome = match bearer_token(request.headers()) {
-        Ok(token) => authenticator.authenticate(token).await,
+        Ok(token) => state.authenticator.authenticate(token).await,
         Err(e) => Err(e),
     };
     match outcome {

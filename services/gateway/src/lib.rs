@@ -200,7 +200,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         revocations.clone(),
         shutdown.child_token(),
     ));
-    let state = routes::AppState {
+    let state = routes::AppState::new(routes::Shared {
         authenticator,
         revocations,
         control_plane: control_plane.clone(),
@@ -211,7 +211,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             gateway.stream_opens_per_minute,
         ),
         keep_alive: gateway.keep_alive(),
-    };
+    });
     let router = routes::router(state, &gateway, client.clone());
 
     let listener = switchyard_platform::http::bind(gateway.listen).await?;

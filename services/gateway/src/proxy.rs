@@ -28,8 +28,8 @@ use axum::response::Response;
 use switchyard_platform::http::ApiError;
 
 use crate::auth::{INTERNAL_HEADER_PREFIX, Principal, principal_headers};
-use crate::control_plane::ControlPlane;
 use crate::revocation::{AuthEpoch, Revocations};
+use crate::routes::AppState;
 use switchyard_contracts::RunId;
 use switchyard_contracts::auth::PRINCIPAL_CHANGED_HEADER;
 
@@ -53,8 +53,7 @@ const REQUEST_DROPPED: &[&str] = &["authorization", "host", "content-length", "a
 // One argument per axum extractor; grouping them would only hide what the handler reads.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    State(control_plane): State<ControlPlane>,
-    State(revocations): State<Revocations>,
+    State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(epoch): Extension<AuthEpoch>,
     method: Method,
@@ -66,13 +65,15 @@ pub async fn forward(
     let path_and_query = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let url = control_plane
+    let url = state
+        .control_plane
         .api_url(&path_and_query)
         .ok_or_else(|| ApiError::not_found("no such endpoint"))?;
 
     let mut upstream_headers = forwardable(&headers, REQUEST_DROPPED);
     upstream_headers.extend(principal_headers(&principal));
-    let upstream = control_plane
+    let upstream = state
+        .control_plane
         .http()
         .request(method.clone(), url)
         .headers(upstream_headers)
@@ -86,13 +87,13 @@ pub async fn forward(
         .get(PRINCIPAL_CHANGED_HEADER)
         .and_then(|v| v.to_str().ok())
     {
-        revocations.forget(changed);
+        state.revocations.forget(changed);
     }
     let response_headers = forwardable(upstream.headers(), &["content-length"]);
     let bytes = upstream.bytes().await.map_err(control_plane_unavailable)?;
     tracing::debug!(%method, path = uri.path(), %status, "forwarded to the control-plane");
     if status == StatusCode::ACCEPTED && method == Method::POST && uri.path() == START_PATH {
-        note_started(&revocations, epoch, &principal, &bytes);
+        note_started(&state.revocations, epoch, &principal, &bytes);
     }
 
     let mut response = Response::new(Body::from(bytes));

@@ -7,7 +7,7 @@
 //! | `* /api/{*path}` | bearer | [`proxy::forward`] to the control-plane |
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{any, get};
 use std::sync::Arc;
@@ -27,8 +27,14 @@ use crate::{proxy, streams};
 /// proxy's own JSON 503 rather than the timeout layer's bare one.
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
+/// What every handler reaches, behind one `Arc`: axum clones the state for each request
+/// (the auth middleware once more), and cloning these fields one by one (the NATS and
+/// HTTP clients, the URLs) took more of a start request's CPU than the gateway's own
+/// work (docs/performance.md, change 22).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub authenticator: Arc<dyn Authenticator>,
     pub revocations: Revocations,
     pub control_plane: ControlPlane,
@@ -38,21 +44,17 @@ pub struct AppState {
     pub keep_alive: Duration,
 }
 
-impl FromRef<AppState> for ControlPlane {
-    fn from_ref(state: &AppState) -> Self {
-        state.control_plane.clone()
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
     }
 }
 
-impl FromRef<AppState> for Revocations {
-    fn from_ref(state: &AppState) -> Self {
-        state.revocations.clone()
-    }
-}
+impl std::ops::Deref for AppState {
+    type Target = Shared;
 
-impl FromRef<AppState> for Arc<dyn Authenticator> {
-    fn from_ref(state: &AppState) -> Self {
-        state.authenticator.clone()
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

@@ -22,9 +22,27 @@ use std::sync::Arc;
 use switchyard_contracts::RunId;
 use switchyard_platform::http::{ApiError, ReadinessCheck, health_routes, with_common_layers};
 
-/// What every handler can reach.
+/// What every handler can reach, behind one `Arc`: axum clones the state for each
+/// request, and cloning the fields one by one (the NATS client among them) cost more
+/// than a lookup (docs/performance.md, change 22).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub pool: PgPool,
     pub js: jetstream::Context,
     pub runs: Arc<Runs>,
