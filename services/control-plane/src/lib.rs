@@ -70,7 +70,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // cancelling the caller's (other services may share it in `switchyard up`).
     let shutdown = shutdown.child_token();
     let (cleaner, clean_task) = outbox::Cleaner::new(pool.clone(), shutdown.clone());
-    let state = http::AppState::new(http::Shared {
+    let state = Arc::new(http::Shared {
         pool: pool.clone(),
         js: js.clone(),
         runs: Arc::new(runs::Runs::new(

@@ -200,7 +200,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         revocations.clone(),
         shutdown.child_token(),
     ));
-    let state = routes::AppState::new(routes::Shared {
+    let state = std::sync::Arc::new(routes::Shared {
         authenticator,
         revocations,
         control_plane: control_plane.clone(),

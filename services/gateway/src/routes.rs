@@ -31,8 +31,7 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 /// (the auth middleware once more), and cloning these fields one by one (the NATS and
 /// HTTP clients, the URLs) took more of a start request's CPU than the gateway's own
 /// work (docs/performance.md, change 22).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub type AppState = Arc<Shared>;
 
 pub struct Shared {
     pub authenticator: Arc<dyn Authenticator>,
@@ -42,20 +41,6 @@ pub struct Shared {
     pub log: EventLog,
     pub quota: StreamQuota,
     pub keep_alive: Duration,
-}
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
 }
 
 pub fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client) -> Router {

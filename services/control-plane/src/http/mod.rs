@@ -25,22 +25,7 @@ use switchyard_platform::http::{ApiError, ReadinessCheck, health_routes, with_co
 /// What every handler can reach, behind one `Arc`: axum clones the state for each
 /// request, and cloning the fields one by one (the NATS client among them) cost more
 /// than a lookup (docs/performance.md, change 22).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
+pub type AppState = Arc<Shared>;
 
 pub struct Shared {
     pub pool: PgPool,
