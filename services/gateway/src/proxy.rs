@@ -50,8 +50,6 @@ const HOP_BY_HOP: &[&str] = &[
 const REQUEST_DROPPED: &[&str] = &["authorization", "host", "content-length", "accept-encoding"];
 
 /// `*` /api/* → the same path on the control-plane.
-// One argument per axum extractor; grouping them would only hide what the handler reads.
-#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
