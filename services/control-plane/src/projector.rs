@@ -17,6 +17,7 @@ use async_nats::jetstream::{self, AckKind, Message};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::{FutureExt as _, StreamExt as _};
 use sqlx::PgPool;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use switchyard_contracts::event::RunEventHeader;
 use switchyard_contracts::{RunEvent, RunEventKind, RunId, RunStatus, subjects};
@@ -80,14 +81,22 @@ enum ConsumeError {
     Ended,
 }
 
+/// Projects through `pool`, which must be the projector's own (one connection): its
+/// prepared statements are refreshed on that connection.
 pub struct Projector {
     js: jetstream::Context,
     pool: PgPool,
+    /// Batches applied since the statements were last prepared.
+    batches_since_refresh: AtomicU32,
 }
 
 impl Projector {
     pub fn new(js: jetstream::Context, pool: PgPool) -> Self {
-        Self { js, pool }
+        Self {
+            js,
+            pool,
+            batches_since_refresh: AtomicU32::new(0),
+        }
     }
 
     /// Projects until `shutdown`; reconnects after NATS or Postgres outages.
@@ -275,6 +284,12 @@ impl Projector {
     /// common case) is one statement, which matters when the machine is busy and every
     /// round trip to Postgres waits its turn.
     async fn apply(&self, updates: &[&Update]) -> Result<(), StoreError> {
+        if self.batches_since_refresh.fetch_add(1, Ordering::Relaxed) + 1
+            >= store::runs::REFRESH_PLANS_EVERY
+        {
+            self.batches_since_refresh.store(0, Ordering::Relaxed);
+            store::runs::refresh_plans(&mut *self.pool.acquire().await?).await?;
+        }
         let mut by_run: Vec<&Update> = updates.to_vec();
         // A stable row order keeps two projectors from deadlocking on the same runs.
         by_run.sort_by_key(|u| (u.run_id(), u.seq()));

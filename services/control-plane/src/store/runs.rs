@@ -383,6 +383,65 @@ impl RunChanges {
     }
 }
 
+// The batch update of the status projection, shared by its two statements (below).
+macro_rules! apply_changes_sql {
+    ($($rest:literal),*) => {
+        concat!(
+            "WITH changed AS (
+         UPDATE runs AS r SET
+            status = CASE
+                WHEN u.status IS NOT NULL AND r.last_event_seq < u.status_seq
+                     AND r.status NOT IN ('succeeded', 'failed', 'stopped', 'timed_out')
+                THEN u.status ELSE r.status END,
+            status_detail = CASE
+                WHEN u.status IS NOT NULL AND r.last_event_seq < u.status_seq
+                     AND r.status NOT IN ('succeeded', 'failed', 'stopped', 'timed_out')
+                THEN u.status_detail ELSE r.status_detail END,
+            worker_id = CASE WHEN r.last_event_seq < u.claim_seq
+                THEN COALESCE(u.worker_id, r.worker_id) ELSE COALESCE(r.worker_id, u.worker_id) END,
+            claimed_at = CASE WHEN r.last_event_seq < u.claim_seq
+                THEN COALESCE(u.claimed_at, r.claimed_at) ELSE COALESCE(r.claimed_at, u.claimed_at) END,
+            executor_id = CASE WHEN r.last_event_seq < u.executor_seq
+                THEN COALESCE(u.executor_id, r.executor_id) ELSE COALESCE(r.executor_id, u.executor_id) END,
+            started_at = COALESCE(r.started_at, u.started_at),
+            completed_at = COALESCE(r.completed_at, u.completed_at),
+            failure_reason = COALESCE(r.failure_reason, u.failure_reason),
+            failure_detail = COALESCE(r.failure_detail, u.failure_detail),
+            evidence = COALESCE(r.evidence, u.evidence),
+            first_event_stream_seq = COALESCE(r.first_event_stream_seq, u.first_stream_seq),
+            last_event_seq = GREATEST(r.last_event_seq, u.seq),
+            updated_at = now()
+         FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::text[],
+                     $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::bigint[],
+                     $11::text[], $12::bigint[], $13::timestamptz[], $14::timestamptz[],
+                     $15::text[], $16::text[], $17::jsonb[])
+              AS u(run_id, seq, first_stream_seq, lifecycle, status, status_detail,
+                   status_seq, worker_id, claimed_at, claim_seq, executor_id, executor_seq,
+                   started_at, completed_at, failure_reason, failure_detail, evidence)
+         WHERE r.run_id = u.run_id
+           AND (u.lifecycle OR r.last_event_seq < u.seq
+                OR (u.first_stream_seq IS NOT NULL AND r.first_event_stream_seq IS NULL))
+         RETURNING r.run_id)",
+            $($rest),*
+        )
+    };
+}
+
+/// The projection's statement for a batch in which no run ended (nearly every batch).
+const APPLY_CHANGES: &str = apply_changes_sql!(" SELECT run_id FROM changed");
+/// The same, also resolving what the `ended` runs still had pending.
+const APPLY_CHANGES_AND_ENDS: &str = apply_changes_sql!(
+    ",
+         ended AS (
+         UPDATE human_loop_requests AS h
+         SET status = 'resolved', decision = 'deny', resolved_by = 'run_ended',
+             resolved_at = e.ended_at
+         FROM UNNEST($18::uuid[], $19::timestamptz[]) AS e(run_id, ended_at)
+         WHERE h.run_id = e.run_id AND h.status = 'pending'
+           AND e.run_id IN (SELECT run_id FROM changed))
+         SELECT run_id FROM changed"
+);
+
 /// Applies the changes of a batch (one entry per run) in one statement, rows locked in
 /// `run_id` order (the caller sorts) so two projectors never deadlock, and resolves what
 /// the `ended` runs still had pending, as [`super::human_loop::runs_ended`] does.
@@ -422,53 +481,11 @@ pub async fn apply_changes(
         .iter()
         .map(|c| c.executor.as_ref().map(|(_, e)| e.clone()))
         .collect();
-    let ended_ids: Vec<Uuid> = ended.iter().map(|(id, _)| *id).collect();
-    let ended_at: Vec<DateTime<Utc>> = ended.iter().map(|(_, at)| *at).collect();
-    let rows: Vec<Uuid> = sqlx::query_scalar(
-        "WITH changed AS (
-         UPDATE runs AS r SET
-            status = CASE
-                WHEN u.status IS NOT NULL AND r.last_event_seq < u.status_seq
-                     AND r.status NOT IN ('succeeded', 'failed', 'stopped', 'timed_out')
-                THEN u.status ELSE r.status END,
-            status_detail = CASE
-                WHEN u.status IS NOT NULL AND r.last_event_seq < u.status_seq
-                     AND r.status NOT IN ('succeeded', 'failed', 'stopped', 'timed_out')
-                THEN u.status_detail ELSE r.status_detail END,
-            worker_id = CASE WHEN r.last_event_seq < u.claim_seq
-                THEN COALESCE(u.worker_id, r.worker_id) ELSE COALESCE(r.worker_id, u.worker_id) END,
-            claimed_at = CASE WHEN r.last_event_seq < u.claim_seq
-                THEN COALESCE(u.claimed_at, r.claimed_at) ELSE COALESCE(r.claimed_at, u.claimed_at) END,
-            executor_id = CASE WHEN r.last_event_seq < u.executor_seq
-                THEN COALESCE(u.executor_id, r.executor_id) ELSE COALESCE(r.executor_id, u.executor_id) END,
-            started_at = COALESCE(r.started_at, u.started_at),
-            completed_at = COALESCE(r.completed_at, u.completed_at),
-            failure_reason = COALESCE(r.failure_reason, u.failure_reason),
-            failure_detail = COALESCE(r.failure_detail, u.failure_detail),
-            evidence = COALESCE(r.evidence, u.evidence),
-            first_event_stream_seq = COALESCE(r.first_event_stream_seq, u.first_stream_seq),
-            last_event_seq = GREATEST(r.last_event_seq, u.seq),
-            updated_at = now()
-         FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::text[],
-                     $6::text[], $7::bigint[], $8::text[], $9::timestamptz[], $10::bigint[],
-                     $11::text[], $12::bigint[], $13::timestamptz[], $14::timestamptz[],
-                     $15::text[], $16::text[], $17::jsonb[])
-              AS u(run_id, seq, first_stream_seq, lifecycle, status, status_detail,
-                   status_seq, worker_id, claimed_at, claim_seq, executor_id, executor_seq,
-                   started_at, completed_at, failure_reason, failure_detail, evidence)
-         WHERE r.run_id = u.run_id
-           AND (u.lifecycle OR r.last_event_seq < u.seq
-                OR (u.first_stream_seq IS NOT NULL AND r.first_event_stream_seq IS NULL))
-         RETURNING r.run_id),
-         ended AS (
-         UPDATE human_loop_requests AS h
-         SET status = 'resolved', decision = 'deny', resolved_by = 'run_ended',
-             resolved_at = e.ended_at
-         FROM UNNEST($18::uuid[], $19::timestamptz[]) AS e(run_id, ended_at)
-         WHERE h.run_id = e.run_id AND h.status = 'pending'
-           AND e.run_id IN (SELECT run_id FROM changed))
-         SELECT run_id FROM changed",
-    )
+    let mut query = sqlx::query_scalar::<_, Uuid>(if ended.is_empty() {
+        APPLY_CHANGES
+    } else {
+        APPLY_CHANGES_AND_ENDS
+    })
     .bind(&ids)
     .bind(&seqs)
     .bind(column(&|c| c.first_stream_seq))
@@ -483,18 +500,52 @@ pub async fn apply_changes(
     .bind(column(&|c| c.executor.as_ref().map(|(seq, _)| *seq)))
     .bind(changes.iter().map(|c| c.started_at).collect::<Vec<_>>())
     .bind(changes.iter().map(|c| c.completed_at).collect::<Vec<_>>())
-    .bind(changes.iter().map(|c| c.failure_reason.clone()).collect::<Vec<_>>())
-    .bind(changes.iter().map(|c| c.failure_detail.clone()).collect::<Vec<_>>())
-    .bind(changes.iter().map(|c| c.evidence.clone()).collect::<Vec<_>>())
-    .bind(&ended_ids)
-    .bind(&ended_at)
-    // Planned anew each time, with the arrays' real lengths: a prepared statement's
-    // generic plan made while `runs` was small (a fresh deployment, then a burst) keeps
-    // a sequential scan of the whole table for every batch until the next ANALYZE.
-    .persistent(false)
-    .fetch_all(conn)
-    .await?;
+    .bind(
+        changes
+            .iter()
+            .map(|c| c.failure_reason.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .iter()
+            .map(|c| c.failure_detail.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        changes
+            .iter()
+            .map(|c| c.evidence.clone())
+            .collect::<Vec<_>>(),
+    );
+    if !ended.is_empty() {
+        let ended_ids: Vec<Uuid> = ended.iter().map(|(id, _)| *id).collect();
+        let ended_at: Vec<DateTime<Utc>> = ended.iter().map(|(_, at)| *at).collect();
+        query = query.bind(ended_ids).bind(ended_at);
+    }
+    // Prepared once per connection: planning this statement costs several times its
+    // execution, and most batches carry one or two events. A generic plan made while
+    // `runs` was small scans the whole table until it is made again; the projector
+    // makes it again now and then (`refresh_plans`).
+    let rows = query.fetch_all(conn).await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Batches a connection serves with its prepared projection statements before
+/// [`refresh_plans`] prepares them again.
+pub const REFRESH_PLANS_EVERY: u32 = 256;
+
+/// Forgets `conn`'s prepared statements, so the next batches are planned for the tables
+/// as they are now. Postgres keeps a statement's generic plan for the connection's life
+/// (or until the next ANALYZE), and one made while `runs` held a few rows reads the
+/// whole table for every batch once it holds thousands; planned at most
+/// [`REFRESH_PLANS_EVERY`] batches ago, a plan lags the table by at most that many
+/// batches' runs. Once `runs` is large enough for the key lookup to win, every plan
+/// made keeps it.
+pub async fn refresh_plans(conn: &mut PgConnection) -> Result<(), StoreError> {
+    use sqlx::Connection as _;
+    conn.clear_cached_statements().await?;
+    Ok(())
 }
 
 /// The newest `seq` seen for a run in a batch of events that do not change its status
