@@ -69,7 +69,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // Our own token, so that a failed HTTP server stops this service's tasks without
     // cancelling the caller's (other services may share it in `switchyard up`).
     let shutdown = shutdown.child_token();
-    let (cleaner, clean_task) = outbox::Cleaner::new(pool.clone(), shutdown.clone());
+    let (cleaner, clean_task) = outbox::Cleaner::new(
+        pool.clone(),
+        settings.outbox_sweep_interval(),
+        shutdown.clone(),
+    );
     let state = Arc::new(http::Shared {
         pool: pool.clone(),
         js: js.clone(),

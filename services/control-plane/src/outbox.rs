@@ -32,6 +32,9 @@ const SWEEP_BATCH: i64 = 100;
 const CLEAN_QUEUE: usize = 8192;
 /// Entries deleted per statement.
 const CLEAN_BATCH: usize = 512;
+/// How long the cleaner gathers entries before a delete of fewer than [`CLEAN_BATCH`]
+/// (at most half the sweep interval: the sweeper takes entries two intervals old).
+const MAX_CLEAN_LINGER: Duration = Duration::from_millis(100);
 
 /// Deletes published outbox entries in the background, in batches. Cheap to clone.
 #[derive(Clone)]
@@ -41,13 +44,16 @@ pub struct Cleaner {
 
 impl Cleaner {
     /// The handle and the task to spawn; the task deletes what is queued until
-    /// `shutdown`, then once more what was queued by then.
+    /// `shutdown`, then once more what was queued by then. `sweep_interval` is the
+    /// sweeper's, whose work the cleaner's must not overlap.
     pub fn new(
         pool: PgPool,
+        sweep_interval: Duration,
         shutdown: CancellationToken,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(CLEAN_QUEUE);
-        (Self { tx }, clean_loop(pool, rx, shutdown))
+        let linger = MAX_CLEAN_LINGER.min(sweep_interval / 2);
+        (Self { tx }, clean_loop(pool, rx, linger, shutdown))
     }
 
     /// Queues the delete of a published entry. Never waits: a full queue or a stopped
@@ -62,7 +68,12 @@ impl Cleaner {
     }
 }
 
-async fn clean_loop(pool: PgPool, mut rx: mpsc::Receiver<i64>, shutdown: CancellationToken) {
+async fn clean_loop(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<i64>,
+    linger: Duration,
+    shutdown: CancellationToken,
+) {
     let mut ids = Vec::with_capacity(CLEAN_BATCH);
     loop {
         let received = tokio::select! {
@@ -79,6 +90,18 @@ async fn clean_loop(pool: PgPool, mut rx: mpsc::Receiver<i64>, shutdown: Cancell
         };
         if received == 0 {
             return;
+        }
+        if ids.len() < CLEAN_BATCH {
+            // Under a light load every start would cost a delete (a commit) of its own,
+            // made while its run's first events go out; gathering for a moment makes it
+            // one commit for the starts of that moment.
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(linger) => {}
+            }
+            while let Ok(id) = rx.try_recv() {
+                ids.push(id);
+            }
         }
         delete(&pool, &mut ids).await;
     }

@@ -125,8 +125,9 @@ impl Setup {
         let body: Value = response.json().await.unwrap();
         let run_id: RunId = body["runId"].as_str().unwrap().parse().unwrap();
         // The publication runs beside the answer: run.queued is appended first, then
-        // the command is published. Wait for the command, so the log is where the
-        // publication leaves it.
+        // the command is published, then the outbox entry is deleted (with others, a
+        // moment later). Wait for all of it, so the log and the outbox are where the
+        // publication leaves them.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let commands = self.js.get_stream("RUN_COMMANDS").await.unwrap();
@@ -139,12 +140,18 @@ impl Setup {
                         .get(switchyard_contracts::subjects::HEADER_RUN_ID)
                         .is_some_and(|value| value.as_str() == run_id.to_string())
                 });
-            if published {
+            let in_outbox: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE run_id = $1")
+                    .bind(run_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .unwrap();
+            if published && in_outbox == 0 {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "run {run_id} never published"
+                "run {run_id} never published (command published: {published}, outbox entries: {in_outbox})"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
