@@ -86,8 +86,8 @@ enum ConsumeError {
 pub struct Projector {
     js: jetstream::Context,
     pool: PgPool,
-    /// Batches applied since the statements were last prepared.
-    batches_since_refresh: AtomicU32,
+    /// Batches applied (wrapping): every `REFRESH_PLANS_EVERY`th refreshes the plans.
+    batches_applied: AtomicU32,
 }
 
 impl Projector {
@@ -95,7 +95,7 @@ impl Projector {
         Self {
             js,
             pool,
-            batches_since_refresh: AtomicU32::new(0),
+            batches_applied: AtomicU32::new(0),
         }
     }
 
@@ -284,10 +284,11 @@ impl Projector {
     /// common case) is one statement, which matters when the machine is busy and every
     /// round trip to Postgres waits its turn.
     async fn apply(&self, updates: &[&Update]) -> Result<(), StoreError> {
-        if self.batches_since_refresh.fetch_add(1, Ordering::Relaxed) + 1
-            >= store::runs::REFRESH_PLANS_EVERY
+        let applied = self.batches_applied.fetch_add(1, Ordering::Relaxed);
+        if applied
+            .wrapping_add(1)
+            .is_multiple_of(store::runs::REFRESH_PLANS_EVERY)
         {
-            self.batches_since_refresh.store(0, Ordering::Relaxed);
             store::runs::refresh_plans(&mut *self.pool.acquire().await?).await?;
         }
         let mut by_run: Vec<&Update> = updates.to_vec();
