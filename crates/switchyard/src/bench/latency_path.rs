@@ -14,7 +14,8 @@
 //! the hub's feed), request validation and the resolution of defaults, and the run
 //! itself. What is left is what any implementation of the design pays from a start
 //! request to its first event: an HTTP request, a commit, a JetStream publish and a
-//! read on a second connection. Its percentiles bound the figure's from below.
+//! read on a second connection. Its percentiles, sampled on an idle machine like the
+//! figure's (see `latency::IDLE_BEFORE_SAMPLE`), bound the figure's from below.
 
 use super::reference_sse::BareServer;
 use super::samples::Percentiles;
@@ -36,11 +37,11 @@ use uuid::Uuid;
 
 pub(crate) const P50: (&str, &str) = (
     "raw_latency_path_p50_ms",
-    "raw latency path p50: a start request's commit, publish and first-event read, without Switchyard",
+    "raw latency path p50 (idle, paced like the figure): a start request's commit, publish and first-event read, without Switchyard",
 );
 pub(crate) const P99: (&str, &str) = (
     "raw_latency_path_p99_ms",
-    "raw latency path p99: a start request's commit, publish and first-event read, without Switchyard",
+    "raw latency path p99 (idle, paced like the figure): a start request's commit, publish and first-event read, without Switchyard",
 );
 
 const STREAM: &str = "BENCH_LATENCY_PATH";
