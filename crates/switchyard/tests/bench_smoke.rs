@@ -88,6 +88,26 @@ async fn the_quick_benchmark_reports_every_figure() {
             assert!((ratio - value / baseline).abs() <= 1e-9 * ratio.abs().max(1.0));
         }
     }
+
+    // The figures a raw path bounds name it, with its value; quick mode judges no goal,
+    // so not whether the bound reaches it either.
+    for (figure_name, bound_name) in [
+        ("runs_per_sec", "raw_run_path"),
+        ("first_event_latency_p50_ms", "raw_latency_path_p50_ms"),
+        ("sse_events_per_sec", "jetstream_event_path"),
+    ] {
+        let figure = figures
+            .iter()
+            .find(|f| f["name"] == figure_name)
+            .expect("figure");
+        let baseline = baselines
+            .iter()
+            .find(|b| b["name"] == bound_name)
+            .expect("baseline");
+        assert_eq!(figure["bound"]["name"], bound_name, "{figure}");
+        assert_eq!(figure["bound"]["value"], baseline["value"], "{figure}");
+        assert!(figure["bound"]["meets_goal"].is_null(), "{figure}");
+    }
 }
 
 #[tokio::test]

@@ -77,6 +77,31 @@ impl Goal {
     }
 }
 
+/// Whether `value`, at `ratio` of its baseline, reaches `goal` and `ratio_goal`.
+fn judge(goal: Goal, ratio_goal: Option<f64>, value: f64, ratio: Option<f64>) -> Option<bool> {
+    match (goal.met(value), ratio_goal) {
+        (met, None) => met,
+        (met, Some(ratio_goal)) => match (met, ratio.map(|r| r >= ratio_goal)) {
+            (Some(a), Some(b)) => Some(a && b),
+            (Some(false), None) => Some(false),
+            _ => None,
+        },
+    }
+}
+
+/// The raw path that bounds a figure: the design's own work for it with nothing of
+/// Switchyard, measured in the same run (a ceiling for rates, a floor for latencies).
+#[derive(Debug, Clone, Serialize)]
+pub struct Bound {
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: &'static str,
+    /// Whether the bound itself reaches the figure's goal (and ratio goal, against the
+    /// figure's baseline). When it does not, a figure missing the goal is explained by
+    /// it; `None` where no goal is judged.
+    pub meets_goal: Option<bool>,
+}
+
 /// The baseline a figure is compared with.
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineRef {
@@ -104,8 +129,61 @@ pub struct Figure {
     pub goal_text: &'static str,
     pub goal_met: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound: Option<Bound>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub not_measured: Option<String>,
     pub details: serde_json::Value,
+}
+
+impl Figure {
+    /// Records the raw path that bounds this figure and whether it reaches the goal.
+    /// A bound that was not measured is left out.
+    pub fn bind(&mut self, bound: &Baseline) {
+        let Some(value) = bound.value else {
+            return;
+        };
+        let ratio = self
+            .baseline
+            .as_ref()
+            .filter(|b| b.value > 0.0)
+            .map(|b| value / b.value);
+        self.bound = Some(Bound {
+            name: bound.name,
+            value,
+            unit: bound.unit,
+            meets_goal: judge(self.goal, self.ratio_goal, value, ratio),
+        });
+    }
+
+    /// No goal is judged (quick mode): neither the figure's nor its bound's.
+    pub fn unjudged(&mut self) {
+        self.goal_met = None;
+        if let Some(bound) = &mut self.bound {
+            bound.meets_goal = None;
+        }
+    }
+
+    /// The table's last column: met or not, and for a goal not met what its bound says.
+    fn verdict(&self) -> String {
+        match (self.goal_met, &self.bound) {
+            (Some(true), _) => "yes".to_owned(),
+            (Some(false), Some(bound)) if bound.meets_goal.is_some() => {
+                let says = if bound.meets_goal == Some(false) {
+                    "the bound misses it too"
+                } else {
+                    "its bound reaches it"
+                };
+                format!(
+                    "no — {says}: {} {} (`{}`)",
+                    number(bound.value),
+                    bound.unit,
+                    bound.name
+                )
+            }
+            (Some(false), _) => "no".to_owned(),
+            (None, _) => "—".to_owned(),
+        }
+    }
 }
 
 /// The static description of a figure; [`Spec::measured`] and [`Spec::not_measured`]
@@ -148,17 +226,7 @@ impl Spec {
             .as_ref()
             .filter(|b| b.value > 0.0)
             .map(|b| value / b.value);
-        let goal_met = match (self.goal.met(value), self.ratio_goal) {
-            (met, None) => met,
-            (met, Some(ratio_goal)) => {
-                let ratio_met = ratio.map(|r| r >= ratio_goal);
-                match (met, ratio_met) {
-                    (Some(a), Some(b)) => Some(a && b),
-                    (Some(false), None) => Some(false),
-                    _ => None,
-                }
-            }
-        };
+        let goal_met = judge(self.goal, self.ratio_goal, value, ratio);
         Figure {
             name: self.name,
             group: self.group,
@@ -171,6 +239,7 @@ impl Spec {
             ratio_goal: self.ratio_goal,
             goal_text: self.goal_text,
             goal_met,
+            bound: None,
             not_measured: None,
             details,
         }
@@ -189,6 +258,7 @@ impl Spec {
             ratio_goal: self.ratio_goal,
             goal_text: self.goal_text,
             goal_met: None,
+            bound: None,
             not_measured: Some(reason.into()),
             details: serde_json::Value::Null,
         }
@@ -232,15 +302,12 @@ impl Report {
             let ratio = figure
                 .ratio
                 .map_or_else(|| "—".to_owned(), |r| format!("{r:.3}"));
-            let met = match figure.goal_met {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "—",
-            };
             let _ = writeln!(
                 out,
-                "| {} | {value} | {baseline} | {ratio} | {} | {met} |",
-                figure.title, figure.goal_text
+                "| {} | {value} | {baseline} | {ratio} | {} | {} |",
+                figure.title,
+                figure.goal_text,
+                figure.verdict()
             );
         }
         out.push_str("\n| baseline | value |\n|---|---|\n");
@@ -299,6 +366,7 @@ pub fn number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const SPEC: Spec = Spec {
         name: "x",
@@ -331,6 +399,37 @@ mod tests {
         assert_eq!(too_few.goal_met, Some(false));
         let unknown = SPEC.measured(150.0, None, serde_json::Value::Null);
         assert_eq!(unknown.goal_met, None);
+    }
+
+    #[test]
+    fn a_goal_not_met_says_whether_its_bound_misses_it_too() {
+        let raw = Baseline::measured("raw", "Raw", 400.0, "ops/s", serde_json::Value::Null);
+        let mut figure = SPEC.measured(150.0, Some(&raw), serde_json::Value::Null);
+        let slow_path = Baseline::measured("path", "Path", 180.0, "ops/s", Value::Null);
+        figure.bind(&slow_path);
+        assert_eq!(figure.bound.as_ref().unwrap().meets_goal, Some(false));
+        assert_eq!(
+            figure.verdict(),
+            "no — the bound misses it too: 180 ops/s (`path`)"
+        );
+        // 250 ops/s reaches 100 but is 0.625× the raw 400: both goals hold.
+        figure.bind(&Baseline::measured(
+            "path",
+            "Path",
+            250.0,
+            "ops/s",
+            Value::Null,
+        ));
+        assert_eq!(figure.bound.as_ref().unwrap().meets_goal, Some(true));
+        assert!(figure.verdict().starts_with("no — its bound reaches it"));
+        figure.unjudged();
+        assert_eq!(figure.verdict(), "—");
+        assert_eq!(figure.bound.as_ref().unwrap().meets_goal, None);
+
+        let mut unmeasured = SPEC.measured(150.0, Some(&raw), Value::Null);
+        unmeasured.bind(&Baseline::not_measured("path", "Path", "ops/s", "x".into()));
+        assert!(unmeasured.bound.is_none());
+        assert_eq!(unmeasured.verdict(), "no");
     }
 
     #[test]
