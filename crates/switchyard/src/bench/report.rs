@@ -403,8 +403,8 @@ mod tests {
 
     #[test]
     fn a_goal_not_met_says_whether_its_bound_misses_it_too() {
-        let raw = Baseline::measured("raw", "Raw", 400.0, "ops/s", serde_json::Value::Null);
-        let mut figure = SPEC.measured(150.0, Some(&raw), serde_json::Value::Null);
+        let raw = Baseline::measured("raw", "Raw", 400.0, "ops/s", Value::Null);
+        let mut figure = SPEC.measured(150.0, Some(&raw), Value::Null);
         let slow_path = Baseline::measured("path", "Path", 180.0, "ops/s", Value::Null);
         figure.bind(&slow_path);
         assert_eq!(figure.bound.as_ref().unwrap().meets_goal, Some(false));
