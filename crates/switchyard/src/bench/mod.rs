@@ -200,8 +200,25 @@ impl Results {
     }
 
     fn baseline(&self, name: &str) -> Option<&Baseline> {
-        self.baselines.iter().find(|b| b.name == name)
+        named(&self.baselines, name)
     }
+
+    /// Ties each figure to the raw path that bounds it ([`BOUNDS`]), when measured.
+    fn bind_bounds(&mut self) {
+        for figure in &mut self.figures {
+            let bound = BOUNDS
+                .iter()
+                .find(|(figure_name, _)| *figure_name == figure.name)
+                .and_then(|(_, bound)| named(&self.baselines, bound));
+            if let Some(bound) = bound {
+                figure.bind(bound);
+            }
+        }
+    }
+}
+
+fn named<'a>(baselines: &'a [Baseline], name: &str) -> Option<&'a Baseline> {
+    baselines.iter().find(|b| b.name == name)
 }
 
 /// Runs the benchmark, prints nothing but progress (stderr), writes the JSON to
@@ -239,15 +256,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     progress("stopping the platform");
     platform.shutdown().await;
     let mut results = outcome?;
-    for figure in &mut results.figures {
-        let bound = BOUNDS
-            .iter()
-            .find(|(figure_name, _)| *figure_name == figure.name)
-            .and_then(|(_, bound)| results.baselines.iter().find(|b| b.name == *bound));
-        if let Some(bound) = bound {
-            figure.bind(bound);
-        }
-    }
+    results.bind_bounds();
 
     if options.quick {
         results.notes.push(
