@@ -14,7 +14,9 @@ pub mod workdirs;
 
 pub use binaries::CliLocator;
 pub use credentials::{Credentials, CredentialsError, MissingCredentials};
-pub use liveness::{Liveness, LivenessFailure, LivenessLimits, PauseGuard};
+pub use liveness::{
+    Liveness, LivenessFailure, LivenessLimits, PauseGuard, names_connection_failure,
+};
 pub use process::{CliCommand, CliProcess, SpawnError};
 pub use workdirs::{ConversationState, WorkDirs};
 

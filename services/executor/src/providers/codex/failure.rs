@@ -7,9 +7,12 @@
 //! (`{"httpConnectionFailed":{"httpStatusCode":401}}` and the other object forms) and
 //! often in the text ("unexpected status 401 Unauthorized: …"); codex rewrites the
 //! message of some 5xx ("We're currently experiencing high demand …"), so the status of
-//! the retries counts too.
+//! the retries counts too. A request that never reached the API (connection refused,
+//! no DNS: "Reconnecting... waiting for network", "Connection failed: error sending
+//! request", no status) is `provider_unreachable`.
 
 use super::protocol::{ErrorNotification, TurnError};
+use crate::cli::names_connection_failure;
 use serde_json::Value;
 use switchyard_contracts::FailureReason;
 
@@ -45,6 +48,8 @@ pub(crate) fn classify(
     }
     let reason = if primary.message.contains("Missing environment variable") {
         FailureReason::AuthMissing
+    } else if status.is_none() && kind.is_none() && is_connection_failure(primary) {
+        FailureReason::ProviderUnreachable
     } else {
         match (status, kind.as_deref()) {
             (Some(401 | 403), _) | (_, Some("unauthorized")) => FailureReason::AuthInvalid,
@@ -55,6 +60,17 @@ pub(crate) fn classify(
         }
     };
     (reason, detail)
+}
+
+/// Whether the error says the request never reached the model API (and carries no
+/// HTTP status that would say otherwise).
+pub(crate) fn is_connection_failure(error: &TurnError) -> bool {
+    http_status(error).is_none()
+        && (names_connection_failure(&error.message)
+            || error
+                .additional_details
+                .as_deref()
+                .is_some_and(names_connection_failure))
 }
 
 /// The HTTP status of an error: from `codexErrorInfo`'s object forms, else from the text.
@@ -174,6 +190,35 @@ mod tests {
             FailureReason::ProviderError
         );
         assert_eq!(classify(None, &[]).0, FailureReason::ProviderError);
+    }
+
+    #[test]
+    fn a_request_that_never_reached_the_api_is_provider_unreachable() {
+        let mut waiting = error(
+            "Reconnecting... waiting for network",
+            json!({"responseStreamDisconnected": {"httpStatusCode": null}}),
+            true,
+        );
+        waiting.error.additional_details = Some("Connection failed: error sending request".into());
+        assert!(is_connection_failure(&waiting.error));
+        let (reason, detail) = classify(None, std::slice::from_ref(&waiting));
+        assert_eq!(reason, FailureReason::ProviderUnreachable);
+        assert!(detail.contains("error sending request"), "{detail}");
+        // An answer with a status reached the API, whatever the words.
+        let refused = error(
+            "unexpected status 502 Bad Gateway: upstream connection refused",
+            Value::Null,
+            false,
+        );
+        assert!(!is_connection_failure(&refused.error));
+        assert_eq!(classify(None, &[refused]).0, FailureReason::ProviderError);
+        let cut = error(
+            "stream disconnected before completion: stream closed before response.completed",
+            json!({"responseStreamDisconnected": {"httpStatusCode": null}}),
+            false,
+        );
+        assert!(!is_connection_failure(&cut.error));
+        assert_eq!(classify(None, &[cut]).0, FailureReason::ProviderError);
     }
 
     #[test]

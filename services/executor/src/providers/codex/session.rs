@@ -14,7 +14,7 @@ use super::protocol::{
     self, CommandApproval, FileChangeApproval, Incoming, METHOD_NOT_FOUND, ThreadResult,
     TurnEnvelope, TurnStatus, server_requests,
 };
-use super::translate::Translator;
+use super::translate::{ApiContact, Translator};
 use crate::cli::{CliCommand, CliEnv, CliProcess, Liveness, LivenessFailure};
 use crate::provider::{ProviderOutcome, RunContext};
 use futures::StreamExt as _;
@@ -188,7 +188,16 @@ impl Session {
         if let Some(usage) = self.translator.take_usage() {
             let _ = ctx.events.emit(RunEventKind::Usage(usage)).await;
         }
+        let stopped = outcome == ProviderOutcome::Stopped;
+        if stopped {
+            // Left before the shutdown too: the supervisor may abort us during it.
+            ctx.report_evidence(self.evidence(None));
+        }
         self.shut_down().await;
+        if stopped {
+            let exit_code = self.process.try_wait().flatten();
+            ctx.report_evidence(self.evidence(exit_code));
+        }
         tracing::info!(run_id = %ctx.command.run_id, outcome = ?outcome_name(&outcome), "codex run ended");
         outcome
     }
@@ -212,7 +221,6 @@ impl Session {
                     let Some(line) = line else {
                         return End::Outcome(self.exited_early().await);
                     };
-                    self.liveness.activity();
                     match self.handle_line(ctx, &line, &mut asks).await {
                         Ok(None) => {}
                         Ok(Some(end)) => return end,
@@ -251,18 +259,34 @@ impl Session {
         let message = match Incoming::parse(line) {
             Ok(message) => message,
             Err(error) => {
+                self.liveness.activity();
                 tracing::debug!(run_id = %ctx.command.run_id, %error, "app-server line not understood");
                 return Ok(None);
             }
         };
+
         match message {
-            Incoming::Response { id, outcome } => self.response(ctx, &id, outcome).await,
+            Incoming::Response { id, outcome } => {
+                self.liveness.activity();
+                self.response(ctx, &id, outcome).await
+            }
             Incoming::Request { id, method, params } => {
+                self.liveness.activity();
                 self.server_request(ctx, id, &method, &params, asks).await;
                 Ok(None)
             }
             Incoming::Notification { method, params } => {
                 let translated = self.translator.notification(&method, &params);
+                match translated.api_contact {
+                    // "Reconnecting... waiting for network" is no sign of life: codex
+                    // repeats it for ever while the model API cannot be connected to.
+                    Some(ApiContact::Unreachable) => self.liveness.unreachable(),
+                    Some(ApiContact::Answered) => {
+                        self.liveness.reachable();
+                        self.liveness.activity();
+                    }
+                    None => self.liveness.activity(),
+                }
                 if translated.model_output {
                     self.liveness.output_seen();
                 }
@@ -577,6 +601,11 @@ impl Session {
         // The last retry notice says what codex was waiting for.
         if let Some(last) = self.translator.errors().last() {
             detail = format!("{detail}; last codex error: {}", last.error.message);
+            if let Some(details) = last.error.additional_details.as_deref()
+                && !details.is_empty()
+            {
+                detail = format!("{detail} ({details})");
+            }
         }
         self.failed(failure.reason(), detail, None)
     }
@@ -594,16 +623,21 @@ impl Session {
         ProviderOutcome::Failed {
             reason,
             detail: self.env.credentials.redact(&detail),
-            evidence: Evidence {
-                stderr_tail: self
-                    .process
-                    .stderr_tail()
-                    .iter()
-                    .map(|line| strip_ansi(line))
-                    .collect(),
-                raw_lines: self.raw.iter().cloned().collect(),
-                exit_code,
-            },
+            evidence: self.evidence(exit_code),
+        }
+    }
+
+    /// The stderr tail and the last protocol lines (both redacted).
+    fn evidence(&self, exit_code: Option<i32>) -> Evidence {
+        Evidence {
+            stderr_tail: self
+                .process
+                .stderr_tail()
+                .iter()
+                .map(|line| strip_ansi(line))
+                .collect(),
+            raw_lines: self.raw.iter().cloned().collect(),
+            exit_code,
         }
     }
 

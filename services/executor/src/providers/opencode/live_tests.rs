@@ -134,6 +134,7 @@ impl Live {
             human_loop,
             stop: stop.clone(),
             session_id: session.clone(),
+            evidence: Default::default(),
         };
         let log = self.log.clone();
         let watcher = tokio::spawn({

@@ -160,6 +160,10 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         exit_code: None,
     };
     let end = server.session().await;
+    if end == End::Stopped {
+        // Left before the signals too: the supervisor may abort us meanwhile.
+        ctx.report_evidence(server.evidence());
+    }
     server.process.terminate(env.stop_grace).await;
     match &end {
         End::Failed { reason, .. } => {
@@ -169,20 +173,17 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
     }
     match end {
         End::Succeeded => ProviderOutcome::Succeeded,
-        End::Stopped => ProviderOutcome::Stopped,
+        End::Stopped => {
+            if server.exit_code.is_none() {
+                server.exit_code = server.process.try_wait().flatten();
+            }
+            ctx.report_evidence(server.evidence());
+            ProviderOutcome::Stopped
+        }
         End::Failed { reason, detail } => ProviderOutcome::Failed {
             reason,
             detail: server.raw.redact(&detail),
-            evidence: Evidence {
-                stderr_tail: server
-                    .process
-                    .stderr_tail()
-                    .iter()
-                    .map(|line| server.raw.redact(line))
-                    .collect(),
-                raw_lines: server.raw.lines(),
-                exit_code: server.exit_code,
-            },
+            evidence: server.evidence(),
         },
     }
 }
@@ -273,6 +274,20 @@ struct Server<'a> {
 }
 
 impl Server<'_> {
+    /// The stderr tail and the last raw lines (both redacted), and the exit code.
+    fn evidence(&self) -> Evidence {
+        Evidence {
+            stderr_tail: self
+                .process
+                .stderr_tail()
+                .iter()
+                .map(|line| self.raw.redact(line))
+                .collect(),
+            raw_lines: self.raw.lines(),
+            exit_code: self.exit_code,
+        }
+    }
+
     /// Awaits `work` under [`guard`].
     async fn watch<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Halt> {
         guard(
@@ -308,13 +323,12 @@ impl Server<'_> {
     }
 
     /// A liveness limit ran out. No output while a model request is under way means the
-    /// model API hung (connection, headers or a stalled stream): a timeout, not a turn
-    /// without output.
+    /// model API never answered: `provider_no_output`, as on every provider.
     fn expired(&self, failure: LivenessFailure, model_called: bool) -> End {
         let detail = self.liveness.describe(failure);
         match failure {
             LivenessFailure::FirstOutput if model_called => End::failed(
-                FailureReason::Timeout,
+                failure.reason(),
                 format!("the model API did not answer: {detail}"),
             ),
             failure => End::failed(failure.reason(), detail),
