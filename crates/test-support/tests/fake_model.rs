@@ -293,7 +293,11 @@ async fn a_cut_stream_ends_mid_answer_without_its_finish() {
         .filter_map(|c| c.pointer("/choices/0/delta/content")?.as_str())
         .collect();
     assert_eq!(text, cut_text);
-    assert_eq!(chunks.len(), 3, "a role chunk and two content chunks: {chunks:?}");
+    assert_eq!(
+        chunks.len(),
+        3,
+        "a role chunk and two content chunks: {chunks:?}"
+    );
     assert!(
         chunks
             .iter()
@@ -350,7 +354,13 @@ async fn an_unreachable_model_api_refuses_connections() {
         .expect_err("nothing listens");
     assert!(error.is_connect(), "{error:?}");
     assert!(started.elapsed() < HTTP_LIMIT);
-    let port: u16 = unreachable.url().rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = unreachable
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
         std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
         "the reserved port can be taken by another listener"

@@ -136,7 +136,11 @@ pub(super) fn script(model: &str, reply: &Reply) -> Script {
         }
         Reply::Empty => ("end_turn", 0),
         Reply::Cut => {
-            push_text_head(&mut script, CUT_DELTAS.map(str::to_owned).to_vec(), Duration::ZERO);
+            push_text_head(
+                &mut script,
+                CUT_DELTAS.map(str::to_owned).to_vec(),
+                Duration::ZERO,
+            );
             // No content_block_stop, message_delta or message_stop.
             return script;
         }

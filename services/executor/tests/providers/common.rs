@@ -246,6 +246,7 @@ impl ProviderHarness {
                 handshake_ms: 60_000,
                 first_output_ms: 30_000,
                 inactivity_ms: 30_000,
+                unreachable_ms: 10_000,
             },
             workspace_cleanup: WorkspaceCleanup::Keep,
             ..ExecutorSettings::default()
