@@ -158,6 +158,48 @@ async fn a_declined_command_does_not_run_and_the_turn_goes_on() {
     assert!(finished.final_text().contains(FINAL_MARKER));
 }
 
+/// The v2 approval answer has no field for a message: the adapter steers it into the
+/// running turn, and the model's next request holds it next to the declined call.
+#[tokio::test]
+async fn a_declined_commands_message_reaches_the_model() {
+    const REASON: &str = "DENY_REASON_7f3a: write notes.txt instead";
+    let harness = ProviderHarness::start().await;
+    let spec = codex(&harness, "Create hello.txt please").option("approvalPolicy", "untrusted");
+    let run_id = harness.dispatch(&spec).await;
+    // The first ask is declined with the message, any later one without.
+    let mut first = true;
+    let finished = harness
+        .drive_with(run_id, |_| {
+            let message = std::mem::take(&mut first).then(|| REASON.to_owned());
+            (HumanLoopDecision::Deny, message)
+        })
+        .await;
+    assert_eq!(
+        finished.completed().status,
+        TerminalStatus::Succeeded,
+        "{}",
+        finished.json()
+    );
+    assert_eq!(tool_status(&finished), Some(ToolStatus::Declined));
+    assert!(!finished.workspace().join(TOOL_FILE).exists());
+    // The request right after the decline holds the declined call's result and the
+    // message.
+    let requests = harness.fake.requests_for("/v1/responses");
+    let after = requests
+        .iter()
+        .find(|r| r.tool_result_count() >= 1)
+        .unwrap_or_else(|| panic!("no request after the decline: {} requests", requests.len()));
+    assert!(after.body_text().contains(REASON), "{}", after.body_text());
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.body_text().contains(REASON))
+            .count(),
+        requests.len() - 1,
+        "every request after the decline carries the message once it is in the history"
+    );
+}
+
 #[tokio::test]
 async fn an_approved_patch_is_a_file_change() {
     let harness = ProviderHarness::start().await;

@@ -363,6 +363,16 @@ impl ProviderHarness {
         run_id: RunId,
         mut decide: impl FnMut(&HumanLoopRequested) -> HumanLoopDecision,
     ) -> Finished {
+        self.drive_with(run_id, |request| (decide(request), None))
+            .await
+    }
+
+    /// [`drive`](Self::drive), answering each request with a decision and a message.
+    pub(crate) async fn drive_with(
+        &self,
+        run_id: RunId,
+        mut answer: impl FnMut(&HumanLoopRequested) -> (HumanLoopDecision, Option<String>),
+    ) -> Finished {
         let mut events = Vec::new();
         let mut asked = Vec::new();
         let read = async {
@@ -371,9 +381,16 @@ impl ProviderHarness {
                 let event = stored.unwrap().decode().unwrap();
                 let terminal = event.is_terminal();
                 if let RunEventKind::HumanLoopRequested(request) = &event.kind {
-                    let decision = decide(request);
+                    let (decision, message) = answer(request);
                     let reply = self
-                        .reply(run_id, Some(request.request_id.clone()), decision)
+                        .control(
+                            run_id,
+                            &ControlRequest::HumanLoopReply {
+                                request_id: Some(request.request_id.clone()),
+                                decision,
+                                message,
+                            },
+                        )
                         .await;
                     assert_eq!(reply.outcome, ControlOutcome::Accepted, "{reply:?}");
                     asked.push(request.clone());

@@ -121,6 +121,7 @@ pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
         next_id: 1,
         phase: Phase::Initializing,
         stopping: false,
+        steers: Vec::new(),
     };
     session.drive(ctx).await
 }
@@ -137,7 +138,13 @@ enum Phase {
 }
 
 /// A human's answer to a server request, ready to be sent.
-type Answer = (Value, ApprovalStyle, bool);
+struct Answer {
+    id: Value,
+    style: ApprovalStyle,
+    approved: bool,
+    /// What the human said with the answer (a decline's reason), if anything.
+    message: Option<String>,
+}
 
 /// How an approval is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,12 +156,18 @@ enum ApprovalStyle {
 }
 
 impl ApprovalStyle {
-    fn decision(self, approved: bool) -> &'static str {
-        match (self, approved) {
-            (ApprovalStyle::Current, true) => "accept",
-            (ApprovalStyle::Current, false) => "decline",
-            (ApprovalStyle::Legacy, true) => "approved",
-            (ApprovalStyle::Legacy, false) => "denied",
+    /// The `decision` of the answer. v1 carries a decline's message in the decision
+    /// itself (`{"denied": {"rejection": …}}`); v2 has no place for it (see
+    /// [`Session::answer`]).
+    fn decision(self, approved: bool, message: Option<&str>) -> Value {
+        match (self, approved, message) {
+            (ApprovalStyle::Current, true, _) => json!("accept"),
+            (ApprovalStyle::Current, false, _) => json!("decline"),
+            (ApprovalStyle::Legacy, true, _) => json!("approved"),
+            (ApprovalStyle::Legacy, false, Some(message)) => {
+                json!({"denied": {"rejection": message}})
+            }
+            (ApprovalStyle::Legacy, false, None) => json!("denied"),
         }
     }
 }
@@ -176,6 +189,8 @@ struct Session {
     next_id: u64,
     phase: Phase,
     stopping: bool,
+    /// Ids of the `turn/steer` requests that carry a decline's message.
+    steers: Vec<u64>,
 }
 
 impl Session {
@@ -241,9 +256,7 @@ impl Session {
                     tracing::info!(run_id = %ctx.command.run_id, "no turn/completed after turn/interrupt");
                     return End::Outcome(ProviderOutcome::Stopped);
                 }
-                Some((id, style, approved)) = asks.next(), if !asks.is_empty() => {
-                    self.send(&protocol::result(&id, json!({"decision": style.decision(approved)}))).await;
-                }
+                Some(answer) = asks.next(), if !asks.is_empty() => self.answer(answer).await,
             }
         }
     }
@@ -389,6 +402,24 @@ impl Session {
                     error.message
                 )))),
             },
+            _ if id.is_some_and(|id| self.steers.contains(&id)) => {
+                if let Err(error) = outcome {
+                    tracing::warn!(run_id = %ctx.command.run_id, error = %error.message, "codex refused the decline's message");
+                    self.emit(
+                        ctx,
+                        RunEventKind::Diagnostic(Diagnostic {
+                            level: DiagnosticLevel::Warn,
+                            message: format!(
+                                "codex refused the message of a declined request (turn/steer: {}); the model did not see it",
+                                error.message
+                            ),
+                            raw: None,
+                        }),
+                    )
+                    .await?;
+                }
+                Ok(None)
+            }
             // `turn/interrupt` answers and anything late.
             _ => Ok(None),
         }
@@ -548,8 +579,44 @@ impl Session {
         asks.push(Box::pin(async move {
             let _paused = liveness.pause();
             let answer = human_loop.ask(kind, prompt, details).await;
-            (id, style, answer.approved())
+            Answer {
+                id,
+                style,
+                approved: answer.approved(),
+                message: answer.message.filter(|m| !m.trim().is_empty()),
+            }
         }));
+    }
+
+    /// Sends a human's answer. The v2 approval answer has no field for a decline's
+    /// message, so the message goes to the model as input steered into the running
+    /// turn (`turn/steer`), sent before the decline: codex then hands the model the
+    /// declined call's result and the message in the same next request.
+    async fn answer(&mut self, answer: Answer) {
+        let Answer {
+            id,
+            style,
+            approved,
+            message,
+        } = answer;
+        if let (ApprovalStyle::Current, false, Some(message)) = (style, approved, &message)
+            && let (Some(thread_id), Some(turn_id)) =
+                (self.translator.thread_id(), self.translator.turn_id())
+        {
+            let text = format!("The user declined that request: {message}");
+            let params = json!({
+                "threadId": thread_id,
+                "expectedTurnId": turn_id,
+                "input": [{"type": "text", "text": text}],
+            });
+            let steer_id = self.take_id();
+            self.steers.push(steer_id);
+            self.send(&protocol::request(steer_id, "turn/steer", params))
+                .await;
+        }
+        let decision = style.decision(approved, message.as_deref());
+        self.send(&protocol::result(&id, json!({ "decision": decision })))
+            .await;
     }
 
     /// The outcome of our turn's `turn/completed`.
