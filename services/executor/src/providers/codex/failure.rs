@@ -7,7 +7,7 @@
 //! (`{"httpConnectionFailed":{"httpStatusCode":401}}` and the other object forms) and
 //! often in the text ("unexpected status 401 Unauthorized: …"); codex rewrites the
 //! message of some 5xx ("We're currently experiencing high demand …"), so the status of
-//! the retries counts too. A request that never reached the API (connection refused,
+//! the retries counts too, and the detail names the status whenever one is known. A request that never reached the API (connection refused,
 //! no DNS: "Reconnecting... waiting for network", "Connection failed: error sending
 //! request", no status) is `provider_unreachable`.
 
@@ -46,6 +46,22 @@ pub(crate) fn classify(
         status = status.or_else(|| http_status(error));
         kind = kind.or_else(|| info_kind(error));
     }
+    // Codex answers a 500 with its own words ("We're currently experiencing high
+    // demand …"): the status is left only in `codexErrorInfo`, and the server's own
+    // message is dropped (codex 0.169 prints it nowhere, not even in its debug log).
+    let withheld = kind.as_deref() == Some("internalServerError");
+    let status = status.or(withheld.then_some(500));
+    let detail = match status {
+        Some(code) if !detail.contains(&code.to_string()) => {
+            let note = if withheld {
+                "; codex does not pass on the server's message"
+            } else {
+                ""
+            };
+            format!("the model API answered HTTP {code}: {detail}{note}")
+        }
+        _ => detail,
+    };
     let reason = if primary.message.contains("Missing environment variable") {
         FailureReason::AuthMissing
     } else if status.is_none() && kind.is_none() && is_connection_failure(primary) {
@@ -143,8 +159,39 @@ mod tests {
             );
             let (reason, detail) = classify(Some(&last.error), std::slice::from_ref(&last));
             assert_eq!(reason, expected, "status {code}");
-            assert_eq!(detail, "boom");
+            assert_eq!(detail, format!("the model API answered HTTP {code}: boom"));
         }
+    }
+
+    #[test]
+    fn a_500_names_its_status_though_codex_rewrote_its_message() {
+        let retry = error(
+            "Reconnecting... 1/1",
+            json!({"responseStreamDisconnected": {"httpStatusCode": null}}),
+            true,
+        );
+        let last = error(
+            "We’re currently experiencing high demand, which may cause temporary errors.",
+            json!("internalServerError"),
+            false,
+        );
+        let (reason, detail) = classify(Some(&last.error), &[retry, last.clone()]);
+        assert_eq!(reason, FailureReason::ProviderError);
+        assert!(
+            detail.starts_with("the model API answered HTTP 500: We’re currently"),
+            "{detail}"
+        );
+        assert!(detail.contains("server's message"), "{detail}");
+        // A message that names its status already is left as it is.
+        let text = error(
+            "unexpected status 502 Bad Gateway: upstream down",
+            Value::Null,
+            false,
+        );
+        assert_eq!(
+            classify(None, &[text]).1,
+            "unexpected status 502 Bad Gateway: upstream down"
+        );
     }
 
     #[test]
