@@ -10,5 +10,6 @@ mod claude;
 mod codex;
 mod common;
 mod conversations;
+mod faults;
 mod missing_binary;
 mod opencode;

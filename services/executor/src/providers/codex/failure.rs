@@ -9,7 +9,8 @@
 //! message of some 5xx ("We're currently experiencing high demand …"), so the status of
 //! the retries counts too, and the detail names the status whenever one is known. A request that never reached the API (connection refused,
 //! no DNS: "Reconnecting... waiting for network", "Connection failed: error sending
-//! request", no status) is `provider_unreachable`.
+//! request", no status) is `provider_unreachable`; a stream that went silent until
+//! codex's idle timeout ("idle timeout waiting for SSE") is `timeout`.
 
 use super::protocol::{ErrorNotification, TurnError};
 use crate::cli::names_connection_failure;
@@ -66,6 +67,10 @@ pub(crate) fn classify(
         FailureReason::AuthMissing
     } else if status.is_none() && kind.is_none() && is_connection_failure(primary) {
         FailureReason::ProviderUnreachable
+    } else if status.is_none() && is_idle_timeout(primary) {
+        // A stream that started and went silent (codex's stream idle timeout applies
+        // only once the headers arrived): the inactivity fault.
+        FailureReason::Timeout
     } else {
         match (status, kind.as_deref()) {
             (Some(401 | 403), _) | (_, Some("unauthorized")) => FailureReason::AuthInvalid,
@@ -87,6 +92,13 @@ pub(crate) fn is_connection_failure(error: &TurnError) -> bool {
                 .additional_details
                 .as_deref()
                 .is_some_and(names_connection_failure))
+}
+
+/// Whether the error is codex's stream idle timeout ("idle timeout waiting for SSE"):
+/// a stream that started and went silent.
+pub(crate) fn is_idle_timeout(error: &TurnError) -> bool {
+    let says = |text: &str| text.contains("idle timeout");
+    says(&error.message) || error.additional_details.as_deref().is_some_and(says)
 }
 
 /// The HTTP status of an error: from `codexErrorInfo`'s object forms, else from the text.
@@ -266,6 +278,19 @@ mod tests {
         );
         assert!(!is_connection_failure(&cut.error));
         assert_eq!(classify(None, &[cut]).0, FailureReason::ProviderError);
+    }
+
+    #[test]
+    fn a_stream_that_went_silent_is_a_timeout() {
+        let idle = error(
+            "stream disconnected before completion: idle timeout waiting for SSE",
+            json!({"responseStreamDisconnected": {"httpStatusCode": null}}),
+            false,
+        );
+        assert_eq!(
+            classify(None, std::slice::from_ref(&idle)).0,
+            FailureReason::Timeout
+        );
     }
 
     #[test]

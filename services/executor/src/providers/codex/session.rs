@@ -59,12 +59,18 @@ pub(crate) fn app_server_args() -> Vec<String> {
 
 /// Runs one run to its end.
 pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
-    let options = match CodexOptions::from_command(&ctx.command) {
+    let mut options = match CodexOptions::from_command(&ctx.command) {
         Ok(options) => options,
         Err(invalid) => {
             return ProviderOutcome::failed(FailureReason::ProviderError, invalid.to_string());
         }
     };
+    let limits = env.liveness.with_overrides(&ctx.command.provider_options);
+    let stream_bound = [limits.first_output, limits.inactivity]
+        .into_iter()
+        .filter(|limit| !limit.is_zero())
+        .min();
+    options.fit_stream_idle_timeout(&ctx.command.provider_options, stream_bound);
     let (program, credentials) = match env.preflight(PROGRAM, &options.credential_env) {
         Ok(ready) => (ready.program, ready.credentials),
         Err(outcome) => return outcome,
@@ -298,6 +304,9 @@ impl Session {
                         self.liveness.reachable();
                         self.liveness.activity();
                     }
+                    // The stream had started: the model answered, and the silence is
+                    // the inactivity fault, as on the other providers.
+                    Some(ApiContact::StreamWentSilent) => self.liveness.output_seen(),
                     None => self.liveness.activity(),
                 }
                 if translated.model_output {

@@ -18,6 +18,7 @@
 //! methods added in later versions …) produces nothing. Notifications about another
 //! thread (sub-agents) are ignored.
 
+use super::failure;
 use super::protocol::{
     ErrorNotification, ItemDelta, ItemEnvelope, TokenUsageBreakdown, TokenUsageUpdated, Turn,
     TurnEnvelope,
@@ -69,6 +70,9 @@ pub(crate) enum ApiContact {
     Unreachable,
     /// The API answered (with an error status, or a stream that broke).
     Answered,
+    /// A response stream started and then went silent until codex's stream idle
+    /// timeout (which applies only once the headers arrived): the model answered.
+    StreamWentSilent,
 }
 
 /// The state of one turn's translation.
@@ -210,12 +214,13 @@ impl Translator {
                     {
                         message = format!("{message} ({details})");
                     }
-                    out.api_contact =
-                        Some(if super::failure::is_connection_failure(&error.error) {
-                            ApiContact::Unreachable
-                        } else {
-                            ApiContact::Answered
-                        });
+                    out.api_contact = Some(if failure::is_connection_failure(&error.error) {
+                        ApiContact::Unreachable
+                    } else if failure::is_idle_timeout(&error.error) {
+                        ApiContact::StreamWentSilent
+                    } else {
+                        ApiContact::Answered
+                    });
                     out.events.push(RunEventKind::Diagnostic(Diagnostic {
                         level: if error.will_retry {
                             DiagnosticLevel::Warn

@@ -346,7 +346,6 @@ impl Server<'_> {
         if let Err(end) = self.guarded("before answering", health).await {
             return end;
         }
-        self.liveness.handshake_done();
         tracing::debug!("opencode server answers");
 
         let mut events = match self.subscribe(None).await {
@@ -378,6 +377,9 @@ impl Server<'_> {
             Ok(Err(error)) => return self.api_failed("prompting the session", error),
             Err(end) => return end,
         }
+        // The handshake ends with the prompt accepted: the first-output limit measures
+        // the model, not the server's start-up (slow on a loaded machine).
+        self.liveness.handshake_done();
         self.turn(&mut events, &session_id, since_ms).await
     }
 

@@ -15,6 +15,7 @@
 //! | reasoning part deltas / updates | `reasoning.delta` |
 //! | tool part `running` / growing `metadata.output` / `completed` / `error` | `tool.started` / `tool.output` / `tool.completed` |
 //! | completed `write` / `edit` / `multiedit` tool | `file.changed` |
+//! | `step-start` part | nothing (the driver counts it as the model's first output, see [`Translator::starts_model_stream`]) |
 //! | `step-finish` part tokens | `usage` (one per model call) |
 //! | `step-finish` part with reason `unknown` (the model's stream ended without a finish reason, and opencode calls the model again) | [`Step::Retry`] |
 //! | `permission.asked` | [`Step::Ask`] |
@@ -394,6 +395,19 @@ impl Translator {
     /// Whether the event concerns this run's session (for liveness).
     pub(crate) fn concerns_session(&self, event: &Value) -> bool {
         session_of(event) == Some(self.session_id.as_str())
+    }
+
+    /// Whether the event says a model response stream started (a `step-start` part of
+    /// this session): the model answered, which counts as its first output for
+    /// liveness, so that a stream that then goes silent is an inactivity `timeout`
+    /// as on the other providers, not a model that never answered.
+    pub(crate) fn starts_model_stream(&self, event: &Value) -> bool {
+        event.get("type").and_then(Value::as_str) == Some("message.part.updated")
+            && self.concerns_session(event)
+            && event
+                .pointer("/properties/part/type")
+                .and_then(Value::as_str)
+                == Some("step-start")
     }
 
     /// A human denied the permission of this tool call: its failure is a decline.
@@ -1158,6 +1172,20 @@ mod tests {
             ),
             Some(FailureReason::ProviderUnreachable)
         );
+    }
+
+    #[test]
+    fn a_step_start_of_the_session_starts_the_model_stream() {
+        let translator = Translator::new("ses_1", None);
+        let part = |session: &str, kind: &str| {
+            json!({"type": "message.part.updated", "properties": {"sessionID": session, "part": {
+                "id": "prt_1", "messageID": "msg_a", "sessionID": session, "type": kind
+            }}})
+        };
+        assert!(translator.starts_model_stream(&part("ses_1", "step-start")));
+        assert!(!translator.starts_model_stream(&part("ses_other", "step-start")));
+        assert!(!translator.starts_model_stream(&part("ses_1", "step-finish")));
+        assert!(!translator.starts_model_stream(&json!({"type": "session.idle"})));
     }
 
     #[test]

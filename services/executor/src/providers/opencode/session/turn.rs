@@ -82,7 +82,9 @@ impl Server<'_> {
                         if let Some(kind) = translate::unfamiliar_type(&event) {
                             tracing::debug!(event_type = %self.raw.redact(&api::shorten(kind, 80)), "unfamiliar opencode event (kept as evidence)");
                         }
-                        if turn.translator.concerns_session(&event) {
+                        if turn.translator.starts_model_stream(&event) {
+                            self.liveness.output_seen();
+                        } else if turn.translator.concerns_session(&event) {
                             self.liveness.activity();
                         }
                         let steps = turn.translator.handle(&event);

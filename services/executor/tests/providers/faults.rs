@@ -1,0 +1,270 @@
+//! One fault, one reason, whichever provider: every model API fault the fake model can
+//! play, driven through each real CLI (`codex-app-server`, `claude-code`, `opencode`)
+//! at once. A run must end with the fault's reason (the table in
+//! `docs/reliability.md`, "Faults and reasons"), with evidence, within a bound, and
+//! leave no process behind.
+//!
+//! Only the faults no CLI ends by itself get short liveness limits (hang, stall,
+//! unreachable); the others must end on the CLI's own account, so their runs keep the
+//! harness's generous limits and a limit firing early shows up as a wrong reason.
+
+use crate::common::{Finished, ProviderHarness, RunSpec, require_cli, wait_no_process_mentioning};
+use futures::StreamExt as _;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+use switchyard_contracts::FailureReason;
+use switchyard_contracts::event::TerminalStatus;
+use switchyard_test_support::fake_model::Unreachable;
+
+/// Longest a faulty run may take from dispatch to `run.completed`, with
+/// [`CONCURRENT_RUNS`] runs sharing two loaded cores.
+const FAULT_BOUND: Duration = Duration::from_secs(110);
+
+/// How many runs of the matrix are under way at once: all 21 at once start seven
+/// opencode servers together, which a loaded 2-core machine does not start in time.
+const CONCURRENT_RUNS: usize = 9;
+
+const PROVIDERS: [&str; 3] = ["codex-app-server", "claude-code", "opencode"];
+
+/// A misbehaving model API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The request gets no response headers at all.
+    Hang,
+    /// Headers and the stream's first event, then silence.
+    Stall,
+    /// A text answer whose stream closes before its finish (no finish reason, no
+    /// `[DONE]`, no `response.completed`, no `message_stop`).
+    Cut,
+    /// Connection refused.
+    Unreachable,
+    E401,
+    E429,
+    E500,
+}
+
+const FAULTS: [Fault; 7] = [
+    Fault::Hang,
+    Fault::Stall,
+    Fault::Cut,
+    Fault::Unreachable,
+    Fault::E401,
+    Fault::E429,
+    Fault::E500,
+];
+
+impl Fault {
+    /// The reason every provider must end the run with.
+    fn reason(self) -> FailureReason {
+        match self {
+            Fault::Hang => FailureReason::ProviderNoOutput,
+            Fault::Stall => FailureReason::Timeout,
+            Fault::Cut | Fault::E500 => FailureReason::ProviderError,
+            Fault::Unreachable => FailureReason::ProviderUnreachable,
+            Fault::E401 => FailureReason::AuthInvalid,
+            Fault::E429 => FailureReason::RateLimited,
+        }
+    }
+
+    /// The fake model's marker (an unreachable API never sees the prompt).
+    fn prompt(self) -> &'static str {
+        match self {
+            Fault::Hang => "SCN_HANG hi",
+            Fault::Stall => "SCN_STALL hi",
+            Fault::Cut => "SCN_CUT hi",
+            Fault::Unreachable => "hi",
+            Fault::E401 => "SCN_E401 hi",
+            Fault::E429 => "SCN_E429 hi",
+            Fault::E500 => "SCN_E500 hi",
+        }
+    }
+
+    /// The liveness limits (ms): short ones end the faults no CLI ends by itself, and
+    /// the first-output limit is long for every other fault, because opencode can take
+    /// half a minute from the prompt to its first model call when several of them start
+    /// on two loaded cores, and that limit must not decide those runs.
+    fn limits(self) -> &'static [(&'static str, u64)] {
+        const PATIENT: (&str, u64) = ("firstOutputTimeoutMs", 90_000);
+        match self {
+            Fault::Hang => &[("firstOutputTimeoutMs", 10_000)],
+            Fault::Stall => &[PATIENT, ("inactivityTimeoutMs", 8_000)],
+            Fault::Unreachable => &[PATIENT, ("unreachableTimeoutMs", 4_000)],
+            _ => &[PATIENT],
+        }
+    }
+}
+
+/// Where a run's CLI finds its model API.
+enum ModelApi<'a> {
+    Fake,
+    Refusing(&'a Unreachable),
+}
+
+/// The run of `fault` on `provider`, its CLI pointed at the model API. The one place
+/// this file says how a CLI is pointed at a model API.
+fn spec(harness: &ProviderHarness, provider: &str, fault: Fault, api: &ModelApi<'_>) -> RunSpec {
+    let (program, credential) = match provider {
+        "codex-app-server" => ("codex", "OPENAI_API_KEY"),
+        "claude-code" => ("claude", "ANTHROPIC_API_KEY"),
+        _ => ("opencode", "OPENAI_API_KEY"),
+    };
+    require_cli(program);
+    // Claude takes the Anthropic base (it adds `/v1/messages`), the others an OpenAI one.
+    let base_url = match (api, provider) {
+        (ModelApi::Fake, "claude-code") => harness.fake.url(),
+        (ModelApi::Fake, _) => harness.fake.openai_url(),
+        (ModelApi::Refusing(refusing), "claude-code") => refusing.url(),
+        (ModelApi::Refusing(refusing), _) => refusing.openai_url(),
+    };
+    let mut spec = RunSpec::new(provider, fault.prompt())
+        .model("fake-model")
+        .credential(credential)
+        .option("baseUrl", base_url)
+        .timeout_ms(150_000);
+    for (key, ms) in fault.limits() {
+        spec = spec.option(key, *ms);
+    }
+    spec
+}
+
+/// How one run of the matrix ended.
+struct Outcome {
+    provider: &'static str,
+    fault: Fault,
+    finished: Finished,
+    took: Duration,
+}
+
+impl Outcome {
+    /// What is wrong with it, if anything.
+    fn problems(&self, harness: &ProviderHarness) -> Vec<String> {
+        let completed = self.finished.completed();
+        let mut problems = Vec::new();
+        if completed.reason != Some(self.fault.reason()) {
+            problems.push(format!(
+                "reason {:?}, expected {}",
+                completed.reason.map(FailureReason::as_str),
+                self.fault.reason().as_str()
+            ));
+        }
+        let status = match self.fault.reason() {
+            FailureReason::Timeout => TerminalStatus::TimedOut,
+            _ => TerminalStatus::Failed,
+        };
+        if completed.status != status {
+            problems.push(format!("status {:?}", completed.status));
+        }
+        if completed.detail.as_deref().is_none_or(str::is_empty) {
+            problems.push("no detail".to_owned());
+        }
+        if completed.evidence.raw_lines.is_empty() {
+            problems.push("no raw lines in the evidence".to_owned());
+        }
+        if self.took > FAULT_BOUND {
+            problems.push(format!("took {:?}", self.took));
+        }
+        let json = self.finished.json();
+        if harness
+            .secrets
+            .iter()
+            .any(|(_, value)| json.contains(value))
+        {
+            problems.push("a credential value is in the run's events".to_owned());
+        }
+        problems
+    }
+}
+
+#[tokio::test]
+async fn each_fault_ends_with_the_same_reason_on_every_provider() {
+    let harness = ProviderHarness::start_with(|settings| settings.capacity = 32).await;
+    let refusing = Unreachable::new().expect("reserve a port that refuses connections");
+    let started = Instant::now();
+    let harness = &harness;
+    let mut runs = Vec::new();
+    // Fault by fault, so that the (heavy) opencode servers are spread over the waves.
+    for fault in FAULTS {
+        for provider in PROVIDERS {
+            let api = match fault {
+                Fault::Unreachable => ModelApi::Refusing(&refusing),
+                _ => ModelApi::Fake,
+            };
+            let spec = spec(harness, provider, fault, &api);
+            runs.push(async move {
+                let dispatched = Instant::now();
+                let finished = harness.run_simple(&spec).await;
+                Outcome {
+                    provider,
+                    fault,
+                    took: dispatched.elapsed(),
+                    finished,
+                }
+            });
+        }
+    }
+    let mut outcomes: Vec<Outcome> = futures::stream::iter(runs)
+        .buffer_unordered(CONCURRENT_RUNS)
+        .collect()
+        .await;
+    outcomes.sort_by_key(|o| {
+        (
+            PROVIDERS.iter().position(|p| *p == o.provider),
+            FAULTS.iter().position(|f| *f == o.fault),
+        )
+    });
+    eprintln!(
+        "fault matrix: {} runs in {:?}",
+        outcomes.len(),
+        started.elapsed()
+    );
+
+    let mut table = String::new();
+    let mut failures = 0;
+    for outcome in &outcomes {
+        let completed = outcome.finished.completed();
+        let problems = outcome.problems(harness);
+        failures += usize::from(!problems.is_empty());
+        let _ = writeln!(
+            table,
+            "{:<16} {:<12} {:<22} {:>6.1}s {} | {}",
+            outcome.provider,
+            format!("{:?}", outcome.fault),
+            completed.reason.map_or("-", FailureReason::as_str),
+            outcome.took.as_secs_f64(),
+            if problems.is_empty() {
+                "ok".to_owned()
+            } else {
+                problems.join("; ")
+            },
+            completed.detail.unwrap_or_default(),
+        );
+    }
+    eprintln!("{table}");
+    for outcome in &outcomes {
+        if !outcome.problems(harness).is_empty() {
+            let evidence = outcome.finished.completed().evidence;
+            eprintln!(
+                "{} {:?}: evidence {}",
+                outcome.provider,
+                outcome.fault,
+                serde_json::to_string_pretty(&evidence).unwrap_or_default()
+            );
+        }
+    }
+    assert_eq!(
+        failures, 0,
+        "runs that did not end as the fault requires:\n{table}"
+    );
+
+    // Every CLI process of every run is gone.
+    for outcome in &outcomes {
+        let workspace = outcome.finished.workspace().display().to_string();
+        let left = wait_no_process_mentioning(&workspace, Duration::from_secs(10)).await;
+        assert!(
+            left.is_empty(),
+            "{} {:?}: processes left in {workspace}: {left:?}",
+            outcome.provider,
+            outcome.fault
+        );
+    }
+}
