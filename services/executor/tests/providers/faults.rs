@@ -268,3 +268,39 @@ async fn each_fault_ends_with_the_same_reason_on_every_provider() {
         );
     }
 }
+
+/// A hang the run timeout ends (the liveness limits are longer) is a failure like one a
+/// liveness limit ends, and carries the evidence the CLI left: its last protocol lines.
+#[tokio::test]
+async fn a_run_ended_by_its_timeout_carries_the_clis_evidence() {
+    let harness = ProviderHarness::start().await;
+    let runs = PROVIDERS.map(|provider| {
+        let spec = spec(&harness, provider, Fault::Hang, &ModelApi::Fake)
+            .option("firstOutputTimeoutMs", 120_000)
+            .option("inactivityTimeoutMs", 120_000)
+            .timeout_ms(25_000);
+        let harness = &harness;
+        async move { (provider, harness.run_simple(&spec).await) }
+    });
+    for (provider, finished) in futures::future::join_all(runs).await {
+        let completed = finished.completed();
+        assert_eq!(
+            completed.reason,
+            Some(FailureReason::Timeout),
+            "{provider}: {completed:?}"
+        );
+        assert_eq!(completed.status, TerminalStatus::TimedOut, "{provider}");
+        assert!(
+            completed
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("25000 ms")),
+            "{provider}: {completed:?}"
+        );
+        assert!(
+            !completed.evidence.raw_lines.is_empty(),
+            "{provider}: no evidence: {completed:?}"
+        );
+        harness.assert_no_secret_in("the run's events", &finished.json());
+    }
+}
