@@ -265,13 +265,14 @@ async fn live_failures() {
         (
             "SCN_HANG hi",
             json!({"firstOutputTimeoutMs": 4000}),
-            FailureReason::Timeout,
+            FailureReason::ProviderNoOutput,
         ),
         (
             "SCN_STALL hi",
-            json!({"firstOutputTimeoutMs": 4000, "inactivityTimeoutMs": 4000}),
+            json!({"inactivityTimeoutMs": 4000}),
             FailureReason::Timeout,
         ),
+        ("SCN_CUT hi", json!({}), FailureReason::ProviderError),
     ] {
         let dirs = live.dirs(&format!("fail-{}", &prompt[..8])).await;
         let workspace = dirs.workspace.clone();
