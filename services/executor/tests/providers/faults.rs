@@ -137,7 +137,7 @@ struct Outcome {
 
 impl Outcome {
     /// What is wrong with it, if anything.
-    fn problems(&self, harness: &ProviderHarness) -> Vec<String> {
+    fn problems(&self, harnesses: &[&ProviderHarness]) -> Vec<String> {
         let completed = self.finished.completed();
         let mut problems = Vec::new();
         if completed.reason != Some(self.fault.reason()) {
@@ -164,11 +164,11 @@ impl Outcome {
             problems.push(format!("took {:?}", self.took));
         }
         let json = self.finished.json();
-        if harness
-            .secrets
+        let leaked = harnesses
             .iter()
-            .any(|(_, value)| json.contains(value))
-        {
+            .flat_map(|harness| &harness.secrets)
+            .any(|(_, value)| json.contains(value.as_str()));
+        if leaked {
             problems.push("a credential value is in the run's events".to_owned());
         }
         problems
@@ -178,16 +178,21 @@ impl Outcome {
 #[tokio::test]
 async fn each_fault_ends_with_the_same_reason_on_every_provider() {
     let harness = ProviderHarness::start_with(|settings| settings.capacity = 32).await;
+    // The unreachable runs get an executor of their own: where a provider's model API
+    // is may be the executor's configuration, one place per executor.
+    let refusing_harness = ProviderHarness::start().await;
     let refusing = Unreachable::new().expect("reserve a port that refuses connections");
     let started = Instant::now();
     let harness = &harness;
+    let refusing_harness = &refusing_harness;
+    let harnesses = [harness, refusing_harness];
     let mut runs = Vec::new();
     // Fault by fault, so that the (heavy) opencode servers are spread over the waves.
     for fault in FAULTS {
         for provider in PROVIDERS {
-            let api = match fault {
-                Fault::Unreachable => ModelApi::Refusing(&refusing),
-                _ => ModelApi::Fake,
+            let (harness, api) = match fault {
+                Fault::Unreachable => (refusing_harness, ModelApi::Refusing(&refusing)),
+                _ => (harness, ModelApi::Fake),
             };
             let spec = spec(harness, provider, fault, &api);
             runs.push(async move {
@@ -222,7 +227,7 @@ async fn each_fault_ends_with_the_same_reason_on_every_provider() {
     let mut failures = 0;
     for outcome in &outcomes {
         let completed = outcome.finished.completed();
-        let problems = outcome.problems(harness);
+        let problems = outcome.problems(&harnesses);
         failures += usize::from(!problems.is_empty());
         let _ = writeln!(
             table,
@@ -241,7 +246,7 @@ async fn each_fault_ends_with_the_same_reason_on_every_provider() {
     }
     eprintln!("{table}");
     for outcome in &outcomes {
-        if !outcome.problems(harness).is_empty() {
+        if !outcome.problems(&harnesses).is_empty() {
             let evidence = outcome.finished.completed().evidence;
             eprintln!(
                 "{} {:?}: evidence {}",
