@@ -189,7 +189,11 @@ async fn a_declined_commands_message_reaches_the_model() {
         .iter()
         .find(|r| r.tool_result_count() >= 1)
         .unwrap_or_else(|| panic!("no request after the decline: {} requests", requests.len()));
-    assert!(after.body_text().contains(REASON), "{}", after.body_text());
+    assert!(
+        after.body_text().contains(REASON),
+        "the model request after the decline lacks the message; its user text: {}",
+        after.user_text()
+    );
     assert_eq!(
         requests
             .iter()
