@@ -85,7 +85,8 @@ pub struct StartRunRequest {
     pub provider_options: Option<serde_json::Map<String, serde_json::Value>>,
     /// Continue this conversation (a conversation's id is the run id of its first run).
     /// The run inherits the conversation's provider, model, app and profile unless the
-    /// request names them.
+    /// request names them; it stays in the conversation's app (naming another app is
+    /// refused with 409 `conversation_app_mismatch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<RunId>,
     /// Continue the conversation of this run; may be given with `conversationId` if

@@ -54,6 +54,17 @@ pub enum StartRunError {
         requested: &'static str,
     },
     #[error(
+        "the conversation belongs to {conversation}; a follow-up cannot run under {requested} \
+         (a conversation's runs share one app's provider, endpoint and credentials; start a \
+         new conversation instead)",
+        conversation = app_words(conversation.as_deref()),
+        requested = app_words(requested.as_deref())
+    )]
+    ConversationAppMismatch {
+        conversation: Option<String>,
+        requested: Option<String>,
+    },
+    #[error(
         "conversation {conversation_id} has a run in progress ({active_run_id}); a follow-up \
          can start once it has ended (or stop it first)"
     )]
@@ -69,6 +80,13 @@ pub enum StartRunError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn app_words(app_id: Option<&str>) -> String {
+    match app_id {
+        Some(app_id) => format!("app `{app_id}`"),
+        None => "no app".to_owned(),
+    }
 }
 
 fn known_providers() -> String {
@@ -281,12 +299,21 @@ impl Runs {
             {
                 self.inherited_app_and_profile(conversation).await?
             }
-            _ => self.app_and_profile(&request).await?,
+            Some(conversation) => {
+                self.follow_up_app_and_profile(&request, conversation)
+                    .await?
+            }
+            None => self.app_and_profile(&request).await?,
         };
         if let Some(app) = &app
             && !actor.may_see_app(&app.app_id)
         {
             return Err(StartRunError::AppNotFound(app.app_id.clone()));
+        }
+        if let Some(conversation) = &conversation
+            && (request.app_id.is_some() || request.execution_profile.is_some())
+        {
+            conversations::ensure_same_app(conversation, app.as_ref())?;
         }
         let app_defaults = app.as_ref().map(|a| &a.runtime_defaults);
         let profile = match (&app, &profile_name) {
@@ -459,6 +486,25 @@ impl Runs {
             Some(app) => Ok((Some(app), profile)),
             None => Err(StartRunError::AppNotFound(app_id)),
         }
+    }
+
+    /// A follow-up that names its app or profile: a profile named without an app is
+    /// looked up in the conversation's app first, since that is the only app the
+    /// follow-up may run under.
+    async fn follow_up_app_and_profile(
+        &self,
+        request: &StartRunRequest,
+        conversation: &Conversation,
+    ) -> Result<(Option<AppView>, Option<String>), StartRunError> {
+        if request.app_id.is_none()
+            && let (Some(name), Some(app_id)) =
+                (&request.execution_profile, &conversation.head.app_id)
+            && let Some(app) = store::apps::get(&self.pool, app_id).await?
+            && app.execution_profiles.contains_key(name)
+        {
+            return Ok((Some(app), Some(name.clone())));
+        }
+        self.app_and_profile(request).await
     }
 
     /// A follow-up that names neither app nor profile runs under the conversation's, so

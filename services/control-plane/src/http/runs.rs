@@ -79,6 +79,9 @@ fn start_error(e: StartRunError) -> ApiError {
         StartRunError::ConversationProviderMismatch { .. } => {
             ApiError::conflict("conversation_provider_mismatch", message)
         }
+        StartRunError::ConversationAppMismatch { .. } => {
+            ApiError::conflict("conversation_app_mismatch", message)
+        }
         StartRunError::EventLog { source, .. } => ApiError::unavailable(message, source),
         StartRunError::Store(e) => e.into(),
     }
