@@ -136,7 +136,8 @@ pub struct Resolved {
 }
 
 /// Request over profile over app defaults over the system default. Provider options
-/// are merged shallowly (a key set at a higher level replaces the whole value).
+/// are merged shallowly (a key set at a higher level replaces the whole value);
+/// credential names are merged (see [`merged_credential_env`]).
 pub fn resolve(
     request: &StartRunRequest,
     profile: Option<&RuntimeDefaults>,
@@ -176,13 +177,7 @@ pub fn resolve(
         }
         provider_options.extend(own.clone());
     }
-    let credential_env = levels
-        .iter()
-        .flatten()
-        .map(|defaults| &defaults.credential_env)
-        .find(|names| !names.is_empty())
-        .cloned()
-        .unwrap_or_default();
+    let credential_env = merged_credential_env(&levels);
     let timeout_ms = levels
         .iter()
         .flatten()
@@ -194,6 +189,23 @@ pub fn resolve(
         credential_env,
         timeout_ms,
     })
+}
+
+/// The credential names of every level, the most specific first (a provider takes its
+/// primary credential from the first name), each name once: a profile adds to what its
+/// app declares instead of replacing it.
+fn merged_credential_env(levels: &[Option<&RuntimeDefaults>]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in levels
+        .iter()
+        .flatten()
+        .flat_map(|defaults| &defaults.credential_env)
+    {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
 }
 
 /// Checks what the request's shape cannot express.
@@ -598,7 +610,7 @@ mod tests {
         let r = resolve(&request(None, Some("m")), Some(&profile), Some(&app)).unwrap();
         assert_eq!(r.provider, ProviderName::Opencode);
         assert_eq!(r.model.as_deref(), Some("m"));
-        assert_eq!(r.credential_env, vec!["OPENCODE_KEY"]);
+        assert_eq!(r.credential_env, vec!["OPENCODE_KEY", "CLAUDE_CODE_KEY"]);
         assert_eq!(r.timeout_ms, Some(10));
         assert_eq!(
             Value::Object(r.provider_options),
