@@ -10,6 +10,7 @@ mod conversations;
 mod human_loop;
 mod lifecycle;
 mod outbox;
+mod principals;
 mod projection;
 mod providers;
 mod workspaces;
