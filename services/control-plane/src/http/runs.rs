@@ -18,6 +18,7 @@ use switchyard_contracts::api::{
     HumanLoopReplyRequest, HumanLoopReplyResponse, RunList, RunQueueView, RunView, StartRunRequest,
     StartRunResponse, StopRunRequest, StopRunResponse,
 };
+use switchyard_contracts::event::HumanLoopDecision;
 use switchyard_contracts::{RunId, RunStatus};
 use switchyard_platform::http::{ApiError, Json};
 
@@ -203,9 +204,10 @@ async fn stop(
 async fn reply(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    Json(request): Json<HumanLoopReplyRequest>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Json<HumanLoopReplyResponse>, ApiError> {
     let run_id = run_id(path)?;
+    let request = reply_request(body)?;
     ensure_not_finished(&state, run_id).await?;
     state
         .control
@@ -221,6 +223,38 @@ async fn reply(
         run_id,
         accepted: true,
     }))
+}
+
+/// What `decision` accepts, in the words of every answer that refuses one.
+const DECISIONS: &str = "`approve` or `deny` (`accept`, `allow` and `approved` also \
+                         mean approve; `decline`, `reject` and `denied` also mean deny)";
+
+/// The reply body, with a decision the API does not know answered 422
+/// `invalid_decision` naming the accepted values (serde's own text lists variants and
+/// aliases in its words, with line and column).
+fn reply_request(body: serde_json::Value) -> Result<HumanLoopReplyRequest, ApiError> {
+    if let Some(fields) = body.as_object() {
+        let message = match fields.get("decision") {
+            None => Some(format!("`decision` is required: {DECISIONS}")),
+            Some(serde_json::Value::String(decision))
+                if serde_json::from_value::<HumanLoopDecision>(decision.as_str().into())
+                    .is_ok() =>
+            {
+                None
+            }
+            Some(serde_json::Value::String(decision)) => Some(format!(
+                "unknown decision `{}`: `decision` must be {DECISIONS}",
+                decision.chars().take(40).collect::<String>()
+            )),
+            Some(_) => Some(format!("`decision` must be a string: {DECISIONS}")),
+        };
+        if let Some(message) = message {
+            return Err(ApiError::unprocessable("invalid_decision", message));
+        }
+    }
+    serde_json::from_value(body).map_err(|e| {
+        ApiError::unprocessable("invalid_body", format!("the body has the wrong shape: {e}"))
+    })
 }
 
 /// Developers and viewers see only their runs in the listing; the counts are global.
