@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod conversations;
 pub mod database;
+pub mod durations;
 pub mod http;
 pub mod outbox;
 pub mod projector;

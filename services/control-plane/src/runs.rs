@@ -37,6 +37,8 @@ pub enum StartRunError {
     PromptTooLarge { size: usize, limit: usize },
     #[error("the run command would be {size} bytes; the limit is {limit}")]
     CommandTooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    InvalidDuration(#[from] crate::durations::InvalidDuration),
     #[error("no app `{0}` is registered")]
     AppNotFound(String),
     #[error("{0}")]
@@ -259,6 +261,9 @@ pub fn validate_request(
     }
     if let Some(provider) = &request.provider {
         parse_provider(provider)?;
+    }
+    if let Some(options) = &request.provider_options {
+        crate::durations::check_provider_options(options, "providerOptions")?;
     }
     Ok(())
 }

@@ -66,6 +66,7 @@ fn start_error(e: StartRunError) -> ApiError {
     match e {
         StartRunError::Invalid(_) => ApiError::bad_request("invalid_request", message),
         StartRunError::UnknownProvider(_) => ApiError::bad_request("unknown_provider", message),
+        StartRunError::InvalidDuration(_) => ApiError::bad_request("invalid_duration", message),
         StartRunError::PromptTooLarge { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "prompt_too_large", message)
         }

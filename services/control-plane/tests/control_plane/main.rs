@@ -7,6 +7,7 @@ mod api;
 mod common;
 mod control;
 mod conversations;
+mod durations;
 mod human_loop;
 mod lifecycle;
 mod outbox;

@@ -42,13 +42,12 @@ async fn the_migration_drops_memberships_of_unknown_apps_and_enforces_the_rule()
     .await
     .unwrap();
     assert_eq!(apps, ["real"]);
-    let refused = sqlx::query(
-        "INSERT INTO principal_apps (principal_id, app_id) VALUES ($1, 'ghost')",
-    )
-    .bind(principal)
-    .execute(&h.db.pool)
-    .await
-    .unwrap_err();
+    let refused =
+        sqlx::query("INSERT INTO principal_apps (principal_id, app_id) VALUES ($1, 'ghost')")
+            .bind(principal)
+            .execute(&h.db.pool)
+            .await
+            .unwrap_err();
     assert!(
         refused.to_string().contains("principal_apps_app_id_fkey"),
         "{refused}"
