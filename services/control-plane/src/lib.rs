@@ -13,6 +13,7 @@ pub mod conversations;
 pub mod database;
 pub mod durations;
 pub mod http;
+pub mod idempotency;
 pub mod outbox;
 pub mod projector;
 pub mod providers;

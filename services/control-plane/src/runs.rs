@@ -6,6 +6,7 @@
 use crate::access::Actor;
 use crate::config::ControlPlaneSettings;
 use crate::conversations::{self, Conversation};
+use crate::idempotency::IdempotencyKey;
 use crate::outbox::{Cleaner, Publisher};
 use crate::store::{self, StoreError};
 use chrono::Utc;
@@ -74,6 +75,11 @@ pub enum StartRunError {
         conversation_id: RunId,
         active_run_id: RunId,
     },
+    #[error(
+        "the Idempotency-Key was used for a different request (run {run_id}) within the last \
+         24 hours; a retry must repeat its request exactly, a new request needs a new key"
+    )]
+    IdempotencyKeyReused { run_id: RunId },
     #[error("could not read the event log of run {run_id}: {source}")]
     EventLog {
         run_id: RunId,
@@ -268,6 +274,20 @@ pub fn validate_request(
     Ok(())
 }
 
+/// The answer to a start: the run, and whether it was started by an earlier request
+/// with the same idempotency key (then nothing was started now).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    pub response: StartRunResponse,
+    pub replayed: bool,
+}
+
+/// Keys used before this instant have expired.
+fn idempotency_since() -> chrono::DateTime<Utc> {
+    Utc::now()
+        - chrono::Duration::from_std(crate::idempotency::WINDOW).unwrap_or(chrono::Duration::MAX)
+}
+
 /// Accepts runs: persists them with their outbox entry, then publishes.
 pub struct Runs {
     pool: PgPool,
@@ -303,12 +323,22 @@ impl Runs {
     /// `actor` must be allowed to start runs at all (the HTTP layer checks the role);
     /// here the run's app, once resolved, must be one they see — otherwise the app
     /// "does not exist" for them.
+    ///
+    /// With an idempotency key (see [`crate::idempotency`]), a start the key already
+    /// made within the window is answered as it was, and nothing else happens.
     pub async fn start(
         &self,
         request: StartRunRequest,
         actor: &Actor,
-    ) -> Result<StartRunResponse, StartRunError> {
+        idempotency_key: Option<String>,
+    ) -> Result<Started, StartRunError> {
         validate_request(&request, self.settings.max_prompt_bytes)?;
+        let idempotency = idempotency_key.map(|key| IdempotencyKey::new(key, &request));
+        if let Some(keyed) = &idempotency
+            && let Some(earlier) = self.earlier_start(&self.pool, actor, keyed).await?
+        {
+            return Ok(earlier);
+        }
         let conversation = conversations::find(&self.pool, &request).await?;
         let (app, profile_name) = match &conversation {
             Some(conversation)
@@ -396,13 +426,33 @@ impl Runs {
                 timeout_ms: command.timeout_ms.map(store::to_bigint),
                 created_at,
                 created_by: Some(actor.id.clone()),
+                idempotency: idempotency
+                    .as_ref()
+                    .map(|keyed| (keyed.key.clone(), keyed.fingerprint.clone())),
             };
-            let outbox_id = if conversation_id == run_id {
+            let outbox_id = if conversation_id == run_id && idempotency.is_none() {
                 store::runs::insert_queued(&self.pool, &new_run, &queued, &command).await?
             } else {
-                // A follow-up is judged and inserted under the conversation's lock.
                 let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-                self.ensure_idle(&mut tx, conversation_id).await?;
+                if let Some(keyed) = &idempotency {
+                    // Under the key's lock: an attempt that committed while this one
+                    // was resolving is found here, after its commit.
+                    store::idempotency::lock(&mut tx, &actor.id, &keyed.key).await?;
+                    if let Some(earlier) = self.earlier_start(&mut *tx, actor, keyed).await? {
+                        return Ok(earlier);
+                    }
+                    store::idempotency::release_expired(
+                        &mut *tx,
+                        &actor.id,
+                        &keyed.key,
+                        idempotency_since(),
+                    )
+                    .await?;
+                }
+                if conversation_id != run_id {
+                    // A follow-up is judged and inserted under the conversation's lock.
+                    self.ensure_idle(&mut tx, conversation_id).await?;
+                }
                 let id = store::runs::insert_queued(&mut *tx, &new_run, &queued, &command).await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 id
@@ -421,17 +471,52 @@ impl Runs {
                 queued,
                 command,
             });
-            Ok(StartRunResponse {
-                run_id,
-                conversation_id,
-                status: RunStatus::Queued,
-                provider,
-                model,
-                stream_url: self.settings.stream_url(&run_id),
+            Ok(Started {
+                response: StartRunResponse {
+                    run_id,
+                    conversation_id,
+                    status: RunStatus::Queued,
+                    provider,
+                    model,
+                    stream_url: self.settings.stream_url(&run_id),
+                },
+                replayed: false,
             })
         }
         .instrument(span)
         .await
+    }
+
+    /// The answer of the start `keyed` already made within the window: the same `202`
+    /// for the same request, `IdempotencyKeyReused` for another one.
+    async fn earlier_start(
+        &self,
+        conn: impl sqlx::PgExecutor<'_>,
+        actor: &Actor,
+        keyed: &IdempotencyKey,
+    ) -> Result<Option<Started>, StartRunError> {
+        let Some(earlier) =
+            store::idempotency::find(conn, &actor.id, &keyed.key, idempotency_since()).await?
+        else {
+            return Ok(None);
+        };
+        if earlier.idempotency_fingerprint != keyed.fingerprint {
+            return Err(StartRunError::IdempotencyKeyReused {
+                run_id: earlier.run_id,
+            });
+        }
+        tracing::info!(run_id = %earlier.run_id, "start retried with its idempotency key; answering it again");
+        Ok(Some(Started {
+            response: StartRunResponse {
+                run_id: earlier.run_id,
+                conversation_id: earlier.conversation_id,
+                status: RunStatus::Queued,
+                provider: earlier.provider,
+                model: earlier.model,
+                stream_url: self.settings.stream_url(&earlier.run_id),
+            },
+            replayed: true,
+        }))
     }
 
     /// Refuses a follow-up while the conversation's latest run has not ended: two runs

@@ -4,6 +4,7 @@
 use super::{AppState, not_found, optional_json, query_error, run_id};
 use crate::access::Actor;
 use crate::control::ControlError;
+use crate::idempotency;
 use crate::queue::{self, QueueError};
 use crate::runs::StartRunError;
 use crate::store;
@@ -11,12 +12,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use switchyard_contracts::api::{
     HumanLoopReplyRequest, HumanLoopReplyResponse, RunList, RunQueueView, RunView, StartRunRequest,
-    StartRunResponse, StopRunRequest, StopRunResponse,
+    StopRunRequest, StopRunResponse,
 };
 use switchyard_contracts::event::HumanLoopDecision;
 use switchyard_contracts::{RunId, RunStatus};
@@ -38,8 +40,10 @@ pub(super) fn router() -> Router<AppState> {
 async fn start(
     State(state): State<AppState>,
     actor: Actor,
+    headers: HeaderMap,
     Json(request): Json<StartRunRequest>,
-) -> Result<(StatusCode, Json<StartRunResponse>), ApiError> {
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
     // A follow-up continues a conversation the caller must be able to see.
     if let Some(parent) = request.parent_run_id
         && !may_see(&state, &actor, parent).await?
@@ -53,12 +57,40 @@ async fn start(
             conversation,
         )));
     }
-    let response = state
+    let started = state
         .runs
-        .start(request, &actor)
+        .start(request, &actor, idempotency_key)
         .await
         .map_err(start_error)?;
-    Ok((StatusCode::ACCEPTED, Json(response)))
+    let mut response = (StatusCode::ACCEPTED, Json(started.response)).into_response();
+    if started.replayed {
+        response.headers_mut().insert(
+            idempotency::REPLAYED_HEADER,
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// The `Idempotency-Key` header, if the request has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(idempotency::HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if values.next().is_none() && idempotency::is_valid_key(key) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "the `Idempotency-Key` header must be given once, as 1-{} visible ASCII \
+                 characters",
+                idempotency::MAX_KEY_LEN
+            ),
+        )),
+    }
 }
 
 fn start_error(e: StartRunError) -> ApiError {
@@ -83,6 +115,9 @@ fn start_error(e: StartRunError) -> ApiError {
         }
         StartRunError::ConversationAppMismatch { .. } => {
             ApiError::conflict("conversation_app_mismatch", message)
+        }
+        StartRunError::IdempotencyKeyReused { .. } => {
+            ApiError::unprocessable("idempotency_key_reused", message)
         }
         StartRunError::EventLog { source, .. } => ApiError::unavailable(message, source),
         StartRunError::Store(e) => e.into(),

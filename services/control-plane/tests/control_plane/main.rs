@@ -9,6 +9,7 @@ mod control;
 mod conversations;
 mod durations;
 mod human_loop;
+mod idempotency;
 mod lifecycle;
 mod outbox;
 mod principals;
