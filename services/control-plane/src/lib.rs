@@ -22,6 +22,7 @@ pub mod reconciler;
 pub mod revocation;
 pub mod runs;
 pub mod store;
+pub mod waiting;
 
 pub use config::{Config, ControlPlaneSettings};
 

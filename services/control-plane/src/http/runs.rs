@@ -211,7 +211,10 @@ async fn show(
         .await?
         .ok_or_else(|| run_not_found(run_id))?;
     let url = state.settings.stream_url(&run_id);
-    Ok(Json(row.into_view(url)?))
+    let mut view = [row.into_view(url)?];
+    crate::waiting::annotate(&state.js, state.nats_timeout, &mut view).await;
+    let [view] = view;
+    Ok(Json(view))
 }
 
 async fn stop(
@@ -298,15 +301,21 @@ async fn run_queue(
     State(state): State<AppState>,
     actor: Actor,
 ) -> Result<Json<RunQueueView>, ApiError> {
-    queue::snapshot(&state.js, &state.pool, &state.settings, &actor)
-        .await
-        .map(Json)
-        .map_err(|e| match e {
-            QueueError::Store(e) => e.into(),
-            e @ QueueError::Nats { .. } => {
-                ApiError::unavailable("the run queue cannot be read right now", e)
-            }
-        })
+    queue::snapshot(
+        &state.js,
+        &state.pool,
+        &state.settings,
+        &actor,
+        state.nats_timeout,
+    )
+    .await
+    .map(Json)
+    .map_err(|e| match e {
+        QueueError::Store(e) => e.into(),
+        e @ QueueError::Nats { .. } => {
+            ApiError::unavailable("the run queue cannot be read right now", e)
+        }
+    })
 }
 
 /// 404 for a run we do not know, 409 for one the projection already saw finish (its

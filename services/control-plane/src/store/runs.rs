@@ -138,6 +138,8 @@ impl RunRow {
             created_at: self.created_at,
             started_at: self.started_at,
             completed_at: self.completed_at,
+            waiting_reason: None,
+            waiting_detail: None,
         })
     }
 }
