@@ -60,7 +60,8 @@ async fn runs_stay_queued_without_an_executor_and_run_when_one_appears() {
 
 /// Polls the run until its `waitingReason` is `reason`; returns the run.
 async fn wait_reason(h: &Harness, run_id: &str, reason: &str) -> serde_json::Value {
-    h.wait_run(run_id, |run| run["waitingReason"] == reason).await
+    h.wait_run(run_id, |run| run["waitingReason"] == reason)
+        .await
 }
 
 /// Polls `GET /api/run-queue` until it lists the run with `reason`.
@@ -135,7 +136,10 @@ async fn a_waiting_run_says_why_it_waits() {
         .await;
     let run = wait_reason(&h, &second, "all_executors_full").await;
     assert!(
-        run["waitingDetail"].as_str().unwrap().contains("1 runs on 1 slots"),
+        run["waitingDetail"]
+            .as_str()
+            .unwrap()
+            .contains("1 runs on 1 slots"),
         "{run}"
     );
     wait_queue_reason(&h, &second, "all_executors_full").await;

@@ -447,7 +447,7 @@ async fn bad_input_gets_the_json_error_shape_and_the_right_status() {
             Some(json!({"decision": "maybe"})),
             b"",
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
+            "invalid_decision",
         ),
         (
             "get",
