@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(reason_of("scripted", &[]), Some(NoExecutor));
         let other = executor("e1", &["claude-code"], 4, 0, false);
         assert_eq!(
-            reason_of("scripted", &[other.clone()]),
+            reason_of("scripted", std::slice::from_ref(&other)),
             Some(NoExecutorForProvider)
         );
         let full = executor("e2", &["scripted"], 2, 2, false);
@@ -160,7 +160,7 @@ mod tests {
             Some(AllExecutorsFull)
         );
         assert_eq!(
-            reason_of("scripted", &[draining.clone()]),
+            reason_of("scripted", std::slice::from_ref(&draining)),
             Some(AllExecutorsDraining)
         );
         // Full and draining: what would free a slot is the full one finishing a run.
