@@ -5,6 +5,7 @@
 mod approvals;
 mod bad_input;
 mod control;
+mod control_plane_crash;
 mod crash;
 mod drain;
 mod garbage;

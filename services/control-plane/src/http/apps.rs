@@ -66,6 +66,7 @@ async fn register(
         }
         canonicalize(defaults, "executionProfiles")?;
     }
+    check_durations(&request)?;
     let (view, created) = store::apps::upsert(
         &state.pool,
         store::apps::AppRecord {
@@ -143,12 +144,19 @@ fn canonicalize(defaults: &mut RuntimeDefaults, field: &str) -> Result<(), ApiEr
             "`{field}.providerOptions` must not contain NUL characters"
         )));
     }
-    if let Some(timeout) = defaults.timeout_ms
-        && (timeout == 0 || i64::try_from(timeout).is_err())
-    {
-        return Err(invalid(format!(
-            "`{field}.timeoutMs` must be a positive number"
-        )));
+    Ok(())
+}
+
+/// Every duration of the defaults and the profiles (see [`crate::durations`]).
+fn check_durations(request: &RegisterAppRequest) -> Result<(), ApiError> {
+    let invalid_duration = |e: crate::durations::InvalidDuration| {
+        ApiError::bad_request("invalid_duration", e.to_string())
+    };
+    crate::durations::check_defaults(&request.runtime_defaults, "runtimeDefaults")
+        .map_err(invalid_duration)?;
+    for (name, defaults) in &request.execution_profiles {
+        crate::durations::check_defaults(defaults, &format!("executionProfiles.{name}"))
+            .map_err(invalid_duration)?;
     }
     Ok(())
 }
