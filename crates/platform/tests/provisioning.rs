@@ -9,6 +9,13 @@ use switchyard_platform::events::{EventLog, EventLogError};
 use switchyard_platform::nats::{self, Resources};
 use switchyard_test_support::NatsServer;
 
+fn delta(text: &str) -> RunEventKind {
+    RunEventKind::MessageDelta(MessageDelta {
+        message_id: "m".into(),
+        text: text.into(),
+    })
+}
+
 async fn connect(server: &NatsServer) -> async_nats::Client {
     let config = NatsConfig {
         url: server.url(),
@@ -66,6 +73,40 @@ async fn a_drifted_stream_is_updated_back_to_the_definition() {
         stream.info().await.unwrap().config.max_age,
         std::time::Duration::from_secs(7 * 24 * 3600)
     );
+}
+
+/// `RUN_EVENTS` has a size limit (4 GiB, discard old); a stream provisioned before it
+/// had one gets it in place, its events kept.
+#[tokio::test]
+async fn the_event_stream_is_bounded_and_an_unbounded_one_gets_the_bound() {
+    let server = NatsServer::start().await.unwrap();
+    let js = jetstream::new(connect(&server).await);
+    let mut unbounded: jetstream::stream::Config =
+        serde_json::from_str(nats::RUN_EVENTS_STREAM_JSON).unwrap();
+    assert_eq!(unbounded.max_bytes, 4 * 1024 * 1024 * 1024);
+    assert_eq!(unbounded.discard, jetstream::stream::DiscardPolicy::Old);
+    unbounded.max_bytes = -1;
+    js.create_stream(unbounded).await.unwrap();
+    let log = EventLog::open(js.clone()).await.unwrap();
+    let run_id = uuid::Uuid::now_v7();
+    let mut position = EventPosition::EMPTY;
+    log.append(run_id, &mut position, delta("kept"))
+        .await
+        .unwrap();
+
+    let events_only = Resources {
+        run_events: true,
+        ..Default::default()
+    };
+    nats::provision(&js, events_only).await.unwrap();
+    let mut stream = js.get_stream("RUN_EVENTS").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.max_bytes, 4 * 1024 * 1024 * 1024);
+    assert_eq!(info.state.messages, 1);
+    log.append(run_id, &mut position, delta("after"))
+        .await
+        .unwrap();
+    assert_eq!(position.next_seq, 3);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod approvals;
+mod budget;
 mod common;
 mod control;
 mod dispatch;
