@@ -22,6 +22,7 @@ pub mod cli;
 mod clock;
 mod control;
 mod dispatch;
+pub mod file_changes;
 pub mod host;
 mod hosting;
 mod http;

@@ -11,6 +11,7 @@
 //! out at once.
 
 use crate::budget::{Exceeded, Limits, Meter, Verdict};
+use crate::file_changes::Observer;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use switchyard_contracts::dispatch::EventPosition;
@@ -106,6 +107,8 @@ struct SinkInner {
     /// but the closing events.
     exceeded: OnceLock<Exceeded>,
     over_budget: CancellationToken,
+    /// Told about queued events, for the workspace watcher.
+    observer: OnceLock<Observer>,
 }
 
 impl SinkInner {
@@ -358,6 +361,7 @@ impl EventSink {
                 meter: Mutex::new(Meter::new(Limits::NONE)),
                 exceeded: OnceLock::new(),
                 over_budget: CancellationToken::new(),
+                observer: OnceLock::new(),
             }),
         }
     }
@@ -381,6 +385,17 @@ impl EventSink {
         self.inner.exceeded.get().cloned()
     }
 
+    /// Tells `observer` about every event queued from now on (but those of
+    /// [`EventSink::emit_unobserved`]).
+    pub(crate) fn observe(&self, observer: Observer) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    /// [`EventSink::emit`] without telling the observer: the watcher's own events.
+    pub(crate) async fn emit_unobserved(&self, kind: RunEventKind) -> Result<(), EmitError> {
+        self.enqueue(kind, Waiter::default(), false).await
+    }
+
     pub fn run_id(&self) -> RunId {
         self.inner.run_id
     }
@@ -391,7 +406,7 @@ impl EventSink {
     /// lost the run (a failed append shows on the next `emit` and through
     /// [`EventSink::lost`]) or the run is being concluded.
     pub async fn emit(&self, kind: RunEventKind) -> Result<(), EmitError> {
-        self.enqueue(kind, Waiter::default()).await
+        self.enqueue(kind, Waiter::default(), true).await
     }
 
     /// Like [`EventSink::emit`], but returns only once the event is stored.
@@ -416,11 +431,16 @@ impl EventSink {
             done: Some(done),
             on_stored: Some(Box::new(on_stored)),
         };
-        self.enqueue(kind, waiter).await?;
+        self.enqueue(kind, waiter, true).await?;
         stored.await.unwrap_or(Err(EmitError::RunEnded))
     }
 
-    async fn enqueue(&self, kind: RunEventKind, waiter: Waiter) -> Result<(), EmitError> {
+    async fn enqueue(
+        &self,
+        kind: RunEventKind,
+        waiter: Waiter,
+        observed: bool,
+    ) -> Result<(), EmitError> {
         let inner = &self.inner;
         let mut item = Some((kind, waiter));
         loop {
@@ -441,6 +461,11 @@ impl EventSink {
                 }
                 if queue.items.len() < QUEUE_LIMIT {
                     if let Some(item) = item.take() {
+                        // Under the queue lock, so the observer sees events in the
+                        // order they are written.
+                        if observed && let Some(observer) = inner.observer.get() {
+                            observer.see(&item.0);
+                        }
                         queue.items.push_back(item);
                     }
                     if !queue.flushing {

@@ -7,6 +7,7 @@ mod budget;
 mod common;
 mod control;
 mod dispatch;
+mod file_changes;
 mod http_api;
 mod lifecycle;
 mod workspaces;
