@@ -109,6 +109,28 @@ async fn the_event_stream_is_bounded_and_an_unbounded_one_gets_the_bound() {
     assert_eq!(position.next_seq, 3);
 }
 
+/// The size is reserved on the server: one whose JetStream storage is smaller refuses
+/// the stream, and provisioning says which stream and why.
+#[tokio::test]
+async fn a_server_without_room_for_the_event_stream_is_reported() {
+    let server = NatsServer::start_with_config("jetstream { max_file_store: 1GB }")
+        .await
+        .unwrap();
+    let js = jetstream::new(connect(&server).await);
+    let events_only = Resources {
+        run_events: true,
+        ..Default::default()
+    };
+    let error = nats::provision(&js, events_only)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("RUN_EVENTS") && error.contains("insufficient storage"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_drift_that_cannot_be_updated_is_reported_by_field() {
     let server = NatsServer::start().await.unwrap();
