@@ -169,7 +169,7 @@ impl Meter {
 
     fn over(&self, limit: BudgetLimit, value: u64) -> Option<Exceeded> {
         let max = self.limits.max(limit);
-        (max > 0 && value > max).then(|| Exceeded {
+        (max > 0 && value > max).then_some(Exceeded {
             limit,
             max,
             used: self.used,
