@@ -131,7 +131,10 @@ mod tests {
     #[test]
     fn frames_split_across_chunks_and_comments_are_skipped() {
         let mut p = Parser::default();
-        assert!(p.feed(b"retry: 1000\n\n: keep-alive\n\nid: a\nevent: x\nda").is_empty());
+        assert!(
+            p.feed(b"retry: 1000\n\n: keep-alive\n\nid: a\nevent: x\nda")
+                .is_empty()
+        );
         assert_eq!(p.retry, Some(1000));
         let frames = p.feed(b"ta: {\"k\":1}\n\n");
         assert_eq!(

@@ -232,7 +232,7 @@ impl FileChanges {
     async fn start_with(workspace: PathBuf, sink: &EventSink, bounds: Bounds) -> FileChanges {
         let finish = CancellationToken::new();
         let mut watcher = Watcher {
-            roots: roots(&workspace).await,
+            roots: vec![workspace.clone()],
             workspace,
             sink: sink.clone(),
             bounds,
@@ -277,19 +277,9 @@ impl Drop for FileChanges {
     }
 }
 
-/// The workspace as given and as resolved (symlinks), for absolute reported paths.
-async fn roots(workspace: &Path) -> Vec<PathBuf> {
-    let mut roots = vec![workspace.to_path_buf()];
-    if let Ok(resolved) = tokio::fs::canonicalize(workspace).await
-        && resolved != workspace
-    {
-        roots.push(resolved);
-    }
-    roots
-}
-
 struct Watcher {
     workspace: PathBuf,
+    /// The workspace as given and as resolved (symlinks), for absolute reported paths.
     roots: Vec<PathBuf>,
     sink: EventSink,
     bounds: Bounds,
@@ -306,6 +296,12 @@ struct Watcher {
 
 impl Watcher {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Seen>, finish: CancellationToken) {
+        // Absolute paths in reports may name the workspace through its resolved form.
+        if let Ok(resolved) = tokio::fs::canonicalize(&self.workspace).await
+            && resolved != self.workspace
+        {
+            self.roots.push(resolved);
+        }
         loop {
             let settle = async {
                 match self.armed {
@@ -538,6 +534,91 @@ mod tests {
             Err(ScanError::TooManyEntries)
         );
         assert!(scan(dir.path(), 21, MAX_SCAN_TIME).is_ok());
+    }
+
+    /// A workspace over the bounds is said so in a diagnostic and not watched: no
+    /// `file.changed` from scans, the provider's own still pass.
+    #[tokio::test]
+    async fn a_workspace_over_the_bounds_is_not_watched_and_says_so() {
+        use switchyard_contracts::dispatch::EventPosition;
+        use switchyard_contracts::event::{RunCompleted, ToolCompleted, ToolStarted, ToolStatus};
+        use switchyard_platform::config::NatsConfig;
+        use switchyard_platform::nats::{self, Resources};
+
+        let server = switchyard_test_support::NatsServer::start().await.unwrap();
+        let config = NatsConfig {
+            url: server.url(),
+            ..Default::default()
+        };
+        let js = async_nats::jetstream::new(nats::connect(&config, "test").await.unwrap());
+        let events_only = Resources {
+            run_events: true,
+            ..Default::default()
+        };
+        nats::provision(&js, events_only).await.unwrap();
+        let log = switchyard_platform::events::EventLog::open(js)
+            .await
+            .unwrap();
+        let run_id = switchyard_contracts::RunId::now_v7();
+        let sink = EventSink::new(log.clone(), run_id, EventPosition::EMPTY);
+
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            write(dir.path(), &format!("f{i}"), "x");
+        }
+        let bounds = Bounds {
+            max_entries: 3,
+            max_time: MAX_SCAN_TIME,
+        };
+        let changes = FileChanges::start_with(dir.path().to_path_buf(), &sink, bounds).await;
+        sink.emit(RunEventKind::ToolStarted(ToolStarted {
+            call_id: "c".into(),
+            name: "shell".into(),
+            input: serde_json::Value::Null,
+        }))
+        .await
+        .unwrap();
+        write(dir.path(), "new.txt", "x");
+        sink.emit(RunEventKind::ToolCompleted(ToolCompleted {
+            call_id: "c".into(),
+            status: ToolStatus::Succeeded,
+            exit_code: Some(0),
+        }))
+        .await
+        .unwrap();
+        changes.finish().await;
+        let mut sealed = sink.seal().await;
+        sealed
+            .append(RunEventKind::RunCompleted(RunCompleted::succeeded()))
+            .await
+            .unwrap();
+        drop(sealed);
+
+        let mut tail = Box::pin(log.tail(run_id, 0).await.unwrap());
+        let mut kinds = Vec::new();
+        while let Some(stored) = futures::StreamExt::next(&mut tail).await {
+            let event = stored.unwrap().decode().unwrap();
+            let done = event.is_terminal();
+            kinds.push(event.kind);
+            if done {
+                break;
+            }
+        }
+        let RunEventKind::Diagnostic(diagnostic) = &kinds[0] else {
+            panic!("a diagnostic first: {kinds:?}");
+        };
+        assert!(
+            diagnostic.message.contains("more than 3 files")
+                && diagnostic.message.contains("not files written by commands"),
+            "{}",
+            diagnostic.message
+        );
+        assert!(
+            !kinds
+                .iter()
+                .any(|k| matches!(k, RunEventKind::FileChanged(_))),
+            "{kinds:?}"
+        );
     }
 
     #[test]
