@@ -563,7 +563,12 @@ async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>
         conversation: resume,
         session: session.clone(),
     };
-    let ending = drive_provider(executor, job, prepared, limits).await;
+    let mut changes = None;
+    let ending = drive_provider(executor, job, prepared, limits, &mut changes).await;
+    if let Some(changes) = changes {
+        // Changes made by the last tool calls, or by a provider stopped mid-tool.
+        changes.finish().await;
+    }
     let run_dirs = RunDirs {
         conversation,
         provider,
@@ -584,6 +589,7 @@ async fn drive_provider(
     job: Supervised,
     prepared: Prepared,
     limits: Limits,
+    changes: &mut Option<FileChanges>,
 ) -> Ending {
     let Supervised {
         run,
@@ -609,7 +615,7 @@ async fn drive_provider(
     }
     tracing::info!(run_id = %run.run_id, timeout_ms, "run started");
     // Snapshotted before the provider runs, so every change it makes is seen.
-    let changes = FileChanges::start(workspace.clone(), &sink).await;
+    *changes = Some(FileChanges::start(workspace.clone(), &sink).await);
 
     let clock = Arc::new(ActiveClock::start());
     let human_loop_timeout = executor
@@ -640,47 +646,42 @@ async fn drive_provider(
             None => std::future::pending().await,
         }
     };
-    let ending = 'provider: {
-        tokio::select! {
-            biased;
-            joined = &mut task => break 'provider ending_of(joined),
-            _ = sink.lost() => run.request_stop(StopCause::LogLost),
-            _ = sink.over_budget() => {
-                if let Some(exceeded) = sink.exceeded() {
-                    run.request_stop(StopCause::OverBudget(exceeded));
-                }
-            }
-            _ = run.stop.cancelled() => {}
-            _ = timed_out => run.request_stop(StopCause::Timeout),
-        }
-        let cause = run.cause();
-        tracing::info!(run_id = %run.run_id, ?cause, "stopping the provider");
-        if let StopCause::Shutdown(why) = cause {
-            // Said before the provider winds down, so a client watching the stream learns
-            // why at once (the closing `run.completed` repeats it).
-            let diagnostic = RunEventKind::Diagnostic(Diagnostic {
-                level: DiagnosticLevel::Warn,
-                message: why.detail(),
-                raw: None,
-            });
-            if let Err(error) = sink.emit(diagnostic).await {
-                tracing::debug!(run_id = %run.run_id, %error, "could not record why the run is stopped");
+    tokio::select! {
+        biased;
+        joined = &mut task => return ending_of(joined),
+        _ = sink.lost() => run.request_stop(StopCause::LogLost),
+        _ = sink.over_budget() => {
+            if let Some(exceeded) = sink.exceeded() {
+                run.request_stop(StopCause::OverBudget(exceeded));
             }
         }
-        let grace = executor.settings.stop_grace();
-        match tokio::time::timeout(grace, &mut task).await {
-            Ok(joined) => ending_of(joined),
-            Err(_) => {
-                tracing::warn!(run_id = %run.run_id, grace_ms = grace.as_millis() as u64, "provider did not stop within the grace period; aborting it");
-                task.abort();
-                let _ = task.await;
-                Ending::Aborted
-            }
+        _ = run.stop.cancelled() => {}
+        _ = timed_out => run.request_stop(StopCause::Timeout),
+    }
+    let cause = run.cause();
+    tracing::info!(run_id = %run.run_id, ?cause, "stopping the provider");
+    if let StopCause::Shutdown(why) = cause {
+        // Said before the provider winds down, so a client watching the stream learns
+        // why at once (the closing `run.completed` repeats it).
+        let diagnostic = RunEventKind::Diagnostic(Diagnostic {
+            level: DiagnosticLevel::Warn,
+            message: why.detail(),
+            raw: None,
+        });
+        if let Err(error) = sink.emit(diagnostic).await {
+            tracing::debug!(run_id = %run.run_id, %error, "could not record why the run is stopped");
         }
-    };
-    // Changes made by the last tool calls, or by a provider that was stopped mid-tool.
-    changes.finish().await;
-    ending
+    }
+    let grace = executor.settings.stop_grace();
+    match tokio::time::timeout(grace, &mut task).await {
+        Ok(joined) => ending_of(joined),
+        Err(_) => {
+            tracing::warn!(run_id = %run.run_id, grace_ms = grace.as_millis() as u64, "provider did not stop within the grace period; aborting it");
+            task.abort();
+            let _ = task.await;
+            Ending::Aborted
+        }
+    }
 }
 
 fn ending_of(joined: Result<ProviderOutcome, tokio::task::JoinError>) -> Ending {
