@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_contracts::api::{AppView, RuntimeDefaults, StartRunRequest, StartRunResponse};
+use switchyard_contracts::budget::{BUDGET_OPTION, InvalidBudget, RunBudget};
 use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::provider::DEFAULT_PROVIDER;
 use switchyard_contracts::{ProviderName, RunCommand, RunId, RunStatus};
@@ -185,6 +186,7 @@ pub fn resolve(
         }
         provider_options.extend(own.clone());
     }
+    merge_budget(&mut provider_options, request, profile, app)?;
     let credential_env = merged_credential_env(&levels);
     let timeout_ms = levels
         .iter()
@@ -214,6 +216,39 @@ fn merged_credential_env(levels: &[Option<&RuntimeDefaults>]) -> Vec<String> {
         }
     }
     names
+}
+
+/// `providerOptions.budget` merged field by field, request over profile over app (the
+/// shallow merge above would let a request's budget drop the app's other limits).
+fn merge_budget(
+    provider_options: &mut Map<String, Value>,
+    request: &StartRunRequest,
+    profile: Option<&RuntimeDefaults>,
+    app: Option<&RuntimeDefaults>,
+) -> Result<(), StartRunError> {
+    let invalid = |e: InvalidBudget| StartRunError::Invalid(e.to_string());
+    let mut budget = match &request.provider_options {
+        Some(own) => RunBudget::from_options(own, "providerOptions").map_err(invalid)?,
+        None => None,
+    }
+    .unwrap_or_default();
+    for (defaults, at) in [
+        (profile, "the execution profile's providerOptions"),
+        (app, "the app's runtimeDefaults.providerOptions"),
+    ] {
+        if let Some(defaults) = defaults
+            && let Some(lower) =
+                RunBudget::from_options(&defaults.provider_options, at).map_err(invalid)?
+        {
+            budget = budget.or(lower);
+        }
+    }
+    if budget.is_empty() {
+        provider_options.remove(BUDGET_OPTION);
+    } else if let Ok(value) = serde_json::to_value(budget) {
+        provider_options.insert(BUDGET_OPTION.to_owned(), value);
+    }
+    Ok(())
 }
 
 /// Checks what the request's shape cannot express.
@@ -270,6 +305,8 @@ pub fn validate_request(
     }
     if let Some(options) = &request.provider_options {
         crate::durations::check_provider_options(options, "providerOptions")?;
+        RunBudget::from_options(options, "providerOptions")
+            .map_err(|e| StartRunError::Invalid(e.to_string()))?;
     }
     Ok(())
 }
@@ -723,6 +760,38 @@ mod tests {
             Value::Object(r.provider_options),
             json!({"script": {"other": 1}, "x": true})
         );
+    }
+
+    #[test]
+    fn budgets_merge_field_by_field_and_bad_ones_are_refused() {
+        let app = defaults(
+            None,
+            json!({"budget": {"maxTurns": 50, "maxEvents": 1000}}),
+            None,
+        );
+        let profile = defaults(None, json!({"budget": {"maxEvents": 500}}), None);
+        let mut req = request(None, None);
+        req.provider_options = json!({"budget": {"maxOutputTokens": 9}})
+            .as_object()
+            .cloned();
+        let r = resolve(&req, Some(&profile), Some(&app)).unwrap();
+        assert_eq!(
+            r.provider_options["budget"],
+            json!({"maxTurns": 50, "maxOutputTokens": 9, "maxEvents": 500})
+        );
+        let r = resolve(&request(None, None), None, None).unwrap();
+        assert!(r.provider_options.get("budget").is_none());
+
+        req.provider_options = json!({"budget": {"maxEvents": 0}}).as_object().cloned();
+        for error in [
+            validate_request(&req, 10).unwrap_err(),
+            resolve(&req, None, None).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&error, StartRunError::Invalid(m) if m.contains("providerOptions.budget.maxEvents")),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod approvals;
 mod bad_input;
+mod budget;
 mod control;
 mod control_plane_crash;
 mod crash;

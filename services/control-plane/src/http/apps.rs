@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use switchyard_contracts::api::{AppList, AppView, RegisterAppRequest, RuntimeDefaults};
+use switchyard_contracts::budget::RunBudget;
 use switchyard_platform::http::{ApiError, Json};
 
 /// More profiles than this per app is almost certainly a client bug.
@@ -144,6 +145,11 @@ fn canonicalize(defaults: &mut RuntimeDefaults, field: &str) -> Result<(), ApiEr
             "`{field}.providerOptions` must not contain NUL characters"
         )));
     }
+    RunBudget::from_options(
+        &defaults.provider_options,
+        &format!("{field}.providerOptions"),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
     Ok(())
 }
 
