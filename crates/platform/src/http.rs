@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use crate::config::ConfigError;
+use serde::Deserialize;
 use switchyard_contracts::api::{ErrorBody, ErrorDetail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -265,19 +267,89 @@ async fn method_not_allowed_as_json(response: Response) -> Response {
     response
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight
-/// requests finish.
+/// The shared `[http]` section: limits every HTTP listener of every service applies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// How long a client may take to send a request's head (request line and headers)
+    /// once the server waits for one: after it the connection is closed. The server
+    /// waits for a head right after accepting a connection and again after each
+    /// answer on a kept-alive one, so this also bounds idle connections. A request
+    /// being handled or a response being streamed (SSE) is not affected.
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl HttpServerConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// Checks the values once at start-up; the error names the key.
+    // The platform's shared error type is large; validation runs once.
+    #[allow(clippy::result_large_err)]
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Value {
+                key: "http.header_read_timeout_ms",
+                problem: "must be at least 1 (a request head must arrive in bounded time)"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting,
+/// lets the requests in flight finish and waits for their connections to close.
+///
+/// HTTP/1.1 only (what every client of ours speaks). Each connection gets hyper's
+/// header-read timeout (`http.header_read_timeout_ms`), which `axum::serve` cannot set:
+/// without it a client that trickles header bytes, or opens connections and sends
+/// nothing, keeps a socket and a task for as long as it likes.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    config: &HttpServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    // `axum::serve(listener, router)` re-builds the router for every connection (a deep
-    // copy of every route and its layers, state included: ~20 KiB per connection here,
-    // kept while it is open, which is what an SSE connection is). Building the routes
-    // once and sharing them makes a connection cost one reference count.
-    let service = router.with_state(()).into_make_service();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    // One router for every connection: cloning a `Router<()>` is a reference count,
+    // where `axum::serve(listener, router)` re-built it (a deep copy of every route and
+    // layer, ~20 KiB) for each connection and kept it while the connection (an SSE
+    // stream) was open.
+    let router = router.with_state(());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut listener = listener;
+    loop {
+        let (io, remote) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            // axum's `Listener` retries what `accept` may fail with (a reset connection,
+            // out of file descriptors: after a pause) instead of ending the server.
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection =
+            graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                // A client that went away or was too slow: not the service's problem.
+                tracing::debug!(%remote, %error, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

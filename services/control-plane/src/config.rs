@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 use switchyard_platform::config::{ConfigError, DatabaseConfig, ExposeSecret, NatsConfig};
+use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::telemetry::TelemetryConfig;
 
 /// Everything the control-plane reads from the merged configuration. Other services'
@@ -16,6 +17,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
+    pub http: HttpServerConfig,
     pub control_plane: ControlPlaneSettings,
 }
 
@@ -90,6 +92,7 @@ impl Config {
     // `ConfigError` is the platform's shared type; it is returned once at start-up.
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
         let s = &self.control_plane;
         let invalid = |key: &'static str, problem: &str| {
             Err(ConfigError::Value {

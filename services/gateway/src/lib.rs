@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
 use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::events::EventLog;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
@@ -44,6 +45,7 @@ use tokio_util::task::TaskTracker;
 pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
+    pub http: HttpServerConfig,
     pub gateway: GatewayConfig,
 }
 
@@ -118,6 +120,7 @@ impl Config {
     // The error type is the platform's, shared by every service; it is returned once.
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
         let gateway = &self.gateway;
         let invalid = |key: &'static str, problem: &str| ConfigError::Value {
             key,
@@ -188,7 +191,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let tasks = TaskTracker::new();
     let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
-    let control_plane = control_plane::ControlPlane::new(&gateway)?;
+    let control_plane =
+        control_plane::ControlPlane::new(&gateway, config.http.header_read_timeout())?;
     let (authenticator, revocations) = auth::from_config(&gateway, control_plane.clone());
     // Subscribed (and the server told) before serving, so no notice about a request
     // this gateway answers can be missed for want of a subscription.
@@ -221,7 +225,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let task = tokio::spawn(async move {
         // Cancelling `shutdown` ends every SSE stream (their feeds stop), so the graceful
         // shutdown of the HTTP server does not wait on clients that never disconnect.
-        let served = switchyard_platform::http::serve(listener, router, shutdown).await;
+        let served =
+            switchyard_platform::http::serve(listener, router, &config.http, shutdown).await;
         tasks.close();
         tasks.wait().await;
         if let Err(e) = client.drain().await {
