@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use crate::config::ConfigError;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use switchyard_contracts::api::{ErrorBody, ErrorDetail};
 use tokio::net::TcpListener;
@@ -156,6 +157,40 @@ pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> Ap
     } else {
         ApiError::bad_request("invalid_request", "the request body could not be read")
     }
+}
+
+/// Whether `given` is the configured shared secret (an internal listener's token), in
+/// time that does not depend on where they differ or on either length: both sides are
+/// hashed to the same length first and the digests compared in constant time.
+pub fn secret_matches(given: &[u8], expected: &SecretString) -> bool {
+    use sha2::{Digest as _, Sha256};
+    use subtle::ConstantTimeEq as _;
+    let given = Sha256::digest(given);
+    let wanted = Sha256::digest(expected.expose_secret().as_bytes());
+    given.ct_eq(&wanted).into()
+}
+
+/// The token of an `Authorization: Bearer <token>` header: `None` without one or with
+/// anything else (another scheme, an empty token, two headers).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// 401 `unauthorized` with the `WWW-Authenticate: Bearer` challenge.
+pub fn bearer_challenge(message: impl Into<String>) -> Response {
+    let mut response = ApiError::unauthorized(message).into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// Answers unknown routes in the shared error shape.
@@ -352,4 +387,47 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+
+    #[test]
+    fn only_the_exact_secret_matches() {
+        let secret = SecretString::from("internal-token-0123456789");
+        assert!(secret_matches(b"internal-token-0123456789", &secret));
+        for wrong in [
+            &b""[..],
+            b"internal-token-012345678",
+            b"internal-token-01234567890",
+            b"INTERNAL-token-0123456789",
+        ] {
+            assert!(!secret_matches(wrong, &secret), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_strictly() {
+        let headers = |values: &[&'static str]| {
+            let mut map = HeaderMap::new();
+            for v in values {
+                map.append(AUTHORIZATION, HeaderValue::from_static(v));
+            }
+            map
+        };
+        assert_eq!(bearer_token(&headers(&["Bearer abc"])), Some("abc"));
+        assert_eq!(bearer_token(&headers(&["bearer  abc "])), Some("abc"));
+        for bad in [
+            &["Basic abc"][..],
+            &["Bearer"],
+            &["Bearer "],
+            &["abc"],
+            &[],
+            &["Bearer abc", "Bearer abc"],
+        ] {
+            assert_eq!(bearer_token(&headers(bad)), None, "{bad:?}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! directories are.
 
 use crate::cli::LivenessLimits;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,10 @@ use switchyard_platform::config::ConfigError;
 pub struct ExecutorSettings {
     /// Address of the standalone provider-run API and health endpoints (port 0 = any).
     pub listen: SocketAddr,
+    /// The bearer token the provider-run API (`/provider-runs/*`) requires. Unset, the
+    /// API is off (its routes answer 403 `api_disabled`); `/healthz` and `/readyz` are
+    /// served either way. Never logged, and never in a provider's environment.
+    pub api_token: Option<SecretString>,
     /// Identity in subjects (`executors.<id>.dispatch`) and the presence bucket.
     /// Default: `exec-` and 8 hex digits of a random UUID, fresh at every start.
     pub executor_id: Option<String>,
@@ -73,6 +78,9 @@ pub struct ExecutorSettings {
     #[serde(skip)]
     pub run_host_program: Option<PathBuf>,
 }
+
+/// Shortest accepted `executor.api_token`: a guessable token would open the API.
+const MIN_TOKEN_LEN: usize = 16;
 
 /// Which runs are detached into a run host process (`executor.detach_runs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -139,6 +147,7 @@ impl Default for ExecutorSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            api_token: None,
             executor_id: None,
             capacity: 16,
             heartbeat_ms: 2_000,
@@ -191,6 +200,18 @@ impl ExecutorSettings {
                 "executor.executor_id",
                 format!("{id:?} must be 1-128 ASCII letters, digits, `-` or `_`"),
             );
+        }
+        if let Some(token) = &self.api_token {
+            let token = token.expose_secret();
+            // Never echo the value: name the key and the rule.
+            if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad(
+                    "executor.api_token",
+                    format!(
+                        "must be at least {MIN_TOKEN_LEN} printable ASCII characters without spaces"
+                    ),
+                );
+            }
         }
         if self.capacity == 0 {
             return bad("executor.capacity", "must be at least 1".to_owned());
@@ -409,5 +430,19 @@ inactivity_ms = 0
             let err = settings.validate().unwrap_err().to_string();
             assert!(err.contains(key), "{err} should name {key}");
         }
+        for weak in ["short-token", "a token with spaces", ""] {
+            let settings = ExecutorSettings {
+                api_token: Some(weak.into()),
+                ..Default::default()
+            };
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains("executor.api_token"), "{err}");
+            assert!(weak.is_empty() || !err.contains(weak), "{err} echoes the token");
+        }
+        let settings = ExecutorSettings {
+            api_token: Some("0123456789abcdef".into()),
+            ..Default::default()
+        };
+        settings.validate().unwrap();
     }
 }
