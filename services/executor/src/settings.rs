@@ -3,13 +3,13 @@
 //! directories are.
 
 use crate::cli::LivenessLimits;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_contracts::{ProviderName, subjects};
-use switchyard_platform::config::ConfigError;
+use switchyard_platform::config::{ConfigError, check_token};
 
 /// `[executor]` section. Every key has a default, so an empty section is valid.
 #[derive(Debug, Clone, Deserialize)]
@@ -78,9 +78,6 @@ pub struct ExecutorSettings {
     #[serde(skip)]
     pub run_host_program: Option<PathBuf>,
 }
-
-/// Shortest accepted `executor.api_token`: a guessable token would open the API.
-const MIN_TOKEN_LEN: usize = 16;
 
 /// Which runs are detached into a run host process (`executor.detach_runs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -202,16 +199,7 @@ impl ExecutorSettings {
             );
         }
         if let Some(token) = &self.api_token {
-            let token = token.expose_secret();
-            // Never echo the value: name the key and the rule.
-            if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return bad(
-                    "executor.api_token",
-                    format!(
-                        "must be at least {MIN_TOKEN_LEN} printable ASCII characters without spaces"
-                    ),
-                );
-            }
+            check_token("executor.api_token", token)?;
         }
         if self.capacity == 0 {
             return bad("executor.capacity", "must be at least 1".to_owned());

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
-use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_platform::config::{ConfigError, NatsConfig, check_token};
 use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::events::EventLog;
 use switchyard_platform::nats::{self, Resources};
@@ -82,7 +82,7 @@ pub struct GatewayConfig {
     /// of up to this many are fine); 0 = no limit. 429 `stream_rate_limited` above it.
     pub stream_opens_per_minute: u32,
     /// Sent to the control-plane with every request (`x-switchyard-internal-token`);
-    /// must equal its `control_plane.internal_token`.
+    /// must equal its `control_plane.internal_token`. Required.
     pub control_plane_token: Option<SecretString>,
 }
 
@@ -148,6 +148,16 @@ impl Config {
         }
         control_plane::ControlPlane::parse_base_url(&gateway.control_plane_url)
             .map_err(|problem| invalid("gateway.control_plane_url", &problem))?;
+        match &gateway.control_plane_token {
+            Some(token) => check_token("gateway.control_plane_token", token)?,
+            None => {
+                return Err(invalid(
+                    "gateway.control_plane_token",
+                    "is not set: the control-plane serves only callers with its \
+                     control_plane.internal_token; set this to the same value",
+                ));
+            }
+        }
         if gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes", "must be at least 1"));
         }
@@ -248,11 +258,13 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// Loads `pairs` and a valid `gateway.control_plane_token` (unless `pairs` set one).
     fn load(pairs: &[(&str, &str)]) -> Config {
-        let env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env: HashMap<String, String> = HashMap::from([(
+            "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN".to_owned(),
+            "gateway-test-internal-token".to_owned(),
+        )]);
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         switchyard_platform::config::load_from(None, env).unwrap()
     }
 
@@ -319,11 +331,32 @@ mod tests {
                 "0",
                 "gateway.max_streams_per_token",
             ),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
+                "short",
+                "gateway.control_plane_token",
+            ),
+            (
+                "SWITCHYARD_HTTP__HEADER_READ_TIMEOUT_MS",
+                "0",
+                "http.header_read_timeout_ms",
+            ),
         ];
         for (var, value, key) in cases {
             let config = load(&[token, (var, value)]);
             assert_eq!(bad_key(&config), key, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn the_control_plane_token_is_required() {
+        let env: HashMap<String, String> = [(
+            "SWITCHYARD_GATEWAY__ADMIN_TOKEN".to_owned(),
+            "s3cret".to_owned(),
+        )]
+        .into();
+        let config: Config = switchyard_platform::config::load_from(None, env).unwrap();
+        assert_eq!(bad_key(&config), "gateway.control_plane_token");
     }
 
     #[test]
