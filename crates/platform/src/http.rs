@@ -1,20 +1,20 @@
 //! HTTP plumbing shared by the services: the error type every handler returns, a JSON
 //! extractor whose rejections use the same error shape, health endpoints, and `serve`.
 
+use crate::config::ConfigError;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, middleware};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use crate::config::ConfigError;
-use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
 use switchyard_contracts::api::{ErrorBody, ErrorDetail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

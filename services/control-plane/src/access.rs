@@ -163,7 +163,9 @@ fn internal_token_matches(headers: &HeaderMap, expected: Option<&secrecy::Secret
     let Some(expected) = expected else {
         return false;
     };
-    let mut given = headers.get_all(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER).iter();
+    let mut given = headers
+        .get_all(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER)
+        .iter();
     match (given.next(), given.next()) {
         (Some(value), None) => secret_matches(value.as_bytes(), expected),
         _ => false,

@@ -24,12 +24,13 @@ use crate::dispatch;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::middleware::{self, Next};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,7 +42,6 @@ use switchyard_contracts::api::{
 use switchyard_contracts::control::{ControlOutcome, ControlRequest};
 use switchyard_contracts::dispatch::{DispatchOutcome, DispatchRequest, EventPosition};
 use switchyard_contracts::{RunCommand, RunId};
-use secrecy::SecretString;
 use switchyard_platform::http::{
     ApiError, Json, bearer_challenge, bearer_token, health_routes, nats_ready, secret_matches,
     with_common_layers,

@@ -425,7 +425,10 @@ inactivity_ms = 0
             };
             let err = settings.validate().unwrap_err().to_string();
             assert!(err.contains("executor.api_token"), "{err}");
-            assert!(weak.is_empty() || !err.contains(weak), "{err} echoes the token");
+            assert!(
+                weak.is_empty() || !err.contains(weak),
+                "{err} echoes the token"
+            );
         }
         let settings = ExecutorSettings {
             api_token: Some("0123456789abcdef".into()),

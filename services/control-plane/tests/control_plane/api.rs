@@ -556,10 +556,15 @@ async fn a_caller_without_the_internal_token_is_refused_whatever_it_claims() {
         for (who, token) in [
             ("no token", None),
             ("a wrong token", Some("cp-test-internal-token-guess")),
-            ("the token with a byte off", Some("cp-test-internal-token-7a3F")),
+            (
+                "the token with a byte off",
+                Some("cp-test-internal-token-7a3F"),
+            ),
         ] {
             let with = |request: reqwest::RequestBuilder| match token {
-                Some(token) => request.header(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER, token),
+                Some(token) => {
+                    request.header(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER, token)
+                }
                 None => request,
             };
             attempts.push((who, with(raw.get(url("/api/principals")))));
@@ -604,10 +609,7 @@ async fn a_caller_without_the_internal_token_is_refused_whatever_it_claims() {
     assert_eq!(runs["runs"].as_array().unwrap().len(), 0, "{runs}");
     let (status, principals) = h.get("/api/principals").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        !principals.to_string().contains("mallory"),
-        "{principals}"
-    );
+    assert!(!principals.to_string().contains("mallory"), "{principals}");
     // Health carries no data and stays open; the gateway's client is served.
     let health = reqwest::get(format!("{}/healthz", h.base)).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);

@@ -6,9 +6,9 @@
 use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use switchyard_contracts::{RunEvent, RunId};
 use switchyard_contracts::api::ProviderRunStartResponse;
 use switchyard_contracts::event::{FailureReason, TerminalStatus};
+use switchyard_contracts::{RunEvent, RunId};
 
 #[derive(Debug, Clone)]
 struct Frame {
@@ -44,7 +44,9 @@ fn parse_sse(body: &str) -> Vec<Frame> {
 const API_TOKEN: &str = "executor-api-test-token-5e2b9c";
 
 /// An executor whose provider-run API is on.
-async fn harness_with_api(adjust: impl FnOnce(&mut switchyard_executor::ExecutorSettings)) -> Harness {
+async fn harness_with_api(
+    adjust: impl FnOnce(&mut switchyard_executor::ExecutorSettings),
+) -> Harness {
     Harness::start_with(|settings| {
         settings.api_token = Some(API_TOKEN.into());
         adjust(settings);
@@ -428,7 +430,9 @@ async fn assert_unauthorized(response: reqwest::Response, what: &str) {
         "{what}"
     );
     assert!(
-        challenge.as_deref().is_some_and(|c| c.starts_with("Bearer")),
+        challenge
+            .as_deref()
+            .is_some_and(|c| c.starts_with("Bearer")),
         "{what}: WWW-Authenticate {challenge:?}"
     );
 }
@@ -462,8 +466,14 @@ async fn without_the_token_nobody_reads_approves_stops_or_starts_a_run() {
     });
     let attackers = [
         ("no Authorization header", reqwest::Client::new()),
-        ("a wrong token", authorized_client("executor-api-test-token-guess0")),
-        ("the token with one byte off", authorized_client(&format!("{}X", &API_TOKEN[..API_TOKEN.len() - 1]))),
+        (
+            "a wrong token",
+            authorized_client("executor-api-test-token-guess0"),
+        ),
+        (
+            "the token with one byte off",
+            authorized_client(&format!("{}X", &API_TOKEN[..API_TOKEN.len() - 1])),
+        ),
     ];
     for (who, client) in attackers {
         let api = Api::with_client(&harness, client);
@@ -473,7 +483,11 @@ async fn without_the_token_nobody_reads_approves_stops_or_starts_a_run() {
             &format!("approval with {who}"),
         )
         .await;
-        assert_unauthorized(api.post(&stop, json!({})).await, &format!("stop with {who}")).await;
+        assert_unauthorized(
+            api.post(&stop, json!({})).await,
+            &format!("stop with {who}"),
+        )
+        .await;
         assert_unauthorized(api.start(start.clone()).await, &format!("start with {who}")).await;
     }
     // Another scheme carrying the token is not a bearer token either.
@@ -483,7 +497,11 @@ async fn without_the_token_nobody_reads_approves_stops_or_starts_a_run() {
     // Nothing happened: the run still waits for its approval, the intruder's run was
     // never started.
     let last = harness.log.last(run_id).await.unwrap().unwrap();
-    assert_eq!(last.header.seq, asked.seq, "the run moved on: {:?}", last.header);
+    assert_eq!(
+        last.header.seq, asked.seq,
+        "the run moved on: {:?}",
+        last.header
+    );
     assert!(harness.log.last(intruder_run).await.unwrap().is_none());
 
     // The holder of the token is served: the approval goes through and the run ends.
@@ -541,7 +559,8 @@ async fn without_a_configured_token_the_api_is_off() {
             .await,
             api.post(&format!("/provider-runs/{run_id}/stop"), json!({}))
                 .await,
-            api.start(json!({"provider": "scripted", "prompt": "x"})).await,
+            api.start(json!({"provider": "scripted", "prompt": "x"}))
+                .await,
         ];
         for response in responses {
             // Checked before the body is read: a stream served by mistake never ends.

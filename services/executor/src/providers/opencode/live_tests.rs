@@ -511,8 +511,15 @@ async fn the_opencode_server_refuses_callers_without_the_runs_password() {
     }));
     let dirs = live.dirs("password").await;
     let workspace = dirs.workspace.clone();
-    // (route, status) of each probe, and the password the server was started with.
-    let seen: Arc<std::sync::Mutex<(Vec<(String, u16)>, Option<String>)>> = Arc::default();
+    /// What the probes saw while the approval waited.
+    #[derive(Clone, Default)]
+    struct Seen {
+        /// (request, status) of each probe.
+        probes: Vec<(String, u16)>,
+        /// The password the server was started with.
+        password: Option<String>,
+    }
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
     live.before_answer = Some(Arc::new({
         let port = port.clone();
         let seen = seen.clone();
@@ -544,7 +551,8 @@ async fn the_opencode_server_refuses_callers_without_the_runs_password() {
                             .request(method.clone(), format!("{base}{path}"))
                             .timeout(Duration::from_secs(10));
                         if let Some(password) = auth {
-                            request = request.basic_auth(super::api::SERVER_USERNAME, Some(password));
+                            request =
+                                request.basic_auth(super::api::SERVER_USERNAME, Some(password));
                         }
                         if let Some(body) = body {
                             request = request.json(&body);
@@ -569,7 +577,7 @@ async fn the_opencode_server_refuses_callers_without_the_runs_password() {
                         .as_u16();
                     probes.push(("GET /session with the password".to_owned(), status));
                 }
-                *seen.lock().unwrap() = (probes, password);
+                *seen.lock().unwrap() = Seen { probes, password };
             })
         }
     }));
@@ -582,10 +590,14 @@ async fn the_opencode_server_refuses_callers_without_the_runs_password() {
             None,
         )
         .await;
-    let (probes, password) = seen.lock().unwrap().clone();
+    let Seen { probes, password } = seen.lock().unwrap().clone();
     assert!(!probes.is_empty(), "the run never asked for an approval");
     for (probe, status) in &probes {
-        let expected = if probe.ends_with("with the password") { 200 } else { 401 };
+        let expected = if probe.ends_with("with the password") {
+            200
+        } else {
+            401
+        };
         assert_eq!(*status, expected, "{probe}");
     }
     let password = password.expect("the server runs with OPENCODE_SERVER_PASSWORD");
@@ -595,5 +607,8 @@ async fn the_opencode_server_refuses_callers_without_the_runs_password() {
     assert_eq!(done.outcome, ProviderOutcome::Succeeded);
     assert!(workspace.join(TOOL_FILE).is_file());
     let recorded = serde_json::to_string(&done.events).unwrap();
-    assert!(!recorded.contains(&password), "the password is in the run's events");
+    assert!(
+        !recorded.contains(&password),
+        "the password is in the run's events"
+    );
 }
