@@ -54,8 +54,16 @@ pub async fn start(signals: Signals) -> anyhow::Result<Platform> {
         }
         (Some(secret), None) => *sent = Some(secret),
         (None, Some(secret)) => *internal = Some(secret),
-        // Both configured: a mismatch shows as 401s from the control-plane.
-        (Some(_), Some(_)) => {}
+        (Some(internal), Some(sent)) => {
+            use switchyard_platform::config::ExposeSecret as _;
+            if internal.expose_secret() != sent.expose_secret() {
+                anyhow::bail!(
+                    "control_plane.internal_token and gateway.control_plane_token differ: \
+                     in one process the gateway could not call the control-plane; set one \
+                     of them, or both to the same value"
+                );
+            }
+        }
     }
     switchyard_platform::telemetry::init(&gateway.telemetry);
     control_plane.validate()?;
