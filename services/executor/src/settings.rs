@@ -4,12 +4,13 @@
 
 use crate::budget::BudgetSettings;
 use crate::cli::LivenessLimits;
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_contracts::{ProviderName, subjects};
-use switchyard_platform::config::ConfigError;
+use switchyard_platform::config::{ConfigError, check_token};
 
 /// `[executor]` section. Every key has a default, so an empty section is valid.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,6 +18,10 @@ use switchyard_platform::config::ConfigError;
 pub struct ExecutorSettings {
     /// Address of the standalone provider-run API and health endpoints (port 0 = any).
     pub listen: SocketAddr,
+    /// The bearer token the provider-run API (`/provider-runs/*`) requires. Unset, the
+    /// API is off (its routes answer 403 `api_disabled`); `/healthz` and `/readyz` are
+    /// served either way. Never logged, and never in a provider's environment.
+    pub api_token: Option<SecretString>,
     /// Identity in subjects (`executors.<id>.dispatch`) and the presence bucket.
     /// Default: `exec-` and 8 hex digits of a random UUID, fresh at every start.
     pub executor_id: Option<String>,
@@ -143,6 +148,7 @@ impl Default for ExecutorSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            api_token: None,
             executor_id: None,
             capacity: 16,
             heartbeat_ms: 2_000,
@@ -196,6 +202,9 @@ impl ExecutorSettings {
                 "executor.executor_id",
                 format!("{id:?} must be 1-128 ASCII letters, digits, `-` or `_`"),
             );
+        }
+        if let Some(token) = &self.api_token {
+            check_token("executor.api_token", token)?;
         }
         if self.capacity == 0 {
             return bad("executor.capacity", "must be at least 1".to_owned());
@@ -414,5 +423,22 @@ inactivity_ms = 0
             let err = settings.validate().unwrap_err().to_string();
             assert!(err.contains(key), "{err} should name {key}");
         }
+        for weak in ["short-token", "a token with spaces", ""] {
+            let settings = ExecutorSettings {
+                api_token: Some(weak.into()),
+                ..Default::default()
+            };
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains("executor.api_token"), "{err}");
+            assert!(
+                weak.is_empty() || !err.contains(weak),
+                "{err} echoes the token"
+            );
+        }
+        let settings = ExecutorSettings {
+            api_token: Some("0123456789abcdef".into()),
+            ..Default::default()
+        };
+        settings.validate().unwrap();
     }
 }

@@ -659,7 +659,9 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// The server's basic-auth password: 256 random bits.
+/// The server's basic-auth password: two v4 UUIDs, 244 random bits. Every local
+/// process (another run's agent included) can reach the loopback port; only the
+/// adapter knows this.
 fn random_password() -> String {
     format!(
         "{}{}",
