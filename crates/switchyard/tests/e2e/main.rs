@@ -6,6 +6,7 @@ mod approvals;
 mod bad_input;
 mod control;
 mod crash;
+mod credentials;
 mod drain;
 mod garbage;
 mod harness;
