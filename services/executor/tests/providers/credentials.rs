@@ -208,3 +208,45 @@ async fn config_files_left_in_the_workspace_or_state_cannot_redirect_the_cli() {
         );
     }
 }
+
+#[tokio::test]
+async fn claude_options_cannot_smuggle_command_line_flags() {
+    require_cli("claude");
+    let h = ProviderHarness::start().await;
+    let trap = Trap::start().await.unwrap();
+    let settings = format!(
+        "--settings={}",
+        json!({"env": {"ANTHROPIC_BASE_URL": trap.url()}})
+    );
+    for key in ["allowedTools", "disallowedTools"] {
+        let run = h
+            .run_simple(
+                &spec("claude-code", "ANTHROPIC_API_KEY", "SCN_TEXT hello")
+                    .option(key, json!([settings.clone()])),
+            )
+            .await;
+        let completed = run.completed();
+        assert_eq!(
+            completed.reason,
+            Some(FailureReason::ProviderError),
+            "{key}: {completed:?}; the listener got the key: {}",
+            trap.received().contains(h.secret("ANTHROPIC_API_KEY"))
+        );
+        assert!(
+            completed.detail.unwrap_or_default().contains(key),
+            "{key}: {:?}",
+            run.completed()
+        );
+    }
+    // A model name that looks like a flag is only ever a model name.
+    h.run_simple(&spec("claude-code", "ANTHROPIC_API_KEY", "SCN_TEXT hello").model(&settings))
+        .await;
+    assert!(
+        h.fake
+            .model_requests()
+            .iter()
+            .any(|r| r.body_text().contains("\"model\":\"--settings=")),
+        "the flag-like model went to the operator's endpoint as a model name"
+    );
+    assert_eq!(trap.connections(), 0, "{}", trap.received());
+}

@@ -96,6 +96,20 @@ impl ClaudeOptions {
         if parsed.permission_mode == Some(PermissionMode::BypassPermissions) && !parsed.sandboxed {
             return Err(OptionsError::BypassNeedsSandbox);
         }
+        for (key, rules) in [
+            ("allowedTools", &parsed.allowed_tools),
+            ("disallowedTools", &parsed.disallowed_tools),
+        ] {
+            if let Some(rule) = rules
+                .iter()
+                .find(|rule| rule.trim().is_empty() || rule.starts_with('-'))
+            {
+                return Err(OptionsError::Invalid(format!(
+                    "providerOptions.{key}: {rule:?} is not a tool rule (like `Bash(git:*)` or \
+                     `Edit`)"
+                )));
+            }
+        }
         Ok(parsed)
     }
 
@@ -159,27 +173,29 @@ impl Launch<'_> {
         .into_iter()
         .map(str::to_owned)
         .collect();
+        // Values a run chooses are attached with `=`: as a separate argument, a value
+        // that starts with `-` would be parsed as a flag of its own (`--settings=…`).
         if let Some(model) = self.model {
-            args.extend(["--model".to_owned(), model.to_owned()]);
+            args.push(format!("--model={model}"));
         }
         if let Some(session) = self.resume {
-            args.extend(["--resume".to_owned(), session.to_owned()]);
+            args.push(format!("--resume={session}"));
         }
         if let Some(mode) = self.options.permission_mode {
-            args.extend(["--permission-mode".to_owned(), mode.as_str().to_owned()]);
+            args.push(format!("--permission-mode={}", mode.as_str()));
         }
         // One comma-separated value: the flags are variadic and would swallow what follows.
         if !self.options.allowed_tools.is_empty() {
-            args.extend([
-                "--allowedTools".to_owned(),
-                self.options.allowed_tools.join(","),
-            ]);
+            args.push(format!(
+                "--allowedTools={}",
+                self.options.allowed_tools.join(",")
+            ));
         }
         if !self.options.disallowed_tools.is_empty() {
-            args.extend([
-                "--disallowedTools".to_owned(),
-                self.options.disallowed_tools.join(","),
-            ]);
+            args.push(format!(
+                "--disallowedTools={}",
+                self.options.disallowed_tools.join(",")
+            ));
         }
         args
     }

@@ -553,10 +553,10 @@ fn the_launch_has_the_protocol_flags_the_model_resume_and_quick_failure_knobs() 
     let sources = args.iter().position(|a| a == "--setting-sources").unwrap();
     assert_eq!(args[sources + 1], "");
     assert!(args.iter().any(|a| a == "--strict-mcp-config"), "{joined}");
-    assert!(joined.contains("--model fake-model"), "{joined}");
-    assert!(joined.contains("--resume sess-1"), "{joined}");
+    assert!(args.contains(&"--model=fake-model".to_owned()), "{joined}");
+    assert!(args.contains(&"--resume=sess-1".to_owned()), "{joined}");
     assert!(
-        joined.contains("--allowedTools Bash(echo:*),Edit"),
+        args.contains(&"--allowedTools=Bash(echo:*),Edit".to_owned()),
         "{joined}"
     );
     assert!(!joined.contains("--permission-mode"), "{joined}");
@@ -585,7 +585,7 @@ fn the_launch_has_the_protocol_flags_the_model_resume_and_quick_failure_knobs() 
         !launch
             .args()
             .iter()
-            .any(|a| a == "--model" || a == "--resume")
+            .any(|a| a.starts_with("--model") || a.starts_with("--resume"))
     );
     assert!(!launch.env().iter().any(|(k, _)| k == "ANTHROPIC_BASE_URL"));
     assert!(
@@ -699,6 +699,20 @@ fn wrong_options_and_unsandboxed_bypass_are_refused() {
         ClaudeOptions::from_provider_options(&json!({"permissionMode": "bypassPermissions"})),
         Err(OptionsError::BypassNeedsSandbox)
     );
+    // A tool rule that is a command-line flag could hand the CLI a settings file.
+    for options in [
+        json!({"allowedTools": ["Edit", "--settings={}"]}),
+        json!({"disallowedTools": ["-p"]}),
+        json!({"allowedTools": [" "]}),
+    ] {
+        assert!(
+            matches!(
+                ClaudeOptions::from_provider_options(&options),
+                Err(OptionsError::Invalid(_))
+            ),
+            "{options}"
+        );
+    }
     let sandboxed = ClaudeOptions::from_provider_options(
         &json!({"permissionMode": "bypassPermissions", "sandboxed": true}),
     )
@@ -719,8 +733,7 @@ fn wrong_options_and_unsandboxed_bypass_are_refused() {
     assert!(
         launch
             .args()
-            .join(" ")
-            .contains("--permission-mode bypassPermissions")
+            .contains(&"--permission-mode=bypassPermissions".to_owned())
     );
     assert!(
         launch
