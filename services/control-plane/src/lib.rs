@@ -11,7 +11,9 @@ pub mod config;
 pub mod control;
 pub mod conversations;
 pub mod database;
+pub mod durations;
 pub mod http;
+pub mod idempotency;
 pub mod outbox;
 pub mod projector;
 pub mod providers;
@@ -20,6 +22,7 @@ pub mod reconciler;
 pub mod revocation;
 pub mod runs;
 pub mod store;
+pub mod waiting;
 
 pub use config::{Config, ControlPlaneSettings};
 

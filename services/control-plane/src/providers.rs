@@ -52,6 +52,19 @@ pub async fn list(
     Ok(registry(&presences))
 }
 
+/// The presence records of live executors, bounded by `timeout`.
+pub async fn live(
+    js: &jetstream::Context,
+    timeout: Duration,
+) -> Result<Vec<ExecutorPresence>, RegistryError> {
+    tokio::time::timeout(timeout, live_presences(js))
+        .await
+        .map_err(|_| RegistryError::TimedOut {
+            bucket: subjects::EXECUTORS_BUCKET,
+            timeout,
+        })?
+}
+
 /// The presence records of live executors. No bucket means no executor ever announced
 /// itself (or NATS lost the in-memory bucket and nobody re-created it yet).
 async fn live_presences(js: &jetstream::Context) -> Result<Vec<ExecutorPresence>, RegistryError> {

@@ -255,7 +255,7 @@ async fn forward_stop(executor: &Executor, run: &RunState, host: &HostProcess) {
     let reason = match run.cause() {
         StopCause::Requested(reason) => reason,
         StopCause::Shutdown(why) => Some(why.detail()),
-        StopCause::Timeout | StopCause::LogLost => None,
+        StopCause::Timeout | StopCause::LogLost | StopCause::OverBudget(_) => None,
     };
     let request = ControlRequest::Stop { reason };
     let reply = send_control(executor, run.run_id, &request).await;

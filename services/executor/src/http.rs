@@ -4,7 +4,7 @@
 //! | endpoint | answers |
 //! |---|---|
 //! | `POST /provider-runs/start` | 202 `{runId, streamUrl}`; 400 `unknown_provider`, `option_not_allowed` (a `providerOptions` key only the operator sets, e.g. `baseUrl`); 409 `run_exists`; 503 `executor_full` / `executor_draining` |
-//! | `GET /provider-runs/{runId}/stream` | SSE of the run's events from JetStream, resumable (`Last-Event-ID` or `?cursor=`), ending after `run.completed`; 204 when resuming at the terminal event; 404 for a run without events |
+//! | `GET /provider-runs/{runId}/stream` | SSE of the run's events from JetStream (opening with `retry:`), resumable (`Last-Event-ID` or `?cursor=`), ending after `run.completed`; 204 when resuming at the terminal event; 400 `invalid_cursor` for another run's cursor or garbage; 404 for a run without events |
 //! | `POST /provider-runs/{runId}/stop` | 202 `{runId, status: "stopping"}`; 404 when the run is not active here |
 //! | `POST /provider-runs/{runId}/human-loop/reply` | 200 `{runId, accepted}`; 404; 409 `no_pending_request` |
 //!
@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{KeepAlive, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
@@ -36,7 +36,7 @@ use switchyard_contracts::dispatch::{DispatchOutcome, DispatchRequest, EventPosi
 use switchyard_contracts::provider::{operator_only_message, operator_only_option};
 use switchyard_contracts::{RunCommand, RunId};
 use switchyard_platform::http::{ApiError, Json, health_routes, nats_ready, with_common_layers};
-use switchyard_platform::sse::{self, Cursor};
+use switchyard_platform::sse::{self, Cursor, InvalidCursor, ParsedCursor, RunTag};
 
 /// Time a request may take before its response starts (SSE bodies are not cut by it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,12 +176,30 @@ async fn stream(
         .get("last-event-id")
         .map(|value| value.to_str().unwrap_or("\u{0}").to_owned())
         .or(query.cursor);
+    let tag = RunTag::of(&run_id);
+    let invalid_cursor = |e: InvalidCursor| ApiError::bad_request("invalid_cursor", e.to_string());
     let cursor = cursor_text
-        .map(|text| Cursor::decode(&text))
+        .map(|text| Cursor::parse(&text, &tag))
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_cursor", e.to_string()))?;
+        .map_err(invalid_cursor)?;
 
     let unavailable = |e| ApiError::unavailable("the event log is unavailable", e);
+    // A cursor of the untagged earlier format must name an event of this run.
+    let cursor = match cursor {
+        Some(ParsedCursor::Run(cursor)) => Some(cursor),
+        Some(ParsedCursor::Legacy(cursor)) => {
+            let held = executor
+                .log
+                .holds(run_id, cursor.seq, cursor.stream_seq)
+                .await
+                .map_err(unavailable)?;
+            if !held {
+                return Err(invalid_cursor(InvalidCursor));
+            }
+            Some(cursor)
+        }
+        None => None,
+    };
     let last = executor
         .log
         .last(run_id)
@@ -204,7 +222,7 @@ async fn stream(
         match tail.next().await {
             Some(Ok(event)) => {
                 let terminal = event.header.is_terminal();
-                Some((Ok::<_, Infallible>(sse::frame(&event)), (tail, terminal)))
+                Some((Ok::<_, Infallible>(sse::frame(&event, &tag)), (tail, terminal)))
             }
             Some(Err(error)) => {
                 // The client resumes from its last id; nothing is lost.
@@ -217,6 +235,8 @@ async fn stream(
     .take_until(executor.http_stop.clone().cancelled_owned());
     let keep_alive =
         KeepAlive::new().interval(Duration::from_secs(executor.settings.keep_alive_secs));
+    let retry = Event::default().retry(Duration::from_millis(sse::RETRY_MS));
+    let frames = futures::stream::once(std::future::ready(Ok(retry))).chain(frames);
     Ok(Sse::new(frames).keep_alive(keep_alive).into_response())
 }
 

@@ -17,10 +17,12 @@
 //! of their own that outlive the executor, adopted by its successor under the same id.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod budget;
 pub mod cli;
 mod clock;
 mod control;
 mod dispatch;
+pub mod file_changes;
 pub mod host;
 mod hosting;
 mod http;

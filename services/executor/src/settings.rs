@@ -2,6 +2,7 @@
 //! timings it runs runs with, and where the agent CLIs, their credentials and the runs'
 //! directories are.
 
+use crate::budget::BudgetSettings;
 use crate::cli::LivenessLimits;
 use crate::cli::credentials::{
     CredentialPolicies, PLATFORM_ENV_PREFIX, ProviderCredentials, is_name,
@@ -62,6 +63,9 @@ pub struct ExecutorSettings {
     pub credentials: BTreeMap<String, ProviderCredentialSettings>,
     /// `[executor.liveness]`: limits that end a CLI run that hangs.
     pub liveness: LivenessSettings,
+    /// `[executor.budget]`: the per-run budget of runs whose `providerOptions.budget`
+    /// leaves a limit out.
+    pub budget: BudgetSettings,
     /// How long a human-loop request waits for an answer before it is declined
     /// (`deny`, resolved by `timeout`) and the run goes on; 0 waits as long as the run
     /// lives. A run's `providerOptions.humanLoopTimeoutMs` overrides it.
@@ -200,6 +204,7 @@ impl Default for ExecutorSettings {
             credentials_from_environment: true,
             credentials: BTreeMap::new(),
             liveness: LivenessSettings::default(),
+            budget: BudgetSettings::default(),
             human_loop_timeout_ms: 60 * 60 * 1000,
             workspace_cleanup: WorkspaceCleanup::default(),
             allowed_workspace_dirs: Vec::new(),

@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Interval of SSE keep-alive comments.
     pub keep_alive_secs: u64,
+    /// The `retry:` (milliseconds) every run stream starts with: how long a browser's
+    /// `EventSource` waits before it reconnects after the connection dropped.
+    pub sse_retry_ms: u64,
     /// Deadline for one control-plane request (503 `unavailable` after it).
     pub upstream_timeout_ms: u64,
     /// Concurrent SSE connections one principal may hold (429 `too_many_streams` above).
@@ -93,6 +96,7 @@ impl Default for GatewayConfig {
             allow_anonymous: false,
             max_body_bytes: 1024 * 1024,
             keep_alive_secs: 15,
+            sse_retry_ms: switchyard_platform::sse::RETRY_MS,
             upstream_timeout_ms: 30_000,
             max_streams_per_token: 1000,
             token_cache_secs: 30,
@@ -150,6 +154,9 @@ impl Config {
         }
         if gateway.keep_alive_secs == 0 {
             return Err(invalid("gateway.keep_alive_secs", "must be at least 1"));
+        }
+        if gateway.sse_retry_ms == 0 {
+            return Err(invalid("gateway.sse_retry_ms", "must be at least 1"));
         }
         if gateway.upstream_timeout_ms == 0 {
             return Err(invalid("gateway.upstream_timeout_ms", "must be at least 1"));
@@ -211,6 +218,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             gateway.stream_opens_per_minute,
         ),
         keep_alive: gateway.keep_alive(),
+        retry_frame: frames::retry(gateway.sse_retry_ms),
     });
     let router = routes::router(state, &gateway, client.clone());
 
@@ -298,6 +306,11 @@ mod tests {
                 "SWITCHYARD_GATEWAY__KEEP_ALIVE_SECS",
                 "0",
                 "gateway.keep_alive_secs",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__SSE_RETRY_MS",
+                "0",
+                "gateway.sse_retry_ms",
             ),
             (
                 "SWITCHYARD_GATEWAY__MAX_BODY_BYTES",

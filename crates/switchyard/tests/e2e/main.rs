@@ -4,7 +4,9 @@
 
 mod approvals;
 mod bad_input;
+mod budget;
 mod control;
+mod control_plane_crash;
 mod crash;
 mod credentials;
 mod drain;

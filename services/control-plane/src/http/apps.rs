@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use switchyard_contracts::ProviderName;
 use switchyard_contracts::api::{AppList, AppView, RegisterAppRequest, RuntimeDefaults};
+use switchyard_contracts::budget::RunBudget;
 use switchyard_contracts::provider::{operator_only_message, operator_only_option};
 use switchyard_platform::http::{ApiError, Json};
 
@@ -73,6 +74,7 @@ async fn register(
             app_provider.as_deref(),
         )?;
     }
+    check_durations(&request)?;
     let (view, created) = store::apps::upsert(
         &state.pool,
         store::apps::AppRecord {
@@ -167,12 +169,24 @@ fn canonicalize(
             "`{field}.providerOptions` must not contain NUL characters"
         )));
     }
-    if let Some(timeout) = defaults.timeout_ms
-        && (timeout == 0 || i64::try_from(timeout).is_err())
-    {
-        return Err(invalid(format!(
-            "`{field}.timeoutMs` must be a positive number"
-        )));
+    RunBudget::from_options(
+        &defaults.provider_options,
+        &format!("{field}.providerOptions"),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    Ok(())
+}
+
+/// Every duration of the defaults and the profiles (see [`crate::durations`]).
+fn check_durations(request: &RegisterAppRequest) -> Result<(), ApiError> {
+    let invalid_duration = |e: crate::durations::InvalidDuration| {
+        ApiError::bad_request("invalid_duration", e.to_string())
+    };
+    crate::durations::check_defaults(&request.runtime_defaults, "runtimeDefaults")
+        .map_err(invalid_duration)?;
+    for (name, defaults) in &request.execution_profiles {
+        crate::durations::check_defaults(defaults, &format!("executionProfiles.{name}"))
+            .map_err(invalid_duration)?;
     }
     Ok(())
 }

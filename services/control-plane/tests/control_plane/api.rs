@@ -184,6 +184,52 @@ async fn provider_resolves_request_then_profile_then_app_then_default() {
     h.stop().await;
 }
 
+/// A profile's `credentialEnv` adds to the app's list rather than replacing it: the
+/// profile's names first (the first name is the provider's primary credential), then
+/// the app's names it does not repeat.
+#[tokio::test]
+async fn a_profiles_credential_env_adds_to_the_apps() {
+    let h = Harness::start().await;
+    h.register_app(json!({
+        "appId": "merged",
+        "runtimeDefaults": {"provider": "scripted",
+                            "credentialEnv": ["ANTHROPIC_API_KEY", "SHARED_TOKEN"]},
+        "executionProfiles": {
+            "staging": {"credentialEnv": ["ANTHROPIC_STAGING_KEY", "SHARED_TOKEN"]},
+            "plain": {"model": "m"}
+        }
+    }))
+    .await;
+    let cases = [
+        (
+            json!({"appId": "merged", "executionProfile": "staging", "prompt": "p"}),
+            vec!["ANTHROPIC_STAGING_KEY", "SHARED_TOKEN", "ANTHROPIC_API_KEY"],
+        ),
+        (
+            json!({"appId": "merged", "executionProfile": "plain", "prompt": "p"}),
+            vec!["ANTHROPIC_API_KEY", "SHARED_TOKEN"],
+        ),
+        (
+            json!({"appId": "merged", "prompt": "p"}),
+            vec!["ANTHROPIC_API_KEY", "SHARED_TOKEN"],
+        ),
+    ];
+    for (body, expected) in cases {
+        let run_id = h.start_run(body.clone()).await;
+        let command = h.command_of("scripted", run_id).await;
+        let command: RunCommand = serde_json::from_slice(&command.payload).unwrap();
+        assert_eq!(command.credential_env, expected, "{body}");
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT credential_env FROM runs WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(&h.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, expected, "{body}");
+    }
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn an_endpoint_is_refused_in_requests_apps_profiles_and_stored_defaults() {
     let h = Harness::start().await;
@@ -480,7 +526,7 @@ async fn bad_input_gets_the_json_error_shape_and_the_right_status() {
             Some(json!({"decision": "maybe"})),
             b"",
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
+            "invalid_decision",
         ),
         (
             "get",

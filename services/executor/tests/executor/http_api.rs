@@ -198,6 +198,43 @@ async fn start_stream_resume_and_no_content_after_the_end() {
         (StatusCode::BAD_REQUEST, "invalid_cursor".to_owned())
     );
 
+    // Another run's cursors are refused, before and after that run ended.
+    let other = api
+        .start_ok(json!({
+            "provider": "scripted",
+            "prompt": "wait",
+            "providerOptions": {"script": [{"humanLoop": {"prompt": "go on?"}}]}
+        }))
+        .await;
+    let raw = api.get(&other.stream_url).await;
+    let mut body = raw.bytes_stream();
+    let first = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut body))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.starts_with(b"retry: 1000\n\n"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    drop(body);
+    for id in [&frames[2].id, terminal] {
+        let response = api.get(&format!("{}?cursor={id}", other.stream_url)).await;
+        assert_eq!(
+            error_code(response).await,
+            (StatusCode::BAD_REQUEST, "invalid_cursor".to_owned())
+        );
+    }
+    let response = api
+        .post(&format!("/provider-runs/{}/stop", other.run_id), json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (status, _) = api.stream(&other.stream_url, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api.stream(&other.stream_url, Some(terminal)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a finished run too");
+
     // The same run id cannot be started again.
     let response = api
         .start(json!({"runId": started.run_id, "provider": "scripted", "prompt": "again"}))

@@ -10,9 +10,13 @@ use crate::common::{
     Finished, ProviderHarness, RunSpec, UNSET_CREDENTIAL, wait_no_process_mentioning,
 };
 use std::time::{Duration, Instant};
-use switchyard_contracts::event::{HumanLoopDecision, HumanLoopKind, TerminalStatus, ToolStatus};
+use switchyard_contracts::event::{
+    FileChangeKind, HumanLoopDecision, HumanLoopKind, TerminalStatus, ToolStatus,
+};
 use switchyard_contracts::{FailureReason, RunEventKind};
-use switchyard_test_support::fake_model::{FINAL_ANSWER, TEXT_MARKER, TOOL_FILE};
+use switchyard_test_support::fake_model::{
+    FINAL_ANSWER, PATCH_FILE, PATCH_LINE, TEXT_MARKER, TOOL_FILE,
+};
 
 const PROVIDER: &str = "claude-code";
 const KEY: &str = "ANTHROPIC_API_KEY";
@@ -79,6 +83,13 @@ async fn a_turn_runs_an_approved_command_and_answers() {
     ));
     assert!(has(&|k| matches!(k, RunEventKind::MessageDelta(_))));
     assert!(has(&|k| matches!(k, RunEventKind::Usage(_))));
+    // The shell command's file is found by the workspace scan, once.
+    assert_eq!(
+        run.file_changes(),
+        [(TOOL_FILE.to_owned(), FileChangeKind::Added)],
+        "{:?}",
+        run.types()
+    );
     assert!(
         run.final_text().ends_with(FINAL_ANSWER),
         "{}",
@@ -93,6 +104,27 @@ async fn a_turn_runs_an_approved_command_and_answers() {
         .expect("claude called the model");
     assert_eq!(request.api_key(), Some(h.secret(KEY)));
     assert_eq!(request.body["model"], "fake-model");
+    no_process_left(&run).await;
+}
+
+#[tokio::test]
+async fn a_written_file_is_reported_once() {
+    let h = ProviderHarness::start().await;
+    let run = h
+        .run(&spec("SCN_PATCH add a file"), |_| {
+            HumanLoopDecision::Approve
+        })
+        .await;
+    check(&h, &run, TerminalStatus::Succeeded);
+    let written = std::fs::read_to_string(run.workspace().join(PATCH_FILE)).unwrap();
+    assert_eq!(written.trim_end(), PATCH_LINE);
+    // Reported by the Write tool, and not once more by the workspace scan.
+    assert_eq!(
+        run.file_changes(),
+        [(PATCH_FILE.to_owned(), FileChangeKind::Added)],
+        "{}",
+        run.json()
+    );
     no_process_left(&run).await;
 }
 

@@ -107,6 +107,12 @@ async fn a_tool_turn_creates_the_file_and_answers() {
         .unwrap();
     assert!(command.contains(TOOL_COMMAND), "{command}");
     assert_eq!(tool_status(&finished), Some(ToolStatus::Succeeded));
+    // The shell command's file is found by the workspace scan, once.
+    assert_eq!(
+        finished.file_changes(),
+        [(TOOL_FILE.to_owned(), FileChangeKind::Added)],
+        "{types:?}"
+    );
 
     // The key reached the model API only through codex's environment.
     let requests = harness.fake.requests_for("/v1/responses");
@@ -179,6 +185,13 @@ async fn an_approved_patch_is_a_file_change() {
         .unwrap_or_else(|| panic!("no file.changed in {:?}", finished.types()));
     assert_eq!(changed.path, PATCH_FILE);
     assert_eq!(changed.change, FileChangeKind::Added);
+    // Reported by the patch, and not once more by the workspace scan.
+    assert_eq!(
+        finished.file_changes(),
+        [(PATCH_FILE.to_owned(), FileChangeKind::Added)],
+        "{}",
+        finished.json()
+    );
     let [asked] = finished.asked.as_slice() else {
         panic!("one approval expected: {:?}", finished.asked)
     };

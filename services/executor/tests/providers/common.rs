@@ -15,7 +15,9 @@ use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest
 use switchyard_contracts::dispatch::{
     DispatchOutcome, DispatchReply, DispatchRequest, EventPosition,
 };
-use switchyard_contracts::event::{HumanLoopDecision, HumanLoopRequested, RunCompleted};
+use switchyard_contracts::event::{
+    FileChangeKind, HumanLoopDecision, HumanLoopRequested, RunCompleted,
+};
 use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::{RunCommand, RunEvent, RunEventKind, RunId, subjects};
 use switchyard_executor::settings::{
@@ -178,6 +180,17 @@ impl Finished {
             })
             .map(PathBuf::from)
             .expect("run.started names the workspace")
+    }
+
+    /// Every `file.changed` as `(path, change)`, in order.
+    pub(crate) fn file_changes(&self) -> Vec<(String, FileChangeKind)> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                RunEventKind::FileChanged(changed) => Some((changed.path.clone(), changed.change)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every event as JSON, one per line (for secret scans and failure messages).

@@ -83,6 +83,12 @@ async fn a_tool_turn_runs_the_approved_command_and_answers() {
         assert!(types.contains(&expected), "no {expected} in {types:?}");
     }
     assert_eq!(tool_status(&finished), Some(ToolStatus::Succeeded));
+    // The shell command's file is found by the workspace scan, once.
+    assert_eq!(
+        finished.file_changes(),
+        [(TOOL_FILE.to_owned(), FileChangeKind::Added)],
+        "{types:?}"
+    );
 
     // The key reached the model API, and nowhere else.
     let key = harness.secret("OPENAI_API_KEY");
@@ -139,12 +145,10 @@ async fn a_stopped_turn_leaves_no_process_and_the_conversation_continues() {
     assert_eq!(finished.workspace(), stopped.workspace());
     assert!(finished.workspace().join(PATCH_FILE).is_file());
     assert!(finished.final_text().contains(FINAL_MARKER));
-    assert!(
-        finished.events.iter().any(|e| matches!(
-            &e.kind,
-            RunEventKind::FileChanged(change)
-                if change.path == PATCH_FILE && change.change == FileChangeKind::Added
-        )),
+    // Reported by the file tool, and not once more by the workspace scan.
+    assert_eq!(
+        finished.file_changes(),
+        [(PATCH_FILE.to_owned(), FileChangeKind::Added)],
         "{}",
         finished.json()
     );

@@ -341,6 +341,9 @@ pub struct SseReader {
     buffer: String,
     /// Comment lines seen so far (keep-alives).
     pub comments: usize,
+    /// The last `retry:` field seen, and after how many events.
+    pub retry: Option<(u64, usize)>,
+    events: usize,
 }
 
 impl SseReader {
@@ -358,6 +361,8 @@ impl SseReader {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
             comments: 0,
+            retry: None,
+            events: 0,
         }
     }
 
@@ -409,6 +414,10 @@ impl SseReader {
             }
             let (field, value) = line.split_once(':').unwrap_or((line, ""));
             let value = value.strip_prefix(' ').unwrap_or(value);
+            if field == "retry" {
+                self.retry = Some((value.parse().unwrap(), self.events));
+                continue;
+            }
             has_field = true;
             match field {
                 "id" => frame.id = Some(value.to_owned()),
@@ -422,6 +431,7 @@ impl SseReader {
                 _ => {}
             }
         }
+        self.events += usize::from(has_field);
         has_field.then_some(frame)
     }
 
