@@ -31,6 +31,10 @@ pub enum ConfigError {
     Invalid(#[source] config::ConfigError),
     #[error("invalid configuration: `{key}` {problem}")]
     Value { key: &'static str, problem: String },
+    /// Like `Value`, for a key whose path is only known at run time (an entry of a
+    /// table, e.g. `executor.credentials.claude-code.env`).
+    #[error("invalid configuration: `{key}` {problem}")]
+    Entry { key: String, problem: String },
 }
 
 /// Environment variables under older names, mapped to their config keys.

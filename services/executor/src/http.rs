@@ -3,7 +3,7 @@
 //!
 //! | endpoint | answers |
 //! |---|---|
-//! | `POST /provider-runs/start` | 202 `{runId, streamUrl}`; 400 `unknown_provider`; 409 `run_exists`; 503 `executor_full` / `executor_draining` |
+//! | `POST /provider-runs/start` | 202 `{runId, streamUrl}`; 400 `unknown_provider`, `option_not_allowed` (a `providerOptions` key only the operator sets, e.g. `baseUrl`); 409 `run_exists`; 503 `executor_full` / `executor_draining` |
 //! | `GET /provider-runs/{runId}/stream` | SSE of the run's events from JetStream (opening with `retry:`), resumable (`Last-Event-ID` or `?cursor=`), ending after `run.completed`; 204 when resuming at the terminal event; 400 `invalid_cursor` for another run's cursor or garbage; 404 for a run without events |
 //! | `POST /provider-runs/{runId}/stop` | 202 `{runId, status: "stopping"}`; 404 when the run is not active here |
 //! | `POST /provider-runs/{runId}/human-loop/reply` | 200 `{runId, accepted}`; 404; 409 `no_pending_request` |
@@ -41,6 +41,7 @@ use switchyard_contracts::api::{
 };
 use switchyard_contracts::control::{ControlOutcome, ControlRequest};
 use switchyard_contracts::dispatch::{DispatchOutcome, DispatchRequest, EventPosition};
+use switchyard_contracts::provider::{operator_only_message, operator_only_option};
 use switchyard_contracts::{RunCommand, RunId};
 use switchyard_platform::http::{
     ApiError, Json, bearer_challenge, bearer_token, health_routes, nats_ready, secret_matches,
@@ -139,6 +140,12 @@ async fn start(
         .get(&body.provider)
         .filter(|p| p.availability().installed)
         .ok_or_else(unknown_provider)?;
+    if let Some(key) = operator_only_option(body.provider_options.keys().map(String::as_str)) {
+        return Err(ApiError::bad_request(
+            "option_not_allowed",
+            operator_only_message(&format!("providerOptions.{key}"), Some(provider.name())),
+        ));
+    }
     let run_id = body.run_id.unwrap_or_else(RunId::now_v7);
     let timeout_ms = body
         .timeout_ms

@@ -277,8 +277,6 @@ mod tests {
                 "runId": switchyard_contracts::RunId::now_v7(),
                 "provider": name,
                 "prompt": "hi",
-                "credentialEnv": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
-                "providerOptions": {"baseUrl": "http://127.0.0.1:9/v1"},
                 "createdAt": chrono::Utc::now(),
             }))
             .unwrap();

@@ -4,8 +4,12 @@
 
 use crate::budget::BudgetSettings;
 use crate::cli::LivenessLimits;
+use crate::cli::credentials::{
+    CredentialPolicies, PLATFORM_ENV_PREFIX, ProviderCredentials, is_name,
+};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,8 +58,14 @@ pub struct ExecutorSettings {
     /// if that file exists at start-up.
     pub credentials_env_file: Option<PathBuf>,
     /// Whether credentials are also looked up in the executor's own environment (before
-    /// the env file). Off makes the env file the only source (hermetic tests).
+    /// the env file) — only ever for the names some provider is allowed in
+    /// `credentials`. Off makes the env file the only source (hermetic tests).
     pub credentials_from_environment: bool,
+    /// `[executor.credentials.<provider>]`: which variables each provider may be given
+    /// and the model endpoint its CLI is pointed at. Keys are provider names (canonical
+    /// or alias; `_` may stand for `-`, as environment variable names need); a provider
+    /// without a table gets [`ProviderCredentials::defaults`].
+    pub credentials: BTreeMap<String, ProviderCredentialSettings>,
     /// `[executor.liveness]`: limits that end a CLI run that hangs.
     pub liveness: LivenessSettings,
     /// `[executor.budget]`: the per-run budget of runs whose `providerOptions.budget`
@@ -81,6 +91,38 @@ pub struct ExecutorSettings {
     /// binaries to themselves, never read from the configuration.
     #[serde(skip)]
     pub run_host_program: Option<PathBuf>,
+}
+
+/// `[executor.credentials.<provider>]`. Set by the operator only: no request, app or
+/// profile can change what a provider is given or where its requests go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderCredentialSettings {
+    /// The variable names the provider may be given (a list, or one comma-separated
+    /// string as an environment variable can hold); unset = the provider's defaults.
+    #[serde(deserialize_with = "names_list")]
+    pub env: Option<Vec<String>>,
+    /// The only model API base URL the provider's CLI is pointed at; unset = the CLI's
+    /// own default endpoint.
+    pub base_url: Option<String>,
+}
+
+fn names_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(Some(match Names::deserialize(deserializer)? {
+        Names::List(names) => names,
+        Names::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    }))
 }
 
 /// Which runs are detached into a run host process (`executor.detach_runs`).
@@ -166,6 +208,7 @@ impl Default for ExecutorSettings {
             credentials_env_file: Some(current_dir().join(".local/provider-env"))
                 .filter(|path| path.is_file()),
             credentials_from_environment: true,
+            credentials: BTreeMap::new(),
             liveness: LivenessSettings::default(),
             budget: BudgetSettings::default(),
             human_loop_timeout_ms: 60 * 60 * 1000,
@@ -175,6 +218,25 @@ impl Default for ExecutorSettings {
             run_host_program: None,
         }
     }
+}
+
+/// An http(s) URL with a host and nothing a CLI's config could read as a substitution
+/// (opencode expands `{env:…}` and `{file:…}` in its config) or a second value.
+fn check_base_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '{' | '}' | '"' | '\\'))
+    {
+        return Err("must not contain spaces, quotes, backslashes, `{` or `}`".to_owned());
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!(
+            "{url:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 fn current_dir() -> PathBuf {
@@ -259,7 +321,80 @@ impl ExecutorSettings {
                 format!("{relative:?} must be an absolute path"),
             );
         }
-        Ok(())
+        self.credential_policies().map(drop)
+    }
+
+    /// Every provider's allowance: the `credentials` tables over the defaults. Errors
+    /// name the offending key (`executor.credentials.<provider>.env` …).
+    #[allow(clippy::result_large_err)]
+    pub fn credential_policies(&self) -> Result<CredentialPolicies, ConfigError> {
+        let mut policies = CredentialPolicies::default();
+        let mut seen: std::collections::HashMap<ProviderName, &str> = Default::default();
+        for (key, table) in &self.credentials {
+            let entry = |field: &str, problem: String| ConfigError::Entry {
+                key: format!("executor.credentials.{key}{field}"),
+                problem,
+            };
+            let provider = ProviderName::parse(key)
+                .or_else(|| ProviderName::parse(&key.replace('_', "-")))
+                .filter(|provider| *provider != ProviderName::Scripted)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = ProviderName::ALL
+                        .iter()
+                        .filter(|p| **p != ProviderName::Scripted)
+                        .map(|p| p.as_str())
+                        .collect();
+                    entry(
+                        "",
+                        format!(
+                            "is not a provider that takes credentials ({})",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+            if let Some(other) = seen.insert(provider, key) {
+                return Err(entry(
+                    "",
+                    format!(
+                        "configures {provider} a second time (also `executor.credentials.{other}`)"
+                    ),
+                ));
+            }
+            let mut credentials = ProviderCredentials::defaults(provider);
+            if let Some(env) = &table.env {
+                if env.is_empty() {
+                    return Err(entry(
+                        ".env",
+                        "must list at least one variable name".to_owned(),
+                    ));
+                }
+                if let Some(bad) = env.iter().find(|name| !is_name(name)) {
+                    return Err(entry(
+                        ".env",
+                        format!("{bad:?} is not an environment variable name"),
+                    ));
+                }
+                if let Some(own) = env.iter().find(|name| {
+                    name.get(..PLATFORM_ENV_PREFIX.len())
+                        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(PLATFORM_ENV_PREFIX))
+                }) {
+                    return Err(entry(
+                        ".env",
+                        format!(
+                            "lists {own}: `{PLATFORM_ENV_PREFIX}` variables are the platform's own \
+                             configuration and secrets, never a provider credential"
+                        ),
+                    ));
+                }
+                credentials.env = env.clone();
+            }
+            if let Some(url) = &table.base_url {
+                credentials.base_url =
+                    Some(check_base_url(url).map_err(|problem| entry(".base_url", problem))?);
+            }
+            policies.set(provider, credentials);
+        }
+        Ok(policies)
     }
 
     /// The configured id, or a fresh random one.
@@ -323,10 +458,6 @@ mod tests {
 
     #[test]
     fn the_cli_keys_load_from_toml_and_the_environment() {
-        #[derive(Deserialize)]
-        struct Root {
-            executor: ExecutorSettings,
-        }
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("switchyard.toml");
         std::fs::write(
@@ -378,6 +509,145 @@ inactivity_ms = 0
             .unwrap()
             .to_string();
         assert!(error.contains("handshake"), "{error}");
+    }
+
+    #[derive(Deserialize)]
+    struct Root {
+        executor: ExecutorSettings,
+    }
+
+    #[test]
+    fn credentials_tables_load_from_toml_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("switchyard.toml");
+        std::fs::write(
+            &file,
+            r#"
+[executor.credentials.claude-code]
+env = ["ANTHROPIC_API_KEY", "TEAM_ANTHROPIC_KEY"]
+base_url = "http://127.0.0.1:4000/"
+
+[executor.credentials.codex-cli]
+base_url = "https://llm.example.test/v1"
+"#,
+        )
+        .unwrap();
+        let env = std::collections::HashMap::from([
+            (
+                "SWITCHYARD_EXECUTOR__CREDENTIALS__OPENCODE__ENV".to_owned(),
+                "OPENROUTER_API_KEY, OPENAI_API_KEY".to_owned(),
+            ),
+            (
+                "SWITCHYARD_EXECUTOR__CREDENTIALS__CLAUDE_CODE__BASE_URL".to_owned(),
+                "http://127.0.0.1:5000".to_owned(),
+            ),
+        ]);
+        let settings = switchyard_platform::config::load_from::<Root>(Some(&file), env)
+            .unwrap()
+            .executor;
+        // The environment's `claude_code` key is the file's `claude-code` table.
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("executor.credentials.claude_code"),
+            "{error}"
+        );
+        assert!(error.contains("a second time"), "{error}");
+
+        let mut settings = settings;
+        settings.credentials.remove("claude_code");
+        let policies = settings.credential_policies().unwrap();
+        let claude = policies.get(ProviderName::ClaudeCode);
+        assert_eq!(claude.env, ["ANTHROPIC_API_KEY", "TEAM_ANTHROPIC_KEY"]);
+        assert_eq!(claude.base_url.as_deref(), Some("http://127.0.0.1:4000"));
+        let codex = policies.get(ProviderName::CodexAppServer);
+        assert_eq!(
+            codex.base_url.as_deref(),
+            Some("https://llm.example.test/v1")
+        );
+        assert_eq!(
+            codex.env,
+            ProviderCredentials::defaults(ProviderName::CodexAppServer).env
+        );
+        assert_eq!(
+            policies.get(ProviderName::Opencode).env,
+            ["OPENROUTER_API_KEY", "OPENAI_API_KEY"]
+        );
+    }
+
+    #[test]
+    fn platform_variables_and_bad_tables_are_refused_naming_the_key() {
+        let table = |env: &[&str], base_url: Option<&str>| ProviderCredentialSettings {
+            env: Some(env.iter().map(|n| (*n).to_owned()).collect()),
+            base_url: base_url.map(str::to_owned),
+        };
+        let cases = [
+            (
+                "claude-code",
+                table(
+                    &["ANTHROPIC_API_KEY", "SWITCHYARD_GATEWAY__ADMIN_TOKEN"],
+                    None,
+                ),
+                "executor.credentials.claude-code.env",
+                "SWITCHYARD_GATEWAY__ADMIN_TOKEN",
+            ),
+            (
+                "opencode",
+                table(&["switchyard_database__url"], None),
+                "executor.credentials.opencode.env",
+                "switchyard_database__url",
+            ),
+            (
+                "opencode",
+                table(&[], None),
+                "executor.credentials.opencode.env",
+                "at least one",
+            ),
+            (
+                "opencode",
+                table(&["A-B"], None),
+                "executor.credentials.opencode.env",
+                "A-B",
+            ),
+            (
+                "codex-app-server",
+                table(&["OPENAI_API_KEY"], Some("ftp://x")),
+                "executor.credentials.codex-app-server.base_url",
+                "http",
+            ),
+            (
+                "codex-app-server",
+                table(&["OPENAI_API_KEY"], Some("http://x/{env:HOME}")),
+                "executor.credentials.codex-app-server.base_url",
+                "`{`",
+            ),
+            (
+                "scripted",
+                table(&["X"], None),
+                "executor.credentials.scripted",
+                "provider",
+            ),
+            (
+                "gpt",
+                table(&["X"], None),
+                "executor.credentials.gpt",
+                "provider",
+            ),
+        ];
+        for (provider, table, key, mentions) in cases {
+            let settings = ExecutorSettings {
+                credentials: BTreeMap::from([(provider.to_owned(), table)]),
+                ..Default::default()
+            };
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("`{key}`")),
+                "{error} should name {key}"
+            );
+            assert!(
+                error.contains(mentions),
+                "{error} should mention {mentions}"
+            );
+        }
     }
 
     #[test]

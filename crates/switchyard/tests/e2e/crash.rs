@@ -270,9 +270,9 @@ async fn a_pending_approval_survives_an_executor_crash() {
 /// the CLI's pipes end in the host, so it never notices the executor died.
 #[tokio::test]
 async fn a_real_cli_run_survives_an_executor_crash_while_asking_for_approval() {
-    let (fake, _config_dir, toml) = provider_support::cli_executor_config().await;
+    let (_fake, _config_dir, toml) = provider_support::cli_executor_config().await;
     let mut crash = Crash::start(&[("SWITCHYARD_CONFIG", toml.display().to_string())]).await;
-    let app_id = provider_support::register(&crash.harness, &fake, "claude-code").await;
+    let app_id = provider_support::register(&crash.harness, "claude-code").await;
     let run_id = provider_support::start(
         &crash.harness,
         json!({"appId": app_id, "prompt": "Create hello.txt please"}),

@@ -8,6 +8,7 @@ mod budget;
 mod control;
 mod control_plane_crash;
 mod crash;
+mod credentials;
 mod drain;
 mod garbage;
 mod harness;

@@ -231,6 +231,85 @@ async fn a_profiles_credential_env_adds_to_the_apps() {
 }
 
 #[tokio::test]
+async fn an_endpoint_is_refused_in_requests_apps_profiles_and_stored_defaults() {
+    let h = Harness::start().await;
+    let refused = |status: StatusCode, body: &serde_json::Value, field: &str| {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(body), "option_not_allowed", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{message}");
+        assert!(message.contains("executor.credentials."), "{message}");
+    };
+    let url = "http://127.0.0.1:9";
+    let (status, body) = h
+        .post(
+            "/api/apps/register",
+            json!({"appId": "a", "runtimeDefaults": {"provider": "opencode",
+                   "providerOptions": {"baseURL": url}}}),
+        )
+        .await;
+    refused(status, &body, "runtimeDefaults.providerOptions.baseURL");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("executor.credentials.opencode.base_url")
+    );
+    let (status, body) = h
+        .post(
+            "/api/apps/register",
+            json!({"appId": "a", "runtimeDefaults": {"provider": "opencode"},
+                   "executionProfiles": {"p": {"providerOptions": {"base_url": url}}}}),
+        )
+        .await;
+    refused(
+        status,
+        &body,
+        "executionProfiles.p.providerOptions.base_url",
+    );
+    let (status, body) = h.get("/api/apps/a").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {body}");
+    let (status, body) = h
+        .post(
+            "/api/runs/start",
+            json!({"provider": "claude-code", "prompt": "p", "providerOptions": {"baseUrl": url}}),
+        )
+        .await;
+    refused(status, &body, "providerOptions.baseUrl");
+
+    // An app stored with one (written before registration refused it) runs nothing.
+    let defaults: switchyard_contracts::api::RuntimeDefaults = serde_json::from_value(
+        json!({"provider": "codex-app-server", "providerOptions": {"baseUrl": url}}),
+    )
+    .unwrap();
+    store::apps::upsert(
+        &h.db.pool,
+        store::apps::AppRecord {
+            app_id: "old",
+            name: "old",
+            runtime_defaults: &defaults,
+            execution_profiles: &Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let (status, body) = h
+        .post("/api/runs/start", json!({"appId": "old", "prompt": "p"}))
+        .await;
+    refused(status, &body, "providerOptions.baseUrl");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("register the app again"),
+        "{body}"
+    );
+    let (_, runs) = h.get("/api/runs").await;
+    assert_eq!(runs["runs"], json!([]), "no run was accepted: {runs}");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn bad_input_gets_the_json_error_shape_and_the_right_status() {
     let h = Harness::start_with(|c| {
         c.control_plane.max_body_bytes = 8 * 1024;

@@ -13,7 +13,9 @@ pub mod process;
 pub mod workdirs;
 
 pub use binaries::CliLocator;
-pub use credentials::{Credentials, CredentialsError, MissingCredentials};
+pub use credentials::{
+    CredentialPolicies, Credentials, CredentialsError, MissingCredentials, ProviderCredentials,
+};
 pub use liveness::{Liveness, LivenessFailure, LivenessLimits, PauseGuard};
 pub use process::{CliCommand, CliProcess, SpawnError};
 pub use workdirs::{ConversationState, WorkDirs};
@@ -21,6 +23,7 @@ pub use workdirs::{ConversationState, WorkDirs};
 use crate::settings::ExecutorSettings;
 use std::path::PathBuf;
 use std::time::Duration;
+use switchyard_contracts::ProviderName;
 
 /// A CLI run that may spawn: where the binary is and the credential values to pass.
 pub struct Preflight {
@@ -33,8 +36,12 @@ pub struct Preflight {
 pub struct CliEnv {
     /// Where the CLIs are found (and their versions, probed once).
     pub binaries: CliLocator,
-    /// Credential values from the executor's environment and env file.
+    /// Credential values from the executor's env file and the allowed part of its
+    /// environment.
     pub credentials: Credentials,
+    /// What each provider may be given and where its CLI sends model requests
+    /// (`[executor.credentials.<provider>]`).
+    pub policies: CredentialPolicies,
     /// Default liveness limits (`[executor.liveness]`); providerOptions may override
     /// them per run, see [`Liveness::new`].
     pub liveness: LivenessLimits,
@@ -55,14 +62,19 @@ impl CliEnv {
     /// Like [`from_settings`](Self::from_settings), but probes a CLI's version only when
     /// it is first asked for (a run host needs one CLI, and no start-up delay).
     pub fn unprobed(settings: &ExecutorSettings) -> Result<Self, CredentialsError> {
+        let policies = settings.credential_policies().map_err(Box::new)?;
         let process_env = switchyard_platform::config::process_env();
-        let credential_env = if settings.credentials_from_environment {
-            process_env.clone()
+        // Only names some provider is allowed are ever read from the environment.
+        let from_environment = if settings.credentials_from_environment {
+            policies.all_names()
         } else {
-            std::collections::HashMap::new()
+            Default::default()
         };
-        let credentials =
-            Credentials::load(settings.credentials_env_file.as_deref(), &credential_env)?;
+        let credentials = Credentials::load(
+            settings.credentials_env_file.as_deref(),
+            &process_env,
+            &from_environment,
+        )?;
         let binaries = CliLocator::new(
             settings.cli_search_path.clone(),
             process_env.get("PATH").map(String::as_str),
@@ -70,34 +82,65 @@ impl CliEnv {
         Ok(Self {
             binaries,
             credentials,
+            policies,
             liveness: settings.liveness.limits(),
             stop_grace: settings.cli_stop_grace(),
         })
     }
 
     /// An environment for tests: the given locator, credentials from explicit pairs,
-    /// default limits and a short stop grace.
+    /// the default policies, default limits and a short stop grace.
     pub fn for_tests(binaries: CliLocator, credentials: Credentials) -> Self {
         Self {
             binaries,
             credentials,
+            policies: CredentialPolicies::default(),
             liveness: LivenessLimits::default(),
             stop_grace: Duration::from_millis(500),
         }
     }
 
-    /// What every CLI run checks before it spawns anything: its credentials resolve
-    /// (else `auth_missing`, naming the variables, never a value) and its binary is
-    /// installed (else `binary_missing`, naming where it looked).
+    /// `provider`'s allowance (`[executor.credentials.<provider>]`).
+    pub fn policy(&self, provider: ProviderName) -> ProviderCredentials {
+        self.policies.get(provider)
+    }
+
+    /// Whether the credential a run of `provider` naming none gets has a value (for
+    /// presence and the providers API).
+    pub fn default_credential_configured(&self, provider: ProviderName) -> bool {
+        let names = self.policy(provider).names_for(&[]);
+        !names.is_empty() && self.credentials.is_configured(&names)
+    }
+
+    /// What every CLI run checks before it spawns anything: every credential it names
+    /// (`credential_env`, or else the provider's first allowed name) is one the operator
+    /// allowed `provider` (else `auth_missing`, naming the variable and the config key),
+    /// and has a value (else `auth_missing`, naming the variables, never a value); and
+    /// its binary is installed (else `binary_missing`, naming where it looked). The
+    /// credentials come back in the order named.
     pub fn preflight(
         &self,
+        provider: ProviderName,
         program: &str,
         credential_env: &[String],
     ) -> Result<Preflight, crate::provider::ProviderOutcome> {
         use switchyard_contracts::FailureReason;
+        let policy = self.policy(provider);
+        let credential_env = policy.names_for(credential_env);
+        if let Some(refused) = policy.refused(&credential_env) {
+            return Err(crate::provider::ProviderOutcome::failed(
+                FailureReason::AuthMissing,
+                format!(
+                    "{provider} may not be given the credential variable {refused}: the \
+                     variables it may be given are set by the executor's operator in \
+                     `executor.credentials.{provider}.env` (now: {})",
+                    policy.env.join(", ")
+                ),
+            ));
+        }
         let credentials = self
             .credentials
-            .resolve(credential_env)
+            .resolve(&credential_env)
             .map_err(|missing| {
                 crate::provider::ProviderOutcome::failed(
                     FailureReason::AuthMissing,

@@ -38,8 +38,8 @@ fn write(path: &Path, text: &str) {
 
 /// Every name and value of the env file, as the executor reads it.
 fn read_back(path: &Path, names: &[&str]) -> HashMap<String, String> {
-    let credentials =
-        Credentials::load(Some(path), &HashMap::new()).expect("the executor parses it");
+    let credentials = Credentials::load(Some(path), &HashMap::new(), &Default::default())
+        .expect("the executor parses it");
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     credentials
         .resolve(&names)
@@ -124,7 +124,7 @@ fn missing_files_are_skipped_with_a_note_and_the_default_path_is_used() {
     let out = home.join(".local/provider-env");
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let credentials = Credentials::load(Some(&out), &HashMap::new()).unwrap();
+    let credentials = Credentials::load(Some(&out), &HashMap::new(), &Default::default()).unwrap();
     assert!(!credentials.is_configured(&["OPENAI_API_KEY".into()]));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -51,11 +51,10 @@ impl Provider for ClaudeProvider {
             version: installed
                 .then(|| self.env.binaries.version(PROGRAM))
                 .flatten(),
-            // Runs may name other credential variables; this is the default one.
+            // Runs may name other allowed variables; this is the one a run naming none gets.
             credentials_configured: Some(
                 self.env
-                    .credentials
-                    .is_configured(&[launch::DEFAULT_CREDENTIAL_ENV.to_owned()]),
+                    .default_credential_configured(ProviderName::ClaudeCode),
             ),
         }
     }

@@ -3,9 +3,12 @@
 //! (`sessions/…/rollout-*.jsonl` plus SQLite state), which is why it lives as long as
 //! the conversation: a follow-up run resumes its thread from here.
 //!
-//! The config names one model provider, `switchyard`, pointing at the run's base URL
-//! with the API key taken from the env var the run names (codex reads the variable
-//! itself; the value never touches this file) and small retry knobs.
+//! The config names one model provider, `switchyard`, pointing at the operator's base
+//! URL (`executor.credentials.codex-app-server.base_url`) with the API key taken from
+//! the env var the run names (codex reads the variable itself; the value never touches
+//! this file) and small retry knobs. Rewriting it for every run also undoes whatever an
+//! earlier turn's agent may have written there. A `.codex/config.toml` in the workspace
+//! is not read: codex only reads a project's config for projects this file trusts.
 
 use super::options::CodexOptions;
 use std::path::{Path, PathBuf};

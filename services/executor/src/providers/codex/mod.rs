@@ -52,8 +52,7 @@ impl Provider for CodexProvider {
             version: self.env.binaries.version(session::PROGRAM),
             credentials_configured: Some(
                 self.env
-                    .credentials
-                    .is_configured(&[options::DEFAULT_CREDENTIAL_ENV.to_owned()]),
+                    .default_credential_configured(ProviderName::CodexAppServer),
             ),
         }
     }

@@ -29,7 +29,7 @@ use switchyard_contracts::event::{
     Diagnostic, DiagnosticLevel, Evidence, FileChanged, HumanLoopKind, MessageCompleted,
     MessageDelta, ReasoningDelta, ToolOutput, ToolStarted,
 };
-use switchyard_contracts::{FailureReason, RunEventKind};
+use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 
 /// The executable looked up on the search path.
 pub(crate) const PROGRAM: &str = "codex";
@@ -59,13 +59,18 @@ pub(crate) fn app_server_args() -> Vec<String> {
 
 /// Runs one run to its end.
 pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
-    let options = match CodexOptions::from_command(&ctx.command) {
+    let policy = env.policy(ProviderName::CodexAppServer);
+    let options = match CodexOptions::from_command(&ctx.command, &policy) {
         Ok(options) => options,
         Err(invalid) => {
             return ProviderOutcome::failed(FailureReason::ProviderError, invalid.to_string());
         }
     };
-    let (program, credentials) = match env.preflight(PROGRAM, &options.credential_env) {
+    let (program, credentials) = match env.preflight(
+        ProviderName::CodexAppServer,
+        PROGRAM,
+        &options.credential_env,
+    ) {
         Ok(ready) => (ready.program, ready.credentials),
         Err(outcome) => return outcome,
     };

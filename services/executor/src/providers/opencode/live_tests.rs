@@ -11,7 +11,10 @@ mod proxy;
 mod resubscribe;
 
 use super::OpencodeProvider;
-use crate::cli::{CliEnv, CliLocator, ConversationState, Credentials, WorkDirs};
+use crate::cli::{
+    CliEnv, CliLocator, ConversationState, CredentialPolicies, Credentials, ProviderCredentials,
+    WorkDirs,
+};
 use crate::clock::ActiveClock;
 use crate::human_loop::{HumanLoop, HumanReply, PendingRequests};
 use crate::provider::{Provider, ProviderOutcome, RunContext, SessionReport};
@@ -23,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::event::HumanLoopDecision;
-use switchyard_contracts::{FailureReason, RunCommand, RunEvent, RunEventKind, RunId};
+use switchyard_contracts::{
+    FailureReason, ProviderName, RunCommand, RunEvent, RunEventKind, RunId,
+};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_test_support::NatsServer;
@@ -31,6 +36,25 @@ use switchyard_test_support::fake_model::{FINAL_MARKER, FakeModel, TOOL_FILE};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "sk-fake-opencode-live-0123456789";
+/// A variable the operator allows that has no value.
+const UNSET: &str = "UNSET_OPENCODE_TEST_KEY";
+
+/// The CLI environment of these tests: the key, and the fake model as the operator's
+/// endpoint.
+fn cli_env(bin: PathBuf, model: &FakeModel) -> CliEnv {
+    let mut env = CliEnv::for_tests(
+        CliLocator::new(vec![bin], None),
+        Credentials::from_pairs([("OPENAI_API_KEY", KEY)]),
+    );
+    env.policies = CredentialPolicies::default().with(
+        ProviderName::Opencode,
+        ProviderCredentials {
+            env: vec!["OPENAI_API_KEY".into(), UNSET.into()],
+            base_url: Some(model.openai_url()),
+        },
+    );
+    env
+}
 
 struct Live {
     _nats: NatsServer,
@@ -69,14 +93,12 @@ impl Live {
         let log = EventLog::open(js).await.unwrap();
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../.local/providers/node_modules/.bin");
-        let env = Arc::new(CliEnv::for_tests(
-            CliLocator::new(vec![bin], None),
-            Credentials::from_pairs([("OPENAI_API_KEY", KEY)]),
-        ));
+        let model = FakeModel::start().await.unwrap();
+        let env = Arc::new(cli_env(bin, &model));
         Live {
             _nats: nats,
             log,
-            model: FakeModel::start().await.unwrap(),
+            model,
             env,
             root: tempfile::tempdir().unwrap(),
             route: None,
@@ -85,11 +107,11 @@ impl Live {
     }
 
     fn command(&self, prompt: &str, options: Value) -> RunCommand {
-        let mut provider_options = json!({"baseUrl": self.model.openai_url()});
-        if let (Some(target), Some(extra)) = (provider_options.as_object_mut(), options.as_object())
-        {
-            target.extend(extra.clone());
-        }
+        let provider_options = if options.is_object() {
+            options
+        } else {
+            json!({})
+        };
         serde_json::from_value(json!({
             "runId": RunId::now_v7(),
             "provider": "opencode",
@@ -387,7 +409,7 @@ async fn a_missing_key_or_binary_fails_before_spawning() {
     let live = Live::start().await;
     let dirs = live.dirs("nokey").await;
     let mut command = live.command("hi", json!({}));
-    command.credential_env = vec!["SWITCHYARD_TEST_NO_SUCH_KEY".into()];
+    command.credential_env = vec![UNSET.into()];
     let done = live
         .run(command, dirs, None, HumanLoopDecision::Approve, None)
         .await;
@@ -395,10 +417,7 @@ async fn a_missing_key_or_binary_fails_before_spawning() {
     assert!(done.events.is_empty());
 
     let empty = tempfile::tempdir().unwrap();
-    let env = Arc::new(CliEnv::for_tests(
-        CliLocator::new(vec![empty.path().to_path_buf()], None),
-        Credentials::from_pairs([("OPENAI_API_KEY", KEY)]),
-    ));
+    let env = Arc::new(cli_env(empty.path().to_path_buf(), &live.model));
     let live = Live { env, ..live };
     let dirs = live.dirs("nobin").await;
     let done = live

@@ -1,8 +1,9 @@
 //! The `opencode` provider: drives `opencode serve` (opencode-ai 1.18) over its HTTP
 //! API and SSE event stream on a loopback port.
 //!
-//! * `options.rs` — what the run asks for (model API, key name, permissions, retry
-//!   budget) and the `opencode.json` written into the run's config dir;
+//! * `options.rs` — what the run asks for (model, key name, permissions, retry
+//!   budget), the operator's endpoint, and the `opencode.json` written into the run's
+//!   config dir;
 //! * `api.rs` — the HTTP client and the SSE reader;
 //! * `translate.rs` — opencode events → Switchyard events, error classification;
 //! * `session.rs` — the driver: spawn, handshake, session, prompt, turn, stop;
@@ -54,8 +55,7 @@ impl Provider for OpencodeProvider {
                 .flatten(),
             credentials_configured: Some(
                 self.env
-                    .credentials
-                    .is_configured(&[options::DEFAULT_CREDENTIAL_ENV.to_owned()]),
+                    .default_credential_configured(ProviderName::Opencode),
             ),
         }
     }

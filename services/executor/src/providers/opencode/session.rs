@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_contracts::event::{Diagnostic, DiagnosticLevel, Evidence};
-use switchyard_contracts::{FailureReason, RunEventKind};
+use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -82,16 +82,19 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
     if ctx.stop.is_cancelled() {
         return ProviderOutcome::Stopped;
     }
-    let options = match OpencodeOptions::from_command(&ctx.command) {
+    let policy = env.policy(ProviderName::Opencode);
+    let options = match OpencodeOptions::from_command(&ctx.command, &policy) {
         Ok(options) => options,
         Err(detail) => return ProviderOutcome::failed(FailureReason::ProviderError, detail),
     };
-    let (program, credentials) = match env.preflight(PROGRAM, &options.credential_env) {
-        Ok(ready) => (ready.program, ready.credentials),
-        Err(outcome) => return outcome,
-    };
+    let (program, credentials) =
+        match env.preflight(ProviderName::Opencode, PROGRAM, &options.credential_env) {
+            Ok(ready) => (ready.program, ready.credentials),
+            Err(outcome) => return outcome,
+        };
     let dirs = StateDirs::under(&ctx.dirs.state);
-    if let Err(error) = dirs.prepare(&options.config_json()).await {
+    let config = options.config_json();
+    if let Err(error) = dirs.prepare(&config).await {
         return ProviderOutcome::failed(
             FailureReason::ProviderCrashed,
             format!("cannot prepare opencode's state directory: {error}"),
@@ -114,6 +117,10 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         }
     };
     let mut child_env = dirs.env();
+    // The same config again, inline: opencode merges it over every file it reads
+    // (including `~/.opencode/`, which is the state directory an earlier turn's agent
+    // could write to), so the endpoint, key and model are ours whatever those say.
+    child_env.push(("OPENCODE_CONFIG_CONTENT".to_owned(), config.to_string()));
     child_env.extend(
         [
             ("OPENCODE_SERVER_USERNAME", SERVER_USERNAME),
@@ -122,6 +129,10 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
             ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
             ("OPENCODE_DISABLE_SHARE", "1"),
             ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
+            // An `opencode.json` or `.opencode/` in the workspace (an earlier turn's
+            // agent can write one) is not read at all: its providers, plugins and MCP
+            // servers are not the operator's.
+            ("OPENCODE_DISABLE_PROJECT_CONFIG", "1"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
@@ -605,6 +616,10 @@ impl RawLines {
     }
 }
 
+/// The files of opencode's global config directory that it reads besides
+/// `opencode.json` (and merges over it).
+const OTHER_GLOBAL_CONFIG_FILES: &[&str] = &["opencode.jsonc", "config.json"];
+
 /// opencode's HOME and XDG directories inside the run's state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StateDirs {
@@ -627,13 +642,21 @@ impl StateDirs {
     }
 
     /// Creates the directories and writes the run's `opencode.json` (replacing the
-    /// previous run's: each run brings its own model API and permissions).
+    /// previous run's: each run brings its own model API and permissions). The other
+    /// files opencode would merge over it are removed: the directory lives as long as
+    /// the conversation, and an earlier turn's agent could have written one.
     async fn prepare(&self, config: &Value) -> std::io::Result<()> {
         for dir in [&self.home, &self.data, &self.cache, &self.state] {
             tokio::fs::create_dir_all(dir).await?;
         }
         let config_dir = self.config.join("opencode");
         tokio::fs::create_dir_all(&config_dir).await?;
+        for other in OTHER_GLOBAL_CONFIG_FILES {
+            match tokio::fs::remove_file(config_dir.join(other)).await {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
         let text = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
         tokio::fs::write(config_dir.join("opencode.json"), text).await
     }
