@@ -17,7 +17,8 @@
 //! A host that died leaves its run's processes behind: the CLI itself dies with it (its
 //! parent-death signal), but not what the CLI started. The executor that sees a host
 //! die — or finds, at start-up, a record whose host is gone — kills them: everything in
-//! the run's cgroup named in the record, and every process group noted beside it.
+//! the run's cgroup named in the record, or without one every process group noted
+//! beside it.
 
 use crate::Executor;
 use crate::cli::process::process_alive;
@@ -389,8 +390,8 @@ pub(crate) async fn adopt(executor: &Arc<Executor>) {
     }
 }
 
-/// Kills what a dead host of `run_id` left running — its run's cgroup and the process
-/// groups of its CLIs — and removes its record and its groups file.
+/// Kills what a dead host of `run_id` left running — its run's cgroup, or when it had
+/// none the process groups of its CLIs — and removes its record and its groups file.
 async fn reap(settings: &ExecutorSettings, run_id: RunId) {
     let dir = records_dir(settings);
     let record_file = record_path(&dir, run_id);
@@ -408,25 +409,28 @@ async fn reap(settings: &ExecutorSettings, run_id: RunId) {
         .filter_map(|line| line.trim().parse().ok())
         .filter(|group| *group > 1)
         .collect();
-    let reaped = tokio::task::spawn_blocking(move || {
-        // The groups first: the cgroup is gone on a machine without cgroups, and a
-        // group's processes are in the cgroup anyway.
-        for group in &groups {
-            let group = nix::unistd::Pid::from_raw(*group);
-            match nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
-                Ok(()) => {
-                    tracing::warn!(%run_id, %group, "killed a process group its dead host left")
-                }
-                Err(nix::errno::Errno::ESRCH) => {}
-                Err(errno) => {
-                    tracing::warn!(%run_id, %group, %errno, "cannot kill a process group its dead host left")
-                }
+    let reaped = tokio::task::spawn_blocking(move || match cgroup {
+        // It holds every process of the run, the groups' included.
+        Some(cgroup) => {
+            if let Err(problem) = crate::cli::cgroup::kill_and_remove(&cgroup) {
+                tracing::warn!(%run_id, %problem, "cannot kill the cgroup its dead host left");
             }
         }
-        if let Some(cgroup) = cgroup
-            && let Err(problem) = crate::cli::cgroup::kill_and_remove(&cgroup)
-        {
-            tracing::warn!(%run_id, %problem, "cannot kill the cgroup its dead host left");
+        // Without a cgroup only the groups are known. A group id is only ever reused
+        // once the whole group is gone, and the executor reaps as soon as it notices.
+        None => {
+            for group in &groups {
+                let group = nix::unistd::Pid::from_raw(*group);
+                match nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
+                    Ok(()) => {
+                        tracing::warn!(%run_id, %group, "killed a process group its dead host left")
+                    }
+                    Err(nix::errno::Errno::ESRCH) => {}
+                    Err(errno) => {
+                        tracing::warn!(%run_id, %group, %errno, "cannot kill a process group its dead host left")
+                    }
+                }
+            }
         }
     });
     if let Err(error) = reaped.await {
