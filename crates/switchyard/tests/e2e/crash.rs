@@ -34,7 +34,8 @@ impl ExecutorProcess {
         self.child.id().unwrap()
     }
 
-    fn start(env: &HashMap<String, String>, log: &Path) -> Self {
+    /// Starts `switchyard serve executor`, as `user` (uid, gid) when given.
+    fn start(env: &HashMap<String, String>, log: &Path, user: Option<(u32, u32)>) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -46,6 +47,9 @@ impl ExecutorProcess {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        if let Some((uid, gid)) = user {
+            command.uid(uid).gid(gid);
+        }
         Self {
             child: command.spawn().unwrap(),
         }
@@ -133,12 +137,25 @@ pub(crate) struct Crash {
     dir: tempfile::TempDir,
     kv: async_nats::jetstream::kv::Store,
     pub(crate) executor: Option<ExecutorProcess>,
+    /// The user the executor process runs as; `None`: the test's own.
+    user: Option<(u32, u32)>,
 }
 
 impl Crash {
     pub(crate) async fn start(extra: &[(&str, String)]) -> Self {
+        Self::start_as(extra, None).await
+    }
+
+    /// The same with the executor running as `user` (uid, gid), who owns its workspace
+    /// root.
+    pub(crate) async fn start_as(extra: &[(&str, String)], user: Option<(u32, u32)>) -> Self {
         let harness = Harness::start(0, 1).await;
         let dir = tempfile::tempdir().unwrap();
+        if let Some((uid, gid)) = user {
+            let runs = dir.path().join("runs");
+            std::fs::create_dir(&runs).unwrap();
+            std::os::unix::fs::chown(&runs, Some(uid), Some(gid)).unwrap();
+        }
         let mut settings = vec![
             ("SWITCHYARD_EXECUTOR__EXECUTOR_ID", EXECUTOR_ID.to_owned()),
             ("SWITCHYARD_EXECUTOR__CAPACITY", "4".to_owned()),
@@ -161,8 +178,9 @@ impl Crash {
             dir,
             kv,
             executor: None,
+            user,
         };
-        crash.executor = Some(ExecutorProcess::start(&crash.env, &crash.log()));
+        crash.executor = Some(ExecutorProcess::start(&crash.env, &crash.log(), user));
         crash
     }
 
@@ -173,7 +191,7 @@ impl Crash {
     /// Starts the executor again (after a kill) under the same id and configuration.
     pub(crate) fn restart_executor(&mut self) {
         assert!(self.executor.is_none(), "the executor still runs");
-        self.executor = Some(ExecutorProcess::start(&self.env, &self.log()));
+        self.executor = Some(ExecutorProcess::start(&self.env, &self.log(), self.user));
     }
 
     pub(crate) fn workspace_root(&self) -> PathBuf {
@@ -194,7 +212,7 @@ impl Crash {
             hosts.iter().all(|pid| alive(*pid)),
             "a run host died with the executor"
         );
-        self.executor = Some(ExecutorProcess::start(&self.env, &self.log()));
+        self.executor = Some(ExecutorProcess::start(&self.env, &self.log(), self.user));
         let adopted = presence_where(&self.kv, |p| p.started_at > before.started_at).await;
         assert_eq!(
             adopted.active as usize,
