@@ -176,10 +176,10 @@ async fn host(
         let _ = tokio::task::spawn_blocking(move || cgroup.leave()).await;
     }
     if let Some(record) = record {
-        let _ = tokio::fs::remove_file(&record).await;
-        let groups = hosting::groups_path(&hosting::records_dir(&executor.settings), run_id);
-        let _ = tokio::fs::remove_file(groups).await;
+        let _ = tokio::fs::remove_file(record).await;
     }
+    let groups = hosting::groups_path(&hosting::records_dir(&executor.settings), run_id);
+    let _ = tokio::fs::remove_file(groups).await;
     if let Err(error) = executor.client.flush().await {
         tracing::warn!(%run_id, %error, "could not flush NATS at the end of the run");
     }

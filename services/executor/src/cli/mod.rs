@@ -163,7 +163,7 @@ impl CliEnv {
         }
         let process = CliProcess::start(cmd, &self.credentials, &self.isolation).await?;
         if let (Some(file), Some(group)) = (&self.process_groups, process.pid()) {
-            // Before the CLI can start anything: the executor reaps by this after a crash.
+            // At once: a host that dies from here on leaves this group for the executor.
             if let Err(error) = note_group(file, group) {
                 tracing::warn!(path = %file.display(), %error, "cannot note the CLI's process group; it is reaped by its cgroup only");
             }
@@ -226,10 +226,10 @@ impl CliEnv {
 /// The programs checked at start-up (the adapters' binaries).
 pub const KNOWN_PROGRAMS: &[&str] = &["codex", "claude", "opencode"];
 
-/// Gives the provider user the run's directories: the state directory with everything
-/// in it, and the workspace (with everything in it only when it was somebody else's, an
-/// earlier run's under another user) unless it is a directory the run was given, which
-/// stays its owner's. Fails when the user could not even reach them.
+/// Gives the provider user the run's directories: the state directory and the workspace,
+/// each with everything in it when it was somebody else's (new, or an earlier run's under
+/// another user), except a workspace the run was given, which stays its owner's. Fails
+/// when the user could not even reach them.
 async fn hand_over(user: ProviderUser, dirs: &WorkDirs) -> Result<(), SpawnError> {
     use std::os::unix::fs::MetadataExt as _;
     let dirs = dirs.clone();
