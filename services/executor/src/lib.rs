@@ -111,6 +111,9 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         immediate,
     } = shutdown.into();
     config.validate()?;
+    // This process holds the NATS credentials and more; the agents it starts must not
+    // be able to read them from /proc, even when they run as its user.
+    cli::isolation::harden_this_process();
     let settings = config.executor.clone();
     // Probing the CLI versions runs `--version` on each binary: keep it off the runtime.
     let cli = {
@@ -119,6 +122,13 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
             .await
             .context("prepare the CLI environment")??
     };
+    match cli.isolation.user {
+        Some(user) => tracing::info!(%user, "agent CLIs run as the provider user"),
+        None if nix::unistd::Uid::effective().is_root() => tracing::warn!(
+            "agent CLIs run as root (executor.provider_user = none): they can read every secret of this executor"
+        ),
+        None => {}
+    }
     let providers = ProviderRegistry::from_names(&settings.providers, &Arc::new(cli))?;
     let id = settings.resolve_executor_id();
 

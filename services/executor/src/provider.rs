@@ -122,6 +122,7 @@ impl Provider for NotInstalled {
             name: self.0.as_str().to_owned(),
             installed: false,
             version: None,
+            problem: Some("this build has no implementation of it".to_owned()),
             credentials_configured: None,
         }
     }

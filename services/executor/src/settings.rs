@@ -34,7 +34,15 @@ pub struct ExecutorSettings {
     /// Presence heartbeat period; must stay well below the `EXECUTORS` bucket's max age.
     pub heartbeat_ms: u64,
     /// Parent directory of the per-run workspaces (`<workspace_root>/<run_id>`).
+    /// Default: `<current dir>/.local/workspaces` (a data directory: codex refuses to set
+    /// up its helpers under the system's temporary directory).
     pub workspace_root: PathBuf,
+    /// The user the agent CLIs run as: `auto` (the default: when the executor runs as
+    /// root, the user `switchyard-provider` if it exists, else `nobody` 65534:65534;
+    /// otherwise the executor's own user), `none` (the executor's own user), a user name,
+    /// `<uid>` or `<uid>:<gid>`. Another user than its own needs an executor running as
+    /// root.
+    pub provider_user: String,
     /// How long a provider gets to wind down after a stop or a timeout before it is aborted.
     pub stop_grace_ms: u64,
     /// Graceful shutdown: how long the runs still active may go on (answering human-loop
@@ -194,7 +202,8 @@ impl Default for ExecutorSettings {
             executor_id: None,
             capacity: 16,
             heartbeat_ms: 2_000,
-            workspace_root: std::env::temp_dir().join("switchyard-workspaces"),
+            workspace_root: current_dir().join(".local/workspaces"),
+            provider_user: crate::cli::provider_user::AUTO.to_owned(),
             stop_grace_ms: 5_000,
             drain_timeout_ms: 10 * 60 * 1000,
             max_body_bytes: 1024 * 1024,
@@ -446,6 +455,13 @@ mod tests {
         settings.validate().unwrap();
         assert_eq!(settings.providers.len(), 4, "{:?}", settings.providers);
         assert!(settings.cli_search_path[0].ends_with(".local/providers/node_modules/.bin"));
+        assert!(
+            settings.workspace_root.ends_with(".local/workspaces")
+                && !settings.workspace_root.starts_with(std::env::temp_dir()),
+            "the runs' directories are data, not temporary files: {:?}",
+            settings.workspace_root
+        );
+        assert_eq!(settings.provider_user, "auto");
         assert_eq!(settings.workspace_cleanup, WorkspaceCleanup::Keep);
         assert_eq!(
             settings.liveness.limits().first_output,

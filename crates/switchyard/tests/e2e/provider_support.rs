@@ -4,6 +4,7 @@
 
 use crate::harness::{Harness, assert_gapless, events};
 use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use switchyard_test_support::fake_model::{FINAL_MARKER, FakeModel, TOOL_FILE};
 
@@ -52,6 +53,8 @@ pub(crate) async fn cli_executor_config() -> (FakeModel, tempfile::TempDir, Path
         ),
     )
     .unwrap();
+    // The executor refuses an env file the agents (another user) could read.
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let toml = dir.path().join("executor.toml");
     let mut text = format!(
         "[executor]\ncli_search_path = [{:?}]\ncredentials_env_file = {:?}\n\

@@ -344,6 +344,35 @@ async fn model_api_failures_are_classified() {
     .await;
 }
 
+/// What codex prints on every start, whatever the run (no bubblewrap on PATH, a
+/// CODEX_HOME under the temporary directory — as in this harness — and its remote
+/// control status), must not take the place of what a failure's evidence is for.
+#[tokio::test]
+async fn a_failed_runs_evidence_holds_no_start_up_noise() {
+    let harness = ProviderHarness::start().await;
+    let finished = fails_with(
+        &harness,
+        codex("SCN_E500 hi"),
+        FailureReason::ProviderError,
+    )
+    .await;
+    let evidence = finished.completed().evidence;
+    assert!(
+        evidence.raw_lines.iter().any(|l| l.contains("500")),
+        "the evidence of the failure is kept: {evidence:#?}"
+    );
+    for line in evidence.stderr_tail.iter().chain(&evidence.raw_lines) {
+        for noise in [
+            "bubblewrap",
+            "Refusing to create helper binaries",
+            "could not create PATH aliases",
+            "remoteControl/status/changed",
+        ] {
+            assert!(!line.contains(noise), "{noise:?} in the evidence: {line}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_model_api_that_hangs_or_stalls_ends_within_the_liveness_bounds() {
     let harness = ProviderHarness::start().await;

@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest};
@@ -254,6 +255,8 @@ impl ProviderHarness {
         let env_file = dir.path().join("provider-env");
         let lines: Vec<String> = secrets.iter().map(|(k, v)| format!("{k}={v}")).collect();
         std::fs::write(&env_file, lines.join("\n") + "\n").unwrap();
+        // The executor refuses an env file the agents (another user) could read.
+        std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
         let executor_id = format!("exec-prov-{}", &suffix[..8]);
         let mut settings = ExecutorSettings {

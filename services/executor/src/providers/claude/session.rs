@@ -90,7 +90,7 @@ async fn run_inner(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
             cwd: ctx.dirs.workspace.clone(),
             stdin_piped: true,
         };
-        let process = match CliProcess::spawn(command, &env.credentials) {
+        let process = match env.spawn(command, &ctx.dirs).await {
             Ok(process) => process,
             Err(error) => return env.spawn_failure(PROGRAM, error),
         };

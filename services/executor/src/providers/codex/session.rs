@@ -9,6 +9,7 @@
 
 use super::failure;
 use super::home;
+use super::noise;
 use super::options::CodexOptions;
 use super::protocol::{
     self, CommandApproval, FileChangeApproval, Incoming, METHOD_NOT_FOUND, ThreadResult,
@@ -75,7 +76,7 @@ pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
         Err(outcome) => return outcome,
     };
     let codex_home = home::codex_home(&ctx.dirs.state);
-    if let Err(error) = home::prepare(&codex_home, &options).await {
+    if let Err(error) = home::prepare(&env.state_files(&ctx.dirs), &options).await {
         return ProviderOutcome::failed(
             FailureReason::ProviderError,
             format!("cannot write {}: {error}", codex_home.display()),
@@ -98,7 +99,7 @@ pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
         cwd: ctx.workspace.clone(),
         stdin_piped: true,
     };
-    let process = match CliProcess::spawn(command, &env.credentials) {
+    let process = match env.spawn(command, &ctx.dirs).await {
         Ok(process) => process,
         Err(error) => return env.spawn_failure(PROGRAM, error),
     };
@@ -604,6 +605,7 @@ impl Session {
                     .process
                     .stderr_tail()
                     .iter()
+                    .filter(|line| !noise::is_benign(line))
                     .map(|line| strip_ansi(line))
                     .collect(),
                 raw_lines: self.raw.iter().cloned().collect(),
@@ -656,6 +658,9 @@ impl Session {
     }
 
     fn keep_raw(&mut self, line: &str) {
+        if noise::is_benign(line) {
+            return;
+        }
         if self.raw.len() == RAW_LINES {
             self.raw.pop_front();
         }

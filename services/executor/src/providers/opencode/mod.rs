@@ -46,13 +46,12 @@ impl Provider for OpencodeProvider {
     }
 
     fn availability(&self) -> ProviderAvailability {
-        let installed = self.env.binaries.find(session::PROGRAM).is_some();
+        let check = self.env.start_check(session::PROGRAM);
         ProviderAvailability {
             name: ProviderName::Opencode.as_str().to_owned(),
-            installed,
-            version: installed
-                .then(|| self.env.binaries.version(session::PROGRAM))
-                .flatten(),
+            installed: check.installed,
+            version: check.version,
+            problem: check.problem,
             credentials_configured: Some(
                 self.env
                     .default_credential_configured(ProviderName::Opencode),

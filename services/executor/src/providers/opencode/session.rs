@@ -16,7 +16,9 @@ use super::api::{self, ApiError, EventReader, SERVER_USERNAME, ServerApi, Stream
 use super::options::OpencodeOptions;
 use super::recover;
 use super::translate::{self, PermissionAsk, RetryNotice, Step, Translator, Verdict};
-use crate::cli::{CliCommand, CliEnv, CliProcess, Credentials, Liveness, LivenessFailure};
+use crate::cli::{
+    CliCommand, CliEnv, CliProcess, Credentials, Liveness, LivenessFailure, StateFiles,
+};
 use crate::human_loop::HumanLoopAnswer;
 use crate::provider::{ProviderOutcome, RunContext};
 use futures::StreamExt as _;
@@ -94,7 +96,7 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         };
     let dirs = StateDirs::under(&ctx.dirs.state);
     let config = options.config_json();
-    if let Err(error) = dirs.prepare(&config).await {
+    if let Err(error) = dirs.prepare(&env.state_files(&ctx.dirs), &config).await {
         return ProviderOutcome::failed(
             FailureReason::ProviderCrashed,
             format!("cannot prepare opencode's state directory: {error}"),
@@ -155,7 +157,7 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         stdin_piped: false,
     };
     let liveness = Liveness::new(env.liveness, &ctx.command.provider_options);
-    let process = match CliProcess::spawn(command, &env.credentials) {
+    let process = match env.spawn(command, &ctx.dirs).await {
         Ok(process) => process,
         Err(error) => return env.spawn_failure(PROGRAM, error),
     };
@@ -642,23 +644,24 @@ impl StateDirs {
     }
 
     /// Creates the directories and writes the run's `opencode.json` (replacing the
-    /// previous run's: each run brings its own model API and permissions). The other
-    /// files opencode would merge over it are removed: the directory lives as long as
-    /// the conversation, and an earlier turn's agent could have written one.
-    async fn prepare(&self, config: &Value) -> std::io::Result<()> {
-        for dir in [&self.home, &self.data, &self.cache, &self.state] {
-            tokio::fs::create_dir_all(dir).await?;
+    /// previous run's: each run brings its own model API and permissions), through
+    /// `files`, the state directory these directories are in. The other files opencode
+    /// would merge over it are removed: the directory lives as long as the conversation,
+    /// and an earlier turn's agent could have written one.
+    async fn prepare(&self, files: &StateFiles, config: &Value) -> std::io::Result<()> {
+        let below = |dir: &Path| dir.strip_prefix(files.root()).map(Path::to_path_buf);
+        for dir in [&self.data, &self.cache, &self.state] {
+            let relative = below(dir).map_err(std::io::Error::other)?;
+            files.create_dir(relative).await?;
         }
-        let config_dir = self.config.join("opencode");
-        tokio::fs::create_dir_all(&config_dir).await?;
+        let config_dir = below(&self.config)
+            .map_err(std::io::Error::other)?
+            .join("opencode");
         for other in OTHER_GLOBAL_CONFIG_FILES {
-            match tokio::fs::remove_file(config_dir.join(other)).await {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-                _ => {}
-            }
+            files.remove(config_dir.join(other)).await?;
         }
         let text = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
-        tokio::fs::write(config_dir.join("opencode.json"), text).await
+        files.write(config_dir.join("opencode.json"), text).await
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -701,9 +704,12 @@ mod tests {
     async fn the_state_directory_gets_xdg_dirs_and_the_config() {
         let root = tempfile::tempdir().unwrap();
         let dirs = StateDirs::under(root.path());
-        dirs.prepare(&serde_json::json!({"model": "a/b"}))
-            .await
-            .unwrap();
+        dirs.prepare(
+            &StateFiles::new(root.path(), None),
+            &serde_json::json!({"model": "a/b"}),
+        )
+        .await
+        .unwrap();
         let written =
             std::fs::read_to_string(root.path().join(".config/opencode/opencode.json")).unwrap();
         assert!(written.contains("\"a/b\""));
