@@ -85,7 +85,8 @@ pub struct StartRunRequest {
     pub provider_options: Option<serde_json::Map<String, serde_json::Value>>,
     /// Continue this conversation (a conversation's id is the run id of its first run).
     /// The run inherits the conversation's provider, model, app and profile unless the
-    /// request names them.
+    /// request names them; it stays in the conversation's app (naming another app is
+    /// refused with 409 `conversation_app_mismatch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<RunId>,
     /// Continue the conversation of this run; may be given with `conversationId` if
@@ -142,6 +143,30 @@ pub struct RunView {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
+    /// Why a `queued` or `claimed` run has no executor yet, judged from the live
+    /// executors' presence when the answer was made; absent for other runs, and when a
+    /// live executor offering the provider has a free slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<WaitingReason>,
+    /// The waiting reason in words: the provider, and the executors it considered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_detail: Option<String>,
+}
+
+/// Why a run waits for an executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingReason {
+    /// No executor is live at all.
+    NoExecutor,
+    /// Executors are live, but none offers the run's provider.
+    NoExecutorForProvider,
+    /// Every live executor offering the provider that is not draining has all its slots
+    /// taken.
+    AllExecutorsFull,
+    /// Every live executor offering the provider is draining (shutting down; it takes no
+    /// new runs).
+    AllExecutorsDraining,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -235,6 +260,10 @@ pub struct ProviderView {
     pub installed: bool,
     /// The live executors it is installed on, by id.
     pub executors: Vec<ProviderExecutor>,
+    /// The live executors that offer it but cannot run it, with the reason each gives
+    /// (its CLI is missing, or fails its start check).
+    #[serde(default)]
+    pub unavailable: Vec<ProviderUnavailable>,
     /// `true` when a live executor that has it can resolve its credentials, `false`
     /// when every one of them says it cannot, `null` when that is unknown.
     #[serde(default)]
@@ -250,6 +279,15 @@ pub struct ProviderExecutor {
     pub version: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderUnavailable {
+    pub executor_id: String,
+    /// Why the provider cannot run there (`null` when the executor did not say).
+    #[serde(default)]
+    pub problem: Option<String>,
+}
+
 /// What the work queue holds right now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -258,7 +296,8 @@ pub struct RunQueueView {
     pub pending: u64,
     /// Commands delivered to a worker and not yet acknowledged.
     pub in_flight: u64,
-    /// Runs whose projected status is queued or claimed, oldest first.
+    /// Runs whose projected status is queued or claimed, oldest first, each with its
+    /// `waitingReason`.
     pub runs: Vec<RunView>,
 }
 

@@ -195,6 +195,9 @@ pub enum FailureReason {
     ExecutorLost,
     Stopped,
     UnknownFailure,
+    /// The run went over its budget (`providerOptions.budget`: model turns, output
+    /// tokens, events or bytes of events); the detail names the limit.
+    BudgetExceeded,
 }
 
 impl FailureReason {
@@ -213,6 +216,7 @@ impl FailureReason {
             FailureReason::ExecutorLost => "executor_lost",
             FailureReason::Stopped => "stopped",
             FailureReason::UnknownFailure => "unknown_failure",
+            FailureReason::BudgetExceeded => "budget_exceeded",
         }
     }
 

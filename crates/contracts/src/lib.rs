@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod command;
 pub mod control;
 pub mod dispatch;

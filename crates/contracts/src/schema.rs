@@ -27,6 +27,7 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         entry::<crate::api::RunQueueView>("api-run-queue.json"),
         entry::<crate::api::ProviderList>("api-providers.json"),
         entry::<crate::api::ProviderRunStartRequest>("api-provider-run-start-request.json"),
+        entry::<crate::budget::RunBudget>("run-budget.json"),
         entry::<crate::principals::CreatePrincipalRequest>("api-create-principal-request.json"),
         entry::<crate::principals::SetPrincipalAppsRequest>("api-set-principal-apps-request.json"),
         entry::<crate::principals::SetPrincipalRoleRequest>("api-set-principal-role-request.json"),

@@ -407,6 +407,23 @@ impl EventLog {
         stored_event(run_id, read)
     }
 
+    /// Whether the event stored at `stream_seq` is `run_id`'s event number `seq`: how a
+    /// cursor that does not name its run is checked. `false` as well when that event is
+    /// gone (retention) and nothing can be checked.
+    pub async fn holds(
+        &self,
+        run_id: RunId,
+        seq: u64,
+        stream_seq: u64,
+    ) -> Result<bool, EventLogError> {
+        let read = self.stream.direct_get(stream_seq).await;
+        Ok(match stored_event(run_id, read) {
+            Ok(Some(event)) => event.header.run_id == run_id && event.header.seq == seq,
+            Ok(None) | Err(EventLogError::Corrupt { .. }) => false,
+            Err(error) => return Err(error),
+        })
+    }
+
     /// Where the run's next event goes.
     pub async fn position(&self, run_id: RunId) -> Result<EventPosition, EventLogError> {
         Ok(self

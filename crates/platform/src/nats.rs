@@ -287,8 +287,12 @@ async fn ensure_stream(
         Ok(s) => s,
         Err(e) if is_stream_not_found(&e) => match js.create_stream(desired.clone()).await {
             Ok(s) => return Ok(s),
-            // Another service created it first: verify below.
-            Err(_) => js.get_stream(name).await.map_err(|e| api(e.into()))?,
+            // Another service created it first: verify below. If nobody did, the
+            // server refused it (e.g. no room for its `max_bytes`): say why.
+            Err(refused) => match js.get_stream(name).await {
+                Ok(s) => s,
+                Err(_) => return Err(api(refused.into())),
+            },
         },
         Err(e) => return Err(api(e.into())),
     };

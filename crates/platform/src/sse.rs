@@ -1,9 +1,21 @@
 //! SSE cursors: the `id:` of every event a client receives. Opaque to clients; inside,
-//! the run event's `seq` and its stream sequence, so a resume starts the JetStream
-//! read exactly after that event without scanning the run's history.
+//! the run event's `seq`, its stream sequence (so a resume starts the JetStream read
+//! exactly after that event without scanning the run's history) and a tag of the run
+//! it belongs to, so that a cursor handed to another run's stream is refused instead of
+//! silently skipping that run's first events.
+//!
+//! The tag is the first 8 bytes of the SHA-256 of the run id, unkeyed: it guards
+//! against mix-ups, not forgery. Who may read a run is decided apart from the cursor,
+//! and a made-up cursor of a run one may read only moves one's own resume point.
+//!
+//! Cursors of the earlier format (`c1`, without the tag) still parse, as
+//! [`ParsedCursor::Legacy`]: the reader checks them against the event log (the event
+//! at that stream sequence must be the run's event with that `seq`) before resuming.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use switchyard_contracts::RunId;
 
 /// Position of one delivered event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,10 +30,48 @@ pub struct Cursor {
 #[error("invalid cursor: use the `id` of an event received from this stream")]
 pub struct InvalidCursor;
 
-const VERSION: &str = "c1";
+/// The run a cursor belongs to, as cursors carry it. Computed once per run stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTag([u8; TAG_HEX]);
 
-/// The longest encoded cursor: base64 of `c1:` and two 20-digit numbers.
-const MAX_ENCODED: usize = 60;
+const TAG_BYTES: usize = 8;
+const TAG_HEX: usize = TAG_BYTES * 2;
+
+impl RunTag {
+    pub fn of(run_id: &RunId) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = Sha256::digest(run_id.as_bytes());
+        let mut hex = [0u8; TAG_HEX];
+        for (i, byte) in digest.iter().take(TAG_BYTES).enumerate() {
+            hex[2 * i] = HEX[usize::from(byte >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+        }
+        Self(hex)
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A cursor a client sent, parsed for one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParsedCursor {
+    /// Carries the run's tag: it was handed out by this run's stream.
+    Run(Cursor),
+    /// The untagged earlier format: whose run it is must be checked against the event
+    /// log before it is used.
+    Legacy(Cursor),
+}
+
+const VERSION: &str = "c2";
+const LEGACY_VERSION: &str = "c1";
+
+/// The longest encoded cursor: base64 of `c2:`, two 20-digit numbers, `:` and the tag
+/// (61 bytes, 82 characters), rounded up.
+const MAX_ENCODED: usize = 84;
+/// Longer text is refused before it is decoded.
+const MAX_TEXT: usize = 128;
 
 /// An encoded cursor on the stack: the gateway writes one per event, and this spares it
 /// two allocations each time.
@@ -39,17 +89,19 @@ impl EncodedCursor {
 }
 
 impl Cursor {
-    pub fn encode(&self) -> String {
-        self.encoded().as_str().to_owned()
+    /// The cursor text of this position in `run`'s stream.
+    pub fn encode(&self, run: &RunTag) -> String {
+        self.encoded(run).as_str().to_owned()
     }
 
     /// Same text as [`Cursor::encode`], without allocating.
-    pub fn encoded(&self) -> EncodedCursor {
+    pub fn encoded(&self, run: &RunTag) -> EncodedCursor {
         use std::io::Write as _;
-        let mut raw = [0u8; 48];
+        let mut raw = [0u8; 64];
         let mut writer = std::io::Cursor::new(&mut raw[..]);
-        // 3 + 20 + 1 + 20 bytes at most: always fits.
-        let _ = write!(writer, "{VERSION}:{}:{}", self.seq, self.stream_seq);
+        // 3 + 20 + 1 + 20 + 1 + 16 bytes at most: always fits.
+        let _ = write!(writer, "{VERSION}:{}:{}:", self.seq, self.stream_seq);
+        let _ = writer.write_all(run.as_bytes());
         let raw_len = usize::try_from(writer.position()).unwrap_or_default();
         let mut out = EncodedCursor {
             bytes: [0; MAX_ENCODED],
@@ -61,8 +113,19 @@ impl Cursor {
         out
     }
 
-    pub fn decode(text: &str) -> Result<Cursor, InvalidCursor> {
-        if text.len() > 64 {
+    /// A cursor of `run`'s stream: a cursor of another run, of the earlier format, or
+    /// anything else is refused.
+    pub fn decode(text: &str, run: &RunTag) -> Result<Cursor, InvalidCursor> {
+        match Cursor::parse(text, run)? {
+            ParsedCursor::Run(cursor) => Ok(cursor),
+            ParsedCursor::Legacy(_) => Err(InvalidCursor),
+        }
+    }
+
+    /// What a client sent for `run`'s stream: a cursor of this run, an untagged one of
+    /// the earlier format, or (another run's, garbage) an error.
+    pub fn parse(text: &str, run: &RunTag) -> Result<ParsedCursor, InvalidCursor> {
+        if text.len() > MAX_TEXT {
             return Err(InvalidCursor);
         }
         let raw = URL_SAFE_NO_PAD
@@ -70,33 +133,48 @@ impl Cursor {
             .map_err(|_| InvalidCursor)?;
         let raw = std::str::from_utf8(&raw).map_err(|_| InvalidCursor)?;
         let mut parts = raw.split(':');
-        if parts.next() != Some(VERSION) {
+        let version = parts.next();
+        if version != Some(VERSION) && version != Some(LEGACY_VERSION) {
             return Err(InvalidCursor);
         }
-        let seq = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or(InvalidCursor)?;
-        let stream_seq = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or(InvalidCursor)?;
-        if parts.next().is_some() || seq == 0 || stream_seq == 0 {
+        let mut number = || -> Result<u64, InvalidCursor> {
+            match parts.next().map(str::parse::<u64>) {
+                Some(Ok(n)) if n > 0 => Ok(n),
+                _ => Err(InvalidCursor),
+            }
+        };
+        let cursor = Cursor {
+            seq: number()?,
+            stream_seq: number()?,
+        };
+        let parsed = if version == Some(VERSION) {
+            if parts.next().map(str::as_bytes) != Some(run.as_bytes()) {
+                return Err(InvalidCursor);
+            }
+            ParsedCursor::Run(cursor)
+        } else {
+            ParsedCursor::Legacy(cursor)
+        };
+        if parts.next().is_some() {
             return Err(InvalidCursor);
         }
-        Ok(Cursor { seq, stream_seq })
+        Ok(parsed)
     }
 }
 
+/// The `retry:` every run stream starts with: how long a client (a browser's
+/// `EventSource`) waits before it reconnects after the connection drops.
+pub const RETRY_MS: u64 = 1000;
+
 /// The SSE frame of a stored run event: `id:` cursor, `event:` type, `data:` the JSON.
-pub fn frame(event: &crate::events::StoredEvent) -> axum::response::sse::Event {
+pub fn frame(event: &crate::events::StoredEvent, run: &RunTag) -> axum::response::sse::Event {
     let cursor = Cursor {
         seq: event.header.seq,
         stream_seq: event.stream_seq,
     };
     // The payload is JSON produced by serde (no raw newlines), so it is one data line.
     axum::response::sse::Event::default()
-        .id(cursor.encode())
+        .id(cursor.encode(run))
         .event(event.header.event_type.as_str())
         .data(String::from_utf8_lossy(&event.payload))
 }
@@ -105,22 +183,68 @@ pub fn frame(event: &crate::events::StoredEvent) -> axum::response::sse::Event {
 mod tests {
     use super::*;
 
+    fn run() -> RunTag {
+        RunTag::of(&uuid::Uuid::from_u128(
+            0x0190_a0e0_0000_7000_8000_0000_0000_0001,
+        ))
+    }
+
     #[test]
     fn cursors_round_trip() {
         let c = Cursor {
             seq: 7,
             stream_seq: 1234,
         };
-        assert_eq!(Cursor::decode(&c.encode()), Ok(c));
+        assert_eq!(Cursor::decode(&c.encode(&run()), &run()), Ok(c));
         let widest = Cursor {
             seq: u64::MAX,
             stream_seq: u64::MAX,
         };
-        assert_eq!(Cursor::decode(&widest.encode()), Ok(widest));
+        let text = widest.encode(&run());
+        assert!(text.len() <= MAX_ENCODED, "{}", text.len());
+        assert_eq!(Cursor::decode(&text, &run()), Ok(widest));
+        let tag = std::str::from_utf8(run().as_bytes()).unwrap().to_owned();
         assert_eq!(
-            widest.encode(),
-            URL_SAFE_NO_PAD.encode(format!("c1:{}:{}", u64::MAX, u64::MAX))
+            text,
+            URL_SAFE_NO_PAD.encode(format!("c2:{}:{}:{tag}", u64::MAX, u64::MAX))
         );
+    }
+
+    #[test]
+    fn another_runs_cursor_is_refused() {
+        let c = Cursor {
+            seq: 30,
+            stream_seq: 90,
+        };
+        let other = RunTag::of(&uuid::Uuid::now_v7());
+        assert_ne!(other, run());
+        assert_eq!(
+            Cursor::decode(&c.encode(&other), &run()),
+            Err(InvalidCursor)
+        );
+        assert_eq!(Cursor::parse(&c.encode(&other), &run()), Err(InvalidCursor));
+    }
+
+    #[test]
+    fn the_earlier_format_parses_as_legacy_only() {
+        let legacy = URL_SAFE_NO_PAD.encode("c1:3:17");
+        let cursor = Cursor {
+            seq: 3,
+            stream_seq: 17,
+        };
+        assert_eq!(
+            Cursor::parse(&legacy, &run()),
+            Ok(ParsedCursor::Legacy(cursor))
+        );
+        assert_eq!(Cursor::decode(&legacy, &run()), Err(InvalidCursor));
+        // A legacy cursor with a tag, or a tagged one without, is garbage.
+        let tag = std::str::from_utf8(run().as_bytes()).unwrap().to_owned();
+        for bad in [format!("c1:3:17:{tag}"), "c2:3:17".to_owned()] {
+            assert_eq!(
+                Cursor::parse(&URL_SAFE_NO_PAD.encode(bad), &run()),
+                Err(InvalidCursor)
+            );
+        }
     }
 
     #[test]
@@ -134,14 +258,17 @@ mod tests {
             &"A".repeat(500),
             "YzE6MTox\n",
         ] {
-            assert!(Cursor::decode(bad).is_err() || bad.trim() != bad, "{bad:?}");
+            assert!(
+                Cursor::parse(bad, &run()).is_err() || bad.trim() != bad,
+                "{bad:?}"
+            );
         }
         assert_eq!(
-            Cursor::decode("YzE6MTox"),
-            Ok(Cursor {
+            Cursor::parse("YzE6MTox", &run()),
+            Ok(ParsedCursor::Legacy(Cursor {
                 seq: 1,
                 stream_seq: 1
-            })
+            }))
         );
     }
 }

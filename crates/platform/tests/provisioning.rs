@@ -9,6 +9,13 @@ use switchyard_platform::events::{EventLog, EventLogError};
 use switchyard_platform::nats::{self, Resources};
 use switchyard_test_support::NatsServer;
 
+fn delta(text: &str) -> RunEventKind {
+    RunEventKind::MessageDelta(MessageDelta {
+        message_id: "m".into(),
+        text: text.into(),
+    })
+}
+
 async fn connect(server: &NatsServer) -> async_nats::Client {
     let config = NatsConfig {
         url: server.url(),
@@ -65,6 +72,62 @@ async fn a_drifted_stream_is_updated_back_to_the_definition() {
     assert_eq!(
         stream.info().await.unwrap().config.max_age,
         std::time::Duration::from_secs(7 * 24 * 3600)
+    );
+}
+
+/// `RUN_EVENTS` has a size limit (4 GiB, discard old); a stream provisioned before it
+/// had one gets it in place, its events kept.
+#[tokio::test]
+async fn the_event_stream_is_bounded_and_an_unbounded_one_gets_the_bound() {
+    let server = NatsServer::start().await.unwrap();
+    let js = jetstream::new(connect(&server).await);
+    let mut unbounded: jetstream::stream::Config =
+        serde_json::from_str(nats::RUN_EVENTS_STREAM_JSON).unwrap();
+    assert_eq!(unbounded.max_bytes, 4 * 1024 * 1024 * 1024);
+    assert_eq!(unbounded.discard, jetstream::stream::DiscardPolicy::Old);
+    unbounded.max_bytes = -1;
+    js.create_stream(unbounded).await.unwrap();
+    let log = EventLog::open(js.clone()).await.unwrap();
+    let run_id = uuid::Uuid::now_v7();
+    let mut position = EventPosition::EMPTY;
+    log.append(run_id, &mut position, delta("kept"))
+        .await
+        .unwrap();
+
+    let events_only = Resources {
+        run_events: true,
+        ..Default::default()
+    };
+    nats::provision(&js, events_only).await.unwrap();
+    let mut stream = js.get_stream("RUN_EVENTS").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.max_bytes, 4 * 1024 * 1024 * 1024);
+    assert_eq!(info.state.messages, 1);
+    log.append(run_id, &mut position, delta("after"))
+        .await
+        .unwrap();
+    assert_eq!(position.next_seq, 3);
+}
+
+/// The size is reserved on the server: one whose JetStream storage is smaller refuses
+/// the stream, and provisioning says which stream and why.
+#[tokio::test]
+async fn a_server_without_room_for_the_event_stream_is_reported() {
+    let server = NatsServer::start_with_config("jetstream { max_file_store: 1GB }")
+        .await
+        .unwrap();
+    let js = jetstream::new(connect(&server).await);
+    let events_only = Resources {
+        run_events: true,
+        ..Default::default()
+    };
+    let error = nats::provision(&js, events_only)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("RUN_EVENTS") && error.contains("insufficient storage"),
+        "{error}"
     );
 }
 

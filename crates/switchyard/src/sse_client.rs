@@ -26,6 +26,8 @@ pub struct Parser {
     partial: Vec<u8>,
     pending: Frame,
     has_field: bool,
+    /// The last `retry:` the stream sent (milliseconds): a client setting, not a frame.
+    pub retry: Option<u64>,
 }
 
 impl Parser {
@@ -49,6 +51,12 @@ impl Parser {
                 Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
                 None => (line, ""),
             };
+            if field == "retry" {
+                if let Ok(millis) = value.parse() {
+                    self.retry = Some(millis);
+                }
+                continue;
+            }
             self.has_field = true;
             match field {
                 "id" => self.pending.id = Some(value.to_owned()),
@@ -123,7 +131,11 @@ mod tests {
     #[test]
     fn frames_split_across_chunks_and_comments_are_skipped() {
         let mut p = Parser::default();
-        assert!(p.feed(b": keep-alive\n\nid: a\nevent: x\nda").is_empty());
+        assert!(
+            p.feed(b"retry: 1000\n\n: keep-alive\n\nid: a\nevent: x\nda")
+                .is_empty()
+        );
+        assert_eq!(p.retry, Some(1000));
         let frames = p.feed(b"ta: {\"k\":1}\n\n");
         assert_eq!(
             frames,

@@ -4,8 +4,10 @@
 //! Every run belongs to one conversation, named by the run id of its first run. A
 //! follow-up names it directly (`conversationId`) or through one of its runs
 //! (`parentRunId`), continues the provider session the executor kept for it, and so
-//! must run the same provider; it inherits the model, app and profile of the
-//! conversation's latest run unless it names its own. The executor that ran the
+//! must run the same provider and stays in the conversation's app (a follow-up naming
+//! another app is refused: it would send one app's credentials with another app's
+//! settings); it inherits the model and profile of the conversation's latest run unless
+//! it names its own. The executor that ran the
 //! conversation last holds its workspace and session, so the run command names it as
 //! the preferred executor.
 
@@ -14,7 +16,7 @@ use crate::store;
 use crate::store::runs::ConversationHead;
 use sqlx::PgPool;
 use switchyard_contracts::RunId;
-use switchyard_contracts::api::StartRunRequest;
+use switchyard_contracts::api::{AppView, StartRunRequest};
 
 /// The existing conversation a run continues.
 #[derive(Debug, Clone)]
@@ -50,6 +52,22 @@ pub async fn find(
         .await?
         .ok_or(StartRunError::ConversationNotFound(id))?;
     Ok(Some(Conversation { id, head }))
+}
+
+/// A conversation belongs to the app of its runs (or to none): a follow-up that names
+/// another app — directly or through a profile only that app has — is refused.
+pub fn ensure_same_app(
+    conversation: &Conversation,
+    requested: Option<&AppView>,
+) -> Result<(), StartRunError> {
+    let requested = requested.map(|app| app.app_id.as_str());
+    if requested == conversation.head.app_id.as_deref() {
+        return Ok(());
+    }
+    Err(StartRunError::ConversationAppMismatch {
+        conversation: conversation.head.app_id.clone(),
+        requested: requested.map(str::to_owned),
+    })
 }
 
 /// Applies what a follow-up inherits to what the request, profile and app resolved:

@@ -11,7 +11,9 @@ pub mod config;
 pub mod control;
 pub mod conversations;
 pub mod database;
+pub mod durations;
 pub mod http;
+pub mod idempotency;
 pub mod outbox;
 pub mod projector;
 pub mod providers;
@@ -20,6 +22,7 @@ pub mod reconciler;
 pub mod revocation;
 pub mod runs;
 pub mod store;
+pub mod waiting;
 
 pub use config::{Config, ControlPlaneSettings};
 
@@ -122,7 +125,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     ));
 
     let task = tokio::spawn(async move {
-        let served = switchyard_platform::http::serve(listener, router, shutdown.clone()).await;
+        let served =
+            switchyard_platform::http::serve(listener, router, &config.http, shutdown.clone())
+                .await;
         // However the server ended, the background tasks must stop too.
         shutdown.cancel();
         tracker.close();

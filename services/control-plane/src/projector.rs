@@ -9,10 +9,17 @@
 //! terminated with an error log; while Postgres is unreachable the batch is retried in
 //! place (keeping its order) with in-progress acks, and handed back with a delayed nak
 //! on shutdown or after a long outage.
+//!
+//! Each time it opens the consumer (at start-up, after an outage) the projector first
+//! catches up: it reads the events the consumer handed out but nobody acknowledged —
+//! after a crash, the dead process's — straight from the stream and applies them. The
+//! server would hand them out again only when their ack wait (30 s) ran out, and their
+//! runs' status would lag that long; applied twice, they change nothing.
 
 use crate::store::{self, StoreError, clean_json, clean_text};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, AckKind, Message};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::{FutureExt as _, StreamExt as _};
@@ -34,6 +41,12 @@ const BATCH: usize = 1024;
 const MAX_IN_PLACE_RETRY: Duration = Duration::from_secs(30);
 /// Redelivery delay of a batch handed back.
 const NAK_DELAY: Duration = Duration::from_secs(2);
+/// Events read at most when catching up: twice what the consumer lets a process hold
+/// unacknowledged (`max_ack_pending`), leaving room for acks out of order. Older ones
+/// come back after the ack wait, as before.
+const MAX_CATCH_UP: u64 = 8192;
+/// Direct reads in flight at once while catching up.
+const CATCH_UP_READS: usize = 32;
 /// Longest status detail stored (a human-loop prompt can be long).
 const MAX_DETAIL_CHARS: usize = 1_000;
 
@@ -69,6 +82,14 @@ impl Update {
             Update::Bump(bump) => bump.seq,
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CatchUpError {
+    #[error("cannot read the unacknowledged events: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +180,11 @@ impl Projector {
     }
 
     async fn consume(&self, shutdown: &CancellationToken) -> Result<(), ConsumeError> {
-        let consumer = self.open().await?;
+        let mut consumer = self.open().await?;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            () = self.catch_up(&mut consumer) => {}
+        }
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(BATCH)
@@ -207,6 +232,103 @@ impl Projector {
             }
             self.project(batch, shutdown).await;
         }
+    }
+
+    /// Applies what the consumer handed out and nobody acknowledged yet (see the module
+    /// doc). Best effort: whatever it cannot apply comes back after the ack wait.
+    async fn catch_up(&self, consumer: &mut PullConsumer) {
+        match self.try_catch_up(consumer).await {
+            Ok(0) => {}
+            Ok(applied) => {
+                tracing::info!(
+                    events = applied,
+                    "projector caught up with unacknowledged events"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "projector could not catch up; the unacknowledged events come back after the ack wait");
+            }
+        }
+    }
+
+    async fn try_catch_up(&self, consumer: &mut PullConsumer) -> Result<usize, CatchUpError> {
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| CatchUpError::Nats(e.to_string()))?;
+        if info.num_ack_pending == 0 {
+            return Ok(0);
+        }
+        // Everything unacknowledged lies between the ack floor and the last delivery.
+        let last = info.delivered.stream_sequence;
+        let first = (info.ack_floor.stream_sequence + 1)
+            .max(last.saturating_sub(MAX_CATCH_UP - 1))
+            .max(1);
+        let stream = self
+            .js
+            .get_stream(subjects::RUN_EVENTS_STREAM)
+            .await
+            .map_err(|e| CatchUpError::Nats(e.to_string()))?;
+        let mut applied = 0;
+        let mut start = first;
+        while start <= last {
+            let end = last.min(start.saturating_add(BATCH as u64 - 1));
+            let reads: Vec<_> = futures::stream::iter(start..=end)
+                .map(|seq| {
+                    let stream = &stream;
+                    async move { (seq, stream.direct_get(seq).await) }
+                })
+                .buffered(CATCH_UP_READS)
+                .collect()
+                .await;
+            let mut updates = Vec::with_capacity(reads.len());
+            for (seq, read) in reads {
+                match read {
+                    Ok(message) => {
+                        match decode_stored(message.subject.as_str(), seq, &message.payload) {
+                            Ok(update) => updates.push(update),
+                            // Garbage is terminated when it comes back.
+                            Err(problem) => tracing::debug!(
+                                seq,
+                                problem,
+                                "skipping a stored message that is not a run event"
+                            ),
+                        }
+                    }
+                    // Removed by retention (or a gap): nothing to apply.
+                    Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => {}
+                    Err(e) => return Err(CatchUpError::Nats(e.to_string())),
+                }
+            }
+            applied += self.apply_without_acks(&updates).await?;
+            start = end + 1;
+        }
+        Ok(applied)
+    }
+
+    /// Applies `updates` as one batch, or one by one when Postgres rejects the batch
+    /// (an event it rejects is left for its redelivery, which terminates it).
+    async fn apply_without_acks(&self, updates: &[Update]) -> Result<usize, CatchUpError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let all: Vec<&Update> = updates.iter().collect();
+        match self.apply(&all).await {
+            Ok(()) => return Ok(updates.len()),
+            Err(e) if e.is_unavailable() => return Err(CatchUpError::Store(e)),
+            Err(_) => {}
+        }
+        let mut applied = 0;
+        for update in updates {
+            match self.apply(&[update]).await {
+                Ok(()) => applied += 1,
+                Err(e) if e.is_unavailable() => return Err(CatchUpError::Store(e)),
+                Err(e) => {
+                    tracing::debug!(run_id = %update.run_id(), error = %e, "catch-up skips an event Postgres rejects");
+                }
+            }
+        }
+        Ok(applied)
     }
 
     async fn project(&self, batch: Vec<Message>, shutdown: &CancellationToken) {
@@ -383,14 +505,14 @@ fn decode(message: &Message) -> Result<Update, String> {
         .info()
         .map_err(|e| format!("no delivery info: {e}"))?
         .stream_sequence;
-    let header: RunEventHeader = serde_json::from_slice(&message.payload)
-        .map_err(|e| format!("not a run event envelope: {e}"))?;
-    decode_event(
-        message.subject.as_str(),
-        stream_seq,
-        &message.payload,
-        header,
-    )
+    decode_stored(message.subject.as_str(), stream_seq, &message.payload)
+}
+
+/// [`decode`] for a message read from the stream by its sequence.
+fn decode_stored(subject: &str, stream_seq: u64, payload: &[u8]) -> Result<Update, String> {
+    let header: RunEventHeader =
+        serde_json::from_slice(payload).map_err(|e| format!("not a run event envelope: {e}"))?;
+    decode_event(subject, stream_seq, payload, header)
 }
 
 fn decode_event(

@@ -1,5 +1,6 @@
 //! The run queue as operators see it: what the work-queue stream holds, what workers
-//! have claimed, and which runs are still waiting for an executor.
+//! have claimed, and which runs are still waiting for an executor (and why: see
+//! [`crate::waiting`]).
 
 use crate::access::Actor;
 use crate::config::ControlPlaneSettings;
@@ -28,6 +29,7 @@ pub async fn snapshot(
     pool: &PgPool,
     settings: &ControlPlaneSettings,
     actor: &Actor,
+    nats_timeout: std::time::Duration,
 ) -> Result<RunQueueView, QueueError> {
     let nats_error = |e: &dyn std::fmt::Display| QueueError::Nats {
         stream: subjects::RUN_COMMANDS_STREAM,
@@ -50,7 +52,7 @@ pub async fn snapshot(
         Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => 0,
         Err(e) => return Err(nats_error(&e)),
     };
-    let runs = store::runs::waiting(pool, LISTED_RUNS)
+    let mut runs = store::runs::waiting(pool, LISTED_RUNS)
         .await?
         .into_iter()
         .filter(|row| actor.may_see_run(row.app_id.as_deref(), row.created_by.as_deref()))
@@ -59,6 +61,7 @@ pub async fn snapshot(
             row.into_view(url)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    crate::waiting::annotate(js, nats_timeout, &mut runs).await;
     Ok(RunQueueView {
         pending: messages.saturating_sub(in_flight),
         in_flight,

@@ -6,6 +6,7 @@
 use crate::access::Actor;
 use crate::config::ControlPlaneSettings;
 use crate::conversations::{self, Conversation};
+use crate::idempotency::IdempotencyKey;
 use crate::outbox::{Cleaner, Publisher};
 use crate::store::{self, StoreError};
 use chrono::Utc;
@@ -14,8 +15,11 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_contracts::api::{AppView, RuntimeDefaults, StartRunRequest, StartRunResponse};
+use switchyard_contracts::budget::{BUDGET_OPTION, InvalidBudget, RunBudget};
 use switchyard_contracts::event::RunQueued;
-use switchyard_contracts::provider::DEFAULT_PROVIDER;
+use switchyard_contracts::provider::{
+    DEFAULT_PROVIDER, operator_only_message, operator_only_option,
+};
 use switchyard_contracts::{ProviderName, RunCommand, RunId, RunStatus};
 use switchyard_platform::events::{EventLog, EventLogError};
 use tracing::Instrument as _;
@@ -31,12 +35,29 @@ const MAX_MODEL_LEN: usize = 256;
 pub enum StartRunError {
     #[error("{0}")]
     Invalid(String),
+    /// An option that chooses where credentials go (see
+    /// [`switchyard_contracts::provider::OPERATOR_ONLY_OPTIONS`]).
+    #[error("{}{}", operator_only_message(field, *provider), if *stored {
+        "; it comes from the app's runtime defaults or execution profile: register the app \
+         again without it"
+    } else {
+        ""
+    })]
+    OptionNotAllowed {
+        /// The caller's path to it, e.g. `providerOptions.baseUrl`.
+        field: String,
+        provider: Option<ProviderName>,
+        /// Whether it came from stored app defaults rather than the request.
+        stored: bool,
+    },
     #[error("unknown provider `{0}`; known providers: {known}", known = known_providers())]
     UnknownProvider(String),
     #[error("the prompt is {size} bytes; the limit is {limit}")]
     PromptTooLarge { size: usize, limit: usize },
     #[error("the run command would be {size} bytes; the limit is {limit}")]
     CommandTooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    InvalidDuration(#[from] crate::durations::InvalidDuration),
     #[error("no app `{0}` is registered")]
     AppNotFound(String),
     #[error("{0}")]
@@ -54,6 +75,17 @@ pub enum StartRunError {
         requested: &'static str,
     },
     #[error(
+        "the conversation belongs to {conversation}; a follow-up cannot run under {requested} \
+         (a conversation's runs share one app's provider, endpoint and credentials; start a \
+         new conversation instead)",
+        conversation = app_words(conversation.as_deref()),
+        requested = app_words(requested.as_deref())
+    )]
+    ConversationAppMismatch {
+        conversation: Option<String>,
+        requested: Option<String>,
+    },
+    #[error(
         "conversation {conversation_id} has a run in progress ({active_run_id}); a follow-up \
          can start once it has ended (or stop it first)"
     )]
@@ -61,6 +93,11 @@ pub enum StartRunError {
         conversation_id: RunId,
         active_run_id: RunId,
     },
+    #[error(
+        "the Idempotency-Key was used for a different request (run {run_id}) within the last \
+         24 hours; a retry must repeat its request exactly, a new request needs a new key"
+    )]
+    IdempotencyKeyReused { run_id: RunId },
     #[error("could not read the event log of run {run_id}: {source}")]
     EventLog {
         run_id: RunId,
@@ -69,6 +106,13 @@ pub enum StartRunError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn app_words(app_id: Option<&str>) -> String {
+    match app_id {
+        Some(app_id) => format!("app `{app_id}`"),
+        None => "no app".to_owned(),
+    }
 }
 
 fn known_providers() -> String {
@@ -118,7 +162,8 @@ pub struct Resolved {
 }
 
 /// Request over profile over app defaults over the system default. Provider options
-/// are merged shallowly (a key set at a higher level replaces the whole value).
+/// are merged shallowly (a key set at a higher level replaces the whole value);
+/// credential names are merged (see [`merged_credential_env`]).
 pub fn resolve(
     request: &StartRunRequest,
     profile: Option<&RuntimeDefaults>,
@@ -140,9 +185,30 @@ pub fn resolve(
             .flatten()
             .find_map(|defaults| defaults.model.clone())
     });
+    // Where credentials go is the executor operator's: refused from the request, and
+    // from stored defaults too (registration refuses them, but a row may predate that).
+    if let Some(key) = request
+        .provider_options
+        .iter()
+        .flat_map(|own| own.keys())
+        .find_map(|key| operator_only_option([key.as_str()]))
+    {
+        return Err(StartRunError::OptionNotAllowed {
+            field: format!("providerOptions.{key}"),
+            provider: Some(provider),
+            stored: false,
+        });
+    }
     let mut provider_options = Map::new();
     for defaults in levels.iter().rev().flatten() {
         provider_options.extend(defaults.provider_options.clone());
+    }
+    if let Some(key) = operator_only_option(provider_options.keys().map(String::as_str)) {
+        return Err(StartRunError::OptionNotAllowed {
+            field: format!("providerOptions.{key}"),
+            provider: Some(provider),
+            stored: true,
+        });
     }
     if let Some(own) = &request.provider_options {
         // Which existing directory a run may work in is the app's decision (and the
@@ -158,13 +224,8 @@ pub fn resolve(
         }
         provider_options.extend(own.clone());
     }
-    let credential_env = levels
-        .iter()
-        .flatten()
-        .map(|defaults| &defaults.credential_env)
-        .find(|names| !names.is_empty())
-        .cloned()
-        .unwrap_or_default();
+    merge_budget(&mut provider_options, request, profile, app)?;
+    let credential_env = merged_credential_env(&levels);
     let timeout_ms = levels
         .iter()
         .flatten()
@@ -176,6 +237,56 @@ pub fn resolve(
         credential_env,
         timeout_ms,
     })
+}
+
+/// The credential names of every level, the most specific first (a provider takes its
+/// primary credential from the first name), each name once: a profile adds to what its
+/// app declares instead of replacing it.
+fn merged_credential_env(levels: &[Option<&RuntimeDefaults>]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in levels
+        .iter()
+        .flatten()
+        .flat_map(|defaults| &defaults.credential_env)
+    {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// `providerOptions.budget` merged field by field, request over profile over app (the
+/// shallow merge above would let a request's budget drop the app's other limits).
+fn merge_budget(
+    provider_options: &mut Map<String, Value>,
+    request: &StartRunRequest,
+    profile: Option<&RuntimeDefaults>,
+    app: Option<&RuntimeDefaults>,
+) -> Result<(), StartRunError> {
+    let invalid = |e: InvalidBudget| StartRunError::Invalid(e.to_string());
+    let mut budget = match &request.provider_options {
+        Some(own) => RunBudget::from_options(own, "providerOptions").map_err(invalid)?,
+        None => None,
+    }
+    .unwrap_or_default();
+    for (defaults, at) in [
+        (profile, "the execution profile's providerOptions"),
+        (app, "the app's runtimeDefaults.providerOptions"),
+    ] {
+        if let Some(defaults) = defaults
+            && let Some(lower) =
+                RunBudget::from_options(&defaults.provider_options, at).map_err(invalid)?
+        {
+            budget = budget.or(lower);
+        }
+    }
+    if budget.is_empty() {
+        provider_options.remove(BUDGET_OPTION);
+    } else if let Ok(value) = serde_json::to_value(budget) {
+        provider_options.insert(BUDGET_OPTION.to_owned(), value);
+    }
+    Ok(())
 }
 
 /// Checks what the request's shape cannot express.
@@ -230,7 +341,26 @@ pub fn validate_request(
     if let Some(provider) = &request.provider {
         parse_provider(provider)?;
     }
+    if let Some(options) = &request.provider_options {
+        crate::durations::check_provider_options(options, "providerOptions")?;
+        RunBudget::from_options(options, "providerOptions")
+            .map_err(|e| StartRunError::Invalid(e.to_string()))?;
+    }
     Ok(())
+}
+
+/// The answer to a start: the run, and whether it was started by an earlier request
+/// with the same idempotency key (then nothing was started now).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    pub response: StartRunResponse,
+    pub replayed: bool,
+}
+
+/// Keys used before this instant have expired.
+fn idempotency_since() -> chrono::DateTime<Utc> {
+    Utc::now()
+        - chrono::Duration::from_std(crate::idempotency::WINDOW).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Accepts runs: persists them with their outbox entry, then publishes.
@@ -268,12 +398,22 @@ impl Runs {
     /// `actor` must be allowed to start runs at all (the HTTP layer checks the role);
     /// here the run's app, once resolved, must be one they see — otherwise the app
     /// "does not exist" for them.
+    ///
+    /// With an idempotency key (see [`crate::idempotency`]), a start the key already
+    /// made within the window is answered as it was, and nothing else happens.
     pub async fn start(
         &self,
         request: StartRunRequest,
         actor: &Actor,
-    ) -> Result<StartRunResponse, StartRunError> {
+        idempotency_key: Option<String>,
+    ) -> Result<Started, StartRunError> {
         validate_request(&request, self.settings.max_prompt_bytes)?;
+        let idempotency = idempotency_key.map(|key| IdempotencyKey::new(key, &request));
+        if let Some(keyed) = &idempotency
+            && let Some(earlier) = self.earlier_start(&self.pool, actor, keyed).await?
+        {
+            return Ok(earlier);
+        }
         let conversation = conversations::find(&self.pool, &request).await?;
         let (app, profile_name) = match &conversation {
             Some(conversation)
@@ -281,12 +421,21 @@ impl Runs {
             {
                 self.inherited_app_and_profile(conversation).await?
             }
-            _ => self.app_and_profile(&request).await?,
+            Some(conversation) => {
+                self.follow_up_app_and_profile(&request, conversation)
+                    .await?
+            }
+            None => self.app_and_profile(&request).await?,
         };
         if let Some(app) = &app
             && !actor.may_see_app(&app.app_id)
         {
             return Err(StartRunError::AppNotFound(app.app_id.clone()));
+        }
+        if let Some(conversation) = &conversation
+            && (request.app_id.is_some() || request.execution_profile.is_some())
+        {
+            conversations::ensure_same_app(conversation, app.as_ref())?;
         }
         let app_defaults = app.as_ref().map(|a| &a.runtime_defaults);
         let profile = match (&app, &profile_name) {
@@ -352,13 +501,33 @@ impl Runs {
                 timeout_ms: command.timeout_ms.map(store::to_bigint),
                 created_at,
                 created_by: Some(actor.id.clone()),
+                idempotency: idempotency
+                    .as_ref()
+                    .map(|keyed| (keyed.key.clone(), keyed.fingerprint.clone())),
             };
-            let outbox_id = if conversation_id == run_id {
+            let outbox_id = if conversation_id == run_id && idempotency.is_none() {
                 store::runs::insert_queued(&self.pool, &new_run, &queued, &command).await?
             } else {
-                // A follow-up is judged and inserted under the conversation's lock.
                 let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-                self.ensure_idle(&mut tx, conversation_id).await?;
+                if let Some(keyed) = &idempotency {
+                    // Under the key's lock: an attempt that committed while this one
+                    // was resolving is found here, after its commit.
+                    store::idempotency::lock(&mut tx, &actor.id, &keyed.key).await?;
+                    if let Some(earlier) = self.earlier_start(&mut *tx, actor, keyed).await? {
+                        return Ok(earlier);
+                    }
+                    store::idempotency::release_expired(
+                        &mut *tx,
+                        &actor.id,
+                        &keyed.key,
+                        idempotency_since(),
+                    )
+                    .await?;
+                }
+                if conversation_id != run_id {
+                    // A follow-up is judged and inserted under the conversation's lock.
+                    self.ensure_idle(&mut tx, conversation_id).await?;
+                }
                 let id = store::runs::insert_queued(&mut *tx, &new_run, &queued, &command).await?;
                 tx.commit().await.map_err(StoreError::from)?;
                 id
@@ -377,17 +546,52 @@ impl Runs {
                 queued,
                 command,
             });
-            Ok(StartRunResponse {
-                run_id,
-                conversation_id,
-                status: RunStatus::Queued,
-                provider,
-                model,
-                stream_url: self.settings.stream_url(&run_id),
+            Ok(Started {
+                response: StartRunResponse {
+                    run_id,
+                    conversation_id,
+                    status: RunStatus::Queued,
+                    provider,
+                    model,
+                    stream_url: self.settings.stream_url(&run_id),
+                },
+                replayed: false,
             })
         }
         .instrument(span)
         .await
+    }
+
+    /// The answer of the start `keyed` already made within the window: the same `202`
+    /// for the same request, `IdempotencyKeyReused` for another one.
+    async fn earlier_start(
+        &self,
+        conn: impl sqlx::PgExecutor<'_>,
+        actor: &Actor,
+        keyed: &IdempotencyKey,
+    ) -> Result<Option<Started>, StartRunError> {
+        let Some(earlier) =
+            store::idempotency::find(conn, &actor.id, &keyed.key, idempotency_since()).await?
+        else {
+            return Ok(None);
+        };
+        if earlier.idempotency_fingerprint != keyed.fingerprint {
+            return Err(StartRunError::IdempotencyKeyReused {
+                run_id: earlier.run_id,
+            });
+        }
+        tracing::info!(run_id = %earlier.run_id, "start retried with its idempotency key; answering it again");
+        Ok(Some(Started {
+            response: StartRunResponse {
+                run_id: earlier.run_id,
+                conversation_id: earlier.conversation_id,
+                status: RunStatus::Queued,
+                provider: earlier.provider,
+                model: earlier.model,
+                stream_url: self.settings.stream_url(&earlier.run_id),
+            },
+            replayed: true,
+        }))
     }
 
     /// Refuses a follow-up while the conversation's latest run has not ended: two runs
@@ -459,6 +663,25 @@ impl Runs {
             Some(app) => Ok((Some(app), profile)),
             None => Err(StartRunError::AppNotFound(app_id)),
         }
+    }
+
+    /// A follow-up that names its app or profile: a profile named without an app is
+    /// looked up in the conversation's app first, since that is the only app the
+    /// follow-up may run under.
+    async fn follow_up_app_and_profile(
+        &self,
+        request: &StartRunRequest,
+        conversation: &Conversation,
+    ) -> Result<(Option<AppView>, Option<String>), StartRunError> {
+        if request.app_id.is_none()
+            && let (Some(name), Some(app_id)) =
+                (&request.execution_profile, &conversation.head.app_id)
+            && let Some(app) = store::apps::get(&self.pool, app_id).await?
+            && app.execution_profiles.contains_key(name)
+        {
+            return Ok((Some(app), Some(name.clone())));
+        }
+        self.app_and_profile(request).await
     }
 
     /// A follow-up that names neither app nor profile runs under the conversation's, so
@@ -552,7 +775,7 @@ mod tests {
         let r = resolve(&request(None, Some("m")), Some(&profile), Some(&app)).unwrap();
         assert_eq!(r.provider, ProviderName::Opencode);
         assert_eq!(r.model.as_deref(), Some("m"));
-        assert_eq!(r.credential_env, vec!["OPENCODE_KEY"]);
+        assert_eq!(r.credential_env, vec!["OPENCODE_KEY", "CLAUDE_CODE_KEY"]);
         assert_eq!(r.timeout_ms, Some(10));
         assert_eq!(
             Value::Object(r.provider_options),
@@ -566,6 +789,41 @@ mod tests {
     }
 
     #[test]
+    fn an_endpoint_is_refused_from_the_request_and_from_stored_defaults() {
+        let mut own = request(Some("claude-code"), None);
+        own.provider_options = json!({"base_url": "http://127.0.0.1:9"})
+            .as_object()
+            .cloned();
+        let error = resolve(&own, None, None).unwrap_err();
+        assert!(
+            matches!(&error, StartRunError::OptionNotAllowed { field, stored: false, .. }
+                if field == "providerOptions.base_url"),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("executor.credentials.claude-code.base_url"),
+            "{message}"
+        );
+        let app = defaults(
+            Some("codex-app-server"),
+            json!({"baseUrl": "http://127.0.0.1:9"}),
+            None,
+        );
+        let error = resolve(&request(None, None), None, Some(&app)).unwrap_err();
+        assert!(
+            matches!(&error, StartRunError::OptionNotAllowed { stored: true, .. }),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("executor.credentials.codex-app-server.base_url"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn request_options_replace_whole_keys() {
         let app = defaults(None, json!({"script": {"steps": [1]}, "x": true}), None);
         let mut req = request(None, None);
@@ -575,6 +833,38 @@ mod tests {
             Value::Object(r.provider_options),
             json!({"script": {"other": 1}, "x": true})
         );
+    }
+
+    #[test]
+    fn budgets_merge_field_by_field_and_bad_ones_are_refused() {
+        let app = defaults(
+            None,
+            json!({"budget": {"maxTurns": 50, "maxEvents": 1000}}),
+            None,
+        );
+        let profile = defaults(None, json!({"budget": {"maxEvents": 500}}), None);
+        let mut req = request(None, None);
+        req.provider_options = json!({"budget": {"maxOutputTokens": 9}})
+            .as_object()
+            .cloned();
+        let r = resolve(&req, Some(&profile), Some(&app)).unwrap();
+        assert_eq!(
+            r.provider_options["budget"],
+            json!({"maxTurns": 50, "maxOutputTokens": 9, "maxEvents": 500})
+        );
+        let r = resolve(&request(None, None), None, None).unwrap();
+        assert!(r.provider_options.get("budget").is_none());
+
+        req.provider_options = json!({"budget": {"maxEvents": 0}}).as_object().cloned();
+        for error in [
+            validate_request(&req, 10).unwrap_err(),
+            resolve(&req, None, None).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&error, StartRunError::Invalid(m) if m.contains("providerOptions.budget.maxEvents")),
+                "{error}"
+            );
+        }
     }
 
     #[test]

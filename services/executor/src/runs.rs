@@ -10,9 +10,11 @@
 //! from here.
 
 use crate::Executor;
+use crate::budget::{Exceeded, Limits};
 use crate::cli::workdirs::{self, ConversationDir, SessionRecord};
 use crate::cli::{ConversationState, WorkDirs};
 use crate::clock::ActiveClock;
+use crate::file_changes::FileChanges;
 use crate::human_loop::{self, HumanLoop, PendingRequests};
 use crate::provider::{EvidenceReport, Provider, ProviderOutcome, RunContext, SessionReport};
 use crate::settings::WorkspaceCleanup;
@@ -24,7 +26,8 @@ use switchyard_contracts::dispatch::DispatchOutcome;
 use switchyard_contracts::event::{
     Diagnostic, DiagnosticLevel, Evidence, RunCompleted, RunStarted,
 };
-use switchyard_contracts::{FailureReason, RunCommand, RunEventKind, RunId};
+use switchyard_contracts::provider::{operator_only_message, operator_only_option};
+use switchyard_contracts::{FailureReason, ProviderName, RunCommand, RunEventKind, RunId};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -44,6 +47,8 @@ pub(crate) enum StopCause {
     Shutdown(Shutdown),
     /// The sink lost the run (fenced or log unavailable).
     LogLost,
+    /// The run went over its budget.
+    OverBudget(Exceeded),
 }
 
 /// Why a shutting-down executor stopped the runs still active.
@@ -492,15 +497,52 @@ impl RunDirs {
     }
 }
 
+/// Why the command may not run because of an operator-only `providerOptions` key (see
+/// [`switchyard_contracts::provider::OPERATOR_ONLY_OPTIONS`]), if it has one.
+pub(crate) fn operator_only_option_of(command: &RunCommand) -> Option<String> {
+    let options = command.provider_options.as_object()?;
+    let key = operator_only_option(options.keys().map(String::as_str))?;
+    Some(operator_only_message(
+        &format!("providerOptions.{key}"),
+        ProviderName::parse(&command.provider),
+    ))
+}
+
 /// Prepares the run's directories and conversation, then runs the provider.
 async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>) {
     let run_id = job.run.run_id;
+    let limits = match executor
+        .settings
+        .budget
+        .limits(&job.command.provider_options)
+    {
+        Ok(limits) => limits,
+        Err(invalid) => {
+            return (
+                Ending::NotStarted(RunCompleted::failed(
+                    FailureReason::ProviderError,
+                    invalid.to_string(),
+                )),
+                None,
+            );
+        }
+    };
     let conversation = ConversationDir::for_run(
         &executor.settings.workspace_root,
         job.command.conversation_id,
         run_id,
     );
     let mut dirs = conversation.dirs();
+    // Where a run's credentials go is the operator's (`executor.credentials`), never
+    // the command's: the control-plane refuses such options, and so does this last
+    // line of defence, before anything is spawned.
+    if let Some(detail) = operator_only_option_of(&job.command) {
+        tracing::warn!(run_id = %run_id, %detail, "refusing a run that names its model endpoint");
+        return (
+            Ending::NotStarted(RunCompleted::failed(FailureReason::ProviderError, detail)),
+            None,
+        );
+    }
     // A given directory replaces only the workspace: the CLI state stays in the
     // conversation's directory, and the cleanup policy only ever deletes that one
     // (`given_workspace` refuses a directory overlapping `workspace_root`).
@@ -546,7 +588,12 @@ async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>
         conversation: resume,
         session: session.clone(),
     };
-    let ending = drive_provider(executor, job, prepared).await;
+    let mut changes = None;
+    let ending = drive_provider(executor, job, prepared, limits, &mut changes).await;
+    if let Some(changes) = changes {
+        // Changes made by the last tool calls, or by a provider stopped mid-tool.
+        changes.finish().await;
+    }
     let run_dirs = RunDirs {
         conversation,
         provider,
@@ -562,7 +609,13 @@ struct Prepared {
     session: SessionReport,
 }
 
-async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared) -> Ending {
+async fn drive_provider(
+    executor: &Executor,
+    job: Supervised,
+    prepared: Prepared,
+    limits: Limits,
+    changes: &mut Option<FileChanges>,
+) -> Ending {
     let Supervised {
         run,
         provider,
@@ -581,10 +634,13 @@ async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared
         model: command.model.clone(),
         workspace: Some(workspace.display().to_string()),
     });
+    sink.set_budget(limits);
     if sink.emit_stored(started).await.is_err() {
         return Ending::Aborted;
     }
     tracing::info!(run_id = %run.run_id, timeout_ms, "run started");
+    // Snapshotted before the provider runs, so every change it makes is seen.
+    *changes = Some(FileChanges::start(workspace.clone(), &sink).await);
 
     let clock = Arc::new(ActiveClock::start());
     let human_loop_timeout = executor
@@ -620,6 +676,11 @@ async fn drive_provider(executor: &Executor, job: Supervised, prepared: Prepared
         biased;
         joined = &mut task => return ending_of(joined),
         _ = sink.lost() => run.request_stop(StopCause::LogLost),
+        _ = sink.over_budget() => {
+            if let Some(exceeded) = sink.exceeded() {
+                run.request_stop(StopCause::OverBudget(exceeded));
+            }
+        }
         _ = run.stop.cancelled() => {}
         _ = timed_out => run.request_stop(StopCause::Timeout),
     }
@@ -685,6 +746,18 @@ fn completion(
     if let Ending::NotStarted(completed) = ending {
         return Some(completed);
     }
+    // Over budget fails the run even when the provider finished its turn: the event
+    // that spent the budget may have been the provider's last (codex reports its usage
+    // at the end), and whatever followed it was not written.
+    if run.stop.is_cancelled()
+        && let StopCause::OverBudget(exceeded) = run.cause()
+    {
+        let evidence = match ending {
+            Ending::Returned(ProviderOutcome::Failed { evidence, .. }) => evidence,
+            _ => Evidence::default(),
+        };
+        return Some(exceeded.completed(evidence));
+    }
     // A provider that finished its work anyway (the stop raced its last step) succeeded:
     // its whole output is there. Otherwise a stop or timeout the supervisor initiated
     // decides the status, whatever the provider made of being interrupted (an
@@ -719,6 +792,7 @@ fn completion(
                 FailureReason::ExecutorLost,
                 "the executor lost the run's event log",
             ),
+            StopCause::OverBudget(exceeded) => exceeded.completed(Evidence::default()),
         });
     }
     Some(match ending {
@@ -756,6 +830,10 @@ fn completion(
 /// run succeeded.
 async fn conclude(run: &RunState, sink: &EventSink, ending: Ending, timeout_ms: u64) -> bool {
     let mut sealed = sink.seal().await;
+    if let Some(exceeded) = sink.exceeded() {
+        // The provider may have returned before the supervisor saw the budget spent.
+        run.request_stop(StopCause::OverBudget(exceeded));
+    }
     let open = run.pending.close();
     let Some(completed) = completion(run, ending, timeout_ms, sealed.lost_reason()) else {
         tracing::warn!(run_id = %run.run_id, "run fenced: another writer owns its log; writing nothing more");

@@ -14,7 +14,7 @@
 //! | `{"humanLoop": {"prompt": "Run rm?", "kind": "command", "details": {}}}` | `human_loop.requested`, `human_loop.resolved`; on a denial also a `diagnostic` noting it. The script goes on either way |
 //! | `{"sleepMs": 200}` | none; ends early on stop |
 //! | `{"fail": {"reason": "auth_invalid", "detail": "..."}}` | none; the run ends failed with that reason |
-//! | `{"filler": {"count": 100}}` | `count` × `message.delta` (for load tests) |
+//! | `{"filler": {"count": 100}}` | `count` × `message.delta` (for load tests); `count` is at most [`MAX_FILLER`] |
 //! | `{"usage": {"inputTokens": 1, "outputTokens": 2}}` | `usage` |
 //! | `{"session": {"id": "s-1"}}` | `diagnostic` (info) whose `raw` is `{"conversation": bool, "resumed": <session id or null>}`; reports the session `id` (default `scripted-<run id>`) for the conversation's next run |
 //!
@@ -35,6 +35,10 @@ use switchyard_contracts::event::{
 };
 use switchyard_contracts::presence::ProviderAvailability;
 use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
+
+/// The most `message.delta` events one `filler` step may ask for. A run's budget
+/// (`providerOptions.budget`) bounds the whole script on top of it.
+pub const MAX_FILLER: usize = 100_000;
 
 /// The text of the default script's only message.
 pub const DEFAULT_MESSAGE: &str = "Hello from the scripted provider.";
@@ -108,8 +112,21 @@ pub fn script_of(provider_options: &serde_json::Value) -> Result<Vec<Step>, Stri
             text: DEFAULT_MESSAGE.to_owned(),
             chunks: 2,
         }]),
-        Some(script) => serde_json::from_value(script.clone())
-            .map_err(|e| format!("invalid providerOptions.script: {e}")),
+        Some(script) => {
+            let steps: Vec<Step> = serde_json::from_value(script.clone())
+                .map_err(|e| format!("invalid providerOptions.script: {e}"))?;
+            for (i, step) in steps.iter().enumerate() {
+                if let Step::Filler { count } = step
+                    && *count > MAX_FILLER
+                {
+                    return Err(format!(
+                        "invalid providerOptions.script[{i}]: filler.count is {count}; at most \
+                         {MAX_FILLER} events per filler step"
+                    ));
+                }
+            }
+            Ok(steps)
+        }
     }
 }
 
@@ -142,6 +159,7 @@ impl Provider for ScriptedProvider {
             name: ProviderName::Scripted.as_str().to_owned(),
             installed: true,
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            problem: None,
             // Needs no credentials.
             credentials_configured: Some(true),
         }
@@ -406,6 +424,20 @@ mod tests {
             let err = script_of(&bad).unwrap_err();
             assert!(err.starts_with("invalid providerOptions.script"), "{err}");
         }
+    }
+
+    #[test]
+    fn filler_above_the_cap_is_refused() {
+        assert!(script_of(&json!({"script": [{"filler": {"count": MAX_FILLER}}]})).is_ok());
+        let err = script_of(&json!({"script": [
+            {"message": {"text": "x"}},
+            {"filler": {"count": 100_000_000}}
+        ]}))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "invalid providerOptions.script[1]: filler.count is 100000000; at most 100000 events per filler step"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! acknowledged publish per event. An event emitted while nothing is in flight goes
 //! out at once.
 
+use crate::budget::{Exceeded, Limits, Meter, Verdict};
+use crate::file_changes::Observer;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use switchyard_contracts::dispatch::EventPosition;
@@ -48,6 +50,9 @@ pub enum EmitError {
     /// The run is being concluded; no more provider events are accepted.
     #[error("the run has ended")]
     RunEnded,
+    /// The run went over its budget (see [`crate::budget`]); it is being stopped.
+    #[error("the run went over its budget")]
+    OverBudget,
 }
 
 type OnStored = Box<dyn FnOnce() + Send>;
@@ -96,6 +101,14 @@ struct SinkInner {
     room: Notify,
     lost: CancellationToken,
     lost_reason: OnceLock<EmitError>,
+    /// Counts what the flush task writes against the run's budget.
+    meter: Mutex<Meter>,
+    /// Set once the run went over its budget; from then on nothing more is written
+    /// but the closing events.
+    exceeded: OnceLock<Exceeded>,
+    over_budget: CancellationToken,
+    /// Told about queued events, for the workspace watcher.
+    observer: OnceLock<Observer>,
 }
 
 impl SinkInner {
@@ -114,8 +127,21 @@ impl SinkInner {
         self.room.notify_waiters();
     }
 
+    /// Refuses everything still queued: the run went over its budget.
+    fn mark_over_budget(&self, exceeded: Exceeded) {
+        tracing::warn!(run_id = %self.run_id, limit = exceeded.limit.field(), max = exceeded.max, "the run went over its budget; stopping it");
+        let _ = self.exceeded.set(exceeded);
+        self.over_budget.cancel();
+        let dropped = std::mem::take(&mut self.queue().items);
+        for (_, waiter) in dropped {
+            waiter.failed(EmitError::OverBudget);
+        }
+        self.room.notify_waiters();
+    }
+
     /// Takes the next batch off the queue: up to [`BATCH_EVENTS`] events, stopping once
-    /// [`BATCH_BYTES`] are reached. `None` (and the flush ends) when nothing is queued.
+    /// [`BATCH_BYTES`] are reached or the run's budget is spent. `None` (and the flush
+    /// ends) when nothing is queued.
     fn next_batch(&self, position: EventPosition) -> Option<(Vec<EncodedEvent>, Vec<Waiter>)> {
         let taken: Vec<_> = {
             let mut queue = self.queue();
@@ -131,15 +157,36 @@ impl SinkInner {
         let mut waiters = Vec::with_capacity(taken.len());
         let mut bytes = 0;
         let mut rest = taken.into_iter();
-        for (kind, waiter) in rest.by_ref() {
-            let seq = position.next_seq + events.len() as u64;
-            let encoded = EncodedEvent::new(RunEvent::new(self.run_id, seq, kind));
-            bytes += encoded.size();
-            events.push(encoded);
-            waiters.push(waiter);
-            if bytes >= BATCH_BYTES {
-                break;
+        let mut exceeded = None;
+        {
+            let mut meter = self.meter.lock().unwrap_or_else(PoisonError::into_inner);
+            for (kind, waiter) in rest.by_ref() {
+                let seq = position.next_seq + events.len() as u64;
+                let encoded = EncodedEvent::new(RunEvent::new(self.run_id, seq, kind));
+                match meter.admit(&encoded.event().kind, encoded.size()) {
+                    Verdict::Write => {}
+                    Verdict::WriteThenStop(over) => exceeded = Some(over),
+                    Verdict::Refuse(over) => {
+                        waiter.failed(EmitError::OverBudget);
+                        exceeded = Some(over);
+                        break;
+                    }
+                }
+                bytes += encoded.size();
+                events.push(encoded);
+                waiters.push(waiter);
+                if bytes >= BATCH_BYTES || exceeded.is_some() {
+                    break;
+                }
             }
+        }
+        if let Some(exceeded) = exceeded {
+            // Nothing after the event that spent the budget is written.
+            for (_, waiter) in rest {
+                waiter.failed(EmitError::OverBudget);
+            }
+            self.mark_over_budget(exceeded);
+            return Some((events, waiters));
         }
         // Over the byte budget: the remainder goes back to the front, in order.
         let rest: Vec<_> = rest.collect();
@@ -311,8 +358,42 @@ impl EventSink {
                 room: Notify::new(),
                 lost: CancellationToken::new(),
                 lost_reason: OnceLock::new(),
+                meter: Mutex::new(Meter::new(Limits::NONE)),
+                exceeded: OnceLock::new(),
+                over_budget: CancellationToken::new(),
+                observer: OnceLock::new(),
             }),
         }
+    }
+
+    /// Meters the run's events against `limits` from now on.
+    pub(crate) fn set_budget(&self, limits: Limits) {
+        *self
+            .inner
+            .meter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Meter::new(limits);
+    }
+
+    /// Completes when the run went over its budget.
+    pub(crate) async fn over_budget(&self) {
+        self.inner.over_budget.cancelled().await;
+    }
+
+    /// What the run went over, if it went over its budget.
+    pub(crate) fn exceeded(&self) -> Option<Exceeded> {
+        self.inner.exceeded.get().cloned()
+    }
+
+    /// Tells `observer` about every event queued from now on (but those of
+    /// [`EventSink::emit_unobserved`]).
+    pub(crate) fn observe(&self, observer: Observer) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    /// [`EventSink::emit`] without telling the observer: the watcher's own events.
+    pub(crate) async fn emit_unobserved(&self, kind: RunEventKind) -> Result<(), EmitError> {
+        self.enqueue(kind, Waiter::default(), false).await
     }
 
     pub fn run_id(&self) -> RunId {
@@ -325,7 +406,7 @@ impl EventSink {
     /// lost the run (a failed append shows on the next `emit` and through
     /// [`EventSink::lost`]) or the run is being concluded.
     pub async fn emit(&self, kind: RunEventKind) -> Result<(), EmitError> {
-        self.enqueue(kind, Waiter::default()).await
+        self.enqueue(kind, Waiter::default(), true).await
     }
 
     /// Like [`EventSink::emit`], but returns only once the event is stored.
@@ -350,11 +431,16 @@ impl EventSink {
             done: Some(done),
             on_stored: Some(Box::new(on_stored)),
         };
-        self.enqueue(kind, waiter).await?;
+        self.enqueue(kind, waiter, true).await?;
         stored.await.unwrap_or(Err(EmitError::RunEnded))
     }
 
-    async fn enqueue(&self, kind: RunEventKind, waiter: Waiter) -> Result<(), EmitError> {
+    async fn enqueue(
+        &self,
+        kind: RunEventKind,
+        waiter: Waiter,
+        observed: bool,
+    ) -> Result<(), EmitError> {
         let inner = &self.inner;
         let mut item = Some((kind, waiter));
         loop {
@@ -370,8 +456,16 @@ impl EventSink {
                 if let Some(reason) = inner.lost_reason.get() {
                     return Err(*reason);
                 }
+                if inner.exceeded.get().is_some() {
+                    return Err(EmitError::OverBudget);
+                }
                 if queue.items.len() < QUEUE_LIMIT {
                     if let Some(item) = item.take() {
+                        // Under the queue lock, so the observer sees events in the
+                        // order they are written.
+                        if observed && let Some(observer) = inner.observer.get() {
+                            observer.see(&item.0);
+                        }
                         queue.items.push_back(item);
                     }
                     if !queue.flushing {

@@ -9,7 +9,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 use switchyard_platform::events::StoredEvent;
-use switchyard_platform::sse::Cursor;
+use switchyard_platform::sse::{Cursor, RunTag};
 
 /// SSE comment sent while a stream is quiet (axum's default keep-alive).
 pub const KEEP_ALIVE: Bytes = Bytes::from_static(b":\n\n");
@@ -23,7 +23,8 @@ pub struct FeedEvent {
 }
 
 impl FeedEvent {
-    pub fn new(event: &StoredEvent) -> Arc<Self> {
+    /// `run` is the tag of the event's run (computed once per feed).
+    pub fn new(event: &StoredEvent, run: &RunTag) -> Arc<Self> {
         let cursor = Cursor {
             seq: event.header.seq,
             stream_seq: event.stream_seq,
@@ -32,12 +33,18 @@ impl FeedEvent {
             seq: event.header.seq,
             terminal: event.header.is_terminal(),
             frame: encode(
-                Some(cursor.encoded().as_str()),
+                Some(cursor.encoded(run).as_str()),
                 &event.header.event_type,
                 &String::from_utf8_lossy(&event.payload),
             ),
         })
     }
+}
+
+/// The `retry:` field that opens every stream (a frame without data: clients set their
+/// reconnection delay and dispatch no event).
+pub fn retry(millis: u64) -> Bytes {
+    Bytes::from(format!("retry: {millis}\n\n"))
 }
 
 /// One SSE frame. Line breaks in `data` continue on a new `data: ` line (as axum does);
@@ -103,13 +110,17 @@ mod tests {
             },
             payload: Bytes::from_static(br#"{"seq":7,"text":"h\u00e9"}"#),
         };
-        let ours = FeedEvent::new(&event);
+        let run = RunTag::of(&event.header.run_id);
+        let ours = FeedEvent::new(&event, &run);
         assert_eq!(ours.seq, 7);
         assert!(!ours.terminal);
         assert_eq!(
             ours.frame,
-            axum_bytes(switchyard_platform::sse::frame(&event)).await
+            axum_bytes(switchyard_platform::sse::frame(&event, &run)).await
         );
+        let retry =
+            axum_bytes(Event::default().retry(std::time::Duration::from_millis(1500))).await;
+        assert_eq!(super::retry(1500), retry);
 
         let multi = encode(None, "stream.reset", "a\nb\rc");
         let expected = axum_bytes(Event::default().event("stream.reset").data("a\nb\rc")).await;

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_platform::events::{EventLog, EventLogError, StoredEvent};
+use switchyard_platform::sse::RunTag;
 
 use crate::frames::FeedEvent;
 use tokio::sync::watch;
@@ -320,6 +321,8 @@ fn retry_delays() -> impl Iterator<Item = Duration> {
 /// Where the tail task is in the run's history.
 struct Writer {
     run_id: RunId,
+    /// The run's cursor tag, computed once for all its frames.
+    tag: RunTag,
     tx: watch::Sender<FeedState>,
     last_seq: u64,
     last_stream_seq: u64,
@@ -350,7 +353,7 @@ impl Writer {
         self.last_seq = event.header.seq;
         let terminal = event.header.is_terminal();
         // Encoded outside the watch's lock; the payload is not kept, only the frame.
-        self.pending.push(FeedEvent::new(&event));
+        self.pending.push(FeedEvent::new(&event, &self.tag));
         self.finished = terminal;
         terminal
     }
@@ -478,6 +481,7 @@ async fn tail_run(
 ) {
     let mut writer = Writer {
         run_id,
+        tag: RunTag::of(&run_id),
         tx,
         last_seq: 0,
         last_stream_seq: 0,
@@ -653,16 +657,20 @@ mod tests {
         // A subscription over a hand-made history with a gap (seq 3 missing).
         let (tx, rx) = watch::channel(FeedState::default());
         let run_id = uuid::Uuid::now_v7();
+        let tag = RunTag::of(&run_id);
         let event = |seq: u64, event_type: &str| {
-            FeedEvent::new(&StoredEvent {
-                stream_seq: seq * 10,
-                header: switchyard_contracts::event::RunEventHeader {
-                    run_id,
-                    seq,
-                    event_type: event_type.to_owned(),
+            FeedEvent::new(
+                &StoredEvent {
+                    stream_seq: seq * 10,
+                    header: switchyard_contracts::event::RunEventHeader {
+                        run_id,
+                        seq,
+                        event_type: event_type.to_owned(),
+                    },
+                    payload: bytes::Bytes::new(),
                 },
-                payload: bytes::Bytes::new(),
-            })
+                &tag,
+            )
         };
         tx.send_modify(|s| {
             s.events = vec![event(2, "a"), event(4, "b"), event(5, "run.completed")];

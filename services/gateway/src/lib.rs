@@ -30,8 +30,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
-use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_platform::config::{ConfigError, NatsConfig, check_token};
 use switchyard_platform::events::EventLog;
+use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
 use switchyard_platform::telemetry::TelemetryConfig;
@@ -44,6 +45,7 @@ use tokio_util::task::TaskTracker;
 pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
+    pub http: HttpServerConfig,
     pub gateway: GatewayConfig,
 }
 
@@ -65,6 +67,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Interval of SSE keep-alive comments.
     pub keep_alive_secs: u64,
+    /// The `retry:` (milliseconds) every run stream starts with: how long a browser's
+    /// `EventSource` waits before it reconnects after the connection dropped.
+    pub sse_retry_ms: u64,
     /// Deadline for one control-plane request (503 `unavailable` after it).
     pub upstream_timeout_ms: u64,
     /// Concurrent SSE connections one principal may hold (429 `too_many_streams` above).
@@ -80,7 +85,7 @@ pub struct GatewayConfig {
     /// of up to this many are fine); 0 = no limit. 429 `stream_rate_limited` above it.
     pub stream_opens_per_minute: u32,
     /// Sent to the control-plane with every request (`x-switchyard-internal-token`);
-    /// must equal its `control_plane.internal_token`.
+    /// must equal its `control_plane.internal_token`. Required.
     pub control_plane_token: Option<SecretString>,
 }
 
@@ -93,6 +98,7 @@ impl Default for GatewayConfig {
             allow_anonymous: false,
             max_body_bytes: 1024 * 1024,
             keep_alive_secs: 15,
+            sse_retry_ms: switchyard_platform::sse::RETRY_MS,
             upstream_timeout_ms: 30_000,
             max_streams_per_token: 1000,
             token_cache_secs: 30,
@@ -118,6 +124,7 @@ impl Config {
     // The error type is the platform's, shared by every service; it is returned once.
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
         let gateway = &self.gateway;
         let invalid = |key: &'static str, problem: &str| ConfigError::Value {
             key,
@@ -145,11 +152,24 @@ impl Config {
         }
         control_plane::ControlPlane::parse_base_url(&gateway.control_plane_url)
             .map_err(|problem| invalid("gateway.control_plane_url", &problem))?;
+        match &gateway.control_plane_token {
+            Some(token) => check_token("gateway.control_plane_token", token)?,
+            None => {
+                return Err(invalid(
+                    "gateway.control_plane_token",
+                    "is not set: the control-plane serves only callers with its \
+                     control_plane.internal_token; set this to the same value",
+                ));
+            }
+        }
         if gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes", "must be at least 1"));
         }
         if gateway.keep_alive_secs == 0 {
             return Err(invalid("gateway.keep_alive_secs", "must be at least 1"));
+        }
+        if gateway.sse_retry_ms == 0 {
+            return Err(invalid("gateway.sse_retry_ms", "must be at least 1"));
         }
         if gateway.upstream_timeout_ms == 0 {
             return Err(invalid("gateway.upstream_timeout_ms", "must be at least 1"));
@@ -188,7 +208,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let tasks = TaskTracker::new();
     let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
-    let control_plane = control_plane::ControlPlane::new(&gateway)?;
+    let control_plane =
+        control_plane::ControlPlane::new(&gateway, config.http.header_read_timeout())?;
     let (authenticator, revocations) = auth::from_config(&gateway, control_plane.clone());
     // Subscribed (and the server told) before serving, so no notice about a request
     // this gateway answers can be missed for want of a subscription.
@@ -211,6 +232,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             gateway.stream_opens_per_minute,
         ),
         keep_alive: gateway.keep_alive(),
+        retry_frame: frames::retry(gateway.sse_retry_ms),
     });
     let router = routes::router(state, &gateway, client.clone());
 
@@ -221,7 +243,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let task = tokio::spawn(async move {
         // Cancelling `shutdown` ends every SSE stream (their feeds stop), so the graceful
         // shutdown of the HTTP server does not wait on clients that never disconnect.
-        let served = switchyard_platform::http::serve(listener, router, shutdown).await;
+        let served =
+            switchyard_platform::http::serve(listener, router, &config.http, shutdown).await;
         tasks.close();
         tasks.wait().await;
         if let Err(e) = client.drain().await {
@@ -243,11 +266,13 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// Loads `pairs` and a valid `gateway.control_plane_token` (unless `pairs` set one).
     fn load(pairs: &[(&str, &str)]) -> Config {
-        let env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env: HashMap<String, String> = HashMap::from([(
+            "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN".to_owned(),
+            "gateway-test-internal-token".to_owned(),
+        )]);
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         switchyard_platform::config::load_from(None, env).unwrap()
     }
 
@@ -300,6 +325,11 @@ mod tests {
                 "gateway.keep_alive_secs",
             ),
             (
+                "SWITCHYARD_GATEWAY__SSE_RETRY_MS",
+                "0",
+                "gateway.sse_retry_ms",
+            ),
+            (
                 "SWITCHYARD_GATEWAY__MAX_BODY_BYTES",
                 "0",
                 "gateway.max_body_bytes",
@@ -314,11 +344,32 @@ mod tests {
                 "0",
                 "gateway.max_streams_per_token",
             ),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
+                "short",
+                "gateway.control_plane_token",
+            ),
+            (
+                "SWITCHYARD_HTTP__HEADER_READ_TIMEOUT_MS",
+                "0",
+                "http.header_read_timeout_ms",
+            ),
         ];
         for (var, value, key) in cases {
             let config = load(&[token, (var, value)]);
             assert_eq!(bad_key(&config), key, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn the_control_plane_token_is_required() {
+        let env: HashMap<String, String> = [(
+            "SWITCHYARD_GATEWAY__ADMIN_TOKEN".to_owned(),
+            "s3cret".to_owned(),
+        )]
+        .into();
+        let config: Config = switchyard_platform::config::load_from(None, env).unwrap();
+        assert_eq!(bad_key(&config), "gateway.control_plane_token");
     }
 
     #[test]

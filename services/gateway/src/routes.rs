@@ -41,6 +41,8 @@ pub struct Shared {
     pub log: EventLog,
     pub quota: StreamQuota,
     pub keep_alive: Duration,
+    /// The `retry:` field every stream starts with.
+    pub retry_frame: bytes::Bytes,
 }
 
 pub fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client) -> Router {

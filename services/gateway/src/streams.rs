@@ -1,11 +1,14 @@
 //! `GET /api/runs/{id}/stream`: a run's events as Server-Sent Events.
 //!
-//! Every frame is `id: <cursor>`, `event: <type>`, `data: <event JSON>`. The cursor is
-//! opaque to clients ([`Cursor`]); sending it back as `?cursor=` or `Last-Event-ID`
-//! (the query wins) resumes exactly after that event. The stream ends after the
-//! terminal `run.completed` event, and a reconnect with the terminal event's cursor gets
-//! 204 No Content, which makes a browser's `EventSource` stop retrying. Keep-alive
-//! comments flow while the run is quiet.
+//! A stream starts with `retry: <gateway.sse_retry_ms>` (how long `EventSource` waits
+//! before reconnecting); then every frame is `id: <cursor>`, `event: <type>`, `data:
+//! <event JSON>`. The cursor is opaque to clients ([`Cursor`]) and belongs to its run:
+//! sending it back as `?cursor=` or `Last-Event-ID` (the query wins) resumes exactly
+//! after that event, and a cursor of another run (or garbage) is 400 `invalid_cursor`,
+//! whether the run is live or finished. The stream ends after the terminal
+//! `run.completed` event, and a reconnect with the terminal event's cursor gets 204 No
+//! Content, which makes a browser's `EventSource` stop retrying. Keep-alive comments
+//! flow while the run is quiet.
 //!
 //! When the stream's retention has removed events the cursor points into (or, without
 //! a cursor, the run's first events), a `stream.reset` event with data
@@ -23,13 +26,14 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_platform::http::ApiError;
-use switchyard_platform::sse::Cursor;
+use switchyard_platform::sse::{Cursor, ParsedCursor, RunTag};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
@@ -62,7 +66,7 @@ pub async fn stream_run(
         .and_then(|Path(raw)| raw.parse::<RunId>().ok())
         .ok_or_else(|| ApiError::bad_request("invalid_run_id", "the run id must be a UUID"))?;
     let query = query.map_err(|_| invalid_cursor())?;
-    let cursor = requested_cursor(query.cursor.as_deref(), &headers)?;
+    let cursor = requested_cursor(query.cursor.as_deref(), &headers, &RunTag::of(&run_id))?;
     let span = tracing::info_span!("run_stream", run_id = %run_id, principal = %principal.id);
     open_stream(state, principal, epoch, run_id, cursor)
         .instrument(span)
@@ -76,8 +80,13 @@ fn invalid_cursor() -> ApiError {
     )
 }
 
-/// The cursor from `?cursor=` or else `Last-Event-ID`; empty values count as absent.
-fn requested_cursor(query: Option<&str>, headers: &HeaderMap) -> Result<Option<Cursor>, ApiError> {
+/// The cursor from `?cursor=` or else `Last-Event-ID`, parsed for the run tagged `run`;
+/// empty values count as absent.
+fn requested_cursor(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    run: &RunTag,
+) -> Result<Option<ParsedCursor>, ApiError> {
     let from_query = query.map(str::trim).filter(|c| !c.is_empty());
     let from_header = match headers.get("last-event-id") {
         Some(value) => Some(value.to_str().map_err(|_| invalid_cursor())?.trim()),
@@ -86,7 +95,7 @@ fn requested_cursor(query: Option<&str>, headers: &HeaderMap) -> Result<Option<C
     .filter(|c| !c.is_empty());
     from_query
         .or(from_header)
-        .map(|text| Cursor::decode(text).map_err(|_| invalid_cursor()))
+        .map(|text| Cursor::parse(text, run).map_err(|_| invalid_cursor()))
         .transpose()
 }
 
@@ -95,7 +104,7 @@ async fn open_stream(
     principal: Principal,
     epoch: AuthEpoch,
     run_id: RunId,
-    cursor: Option<Cursor>,
+    cursor: Option<ParsedCursor>,
 ) -> Result<Response, ApiError> {
     let permit = state.quota.acquire(&principal.id).map_err(|e| {
         let code = match e {
@@ -119,7 +128,9 @@ async fn open_stream(
     // The run this principal just started here needs no lookup: it exists, they may
     // read it, and it is too young to have lost its history.
     let granted = cursor.is_none() && state.revocations.may_read(&principal.id, run_id);
-    let (lookup, last) = tokio::join!(
+    // A cursor of the untagged earlier format is checked against the log: the event it
+    // names must be this run's.
+    let (lookup, last, legacy) = tokio::join!(
         async {
             if granted {
                 Ok(RunLookup::Found { status: None })
@@ -131,6 +142,14 @@ async fn open_stream(
             match cursor {
                 Some(_) => Some(state.log.last(run_id).await),
                 None => None,
+            }
+        },
+        async {
+            match cursor {
+                Some(ParsedCursor::Legacy(c)) => {
+                    Some(state.log.holds(run_id, c.seq, c.stream_seq).await)
+                }
+                _ => None,
             }
         }
     );
@@ -156,6 +175,19 @@ async fn open_stream(
                 e,
             ));
         }
+    };
+
+    let cursor = match (cursor, legacy) {
+        (Some(ParsedCursor::Run(c)), _) => Some(c),
+        (Some(ParsedCursor::Legacy(c)), Some(Ok(true))) => Some(c),
+        (Some(ParsedCursor::Legacy(_)), Some(Err(e))) => {
+            return Err(ApiError::unavailable(
+                "run events are unavailable; retry later",
+                e,
+            ));
+        }
+        (Some(ParsedCursor::Legacy(_)), _) => return Err(invalid_cursor()),
+        (None, _) => None,
     };
 
     // A new stream of a live run needs no last event: that read (a round trip) is only
@@ -192,7 +224,9 @@ async fn open_stream(
         idle: Box::pin(tokio::time::sleep(state.keep_alive)),
         keep_alive: state.keep_alive,
     };
-    let body = Body::from_stream(futures::stream::unfold(connection, Connection::next));
+    let retry = futures::stream::once(std::future::ready(Ok(state.retry_frame.clone())));
+    let body =
+        Body::from_stream(retry.chain(futures::stream::unfold(connection, Connection::next)));
     let headers = [
         (
             header::CONTENT_TYPE,
@@ -291,6 +325,7 @@ mod tests {
 
     #[test]
     fn the_query_cursor_wins_over_last_event_id() {
+        let run = RunTag::of(&uuid::Uuid::now_v7());
         let a = Cursor {
             seq: 1,
             stream_seq: 5,
@@ -299,21 +334,30 @@ mod tests {
             seq: 2,
             stream_seq: 9,
         };
-        let chosen = requested_cursor(Some(&a.encode()), &header(&b.encode())).unwrap();
-        assert_eq!(chosen, Some(a));
-        let chosen = requested_cursor(None, &header(&b.encode())).unwrap();
-        assert_eq!(chosen, Some(b));
-        let chosen = requested_cursor(Some(""), &header(&b.encode())).unwrap();
-        assert_eq!(chosen, Some(b));
-        assert_eq!(requested_cursor(None, &HeaderMap::new()).unwrap(), None);
+        let chosen = requested_cursor(Some(&a.encode(&run)), &header(&b.encode(&run)), &run);
+        assert_eq!(chosen.unwrap(), Some(ParsedCursor::Run(a)));
+        let chosen = requested_cursor(None, &header(&b.encode(&run)), &run).unwrap();
+        assert_eq!(chosen, Some(ParsedCursor::Run(b)));
+        let chosen = requested_cursor(Some(""), &header(&b.encode(&run)), &run).unwrap();
+        assert_eq!(chosen, Some(ParsedCursor::Run(b)));
+        assert_eq!(
+            requested_cursor(None, &HeaderMap::new(), &run).unwrap(),
+            None
+        );
     }
 
     #[test]
-    fn garbage_cursors_are_invalid() {
-        for bad in ["x", "Yzk6MTox", "%%%"] {
-            let err = requested_cursor(Some(bad), &HeaderMap::new()).unwrap_err();
+    fn garbage_and_foreign_cursors_are_invalid() {
+        let run = RunTag::of(&uuid::Uuid::now_v7());
+        let foreign = Cursor {
+            seq: 30,
+            stream_seq: 31,
+        }
+        .encode(&RunTag::of(&uuid::Uuid::now_v7()));
+        for bad in ["x", "Yzk6MTox", "%%%", foreign.as_str()] {
+            let err = requested_cursor(Some(bad), &HeaderMap::new(), &run).unwrap_err();
             assert_eq!(err.code, "invalid_cursor");
-            let err = requested_cursor(None, &header(bad)).unwrap_err();
+            let err = requested_cursor(None, &header(bad), &run).unwrap_err();
             assert_eq!(err.code, "invalid_cursor");
         }
     }

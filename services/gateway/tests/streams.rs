@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use common::{Frame, Harness, SseReader, completed, delta, error_code, queued};
 use std::time::Duration;
 use switchyard_contracts::dispatch::EventPosition;
-use switchyard_platform::sse::Cursor;
+use switchyard_platform::sse::{Cursor, RunTag};
 
 fn seqs(frames: &[Frame]) -> Vec<u64> {
     frames.iter().map(Frame::seq).collect()
@@ -30,7 +30,7 @@ async fn a_finished_run_streams_every_event_in_order_and_ends() {
         let json = frame.json();
         assert_eq!(json["runId"], run_id.to_string());
         assert_eq!(json["type"], *frame.event.as_ref().unwrap());
-        let cursor = Cursor::decode(frame.id.as_deref().unwrap()).unwrap();
+        let cursor = Cursor::decode(frame.id.as_deref().unwrap(), &RunTag::of(&run_id)).unwrap();
         assert_eq!((cursor.seq, cursor.stream_seq), (frame.seq(), *stream_seq));
     }
 }
@@ -78,6 +78,105 @@ async fn every_cursor_resumes_with_exactly_the_remaining_events() {
         .await
         .unwrap();
     assert_eq!(seqs(&SseReader::new(response).rest().await), [5, 6]);
+}
+
+/// Run A's cursors on run B: refused, never a resume of B from A's position (which
+/// would skip B's first events on a live run, or answer 204 on a finished one).
+#[tokio::test]
+async fn another_runs_cursor_is_invalid_on_a_live_and_a_finished_run() {
+    let h = Harness::start().await;
+    let (a, _) = h.finished_run(30).await;
+    let a_frames = SseReader::new(h.stream(a, None).await).rest().await;
+    let a_cursor = a_frames[29].id.clone().unwrap();
+    let a_terminal = a_frames.last().unwrap().id.clone().unwrap();
+
+    let live = h.new_run();
+    let mut position = EventPosition::EMPTY;
+    h.append(live, &mut position, vec![queued(), delta(0), delta(1)])
+        .await;
+    let (finished, _) = h.finished_run(1).await;
+    h.control_plane
+        .runs
+        .lock()
+        .unwrap()
+        .insert(finished, "succeeded".to_owned());
+
+    for run in [live, finished] {
+        for cursor in [&a_cursor, &a_terminal] {
+            let response = h.stream(run, Some(cursor)).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{run} ?cursor=");
+            assert_eq!(error_code(response).await, "invalid_cursor");
+            let response = h.stream_with_last_event_id(run, cursor).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_REQUEST,
+                "{run} Last-Event-ID"
+            );
+            assert_eq!(error_code(response).await, "invalid_cursor");
+        }
+    }
+    // The run's own cursors still resume it.
+    let own = SseReader::new(h.stream(live, None).await)
+        .next()
+        .await
+        .unwrap();
+    let mut resumed = SseReader::new(h.stream(live, own.id.as_deref()).await);
+    assert_eq!(resumed.next().await.unwrap().seq(), 2);
+}
+
+/// Cursors of the earlier, untagged format (`c1:<seq>:<stream seq>`) resume their own
+/// run; one naming another run's event is refused.
+#[tokio::test]
+async fn untagged_cursors_resume_only_their_own_run() {
+    use base64::Engine;
+    let legacy = |seq: u64, stream_seq: u64| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("c1:{seq}:{stream_seq}"))
+    };
+    let h = Harness::start().await;
+    let (a, a_stream_seqs) = h.finished_run(3).await;
+    let (b, b_stream_seqs) = h.finished_run(3).await;
+
+    let rest = SseReader::new(h.stream(a, Some(&legacy(2, a_stream_seqs[1]))).await)
+        .rest()
+        .await;
+    assert_eq!(seqs(&rest), [3, 4, 5]);
+    let response = h.stream(a, Some(&legacy(5, a_stream_seqs[4]))).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    for cursor in [
+        legacy(2, a_stream_seqs[1]),
+        legacy(2, b_stream_seqs[2]),
+        legacy(2, 1_000_000),
+    ] {
+        let response = h.stream_with_last_event_id(b, &cursor).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{cursor}");
+        assert_eq!(error_code(response).await, "invalid_cursor");
+    }
+    assert_eq!(b_stream_seqs.len(), 5);
+}
+
+#[tokio::test]
+async fn every_stream_starts_with_the_configured_retry() {
+    let h = Harness::start_with(|gateway| gateway.sse_retry_ms = 2500).await;
+    let (run_id, _) = h.finished_run(2).await;
+    let mut fresh = SseReader::new(h.stream(run_id, None).await);
+    let first = fresh.next().await.unwrap();
+    assert_eq!(
+        fresh.retry,
+        Some((2500, 0)),
+        "retry: before the first event"
+    );
+    assert_eq!(first.seq(), 1);
+    let mut resumed = SseReader::new(h.stream(run_id, first.id.as_deref()).await);
+    assert_eq!(resumed.next().await.unwrap().seq(), 2);
+    assert_eq!(resumed.retry, Some((2500, 0)));
+
+    let default = Harness::start().await;
+    let (run_id, _) = default.finished_run(0).await;
+    let mut reader = SseReader::new(default.stream(run_id, None).await);
+    reader.rest().await;
+    assert_eq!(reader.retry, Some((switchyard_platform::sse::RETRY_MS, 0)));
+    assert_eq!(switchyard_platform::sse::RETRY_MS, 1000);
 }
 
 #[tokio::test]

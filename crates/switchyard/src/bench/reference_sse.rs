@@ -27,7 +27,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_platform::sse::Cursor;
+use switchyard_platform::sse::{Cursor, RunTag};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::watch;
@@ -93,7 +93,7 @@ fn frame(seq: u64, event: &'static str) -> Frame {
         seq,
         stream_seq: 1_000_000 + seq,
     }
-    .encode();
+    .encode(&RunTag::of(&uuid::Uuid::nil()));
     let data = String::from_utf8_lossy(&sample_event(seq)).into_owned();
     (id, event, data)
 }

@@ -4,11 +4,15 @@
 
 mod approvals;
 mod bad_input;
+mod budget;
 mod control;
+mod control_plane_crash;
 mod crash;
+mod credentials;
 mod drain;
 mod garbage;
 mod harness;
+mod isolation;
 mod lifecycle;
 mod provider_support;
 mod providers;
@@ -17,3 +21,4 @@ mod rbac;
 mod resume;
 mod revocation;
 mod scale;
+mod start_check;

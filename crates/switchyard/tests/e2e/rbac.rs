@@ -325,3 +325,89 @@ async fn tokens_see_and_touch_only_what_their_role_and_apps_allow() {
     assert_eq!(status, 202);
     h.shutdown().await;
 }
+
+/// The attack: a membership granted in an app nobody has registered (a typo, or a name
+/// a developer asked for) let that developer register the app themselves — with
+/// runtime defaults of their choosing. A membership needs an existing app: granting one
+/// in an unknown app is 404 `app_not_found` and changes nothing, so a developer can
+/// only ever re-register an app an admin or operator created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_needs_an_existing_app() {
+    let h = Harness::start(0, 0).await;
+    let (status, body) = h
+        .post("/api/apps/register", json!({"appId": "app-a"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, before) = h.get("/api/principals").await;
+    let principals = before["principals"].as_array().unwrap().len();
+
+    let (status, body) = call(
+        &h,
+        TOKEN,
+        Method::POST,
+        "/api/principals",
+        Some(json!({"name": "dev", "role": "developer", "apps": ["app-a", "ghost"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("app_not_found")),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`ghost`") && !message.contains("`app-a`"),
+        "{message}"
+    );
+    let (_, after) = h.get("/api/principals").await;
+    assert_eq!(
+        after["principals"].as_array().unwrap().len(),
+        principals,
+        "nothing was created: {after}"
+    );
+
+    let (dev_id, dev) = create_principal(&h, "dev", "developer", &["app-a"]).await;
+    let (status, body) = call(
+        &h,
+        TOKEN,
+        Method::PUT,
+        &format!("/api/principals/{dev_id}/apps"),
+        Some(json!({"apps": ["app-a", "ghost"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("app_not_found")),
+        "{body}"
+    );
+    let (_, shown) = h.get(&format!("/api/principals/{dev_id}")).await;
+    assert_eq!(shown["apps"], json!(["app-a"]), "memberships unchanged");
+
+    // The developer cannot bring the app into existence either.
+    let (status, body) = call(
+        &h,
+        &dev,
+        Method::POST,
+        "/api/apps/register",
+        Some(json!({"appId": "ghost", "runtimeDefaults": {"provider": "scripted"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("forbidden")),
+        "{body}"
+    );
+    let (status, _) = h.get("/api/apps/ghost").await;
+    assert_eq!(status, 404);
+    // Their own app they may still re-register.
+    let (status, body) = call(
+        &h,
+        &dev,
+        Method::POST,
+        "/api/apps/register",
+        Some(json!({"appId": "app-a", "name": "A"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    h.shutdown().await;
+}

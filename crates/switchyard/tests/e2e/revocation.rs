@@ -402,6 +402,10 @@ async fn revoked_and_deleted_principals_are_refused_at_once_and_their_streams_en
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn management_endpoints_refuse_non_admins_and_garbage() {
     let h = Harness::start(0, 0).await;
+    let (status, body) = h
+        .post("/api/apps/register", json!({"appId": "app-a"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
     let (target, _) = create_principal(&h, "target", "developer", &[]).await;
     let missing = uuid::Uuid::now_v7();
     let routes = |id: &str| {

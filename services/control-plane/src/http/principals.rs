@@ -4,11 +4,11 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /api/principals` `{name, role, apps[]}` | 201 principal + `token` (shown once) |
+//! | `POST /api/principals` `{name, role, apps[]}` | 201 principal + `token` (shown once); 404 `app_not_found` for an app not registered |
 //! | `GET /api/principals` | 200 `{principals: [… tokens: [{id, createdAt, revokedAt}]]}` |
 //! | `GET /api/principals/{id}` | 200 principal with its tokens |
 //! | `PUT /api/principals/{id}/role` `{role}` | 200 principal |
-//! | `PUT /api/principals/{id}/apps` `{apps[]}` | 200 principal |
+//! | `PUT /api/principals/{id}/apps` `{apps[]}` | 200 principal; 404 `app_not_found` for an app not registered |
 //! | `DELETE /api/principals/{id}` | 204 (its tokens and memberships go with it) |
 //! | `POST /api/principals/{id}/tokens` | 201 `{tokenId, token}` |
 //! | `DELETE /api/principals/{id}/tokens` | 200 `{revoked}`: every active token revoked |
@@ -135,6 +135,25 @@ fn check_apps(apps: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A membership needs an existing app (the foreign key holds it too): otherwise its
+/// holder could register the app, with defaults of their choosing.
+async fn ensure_apps_exist(state: &AppState, apps: &[String]) -> Result<(), ApiError> {
+    let missing = crate::store::apps::missing(&state.pool, apps).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names = missing
+        .iter()
+        .take(10)
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(not_found(
+        "app_not_found",
+        format!("no app {names} is registered; a membership needs an existing app"),
+    ))
+}
+
 fn principal_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     path.ok()
         .and_then(|Path(raw)| Uuid::parse_str(&raw).ok())
@@ -156,6 +175,7 @@ async fn create(
         )));
     }
     check_apps(&request.apps)?;
+    ensure_apps_exist(&state, &request.apps).await?;
     let role = request.role;
     let (token, hash) = new_secret();
     let (row, token_id) =
@@ -240,6 +260,11 @@ async fn set_apps(
 ) -> Result<Response, ApiError> {
     let id = principal_id(path)?;
     check_apps(&request.apps)?;
+    // The principal in the path is judged before the apps in the body.
+    if principals::get(&state.pool, id).await?.is_none() {
+        return Err(principal_not_found(id));
+    }
+    ensure_apps_exist(&state, &request.apps).await?;
     if !principals::set_apps(&state.pool, id, &request.apps).await? {
         return Err(principal_not_found(id));
     }

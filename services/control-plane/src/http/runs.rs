@@ -4,6 +4,7 @@
 use super::{AppState, not_found, optional_json, query_error, run_id};
 use crate::access::Actor;
 use crate::control::ControlError;
+use crate::idempotency;
 use crate::queue::{self, QueueError};
 use crate::runs::StartRunError;
 use crate::store;
@@ -11,13 +12,15 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use switchyard_contracts::api::{
     HumanLoopReplyRequest, HumanLoopReplyResponse, RunList, RunQueueView, RunView, StartRunRequest,
-    StartRunResponse, StopRunRequest, StopRunResponse,
+    StopRunRequest, StopRunResponse,
 };
+use switchyard_contracts::event::HumanLoopDecision;
 use switchyard_contracts::{RunId, RunStatus};
 use switchyard_platform::http::{ApiError, Json};
 
@@ -37,8 +40,10 @@ pub(super) fn router() -> Router<AppState> {
 async fn start(
     State(state): State<AppState>,
     actor: Actor,
+    headers: HeaderMap,
     Json(request): Json<StartRunRequest>,
-) -> Result<(StatusCode, Json<StartRunResponse>), ApiError> {
+) -> Result<Response, ApiError> {
+    let idempotency_key = idempotency_key(&headers)?;
     // A follow-up continues a conversation the caller must be able to see.
     if let Some(parent) = request.parent_run_id
         && !may_see(&state, &actor, parent).await?
@@ -52,19 +57,51 @@ async fn start(
             conversation,
         )));
     }
-    let response = state
+    let started = state
         .runs
-        .start(request, &actor)
+        .start(request, &actor, idempotency_key)
         .await
         .map_err(start_error)?;
-    Ok((StatusCode::ACCEPTED, Json(response)))
+    let mut response = (StatusCode::ACCEPTED, Json(started.response)).into_response();
+    if started.replayed {
+        response.headers_mut().insert(
+            idempotency::REPLAYED_HEADER,
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// The `Idempotency-Key` header, if the request has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(idempotency::HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if values.next().is_none() && idempotency::is_valid_key(key) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "the `Idempotency-Key` header must be given once, as 1-{} visible ASCII \
+                 characters",
+                idempotency::MAX_KEY_LEN
+            ),
+        )),
+    }
 }
 
 fn start_error(e: StartRunError) -> ApiError {
     let message = e.to_string();
     match e {
         StartRunError::Invalid(_) => ApiError::bad_request("invalid_request", message),
+        StartRunError::OptionNotAllowed { .. } => {
+            ApiError::bad_request("option_not_allowed", message)
+        }
         StartRunError::UnknownProvider(_) => ApiError::bad_request("unknown_provider", message),
+        StartRunError::InvalidDuration(_) => ApiError::bad_request("invalid_duration", message),
         StartRunError::PromptTooLarge { .. } => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "prompt_too_large", message)
         }
@@ -78,6 +115,12 @@ fn start_error(e: StartRunError) -> ApiError {
         StartRunError::ConversationBusy { .. } => ApiError::conflict("conversation_busy", message),
         StartRunError::ConversationProviderMismatch { .. } => {
             ApiError::conflict("conversation_provider_mismatch", message)
+        }
+        StartRunError::ConversationAppMismatch { .. } => {
+            ApiError::conflict("conversation_app_mismatch", message)
+        }
+        StartRunError::IdempotencyKeyReused { .. } => {
+            ApiError::unprocessable("idempotency_key_reused", message)
         }
         StartRunError::EventLog { source, .. } => ApiError::unavailable(message, source),
         StartRunError::Store(e) => e.into(),
@@ -171,7 +214,10 @@ async fn show(
         .await?
         .ok_or_else(|| run_not_found(run_id))?;
     let url = state.settings.stream_url(&run_id);
-    Ok(Json(row.into_view(url)?))
+    let mut view = [row.into_view(url)?];
+    crate::waiting::annotate(&state.js, state.nats_timeout, &mut view).await;
+    let [view] = view;
+    Ok(Json(view))
 }
 
 async fn stop(
@@ -200,9 +246,10 @@ async fn stop(
 async fn reply(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    Json(request): Json<HumanLoopReplyRequest>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Json<HumanLoopReplyResponse>, ApiError> {
     let run_id = run_id(path)?;
+    let request = reply_request(body)?;
     ensure_not_finished(&state, run_id).await?;
     state
         .control
@@ -220,20 +267,58 @@ async fn reply(
     }))
 }
 
+/// What `decision` accepts, in the words of every answer that refuses one.
+const DECISIONS: &str = "`approve` or `deny` (`accept`, `allow` and `approved` also \
+                         mean approve; `decline`, `reject` and `denied` also mean deny)";
+
+/// The reply body, with a decision the API does not know answered 422
+/// `invalid_decision` naming the accepted values (serde's own text lists variants and
+/// aliases in its words, with line and column).
+fn reply_request(body: serde_json::Value) -> Result<HumanLoopReplyRequest, ApiError> {
+    if let Some(fields) = body.as_object() {
+        let message = match fields.get("decision") {
+            None => Some(format!("`decision` is required: {DECISIONS}")),
+            Some(serde_json::Value::String(decision))
+                if serde_json::from_value::<HumanLoopDecision>(decision.as_str().into())
+                    .is_ok() =>
+            {
+                None
+            }
+            Some(serde_json::Value::String(decision)) => Some(format!(
+                "unknown decision `{}`: `decision` must be {DECISIONS}",
+                decision.chars().take(40).collect::<String>()
+            )),
+            Some(_) => Some(format!("`decision` must be a string: {DECISIONS}")),
+        };
+        if let Some(message) = message {
+            return Err(ApiError::unprocessable("invalid_decision", message));
+        }
+    }
+    serde_json::from_value(body).map_err(|e| {
+        ApiError::unprocessable("invalid_body", format!("the body has the wrong shape: {e}"))
+    })
+}
+
 /// Developers and viewers see only their runs in the listing; the counts are global.
 async fn run_queue(
     State(state): State<AppState>,
     actor: Actor,
 ) -> Result<Json<RunQueueView>, ApiError> {
-    queue::snapshot(&state.js, &state.pool, &state.settings, &actor)
-        .await
-        .map(Json)
-        .map_err(|e| match e {
-            QueueError::Store(e) => e.into(),
-            e @ QueueError::Nats { .. } => {
-                ApiError::unavailable("the run queue cannot be read right now", e)
-            }
-        })
+    queue::snapshot(
+        &state.js,
+        &state.pool,
+        &state.settings,
+        &actor,
+        state.nats_timeout,
+    )
+    .await
+    .map(Json)
+    .map_err(|e| match e {
+        QueueError::Store(e) => e.into(),
+        e @ QueueError::Nats { .. } => {
+            ApiError::unavailable("the run queue cannot be read right now", e)
+        }
+    })
 }
 
 /// 404 for a run we do not know, 409 for one the projection already saw finish (its

@@ -39,6 +39,20 @@ pub struct AppRecord<'a> {
     pub execution_profiles: &'a BTreeMap<String, RuntimeDefaults>,
 }
 
+/// Which of `app_ids` are not registered, in the order given.
+pub async fn missing(pool: &PgPool, app_ids: &[String]) -> Result<Vec<String>, StoreError> {
+    let known: Vec<String> =
+        sqlx::query_scalar("SELECT app_id FROM apps WHERE app_id = ANY($1::text[])")
+            .bind(app_ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(app_ids
+        .iter()
+        .filter(|id| !known.contains(id))
+        .cloned()
+        .collect())
+}
+
 /// Inserts or replaces an app and its whole set of profiles. Returns the stored view
 /// and whether the app is new.
 pub async fn upsert(pool: &PgPool, app: AppRecord<'_>) -> Result<(AppView, bool), StoreError> {

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod human_loop;
+pub mod idempotency;
 pub mod outbox;
 pub mod principals;
 pub mod reconcile;

@@ -40,6 +40,8 @@ pub struct NewRun {
     pub created_at: DateTime<Utc>,
     /// The principal that started it (RBAC).
     pub created_by: Option<String>,
+    /// The start's `Idempotency-Key` and the SHA-256 of its request.
+    pub idempotency: Option<(String, Vec<u8>)>,
 }
 
 /// Inserts a queued run and its outbox entry in one statement: one round trip, and a
@@ -55,8 +57,10 @@ pub async fn insert_queued(
         "WITH run AS (
              INSERT INTO runs (run_id, app_id, execution_profile, provider, model, prompt,
                                provider_options, credential_env, timeout_ms, status,
-                               created_at, updated_at, conversation_id, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11, $12)
+                               created_at, updated_at, conversation_id, created_by,
+                               idempotency_key, idempotency_fingerprint)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $10, $11, $12,
+                     $15, $16)
              RETURNING run_id)
          INSERT INTO outbox (run_id, queued_event, command)
          SELECT run_id, $13, $14 FROM run
@@ -76,6 +80,8 @@ pub async fn insert_queued(
     .bind(&run.created_by)
     .bind(Json(queued))
     .bind(Json(command))
+    .bind(run.idempotency.as_ref().map(|(key, _)| key))
+    .bind(run.idempotency.as_ref().map(|(_, fingerprint)| fingerprint))
     .fetch_one(conn)
     .await?)
 }
@@ -132,6 +138,8 @@ impl RunRow {
             created_at: self.created_at,
             started_at: self.started_at,
             completed_at: self.completed_at,
+            waiting_reason: None,
+            waiting_detail: None,
         })
     }
 }

@@ -100,12 +100,9 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
     h.register_app(json!({
         "appId": "agent",
         "runtimeDefaults": {"provider": "claude-code", "model": "sonnet",
-                            "credentialEnv": ["ANTHROPIC_API_KEY"], "timeoutMs": 7000}
+                            "credentialEnv": ["ANTHROPIC_API_KEY"], "timeoutMs": 7000},
+        "executionProfiles": {"small": {"provider": "opencode", "model": "small"}}
     }))
-    .await;
-    h.register_app(
-        json!({"appId": "other", "runtimeDefaults": {"provider": "opencode", "model": "small"}}),
-    )
     .await;
     let first = id(
         &start(&h, json!({"appId": "agent", "prompt": "one"})).await,
@@ -131,11 +128,12 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
     assert_eq!(id(&view, "conversationId"), first);
     finish(&h, second).await;
 
-    // Through the conversation id, naming another model and an app whose default
+    // Through the conversation id, naming another model and a profile of the app whose
     // provider differs: the model changes, the provider stays the conversation's.
     let body = start(
         &h,
-        json!({"conversationId": first, "appId": "other", "model": "opus", "prompt": "three"}),
+        json!({"conversationId": first, "executionProfile": "small", "model": "opus",
+               "prompt": "three"}),
     )
     .await;
     let third = id(&body, "runId");
@@ -143,7 +141,8 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
     assert_eq!(body["provider"], "claude-code");
     assert_eq!(body["model"], "opus");
     let command = command_of(&h, "claude-code", third).await;
-    assert_eq!(command.app_id.as_deref(), Some("other"));
+    assert_eq!(command.app_id.as_deref(), Some("agent"));
+    assert_eq!(command.execution_profile.as_deref(), Some("small"));
     // The latest run that got an executor is still the first one.
     assert_eq!(command.preferred_executor.as_deref(), Some("exec-7"));
 
@@ -392,5 +391,81 @@ async fn the_migration_gives_existing_runs_their_own_conversation() {
     assert_eq!(body["model"], "m");
     let command = command_of(&h, "scripted", id(&body, "runId")).await;
     assert_eq!(command.preferred_executor.as_deref(), Some("exec-1"));
+    h.stop().await;
+}
+
+/// The attack: a conversation of app `cc` (claude-code, Anthropic key, Anthropic
+/// endpoint) continued under app `cx` (another vendor's key and endpoint). Accepting it
+/// would run `cc`'s provider with `cx`'s endpoint and credential, sending one vendor's
+/// key to another vendor. Every way of naming the other app is refused, nothing is
+/// stored, and the conversation's own app still continues it.
+#[tokio::test]
+async fn a_follow_up_under_another_app_is_refused() {
+    let h = Harness::start().await;
+    h.register_app(json!({
+        "appId": "cc",
+        "runtimeDefaults": {"provider": "claude-code", "credentialEnv": ["ANTHROPIC_API_KEY"],
+                            "providerOptions": {"baseUrl": "https://api.anthropic.com"}}
+    }))
+    .await;
+    h.register_app(json!({
+        "appId": "cx",
+        "runtimeDefaults": {"provider": "codex-app-server", "credentialEnv": ["OPENAI_API_KEY"],
+                            "providerOptions": {"baseUrl": "https://collector.example"}},
+        "executionProfiles": {"cx-only": {"model": "gpt-x"}}
+    }))
+    .await;
+    let first = id(
+        &start(&h, json!({"appId": "cc", "prompt": "one"})).await,
+        "runId",
+    );
+    finish(&h, first).await;
+    let appless = id(
+        &start(&h, json!({"provider": "claude-code", "prompt": "no app"})).await,
+        "runId",
+    );
+    finish(&h, appless).await;
+    let before = run_count(&h).await;
+
+    for body in [
+        json!({"appId": "cx", "parentRunId": first, "prompt": "p"}),
+        json!({"appId": "cx", "conversationId": first, "prompt": "p"}),
+        json!({"appId": "cx", "executionProfile": "cx-only", "parentRunId": first, "prompt": "p"}),
+        // A profile only the other app has names that app.
+        json!({"executionProfile": "cx-only", "parentRunId": first, "prompt": "p"}),
+        // A conversation without an app does not take one on either.
+        json!({"appId": "cx", "parentRunId": appless, "prompt": "p"}),
+    ] {
+        let (status, json) = h.post("/api/runs/start", body.clone()).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body} → {json}");
+        assert_eq!(error_code(&json), "conversation_app_mismatch", "{body}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`cx`"), "{message}");
+    }
+    assert_eq!(
+        run_count(&h).await,
+        before,
+        "refused follow-ups store nothing"
+    );
+    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE app_id = 'cx'")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(commands, 0);
+
+    // The conversation's own app, named or inherited, continues it with its settings.
+    let body = start(
+        &h,
+        json!({"appId": "cc", "parentRunId": first, "prompt": "two"}),
+    )
+    .await;
+    let second = id(&body, "runId");
+    let command = command_of(&h, "claude-code", second).await;
+    assert_eq!(command.app_id.as_deref(), Some("cc"));
+    assert_eq!(command.credential_env, ["ANTHROPIC_API_KEY"]);
+    assert_eq!(
+        command.provider_options["baseUrl"],
+        "https://api.anthropic.com"
+    );
     h.stop().await;
 }

@@ -188,3 +188,46 @@ async fn pending_requests_resolve_run_ended_when_the_run_ends_without_resolving_
     assert_eq!(pending["requests"], json!([]));
     h.stop().await;
 }
+
+/// A decision the API does not know is answered in our words, naming the accepted
+/// values (serde's "unknown variant" text is not an answer for a client); every
+/// accepted spelling gets past the body check (to the run lookup: 404 here).
+#[tokio::test]
+async fn a_bad_decision_is_answered_in_our_words_with_the_accepted_values() {
+    let h = Harness::start().await;
+    let path = format!("/api/runs/{}/human-loop/reply", RunId::now_v7());
+    for body in [
+        json!({"decision": "yes"}),
+        json!({"decision": "APPROVE"}),
+        json!({"decision": 5}),
+        json!({"decision": null}),
+        json!({"requestId": "r1"}),
+    ] {
+        let (status, json) = h.post(&path, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {json}");
+        assert_eq!(error_code(&json), "invalid_decision", "{body}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`approve`") && message.contains("`deny`"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("variant") && !message.contains("line "),
+            "serde's wording: {message}"
+        );
+    }
+    for decision in [
+        "approve", "accept", "allow", "approved", "deny", "decline", "reject", "denied",
+    ] {
+        let (status, json) = h.post(&path, json!({"decision": decision})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{decision} → {json}");
+        assert_eq!(error_code(&json), "run_not_found");
+    }
+    // The rest of the body is still checked.
+    let (status, json) = h
+        .post(&path, json!({"decision": "approve", "extra": 1}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
+    assert_eq!(error_code(&json), "invalid_body");
+    h.stop().await;
+}

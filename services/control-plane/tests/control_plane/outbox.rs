@@ -47,6 +47,7 @@ async fn accept_without_publishing(db: &TestDb, provider: &str) -> RunId {
             timeout_ms: None,
             created_at,
             created_by: None,
+            idempotency: None,
         },
         &queued,
         &command,

@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod approvals;
+mod budget;
 mod common;
 mod control;
 mod dispatch;
+mod file_changes;
 mod http_api;
 mod lifecycle;
 mod workspaces;

@@ -94,32 +94,17 @@ impl Fault {
     }
 }
 
-/// Where a run's CLI finds its model API.
-enum ModelApi<'a> {
-    Fake,
-    Refusing(&'a Unreachable),
-}
-
-/// The run of `fault` on `provider`, its CLI pointed at the model API. The one place
-/// this file says how a CLI is pointed at a model API.
-fn spec(harness: &ProviderHarness, provider: &str, fault: Fault, api: &ModelApi<'_>) -> RunSpec {
+/// The run of `fault` on `provider` (its executor points the CLI at the model API).
+fn spec(provider: &str, fault: Fault) -> RunSpec {
     let (program, credential) = match provider {
         "codex-app-server" => ("codex", "OPENAI_API_KEY"),
         "claude-code" => ("claude", "ANTHROPIC_API_KEY"),
         _ => ("opencode", "OPENAI_API_KEY"),
     };
     require_cli(program);
-    // Claude takes the Anthropic base (it adds `/v1/messages`), the others an OpenAI one.
-    let base_url = match (api, provider) {
-        (ModelApi::Fake, "claude-code") => harness.fake.url(),
-        (ModelApi::Fake, _) => harness.fake.openai_url(),
-        (ModelApi::Refusing(refusing), "claude-code") => refusing.url(),
-        (ModelApi::Refusing(refusing), _) => refusing.openai_url(),
-    };
     let mut spec = RunSpec::new(provider, fault.prompt())
         .model("fake-model")
         .credential(credential)
-        .option("baseUrl", base_url)
         .timeout_ms(150_000);
     for (key, ms) in fault.limits() {
         spec = spec.option(key, *ms);
@@ -179,9 +164,19 @@ impl Outcome {
 async fn each_fault_ends_with_the_same_reason_on_every_provider() {
     let harness = ProviderHarness::start_with(|settings| settings.capacity = 32).await;
     // The unreachable runs get an executor of their own: where a provider's model API
-    // is may be the executor's configuration, one place per executor.
-    let refusing_harness = ProviderHarness::start().await;
+    // is, is the executor's configuration.
     let refusing = Unreachable::new().expect("reserve a port that refuses connections");
+    let refusing_harness = ProviderHarness::start_with(|settings| {
+        for (provider, table) in &mut settings.credentials {
+            // Claude takes the Anthropic base (it adds `/v1/messages`), the others an
+            // OpenAI one.
+            table.base_url = Some(match provider.as_str() {
+                "claude-code" => refusing.url(),
+                _ => refusing.openai_url(),
+            });
+        }
+    })
+    .await;
     let started = Instant::now();
     let harness = &harness;
     let refusing_harness = &refusing_harness;
@@ -190,11 +185,11 @@ async fn each_fault_ends_with_the_same_reason_on_every_provider() {
     // Fault by fault, so that the (heavy) opencode servers are spread over the waves.
     for fault in FAULTS {
         for provider in PROVIDERS {
-            let (harness, api) = match fault {
-                Fault::Unreachable => (refusing_harness, ModelApi::Refusing(&refusing)),
-                _ => (harness, ModelApi::Fake),
+            let harness = match fault {
+                Fault::Unreachable => refusing_harness,
+                _ => harness,
             };
-            let spec = spec(harness, provider, fault, &api);
+            let spec = spec(provider, fault);
             runs.push(async move {
                 let dispatched = Instant::now();
                 let finished = harness.run_simple(&spec).await;
@@ -280,7 +275,7 @@ async fn each_fault_ends_with_the_same_reason_on_every_provider() {
 async fn a_run_ended_by_its_timeout_carries_the_clis_evidence() {
     let harness = ProviderHarness::start().await;
     let runs = PROVIDERS.map(|provider| {
-        let spec = spec(&harness, provider, Fault::Hang, &ModelApi::Fake)
+        let spec = spec(provider, Fault::Hang)
             .option("firstOutputTimeoutMs", 120_000)
             .option("inactivityTimeoutMs", 120_000)
             .timeout_ms(25_000);

@@ -26,6 +26,8 @@ use switchyard_test_support::NatsServer;
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-admin-token";
+/// `gateway.control_plane_token`: the gateway proves itself to the control-plane with it.
+pub const INTERNAL_TOKEN: &str = "test-internal-token-91c4";
 /// Upper bound for anything a test waits on; a hang fails the test instead.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -133,6 +135,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
         "accept": header("accept"),
         "authorization": header("authorization"),
         "principal": header("x-switchyard-principal"),
+        "internalToken": header("x-switchyard-internal-token"),
         "private": header("x-private"),
         "custom": header("x-custom"),
         "acceptEncoding": header("accept-encoding"),
@@ -175,6 +178,7 @@ impl Harness {
             listen: "127.0.0.1:0".parse().unwrap(),
             control_plane_url: control_plane.url(),
             admin_token: Some(TOKEN.into()),
+            control_plane_token: Some(INTERNAL_TOKEN.into()),
             keep_alive_secs: 1,
             upstream_timeout_ms: 5_000,
             ..Default::default()
@@ -341,6 +345,9 @@ pub struct SseReader {
     buffer: String,
     /// Comment lines seen so far (keep-alives).
     pub comments: usize,
+    /// The last `retry:` field seen, and after how many events.
+    pub retry: Option<(u64, usize)>,
+    events: usize,
 }
 
 impl SseReader {
@@ -358,6 +365,8 @@ impl SseReader {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
             comments: 0,
+            retry: None,
+            events: 0,
         }
     }
 
@@ -409,6 +418,10 @@ impl SseReader {
             }
             let (field, value) = line.split_once(':').unwrap_or((line, ""));
             let value = value.strip_prefix(' ').unwrap_or(value);
+            if field == "retry" {
+                self.retry = Some((value.parse().unwrap(), self.events));
+                continue;
+            }
             has_field = true;
             match field {
                 "id" => frame.id = Some(value.to_owned()),
@@ -422,6 +435,7 @@ impl SseReader {
                 _ => {}
             }
         }
+        self.events += usize::from(has_field);
         has_field.then_some(frame)
     }
 

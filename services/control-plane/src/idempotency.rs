@@ -1,0 +1,127 @@
+//! Idempotent starts: `POST /api/runs/start` with an `Idempotency-Key` header. A client
+//! that did not get the answer (a timeout, a 503, a dropped connection) retries with the
+//! same key and gets the answer of the start that went through — the same `runId` —
+//! instead of a second run.
+//!
+//! The key is stored with the run it started, with a SHA-256 of the request body, and
+//! belongs to the principal that sent it. For [`WINDOW`] after the start, the same key
+//! with the same body answers the original `202` (with `Idempotent-Replayed: true`), and
+//! with another body 422 `idempotency_key_reused`; after it the key starts a new run.
+//! Only accepted starts are remembered: a refused one may be retried with the same key.
+//! A retry racing the first attempt waits for its transaction (a lock on the key).
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use switchyard_contracts::api::StartRunRequest;
+
+/// How long a key answers with the run it started.
+pub const WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Request header carrying the key.
+pub const HEADER: &str = "idempotency-key";
+/// Response header set on an answer that replays an earlier start.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// Longest key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// A start's key and the fingerprint of its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+}
+
+impl IdempotencyKey {
+    pub fn new(key: String, request: &StartRunRequest) -> Self {
+        Self {
+            key,
+            fingerprint: fingerprint(request),
+        }
+    }
+}
+
+/// `1..=255` visible ASCII characters (what a UUID, a ULID or any token is made of).
+pub fn is_valid_key(key: &str) -> bool {
+    (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// SHA-256 of the request in a canonical form (object keys sorted at every level), so a
+/// retry whose client serialises the same request with its keys in another order is
+/// still the same request.
+pub fn fingerprint(request: &StartRunRequest) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    match serde_json::to_value(request) {
+        Ok(value) => canonical(&value, &mut hasher),
+        // Cannot happen for this type; hashing its Debug form keeps the function total.
+        Err(_) => hasher.update(format!("{request:?}").as_bytes()),
+    }
+    hasher.finalize().to_vec()
+}
+
+fn canonical(value: &Value, out: &mut Sha256) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.update(b"{");
+            for key in keys {
+                out.update(Value::String(key.clone()).to_string().as_bytes());
+                out.update(b":");
+                if let Some(v) = map.get(key) {
+                    canonical(v, out);
+                }
+                out.update(b",");
+            }
+            out.update(b"}");
+        }
+        Value::Array(items) => {
+            out.update(b"[");
+            for item in items {
+                canonical(item, out);
+                out.update(b",");
+            }
+            out.update(b"]");
+        }
+        scalar => out.update(scalar.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(value: Value) -> StartRunRequest {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_key_order_and_sees_every_value() {
+        let a = request(
+            json!({"prompt": "p", "providerOptions": {"a": 1, "b": {"x": [1, 2], "y": 2}}}),
+        );
+        let b = request(
+            json!({"providerOptions": {"b": {"y": 2, "x": [1, 2]}, "a": 1}, "prompt": "p"}),
+        );
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        let c = request(
+            json!({"prompt": "p", "providerOptions": {"a": 1, "b": {"x": [2, 1], "y": 2}}}),
+        );
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        let d = request(
+            json!({"prompt": "q", "providerOptions": {"a": 1, "b": {"x": [1, 2], "y": 2}}}),
+        );
+        assert_ne!(fingerprint(&a), fingerprint(&d));
+    }
+
+    #[test]
+    fn keys_are_short_visible_ascii() {
+        assert!(is_valid_key("0190f5c2-0000-7000-8000-000000000000"));
+        assert!(is_valid_key(&"k".repeat(MAX_KEY_LEN)));
+        assert!(!is_valid_key(""));
+        assert!(!is_valid_key(&"k".repeat(MAX_KEY_LEN + 1)));
+        assert!(!is_valid_key("with space"));
+        assert!(!is_valid_key("ctl\u{7f}"));
+        assert!(!is_valid_key("é"));
+    }
+}
