@@ -16,7 +16,7 @@ use crate::cli::{ConversationState, WorkDirs};
 use crate::clock::ActiveClock;
 use crate::file_changes::FileChanges;
 use crate::human_loop::{self, HumanLoop, PendingRequests};
-use crate::provider::{Provider, ProviderOutcome, RunContext, SessionReport};
+use crate::provider::{EvidenceReport, Provider, ProviderOutcome, RunContext, SessionReport};
 use crate::settings::WorkspaceCleanup;
 use crate::sink::{EmitError, EventSink};
 use std::collections::{HashMap, VecDeque};
@@ -96,6 +96,8 @@ pub(crate) struct RunState {
     /// The pid of the run host running the run, when it runs in one: control requests
     /// go to the host (over the run's control subject), not to `pending`.
     pub(crate) host: OnceLock<u32>,
+    /// What the provider left when it wound down after a stop.
+    evidence: EvidenceReport,
 }
 
 impl RunState {
@@ -246,6 +248,7 @@ impl Runs {
             pending: Arc::new(PendingRequests::default()),
             ended: CancellationToken::new(),
             host: OnceLock::new(),
+            evidence: EvidenceReport::default(),
         })
     }
 
@@ -651,6 +654,7 @@ async fn drive_provider(
         dirs,
         conversation,
         session_id: session,
+        evidence: run.evidence.clone(),
         events: sink.clone(),
         human_loop: HumanLoop::new(
             run.pending.clone(),
@@ -761,10 +765,21 @@ fn completion(
     let succeeded = matches!(ending, Ending::Returned(ProviderOutcome::Succeeded));
     if run.stop.is_cancelled() && !succeeded {
         return Some(match run.cause() {
-            StopCause::Timeout => RunCompleted::failed(
-                FailureReason::Timeout,
-                format!("the run exceeded its timeout of {timeout_ms} ms of active time"),
-            ),
+            // A failure: it carries what the provider saw, as a liveness limit's would.
+            StopCause::Timeout => RunCompleted {
+                evidence: match ending {
+                    Ending::Returned(ProviderOutcome::Failed { evidence, .. })
+                        if !evidence.is_empty() =>
+                    {
+                        evidence
+                    }
+                    _ => run.evidence.take().unwrap_or_default(),
+                },
+                ..RunCompleted::failed(
+                    FailureReason::Timeout,
+                    format!("the run exceeded its timeout of {timeout_ms} ms of active time"),
+                )
+            },
             StopCause::Requested(reason) => RunCompleted::failed(
                 FailureReason::Stopped,
                 match reason {
@@ -907,6 +922,46 @@ mod tests {
         );
         assert_eq!(runs.active(), 0);
         admitted(runs.admit(run_id, 3)).accept();
+    }
+
+    #[test]
+    fn a_run_ended_by_its_timeout_carries_the_providers_evidence() {
+        let runs = Runs::new(4);
+        let ticket = admitted(runs.admit(RunId::now_v7(), 3));
+        let run = ticket.run();
+        run.request_stop(StopCause::Timeout);
+        let evidence = Evidence {
+            stderr_tail: vec!["model API: still waiting".into()],
+            raw_lines: vec![r#"{"type":"system","subtype":"status"}"#.into()],
+            exit_code: Some(143),
+        };
+        // The provider wound down (Stopped) after leaving its evidence.
+        run.evidence.set(evidence.clone());
+        let completed =
+            completion(run, Ending::Returned(ProviderOutcome::Stopped), 300, None).unwrap();
+        assert_eq!(completed.reason, Some(FailureReason::Timeout));
+        assert_eq!(completed.evidence, evidence);
+        // A provider that failed on its way down: its own evidence.
+        let own = Evidence {
+            raw_lines: vec!["last line".into()],
+            ..Evidence::default()
+        };
+        let completed = completion(
+            run,
+            Ending::Returned(ProviderOutcome::Failed {
+                reason: FailureReason::ProviderCrashed,
+                detail: "killed".into(),
+                evidence: own.clone(),
+            }),
+            300,
+            None,
+        )
+        .unwrap();
+        assert_eq!(completed.reason, Some(FailureReason::Timeout));
+        assert_eq!(completed.evidence, own);
+        // Aborted after the grace without a report: nothing to show, and nothing made up.
+        let completed = completion(run, Ending::Aborted, 300, None).unwrap();
+        assert!(completed.evidence.is_empty());
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub enum DetachRuns {
 
 /// `[executor.liveness]`, in milliseconds of active time (waiting for a human does not
 /// count); 0 disables a limit. A run's `providerOptions` (`handshakeTimeoutMs`,
-/// `firstOutputTimeoutMs`, `inactivityTimeoutMs`) override them.
+/// `firstOutputTimeoutMs`, `inactivityTimeoutMs`, `unreachableTimeoutMs`) override them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LivenessSettings {
@@ -157,6 +157,9 @@ pub struct LivenessSettings {
     pub first_output_ms: u64,
     /// Longest silence once output has started (else `timeout`).
     pub inactivity_ms: u64,
+    /// How long the CLI may keep failing to connect to the model API (else
+    /// `provider_unreachable`).
+    pub unreachable_ms: u64,
 }
 
 impl Default for LivenessSettings {
@@ -165,6 +168,7 @@ impl Default for LivenessSettings {
             handshake_ms: 30_000,
             first_output_ms: 120_000,
             inactivity_ms: 300_000,
+            unreachable_ms: 10_000,
         }
     }
 }
@@ -175,6 +179,7 @@ impl LivenessSettings {
             handshake: Duration::from_millis(self.handshake_ms),
             first_output: Duration::from_millis(self.first_output_ms),
             inactivity: Duration::from_millis(self.inactivity_ms),
+            unreachable: Duration::from_millis(self.unreachable_ms),
         }
     }
 }
@@ -487,6 +492,7 @@ workspace_cleanup = "delete_on_success"
 [executor.liveness]
 handshake_ms = 1000
 inactivity_ms = 0
+unreachable_ms = 4000
 "#,
         )
         .unwrap();
@@ -514,6 +520,7 @@ inactivity_ms = 0
                 handshake_ms: 1000,
                 first_output_ms: 2500,
                 inactivity_ms: 0,
+                unreachable_ms: 4000,
             }
         );
         assert!(settings.credentials_from_environment);

@@ -519,10 +519,7 @@ pub(crate) fn running_as_root() -> bool {
 /// foreground and, when the run can have a cgroup, one in a session of its own, out of
 /// the CLI's process group), and returns the run and the tree under its host once both
 /// sleeps run.
-async fn run_with_a_process_tree(
-    crash: &Crash,
-    provider: &str,
-) -> (String, u32, Vec<Seen>) {
+async fn run_with_a_process_tree(crash: &Crash, provider: &str) -> (String, u32, Vec<Seen>) {
     let app_id = provider_support::register(&crash.harness, provider).await;
     let escaped = running_as_root();
     let command = if escaped {

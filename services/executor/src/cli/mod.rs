@@ -22,7 +22,9 @@ pub use credentials::{
     CredentialPolicies, Credentials, CredentialsError, MissingCredentials, ProviderCredentials,
 };
 pub use isolation::Isolation;
-pub use liveness::{Liveness, LivenessFailure, LivenessLimits, PauseGuard};
+pub use liveness::{
+    Liveness, LivenessFailure, LivenessLimits, PauseGuard, names_connection_failure,
+};
 pub use process::{CliCommand, CliProcess, SpawnError};
 pub use provider_user::{ProviderUser, ProviderUserError, StateFiles};
 pub use start_check::{StartCheck, StartChecks};

@@ -277,18 +277,19 @@ async fn model_api_errors_end_with_their_reasons_in_seconds() {
 }
 
 #[tokio::test]
-async fn a_hanging_or_stalled_model_times_out_within_the_liveness_bound() {
+async fn a_hanging_or_stalled_model_ends_within_the_liveness_bound() {
     let h = ProviderHarness::start().await;
     // No response headers: claude's own request timeout, sized from the first-output
-    // limit, gives up before that limit would (and says why).
+    // limit, gives up before that limit would (and says why); with no model output
+    // yet, that is the first-output fault.
     let (run, elapsed) = timed(
         &h,
         &spec("SCN_HANG hi").option("firstOutputTimeoutMs", 6000),
     )
     .await;
-    check(&h, &run, TerminalStatus::TimedOut);
+    check(&h, &run, TerminalStatus::Failed);
     let completed = run.completed();
-    assert_eq!(completed.reason, Some(FailureReason::Timeout));
+    assert_eq!(completed.reason, Some(FailureReason::ProviderNoOutput));
     assert!(
         completed
             .detail

@@ -286,6 +286,7 @@ impl ProviderHarness {
                 handshake_ms: 60_000,
                 first_output_ms: 30_000,
                 inactivity_ms: 30_000,
+                unreachable_ms: 10_000,
             },
             workspace_cleanup: WorkspaceCleanup::Keep,
             ..ExecutorSettings::default()
@@ -402,6 +403,16 @@ impl ProviderHarness {
         run_id: RunId,
         mut decide: impl FnMut(&HumanLoopRequested) -> HumanLoopDecision,
     ) -> Finished {
+        self.drive_with(run_id, |request| (decide(request), None))
+            .await
+    }
+
+    /// [`drive`](Self::drive), answering each request with a decision and a message.
+    pub(crate) async fn drive_with(
+        &self,
+        run_id: RunId,
+        mut answer: impl FnMut(&HumanLoopRequested) -> (HumanLoopDecision, Option<String>),
+    ) -> Finished {
         let mut events = Vec::new();
         let mut asked = Vec::new();
         let read = async {
@@ -410,9 +421,16 @@ impl ProviderHarness {
                 let event = stored.unwrap().decode().unwrap();
                 let terminal = event.is_terminal();
                 if let RunEventKind::HumanLoopRequested(request) = &event.kind {
-                    let decision = decide(request);
+                    let (decision, message) = answer(request);
                     let reply = self
-                        .reply(run_id, Some(request.request_id.clone()), decision)
+                        .control(
+                            run_id,
+                            &ControlRequest::HumanLoopReply {
+                                request_id: Some(request.request_id.clone()),
+                                decision,
+                                message,
+                            },
+                        )
                         .await;
                     assert_eq!(reply.outcome, ControlOutcome::Accepted, "{reply:?}");
                     asked.push(request.clone());

@@ -26,9 +26,13 @@ fn spec(provider: &str, key: &str, prompt: &str) -> RunSpec {
         .credential(key)
 }
 
+/// The executor API's token in [`the_standalone_api_refuses_a_base_url`].
+const API_TOKEN: &str = "provider-tests-api-token";
+
 async fn post(h: &ProviderHarness, path: &str, body: Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("http://{}{path}", h.http))
+        .bearer_auth(API_TOKEN)
         .json(&body)
         .send()
         .await
@@ -39,7 +43,10 @@ async fn post(h: &ProviderHarness, path: &str, body: Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn the_standalone_api_refuses_a_base_url() {
-    let h = ProviderHarness::start().await;
+    let h = ProviderHarness::start_with(|settings| {
+        settings.api_token = Some(API_TOKEN.into());
+    })
+    .await;
     let trap = Trap::start().await.unwrap();
     for (provider, cli, key) in PROVIDERS {
         require_cli(cli);

@@ -11,5 +11,6 @@ mod codex;
 mod common;
 mod conversations;
 mod credentials;
+mod faults;
 mod missing_binary;
 mod opencode;

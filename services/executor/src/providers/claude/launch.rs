@@ -120,8 +120,9 @@ impl ClaudeOptions {
     /// `API_TIMEOUT_MS`: `apiTimeoutMs` when given. Otherwise 30 s, or less so that
     /// every attempt of a request that never answers (1 + `maxRetries`) fits in three
     /// quarters of `liveness_bound` (the shortest liveness limit a model request must
-    /// fit in): then the CLI itself reports "Request timed out" (→ `timeout`) before the
-    /// executor's liveness limit cuts it off with less to say.
+    /// fit in): then the CLI itself reports "Request timed out" (→ `provider_no_output`
+    /// before any model output, `timeout` after) before the executor's liveness limit
+    /// cuts it off with less to say.
     pub(crate) fn api_timeout(&self, liveness_bound: Option<Duration>) -> Duration {
         if let Some(ms) = self.api_timeout_ms {
             return Duration::from_millis(ms);

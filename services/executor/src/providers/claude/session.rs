@@ -167,6 +167,8 @@ struct Session<'a> {
     started: bool,
     session_id: Option<String>,
     interrupted: bool,
+    /// The model produced output in this run (what [`Liveness::output_seen`] was told).
+    model_output: bool,
     next_request: u64,
 }
 
@@ -197,6 +199,7 @@ impl<'a> Session<'a> {
             started: false,
             session_id: None,
             interrupted: false,
+            model_output: false,
             next_request: 0,
         }
     }
@@ -209,6 +212,10 @@ impl<'a> Session<'a> {
                 Driven::Finished(outcome)
             }
             Err(Halt::Outcome(outcome)) => {
+                if outcome == ProviderOutcome::Stopped {
+                    // Left before the signals too: the supervisor may abort us meanwhile.
+                    self.ctx.report_evidence(self.evidence(None));
+                }
                 self.process.terminate(self.env.stop_grace).await;
                 Driven::Finished(outcome)
             }
@@ -234,6 +241,11 @@ impl<'a> Session<'a> {
                     detail,
                     evidence,
                 })
+            }
+            Driven::Finished(ProviderOutcome::Stopped) => {
+                let exit_code = self.process.try_wait().flatten();
+                self.ctx.report_evidence(self.evidence(exit_code));
+                Driven::Finished(ProviderOutcome::Stopped)
             }
             other => other,
         }
@@ -293,12 +305,12 @@ impl<'a> Session<'a> {
             }
             Line::StreamEvent(event) => {
                 // The model answered: whatever it streams counts as output.
-                self.liveness.output_seen();
+                self.output_seen();
                 self.translator.stream_event(&event)
             }
             Line::Assistant(assistant) => {
                 if !assistant.is_synthetic() {
-                    self.liveness.output_seen();
+                    self.output_seen();
                 }
                 self.translator.assistant(&assistant)
             }
@@ -367,6 +379,7 @@ impl<'a> Session<'a> {
         let facts = TurnFacts {
             interrupted: self.interrupted,
             assistant_text: self.translator.turn_had_text(),
+            model_output: self.model_output,
         };
         Ok(match outcome::classify(result, facts) {
             TurnOutcome::Succeeded => ProviderOutcome::Succeeded,
@@ -504,6 +517,11 @@ impl<'a> Session<'a> {
         self.send(&line).await
     }
 
+    fn output_seen(&mut self) {
+        self.model_output = true;
+        self.liveness.output_seen();
+    }
+
     fn session_started(&mut self, id: &str) {
         if self.session_id.as_deref() == Some(id) {
             return;
@@ -538,11 +556,15 @@ impl<'a> Session<'a> {
         ProviderOutcome::Failed {
             reason,
             detail: self.env.credentials.redact(&detail),
-            evidence: Evidence {
-                stderr_tail: self.process.stderr_tail(),
-                raw_lines: self.raw.to_vec(),
-                exit_code,
-            },
+            evidence: self.evidence(exit_code),
+        }
+    }
+
+    fn evidence(&self, exit_code: Option<i32>) -> Evidence {
+        Evidence {
+            stderr_tail: self.process.stderr_tail(),
+            raw_lines: self.raw.to_vec(),
+            exit_code,
         }
     }
 

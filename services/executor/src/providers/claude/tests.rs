@@ -263,9 +263,13 @@ fn the_failure_matrix_classifies_from_the_result_line() {
         ("x-http429", FailureReason::RateLimited),
         (
             "p-connection-refused-maxretries1",
-            FailureReason::ProviderError,
+            FailureReason::ProviderUnreachable,
         ),
-        ("p-request-timeout-api-timeout-10s", FailureReason::Timeout),
+        // No model output before the request timed out: as a first-output limit.
+        (
+            "p-request-timeout-api-timeout-10s",
+            FailureReason::ProviderNoOutput,
+        ),
         ("p-empty-output", FailureReason::ProviderNoOutput),
     ] {
         let replay = replay(name, false, false);
@@ -333,6 +337,12 @@ fn statuses_without_a_transcript_map_to_their_reasons() {
             FailureReason::RateLimited,
         ),
         (None, "something odd", FailureReason::UnknownFailure),
+        (
+            None,
+            "API Error: Unable to connect to API (ConnectionRefused)",
+            FailureReason::ProviderUnreachable,
+        ),
+        (None, "Request timed out", FailureReason::ProviderNoOutput),
     ] {
         assert_eq!(
             failed_with(&classify(&result(status, text), facts)),
@@ -351,6 +361,17 @@ fn statuses_without_a_transcript_map_to_their_reasons() {
         unreachable!()
     };
     assert_eq!(detail, "claude ended the turn with error_max_turns");
+    // A request that timed out after the model had produced output is a timeout.
+    assert_eq!(
+        failed_with(&classify(
+            &result(None, "Request timed out"),
+            TurnFacts {
+                model_output: true,
+                ..facts
+            }
+        )),
+        Some(FailureReason::Timeout)
+    );
     // A success with assistant text but an empty result (the answer was a tool call's
     // side effect) is still a success.
     let empty = ResultLine {
@@ -772,6 +793,7 @@ mod garbage {
                         TurnFacts {
                             interrupted,
                             assistant_text: translator.turn_had_text(),
+                            model_output: interrupted,
                         },
                     );
                 }

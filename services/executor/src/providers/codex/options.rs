@@ -11,7 +11,7 @@
 //! | `sandbox` | `workspace-write` | `read-only`, `workspace-write`, `danger-full-access` |
 //! | `requestMaxRetries` | 1 | codex's HTTP retries per request |
 //! | `streamMaxRetries` | 1 | codex's reconnects of a dropped or idle stream |
-//! | `streamIdleTimeoutMs` | 60000 | an SSE stream silent this long is dropped (then retried) |
+//! | `streamIdleTimeoutMs` | 60000, less when the run's liveness limits are shorter (see [`CodexOptions::fit_stream_idle_timeout`]) | an SSE stream silent this long is dropped (then retried) |
 //!
 //! `on-request` is the default because a platform run is unattended unless someone
 //! watches it: the agent works freely inside its workspace sandbox and only escalations
@@ -21,6 +21,7 @@
 
 use crate::cli::ProviderCredentials;
 use serde_json::Value;
+use std::time::Duration;
 use switchyard_contracts::RunCommand;
 
 /// The credential the API key is read from when neither the command nor the operator's
@@ -30,6 +31,8 @@ pub(crate) const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub(crate) const DEFAULT_APPROVAL_POLICY: &str = "on-request";
 pub(crate) const DEFAULT_SANDBOX: &str = "workspace-write";
 const APPROVAL_POLICIES: &[&str] = &["untrusted", "on-request", "never"];
+const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const MIN_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 const SANDBOXES: &[&str] = &["read-only", "workspace-write", "danger-full-access"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +106,34 @@ impl CodexOptions {
             sandbox: one_of("sandbox", SANDBOXES, DEFAULT_SANDBOX)?,
             request_max_retries: number("requestMaxRetries", 1)?,
             stream_max_retries: number("streamMaxRetries", 1)?,
-            stream_idle_timeout_ms: number("streamIdleTimeoutMs", 60_000)?,
+            stream_idle_timeout_ms: number(
+                "streamIdleTimeoutMs",
+                DEFAULT_STREAM_IDLE_TIMEOUT.as_millis() as u64,
+            )?,
         })
+    }
+
+    /// Unless the run sets `streamIdleTimeoutMs`: at most 60 s, and short enough that
+    /// every attempt at a stalled stream (1 + `streamMaxRetries`) fits in three quarters
+    /// of `liveness_bound` (the shortest liveness limit a model stream must fit in).
+    /// Then codex reports the stall itself ("idle timeout waiting for SSE", a
+    /// `timeout`) before a liveness limit ends the run knowing less: codex shows no sign
+    /// of a stream that started and went silent.
+    pub(crate) fn fit_stream_idle_timeout(
+        &mut self,
+        provider_options: &Value,
+        liveness_bound: Option<Duration>,
+    ) {
+        if provider_options.get("streamIdleTimeoutMs").is_some() {
+            return;
+        }
+        let Some(bound) = liveness_bound.filter(|b| !b.is_zero()) else {
+            return;
+        };
+        let attempts = u32::try_from(self.stream_max_retries.saturating_add(1)).unwrap_or(u32::MAX);
+        let per_attempt =
+            (bound * 3 / 4 / attempts).clamp(MIN_STREAM_IDLE_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT);
+        self.stream_idle_timeout_ms = u64::try_from(per_attempt.as_millis()).unwrap_or(u64::MAX);
     }
 
     /// The env var holding the API key (codex's `env_key`).
@@ -178,6 +207,24 @@ mod tests {
             CodexOptions::from_command(&command(Some("gpt-a"), &[], json!({})), &operator).unwrap();
         assert_eq!(from_command.model.as_deref(), Some("gpt-a"));
         assert_eq!(from_command.api_key_env(), "FAKE_KEY");
+    }
+
+    #[test]
+    fn the_stream_idle_timeout_fits_in_the_liveness_limits_unless_given() {
+        let mut options =
+            CodexOptions::from_command(&command(None, &[], json!({})), &defaults()).unwrap();
+        options.fit_stream_idle_timeout(&json!({}), Some(Duration::from_secs(8)));
+        // 8 s × 3/4 over two attempts (one retry).
+        assert_eq!(options.stream_idle_timeout_ms, 3_000);
+        options.fit_stream_idle_timeout(&json!({}), Some(Duration::from_secs(3600)));
+        assert_eq!(options.stream_idle_timeout_ms, 60_000);
+        options.fit_stream_idle_timeout(&json!({}), Some(Duration::from_millis(100)));
+        assert_eq!(options.stream_idle_timeout_ms, 1_000);
+        let given = json!({"streamIdleTimeoutMs": 9_000});
+        let mut options =
+            CodexOptions::from_command(&command(None, &[], given.clone()), &defaults()).unwrap();
+        options.fit_stream_idle_timeout(&given, Some(Duration::from_secs(8)));
+        assert_eq!(options.stream_idle_timeout_ms, 9_000);
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl Live {
             human_loop,
             stop: stop.clone(),
             session_id: session.clone(),
+            evidence: Default::default(),
         };
         let log = self.log.clone();
         let before_answer = self.before_answer.clone();
@@ -294,13 +295,14 @@ async fn live_failures() {
         (
             "SCN_HANG hi",
             json!({"firstOutputTimeoutMs": 4000}),
-            FailureReason::Timeout,
+            FailureReason::ProviderNoOutput,
         ),
         (
             "SCN_STALL hi",
-            json!({"firstOutputTimeoutMs": 4000, "inactivityTimeoutMs": 4000}),
+            json!({"inactivityTimeoutMs": 4000}),
             FailureReason::Timeout,
         ),
+        ("SCN_CUT hi", json!({}), FailureReason::ProviderError),
     ] {
         let dirs = live.dirs(&format!("fail-{}", &prompt[..8])).await;
         let workspace = dirs.workspace.clone();

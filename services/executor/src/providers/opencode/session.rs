@@ -173,6 +173,10 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         exit_code: None,
     };
     let end = server.session().await;
+    if end == End::Stopped {
+        // Left before the signals too: the supervisor may abort us meanwhile.
+        ctx.report_evidence(server.evidence());
+    }
     server.process.terminate(env.stop_grace).await;
     match &end {
         End::Failed { reason, .. } => {
@@ -182,20 +186,17 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
     }
     match end {
         End::Succeeded => ProviderOutcome::Succeeded,
-        End::Stopped => ProviderOutcome::Stopped,
+        End::Stopped => {
+            if server.exit_code.is_none() {
+                server.exit_code = server.process.try_wait().flatten();
+            }
+            ctx.report_evidence(server.evidence());
+            ProviderOutcome::Stopped
+        }
         End::Failed { reason, detail } => ProviderOutcome::Failed {
             reason,
             detail: server.raw.redact(&detail),
-            evidence: Evidence {
-                stderr_tail: server
-                    .process
-                    .stderr_tail()
-                    .iter()
-                    .map(|line| server.raw.redact(line))
-                    .collect(),
-                raw_lines: server.raw.lines(),
-                exit_code: server.exit_code,
-            },
+            evidence: server.evidence(),
         },
     }
 }
@@ -286,6 +287,20 @@ struct Server<'a> {
 }
 
 impl Server<'_> {
+    /// The stderr tail and the last raw lines (both redacted), and the exit code.
+    fn evidence(&self) -> Evidence {
+        Evidence {
+            stderr_tail: self
+                .process
+                .stderr_tail()
+                .iter()
+                .map(|line| self.raw.redact(line))
+                .collect(),
+            raw_lines: self.raw.lines(),
+            exit_code: self.exit_code,
+        }
+    }
+
     /// Awaits `work` under [`guard`].
     async fn watch<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Halt> {
         guard(
@@ -321,13 +336,12 @@ impl Server<'_> {
     }
 
     /// A liveness limit ran out. No output while a model request is under way means the
-    /// model API hung (connection, headers or a stalled stream): a timeout, not a turn
-    /// without output.
+    /// model API never answered: `provider_no_output`, as on every provider.
     fn expired(&self, failure: LivenessFailure, model_called: bool) -> End {
         let detail = self.liveness.describe(failure);
         match failure {
             LivenessFailure::FirstOutput if model_called => End::failed(
-                FailureReason::Timeout,
+                failure.reason(),
                 format!("the model API did not answer: {detail}"),
             ),
             failure => End::failed(failure.reason(), detail),
@@ -345,7 +359,6 @@ impl Server<'_> {
         if let Err(end) = self.guarded("before answering", health).await {
             return end;
         }
-        self.liveness.handshake_done();
         tracing::debug!("opencode server answers");
 
         let mut events = match self.subscribe(None).await {
@@ -377,6 +390,9 @@ impl Server<'_> {
             Ok(Err(error)) => return self.api_failed("prompting the session", error),
             Err(end) => return end,
         }
+        // The handshake ends with the prompt accepted: the first-output limit measures
+        // the model, not the server's start-up (slow on a loaded machine).
+        self.liveness.handshake_done();
         self.turn(&mut events, &session_id, since_ms).await
     }
 
