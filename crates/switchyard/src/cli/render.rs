@@ -9,8 +9,8 @@ use std::io::{self, Write};
 use switchyard_contracts::RunId;
 use switchyard_contracts::api::RunView;
 use switchyard_contracts::event::{
-    DiagnosticLevel, Evidence, FileChangeKind, HumanLoopDecision, HumanLoopResolver,
-    HumanLoopRequested, RunCompleted, RunEvent, RunEventKind, TerminalStatus, ToolStatus,
+    DiagnosticLevel, Evidence, FileChangeKind, HumanLoopDecision, HumanLoopRequested,
+    HumanLoopResolver, RunCompleted, RunEvent, RunEventKind, TerminalStatus, ToolStatus,
 };
 
 /// Lines of a diff, a tool's input or the evidence shown before "… N more".
@@ -83,7 +83,11 @@ impl<W: Write> Renderer<W> {
                     self.inline = Inline::Reasoning;
                     write!(self.out, "{}thinking: {:#}", s.reasoning, s.reasoning)?;
                 }
-                write!(self.out, "{}{}{:#}", s.reasoning, reasoning.text, s.reasoning)?;
+                write!(
+                    self.out,
+                    "{}{}{:#}",
+                    s.reasoning, reasoning.text, s.reasoning
+                )?;
             }
             RunEventKind::ToolStarted(tool) => {
                 self.tools.insert(tool.call_id.clone(), tool.name.clone());
@@ -386,12 +390,32 @@ mod tests {
             &[
                 ev(1, "message.delta", json!({"messageId": "m", "text": "Hel"})),
                 ev(2, "message.delta", json!({"messageId": "m", "text": "lo"})),
-                ev(3, "message.completed", json!({"messageId": "m", "text": "Hello"})),
-                ev(4, "message.completed", json!({"messageId": "n", "text": "Whole"})),
-                ev(5, "tool.started", json!({"callId": "c", "name": "shell", "input": {"command": "ls"}})),
+                ev(
+                    3,
+                    "message.completed",
+                    json!({"messageId": "m", "text": "Hello"}),
+                ),
+                ev(
+                    4,
+                    "message.completed",
+                    json!({"messageId": "n", "text": "Whole"}),
+                ),
+                ev(
+                    5,
+                    "tool.started",
+                    json!({"callId": "c", "name": "shell", "input": {"command": "ls"}}),
+                ),
                 ev(6, "tool.output", json!({"callId": "c", "output": "a\nb\n"})),
-                ev(7, "tool.completed", json!({"callId": "c", "status": "succeeded", "exitCode": 0})),
-                ev(8, "run.completed", json!({"status": "failed", "reason": "auth_invalid", "detail": "401 from the model", "evidence": {"exitCode": 1, "stderrTail": ["bad key"]}})),
+                ev(
+                    7,
+                    "tool.completed",
+                    json!({"callId": "c", "status": "succeeded", "exitCode": 0}),
+                ),
+                ev(
+                    8,
+                    "run.completed",
+                    json!({"status": "failed", "reason": "auth_invalid", "detail": "401 from the model", "evidence": {"exitCode": 1, "stderrTail": ["bad key"]}}),
+                ),
             ],
             false,
         );

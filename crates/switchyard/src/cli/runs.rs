@@ -322,7 +322,10 @@ pub async fn list(client: &Client, args: &ListArgs) -> anyhow::Result<Exit> {
             output::time(&run.created_at),
             run.failure_reason
                 .map(|r| r.as_str().to_owned())
-                .or_else(|| run.waiting_reason.map(|w| format!("waiting: {}", waiting(w))))
+                .or_else(|| {
+                    run.waiting_reason
+                        .map(|w| format!("waiting: {}", waiting(w)))
+                })
                 .unwrap_or_default(),
         ]);
     }
@@ -351,8 +354,8 @@ pub async fn show(client: &Client, args: &ShowArgs) -> anyhow::Result<Exit> {
         output::json(&body)?;
         return Ok(Exit::Success);
     }
-    let run: RunView = serde_json::from_value(body)
-        .context("the gateway's run is not what the API describes")?;
+    let run: RunView =
+        serde_json::from_value(body).context("the gateway's run is not what the API describes")?;
     output::fields(&[
         ("run", Some(run.run_id.to_string())),
         ("status", Some(run.status.as_str().to_owned())),
@@ -381,7 +384,10 @@ pub async fn show(client: &Client, args: &ShowArgs) -> anyhow::Result<Exit> {
     }
     if !run.status.is_terminal() {
         let pending: HumanLoopRequestList = client
-            .get(&format!("/api/runs/{}/human-loop?status=pending", run.run_id))
+            .get(&format!(
+                "/api/runs/{}/human-loop?status=pending",
+                run.run_id
+            ))
             .await?;
         for request in &pending.requests {
             println!(
@@ -444,8 +450,14 @@ mod tests {
 
     #[test]
     fn options_are_json_when_they_parse_and_strings_otherwise() {
-        assert_eq!(parse_option("timeoutMs=500").unwrap(), ("timeoutMs".into(), json!(500)));
-        assert_eq!(parse_option("mode=fast").unwrap(), ("mode".into(), json!("fast")));
+        assert_eq!(
+            parse_option("timeoutMs=500").unwrap(),
+            ("timeoutMs".into(), json!(500))
+        );
+        assert_eq!(
+            parse_option("mode=fast").unwrap(),
+            ("mode".into(), json!("fast"))
+        );
         assert_eq!(
             parse_option("script=[{\"sleepMs\":1}]").unwrap().1,
             json!([{"sleepMs": 1}])

@@ -226,23 +226,30 @@ mod tests {
 
     #[test]
     fn flags_beat_the_environment_which_beats_the_file_which_beats_the_default() {
-        let setup = Setup::new(Some(
-            "url = \"http://file:1\"\ntoken = \"file-token\"\n",
-        ));
+        let setup = Setup::new(Some("url = \"http://file:1\"\ntoken = \"file-token\"\n"));
         let flags = ClientArgs {
             url: Some("http://flag:1/".into()),
             token: Some("flag-token".into()),
         };
         let env = setup.env(&[(URL_ENV, "http://env:1"), (TOKEN_ENV, "env-token")]);
         let s = resolve(&flags, &env).unwrap();
-        assert_eq!((s.url.as_str(), token(&s)), ("http://flag:1", Some("flag-token")));
+        assert_eq!(
+            (s.url.as_str(), token(&s)),
+            ("http://flag:1", Some("flag-token"))
+        );
         assert_eq!(s.url_source, Source::Flag);
 
         let s = resolve(&ClientArgs::default(), &env).unwrap();
-        assert_eq!((s.url.as_str(), token(&s)), ("http://env:1", Some("env-token")));
+        assert_eq!(
+            (s.url.as_str(), token(&s)),
+            ("http://env:1", Some("env-token"))
+        );
 
         let s = resolve(&ClientArgs::default(), &setup.env(&[(TOKEN_ENV, "")])).unwrap();
-        assert_eq!((s.url.as_str(), token(&s)), ("http://file:1", Some("file-token")));
+        assert_eq!(
+            (s.url.as_str(), token(&s)),
+            ("http://file:1", Some("file-token"))
+        );
         assert!(matches!(s.url_source, Source::File(_)));
 
         let empty = Setup::new(None);
@@ -275,9 +282,12 @@ mod tests {
     #[test]
     fn a_url_that_is_not_http_is_refused_with_its_source() {
         let setup = Setup::new(None);
-        let error = resolve(&ClientArgs::default(), &setup.env(&[(URL_ENV, "127.0.0.1:8080")]))
-            .unwrap_err()
-            .to_string();
+        let error = resolve(
+            &ClientArgs::default(),
+            &setup.env(&[(URL_ENV, "127.0.0.1:8080")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("$SWITCHYARD_URL"), "{error}");
     }
 
