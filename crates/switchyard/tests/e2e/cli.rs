@@ -582,8 +582,8 @@ async fn an_approval_is_asked_inline_on_a_terminal_and_denied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_the_run_and_in_follow_detaches_with_a_cursor_that_resumes() {
-    let h = Harness::start(1, 1).await;
+async fn ctrl_c_stops_the_run_twice_detaches_and_in_follow_detaches_with_a_cursor_that_resumes() {
+    let mut h = Harness::start(1, 1).await;
     let home = tempfile::tempdir().unwrap();
     let sleepy = json!([
         {"message": {"text": "working on it"}},
@@ -639,6 +639,44 @@ async fn ctrl_c_stops_the_run_and_in_follow_detaches_with_a_cursor_that_resumes(
     let stdout = text(&out.stdout);
     assert!(!stdout.contains("working on it"), "{}", describe(&out));
     assert!(stdout.contains("stopped"), "{}", describe(&out));
+
+    // `run --follow`, when the stop cannot go through (no control-plane to take it):
+    // the run goes on, the user is told, and a second Ctrl-C detaches.
+    let args = run_args(
+        &h,
+        json!([{"message": {"text": "working on it"}}, {"sleepMs": 120000}]),
+    );
+    let path = home.path().to_owned();
+    let mut p = tokio::task::spawn_blocking(move || {
+        let mut p = pty(&path, &args);
+        p.exp_string("working on it").unwrap();
+        p
+    })
+    .await
+    .unwrap();
+    // The control-plane is gone before the Ctrl-C, not while the stop is on its way.
+    let gone = switchyard_platform::service::ServiceHandle::new(
+        "control-plane",
+        None,
+        tokio::spawn(async { Ok(()) }),
+    );
+    let control_plane = std::mem::replace(&mut h.control_plane.handle, gone);
+    h.control_plane.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, control_plane.wait())
+        .await
+        .expect("the control-plane stopped in time")
+        .expect("the control-plane stopped cleanly");
+    let (code, shown) = tokio::task::spawn_blocking(move || {
+        p.send_control('c').unwrap();
+        let shown = p.exp_string("Ctrl-C again to detach").unwrap();
+        p.exp_string("could not stop the run").unwrap();
+        p.send_control('c').unwrap();
+        p.exp_string("detached from run").unwrap();
+        (exit_code(&mut p), shown)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 13, "{shown}");
     h.shutdown().await;
 }
 
