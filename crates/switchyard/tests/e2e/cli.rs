@@ -337,6 +337,31 @@ async fn a_scripted_run_followed_to_the_end_prints_its_text_and_exits_0() {
         shown.contains("succeeded") && shown.contains("cli-demo"),
         "{shown}"
     );
+
+    // On a terminal there is colour, unless NO_COLOR says otherwise.
+    let args: Vec<String> = ["runs", "show", &run_id, "--url", &h.base, "--token", TOKEN]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let path = home.path().to_owned();
+    let (coloured, plain) = tokio::task::spawn_blocking(move || {
+        let mut p = pty(&path, &args);
+        let coloured = p.exp_eof().unwrap();
+        let mut command = command(&path, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        command.env("TERM", "xterm").env("NO_COLOR", "1");
+        let mut p = rexpect::session::spawn_command(command, Some(PTY_TIMEOUT_MS)).unwrap();
+        (coloured, p.exp_eof().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(
+        coloured.contains("\u{1b}[") && coloured.contains("succeeded"),
+        "{coloured:?}"
+    );
+    assert!(
+        !plain.contains('\u{1b}') && plain.contains("succeeded"),
+        "{plain:?}"
+    );
     h.shutdown().await;
 }
 
