@@ -122,6 +122,7 @@ impl Provider for NotInstalled {
             name: self.0.as_str().to_owned(),
             installed: false,
             version: None,
+            problem: Some("this build has no implementation of it".to_owned()),
             credentials_configured: None,
         }
     }
@@ -277,8 +278,6 @@ mod tests {
                 "runId": switchyard_contracts::RunId::now_v7(),
                 "provider": name,
                 "prompt": "hi",
-                "credentialEnv": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
-                "providerOptions": {"baseUrl": "http://127.0.0.1:9/v1"},
                 "createdAt": chrono::Utc::now(),
             }))
             .unwrap();

@@ -26,7 +26,8 @@ use switchyard_contracts::dispatch::DispatchOutcome;
 use switchyard_contracts::event::{
     Diagnostic, DiagnosticLevel, Evidence, RunCompleted, RunStarted,
 };
-use switchyard_contracts::{FailureReason, RunCommand, RunEventKind, RunId};
+use switchyard_contracts::provider::{operator_only_message, operator_only_option};
+use switchyard_contracts::{FailureReason, ProviderName, RunCommand, RunEventKind, RunId};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -493,6 +494,17 @@ impl RunDirs {
     }
 }
 
+/// Why the command may not run because of an operator-only `providerOptions` key (see
+/// [`switchyard_contracts::provider::OPERATOR_ONLY_OPTIONS`]), if it has one.
+pub(crate) fn operator_only_option_of(command: &RunCommand) -> Option<String> {
+    let options = command.provider_options.as_object()?;
+    let key = operator_only_option(options.keys().map(String::as_str))?;
+    Some(operator_only_message(
+        &format!("providerOptions.{key}"),
+        ProviderName::parse(&command.provider),
+    ))
+}
+
 /// Prepares the run's directories and conversation, then runs the provider.
 async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>) {
     let run_id = job.run.run_id;
@@ -518,6 +530,16 @@ async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>
         run_id,
     );
     let mut dirs = conversation.dirs();
+    // Where a run's credentials go is the operator's (`executor.credentials`), never
+    // the command's: the control-plane refuses such options, and so does this last
+    // line of defence, before anything is spawned.
+    if let Some(detail) = operator_only_option_of(&job.command) {
+        tracing::warn!(run_id = %run_id, %detail, "refusing a run that names its model endpoint");
+        return (
+            Ending::NotStarted(RunCompleted::failed(FailureReason::ProviderError, detail)),
+            None,
+        );
+    }
     // A given directory replaces only the workspace: the CLI state stays in the
     // conversation's directory, and the cleanup policy only ever deletes that one
     // (`given_workspace` refuses a directory overlapping `workspace_root`).

@@ -73,8 +73,9 @@ pub const SLOW_DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 /// What the fake model does with a conversation, picked by a marker in the user text.
 ///
 /// Markers: `SCN_TOOL` (the default, to switch back in a later turn), `SCN_TEXT`, `SCN_SLOW` (optionally `SCN_SLOW:<deltas>x<millis>`, e.g.
-/// `SCN_SLOW:20x100` = 20 deltas 100 ms apart), `SCN_PATCH`, `SCN_E401`, `SCN_E429`,
-/// `SCN_E500`, `SCN_HANG`, `SCN_STALL`, `SCN_EMPTY`. No marker = [`Scenario::ToolThenText`].
+/// `SCN_SLOW:20x100` = 20 deltas 100 ms apart), `SCN_RUN[[<command>]]`, `SCN_PATCH`,
+/// `SCN_E401`, `SCN_E429`, `SCN_E500`, `SCN_HANG`, `SCN_STALL`, `SCN_EMPTY`. No marker =
+/// [`Scenario::ToolThenText`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     /// Call the shell tool with [`TOOL_COMMAND`]; once the turn holds a tool result,
@@ -82,6 +83,10 @@ pub enum Scenario {
     ToolThenText,
     /// Answer [`TEXT_ANSWER`] in a few deltas.
     Text,
+    /// Like [`Scenario::ToolThenText`], but the shell tool runs the command the marker
+    /// carries (`SCN_RUN[[<command>]]`, see [`run_marker`]) instead of [`TOOL_COMMAND`]:
+    /// what a hostile model would make the agent do.
+    Run,
     /// `deltas` text deltas (`"tick0 "`, `"tick1 "`, …), each after `interval`.
     Slow {
         /// Number of deltas.
@@ -123,6 +128,7 @@ impl Scenario {
                 "TOOL" => Some(Scenario::ToolThenText),
                 "TEXT" => Some(Scenario::Text),
                 "SLOW" => Some(parse_slow(tail)),
+                "RUN" if run_command(tail).is_some() => Some(Scenario::Run),
                 "PATCH" => Some(Scenario::Patch),
                 "E401" => Some(Scenario::E401),
                 "E429" => Some(Scenario::E429),
@@ -149,6 +155,21 @@ impl Scenario {
             _ => None,
         }
     }
+}
+
+/// The marker that makes the model run `command` with the agent's shell tool
+/// ([`Scenario::Run`]). The command must not contain `]]`.
+pub fn run_marker(command: &str) -> String {
+    format!("SCN_RUN{RUN_OPEN}{command}{RUN_CLOSE}")
+}
+
+const RUN_OPEN: &str = "[[";
+const RUN_CLOSE: &str = "]]";
+
+/// The command of a `SCN_RUN` marker, from the text right after `SCN_RUN`.
+fn run_command(tail: &str) -> Option<&str> {
+    let rest = tail.strip_prefix(RUN_OPEN)?;
+    rest.find(RUN_CLOSE).map(|end| &rest[..end])
 }
 
 /// `:<deltas>x<millis>` right after `SCN_SLOW`, else the defaults.
@@ -499,6 +520,20 @@ impl Conversation {
             .unwrap_or(Scenario::ToolThenText)
     }
 
+    /// The command of the last `SCN_RUN` marker of the user texts.
+    fn run_command(&self) -> Option<String> {
+        self.items
+            .iter()
+            .filter_map(|item| match item {
+                Item::UserText(text) => text
+                    .rmatch_indices("SCN_RUN")
+                    .find_map(|(at, _)| run_command(&text[at + "SCN_RUN".len()..])),
+                _ => None,
+            })
+            .next_back()
+            .map(str::to_owned)
+    }
+
     /// Whether a tool result follows the last user text, i.e. the current turn already
     /// ran a tool.
     fn turn_has_tool_result(&self) -> bool {
@@ -721,7 +756,14 @@ fn plan(api: WireApi, scenario: Scenario, conversation: &Conversation) -> (Decis
             None => (Decision::Text, Reply::Text(TEXT_ANSWER.to_owned())),
         },
         _ if after_tool => (Decision::FinalText, Reply::Text(FINAL_ANSWER.to_owned())),
-        _ => match shell_call(api, conversation) {
+        Scenario::Run => {
+            let command = conversation.run_command().unwrap_or_default();
+            match shell_call(api, conversation, &command) {
+                Some(reply) => (tool_decision(&reply), reply),
+                None => (Decision::Text, Reply::Text(TEXT_ANSWER.to_owned())),
+            }
+        }
+        _ => match shell_call(api, conversation, TOOL_COMMAND) {
             Some(reply) => (tool_decision(&reply), reply),
             None => (Decision::Text, Reply::Text(TEXT_ANSWER.to_owned())),
         },
@@ -737,12 +779,12 @@ fn tool_decision(reply: &Reply) -> Decision {
     }
 }
 
-/// The call of the request's shell tool running [`TOOL_COMMAND`].
-fn shell_call(api: WireApi, conversation: &Conversation) -> Option<Reply> {
+/// The call of the request's shell tool running `command`.
+fn shell_call(api: WireApi, conversation: &Conversation, command: &str) -> Option<Reply> {
     match api {
-        WireApi::Responses => responses::shell_call(conversation, TOOL_COMMAND),
-        WireApi::Chat => chat::shell_call(conversation, TOOL_COMMAND),
-        WireApi::Messages => messages::shell_call(conversation, TOOL_COMMAND),
+        WireApi::Responses => responses::shell_call(conversation, command),
+        WireApi::Chat => chat::shell_call(conversation, command),
+        WireApi::Messages => messages::shell_call(conversation, command),
     }
 }
 
@@ -866,6 +908,15 @@ mod tests {
             Some(Scenario::ToolThenText)
         );
         assert_eq!(
+            Scenario::from_text(&format!("please {}", run_marker("cat /etc/hostname"))),
+            Some(Scenario::Run)
+        );
+        assert_eq!(
+            Scenario::from_text("SCN_RUN without a command"),
+            None,
+            "a marker without its command is no marker"
+        );
+        assert_eq!(
             Scenario::from_text("SCN_SLOW please"),
             Some(Scenario::Slow {
                 deltas: SLOW_DEFAULT_DELTAS,
@@ -879,6 +930,20 @@ mod tests {
                 interval: Duration::from_millis(100)
             })
         );
+    }
+
+    #[test]
+    fn the_last_run_marker_names_the_command() {
+        let c = Conversation {
+            items: vec![
+                Item::UserText(run_marker("echo first")),
+                Item::ToolResult,
+                Item::UserText(format!("now {} and nothing else", run_marker("ls -la"))),
+            ],
+            ..Conversation::default()
+        };
+        assert_eq!(c.scenario(), Scenario::Run);
+        assert_eq!(c.run_command().as_deref(), Some("ls -la"));
     }
 
     #[test]

@@ -10,5 +10,6 @@ mod claude;
 mod codex;
 mod common;
 mod conversations;
+mod credentials;
 mod missing_binary;
 mod opencode;

@@ -1,11 +1,12 @@
-//! The run's codex settings: the command's model and credential names plus the
+//! The run's codex settings: the command's model and credential names, the model
+//! endpoint the operator configured (`executor.credentials.codex-app-server.base_url`,
+//! default `https://api.openai.com/v1`; codex POSTs to `{base_url}/responses`), plus the
 //! codex keys of `providerOptions` (camelCase; unknown keys belong to others and are
-//! ignored):
+//! ignored; `baseUrl` is refused before the run gets here):
 //!
 //! | key | default | |
 //! |---|---|---|
 //! | `model` | the command's `model`, else codex's own default | model slug sent to the API |
-//! | `baseUrl` | `https://api.openai.com/v1` | OpenAI Responses API base (codex POSTs to `{baseUrl}/responses`) |
 //! | `approvalPolicy` | `on-request` | `untrusted` (ask before anything not known-safe), `on-request` (the agent asks when it wants to leave the sandbox), `never` |
 //! | `sandbox` | `workspace-write` | `read-only`, `workspace-write`, `danger-full-access` |
 //! | `requestMaxRetries` | 1 | codex's HTTP retries per request |
@@ -18,10 +19,12 @@
 //! read-only one. The retry defaults are small so that a failing model API ends the
 //! run in seconds (codex's own defaults retry for minutes).
 
+use crate::cli::ProviderCredentials;
 use serde_json::Value;
 use switchyard_contracts::RunCommand;
 
-/// The credential the API key is read from when the command names none.
+/// The credential the API key is read from when neither the command nor the operator's
+/// allowance names one.
 pub(crate) const DEFAULT_CREDENTIAL_ENV: &str = "OPENAI_API_KEY";
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub(crate) const DEFAULT_APPROVAL_POLICY: &str = "on-request";
@@ -51,7 +54,12 @@ pub(crate) struct InvalidOption {
 }
 
 impl CodexOptions {
-    pub(crate) fn from_command(command: &RunCommand) -> Result<Self, InvalidOption> {
+    /// `policy` is the operator's allowance for codex: the endpoint, and the credential
+    /// a command naming none gets.
+    pub(crate) fn from_command(
+        command: &RunCommand,
+        policy: &ProviderCredentials,
+    ) -> Result<Self, InvalidOption> {
         let options = &command.provider_options;
         let text = |key: &'static str| -> Result<Option<String>, InvalidOption> {
             match options.get(key) {
@@ -83,14 +91,13 @@ impl CodexOptions {
                 })
             }
         };
-        let credential_env = if command.credential_env.is_empty() {
-            vec![DEFAULT_CREDENTIAL_ENV.to_owned()]
-        } else {
-            command.credential_env.clone()
-        };
+        let credential_env = policy.names_for(&command.credential_env);
         Ok(Self {
             model: text("model")?.or_else(|| command.model.clone()),
-            base_url: text("baseUrl")?.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
+            base_url: policy
+                .base_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
             credential_env,
             approval_policy: one_of("approvalPolicy", APPROVAL_POLICIES, DEFAULT_APPROVAL_POLICY)?,
             sandbox: one_of("sandbox", SANDBOXES, DEFAULT_SANDBOX)?,
@@ -112,6 +119,11 @@ impl CodexOptions {
 mod tests {
     use super::*;
     use serde_json::json;
+    use switchyard_contracts::ProviderName;
+
+    fn defaults() -> ProviderCredentials {
+        ProviderCredentials::defaults(ProviderName::CodexAppServer)
+    }
 
     fn command(model: Option<&str>, credential_env: &[&str], options: Value) -> RunCommand {
         serde_json::from_value(json!({
@@ -127,8 +139,9 @@ mod tests {
     }
 
     #[test]
-    fn defaults() {
-        let options = CodexOptions::from_command(&command(None, &[], json!(null))).unwrap();
+    fn the_defaults() {
+        let options =
+            CodexOptions::from_command(&command(None, &[], json!(null)), &defaults()).unwrap();
         assert_eq!(options.model, None);
         assert_eq!(options.base_url, DEFAULT_BASE_URL);
         assert_eq!(options.api_key_env(), "OPENAI_API_KEY");
@@ -139,38 +152,47 @@ mod tests {
     }
 
     #[test]
-    fn provider_options_win_over_the_command() {
-        let options = CodexOptions::from_command(&command(
-            Some("gpt-a"),
-            &["FAKE_KEY", "OTHER"],
-            json!({"model": "gpt-b", "baseUrl": "http://127.0.0.1:9/v1", "approvalPolicy": "untrusted",
-                   "sandbox": "read-only", "streamIdleTimeoutMs": 2000, "timeoutMs": 5}),
-        ))
+    fn provider_options_win_over_the_command_and_the_endpoint_is_the_operators() {
+        let operator = ProviderCredentials {
+            env: vec!["FAKE_KEY".into(), "OTHER".into()],
+            base_url: Some("http://127.0.0.1:4000/v1".into()),
+        };
+        let options = CodexOptions::from_command(
+            &command(
+                Some("gpt-a"),
+                &["FAKE_KEY", "OTHER"],
+                json!({"model": "gpt-b", "approvalPolicy": "untrusted",
+                       "sandbox": "read-only", "streamIdleTimeoutMs": 2000, "timeoutMs": 5}),
+            ),
+            &operator,
+        )
         .unwrap();
         assert_eq!(options.model.as_deref(), Some("gpt-b"));
-        assert_eq!(options.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(options.base_url, "http://127.0.0.1:4000/v1");
         assert_eq!(options.api_key_env(), "FAKE_KEY");
         assert_eq!(options.credential_env.len(), 2);
         assert_eq!(options.approval_policy, "untrusted");
         assert_eq!(options.sandbox, "read-only");
         assert_eq!(options.stream_idle_timeout_ms, 2000);
         let from_command =
-            CodexOptions::from_command(&command(Some("gpt-a"), &[], json!({}))).unwrap();
+            CodexOptions::from_command(&command(Some("gpt-a"), &[], json!({})), &operator).unwrap();
         assert_eq!(from_command.model.as_deref(), Some("gpt-a"));
+        assert_eq!(from_command.api_key_env(), "FAKE_KEY");
     }
 
     #[test]
     fn bad_values_name_the_key() {
-        let error =
-            CodexOptions::from_command(&command(None, &[], json!({"approvalPolicy": "yolo"})))
-                .unwrap_err();
+        let error = CodexOptions::from_command(
+            &command(None, &[], json!({"approvalPolicy": "yolo"})),
+            &defaults(),
+        )
+        .unwrap_err();
         assert_eq!(error.key, "approvalPolicy");
-        let error =
-            CodexOptions::from_command(&command(None, &[], json!({"requestMaxRetries": -1})))
-                .unwrap_err();
+        let error = CodexOptions::from_command(
+            &command(None, &[], json!({"requestMaxRetries": -1})),
+            &defaults(),
+        )
+        .unwrap_err();
         assert_eq!(error.key, "requestMaxRetries");
-        let error =
-            CodexOptions::from_command(&command(None, &[], json!({"baseUrl": 3}))).unwrap_err();
-        assert_eq!(error.key, "baseUrl");
     }
 }

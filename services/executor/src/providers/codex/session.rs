@@ -9,6 +9,7 @@
 
 use super::failure;
 use super::home;
+use super::noise;
 use super::options::CodexOptions;
 use super::protocol::{
     self, CommandApproval, FileChangeApproval, Incoming, METHOD_NOT_FOUND, ThreadResult,
@@ -29,7 +30,7 @@ use switchyard_contracts::event::{
     Diagnostic, DiagnosticLevel, Evidence, FileChanged, HumanLoopKind, MessageCompleted,
     MessageDelta, ReasoningDelta, ToolOutput, ToolStarted,
 };
-use switchyard_contracts::{FailureReason, RunEventKind};
+use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 
 /// The executable looked up on the search path.
 pub(crate) const PROGRAM: &str = "codex";
@@ -59,18 +60,23 @@ pub(crate) fn app_server_args() -> Vec<String> {
 
 /// Runs one run to its end.
 pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
-    let options = match CodexOptions::from_command(&ctx.command) {
+    let policy = env.policy(ProviderName::CodexAppServer);
+    let options = match CodexOptions::from_command(&ctx.command, &policy) {
         Ok(options) => options,
         Err(invalid) => {
             return ProviderOutcome::failed(FailureReason::ProviderError, invalid.to_string());
         }
     };
-    let (program, credentials) = match env.preflight(PROGRAM, &options.credential_env) {
+    let (program, credentials) = match env.preflight(
+        ProviderName::CodexAppServer,
+        PROGRAM,
+        &options.credential_env,
+    ) {
         Ok(ready) => (ready.program, ready.credentials),
         Err(outcome) => return outcome,
     };
     let codex_home = home::codex_home(&ctx.dirs.state);
-    if let Err(error) = home::prepare(&codex_home, &options).await {
+    if let Err(error) = home::prepare(&env.state_files(&ctx.dirs), &options).await {
         return ProviderOutcome::failed(
             FailureReason::ProviderError,
             format!("cannot write {}: {error}", codex_home.display()),
@@ -93,7 +99,7 @@ pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
         cwd: ctx.workspace.clone(),
         stdin_piped: true,
     };
-    let process = match CliProcess::spawn(command, &env.credentials) {
+    let process = match env.spawn(command, &ctx.dirs).await {
         Ok(process) => process,
         Err(error) => return env.spawn_failure(PROGRAM, error),
     };
@@ -599,6 +605,7 @@ impl Session {
                     .process
                     .stderr_tail()
                     .iter()
+                    .filter(|line| !noise::is_benign(line))
                     .map(|line| strip_ansi(line))
                     .collect(),
                 raw_lines: self.raw.iter().cloned().collect(),
@@ -651,6 +658,9 @@ impl Session {
     }
 
     fn keep_raw(&mut self, line: &str) {
+        if noise::is_benign(line) {
+            return;
+        }
         if self.raw.len() == RAW_LINES {
             self.raw.pop_front();
         }
