@@ -5,6 +5,7 @@
 mod approvals;
 mod bad_input;
 mod budget;
+mod cli;
 mod control;
 mod control_plane_crash;
 mod crash;
