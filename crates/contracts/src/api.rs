@@ -2,8 +2,8 @@
 //! executor's standalone provider-run API.
 
 use crate::RunId;
-use crate::ids::{AppId, ExecutorId, HumanLoopRequestId, ProfileName};
 use crate::event::{FailureReason, HumanLoopDecision, HumanLoopResolver, RunStatus};
+use crate::ids::{AppId, ExecutorId, HumanLoopRequestId, ProfileName};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -199,6 +199,15 @@ macro_rules! string_id {
             }
         }
 
+        // Read-only access to the text (there is no `DerefMut`, so the rule holds).
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -430,8 +439,7 @@ mod tests {
             assert_eq!(InvalidId::from_message(&error.to_string()), Some(error));
         }
         assert_eq!(
-            InvalidId::from_message(&format!("an app id {NAME_CHARS}"))
-                .map(InvalidId::rule),
+            InvalidId::from_message(&format!("an app id {NAME_CHARS}")).map(InvalidId::rule),
             Some(NAME_CHARS)
         );
         for other in [

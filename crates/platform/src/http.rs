@@ -510,9 +510,10 @@ mod tests {
 
     #[test]
     fn decoded_values_answer_like_the_extractor() {
-        let error =
-            decode_value::<CreatePrincipalRequest>(json!({"name": "n", "role": "viewer", "apps": ["ok", "x.y"]}))
-                .unwrap_err();
+        let error = decode_value::<CreatePrincipalRequest>(
+            json!({"name": "n", "role": "viewer", "apps": ["ok", "x.y"]}),
+        )
+        .unwrap_err();
         assert_eq!(error.code, "invalid_request");
         assert_eq!(error.message, format!("`apps[1]` {APP_RULE}"));
         assert!(!error.message.contains("x.y"), "{}", error.message);

@@ -285,7 +285,7 @@ async fn an_endpoint_is_refused_in_requests_apps_profiles_and_stored_defaults() 
     store::apps::upsert(
         &h.db.pool,
         store::apps::AppRecord {
-            app_id: "old",
+            app_id: &"old".parse().unwrap(),
             name: "old",
             runtime_defaults: &defaults,
             execution_profiles: &Default::default(),
