@@ -234,6 +234,18 @@ macro_rules! string_id {
             }
         }
 
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
         impl PartialEq<$name> for str {
             fn eq(&self, other: &$name) -> bool {
                 self == other.0
@@ -293,6 +305,34 @@ string_id!(
     IdKind::HumanLoopRequest,
     "One human-loop request of a run, chosen by the executor that asks it."
 );
+
+/// The text of a fresh id made of `prefix` and random hex digits (`hex_digits` of
+/// them, at most 32). Valid for every kind whose prefix is.
+fn fresh(prefix: &str, hex_digits: usize) -> String {
+    let hex = Uuid::new_v4().simple().to_string();
+    format!("{prefix}{}", &hex[..hex_digits.min(hex.len())])
+}
+
+impl ExecutorId {
+    /// `exec-` and 8 random hex digits: the id of an executor that was not given one.
+    pub fn generate() -> Self {
+        Self(fresh("exec-", 8))
+    }
+}
+
+impl WorkerId {
+    /// `mgr-` and 8 random hex digits: the id of a manager that was not given one.
+    pub fn generate() -> Self {
+        Self(fresh("mgr-", 8))
+    }
+}
+
+impl HumanLoopRequestId {
+    /// `hl-` and 32 random hex digits: a new request of a run.
+    pub fn generate() -> Self {
+        Self(fresh("hl-", 32))
+    }
+}
 
 /// A UUID id: the same on the wire and in its schema as a plain UUID.
 macro_rules! uuid_id {
@@ -459,6 +499,23 @@ mod tests {
             serde_json::from_str(r#"{"fast": 1, "slow": 2}"#).unwrap();
         assert_eq!(map.get("fast"), Some(&1));
         assert!(serde_json::from_str::<BTreeMap<ProfileName, u8>>(r#"{"a b": 1}"#).is_err());
+    }
+
+    #[test]
+    fn generated_ids_follow_their_rule_and_differ() {
+        let (a, b) = (ExecutorId::generate(), ExecutorId::generate());
+        assert!(a.starts_with("exec-") && a.len() == 13, "{a}");
+        assert_ne!(a, b);
+        let worker = WorkerId::generate();
+        assert!(worker.starts_with("mgr-") && worker.len() == 12, "{worker}");
+        let request = HumanLoopRequestId::generate();
+        assert!(
+            request.starts_with("hl-") && request.len() == 35,
+            "{request}"
+        );
+        for text in [a.as_str(), worker.as_str(), request.as_str()] {
+            assert!(IdKind::Executor.accepts(text), "{text}");
+        }
     }
 
     #[test]

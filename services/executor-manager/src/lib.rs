@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_contracts::{InvalidId, WorkerId, subjects};
+use switchyard_contracts::{WorkerId, subjects};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::http::{self, health_routes, nats_ready, with_common_layers};
 use switchyard_platform::nats::{self as platform_nats, Resources};
@@ -46,10 +46,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<ServiceHandle> {
     let settings = Arc::new(config.executor_manager.clone());
-    let worker_id = match settings.worker_id.clone() {
-        Some(id) => id,
-        None => generate_worker_id().context("generating a worker id")?,
-    };
+    let worker_id = settings
+        .worker_id
+        .clone()
+        .unwrap_or_else(WorkerId::generate);
 
     let client = platform_nats::connect(&config.nats, "switchyard-executor-manager").await?;
     let js = jetstream::new(client.clone());
@@ -137,21 +137,4 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 /// [`start`], then waits until the service has shut down.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     start(config, shutdown).await?.wait().await
-}
-
-fn generate_worker_id() -> Result<WorkerId, InvalidId> {
-    let hex = uuid::Uuid::new_v4().simple().to_string();
-    WorkerId::try_from(format!("mgr-{}", &hex[..8]))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn generated_worker_ids_are_short_and_distinct() {
-        let a = super::generate_worker_id().unwrap();
-        let b = super::generate_worker_id().unwrap();
-        assert_eq!(a.len(), 12);
-        assert!(a.starts_with("mgr-"));
-        assert_ne!(a, b);
-    }
 }
