@@ -465,7 +465,7 @@ async fn a_follow_up_under_another_app_is_refused() {
     assert_eq!(command.credential_env, ["ANTHROPIC_API_KEY"]);
     assert_eq!(command.provider_options["permissionMode"], "default");
     assert!(
-        !command.provider_options.contains_key("approvalPolicy"),
+        command.provider_options.get("approvalPolicy").is_none(),
         "nothing of the other app's settings: {:?}",
         command.provider_options
     );
