@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/bench.sh — THE benchmark command: issue 5's figures next to their raw baselines.
+# scripts/bench.sh — THE benchmark command: the performance figures next to their raw baselines.
 #
 # Usage: scripts/bench.sh [--quick] [--json PATH] [--only NAME,...]
 #

@@ -1,5 +1,5 @@
 //! `switchyard-bench`: starts the platform against a private nats-server and a fresh
-//! Postgres database and measures, in one run, the figures of issue 5 next to the raw
+//! Postgres database and measures, in one run, the performance figures next to the raw
 //! baselines that bound them (JetStream publish and replay, Postgres commits, a bare
 //! axum SSE server), measured on the same servers in the same run. Prints a table and
 //! writes everything as JSON. `--quick` is a tiny load of each (what CI runs).
@@ -56,7 +56,7 @@ pub const FIGURES: &[Spec] = &[
 ];
 
 /// The raw path that bounds each figure it exists for: the design's own work with
-/// nothing of Switchyard (docs/performance.md, "What bounds the goals not met").
+/// nothing of Switchyard (docs/performance.md, "What bounds each figure").
 const BOUNDS: &[(&str, &str)] = &[
     (throughput::RUNS.name, run_path::RUN_PATH.0),
     (latency::P50.name, latency_path::P50.0),

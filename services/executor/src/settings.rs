@@ -33,7 +33,8 @@ pub struct ExecutorSettings {
     pub capacity: u32,
     /// Presence heartbeat period; must stay well below the `EXECUTORS` bucket's max age.
     pub heartbeat_ms: u64,
-    /// Parent directory of the per-run workspaces (`<workspace_root>/<run_id>`).
+    /// Parent directory of the runs' directories (`<workspace_root>/<conversation or run
+    /// id>/{workspace,state}`, see `cli::workdirs`) and of `.run-hosts/` and `.start-check/`.
     /// Default: `<current dir>/.local/workspaces` (a data directory: codex refuses to set
     /// up its helpers under the system's temporary directory).
     pub workspace_root: PathBuf,

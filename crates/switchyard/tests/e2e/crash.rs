@@ -1,4 +1,4 @@
-//! An executor crash (issue 4, item 3): an executor process is killed with SIGKILL
+//! An executor crash: an executor process is killed with SIGKILL
 //! while its run waits for a human. The run lives in a run host that outlives the
 //! executor, so the approval stays answerable through the gateway; the executor,
 //! restarted under its id, adopts the host, and the reconciler leaves the run alone
