@@ -3,6 +3,7 @@
 
 use crate::RunId;
 use crate::event::{FailureReason, HumanLoopDecision, HumanLoopResolver, RunStatus};
+use crate::ids::{AppId, ExecutorId, HumanLoopRequestId, ProfileName};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -42,23 +43,23 @@ pub struct RuntimeDefaults {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegisterAppRequest {
-    pub app_id: String,
+    pub app_id: AppId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default)]
     pub runtime_defaults: RuntimeDefaults,
     /// Named execution profiles; each overrides the app defaults it sets.
     #[serde(default)]
-    pub execution_profiles: BTreeMap<String, RuntimeDefaults>,
+    pub execution_profiles: BTreeMap<ProfileName, RuntimeDefaults>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppView {
-    pub app_id: String,
+    pub app_id: AppId,
     pub name: String,
     pub runtime_defaults: RuntimeDefaults,
-    pub execution_profiles: BTreeMap<String, RuntimeDefaults>,
+    pub execution_profiles: BTreeMap<ProfileName, RuntimeDefaults>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -73,9 +74,9 @@ pub struct AppList {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartRunRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_profile: Option<String>,
+    pub execution_profile: Option<ProfileName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,9 +117,9 @@ pub struct RunView {
     /// The conversation the run belongs to (its own run id when it started one).
     pub conversation_id: RunId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_profile: Option<String>,
+    pub execution_profile: Option<ProfileName>,
     pub provider: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -134,7 +135,7 @@ pub struct RunView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub executor_id: Option<String>,
+    pub executor_id: Option<ExecutorId>,
     /// `seq` of the last event the projection has applied.
     pub last_event_seq: u64,
     pub stream_url: String,
@@ -196,7 +197,7 @@ pub struct StopRunResponse {
 pub struct HumanLoopReplyRequest {
     /// The request being answered; without it, the run's oldest pending request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    pub request_id: Option<HumanLoopRequestId>,
     pub decision: HumanLoopDecision,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -221,7 +222,7 @@ pub struct HumanLoopRequestList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HumanLoopRequestView {
-    pub request_id: String,
+    pub request_id: HumanLoopRequestId,
     /// `command`, `file_change` or `permission`; empty while only the resolution is known.
     pub kind: String,
     pub prompt: String,
@@ -273,7 +274,7 @@ pub struct ProviderView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderExecutor {
-    pub executor_id: String,
+    pub executor_id: ExecutorId,
     /// Version of the provider's CLI there (`null` when the executor did not report it).
     #[serde(default)]
     pub version: Option<String>,
@@ -282,7 +283,7 @@ pub struct ProviderExecutor {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderUnavailable {
-    pub executor_id: String,
+    pub executor_id: ExecutorId,
     /// Why the provider cannot run there (`null` when the executor did not say).
     #[serde(default)]
     pub problem: Option<String>,

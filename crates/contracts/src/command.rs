@@ -2,6 +2,7 @@
 //! executor-manager worker hands to an executor.
 
 use crate::RunId;
+use crate::ids::{AppId, ExecutorId, ProfileName};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,9 +21,9 @@ pub struct RunCommand {
     pub model: Option<String>,
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution_profile: Option<String>,
+    pub execution_profile: Option<ProfileName>,
     /// Provider-specific options (for `scripted`: the script).
     #[serde(default)]
     pub provider_options: serde_json::Value,
@@ -41,7 +42,7 @@ pub struct RunCommand {
     /// The executor that ran the conversation's latest run: the manager tries it first
     /// when it has a free slot, because the workspace and session state are there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preferred_executor: Option<String>,
+    pub preferred_executor: Option<ExecutorId>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -68,6 +69,9 @@ mod tests {
         json["preferredExecutor"] = "exec-1".into();
         let command: RunCommand = serde_json::from_value(json).unwrap();
         assert_eq!(Some(command.run_id), command.conversation_id);
-        assert_eq!(command.preferred_executor.as_deref(), Some("exec-1"));
+        assert_eq!(
+            command.preferred_executor.as_ref().map(ExecutorId::as_str),
+            Some("exec-1")
+        );
     }
 }

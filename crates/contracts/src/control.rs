@@ -2,6 +2,7 @@
 //! executor that owns the run.
 
 use crate::event::HumanLoopDecision;
+use crate::ids::HumanLoopRequestId;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,7 @@ pub enum ControlRequest {
     #[serde(rename_all = "camelCase")]
     HumanLoopReply {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        request_id: Option<String>,
+        request_id: Option<HumanLoopRequestId>,
         decision: HumanLoopDecision,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,

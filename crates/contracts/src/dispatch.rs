@@ -2,6 +2,7 @@
 //! executor-manager worker to the executor it picked.
 
 use crate::command::RunCommand;
+use crate::ids::WorkerId;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,7 @@ pub struct DispatchRequest {
     pub command: RunCommand,
     /// The run's overall timeout, resolved by the executor-manager.
     pub timeout_ms: u64,
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub position: EventPosition,
 }
 

@@ -5,6 +5,7 @@
 //! executor-manager or executor).
 
 use crate::RunId;
+use crate::ids::{AppId, ExecutorId, HumanLoopRequestId, WorkerId};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -126,13 +127,13 @@ pub struct RunQueued {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunClaimed {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     /// How many times the work queue has delivered this command (1 on the first claim).
     pub attempt: u64,
 }
@@ -140,7 +141,7 @@ pub struct RunClaimed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunDispatched {
-    pub executor_id: String,
+    pub executor_id: ExecutorId,
     pub timeout_ms: u64,
 }
 
@@ -367,7 +368,7 @@ pub enum HumanLoopKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HumanLoopRequested {
-    pub request_id: String,
+    pub request_id: HumanLoopRequestId,
     pub kind: HumanLoopKind,
     /// One line a human can decide on ("Run `rm -rf build`?").
     pub prompt: String,
@@ -400,7 +401,7 @@ pub enum HumanLoopResolver {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HumanLoopResolved {
-    pub request_id: String,
+    pub request_id: HumanLoopRequestId,
     pub decision: HumanLoopDecision,
     pub resolved_by: HumanLoopResolver,
     #[serde(default, skip_serializing_if = "Option::is_none")]

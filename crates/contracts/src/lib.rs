@@ -13,6 +13,7 @@ pub mod command;
 pub mod control;
 pub mod dispatch;
 pub mod event;
+pub mod ids;
 pub mod presence;
 pub mod principals;
 pub mod provider;
@@ -21,6 +22,9 @@ pub mod subjects;
 
 pub use command::RunCommand;
 pub use event::{FailureReason, RunEvent, RunEventKind, RunStatus, TerminalStatus};
+pub use ids::{
+    AppId, ExecutorId, HumanLoopRequestId, InvalidId, PrincipalId, ProfileName, TokenId, WorkerId,
+};
 pub use provider::ProviderName;
 
 /// A run's identity. UUIDv7, so ids sort by creation time in logs and listings.

@@ -1,6 +1,7 @@
 //! Executor presence: one record per live executor in the `EXECUTORS` KV bucket, kept
 //! alive by heartbeats and expired by the bucket's TTL when an executor dies.
 
+use crate::ids::ExecutorId;
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutorPresence {
-    pub executor_id: String,
+    pub executor_id: ExecutorId,
     /// Switchyard version of the executor binary.
     pub version: String,
     /// Runs it accepts at once.

@@ -4,10 +4,10 @@
 //! [`crate::subjects::PRINCIPAL_CHANGED`]).
 
 use crate::auth::Role;
+use crate::ids::{AppId, PrincipalId, TokenId};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 /// `POST /api/principals`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -18,14 +18,14 @@ pub struct CreatePrincipalRequest {
     pub role: Role,
     /// Apps the principal is a member of (what developers and viewers may see).
     #[serde(default)]
-    pub apps: Vec<String>,
+    pub apps: Vec<AppId>,
 }
 
 /// `PUT /api/principals/{id}/apps`: replaces the memberships.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetPrincipalAppsRequest {
-    pub apps: Vec<String>,
+    pub apps: Vec<AppId>,
 }
 
 /// `PUT /api/principals/{id}/role`.
@@ -39,7 +39,7 @@ pub struct SetPrincipalRoleRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenView {
-    pub id: Uuid,
+    pub id: TokenId,
     pub created_at: DateTime<Utc>,
     #[serde(default)]
     pub revoked_at: Option<DateTime<Utc>>,
@@ -48,10 +48,10 @@ pub struct TokenView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrincipalView {
-    pub id: Uuid,
+    pub id: PrincipalId,
     pub name: String,
     pub role: Role,
-    pub apps: Vec<String>,
+    pub apps: Vec<AppId>,
     pub created_at: DateTime<Utc>,
     /// Present in listings and `GET /api/principals/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,7 +64,7 @@ pub struct PrincipalView {
 pub struct CreatedPrincipal {
     #[serde(flatten)]
     pub principal: PrincipalView,
-    pub token_id: Uuid,
+    pub token_id: TokenId,
     /// The only time the plaintext token is shown.
     pub token: String,
 }
@@ -73,7 +73,7 @@ pub struct CreatedPrincipal {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedToken {
-    pub token_id: Uuid,
+    pub token_id: TokenId,
     /// The only time the plaintext token is shown.
     pub token: String,
 }
@@ -103,9 +103,9 @@ pub struct ResolveTokenRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolveTokenResponse {
-    pub principal_id: Uuid,
+    pub principal_id: PrincipalId,
     pub role: Role,
-    pub apps: Vec<String>,
+    pub apps: Vec<AppId>,
 }
 
 /// Core NATS notice, published by the control-plane after a change to a principal's
@@ -115,5 +115,5 @@ pub struct ResolveTokenResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrincipalChanged {
-    pub principal_id: Uuid,
+    pub principal_id: PrincipalId,
 }

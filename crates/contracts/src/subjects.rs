@@ -2,6 +2,7 @@
 //! that a rename happens in one place and operators can rely on the documented shapes.
 
 use crate::RunId;
+use crate::ids::ExecutorId;
 
 /// Work-queue stream holding run commands until an executor-manager worker dispatches them.
 pub const RUN_COMMANDS_STREAM: &str = "RUN_COMMANDS";
@@ -36,7 +37,7 @@ pub fn run_control(run_id: &RunId) -> String {
 }
 
 /// `executors.<executor_id>.dispatch`: core request/reply to hand a run to an executor.
-pub fn executor_dispatch(executor_id: &str) -> String {
+pub fn executor_dispatch(executor_id: &ExecutorId) -> String {
     format!("executors.{executor_id}.dispatch")
 }
 
@@ -54,26 +55,3 @@ pub fn event_msg_id(run_id: &RunId, seq: u64) -> String {
 pub const HEADER_EVENT_TYPE: &str = "Switchyard-Event-Type";
 /// Header carrying the run id on commands and events.
 pub const HEADER_RUN_ID: &str = "Switchyard-Run-Id";
-
-/// True when `token` can be used as one subject token (no wildcards, separators or
-/// whitespace). Executor ids and provider names end up in subjects, so they are checked.
-pub fn is_subject_token(token: &str) -> bool {
-    !token.is_empty()
-        && token.len() <= 128
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subject_tokens_reject_wildcards_and_separators() {
-        assert!(is_subject_token("exec-1_a"));
-        for bad in ["", "a.b", "*", ">", "a b", "é"] {
-            assert!(!is_subject_token(bad), "{bad:?} must be rejected");
-        }
-    }
-}

@@ -10,11 +10,14 @@ use axum::routing::get;
 use axum::{Router, middleware};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_contracts::InvalidId;
 use switchyard_contracts::api::{ErrorBody, ErrorDetail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -128,6 +131,11 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if let JsonRejection::JsonDataError(error) = &rejection
+        && let Some(error) = invalid_id_in(error)
+    {
+        return error;
+    }
     let status = rejection.status();
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
@@ -143,6 +151,72 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         other => other.body_text(),
     };
     ApiError::new(status, code, message)
+}
+
+/// Decodes a JSON value taken from a request body, answering like [`Json`] does: an id
+/// that breaks its rule is 400 `invalid_request` naming the field, any other mismatch
+/// 422 `invalid_body`.
+pub fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        invalid_id(&e).unwrap_or_else(|| {
+            ApiError::unprocessable("invalid_body", format!("the body has the wrong shape: {e}"))
+        })
+    })
+}
+
+/// [`invalid_id`] for the decoding error somewhere in `error`'s source chain (axum keeps
+/// it behind its rejection).
+fn invalid_id_in(error: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            return invalid_id(error);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// 400 `invalid_request` when a body failed to decode because one of its ids broke
+/// its rule ([`switchyard_contracts::ids`]): the message names the field and the rule
+/// in our words, without serde's wording, position or the rejected value.
+pub fn invalid_id(error: &serde_path_to_error::Error<serde_json::Error>) -> Option<ApiError> {
+    let inner = error.inner();
+    let text = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    let id = InvalidId::from_message(text.strip_suffix(&position).unwrap_or(&text))?;
+    let mut path: Vec<&Segment> = error.path().iter().collect();
+    // A map key that breaks the rule is the id in error (an id inside the value would
+    // add a segment of its own); the message names the map, not the rejected key.
+    let bad_key = matches!(path.last(), Some(Segment::Map { key }) if !id.kind().accepts(key));
+    if bad_key {
+        path.pop();
+    }
+    let message = match (field(&path), bad_key) {
+        (Some(field), false) => format!("`{field}` {}", id.rule()),
+        (Some(field), true) => format!("the keys of `{field}` {}", id.rule()),
+        (None, _) => id.to_string(),
+    };
+    Some(ApiError::bad_request("invalid_request", message))
+}
+
+/// The field a decoding error is at, as the client wrote it (`appId`, `apps[2]`,
+/// `executionProfiles.fast.provider`); `None` at the top level.
+fn field(path: &[&Segment]) -> Option<String> {
+    let mut field = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(key);
+            }
+            Segment::Enum { .. } | Segment::Unknown => break,
+        }
+    }
+    (!field.is_empty()).then_some(field)
 }
 
 /// A raw body that could not be read: 413 `body_too_large` over the limit, otherwise
@@ -393,6 +467,72 @@ pub async fn serve(
 mod tests {
     use super::*;
     use axum::http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+    use serde_json::json;
+    use switchyard_contracts::api::{HumanLoopReplyRequest, RegisterAppRequest};
+    use switchyard_contracts::principals::CreatePrincipalRequest;
+
+    const APP_RULE: &str = "must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`";
+
+    async fn extract(body: serde_json::Value) -> Result<RegisterAppRequest, ApiError> {
+        let request = Request::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        Json::<RegisterAppRequest>::from_request(request, &())
+            .await
+            .map(|Json(body)| body)
+    }
+
+    #[tokio::test]
+    async fn a_bad_id_in_a_body_names_the_field_in_our_words() {
+        let error = extract(json!({"appId": "bad id with spaces"}))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.code, "invalid_request");
+        assert_eq!(error.message, format!("`appId` {APP_RULE}"));
+
+        let error = extract(json!({"appId": "a", "executionProfiles": {"no good": {}}}))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, "invalid_request");
+        assert_eq!(
+            error.message,
+            format!("the keys of `executionProfiles` {APP_RULE}")
+        );
+
+        // Not an id problem: the shape error it always was.
+        let error = extract(json!({"appId": 5})).await.unwrap_err();
+        assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error.code, "invalid_body");
+        assert!(extract(json!({"appId": "a-1_B"})).await.is_ok());
+    }
+
+    #[test]
+    fn decoded_values_answer_like_the_extractor() {
+        let error = decode_value::<CreatePrincipalRequest>(
+            json!({"name": "n", "role": "viewer", "apps": ["ok", "x.y"]}),
+        )
+        .unwrap_err();
+        assert_eq!(error.code, "invalid_request");
+        assert_eq!(error.message, format!("`apps[1]` {APP_RULE}"));
+        assert!(!error.message.contains("x.y"), "{}", error.message);
+
+        let error = decode_value::<HumanLoopReplyRequest>(
+            json!({"requestId": "r 1", "decision": "approve"}),
+        )
+        .unwrap_err();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error.message,
+            "`requestId` must be 1-128 characters of A-Z, a-z, 0-9, `_` and `-`"
+        );
+
+        let error = decode_value::<HumanLoopReplyRequest>(json!({"decision": "approve", "x": 1}))
+            .unwrap_err();
+        assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error.code, "invalid_body");
+    }
 
     #[test]
     fn only_the_exact_secret_matches() {

@@ -25,10 +25,10 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
-use switchyard_contracts::RunId;
 pub use switchyard_contracts::auth::{
     APPS_HEADER, INTERNAL_HEADER_PREFIX, PRINCIPAL_HEADER, ROLE_HEADER, Role,
 };
+use switchyard_contracts::{AppId, RunId};
 use switchyard_platform::http::{ApiError, secret_matches};
 
 use crate::http::AppState;
@@ -40,10 +40,13 @@ pub const INTERNAL_PRINCIPAL: &str = "internal";
 /// The caller of a request, as the gateway authenticated it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
+    /// Who is calling: a registered principal's id, or the name of a built-in caller
+    /// (the gateway's `admin` and `anonymous`, [`INTERNAL_PRINCIPAL`]). Stored as the
+    /// `created_by` of the runs the caller starts.
     pub id: String,
     pub role: Role,
     /// Apps the principal is a member of (only consulted for developers and viewers).
-    pub apps: Vec<String>,
+    pub apps: Vec<AppId>,
 }
 
 impl Actor {
@@ -55,8 +58,9 @@ impl Actor {
         }
     }
 
-    /// Reads the gateway's headers. `None` when a role header is present but unusable
-    /// (the gateway never sends that, so the request is refused).
+    /// Reads the gateway's headers. `None` when a role header is present but the
+    /// headers are unusable (an unknown role, no principal, an app id that breaks its
+    /// rule): the gateway never sends that, so the request is refused.
     pub fn from_headers(headers: &HeaderMap) -> Option<Actor> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let Some(role) = headers.get(ROLE_HEADER) else {
@@ -71,8 +75,8 @@ impl Actor {
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(str::to_owned)
-            .collect();
+            .map(|a| a.parse().ok())
+            .collect::<Option<_>>()?;
         Some(Actor { id, role, apps })
     }
 
@@ -82,20 +86,20 @@ impl Actor {
     }
 
     /// The app filter for listings: `None` = all apps.
-    pub fn app_scope(&self) -> Option<&[String]> {
+    pub fn app_scope(&self) -> Option<&[AppId]> {
         (!self.sees_everything()).then_some(self.apps.as_slice())
     }
 
-    pub fn is_member(&self, app_id: &str) -> bool {
-        self.apps.iter().any(|a| a == app_id)
+    pub fn is_member(&self, app_id: &AppId) -> bool {
+        self.apps.contains(app_id)
     }
 
-    pub fn may_see_app(&self, app_id: &str) -> bool {
+    pub fn may_see_app(&self, app_id: &AppId) -> bool {
         self.sees_everything() || self.is_member(app_id)
     }
 
     /// A run of `app_id` started by `created_by`.
-    pub fn may_see_run(&self, app_id: Option<&str>, created_by: Option<&str>) -> bool {
+    pub fn may_see_run(&self, app_id: Option<&AppId>, created_by: Option<&str>) -> bool {
         if self.sees_everything() {
             return true;
         }
@@ -196,7 +200,7 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
     {
         match store::runs::owner(&state.pool, run_id).await {
             Ok(Some((app_id, created_by))) => {
-                if !actor.may_see_run(app_id.as_deref(), created_by.as_deref()) {
+                if !actor.may_see_run(app_id.as_ref(), created_by.as_deref()) {
                     return run_hidden(run_id);
                 }
             }
@@ -245,6 +249,10 @@ mod tests {
         map
     }
 
+    fn app(id: &str) -> AppId {
+        id.parse().unwrap()
+    }
+
     #[test]
     fn headers_become_an_actor() {
         assert_eq!(Actor::from_headers(&headers(&[])), Some(Actor::internal()));
@@ -255,8 +263,8 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(dev.apps, ["a", "b"]);
-        assert!(dev.may_see_run(Some("a"), None));
-        assert!(!dev.may_see_run(Some("c"), Some("p1")));
+        assert!(dev.may_see_run(Some(&app("a")), None));
+        assert!(!dev.may_see_run(Some(&app("c")), Some("p1")));
         assert!(dev.may_see_run(None, Some("p1")));
         assert!(!dev.may_see_run(None, Some("p2")));
         assert!(!dev.may_see_run(None, None));
@@ -275,7 +283,16 @@ mod tests {
             (ROLE_HEADER, "operator"),
         ]))
         .unwrap();
-        assert!(op.may_see_run(Some("z"), None) && op.app_scope().is_none());
+        assert!(op.may_see_run(Some(&app("z")), None) && op.app_scope().is_none());
+        // The gateway never sends an app id that breaks the rule.
+        assert_eq!(
+            Actor::from_headers(&headers(&[
+                (PRINCIPAL_HEADER, "p"),
+                (ROLE_HEADER, "viewer"),
+                (APPS_HEADER, "a,b c"),
+            ])),
+            None
+        );
     }
 
     #[test]

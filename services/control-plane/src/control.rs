@@ -16,7 +16,7 @@ use std::time::Duration;
 use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest};
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::event::{HumanLoopDecision, RunCompleted};
-use switchyard_contracts::{FailureReason, RunEventKind, RunId, subjects};
+use switchyard_contracts::{FailureReason, HumanLoopRequestId, RunEventKind, RunId, subjects};
 use switchyard_platform::events::{EventLog, EventLogError, StoredEvent};
 use tokio::time::Instant;
 
@@ -165,7 +165,7 @@ impl RunControl {
     pub async fn reply(
         &self,
         run_id: RunId,
-        request_id: Option<String>,
+        request_id: Option<HumanLoopRequestId>,
         decision: HumanLoopDecision,
         message: Option<String>,
     ) -> Result<(), ControlError> {

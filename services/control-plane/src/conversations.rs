@@ -60,13 +60,13 @@ pub fn ensure_same_app(
     conversation: &Conversation,
     requested: Option<&AppView>,
 ) -> Result<(), StartRunError> {
-    let requested = requested.map(|app| app.app_id.as_str());
-    if requested == conversation.head.app_id.as_deref() {
+    let requested = requested.map(|app| &app.app_id);
+    if requested == conversation.head.app_id.as_ref() {
         return Ok(());
     }
     Err(StartRunError::ConversationAppMismatch {
         conversation: conversation.head.app_id.clone(),
-        requested: requested.map(str::to_owned),
+        requested: requested.cloned(),
     })
 }
 

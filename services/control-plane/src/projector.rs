@@ -562,7 +562,7 @@ fn lifecycle(event: RunEvent, seq: i64, stream_seq: i64) -> Update {
                 "claimed by worker {} (attempt {})",
                 claimed.worker_id, claimed.attempt
             )));
-            p.worker_id = Some(clean_text(&claimed.worker_id));
+            p.worker_id = Some(claimed.worker_id.clone());
             p.claimed_at = Some(event.time);
         }
         RunEventKind::RunDispatched(dispatched) => {
@@ -571,7 +571,7 @@ fn lifecycle(event: RunEvent, seq: i64, stream_seq: i64) -> Update {
                 "dispatched to executor {}",
                 dispatched.executor_id
             )));
-            p.executor_id = Some(clean_text(&dispatched.executor_id));
+            p.executor_id = Some(dispatched.executor_id.clone());
         }
         RunEventKind::RunStarted(_) => {
             p.status = Some(RunStatus::Running);
@@ -595,7 +595,7 @@ fn lifecycle(event: RunEvent, seq: i64, stream_seq: i64) -> Update {
             p.status_detail = Some(detail(&requested.prompt));
             human_loop = Some(HumanLoopChange::Requested(store::human_loop::Requested {
                 run_id: event.run_id,
-                request_id: clean_text(&requested.request_id),
+                request_id: requested.request_id.clone(),
                 kind: wire_name(&requested.kind),
                 prompt: clean_text(&requested.prompt),
                 details: clean_json(requested.details),
@@ -606,7 +606,7 @@ fn lifecycle(event: RunEvent, seq: i64, stream_seq: i64) -> Update {
             p.status = Some(RunStatus::Running);
             human_loop = Some(HumanLoopChange::Resolved(store::human_loop::Resolved {
                 run_id: event.run_id,
-                request_id: clean_text(&resolved.request_id),
+                request_id: resolved.request_id.clone(),
                 decision: wire_name(&resolved.decision),
                 resolved_by: wire_name(&resolved.resolved_by),
                 resolved_at: event.time,

@@ -14,7 +14,7 @@ use switchyard_contracts::api::{
     ProviderExecutor, ProviderList, ProviderUnavailable, ProviderView,
 };
 use switchyard_contracts::presence::ExecutorPresence;
-use switchyard_contracts::{ProviderName, subjects};
+use switchyard_contracts::{ExecutorId, ProviderName, subjects};
 
 /// Freshness window when the bucket has no TTL of its own (it should: nats/kv).
 const FALLBACK_TTL: Duration = Duration::from_secs(15);
@@ -124,12 +124,12 @@ async fn live_presences(js: &jetstream::Context) -> Result<Vec<ExecutorPresence>
 /// One record, or `None` (logged) for anything that is not a valid record of the
 /// executor its key names: one misbehaving writer must not break the registry.
 fn decode(key: &str, value: &[u8]) -> Option<ExecutorPresence> {
-    if !subjects::is_subject_token(key) {
+    if key.parse::<ExecutorId>().is_err() {
         tracing::warn!(key, "ignoring a presence key that cannot be an executor id");
         return None;
     }
     match serde_json::from_slice::<ExecutorPresence>(value) {
-        Ok(presence) if presence.executor_id == key => Some(presence),
+        Ok(presence) if presence.executor_id == *key => Some(presence),
         Ok(presence) => {
             tracing::warn!(
                 key,
@@ -153,8 +153,9 @@ pub fn registry(presences: &[ExecutorPresence]) -> ProviderList {
         .map(|provider| {
             // By executor id: sorted output, and one entry per executor even when it
             // lists the provider under both its names.
-            let mut installed_on: BTreeMap<&str, (Option<String>, Option<bool>)> = BTreeMap::new();
-            let mut unavailable: BTreeMap<&str, Option<String>> = BTreeMap::new();
+            let mut installed_on: BTreeMap<&ExecutorId, (Option<String>, Option<bool>)> =
+                BTreeMap::new();
+            let mut unavailable: BTreeMap<&ExecutorId, Option<String>> = BTreeMap::new();
             for presence in presences {
                 for availability in &presence.providers {
                     if ProviderName::parse(&availability.name) != Some(provider) {
@@ -162,13 +163,11 @@ pub fn registry(presences: &[ExecutorPresence]) -> ProviderList {
                     }
                     if !availability.installed {
                         unavailable
-                            .entry(presence.executor_id.as_str())
+                            .entry(&presence.executor_id)
                             .or_insert_with(|| availability.problem.clone());
                         continue;
                     }
-                    let slot = installed_on
-                        .entry(presence.executor_id.as_str())
-                        .or_default();
+                    let slot = installed_on.entry(&presence.executor_id).or_default();
                     slot.0 = slot.0.take().or_else(|| availability.version.clone());
                     slot.1 = match (slot.1, availability.credentials_configured) {
                         (Some(true), _) | (_, Some(true)) => Some(true),
@@ -183,7 +182,7 @@ pub fn registry(presences: &[ExecutorPresence]) -> ProviderList {
                 // One that has it under its other name can run it after all.
                 .filter(|(executor_id, _)| !installed_on.contains_key(executor_id))
                 .map(|(executor_id, problem)| ProviderUnavailable {
-                    executor_id: executor_id.to_owned(),
+                    executor_id: (*executor_id).clone(),
                     problem,
                 })
                 .collect();
@@ -195,7 +194,7 @@ pub fn registry(presences: &[ExecutorPresence]) -> ProviderList {
                 executors: installed_on
                     .into_iter()
                     .map(|(executor_id, (version, _))| ProviderExecutor {
-                        executor_id: executor_id.to_owned(),
+                        executor_id: (*executor_id).clone(),
                         version,
                     })
                     .collect(),
@@ -228,7 +227,7 @@ mod tests {
         providers: &[(&str, bool, Option<&str>, Option<bool>)],
     ) -> ExecutorPresence {
         ExecutorPresence {
-            executor_id: id.into(),
+            executor_id: id.parse().unwrap(),
             version: "test".into(),
             capacity: 1,
             active: 0,

@@ -52,15 +52,13 @@ pub async fn snapshot(
         Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => 0,
         Err(e) => return Err(nats_error(&e)),
     };
-    let mut runs = store::runs::waiting(pool, LISTED_RUNS)
-        .await?
-        .into_iter()
-        .filter(|row| actor.may_see_run(row.app_id.as_deref(), row.created_by.as_deref()))
-        .map(|row| {
+    let mut runs = Vec::new();
+    for row in store::runs::waiting(pool, LISTED_RUNS).await? {
+        if actor.may_see_run(row.app()?.as_ref(), row.created_by.as_deref()) {
             let url = settings.stream_url(&row.run_id);
-            row.into_view(url)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            runs.push(row.into_view(url)?);
+        }
+    }
     crate::waiting::annotate(js, nats_timeout, &mut runs).await;
     Ok(RunQueueView {
         pending: messages.saturating_sub(in_flight),

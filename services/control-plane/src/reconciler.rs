@@ -51,7 +51,7 @@ use switchyard_contracts::event::{
     Diagnostic, DiagnosticLevel, RunCompleted, RunEventHeader, RunQueued,
 };
 use switchyard_contracts::presence::ExecutorPresence;
-use switchyard_contracts::{FailureReason, RunEvent, RunEventKind, RunId, subjects};
+use switchyard_contracts::{ExecutorId, FailureReason, RunEvent, RunEventKind, RunId, subjects};
 use switchyard_platform::events::{EventLog, EventLogError, StoredEvent};
 use switchyard_platform::nats::{self, Resources};
 use tokio_util::sync::CancellationToken;
@@ -165,7 +165,7 @@ enum Gone {
 enum Presence {
     /// Too early or impossible to tell who is alive; nothing is concluded.
     Unknown,
-    Known(HashMap<String, ExecutorPresence>),
+    Known(HashMap<ExecutorId, ExecutorPresence>),
 }
 
 pub struct Reconciler {
@@ -437,8 +437,8 @@ impl Reconciler {
                     continue;
                 };
                 match serde_json::from_slice::<ExecutorPresence>(&value) {
-                    Ok(record) if record.executor_id == key => {
-                        records.insert(key, record);
+                    Ok(record) if record.executor_id == key.as_str() => {
+                        records.insert(record.executor_id.clone(), record);
                     }
                     Ok(_) => {
                         tracing::debug!(key, "presence record names another executor; ignored");
@@ -594,6 +594,8 @@ impl Reconciler {
         message: String,
     ) -> Result<Concluded, ReconcileError> {
         let run_id = run.id();
+        // Before anything is appended: a row that cannot make a command stops here.
+        let command = run.command()?;
         let diagnostic = RunEventKind::Diagnostic(Diagnostic {
             level: DiagnosticLevel::Warn,
             message: message.clone(),
@@ -607,7 +609,7 @@ impl Reconciler {
         let queued = RunEventKind::RunQueued(RunQueued {
             provider: run.provider.clone(),
             model: run.model.clone(),
-            app_id: run.app_id.clone(),
+            app_id: command.app_id.clone(),
         });
         match self.events.append(run_id, &mut position, queued).await {
             Ok(_) => {}
@@ -615,7 +617,6 @@ impl Reconciler {
             Err(EventLogError::Fenced { .. }) => return Ok(Concluded::Fenced),
             Err(e) => return Err(e.into()),
         }
-        let command = run.command();
         let payload = serde_json::to_vec(&command).map_err(nats_error)?;
         let mut headers = HeaderMap::new();
         headers.insert(subjects::HEADER_RUN_ID, run_id.to_string().as_str());
@@ -803,7 +804,7 @@ mod tests {
 
     fn record(started: DateTime<Utc>, heartbeat: DateTime<Utc>) -> ExecutorPresence {
         ExecutorPresence {
-            executor_id: "exec-1".into(),
+            executor_id: "exec-1".parse().unwrap(),
             version: "0".into(),
             capacity: 1,
             active: 1,

@@ -8,13 +8,13 @@
 //! notice matters (see `docs/architecture.md`, "Access control").
 
 use std::time::Duration;
+use switchyard_contracts::PrincipalId;
 use switchyard_contracts::principals::PrincipalChanged;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
-use uuid::Uuid;
 
 /// Publishes the notice and waits (at most `timeout`) until the server has it, so the
 /// gateways have usually applied it by the time the admin's request is answered.
-pub async fn announce(client: &async_nats::Client, principal_id: Uuid, timeout: Duration) {
+pub async fn announce(client: &async_nats::Client, principal_id: PrincipalId, timeout: Duration) {
     let payload = match serde_json::to_vec(&PrincipalChanged { principal_id }) {
         Ok(payload) => payload,
         Err(e) => {

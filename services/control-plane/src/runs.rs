@@ -20,7 +20,7 @@ use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::provider::{
     DEFAULT_PROVIDER, operator_only_message, operator_only_option,
 };
-use switchyard_contracts::{ProviderName, RunCommand, RunId, RunStatus};
+use switchyard_contracts::{AppId, ProfileName, ProviderName, RunCommand, RunId, RunStatus};
 use switchyard_platform::events::{EventLog, EventLogError};
 use tracing::Instrument as _;
 
@@ -59,7 +59,7 @@ pub enum StartRunError {
     #[error(transparent)]
     InvalidDuration(#[from] crate::durations::InvalidDuration),
     #[error("no app `{0}` is registered")]
-    AppNotFound(String),
+    AppNotFound(AppId),
     #[error("{0}")]
     ProfileNotFound(String),
     #[error("no run {0}")]
@@ -78,12 +78,12 @@ pub enum StartRunError {
         "the conversation belongs to {conversation}; a follow-up cannot run under {requested} \
          (a conversation's runs share one app's provider, endpoint and credentials; start a \
          new conversation instead)",
-        conversation = app_words(conversation.as_deref()),
-        requested = app_words(requested.as_deref())
+        conversation = app_words(conversation.as_ref()),
+        requested = app_words(requested.as_ref())
     )]
     ConversationAppMismatch {
-        conversation: Option<String>,
-        requested: Option<String>,
+        conversation: Option<AppId>,
+        requested: Option<AppId>,
     },
     #[error(
         "conversation {conversation_id} has a run in progress ({active_run_id}); a follow-up \
@@ -108,7 +108,7 @@ pub enum StartRunError {
     Store(#[from] StoreError),
 }
 
-fn app_words(app_id: Option<&str>) -> String {
+fn app_words(app_id: Option<&AppId>) -> String {
     match app_id {
         Some(app_id) => format!("app `{app_id}`"),
         None => "no app".to_owned(),
@@ -121,15 +121,6 @@ fn known_providers() -> String {
         .map(|p| p.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// `1–64` characters of `[A-Za-z0-9_-]`: app ids and profile names end up in URLs,
-/// logs and metrics labels.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Environment variable names as a shell accepts them.
@@ -306,20 +297,6 @@ pub fn validate_request(
     if request.prompt.contains('\0') {
         return Err(StartRunError::Invalid(
             "`prompt` must not contain NUL characters".into(),
-        ));
-    }
-    if let Some(app_id) = &request.app_id
-        && !is_valid_name(app_id)
-    {
-        return Err(StartRunError::Invalid(
-            "`appId` must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
-        ));
-    }
-    if let Some(profile) = &request.execution_profile
-        && !is_valid_name(profile)
-    {
-        return Err(StartRunError::Invalid(
-            "`executionProfile` must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`".into(),
         ));
     }
     if let Some(model) = &request.model
@@ -634,7 +611,7 @@ impl Runs {
     async fn app_and_profile(
         &self,
         request: &StartRunRequest,
-    ) -> Result<(Option<AppView>, Option<String>), StartRunError> {
+    ) -> Result<(Option<AppView>, Option<ProfileName>), StartRunError> {
         let profile = request.execution_profile.clone();
         let app_id = match (&request.app_id, &profile) {
             (Some(app_id), _) => Some(app_id.clone()),
@@ -672,7 +649,7 @@ impl Runs {
         &self,
         request: &StartRunRequest,
         conversation: &Conversation,
-    ) -> Result<(Option<AppView>, Option<String>), StartRunError> {
+    ) -> Result<(Option<AppView>, Option<ProfileName>), StartRunError> {
         if request.app_id.is_none()
             && let (Some(name), Some(app_id)) =
                 (&request.execution_profile, &conversation.head.app_id)
@@ -690,13 +667,13 @@ impl Runs {
     async fn inherited_app_and_profile(
         &self,
         conversation: &Conversation,
-    ) -> Result<(Option<AppView>, Option<String>), StartRunError> {
+    ) -> Result<(Option<AppView>, Option<ProfileName>), StartRunError> {
         let Some(app_id) = &conversation.head.app_id else {
             return Ok((None, None));
         };
         let Some(app) = store::apps::get(&self.pool, app_id).await? else {
             tracing::warn!(
-                app_id,
+                %app_id,
                 conversation_id = %conversation.id,
                 "the conversation's app is gone; the follow-up runs without it"
             );
@@ -896,11 +873,7 @@ mod tests {
         req.prompt = "a\0b".into();
         assert!(validate_request(&req, 10).is_err());
         req.prompt = "ok".into();
-        req.app_id = Some("bad id".into());
-        assert!(validate_request(&req, 10).is_err());
-        req.app_id = Some("a".repeat(65));
-        assert!(validate_request(&req, 10).is_err());
-        req.app_id = Some("good_app-1".into());
+        req.app_id = Some("good_app-1".parse().unwrap());
         validate_request(&req, 10).unwrap();
         req.provider_options = json!({"k": ["\u{0}"]}).as_object().cloned();
         assert!(validate_request(&req, 10).is_err());

@@ -121,7 +121,7 @@ mod tests {
         draining: bool,
     ) -> ExecutorPresence {
         ExecutorPresence {
-            executor_id: id.into(),
+            executor_id: id.parse().unwrap(),
             version: "test".into(),
             capacity,
             active,

@@ -182,11 +182,11 @@ impl Setup {
         let mut position = self.position(run_id).await;
         let kinds = [
             RunEventKind::RunClaimed(RunClaimed {
-                worker_id: "test-manager".into(),
+                worker_id: "test-manager".parse().unwrap(),
                 attempt: 1,
             }),
             RunEventKind::RunDispatched(RunDispatched {
-                executor_id: executor_id.into(),
+                executor_id: executor_id.parse().unwrap(),
                 timeout_ms: 60_000,
             }),
             RunEventKind::RunStarted(RunStarted {
@@ -449,7 +449,7 @@ async fn a_run_whose_command_vanished_before_dispatch_gets_it_republished_once()
             run_id,
             &mut position,
             RunEventKind::RunClaimed(RunClaimed {
-                worker_id: "test-manager".into(),
+                worker_id: "test-manager".parse().unwrap(),
                 attempt: 1,
             }),
         )

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use switchyard_contracts::{ProviderName, subjects};
+use switchyard_contracts::{ProviderName, WorkerId};
 use switchyard_platform::config::{ConfigError, NatsConfig};
 use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::telemetry::TelemetryConfig;
@@ -28,7 +28,7 @@ pub struct ExecutorManagerSettings {
     /// Concurrent fetch loops in this process, all on the shared durable consumer.
     pub workers: u32,
     /// Written into `run.claimed` and dispatch requests; `mgr-<8 hex>` when unset.
-    pub worker_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
     /// Commands requested per fetch.
     pub batch_size: u32,
     /// Commands processed at once by this process (all workers together).
@@ -134,14 +134,6 @@ impl ExecutorManagerSettings {
                 ),
             ));
         }
-        if let Some(id) = &self.worker_id
-            && !subjects::is_subject_token(id)
-        {
-            return Some((
-                "executor_manager.worker_id",
-                "must be 1 to 128 ASCII letters, digits, `-` or `_`".to_owned(),
-            ));
-        }
         for (i, template) in self.timeout_templates.iter().enumerate() {
             if ProviderName::parse(&template.provider).is_none() {
                 return Some((
@@ -244,11 +236,23 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("executor_manager.timeout_templates"), "{err}");
         assert!(err.contains("gpt"), "{err}");
+    }
 
-        let mut config = Config::default();
-        config.executor_manager.worker_id = Some("a.b".into());
-        let err = config.validate().unwrap_err().to_string();
+    #[test]
+    fn a_bad_worker_id_is_refused_at_loading_naming_the_key() {
+        let env = |id: &str| {
+            HashMap::from([(
+                "SWITCHYARD_EXECUTOR_MANAGER__WORKER_ID".to_owned(),
+                id.to_owned(),
+            )])
+        };
+        let err = switchyard_platform::config::load_from::<Config>(None, env("a.b"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("executor_manager.worker_id"), "{err}");
+        assert!(err.contains("must be 1-128 characters"), "{err}");
+        let config: Config = switchyard_platform::config::load_from(None, env("mgr-7")).unwrap();
+        assert_eq!(config.executor_manager.worker_id.unwrap(), "mgr-7");
     }
 
     #[test]

@@ -22,7 +22,9 @@ use switchyard_contracts::dispatch::{
     DispatchOutcome, DispatchReply, DispatchRequest, EventPosition,
 };
 use switchyard_contracts::event::{RunClaimed, RunCompleted};
-use switchyard_contracts::{FailureReason, ProviderName, RunCommand, RunEventKind, subjects};
+use switchyard_contracts::{
+    ExecutorId, FailureReason, ProviderName, RunCommand, RunEventKind, WorkerId, subjects,
+};
 use switchyard_platform::events::{EventLog, EventLogError};
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +51,7 @@ pub struct Dispatcher {
     events: EventLog,
     executors: Executors,
     settings: Arc<ExecutorManagerSettings>,
-    worker_id: String,
+    worker_id: WorkerId,
     shutdown: CancellationToken,
 }
 
@@ -69,7 +71,7 @@ impl Dispatcher {
         events: EventLog,
         executors: Executors,
         settings: Arc<ExecutorManagerSettings>,
-        worker_id: String,
+        worker_id: WorkerId,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -131,8 +133,8 @@ impl Dispatcher {
 
         // Reserve before claiming: a run nobody can take stays `queued` and gets no
         // event at all, however often it is redelivered.
-        let mut tried: Vec<String> = Vec::new();
-        let preferred = command.preferred_executor.as_deref();
+        let mut tried: Vec<ExecutorId> = Vec::new();
+        let preferred = command.preferred_executor.as_ref();
         let Some(mut reservation) = self
             .executors
             .reserve_preferring(provider, preferred, &tried)
@@ -158,14 +160,14 @@ impl Dispatcher {
         if let Some(preferred) = preferred {
             if reservation.executor_id() == preferred {
                 tracing::info!(
-                    executor_id = preferred,
+                    executor_id = %preferred,
                     "trying the conversation's executor first"
                 );
             } else {
                 // The executor there starts a fresh provider session.
                 tracing::info!(
-                    preferred,
-                    executor_id = reservation.executor_id(),
+                    %preferred,
+                    executor_id = %reservation.executor_id(),
                     "the conversation's executor has no room or is gone; dispatching elsewhere"
                 );
             }
@@ -212,7 +214,7 @@ impl Dispatcher {
         };
 
         loop {
-            let executor_id = reservation.executor_id().to_owned();
+            let executor_id = reservation.executor_id().clone();
             // Keep the command ours while the executor answers (ack_wait restarts).
             if let Err(error) = message.ack_with(AckKind::Progress).await {
                 tracing::warn!(%error, "cannot extend the command's ack deadline");
@@ -305,7 +307,12 @@ impl Dispatcher {
         }
     }
 
-    async fn request(&self, command: &RunCommand, executor_id: &str, payload: Bytes) -> Attempt {
+    async fn request(
+        &self,
+        command: &RunCommand,
+        executor_id: &ExecutorId,
+        payload: Bytes,
+    ) -> Attempt {
         let mut headers = HeaderMap::new();
         headers.insert(subjects::HEADER_RUN_ID, command.run_id.to_string().as_str());
         let request = async_nats::Request::new()
@@ -364,11 +371,11 @@ impl Dispatcher {
 const LISTED_EXECUTORS: usize = 10;
 
 /// "<provider> is installed on none of the N live executors (a, b, …)".
-fn binary_missing_detail(provider: ProviderName, live: &[String]) -> String {
+fn binary_missing_detail(provider: ProviderName, live: &[ExecutorId]) -> String {
     let mut ids = live
         .iter()
         .take(LISTED_EXECUTORS)
-        .map(String::as_str)
+        .map(ExecutorId::as_str)
         .collect::<Vec<_>>()
         .join(", ");
     if live.len() > LISTED_EXECUTORS {
@@ -401,17 +408,21 @@ fn event_log_failure(error: EventLogError, doing: &'static str) -> Outcome {
 mod tests {
     use super::*;
 
+    fn id(text: &str) -> ExecutorId {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn the_binary_missing_detail_names_the_provider_and_the_executors() {
         assert_eq!(
-            binary_missing_detail(ProviderName::ClaudeCode, &["a".into(), "b".into()]),
+            binary_missing_detail(ProviderName::ClaudeCode, &[id("a"), id("b")]),
             "claude-code is installed on none of the 2 live executors (a, b)"
         );
         assert_eq!(
-            binary_missing_detail(ProviderName::Opencode, &["a".into()]),
+            binary_missing_detail(ProviderName::Opencode, &[id("a")]),
             "opencode is installed on none of the 1 live executor (a)"
         );
-        let many: Vec<String> = (0..12).map(|i| format!("e{i}")).collect();
+        let many: Vec<ExecutorId> = (0..12).map(|i| id(&format!("e{i}"))).collect();
         let detail = binary_missing_detail(ProviderName::Scripted, &many);
         assert!(detail.starts_with("scripted is installed on none of the 12 live executors (e0, "));
         assert!(detail.ends_with("e9, …)"), "{detail}");

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use switchyard_contracts::presence::ExecutorPresence;
-use switchyard_contracts::{ProviderName, subjects};
+use switchyard_contracts::{ExecutorId, ProviderName, subjects};
 use switchyard_platform::nats::{self as platform_nats, Resources};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -47,7 +47,7 @@ struct Inner {
 
 struct State {
     ttl: Duration,
-    known: HashMap<String, Known>,
+    known: HashMap<ExecutorId, Known>,
     /// When this cache started: nothing is concluded about a provider before it has
     /// had time to hear of the executors offering it.
     created: Instant,
@@ -124,16 +124,16 @@ impl Executors {
     }
 
     /// Executors that run `provider` and have a free slot, most free slots first.
-    pub fn candidates(&self, provider: ProviderName) -> Vec<String> {
+    pub fn candidates(&self, provider: ProviderName) -> Vec<ExecutorId> {
         let state = self.state();
         ranked(&state, provider, &[], Instant::now())
             .into_iter()
-            .map(|(id, _)| id.to_owned())
+            .map(|(id, _)| (*id).clone())
             .collect()
     }
 
     /// Reserves a slot on the best candidate not in `exclude`.
-    pub fn reserve(&self, provider: ProviderName, exclude: &[String]) -> Option<Reservation> {
+    pub fn reserve(&self, provider: ProviderName, exclude: &[ExecutorId]) -> Option<Reservation> {
         self.reserve_preferring(provider, None, exclude)
     }
 
@@ -143,15 +143,15 @@ impl Executors {
     pub fn reserve_preferring(
         &self,
         provider: ProviderName,
-        preferred: Option<&str>,
-        exclude: &[String],
+        preferred: Option<&ExecutorId>,
+        exclude: &[ExecutorId],
     ) -> Option<Reservation> {
         let mut state = self.state();
         let ranked = ranked(&state, provider, exclude, Instant::now());
         let id = preferred
             .and_then(|preferred| ranked.iter().find(|(id, _)| *id == preferred))
             .or_else(|| ranked.first())
-            .map(|(id, _)| (*id).to_owned())?;
+            .map(|(id, _)| (*id).clone())?;
         let known = state.known.get_mut(&id)?;
         known.reserved += 1;
         Some(Reservation {
@@ -232,7 +232,11 @@ impl Executors {
     /// `provider` installed, and no executor offered it within `grace` (nor did this
     /// cache start less than `grace` ago). `None` means: wait, an executor with the
     /// provider may be on its way (or there is no executor at all).
-    pub fn without_provider(&self, provider: ProviderName, grace: Duration) -> Option<Vec<String>> {
+    pub fn without_provider(
+        &self,
+        provider: ProviderName,
+        grace: Duration,
+    ) -> Option<Vec<ExecutorId>> {
         self.without_provider_at(provider, grace, Instant::now())
     }
 
@@ -241,7 +245,7 @@ impl Executors {
         provider: ProviderName,
         grace: Duration,
         now: Instant,
-    ) -> Option<Vec<String>> {
+    ) -> Option<Vec<ExecutorId>> {
         if !*self.inner.primed.borrow() {
             return None;
         }
@@ -280,11 +284,8 @@ impl Executors {
         match entry.operation {
             kv::Operation::Delete | kv::Operation::Purge => self.remove(key),
             kv::Operation::Put => {
-                if !subjects::is_subject_token(key) {
-                    tracing::warn!(
-                        key,
-                        "ignoring a presence key that cannot be a subject token"
-                    );
+                if key.parse::<ExecutorId>().is_err() {
+                    tracing::warn!(key, "ignoring a presence key that cannot be an executor id");
                     return;
                 }
                 match serde_json::from_slice::<ExecutorPresence>(&entry.value) {
@@ -430,14 +431,14 @@ enum WatchError {
 fn ranked<'a>(
     state: &'a State,
     provider: ProviderName,
-    exclude: &[String],
+    exclude: &[ExecutorId],
     now: Instant,
-) -> Vec<(&'a str, u32)> {
-    let mut ranked: Vec<(&str, u32)> = state
+) -> Vec<(&'a ExecutorId, u32)> {
+    let mut ranked: Vec<(&ExecutorId, u32)> = state
         .known
         .iter()
         .filter(|(id, known)| known.supports(provider) && !exclude.contains(id))
-        .map(|(id, known)| (id.as_str(), known.free_slots(now)))
+        .map(|(id, known)| (id, known.free_slots(now)))
         .filter(|(_, free)| *free > 0)
         .collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
@@ -447,13 +448,13 @@ fn ranked<'a>(
 /// One slot reserved on one executor. Dropping it unsettled gives the slot back.
 pub struct Reservation {
     executors: Executors,
-    executor_id: String,
+    executor_id: ExecutorId,
     generation: u64,
     settled: bool,
 }
 
 impl Reservation {
-    pub fn executor_id(&self) -> &str {
+    pub fn executor_id(&self) -> &ExecutorId {
         &self.executor_id
     }
 
@@ -498,7 +499,7 @@ mod tests {
 
     fn presence(id: &str, capacity: u32, active: u32, providers: &[&str]) -> ExecutorPresence {
         ExecutorPresence {
-            executor_id: id.into(),
+            executor_id: id.parse().unwrap(),
             version: "test".into(),
             capacity,
             active,
@@ -590,7 +591,7 @@ mod tests {
         assert_eq!(r.executor_id(), "a");
         r.mark_unavailable();
         assert_eq!(executors.candidates(ProviderName::Scripted), ["b"]);
-        let excluded = executors.reserve(ProviderName::Scripted, &["b".into()]);
+        let excluded = executors.reserve(ProviderName::Scripted, &["b".parse().unwrap()]);
         assert!(excluded.is_none());
         executors.upsert(presence("a", 5, 0, &["scripted"]), true);
         assert_eq!(executors.candidates(ProviderName::Scripted), ["a", "b"]);
@@ -615,9 +616,14 @@ mod tests {
         let executors = Executors::new(Duration::from_secs(15));
         executors.upsert(presence("big", 10, 0, &["scripted"]), true);
         executors.upsert(presence("small", 2, 1, &["scripted"]), true);
-        let pick = |preferred: Option<&str>, exclude: &[String]| {
-            let r = executors.reserve_preferring(ProviderName::Scripted, preferred, exclude)?;
-            let id = r.executor_id().to_owned();
+        let pick = |preferred: Option<&str>, exclude: &[ExecutorId]| {
+            let preferred = preferred.map(|p| p.parse::<ExecutorId>().unwrap());
+            let r = executors.reserve_preferring(
+                ProviderName::Scripted,
+                preferred.as_ref(),
+                exclude,
+            )?;
+            let id = r.executor_id().to_string();
             r.keep();
             Some(id)
         };
@@ -628,13 +634,17 @@ mod tests {
         assert_eq!(pick(None, &[]).as_deref(), Some("big"));
         executors.upsert(presence("small", 2, 0, &["scripted"]), true);
         assert_eq!(
-            pick(Some("small"), &["small".into()]).as_deref(),
+            pick(Some("small"), &["small".parse().unwrap()]).as_deref(),
             Some("big")
         );
         // It has room but not the provider.
         assert!(
             executors
-                .reserve_preferring(ProviderName::ClaudeCode, Some("small"), &[])
+                .reserve_preferring(
+                    ProviderName::ClaudeCode,
+                    Some(&"small".parse().unwrap()),
+                    &[]
+                )
                 .is_none()
         );
         // It is draining (a planned restart): the conversation moves on.
@@ -662,7 +672,10 @@ mod tests {
         assert_eq!(missing(later), None, "presence not loaded yet");
         executors.mark_primed();
         assert_eq!(missing(now), None, "within the start-up grace");
-        assert_eq!(missing(later), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            missing(later),
+            Some(vec!["a".parse().unwrap(), "b".parse().unwrap()])
+        );
         assert_eq!(
             executors.without_provider_at(ProviderName::ClaudeCode, grace, later),
             None

@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_contracts::subjects;
+use switchyard_contracts::{WorkerId, subjects};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::http::{self, health_routes, nats_ready, with_common_layers};
 use switchyard_platform::nats::{self as platform_nats, Resources};
@@ -49,7 +49,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let worker_id = settings
         .worker_id
         .clone()
-        .unwrap_or_else(generate_worker_id);
+        .unwrap_or_else(WorkerId::generate);
 
     let client = platform_nats::connect(&config.nats, "switchyard-executor-manager").await?;
     let js = jetstream::new(client.clone());
@@ -137,22 +137,4 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 /// [`start`], then waits until the service has shut down.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     start(config, shutdown).await?.wait().await
-}
-
-fn generate_worker_id() -> String {
-    let hex = uuid::Uuid::new_v4().simple().to_string();
-    format!("mgr-{}", &hex[..8])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn generated_worker_ids_are_short_and_distinct() {
-        let a = super::generate_worker_id();
-        let b = super::generate_worker_id();
-        assert_eq!(a.len(), 12);
-        assert!(a.starts_with("mgr-"));
-        assert!(switchyard_contracts::subjects::is_subject_token(&a));
-        assert_ne!(a, b);
-    }
 }

@@ -16,7 +16,7 @@ use switchyard_contracts::dispatch::{
 use switchyard_contracts::event::{RunCompleted, RunDispatched, RunQueued};
 use switchyard_contracts::presence::{ExecutorPresence, ProviderAvailability};
 use switchyard_contracts::{
-    FailureReason, RunCommand, RunEvent, RunEventKind, RunId, TerminalStatus, subjects,
+    ExecutorId, FailureReason, RunCommand, RunEvent, RunEventKind, RunId, TerminalStatus, subjects,
 };
 use switchyard_executor_manager::{Config, TimeoutTemplate};
 use switchyard_platform::config::NatsConfig;
@@ -100,7 +100,7 @@ impl Env {
             credential_env: Vec::new(),
             timeout_ms: None,
             conversation_id: Some(run_id),
-            preferred_executor: preferred.map(str::to_owned),
+            preferred_executor: preferred.map(|p| p.parse().unwrap()),
             created_at: chrono::Utc::now(),
         };
         let mut position = EventPosition::EMPTY;
@@ -246,16 +246,16 @@ impl FakeExecutor {
     }
 
     async fn start_with(env: &Env, record: &Record<'_>, behaviour: Behaviour) -> FakeExecutor {
-        let id = record.id;
+        let id: ExecutorId = record.id.parse().unwrap();
         let mut subscription = env
             .client
-            .subscribe(subjects::executor_dispatch(id))
+            .subscribe(subjects::executor_dispatch(&id))
             .await
             .unwrap();
         env.client.flush().await.unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (tx, received) = mpsc::unbounded_channel();
-        let (client, events, executor_id) = (env.client.clone(), env.events.clone(), id.to_owned());
+        let (client, events, executor_id) = (env.client.clone(), env.events.clone(), id);
         let recorded = requests.clone();
         tokio::spawn(async move {
             while let Some(message) = subscription.next().await {
@@ -348,7 +348,7 @@ impl<'a> Record<'a> {
     async fn put(&self, env: &Env) {
         let now = chrono::Utc::now();
         let presence = ExecutorPresence {
-            executor_id: self.id.into(),
+            executor_id: self.id.parse().unwrap(),
             version: "test".into(),
             capacity: self.capacity,
             active: self.active,
@@ -396,7 +396,7 @@ async fn a_command_is_dispatched_with_its_timeout_and_position_and_acked() {
     let env = Env::new().await;
     let mut executor = FakeExecutor::start(&env, "exec-1", 4, Behaviour::Accept).await;
     let mut config = env.config();
-    config.executor_manager.worker_id = Some("mgr-test".into());
+    config.executor_manager.worker_id = Some("mgr-test".parse().unwrap());
     config.executor_manager.default_run_timeout_ms = 4_321;
     config.executor_manager.timeout_templates = vec![TimeoutTemplate {
         provider: "scripted".into(),
@@ -714,7 +714,7 @@ async fn health_endpoints_answer_and_shutdown_is_graceful() {
 /// The executor a run was dispatched to, from its `run.dispatched`.
 async fn dispatched_to(env: &Env, run_id: RunId) -> String {
     match env.last_event(run_id).await.kind {
-        RunEventKind::RunDispatched(d) => d.executor_id,
+        RunEventKind::RunDispatched(d) => d.executor_id.into_string(),
         other => panic!("expected run.dispatched, got {other:?}"),
     }
 }

@@ -35,7 +35,7 @@ pub(crate) fn apply(run: Option<&RunState>, request: ControlRequest) -> ControlR
             message,
         } => match run
             .pending
-            .answer(request_id.as_deref(), HumanReply { decision, message })
+            .answer(request_id.as_ref(), HumanReply { decision, message })
         {
             Ok(()) => ControlReply::new(ControlOutcome::Accepted),
             Err(e) => ControlReply::with_message(ControlOutcome::NoPendingRequest, e.to_string()),

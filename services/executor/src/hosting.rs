@@ -34,7 +34,7 @@ use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::event::RunCompleted;
 use switchyard_contracts::{
-    FailureReason, ProviderName, RunCommand, RunEventKind, RunId, subjects,
+    ExecutorId, FailureReason, ProviderName, RunCommand, RunEventKind, RunId, subjects,
 };
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -55,7 +55,7 @@ const RECORDS_DIR: &str = ".run-hosts";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct HostSpec {
-    pub(crate) executor_id: String,
+    pub(crate) executor_id: ExecutorId,
     pub(crate) command: RunCommand,
     pub(crate) timeout_ms: u64,
     /// The position the run was admitted at (the dispatch's `next_seq`).
@@ -74,7 +74,7 @@ pub(crate) struct Go {
 pub(crate) struct HostRecord {
     pub(crate) pid: u32,
     pub(crate) run_id: RunId,
-    pub(crate) executor_id: String,
+    pub(crate) executor_id: ExecutorId,
     pub(crate) admitted_at: u64,
     /// The cgroup the host moved itself (and so the run's processes) into, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -42,7 +42,7 @@ use switchyard_contracts::api::{
 use switchyard_contracts::control::{ControlOutcome, ControlRequest};
 use switchyard_contracts::dispatch::{DispatchOutcome, DispatchRequest, EventPosition};
 use switchyard_contracts::provider::{operator_only_message, operator_only_option};
-use switchyard_contracts::{RunCommand, RunId};
+use switchyard_contracts::{RunCommand, RunId, WorkerId};
 use switchyard_platform::http::{
     ApiError, Json, bearer_challenge, bearer_token, health_routes, nats_ready, secret_matches,
     with_common_layers,
@@ -147,6 +147,9 @@ async fn start(
         ));
     }
     let run_id = body.run_id.unwrap_or_else(RunId::now_v7);
+    // The literal is a valid worker id; were it not, this would be our bug, not the
+    // caller's.
+    let worker_id = WorkerId::try_from(HTTP_WORKER_ID).map_err(ApiError::internal)?;
     let timeout_ms = body
         .timeout_ms
         .or_else(|| options_timeout(&body.provider_options))
@@ -168,7 +171,7 @@ async fn start(
             created_at: chrono::Utc::now(),
         },
         timeout_ms,
-        worker_id: HTTP_WORKER_ID.to_owned(),
+        worker_id,
         position: EventPosition::EMPTY,
     };
     let reply = dispatch::accept(&executor, request).await;

@@ -8,10 +8,10 @@ use crate::sink::EventSink;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use switchyard_contracts::RunEventKind;
 use switchyard_contracts::event::{
     HumanLoopDecision, HumanLoopKind, HumanLoopRequested, HumanLoopResolved, HumanLoopResolver,
 };
+use switchyard_contracts::{HumanLoopRequestId, RunEventKind};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,7 @@ pub struct HumanReply {
 /// How a request was settled, as the provider sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HumanLoopAnswer {
-    pub request_id: String,
+    pub request_id: HumanLoopRequestId,
     pub decision: HumanLoopDecision,
     pub message: Option<String>,
     pub resolved_by: HumanLoopResolver,
@@ -45,10 +45,10 @@ pub struct NoPendingRequest;
 #[derive(Default)]
 struct Desk {
     /// Requests waiting for a reply, oldest first.
-    waiting: VecDeque<(String, oneshot::Sender<HumanReply>)>,
+    waiting: VecDeque<(HumanLoopRequestId, oneshot::Sender<HumanReply>)>,
     /// Requests announced with `human_loop.requested` and not yet resolved in the log.
     /// Whatever is left here when the run ends is resolved `run_ended` by the supervisor.
-    open: Vec<String>,
+    open: Vec<HumanLoopRequestId>,
 }
 
 /// The pending human-loop requests of one run.
@@ -63,15 +63,15 @@ impl PendingRequests {
         self.desk.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn register(&self, request_id: &str) -> oneshot::Receiver<HumanReply> {
+    fn register(&self, request_id: &HumanLoopRequestId) -> oneshot::Receiver<HumanReply> {
         let (tx, rx) = oneshot::channel();
         let mut desk = self.desk();
-        desk.waiting.push_back((request_id.to_owned(), tx));
-        desk.open.push(request_id.to_owned());
+        desk.waiting.push_back((request_id.clone(), tx));
+        desk.open.push(request_id.clone());
         rx
     }
 
-    fn forget(&self, request_id: &str) {
+    fn forget(&self, request_id: &HumanLoopRequestId) {
         let mut desk = self.desk();
         desk.waiting.retain(|(id, _)| id != request_id);
         desk.open.retain(|id| id != request_id);
@@ -80,18 +80,18 @@ impl PendingRequests {
     /// Takes a request off the waiting list (it timed out) but keeps it open until its
     /// resolution is stored. Under the lock, so a racing reply either got in before (and
     /// is in the receiver) or finds no waiter.
-    fn withdraw(&self, request_id: &str) {
+    fn withdraw(&self, request_id: &HumanLoopRequestId) {
         self.desk().waiting.retain(|(id, _)| id != request_id);
     }
 
-    fn mark_resolved(&self, request_id: &str) {
+    fn mark_resolved(&self, request_id: &HumanLoopRequestId) {
         self.desk().open.retain(|id| id != request_id);
     }
 
     /// Delivers a reply to the named request, or to the oldest one without a name.
     pub(crate) fn answer(
         &self,
-        request_id: Option<&str>,
+        request_id: Option<&HumanLoopRequestId>,
         reply: HumanReply,
     ) -> Result<(), NoPendingRequest> {
         let mut desk = self.desk();
@@ -114,7 +114,7 @@ impl PendingRequests {
 
     /// Ends the desk: drops every waiter and returns the requests never resolved in the
     /// log, which the caller resolves `run_ended`.
-    pub(crate) fn close(&self) -> Vec<String> {
+    pub(crate) fn close(&self) -> Vec<HumanLoopRequestId> {
         let mut desk = self.desk();
         desk.waiting.clear();
         std::mem::take(&mut desk.open)
@@ -165,8 +165,8 @@ impl HumanLoop {
         prompt: impl Into<String>,
         details: serde_json::Value,
     ) -> HumanLoopAnswer {
-        let request_id = format!("hl-{}", uuid::Uuid::new_v4().simple());
-        let ended = |request_id: String| HumanLoopAnswer {
+        let request_id = HumanLoopRequestId::generate();
+        let ended = |request_id: HumanLoopRequestId| HumanLoopAnswer {
             request_id,
             decision: HumanLoopDecision::Deny,
             message: None,
@@ -250,7 +250,7 @@ impl HumanLoop {
 }
 
 /// Events resolving the requests still open when a run ends.
-pub(crate) fn run_ended_resolutions(open: Vec<String>) -> Vec<RunEventKind> {
+pub(crate) fn run_ended_resolutions(open: Vec<HumanLoopRequestId>) -> Vec<RunEventKind> {
     open.into_iter()
         .map(|request_id| {
             RunEventKind::HumanLoopResolved(HumanLoopResolved {
@@ -267,6 +267,10 @@ pub(crate) fn run_ended_resolutions(open: Vec<String>) -> Vec<RunEventKind> {
 mod tests {
     use super::*;
 
+    fn id(text: &str) -> HumanLoopRequestId {
+        text.parse().unwrap()
+    }
+
     fn reply(decision: HumanLoopDecision) -> HumanReply {
         HumanReply {
             decision,
@@ -277,14 +281,14 @@ mod tests {
     #[test]
     fn replies_go_to_the_named_or_the_oldest_request() {
         let pending = PendingRequests::default();
-        let mut first = pending.register("a");
-        let mut second = pending.register("b");
+        let mut first = pending.register(&id("a"));
+        let mut second = pending.register(&id("b"));
         pending
-            .answer(Some("b"), reply(HumanLoopDecision::Deny))
+            .answer(Some(&id("b")), reply(HumanLoopDecision::Deny))
             .unwrap();
         assert_eq!(second.try_recv().unwrap().decision, HumanLoopDecision::Deny);
         assert_eq!(
-            pending.answer(Some("zzz"), reply(HumanLoopDecision::Approve)),
+            pending.answer(Some(&id("zzz")), reply(HumanLoopDecision::Approve)),
             Err(NoPendingRequest)
         );
         pending
@@ -299,25 +303,25 @@ mod tests {
             Err(NoPendingRequest)
         );
         // Both were announced and neither resolution was stored: both are still open.
-        assert_eq!(pending.close(), vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(pending.close(), vec![id("a"), id("b")]);
     }
 
     #[test]
     fn a_timed_out_request_takes_no_reply_but_stays_open_until_resolved() {
         let pending = PendingRequests::default();
-        let _rx = pending.register("a");
-        pending.withdraw("a");
+        let _rx = pending.register(&id("a"));
+        pending.withdraw(&id("a"));
         assert_eq!(
-            pending.answer(Some("a"), reply(HumanLoopDecision::Approve)),
+            pending.answer(Some(&id("a")), reply(HumanLoopDecision::Approve)),
             Err(NoPendingRequest)
         );
-        assert_eq!(pending.close(), vec!["a".to_owned()]);
+        assert_eq!(pending.close(), vec![id("a")]);
     }
 
     #[test]
     fn a_waiter_that_went_away_is_not_pending() {
         let pending = PendingRequests::default();
-        drop(pending.register("a"));
+        drop(pending.register(&id("a")));
         assert!(!pending.has_waiting());
         assert_eq!(
             pending.answer(None, reply(HumanLoopDecision::Approve)),

@@ -39,7 +39,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::sync::Arc;
-use switchyard_contracts::subjects;
+use switchyard_contracts::{ExecutorId, subjects};
 use switchyard_platform::config::{ConfigError, NatsConfig};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::http::HttpServerConfig;
@@ -87,7 +87,7 @@ impl Config {
 
 /// What every task of the executor shares.
 pub(crate) struct Executor {
-    pub(crate) id: String,
+    pub(crate) id: ExecutorId,
     pub(crate) settings: ExecutorSettings,
     pub(crate) client: async_nats::Client,
     pub(crate) log: EventLog,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use switchyard_contracts::{ProviderName, subjects};
+use switchyard_contracts::{ExecutorId, ProviderName};
 use switchyard_platform::config::{ConfigError, check_token};
 
 /// `[executor]` section. Every key has a default, so an empty section is valid.
@@ -28,7 +28,7 @@ pub struct ExecutorSettings {
     pub api_token: Option<SecretString>,
     /// Identity in subjects (`executors.<id>.dispatch`) and the presence bucket.
     /// Default: `exec-` and 8 hex digits of a random UUID, fresh at every start.
-    pub executor_id: Option<String>,
+    pub executor_id: Option<ExecutorId>,
     /// Runs owned at once.
     pub capacity: u32,
     /// Presence heartbeat period; must stay well below the `EXECUTORS` bucket's max age.
@@ -272,14 +272,6 @@ impl ExecutorSettings {
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &'static str, problem: String| Err(ConfigError::Value { key, problem });
-        if let Some(id) = &self.executor_id
-            && !subjects::is_subject_token(id)
-        {
-            return bad(
-                "executor.executor_id",
-                format!("{id:?} must be 1-128 ASCII letters, digits, `-` or `_`"),
-            );
-        }
         if let Some(token) = &self.api_token {
             check_token("executor.api_token", token)?;
         }
@@ -413,11 +405,10 @@ impl ExecutorSettings {
     }
 
     /// The configured id, or a fresh random one.
-    pub fn resolve_executor_id(&self) -> String {
-        self.executor_id.clone().unwrap_or_else(|| {
-            let hex = uuid::Uuid::new_v4().simple().to_string();
-            format!("exec-{}", &hex[..8])
-        })
+    pub fn resolve_executor_id(&self) -> ExecutorId {
+        self.executor_id
+            .clone()
+            .unwrap_or_else(ExecutorId::generate)
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -475,7 +466,31 @@ mod tests {
         );
         let id = settings.resolve_executor_id();
         assert!(id.starts_with("exec-") && id.len() == 13, "{id}");
-        assert!(subjects::is_subject_token(&id));
+    }
+
+    #[test]
+    fn a_bad_executor_id_is_refused_at_loading_naming_the_key() {
+        let load = |file: &str, env: &[(&str, &str)]| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("switchyard.toml");
+            std::fs::write(&path, file).unwrap();
+            let env = env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            switchyard_platform::config::load_from::<Root>(Some(&path), env)
+                .map_err(|e| e.to_string())
+        };
+        for (file, env) in [
+            ("[executor]\nexecutor_id = \"a.b\"\n", vec![]),
+            ("", vec![("SWITCHYARD_EXECUTOR__EXECUTOR_ID", "exec 1")]),
+        ] {
+            let error = load(file, &env).err().unwrap();
+            assert!(error.contains("executor.executor_id"), "{error}");
+            assert!(error.contains("must be 1-128 characters"), "{error}");
+        }
+        let root = load("[executor]\nexecutor_id = \"exec-7\"\n", &[]).unwrap();
+        assert_eq!(root.executor.resolve_executor_id(), "exec-7");
     }
 
     #[test]
@@ -677,13 +692,6 @@ base_url = "https://llm.example.test/v1"
     #[test]
     fn bad_values_name_their_key() {
         let cases: Vec<(ExecutorSettings, &str)> = vec![
-            (
-                ExecutorSettings {
-                    executor_id: Some("a.b".into()),
-                    ..Default::default()
-                },
-                "executor.executor_id",
-            ),
             (
                 ExecutorSettings {
                     capacity: 0,

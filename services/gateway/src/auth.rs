@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use switchyard_contracts::AppId;
 pub use switchyard_contracts::auth::{
     APPS_HEADER, INTERNAL_HEADER_PREFIX, PRINCIPAL_HEADER, ROLE_HEADER, Role,
 };
@@ -45,10 +46,12 @@ pub const ISSUED_TOKEN_PREFIX: &str = "sy_";
 /// The authenticated caller, stored as a request extension by [`require_principal`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// A registered principal's id, or the name of a built-in caller
+    /// ([`AdminToken::PRINCIPAL_ID`], [`Anonymous::PRINCIPAL_ID`]).
     pub id: String,
     pub role: Role,
     /// Apps the principal is a member of (what developers and viewers may see).
-    pub apps: Vec<String>,
+    pub apps: Vec<AppId>,
 }
 
 /// The headers that carry `principal` to the control-plane.
@@ -63,7 +66,8 @@ pub fn principal_headers(principal: &Principal) -> HeaderMap {
         ROLE_HEADER,
         HeaderValue::from_static(principal.role.as_str()),
     );
-    if let Ok(apps) = HeaderValue::from_str(&principal.apps.join(",")) {
+    let apps: Vec<&str> = principal.apps.iter().map(AppId::as_str).collect();
+    if let Ok(apps) = HeaderValue::from_str(&apps.join(",")) {
         headers.insert(APPS_HEADER, apps);
     }
     headers
@@ -478,7 +482,7 @@ mod tests {
         Principal {
             id: id.to_owned(),
             role: Role::Developer,
-            apps: vec!["a".to_owned()],
+            apps: vec!["a".parse().unwrap()],
         }
     }
 
@@ -570,7 +574,7 @@ mod tests {
         let headers = principal_headers(&Principal {
             id: "p1".to_owned(),
             role: Role::Viewer,
-            apps: vec!["a".to_owned(), "b".to_owned()],
+            apps: vec!["a".parse().unwrap(), "b".parse().unwrap()],
         });
         assert_eq!(headers[PRINCIPAL_HEADER], "p1");
         assert_eq!(headers[ROLE_HEADER], "viewer");

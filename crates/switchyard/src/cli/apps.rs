@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use switchyard_contracts::api::{AppList, AppView, RegisterAppRequest};
+use switchyard_contracts::{AppId, ProfileName};
 
 /// Register apps and read them back
 #[derive(Debug, clap::Subcommand)]
@@ -57,7 +58,7 @@ pub struct ShowArgs {
     pub client: ClientArgs,
     /// The app's id
     #[arg(value_name = "APP")]
-    pub app: String,
+    pub app: AppId,
     /// Print the API's JSON
     #[arg(long)]
     pub json: bool,
@@ -115,13 +116,13 @@ pub async fn list(client: &Client, args: &ListArgs) -> anyhow::Result<Exit> {
     let mut table = Table::new(&["APP", "NAME", "PROVIDER", "MODEL", "PROFILES", "UPDATED"]);
     for app in &list.apps {
         table.row(vec![
-            app.app_id.clone(),
+            app.app_id.to_string(),
             app.name.clone(),
             or_dash(app.runtime_defaults.provider.as_deref()),
             or_dash(app.runtime_defaults.model.as_deref()),
             app.execution_profiles
                 .keys()
-                .cloned()
+                .map(ProfileName::as_str)
                 .collect::<Vec<_>>()
                 .join(","),
             output::time(&app.updated_at),
@@ -146,7 +147,7 @@ pub async fn show(client: &Client, args: &ShowArgs) -> anyhow::Result<Exit> {
     let app: AppView =
         serde_json::from_value(body).context("the gateway's app is not what the API describes")?;
     output::fields(&[
-        ("app", Some(app.app_id.clone())),
+        ("app", Some(app.app_id.to_string())),
         ("name", Some(app.name.clone())),
         ("created", Some(output::time(&app.created_at))),
         ("updated", Some(output::time(&app.updated_at))),

@@ -24,11 +24,11 @@ use serde_json::{Value, json};
 use std::collections::{HashSet, VecDeque};
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
-use switchyard_contracts::RunId;
 use switchyard_contracts::api::{HumanLoopReplyResponse, RunView, StopRunResponse};
 use switchyard_contracts::event::{
     HumanLoopDecision, HumanLoopRequested, RunEvent, RunEventKind, TerminalStatus,
 };
+use switchyard_contracts::{HumanLoopRequestId, RunId};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -62,7 +62,7 @@ pub struct FollowOptions {
 enum Notice {
     Stop(Result<StopRunResponse, ClientError>),
     Reply {
-        request_id: String,
+        request_id: HumanLoopRequestId,
         decision: HumanLoopDecision,
         result: Result<HumanLoopReplyResponse, ClientError>,
     },
@@ -89,8 +89,8 @@ struct Follower {
     /// Requests seen and not yet resolved, oldest first (interactive only).
     pending: VecDeque<HumanLoopRequested>,
     /// Requests answered from here (their resolution is ours, not someone else's).
-    answered: HashSet<String>,
-    asking: Option<String>,
+    answered: HashSet<HumanLoopRequestId>,
+    asking: Option<HumanLoopRequestId>,
     ask_at: Option<Instant>,
     interactive: bool,
 }
@@ -287,7 +287,7 @@ impl Follower {
             RunEventKind::HumanLoopResolved(resolved) => {
                 self.pending.retain(|r| r.request_id != resolved.request_id);
                 let ours = self.answered.remove(&resolved.request_id);
-                if self.asking.as_deref() == Some(resolved.request_id.as_str()) {
+                if self.asking.as_ref() == Some(&resolved.request_id) {
                     self.asking = None;
                     if !ours {
                         eprintln!("(answered elsewhere)");

@@ -92,7 +92,7 @@ pub async fn providers(client: &Client, args: &ProvidersArgs) -> anyhow::Result<
                 .iter()
                 .map(|e| match &e.version {
                     Some(version) => format!("{} ({version})", e.executor_id),
-                    None => e.executor_id.clone(),
+                    None => e.executor_id.to_string(),
                 })
                 .collect::<Vec<_>>()
                 .join(", "),

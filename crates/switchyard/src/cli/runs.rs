@@ -8,12 +8,12 @@ use super::settings::ClientArgs;
 use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 use std::io::Read as _;
-use switchyard_contracts::RunId;
 use switchyard_contracts::api::{
     HumanLoopReplyResponse, HumanLoopRequestList, RunList, RunView, StartRunRequest,
     StartRunResponse, StopRunResponse, WaitingReason,
 };
 use switchyard_contracts::event::HumanLoopDecision;
+use switchyard_contracts::{AppId, HumanLoopRequestId, ProfileName, RunId};
 
 /// The largest page `GET /api/runs` gives.
 const MAX_PAGE: u32 = 500;
@@ -34,7 +34,7 @@ pub struct RunArgs {
     pub client: ClientArgs,
     /// The app whose runtime defaults the run takes
     #[arg(long, value_name = "APP")]
-    pub app: Option<String>,
+    pub app: Option<AppId>,
     /// Provider (scripted, codex-app-server, claude-code, opencode); default: the app's
     #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
@@ -43,7 +43,7 @@ pub struct RunArgs {
     pub model: Option<String>,
     /// One of the app's execution profiles
     #[arg(long, value_name = "PROFILE")]
-    pub profile: Option<String>,
+    pub profile: Option<ProfileName>,
     /// A provider option KEY=VALUE (VALUE is read as JSON when it is JSON, else as a
     /// string); repeat for more. Goes on top of --options-json
     #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_option)]
@@ -101,7 +101,7 @@ pub struct ListArgs {
     pub client: ClientArgs,
     /// Only this app's runs
     #[arg(long, value_name = "APP")]
-    pub app: Option<String>,
+    pub app: Option<AppId>,
     /// Only runs with this status
     #[arg(long, value_name = "STATUS", value_parser = [
         "queued", "claimed", "dispatched", "running", "waiting_for_human",
@@ -141,7 +141,7 @@ pub struct ReplyArgs {
     pub run: RunId,
     /// The request to answer; default: the run's oldest pending one
     #[arg(long, value_name = "ID")]
-    pub request: Option<String>,
+    pub request: Option<HumanLoopRequestId>,
     /// A message for the agent with the answer
     #[arg(long, value_name = "TEXT")]
     pub message: Option<String>,
@@ -280,7 +280,7 @@ pub async fn list(client: &Client, args: &ListArgs) -> anyhow::Result<Exit> {
         };
         let mut query = vec![("limit", page.to_string())];
         if let Some(app) = &args.app {
-            query.push(("appId", app.clone()));
+            query.push(("appId", app.to_string()));
         }
         if let Some(status) = &args.status {
             query.push(("status", status.clone()));
@@ -366,10 +366,16 @@ pub async fn show(client: &Client, args: &ShowArgs) -> anyhow::Result<Exit> {
         ("waiting detail", run.waiting_detail.clone()),
         ("provider", Some(run.provider.clone())),
         ("model", run.model.clone()),
-        ("app", run.app_id.clone()),
-        ("profile", run.execution_profile.clone()),
+        ("app", run.app_id.as_ref().map(ToString::to_string)),
+        (
+            "profile",
+            run.execution_profile.as_ref().map(ToString::to_string),
+        ),
         ("conversation", Some(run.conversation_id.to_string())),
-        ("executor", run.executor_id.clone()),
+        (
+            "executor",
+            run.executor_id.as_ref().map(ToString::to_string),
+        ),
         ("created", Some(output::time(&run.created_at))),
         ("started", run.started_at.as_ref().map(output::time)),
         ("completed", run.completed_at.as_ref().map(output::time)),

@@ -3,17 +3,17 @@
 
 use super::{AppState, not_found};
 use crate::access::{Actor, forbidden};
-use crate::runs::{is_valid_env_name, is_valid_name, parse_provider};
+use crate::runs::{is_valid_env_name, parse_provider};
 use crate::store::{self, json_contains_nul};
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use switchyard_contracts::ProviderName;
 use switchyard_contracts::api::{AppList, AppView, RegisterAppRequest, RuntimeDefaults};
 use switchyard_contracts::budget::RunBudget;
 use switchyard_contracts::provider::{operator_only_message, operator_only_option};
+use switchyard_contracts::{AppId, ProviderName};
 use switchyard_platform::http::{ApiError, Json};
 
 /// More profiles than this per app is almost certainly a client bug.
@@ -41,15 +41,10 @@ async fn register(
             "developers may only register apps they are members of",
         ));
     }
-    if !is_valid_name(&request.app_id) {
-        return Err(invalid(
-            "`appId` must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`",
-        ));
-    }
     let name = request
         .name
         .clone()
-        .unwrap_or_else(|| request.app_id.clone());
+        .unwrap_or_else(|| request.app_id.to_string());
     if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS || name.contains('\0') {
         return Err(invalid(format!(
             "`name` must be 1-{MAX_NAME_CHARS} characters without NUL"
@@ -63,11 +58,6 @@ async fn register(
     canonicalize(&mut request.runtime_defaults, "runtimeDefaults", None)?;
     let app_provider = request.runtime_defaults.provider.clone();
     for (profile, defaults) in &mut request.execution_profiles {
-        if !is_valid_name(profile) {
-            return Err(invalid(
-                "execution profile names must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`",
-            ));
-        }
         canonicalize(
             defaults,
             &format!("executionProfiles.{profile}"),
@@ -105,11 +95,10 @@ async fn show(
     actor: Actor,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AppView>, ApiError> {
-    let app_id = path
-        .map(|Path(id)| id)
+    let app_id: AppId = path
         .ok()
-        .filter(|id| is_valid_name(id))
-        .ok_or_else(|| invalid("the app id is not valid"))?;
+        .and_then(|Path(id)| id.parse().ok())
+        .ok_or_else(|| invalid(format!("the app id in the path {}", AppId::KIND.rule())))?;
     store::apps::get(&state.pool, &app_id)
         .await?
         .filter(|_| actor.may_see_app(&app_id))

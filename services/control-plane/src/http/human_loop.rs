@@ -49,7 +49,7 @@ async fn list(
         .into_iter()
         .filter(|row| only.as_deref().is_none_or(|s| row.status == s))
         .map(view)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Json(HumanLoopRequestList { requests }))
 }
 
@@ -57,11 +57,11 @@ fn wire<T: serde::de::DeserializeOwned>(name: Option<String>) -> Option<T> {
     name.and_then(|n| serde_json::from_value(n.into()).ok())
 }
 
-fn view(row: store::human_loop::Row) -> HumanLoopRequestView {
+fn view(row: store::human_loop::Row) -> Result<HumanLoopRequestView, store::StoreError> {
     // Stored values are wire names written by the projector; one that does not decode
     // (a future resolver) is left out rather than failing the whole list.
-    HumanLoopRequestView {
-        request_id: row.request_id,
+    Ok(HumanLoopRequestView {
+        request_id: store::stored_id("human-loop request id", row.request_id)?,
         kind: row.kind.unwrap_or_default(),
         prompt: row.prompt.unwrap_or_default(),
         details: row.details.unwrap_or(serde_json::Value::Null),
@@ -70,5 +70,5 @@ fn view(row: store::human_loop::Row) -> HumanLoopRequestView {
         resolved_by: wire(row.resolved_by),
         requested_at: row.requested_at,
         resolved_at: row.resolved_at,
-    }
+    })
 }

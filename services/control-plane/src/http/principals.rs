@@ -27,8 +27,8 @@
 use super::{AppState, not_found};
 use crate::access::Role;
 use crate::revocation;
-use crate::runs::is_valid_name;
 use crate::store::principals::{self, PrincipalRow, TokenRow};
+use crate::store::{StoreError, stored_id};
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -43,6 +43,7 @@ use switchyard_contracts::principals::{
     ResolveTokenRequest, ResolveTokenResponse, RevokedTokens, SetPrincipalAppsRequest,
     SetPrincipalRoleRequest, TokenView,
 };
+use switchyard_contracts::{AppId, PrincipalId, TokenId};
 use switchyard_platform::http::{ApiError, Json};
 use uuid::Uuid;
 
@@ -70,20 +71,26 @@ fn role_of(text: &str) -> Role {
     Role::parse(text).unwrap_or(Role::Viewer)
 }
 
-fn view(row: PrincipalRow, tokens: Option<Vec<TokenView>>) -> PrincipalView {
-    PrincipalView {
-        id: row.id,
+fn view(row: PrincipalRow, tokens: Option<Vec<TokenView>>) -> Result<PrincipalView, StoreError> {
+    Ok(PrincipalView {
+        id: PrincipalId::from_uuid(row.id),
         name: row.name,
         role: role_of(&row.role),
-        apps: row.apps,
+        apps: stored_apps(row.apps)?,
         created_at: row.created_at,
         tokens,
-    }
+    })
+}
+
+fn stored_apps(apps: Vec<String>) -> Result<Vec<AppId>, StoreError> {
+    apps.into_iter()
+        .map(|app| stored_id("app id of a membership", app))
+        .collect()
 }
 
 fn token_view(t: &TokenRow) -> TokenView {
     TokenView {
-        id: t.id,
+        id: TokenId::from_uuid(t.id),
         created_at: t.created_at,
         revoked_at: t.revoked_at,
     }
@@ -91,7 +98,7 @@ fn token_view(t: &TokenRow) -> TokenView {
 
 /// Tells the gateways that `id`'s access changed, then answers `response` naming the
 /// principal for the gateway that forwarded the request.
-async fn changed(state: &AppState, id: Uuid, response: impl IntoResponse) -> Response {
+async fn changed(state: &AppState, id: PrincipalId, response: impl IntoResponse) -> Response {
     revocation::announce(&state.js.client(), id, state.nats_timeout).await;
     let mut response = response.into_response();
     // A UUID is always a valid header value.
@@ -126,10 +133,10 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
 
-fn check_apps(apps: &[String]) -> Result<(), ApiError> {
-    if apps.len() > MAX_APPS || !apps.iter().all(|a| is_valid_name(a)) {
+fn check_apps(apps: &[AppId]) -> Result<(), ApiError> {
+    if apps.len() > MAX_APPS {
         return Err(invalid(format!(
-            "`apps` must list at most {MAX_APPS} app ids of 1-64 characters of A-Z, a-z, 0-9, `_` and `-`"
+            "`apps` must list at most {MAX_APPS} app ids"
         )));
     }
     Ok(())
@@ -137,7 +144,7 @@ fn check_apps(apps: &[String]) -> Result<(), ApiError> {
 
 /// A membership needs an existing app (the foreign key holds it too): otherwise its
 /// holder could register the app, with defaults of their choosing.
-async fn ensure_apps_exist(state: &AppState, apps: &[String]) -> Result<(), ApiError> {
+async fn ensure_apps_exist(state: &AppState, apps: &[AppId]) -> Result<(), ApiError> {
     let missing = crate::store::apps::missing(&state.pool, apps).await?;
     if missing.is_empty() {
         return Ok(());
@@ -154,13 +161,18 @@ async fn ensure_apps_exist(state: &AppState, apps: &[String]) -> Result<(), ApiE
     ))
 }
 
-fn principal_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+/// The `{id}` of a principal or token route.
+fn path_id<T: std::str::FromStr>(path: Result<Path<String>, PathRejection>) -> Result<T, ApiError> {
     path.ok()
-        .and_then(|Path(raw)| Uuid::parse_str(&raw).ok())
+        .and_then(|Path(raw)| raw.parse().ok())
         .ok_or_else(|| invalid("the id must be a UUID"))
 }
 
-fn principal_not_found(id: Uuid) -> ApiError {
+fn principal_id(path: Result<Path<String>, PathRejection>) -> Result<PrincipalId, ApiError> {
+    path_id(path)
+}
+
+fn principal_not_found(id: PrincipalId) -> ApiError {
     not_found("principal_not_found", format!("no principal {id}"))
 }
 
@@ -184,7 +196,7 @@ async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedPrincipal {
-            principal: view(row, None),
+            principal: view(row, None)?,
             token_id,
             token,
         }),
@@ -205,7 +217,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<PrincipalList>, ApiE
                 .collect();
             view(row, Some(own))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Json(PrincipalList { principals }))
 }
 
@@ -221,7 +233,7 @@ async fn show(
     Ok(Json(view(
         row,
         Some(tokens.iter().map(token_view).collect()),
-    )))
+    )?))
 }
 
 async fn new_token(
@@ -250,7 +262,7 @@ async fn set_role(
     let row = principals::get(&state.pool, id)
         .await?
         .ok_or_else(|| principal_not_found(id))?;
-    Ok(changed(&state, id, Json(view(row, None))).await)
+    Ok(changed(&state, id, Json(view(row, None)?)).await)
 }
 
 async fn set_apps(
@@ -272,7 +284,7 @@ async fn set_apps(
     let row = principals::get(&state.pool, id)
         .await?
         .ok_or_else(|| principal_not_found(id))?;
-    Ok(changed(&state, id, Json(view(row, None))).await)
+    Ok(changed(&state, id, Json(view(row, None)?)).await)
 }
 
 async fn remove(
@@ -303,7 +315,7 @@ async fn revoke(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = principal_id(path)?;
+    let id: TokenId = path_id(path)?;
     let principal = principals::revoke(&state.pool, id)
         .await?
         .ok_or_else(|| not_found("token_not_found", format!("no token {id}")))?;
@@ -324,9 +336,9 @@ async fn resolve(
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
     Ok(Json(ResolveTokenResponse {
-        principal_id: resolved.principal_id,
+        principal_id: PrincipalId::from_uuid(resolved.principal_id),
         role: role_of(&resolved.role),
-        apps: resolved.apps,
+        apps: stored_apps(resolved.apps)?,
     }))
 }
 

@@ -21,7 +21,7 @@ use switchyard_contracts::api::{
     StopRunRequest, StopRunResponse,
 };
 use switchyard_contracts::event::HumanLoopDecision;
-use switchyard_contracts::{RunId, RunStatus};
+use switchyard_contracts::{AppId, RunId, RunStatus};
 use switchyard_platform::http::{ApiError, Json};
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -144,7 +144,7 @@ async fn may_see(state: &AppState, actor: &Actor, run_id: RunId) -> Result<bool,
         return Ok(true);
     }
     Ok(match store::runs::owner(&state.pool, run_id).await? {
-        Some((app_id, created_by)) => actor.may_see_run(app_id.as_deref(), created_by.as_deref()),
+        Some((app_id, created_by)) => actor.may_see_run(app_id.as_ref(), created_by.as_deref()),
         None => true,
     })
 }
@@ -179,6 +179,12 @@ async fn list(
             ApiError::bad_request("invalid_cursor", "`before` must be a run id from a listing")
         })?),
     };
+    let app_id = match query.app_id.as_deref() {
+        None | Some("") => None,
+        Some(id) => Some(id.parse::<AppId>().map_err(|e| {
+            ApiError::bad_request("invalid_request", format!("`appId` {}", e.rule()))
+        })?),
+    };
     let conversation_id = match query.conversation_id.as_deref() {
         None | Some("") => None,
         Some(id) => Some(RunId::parse_str(id).map_err(|_| {
@@ -187,11 +193,11 @@ async fn list(
     };
     let filter = store::runs::RunFilter {
         status,
-        app_id: query.app_id.filter(|a| !a.is_empty()),
+        app_id,
         conversation_id,
         before,
         limit,
-        app_scope: actor.app_scope().map(<[String]>::to_vec),
+        app_scope: actor.app_scope().map(<[AppId]>::to_vec),
         visible_to: (!actor.sees_everything()).then(|| actor.id.clone()),
     };
     let runs = store::runs::list(&state.pool, &filter)
@@ -294,9 +300,7 @@ fn reply_request(body: serde_json::Value) -> Result<HumanLoopReplyRequest, ApiEr
             return Err(ApiError::unprocessable("invalid_decision", message));
         }
     }
-    serde_json::from_value(body).map_err(|e| {
-        ApiError::unprocessable("invalid_body", format!("the body has the wrong shape: {e}"))
-    })
+    switchyard_platform::http::decode_value(body)
 }
 
 /// Developers and viewers see only their runs in the listing; the counts are global.

@@ -1,11 +1,12 @@
 //! Apps and their execution profiles.
 
-use super::StoreError;
+use super::{StoreError, stored_id};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 use switchyard_contracts::api::{AppView, RuntimeDefaults};
+use switchyard_contracts::{AppId, ProfileName};
 
 #[derive(Debug, sqlx::FromRow)]
 struct AppRow {
@@ -33,23 +34,26 @@ struct UpsertedRow {
 /// What to store for an app (already validated).
 #[derive(Debug)]
 pub struct AppRecord<'a> {
-    pub app_id: &'a str,
+    pub app_id: &'a AppId,
     pub name: &'a str,
     pub runtime_defaults: &'a RuntimeDefaults,
-    pub execution_profiles: &'a BTreeMap<String, RuntimeDefaults>,
+    pub execution_profiles: &'a BTreeMap<ProfileName, RuntimeDefaults>,
 }
 
 /// Which of `app_ids` are not registered, in the order given.
-pub async fn missing(pool: &PgPool, app_ids: &[String]) -> Result<Vec<String>, StoreError> {
+pub async fn missing<'a>(
+    pool: &PgPool,
+    app_ids: &'a [AppId],
+) -> Result<Vec<&'a AppId>, StoreError> {
+    let ids: Vec<&str> = app_ids.iter().map(AppId::as_str).collect();
     let known: Vec<String> =
         sqlx::query_scalar("SELECT app_id FROM apps WHERE app_id = ANY($1::text[])")
-            .bind(app_ids)
+            .bind(&ids)
             .fetch_all(pool)
             .await?;
     Ok(app_ids
         .iter()
-        .filter(|id| !known.contains(id))
-        .cloned()
+        .filter(|id| !known.iter().any(|k| k == id.as_str()))
         .collect())
 }
 
@@ -67,14 +71,18 @@ pub async fn upsert(pool: &PgPool, app: AppRecord<'_>) -> Result<(AppView, bool)
                 updated_at = now()
          RETURNING created_at, updated_at, (xmax = 0) AS inserted",
     )
-    .bind(app.app_id)
+    .bind(app.app_id.as_str())
     .bind(app.name)
     .bind(Json(app.runtime_defaults))
     .fetch_one(&mut *tx)
     .await?;
-    let names: Vec<String> = app.execution_profiles.keys().cloned().collect();
+    let names: Vec<&str> = app
+        .execution_profiles
+        .keys()
+        .map(ProfileName::as_str)
+        .collect();
     sqlx::query("DELETE FROM execution_profiles WHERE app_id = $1 AND NOT (name = ANY($2))")
-        .bind(app.app_id)
+        .bind(app.app_id.as_str())
         .bind(&names)
         .execute(&mut *tx)
         .await?;
@@ -84,15 +92,15 @@ pub async fn upsert(pool: &PgPool, app: AppRecord<'_>) -> Result<(AppView, bool)
              ON CONFLICT (app_id, name) DO UPDATE
                 SET settings = EXCLUDED.settings, updated_at = now()",
         )
-        .bind(app.app_id)
-        .bind(name)
+        .bind(app.app_id.as_str())
+        .bind(name.as_str())
         .bind(Json(settings))
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     let view = AppView {
-        app_id: app.app_id.to_owned(),
+        app_id: app.app_id.clone(),
         name: app.name.to_owned(),
         runtime_defaults: app.runtime_defaults.clone(),
         execution_profiles: app.execution_profiles.clone(),
@@ -103,12 +111,12 @@ pub async fn upsert(pool: &PgPool, app: AppRecord<'_>) -> Result<(AppView, bool)
 }
 
 /// One app with its profiles.
-pub async fn get(pool: &PgPool, app_id: &str) -> Result<Option<AppView>, StoreError> {
+pub async fn get(pool: &PgPool, app_id: &AppId) -> Result<Option<AppView>, StoreError> {
     let Some(row) = sqlx::query_as::<_, AppRow>(
         "SELECT app_id, name, runtime_defaults, created_at, updated_at
          FROM apps WHERE app_id = $1",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .fetch_optional(pool)
     .await?
     else {
@@ -117,10 +125,10 @@ pub async fn get(pool: &PgPool, app_id: &str) -> Result<Option<AppView>, StoreEr
     let profiles = sqlx::query_as::<_, ProfileRow>(
         "SELECT app_id, name, settings FROM execution_profiles WHERE app_id = $1 ORDER BY name",
     )
-    .bind(app_id)
+    .bind(app_id.as_str())
     .fetch_all(pool)
     .await?;
-    Ok(Some(view(row, profiles)))
+    view(row, profiles).map(Some)
 }
 
 /// Every app with its profiles, by app id.
@@ -143,35 +151,40 @@ pub async fn list(pool: &PgPool) -> Result<Vec<AppView>, StoreError> {
             .or_default()
             .push(profile);
     }
-    Ok(apps
-        .into_iter()
+    apps.into_iter()
         .map(|app| {
             let own = profiles.remove(&app.app_id).unwrap_or_default();
             view(app, own)
         })
-        .collect())
+        .collect()
 }
 
 /// Apps that have a profile called `name` (a run may name a profile without its app).
-pub async fn apps_with_profile(pool: &PgPool, name: &str) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar::<_, String>(
+pub async fn apps_with_profile(
+    pool: &PgPool,
+    name: &ProfileName,
+) -> Result<Vec<AppId>, StoreError> {
+    sqlx::query_scalar::<_, String>(
         "SELECT app_id FROM execution_profiles WHERE name = $1 ORDER BY app_id LIMIT 2",
     )
-    .bind(name)
+    .bind(name.as_str())
     .fetch_all(pool)
-    .await?)
+    .await?
+    .into_iter()
+    .map(|id| stored_id("app id", id))
+    .collect()
 }
 
-fn view(app: AppRow, profiles: Vec<ProfileRow>) -> AppView {
-    AppView {
-        app_id: app.app_id,
+fn view(app: AppRow, profiles: Vec<ProfileRow>) -> Result<AppView, StoreError> {
+    Ok(AppView {
+        app_id: stored_id("app id", app.app_id)?,
         name: app.name,
         runtime_defaults: app.runtime_defaults.0,
         execution_profiles: profiles
             .into_iter()
-            .map(|p| (p.name, p.settings.0))
-            .collect(),
+            .map(|p| Ok((stored_id("execution profile name", p.name)?, p.settings.0)))
+            .collect::<Result<_, StoreError>>()?,
         created_at: app.created_at,
         updated_at: app.updated_at,
-    }
+    })
 }

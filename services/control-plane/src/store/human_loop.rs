@@ -7,12 +7,12 @@
 use super::StoreError;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
-use switchyard_contracts::RunId;
+use switchyard_contracts::{HumanLoopRequestId, RunId};
 
 #[derive(Debug, Clone)]
 pub struct Requested {
     pub run_id: RunId,
-    pub request_id: String,
+    pub request_id: HumanLoopRequestId,
     pub kind: String,
     pub prompt: String,
     pub details: serde_json::Value,
@@ -22,7 +22,7 @@ pub struct Requested {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub run_id: RunId,
-    pub request_id: String,
+    pub request_id: HumanLoopRequestId,
     pub decision: String,
     /// `human`, `timeout` or `run_ended`.
     pub resolved_by: String,
@@ -63,7 +63,7 @@ pub async fn requested(conn: &mut PgConnection, r: &Requested) -> Result<(), Sto
             requested_at = COALESCE(human_loop_requests.requested_at, EXCLUDED.requested_at)",
     )
     .bind(r.run_id)
-    .bind(&r.request_id)
+    .bind(r.request_id.as_str())
     .bind(&r.kind)
     .bind(&r.prompt)
     .bind(&r.details)
@@ -96,7 +96,7 @@ pub async fn resolved(conn: &mut PgConnection, r: &Resolved) -> Result<(), Store
                             THEN EXCLUDED.resolved_at ELSE human_loop_requests.resolved_at END",
     )
     .bind(r.run_id)
-    .bind(&r.request_id)
+    .bind(r.request_id.as_str())
     .bind(&r.decision)
     .bind(resolver(&r.resolved_by))
     .bind(r.resolved_at)

@@ -10,6 +10,7 @@ pub mod reconcile;
 pub mod runs;
 
 use serde_json::Value;
+use switchyard_contracts::InvalidId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -21,6 +22,14 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// An id column holds a value that breaks the id's rule (written around the
+    /// service, since everything it writes was parsed first).
+    #[error("stored {what} is not valid: {source}")]
+    InvalidId {
+        what: &'static str,
+        #[source]
+        source: InvalidId,
+    },
 }
 
 impl StoreError {
@@ -28,9 +37,25 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Db(e) => crate::database::is_unavailable(e),
-            StoreError::Corrupt { .. } => false,
+            StoreError::Corrupt { .. } | StoreError::InvalidId { .. } => false,
         }
     }
+}
+
+/// An id read back from a column, checked against its rule like any other input.
+pub fn stored_id<T: TryFrom<String, Error = InvalidId>>(
+    what: &'static str,
+    value: String,
+) -> Result<T, StoreError> {
+    T::try_from(value).map_err(|source| StoreError::InvalidId { what, source })
+}
+
+/// [`stored_id`] for a nullable column.
+pub fn stored_opt_id<T: TryFrom<String, Error = InvalidId>>(
+    what: &'static str,
+    value: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    value.map(|v| stored_id(what, v)).transpose()
 }
 
 /// Postgres rejects NUL in `text` and `\u0000` in `jsonb`; event data written by
@@ -88,5 +113,20 @@ mod tests {
         assert!(!json_contains_nul(&clean));
         assert_eq!(clean["a\u{FFFD}"][0], "x\u{FFFD}y");
         assert_eq!(clean_text("ok"), "ok");
+    }
+
+    #[test]
+    fn stored_ids_are_checked_on_the_way_back() {
+        use switchyard_contracts::AppId;
+        let app: AppId = stored_id("app id", "team-a".to_owned()).unwrap();
+        assert_eq!(app, "team-a");
+        let error = stored_id::<AppId>("app id", "not an id".to_owned()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "stored app id is not valid: an app id must be 1-64 characters of A-Z, a-z, 0-9, \
+             `_` and `-`"
+        );
+        assert!(!error.is_unavailable());
+        assert_eq!(stored_opt_id::<AppId>("app id", None).unwrap(), None);
     }
 }

@@ -3,6 +3,7 @@
 use super::StoreError;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use switchyard_contracts::{AppId, PrincipalId, TokenId};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -47,13 +48,13 @@ pub async fn create(
     pool: &PgPool,
     name: &str,
     role: &str,
-    apps: &[String],
+    apps: &[AppId],
     token_hash: &[u8],
-) -> Result<(PrincipalRow, Uuid), StoreError> {
-    let id = Uuid::now_v7();
+) -> Result<(PrincipalRow, TokenId), StoreError> {
+    let id = PrincipalId::from_uuid(Uuid::now_v7());
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO principals (id, name, role) VALUES ($1, $2, $3)")
-        .bind(id)
+        .bind(id.as_uuid())
         .bind(name)
         .bind(role)
         .execute(&mut *tx)
@@ -62,8 +63,8 @@ pub async fn create(
         "INSERT INTO principal_apps (principal_id, app_id)
          SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
     )
-    .bind(id)
-    .bind(apps)
+    .bind(id.as_uuid())
+    .bind(apps.iter().map(AppId::as_str).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     let token_id = insert_token(&mut tx, id, token_hash).await?;
@@ -74,13 +75,13 @@ pub async fn create(
 
 async fn insert_token(
     conn: &mut sqlx::PgConnection,
-    principal_id: Uuid,
+    principal_id: PrincipalId,
     token_hash: &[u8],
-) -> Result<Uuid, StoreError> {
-    let id = Uuid::now_v7();
+) -> Result<TokenId, StoreError> {
+    let id = TokenId::from_uuid(Uuid::now_v7());
     sqlx::query("INSERT INTO api_tokens (id, principal_id, token_hash) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(principal_id)
+        .bind(id.as_uuid())
+        .bind(principal_id.as_uuid())
         .bind(token_hash)
         .execute(conn)
         .await?;
@@ -90,9 +91,9 @@ async fn insert_token(
 /// A new token for an existing principal; `None` when there is no such principal.
 pub async fn add_token(
     pool: &PgPool,
-    principal_id: Uuid,
+    principal_id: PrincipalId,
     token_hash: &[u8],
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<TokenId>, StoreError> {
     let mut tx = pool.begin().await?;
     if !lock(&mut tx, principal_id).await? {
         return Ok(None);
@@ -102,10 +103,10 @@ pub async fn add_token(
     Ok(Some(id))
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<PrincipalRow>, StoreError> {
+pub async fn get(pool: &PgPool, id: PrincipalId) -> Result<Option<PrincipalRow>, StoreError> {
     Ok(
         sqlx::query_as::<_, PrincipalRow>(select_principals!("WHERE p.id = $1"))
-            .bind(id)
+            .bind(id.as_uuid())
             .fetch_optional(pool)
             .await?,
     )
@@ -128,21 +129,21 @@ pub async fn tokens(pool: &PgPool) -> Result<Vec<TokenRow>, StoreError> {
 }
 
 /// Replaces a principal's memberships; `false` when there is no such principal.
-pub async fn set_apps(pool: &PgPool, id: Uuid, apps: &[String]) -> Result<bool, StoreError> {
+pub async fn set_apps(pool: &PgPool, id: PrincipalId, apps: &[AppId]) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     if !lock(&mut tx, id).await? {
         return Ok(false);
     }
     sqlx::query("DELETE FROM principal_apps WHERE principal_id = $1")
-        .bind(id)
+        .bind(id.as_uuid())
         .execute(&mut *tx)
         .await?;
     sqlx::query(
         "INSERT INTO principal_apps (principal_id, app_id)
          SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
     )
-    .bind(id)
-    .bind(apps)
+    .bind(id.as_uuid())
+    .bind(apps.iter().map(AppId::as_str).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -151,19 +152,23 @@ pub async fn set_apps(pool: &PgPool, id: Uuid, apps: &[String]) -> Result<bool, 
 
 /// Revokes a token; the principal it belonged to, `None` when there is no such token.
 /// Revoking twice is harmless.
-pub async fn revoke(pool: &PgPool, token_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+pub async fn revoke(pool: &PgPool, token_id: TokenId) -> Result<Option<PrincipalId>, StoreError> {
     Ok(sqlx::query_scalar::<_, Uuid>(
         "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
          WHERE id = $1 RETURNING principal_id",
     )
-    .bind(token_id)
+    .bind(token_id.as_uuid())
     .fetch_optional(pool)
-    .await?)
+    .await?
+    .map(PrincipalId::from_uuid))
 }
 
 /// Revokes every active token of a principal; how many, `None` when there is no such
 /// principal.
-pub async fn revoke_all(pool: &PgPool, principal_id: Uuid) -> Result<Option<u64>, StoreError> {
+pub async fn revoke_all(
+    pool: &PgPool,
+    principal_id: PrincipalId,
+) -> Result<Option<u64>, StoreError> {
     let mut tx = pool.begin().await?;
     if !lock(&mut tx, principal_id).await? {
         return Ok(None);
@@ -172,7 +177,7 @@ pub async fn revoke_all(pool: &PgPool, principal_id: Uuid) -> Result<Option<u64>
         "UPDATE api_tokens SET revoked_at = now()
          WHERE principal_id = $1 AND revoked_at IS NULL",
     )
-    .bind(principal_id)
+    .bind(principal_id.as_uuid())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -180,9 +185,9 @@ pub async fn revoke_all(pool: &PgPool, principal_id: Uuid) -> Result<Option<u64>
 }
 
 /// Changes a principal's role; `false` when there is no such principal.
-pub async fn set_role(pool: &PgPool, id: Uuid, role: &str) -> Result<bool, StoreError> {
+pub async fn set_role(pool: &PgPool, id: PrincipalId, role: &str) -> Result<bool, StoreError> {
     let result = sqlx::query("UPDATE principals SET role = $2 WHERE id = $1")
-        .bind(id)
+        .bind(id.as_uuid())
         .bind(role)
         .execute(pool)
         .await?;
@@ -191,30 +196,33 @@ pub async fn set_role(pool: &PgPool, id: Uuid, role: &str) -> Result<bool, Store
 
 /// Deletes a principal with its tokens and memberships (the foreign keys cascade);
 /// `false` when there is no such principal. Runs keep its id in `created_by`.
-pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
+pub async fn delete(pool: &PgPool, id: PrincipalId) -> Result<bool, StoreError> {
     let result = sqlx::query("DELETE FROM principals WHERE id = $1")
-        .bind(id)
+        .bind(id.as_uuid())
         .execute(pool)
         .await?;
     Ok(result.rows_affected() == 1)
 }
 
 /// The tokens of one principal.
-pub async fn tokens_of(pool: &PgPool, principal_id: Uuid) -> Result<Vec<TokenRow>, StoreError> {
+pub async fn tokens_of(
+    pool: &PgPool,
+    principal_id: PrincipalId,
+) -> Result<Vec<TokenRow>, StoreError> {
     Ok(sqlx::query_as::<_, TokenRow>(
         "SELECT id, principal_id, created_at, revoked_at FROM api_tokens
          WHERE principal_id = $1 ORDER BY created_at, id",
     )
-    .bind(principal_id)
+    .bind(principal_id.as_uuid())
     .fetch_all(pool)
     .await?)
 }
 
 /// Locks the principal's row for the transaction; `false` when there is none.
-async fn lock(conn: &mut sqlx::PgConnection, id: Uuid) -> Result<bool, StoreError> {
+async fn lock(conn: &mut sqlx::PgConnection, id: PrincipalId) -> Result<bool, StoreError> {
     Ok(
         sqlx::query_scalar::<_, Uuid>("SELECT id FROM principals WHERE id = $1 FOR UPDATE")
-            .bind(id)
+            .bind(id.as_uuid())
             .fetch_optional(conn)
             .await?
             .is_some(),

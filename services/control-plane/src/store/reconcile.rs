@@ -1,10 +1,10 @@
 //! SQL of the reconciler: runs the projection says an executor owns, and runs that have
 //! waited for a dispatch suspiciously long with nothing left to publish for them.
 
-use super::StoreError;
+use super::{StoreError, stored_id, stored_opt_id};
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
-use switchyard_contracts::{RunCommand, RunId};
+use switchyard_contracts::{ExecutorId, RunCommand, RunId};
 use uuid::Uuid;
 
 /// A run the projection shows as owned by an executor (dispatched, running or waiting
@@ -19,14 +19,17 @@ pub struct OwnedRun {
 }
 
 /// Executors the projection shows owning runs.
-pub async fn owning_executors(pool: impl PgExecutor<'_>) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar::<_, String>(
+pub async fn owning_executors(pool: impl PgExecutor<'_>) -> Result<Vec<ExecutorId>, StoreError> {
+    sqlx::query_scalar::<_, String>(
         "SELECT DISTINCT executor_id FROM runs
          WHERE status IN ('dispatched', 'running', 'waiting_for_human')
            AND executor_id IS NOT NULL",
     )
     .fetch_all(pool)
-    .await?)
+    .await?
+    .into_iter()
+    .map(|id| stored_id("executor id of a run", id))
+    .collect()
 }
 
 /// Runs owned by `executor_id`, by run id after `after`. With `started_before`, only
@@ -34,7 +37,7 @@ pub async fn owning_executors(pool: impl PgExecutor<'_>) -> Result<Vec<String>, 
 /// at that time cannot own the others' predecessors.
 pub async fn owned_runs(
     pool: impl PgExecutor<'_>,
-    executor_id: &str,
+    executor_id: &ExecutorId,
     started_before: Option<DateTime<Utc>>,
     after: Option<RunId>,
     limit: i64,
@@ -48,7 +51,7 @@ pub async fn owned_runs(
          ORDER BY run_id
          LIMIT $4",
     )
-    .bind(executor_id)
+    .bind(executor_id.as_str())
     .bind(started_before)
     .bind(after)
     .bind(limit)
@@ -80,21 +83,27 @@ pub struct WaitingRun {
 
 impl WaitingRun {
     /// The run command as it was accepted.
-    pub fn command(&self) -> RunCommand {
-        RunCommand {
+    pub fn command(&self) -> Result<RunCommand, StoreError> {
+        Ok(RunCommand {
             run_id: self.run_id,
             provider: self.provider.clone(),
             model: self.model.clone(),
             prompt: self.prompt.clone(),
-            app_id: self.app_id.clone(),
-            execution_profile: self.execution_profile.clone(),
+            app_id: stored_opt_id("app id of a run", self.app_id.clone())?,
+            execution_profile: stored_opt_id(
+                "execution profile of a run",
+                self.execution_profile.clone(),
+            )?,
             provider_options: self.provider_options.clone(),
             credential_env: self.credential_env.clone(),
             timeout_ms: self.timeout_ms.and_then(|t| u64::try_from(t).ok()),
             conversation_id: Some(self.conversation_id),
-            preferred_executor: self.preferred_executor.clone(),
+            preferred_executor: stored_opt_id(
+                "executor id of a run",
+                self.preferred_executor.clone(),
+            )?,
             created_at: self.created_at,
-        }
+        })
     }
 
     pub fn id(&self) -> RunId {

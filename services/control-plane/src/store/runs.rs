@@ -1,14 +1,16 @@
 //! Run records: inserting an accepted run, reading and listing them, and the status
 //! projection's updates.
 
-use super::{StoreError, from_bigint};
+use super::{StoreError, from_bigint, stored_opt_id};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashSet;
 use switchyard_contracts::api::RunView;
 use switchyard_contracts::event::RunQueued;
-use switchyard_contracts::{FailureReason, RunCommand, RunId, RunStatus};
+use switchyard_contracts::{
+    AppId, ExecutorId, FailureReason, ProfileName, RunCommand, RunId, RunStatus, WorkerId,
+};
 use uuid::Uuid;
 
 // The columns of a `RunRow`, in one place. sqlx wants `&'static str` SQL; `concat!`
@@ -29,8 +31,8 @@ macro_rules! select_runs {
 pub struct NewRun {
     pub run_id: RunId,
     pub conversation_id: RunId,
-    pub app_id: Option<String>,
-    pub execution_profile: Option<String>,
+    pub app_id: Option<AppId>,
+    pub execution_profile: Option<ProfileName>,
     pub provider: String,
     pub model: Option<String>,
     pub prompt: String,
@@ -67,8 +69,8 @@ pub async fn insert_queued(
          RETURNING id",
     )
     .bind(run.run_id)
-    .bind(&run.app_id)
-    .bind(&run.execution_profile)
+    .bind(run.app_id.as_ref().map(AppId::as_str))
+    .bind(run.execution_profile.as_ref().map(ProfileName::as_str))
     .bind(&run.provider)
     .bind(&run.model)
     .bind(&run.prompt)
@@ -109,6 +111,11 @@ pub struct RunRow {
 }
 
 impl RunRow {
+    /// The run's app, checked like any other input.
+    pub fn app(&self) -> Result<Option<AppId>, StoreError> {
+        stored_opt_id("app id of a run", self.app_id.clone())
+    }
+
     /// The API view; `stream_url` is built by the caller's configuration.
     pub fn into_view(self, stream_url: String) -> Result<RunView, StoreError> {
         let status = RunStatus::parse(&self.status).ok_or_else(|| StoreError::Corrupt {
@@ -123,8 +130,8 @@ impl RunRow {
         Ok(RunView {
             run_id: self.run_id,
             conversation_id: self.conversation_id,
-            app_id: self.app_id,
-            execution_profile: self.execution_profile,
+            app_id: stored_opt_id("app id of a run", self.app_id)?,
+            execution_profile: stored_opt_id("execution profile of a run", self.execution_profile)?,
             provider: self.provider,
             model: self.model,
             status,
@@ -132,7 +139,7 @@ impl RunRow {
             failure_reason,
             failure_detail: self.failure_detail,
             evidence: self.evidence,
-            executor_id: self.executor_id,
+            executor_id: stored_opt_id("executor id of a run", self.executor_id)?,
             last_event_seq: from_bigint(self.last_event_seq),
             stream_url,
             created_at: self.created_at,
@@ -158,27 +165,29 @@ pub async fn get(pool: impl PgExecutor<'_>, run_id: RunId) -> Result<Option<RunR
 pub async fn owner(
     pool: impl PgExecutor<'_>,
     run_id: RunId,
-) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
-    Ok(sqlx::query_as::<_, (Option<String>, Option<String>)>(
+) -> Result<Option<(Option<AppId>, Option<String>)>, StoreError> {
+    sqlx::query_as::<_, (Option<String>, Option<String>)>(
         "SELECT app_id, created_by FROM runs WHERE run_id = $1",
     )
     .bind(run_id)
     .fetch_optional(pool)
-    .await?)
+    .await?
+    .map(|(app_id, created_by)| Ok((stored_opt_id("app id of a run", app_id)?, created_by)))
+    .transpose()
 }
 
 /// Filters of `GET /api/runs`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub status: Option<RunStatus>,
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     pub conversation_id: Option<RunId>,
     /// Only runs listed after this one (newest first), i.e. created before it.
     pub before: Option<RunId>,
     pub limit: i64,
     /// RBAC: only runs of these apps, or app-less runs started by `visible_to`. `None`
     /// lists every run.
-    pub app_scope: Option<Vec<String>>,
+    pub app_scope: Option<Vec<AppId>>,
     pub visible_to: Option<String>,
 }
 
@@ -198,11 +207,16 @@ pub async fn list(
         "ORDER BY created_at DESC, run_id DESC LIMIT $4"
     ))
     .bind(filter.status.map(RunStatus::as_str))
-    .bind(&filter.app_id)
+    .bind(filter.app_id.as_ref().map(AppId::as_str))
     .bind(filter.before)
     .bind(filter.limit)
     .bind(filter.conversation_id)
-    .bind(&filter.app_scope)
+    .bind(
+        filter
+            .app_scope
+            .as_ref()
+            .map(|apps| apps.iter().map(AppId::as_str).collect::<Vec<_>>()),
+    )
     .bind(&filter.visible_to)
     .fetch_all(pool)
     .await?)
@@ -210,14 +224,24 @@ pub async fn list(
 
 /// What a follow-up inherits from its conversation: the latest run's settings, and the
 /// executor of the latest run that got one (its workspace and session are there).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ConversationHead {
     pub conversation_id: Uuid,
     pub provider: String,
     pub model: Option<String>,
-    pub app_id: Option<String>,
-    pub execution_profile: Option<String>,
-    pub executor_id: Option<String>,
+    pub app_id: Option<AppId>,
+    pub execution_profile: Option<ProfileName>,
+    pub executor_id: Option<ExecutorId>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct HeadRow {
+    conversation_id: Uuid,
+    provider: String,
+    model: Option<String>,
+    app_id: Option<String>,
+    execution_profile: Option<String>,
+    executor_id: Option<String>,
 }
 
 /// The head of a conversation, `None` when no run belongs to it.
@@ -225,7 +249,7 @@ pub async fn conversation_head(
     pool: impl PgExecutor<'_>,
     conversation_id: RunId,
 ) -> Result<Option<ConversationHead>, StoreError> {
-    Ok(sqlx::query_as::<_, ConversationHead>(
+    let Some(row) = sqlx::query_as::<_, HeadRow>(
         "SELECT r.conversation_id, r.provider, r.model, r.app_id, r.execution_profile,
                 (SELECT e.executor_id FROM runs e
                   WHERE e.conversation_id = $1 AND e.executor_id IS NOT NULL
@@ -237,7 +261,18 @@ pub async fn conversation_head(
     )
     .bind(conversation_id)
     .fetch_optional(pool)
-    .await?)
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(ConversationHead {
+        conversation_id: row.conversation_id,
+        provider: row.provider,
+        model: row.model,
+        app_id: stored_opt_id("app id of a run", row.app_id)?,
+        execution_profile: stored_opt_id("execution profile of a run", row.execution_profile)?,
+        executor_id: stored_opt_id("executor id of a run", row.executor_id)?,
+    }))
 }
 
 /// Takes the conversation's start lock until the transaction ends: follow-ups of one
@@ -301,9 +336,9 @@ pub struct Projection {
     pub stream_seq: i64,
     pub status: Option<RunStatus>,
     pub status_detail: Option<String>,
-    pub worker_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
     pub claimed_at: Option<DateTime<Utc>>,
-    pub executor_id: Option<String>,
+    pub executor_id: Option<ExecutorId>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub failure_reason: Option<String>,
@@ -331,8 +366,8 @@ pub struct RunChanges {
     /// only to advance `seq`).
     pub lifecycle: bool,
     pub status: Option<(i64, RunStatus, Option<String>)>,
-    pub claim: Option<(i64, Option<String>, Option<DateTime<Utc>>)>,
-    pub executor: Option<(i64, String)>,
+    pub claim: Option<(i64, Option<WorkerId>, Option<DateTime<Utc>>)>,
+    pub executor: Option<(i64, ExecutorId)>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub failure_reason: Option<String>,
@@ -477,17 +512,22 @@ pub async fn apply_changes(
         .iter()
         .map(|c| c.status.as_ref().and_then(|(_, _, d)| d.clone()))
         .collect();
-    let worker_id: Vec<Option<String>> = changes
+    let worker_id: Vec<Option<&str>> = changes
         .iter()
-        .map(|c| c.claim.as_ref().and_then(|(_, w, _)| w.clone()))
+        .map(|c| {
+            c.claim
+                .as_ref()
+                .and_then(|(_, w, _)| w.as_ref())
+                .map(WorkerId::as_str)
+        })
         .collect();
     let claimed_at: Vec<Option<DateTime<Utc>>> = changes
         .iter()
         .map(|c| c.claim.as_ref().and_then(|(_, _, at)| *at))
         .collect();
-    let executor_id: Vec<Option<String>> = changes
+    let executor_id: Vec<Option<&str>> = changes
         .iter()
-        .map(|c| c.executor.as_ref().map(|(_, e)| e.clone()))
+        .map(|c| c.executor.as_ref().map(|(_, e)| e.as_str()))
         .collect();
     let mut query = sqlx::query_scalar::<_, Uuid>(if ended.is_empty() {
         APPLY_CHANGES
@@ -587,13 +627,13 @@ mod tests {
         changes.add(&event(1, RunStatus::Queued));
         for (seq, worker) in [(2, "w-1"), (3, "w-2")] {
             changes.add(&Projection {
-                worker_id: Some(worker.into()),
+                worker_id: Some(worker.parse().unwrap()),
                 claimed_at: Some(t(seq)),
                 ..event(seq, RunStatus::Claimed)
             });
         }
         changes.add(&Projection {
-            executor_id: Some("exec-1".into()),
+            executor_id: Some("exec-1".parse().unwrap()),
             ..event(4, RunStatus::Dispatched)
         });
         changes.add(&Projection {
@@ -624,8 +664,11 @@ mod tests {
             changes.status,
             Some((7, RunStatus::TimedOut, Some("too slow".into())))
         );
-        assert_eq!(changes.claim, Some((3, Some("w-2".into()), Some(t(3)))));
-        assert_eq!(changes.executor, Some((4, "exec-1".into())));
+        assert_eq!(
+            changes.claim,
+            Some((3, Some("w-2".parse().unwrap()), Some(t(3))))
+        );
+        assert_eq!(changes.executor, Some((4, "exec-1".parse().unwrap())));
         assert_eq!(changes.started_at, Some(t(5)), "the first start wins");
         assert_eq!(changes.completed_at, Some(t(7)));
         assert_eq!(changes.failure_reason.as_deref(), Some("timeout"));

@@ -4,7 +4,7 @@
 use crate::common::{Harness, INTERNAL_TOKEN, config, error_code, eventually};
 use reqwest::StatusCode;
 use serde_json::json;
-use switchyard_contracts::RunCommand;
+use switchyard_contracts::{RunCommand, RunId};
 use switchyard_control_plane::store;
 
 #[tokio::test]
@@ -285,7 +285,7 @@ async fn an_endpoint_is_refused_in_requests_apps_profiles_and_stored_defaults() 
     store::apps::upsert(
         &h.db.pool,
         store::apps::AppRecord {
-            app_id: "old",
+            app_id: &"old".parse().unwrap(),
             name: "old",
             runtime_defaults: &defaults,
             execution_profiles: &Default::default(),
@@ -595,6 +595,105 @@ async fn bad_input_gets_the_json_error_shape_and_the_right_status() {
     // Nothing was accepted by any of the above.
     let (_, list) = h.get("/api/runs").await;
     assert_eq!(list["runs"].as_array().unwrap().len(), 0, "{list}");
+    h.stop().await;
+}
+
+/// An id that breaks its rule is refused where it enters, wherever the request carries
+/// it (body field, map key, list item, path, query), as 400 `invalid_request` naming
+/// the field and the rule in our words: not serde's wording, not its line and column,
+/// not the rejected value. Nothing is stored.
+#[tokio::test]
+async fn bad_ids_are_refused_naming_the_field_in_our_words() {
+    let h = Harness::start().await;
+    h.register_app(json!({"appId": "app1", "executionProfiles": {"fast": {}}}))
+        .await;
+    const NAME: &str = "must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`";
+    const TOKEN: &str = "must be 1-128 characters of A-Z, a-z, 0-9, `_` and `-`";
+    let reply = format!("/api/runs/{}/human-loop/reply", RunId::now_v7());
+    let cases: Vec<(&str, serde_json::Value, String)> = vec![
+        (
+            "/api/runs/start",
+            json!({"prompt": "x", "appId": "no such"}),
+            format!("`appId` {NAME}"),
+        ),
+        (
+            "/api/runs/start",
+            json!({"prompt": "x", "executionProfile": "a.b"}),
+            format!("`executionProfile` {NAME}"),
+        ),
+        (
+            "/api/apps/register",
+            json!({"appId": "x".repeat(65)}),
+            format!("`appId` {NAME}"),
+        ),
+        (
+            "/api/apps/register",
+            json!({"appId": "ok", "executionProfiles": {"no good": {}}}),
+            format!("the keys of `executionProfiles` {NAME}"),
+        ),
+        (
+            "/api/principals",
+            json!({"name": "n", "role": "viewer", "apps": ["app1", "sneaky,app"]}),
+            format!("`apps[1]` {NAME}"),
+        ),
+        (
+            &reply,
+            json!({"requestId": "r 1", "decision": "approve"}),
+            format!("`requestId` {TOKEN}"),
+        ),
+    ];
+    for (path, body, message) in cases {
+        let (status, answer) = h.post(path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_eq!(error_code(&answer), "invalid_request", "{path}: {answer}");
+        assert_eq!(answer["error"]["message"], message.as_str(), "{path}");
+    }
+
+    let (status, answer) = h.get("/api/apps/bad%20id").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(error_code(&answer), "invalid_request");
+    assert_eq!(
+        answer["error"]["message"],
+        format!("the app id in the path {NAME}").as_str()
+    );
+    let (status, answer) = h.get("/api/runs?appId=a.b").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        format!("`appId` {NAME}").as_str()
+    );
+
+    let (_, apps) = h.get("/api/apps").await;
+    assert_eq!(apps["apps"].as_array().unwrap().len(), 1, "{apps}");
+    let (_, principals) = h.get("/api/principals").await;
+    assert_eq!(principals["principals"], json!([]), "{principals}");
+    let (_, runs) = h.get("/api/runs").await;
+    assert_eq!(runs["runs"], json!([]), "{runs}");
+    h.stop().await;
+}
+
+/// A row whose id column breaks the id's rule (written around the service) is an
+/// internal error of that one read, with the generic message: never a panic, never a
+/// value passed on as if it were valid, never the row's text in the answer.
+#[tokio::test]
+async fn a_stored_id_that_breaks_its_rule_is_an_internal_error_not_a_panic() {
+    let h = Harness::start().await;
+    let run_id = RunId::now_v7();
+    sqlx::query(
+        "INSERT INTO runs (run_id, conversation_id, provider, prompt, status, app_id)
+         VALUES ($1, $1, 'scripted', 'p', 'queued', 'not an app id')",
+    )
+    .bind(run_id)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let (status, answer) = h.get(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+    assert_eq!(error_code(&answer), "internal");
+    assert!(!answer.to_string().contains("not an app id"), "{answer}");
+    // The service goes on answering.
+    let (status, _) = h.get("/api/apps").await;
+    assert_eq!(status, StatusCode::OK);
     h.stop().await;
 }
 

@@ -42,11 +42,11 @@ async fn dispatch(h: &Harness, run_id: RunId) {
     let mut position = h.events.position(run_id).await.unwrap();
     for kind in [
         RunEventKind::RunClaimed(RunClaimed {
-            worker_id: "mgr".into(),
+            worker_id: "mgr".parse().unwrap(),
             attempt: 1,
         }),
         RunEventKind::RunDispatched(RunDispatched {
-            executor_id: "exec".into(),
+            executor_id: "exec".parse().unwrap(),
             timeout_ms: 1000,
         }),
     ] {

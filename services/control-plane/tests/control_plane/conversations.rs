@@ -25,11 +25,11 @@ async fn dispatch_to(h: &Harness, run_id: RunId, executor: &str) {
     let mut position = h.events.position(run_id).await.unwrap();
     for kind in [
         RunEventKind::RunClaimed(RunClaimed {
-            worker_id: "mgr-1".into(),
+            worker_id: "mgr-1".parse().unwrap(),
             attempt: 1,
         }),
         RunEventKind::RunDispatched(RunDispatched {
-            executor_id: executor.into(),
+            executor_id: executor.parse().unwrap(),
             timeout_ms: 60_000,
         }),
     ] {

@@ -20,11 +20,11 @@ async fn append_all(h: &Harness, run_id: RunId, kinds: Vec<RunEventKind>) {
 fn running() -> Vec<RunEventKind> {
     vec![
         RunEventKind::RunClaimed(RunClaimed {
-            worker_id: "mgr-1".into(),
+            worker_id: "mgr-1".parse().unwrap(),
             attempt: 1,
         }),
         RunEventKind::RunDispatched(RunDispatched {
-            executor_id: "exec-1".into(),
+            executor_id: "exec-1".parse().unwrap(),
             timeout_ms: 60_000,
         }),
         RunEventKind::RunStarted(RunStarted {
@@ -37,7 +37,7 @@ fn running() -> Vec<RunEventKind> {
 
 fn requested(id: &str, prompt: &str) -> RunEventKind {
     RunEventKind::HumanLoopRequested(HumanLoopRequested {
-        request_id: id.into(),
+        request_id: id.parse().unwrap(),
         kind: HumanLoopKind::Command,
         prompt: prompt.into(),
         details: json!({"command": prompt}),
@@ -46,7 +46,7 @@ fn requested(id: &str, prompt: &str) -> RunEventKind {
 
 fn resolved(id: &str, decision: HumanLoopDecision, by: HumanLoopResolver) -> RunEventKind {
     RunEventKind::HumanLoopResolved(HumanLoopResolved {
-        request_id: id.into(),
+        request_id: id.parse().unwrap(),
         decision,
         resolved_by: by,
         message: None,

@@ -19,11 +19,11 @@ async fn append_all(h: &Harness, run_id: RunId, kinds: Vec<RunEventKind>) {
 fn dispatched(executor: &str) -> Vec<RunEventKind> {
     vec![
         RunEventKind::RunClaimed(RunClaimed {
-            worker_id: "mgr-1".into(),
+            worker_id: "mgr-1".parse().unwrap(),
             attempt: 1,
         }),
         RunEventKind::RunDispatched(RunDispatched {
-            executor_id: executor.into(),
+            executor_id: executor.parse().unwrap(),
             timeout_ms: 60_000,
         }),
         RunEventKind::RunStarted(RunStarted {
@@ -87,7 +87,7 @@ async fn human_loop_requests_are_projected_and_resolved() {
         .await;
     let mut kinds = dispatched("exec-2");
     kinds.push(RunEventKind::HumanLoopRequested(HumanLoopRequested {
-        request_id: "r1".into(),
+        request_id: "r1".parse().unwrap(),
         kind: HumanLoopKind::Command,
         prompt: "Run `make`?".into(),
         details: json!({"command": "make"}),
@@ -116,7 +116,7 @@ async fn human_loop_requests_are_projected_and_resolved() {
         run_id,
         vec![
             RunEventKind::HumanLoopResolved(HumanLoopResolved {
-                request_id: "r1".into(),
+                request_id: "r1".parse().unwrap(),
                 decision: HumanLoopDecision::Approve,
                 resolved_by: HumanLoopResolver::Human,
                 message: None,

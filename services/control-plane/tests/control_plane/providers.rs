@@ -10,7 +10,7 @@ use switchyard_platform::nats::{self as platform_nats, Resources};
 fn presence(id: &str, age_secs: i64, providers: Vec<ProviderAvailability>) -> ExecutorPresence {
     let heartbeat_at = chrono::Utc::now() - chrono::Duration::seconds(age_secs);
     ExecutorPresence {
-        executor_id: id.into(),
+        executor_id: id.parse().unwrap(),
         version: "test".into(),
         capacity: 2,
         active: 0,

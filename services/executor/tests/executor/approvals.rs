@@ -4,12 +4,12 @@
 
 use crate::common::*;
 use serde_json::json;
-use switchyard_contracts::RunEventKind;
 use switchyard_contracts::control::{ControlOutcome, ControlRequest};
 use switchyard_contracts::dispatch::DispatchOutcome;
 use switchyard_contracts::event::{
     HumanLoopDecision, HumanLoopResolved, HumanLoopResolver, RunCompleted,
 };
+use switchyard_contracts::{HumanLoopRequestId, RunEventKind};
 
 fn resolutions(events: &[switchyard_contracts::RunEvent]) -> Vec<HumanLoopResolved> {
     events
@@ -21,7 +21,7 @@ fn resolutions(events: &[switchyard_contracts::RunEvent]) -> Vec<HumanLoopResolv
         .collect()
 }
 
-fn requested_id(event: &switchyard_contracts::RunEvent) -> Option<String> {
+fn requested_id(event: &switchyard_contracts::RunEvent) -> Option<HumanLoopRequestId> {
     match &event.kind {
         RunEventKind::HumanLoopRequested(r) => Some(r.request_id.clone()),
         _ => None,

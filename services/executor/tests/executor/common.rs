@@ -12,7 +12,7 @@ use switchyard_contracts::control::{ControlReply, ControlRequest};
 use switchyard_contracts::dispatch::{DispatchReply, DispatchRequest, EventPosition};
 use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::presence::ExecutorPresence;
-use switchyard_contracts::{RunCommand, RunEvent, RunEventKind, RunId, subjects};
+use switchyard_contracts::{ExecutorId, RunCommand, RunEvent, RunEventKind, RunId, subjects};
 use switchyard_executor::{Config, ExecutorSettings};
 use switchyard_platform::config::NatsConfig;
 use switchyard_platform::events::EventLog;
@@ -27,7 +27,7 @@ pub(crate) struct Harness {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) log: EventLog,
-    pub(crate) executor_id: String,
+    pub(crate) executor_id: ExecutorId,
     pub(crate) http: SocketAddr,
     shutdown: CancellationToken,
     /// The second shutdown signal: stop the runs still draining at once.
@@ -46,10 +46,12 @@ impl Harness {
         switchyard_test_support::init_tracing();
         let nats = NatsServer::start().await.expect("start nats-server");
         let workspaces = std::env::temp_dir().join("switchyard-executor-tests");
-        let executor_id = format!(
+        let executor_id: ExecutorId = format!(
             "exec-test-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        )
+        .parse()
+        .unwrap();
         let mut settings = ExecutorSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             executor_id: Some(executor_id.clone()),
@@ -203,7 +205,7 @@ impl Harness {
             .get_key_value(subjects::EXECUTORS_BUCKET)
             .await
             .unwrap();
-        kv.get(&self.executor_id)
+        kv.get(self.executor_id.as_str())
             .await
             .unwrap()
             .map(|bytes| serde_json::from_slice(&bytes).unwrap())
@@ -220,7 +222,10 @@ impl Harness {
             .await
             .unwrap();
         let watch = async {
-            let mut entries = kv.watch_with_history(&self.executor_id).await.unwrap();
+            let mut entries = kv
+                .watch_with_history(self.executor_id.as_str())
+                .await
+                .unwrap();
             while let Some(entry) = entries.next().await {
                 let entry = entry.unwrap();
                 if let Ok(record) = serde_json::from_slice::<ExecutorPresence>(&entry.value)
@@ -279,7 +284,7 @@ pub(crate) fn dispatch_request(
     DispatchRequest {
         command,
         timeout_ms,
-        worker_id: "test-worker".to_owned(),
+        worker_id: "test-worker".parse().unwrap(),
         position,
     }
 }

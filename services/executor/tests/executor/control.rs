@@ -4,22 +4,22 @@
 use crate::common::*;
 use serde_json::json;
 use std::time::Duration;
-use switchyard_contracts::RunEventKind;
 use switchyard_contracts::control::{ControlOutcome, ControlRequest};
 use switchyard_contracts::dispatch::DispatchOutcome;
 use switchyard_contracts::event::{
     FailureReason, HumanLoopDecision, HumanLoopKind, HumanLoopResolver, RunCompleted,
     TerminalStatus,
 };
+use switchyard_contracts::{HumanLoopRequestId, RunEventKind};
 
-fn requested_id(event: &switchyard_contracts::RunEvent) -> Option<String> {
+fn requested_id(event: &switchyard_contracts::RunEvent) -> Option<HumanLoopRequestId> {
     match &event.kind {
         RunEventKind::HumanLoopRequested(r) => Some(r.request_id.clone()),
         _ => None,
     }
 }
 
-fn reply(request_id: Option<String>, decision: HumanLoopDecision) -> ControlRequest {
+fn reply(request_id: Option<HumanLoopRequestId>, decision: HumanLoopDecision) -> ControlRequest {
     ControlRequest::HumanLoopReply {
         request_id,
         decision,

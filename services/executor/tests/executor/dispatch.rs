@@ -80,7 +80,7 @@ async fn a_dispatch_after_queued_and_claimed_continues_at_the_given_position() {
             run_id,
             &mut position,
             RunEventKind::RunClaimed(RunClaimed {
-                worker_id: "w1".into(),
+                worker_id: "w1".parse().unwrap(),
                 attempt: 1,
             }),
         )
@@ -394,7 +394,7 @@ async fn our_own_stored_dispatch_is_recognised_instead_of_reported_as_a_conflict
             other.command.run_id,
             &mut position,
             RunEventKind::RunDispatched(switchyard_contracts::event::RunDispatched {
-                executor_id: "exec-someone-else".into(),
+                executor_id: "exec-someone-else".parse().unwrap(),
                 timeout_ms: other.timeout_ms,
             }),
         )

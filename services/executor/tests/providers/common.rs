@@ -20,7 +20,9 @@ use switchyard_contracts::event::{
     FileChangeKind, HumanLoopDecision, HumanLoopRequested, RunCompleted,
 };
 use switchyard_contracts::presence::ExecutorPresence;
-use switchyard_contracts::{RunCommand, RunEvent, RunEventKind, RunId, subjects};
+use switchyard_contracts::{
+    ExecutorId, HumanLoopRequestId, RunCommand, RunEvent, RunEventKind, RunId, subjects,
+};
 use switchyard_executor::settings::{
     LivenessSettings, ProviderCredentialSettings, WorkspaceCleanup,
 };
@@ -208,7 +210,7 @@ pub(crate) struct ProviderHarness {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) log: EventLog,
-    pub(crate) executor_id: String,
+    pub(crate) executor_id: ExecutorId,
     /// The executor's standalone HTTP API.
     pub(crate) http: SocketAddr,
     pub(crate) fake: FakeModel,
@@ -258,7 +260,7 @@ impl ProviderHarness {
         // The executor refuses an env file the agents (another user) could read.
         std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-        let executor_id = format!("exec-prov-{}", &suffix[..8]);
+        let executor_id: ExecutorId = format!("exec-prov-{}", &suffix[..8]).parse().unwrap();
         let mut settings = ExecutorSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             executor_id: Some(executor_id.clone()),
@@ -358,7 +360,7 @@ impl ProviderHarness {
         let request = DispatchRequest {
             command: spec.command(run_id),
             timeout_ms: spec.timeout_ms,
-            worker_id: "provider-tests".to_owned(),
+            worker_id: "provider-tests".parse().unwrap(),
             position: EventPosition::EMPTY,
         };
         let reply = self
@@ -494,7 +496,7 @@ impl ProviderHarness {
     pub(crate) async fn reply(
         &self,
         run_id: RunId,
-        request_id: Option<String>,
+        request_id: Option<HumanLoopRequestId>,
         decision: HumanLoopDecision,
     ) -> ControlReply {
         self.control(
@@ -539,7 +541,7 @@ impl ProviderHarness {
             .await
             .unwrap();
         let bytes = kv
-            .get(&self.executor_id)
+            .get(self.executor_id.as_str())
             .await
             .unwrap()
             .expect("the executor has a presence record");

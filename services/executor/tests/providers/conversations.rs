@@ -123,7 +123,10 @@ async fn wait_idle(harness: &ProviderHarness, since: chrono::DateTime<chrono::Ut
         .unwrap();
     let watch = async {
         use futures::StreamExt as _;
-        let mut entries = kv.watch_with_history(&harness.executor_id).await.unwrap();
+        let mut entries = kv
+            .watch_with_history(harness.executor_id.as_str())
+            .await
+            .unwrap();
         while let Some(entry) = entries.next().await {
             let record: switchyard_contracts::presence::ExecutorPresence =
                 serde_json::from_slice(&entry.unwrap().value).unwrap();
