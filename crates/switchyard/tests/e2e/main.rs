@@ -12,6 +12,7 @@ mod drain;
 mod garbage;
 mod harness;
 mod lifecycle;
+mod portal_sessions;
 mod provider_support;
 mod providers;
 mod queueing;
