@@ -54,10 +54,14 @@ fn options() -> anyhow::Result<Options> {
             .and_then(|i| args.get(i + 1))
             .map(PathBuf::from)
     };
-    let switchyard = value("--switchyard").context("--switchyard <path of the switchyard binary>")?;
+    let switchyard =
+        value("--switchyard").context("--switchyard <path of the switchyard binary>")?;
     let portal_dir = value("--portal-dir").context("--portal-dir <the built portal>")?;
     if !switchyard.is_file() {
-        bail!("{} is not a file: build it with `cargo build -p switchyard`", switchyard.display());
+        bail!(
+            "{} is not a file: build it with `cargo build -p switchyard`",
+            switchyard.display()
+        );
     }
     Ok(Options {
         switchyard,
@@ -104,14 +108,20 @@ impl Gateway {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 self.child = None;
-                bail!("the gateway exited during start-up ({status}); see {}", self.log.display());
+                bail!(
+                    "the gateway exited during start-up ({status}); see {}",
+                    self.log.display()
+                );
             }
             let ready = http.get(format!("{}/readyz", self.url())).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("the gateway was not ready in time; see {}", self.log.display());
+                bail!(
+                    "the gateway was not ready in time; see {}",
+                    self.log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -194,7 +204,10 @@ async fn main() -> anyhow::Result<()> {
         ("SWITCHYARD_NATS__URL", nats.url()),
         ("SWITCHYARD_DATABASE__URL", db.url.clone()),
         ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
-        ("SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN", internal_token.clone()),
+        (
+            "SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN",
+            internal_token.clone(),
+        ),
         ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
         ("SWITCHYARD_EXECUTOR__CAPACITY", "8".to_owned()),
         (
@@ -202,8 +215,14 @@ async fn main() -> anyhow::Result<()> {
             dir.path().join("workspaces").display().to_string(),
         ),
         ("SWITCHYARD_EXECUTOR__DRAIN_TIMEOUT_MS", "0".to_owned()),
-        ("SWITCHYARD_EXECUTOR_MANAGER__LISTEN", "127.0.0.1:0".to_owned()),
-        ("SWITCHYARD_EXECUTOR_MANAGER__NO_CAPACITY_DELAY_MS", "100".to_owned()),
+        (
+            "SWITCHYARD_EXECUTOR_MANAGER__LISTEN",
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "SWITCHYARD_EXECUTOR_MANAGER__NO_CAPACITY_DELAY_MS",
+            "100".to_owned(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -238,10 +257,22 @@ async fn main() -> anyhow::Result<()> {
         switchyard: options.switchyard.clone(),
         env: vec![
             ("SWITCHYARD_NATS__URL".to_owned(), nats.url()),
-            ("SWITCHYARD_GATEWAY__LISTEN".to_owned(), format!("127.0.0.1:{port}")),
-            ("SWITCHYARD_GATEWAY__ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
-            ("SWITCHYARD_GATEWAY__CONTROL_PLANE_URL".to_owned(), control_plane_url),
-            ("SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN".to_owned(), internal_token),
+            (
+                "SWITCHYARD_GATEWAY__LISTEN".to_owned(),
+                format!("127.0.0.1:{port}"),
+            ),
+            (
+                "SWITCHYARD_GATEWAY__ADMIN_TOKEN".to_owned(),
+                ADMIN_TOKEN.to_owned(),
+            ),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL".to_owned(),
+                control_plane_url,
+            ),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN".to_owned(),
+                internal_token,
+            ),
             (
                 "SWITCHYARD_GATEWAY__PORTAL_DIR".to_owned(),
                 options.portal_dir.display().to_string(),
