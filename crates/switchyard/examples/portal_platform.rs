@@ -14,7 +14,6 @@
 //! gateway with SIGKILL and starts it again, answering once it is ready),
 //! `fakeModelUrl`, `fakeModelOpenaiUrl`, `gatewayLog`. Runs until stdin closes or a
 //! SIGTERM / SIGINT arrives, then stops everything and removes its data.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use anyhow::{Context as _, bail};
 use axum::Router;

@@ -4,6 +4,7 @@ import {
   clearGap,
   initialState,
   parseFrame,
+  skipGap,
   type Frame,
   type MessageItem,
   type RequestItem,
@@ -79,6 +80,18 @@ describe("the stream reducer", () => {
     expect(state.gap).toBeNull();
     expect(state.lastSeq).toBe(6);
     expect(state.duplicates).toBe(0);
+  });
+
+  it("can give up on events that never arrive, saying so", () => {
+    const all = frames(...lifecycle, ["message.delta", { messageId: "m1", text: "a" }]);
+    let state = applyFrames(initialState(RUN), [all[0], all[1], all[3]]);
+    expect(state.gap).toEqual({ expected: 3, got: 4 });
+    state = skipGap(state);
+    expect(state.gap).toBeNull();
+    expect(state.items.at(-1)).toMatchObject({ kind: "unknown", type: "unreadable", data: { expected: 3, got: 4 } });
+    state = applyFrames(state, all.slice(3));
+    expect(state.lastSeq).toBe(5);
+    expect(state.gap).toBeNull();
   });
 
   it("moves past history the server no longer has when it says so", () => {

@@ -166,6 +166,25 @@ export function clearGap(state: StreamState): StreamState {
   return state.gap ? { ...state, gap: null } : state;
 }
 
+/**
+ * Gives up on the events of the current gap: they exist (the stream sends them again
+ * after a reconnect) but never arrive, e.g. an event type newer than this portal, which
+ * EventSource does not deliver. The view says so with an item, and goes on after them.
+ */
+export function skipGap(state: StreamState): StreamState {
+  const gap = state.gap;
+  if (!gap) return state;
+  const item: UnknownItem = {
+    kind: "unknown",
+    key: `skipped-${gap.expected}`,
+    seq: gap.expected,
+    time: "",
+    type: "unreadable",
+    data: { note: `events ${gap.expected}–${gap.got - 1} could not be read by this portal`, expected: gap.expected, got: gap.got },
+  };
+  return { ...state, gap: null, lastSeq: gap.got - 1, items: [...state.items, item] };
+}
+
 /** Working copy for one batch: the item list and indexes are copied once, lazily. */
 class Draft {
   readonly s: StreamState;

@@ -16,6 +16,7 @@ import { dropFrames, loadFrames, saveFrames } from "./cache";
 import {
   applyFrames,
   clearGap,
+  skipGap,
   EVENT_TYPES,
   initialState,
   parseFrame,
@@ -91,6 +92,8 @@ export function useRunStream(runId: string): { state: StreamState; connection: C
     let retryTimer: number | null = null;
     let failures = 0;
     let opened = 0;
+    // `seq` of the last gap reopened for, to notice one that reading again does not fill.
+    let lastGap: number | null = null;
 
     const cached = loadFrames(runId);
     let current = cached ? applyFrames(initialState(runId), cached) : initialState(runId);
@@ -133,8 +136,17 @@ export function useRunStream(runId: string): { state: StreamState; connection: C
         close();
         update({ phase: "ended" });
       } else if (current.gap) {
-        // The server skipped events: read again from the last one applied.
-        current = clearGap(current);
+        if (lastGap === current.gap.expected) {
+          // Reading again did not bring them: events this portal cannot receive.
+          current = skipGap(current);
+          setState(current);
+          lastGap = null;
+          // The frame after the gap was not applied: read on from the one before it.
+        } else {
+          // The server skipped events: read again from the last one applied.
+          lastGap = current.gap.expected;
+          current = clearGap(current);
+        }
         close();
         open();
       }
@@ -193,8 +205,12 @@ export function useRunStream(runId: string): { state: StreamState; connection: C
           schedule();
         }
       };
+      // EventSource dispatches named events only to listeners of that name: an event
+      // type added to the server after this list reaches the portal only once listed
+      // here (until then the reducer's gap check stops at it and says so).
       for (const type of EVENT_TYPES) es.addEventListener(type, listener(type) as EventListener);
       es.addEventListener(RESET_EVENT, listener(RESET_EVENT) as EventListener);
+      es.addEventListener("message", listener("message") as EventListener);
       es.onopen = () => {
         if (source !== es) return;
         failures = 0;
