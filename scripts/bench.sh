@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/bench.sh — THE benchmark command: issue 5's figures next to their raw baselines.
+# scripts/bench.sh — THE benchmark command: the performance figures next to their raw baselines.
 #
 # Usage: scripts/bench.sh [--quick] [--json PATH] [--only NAME,...]
 #
@@ -7,8 +7,8 @@
 #    takes its environment: the benchmark starts its own private nats-server from
 #    SWITCHYARD_NATS_SERVER_BIN and creates (and drops) a fresh database on
 #    SWITCHYARD_TEST_DATABASE_URL's server, exactly like the tests.
-# 2. Builds the release binary: cargo build --release -p switchyard
-# 3. Runs target/release/switchyard bench "$@": prints the table, writes the JSON
+# 2. Builds the release binary: cargo build --release -p switchyard-bench
+# 3. Runs target/release/switchyard-bench "$@": prints the table, writes the JSON
 #    (default target/bench/latest.json).
 #
 # NAME for --only: runs, latency, events, clients, replay, executor_memory, scaling.
@@ -26,5 +26,5 @@ export SWITCHYARD_NATS_SERVER_BIN SWITCHYARD_TEST_DATABASE_URL
 # run in a child process); raise the soft limit as far as the hard limit allows.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-cargo build --release -p switchyard
-exec target/release/switchyard bench "$@"
+cargo build --release -p switchyard-bench
+exec target/release/switchyard-bench "$@"

@@ -8,13 +8,16 @@
 #
 # Reads, when present:
 #   ~/.codex/auth.json               its OPENAI_API_KEY field     → OPENAI_API_KEY
+#                                    (a ChatGPT login — `tokens` and no key — is not
+#                                    used: the agents get API keys only; a warning
+#                                    names the file)
 #   ~/.claude/settings.json          every entry of its env block → KEY=value
 #   ~/.config/opencode/opencode.json each provider's options.apiKey → <PROVIDER>_API_KEY
 #                                    and options.baseURL            → <PROVIDER>_BASE_URL
 #                                    (provider id upper-cased, other characters → _)
 # A missing or unreadable file is skipped with a note on stderr. The file is written
 # with mode 0600 (atomically: a temporary file renamed over it). No value is ever
-# printed: only the names written. A later source overrides an earlier one for the
+# printed: the summary names the variables written. A later source overrides an earlier one for the
 # same name (noted on stderr). Needs python3 (standard library only).
 set -euo pipefail
 
@@ -86,6 +89,15 @@ def put(name, value, source):
 codex, shown = load(os.path.join(home, ".codex", "auth.json"))
 if isinstance(codex, dict):
     put("OPENAI_API_KEY", codex.get("OPENAI_API_KEY"), shown)
+    if not codex.get("OPENAI_API_KEY") and codex.get("tokens"):
+        # A ChatGPT login: its tokens are the account's own, long-lived credentials.
+        # Handing them to agents that run whatever their model asks for would give every
+        # run the account, so they are not copied; codex runs need an API key.
+        note(
+            f"warning: {shown} holds a ChatGPT login (`tokens`) and no OPENAI_API_KEY: "
+            "nothing written for codex; the executor passes API keys only, so set "
+            "OPENAI_API_KEY (`codex login --with-api-key`, or add it to this file)"
+        )
 
 claude, shown = load(os.path.join(home, ".claude", "settings.json"))
 if isinstance(claude, dict) and isinstance(claude.get("env"), dict):

@@ -14,8 +14,9 @@ test("codex-app-server runs a tool turn with approvals, and a refused key shows 
       provider: "codex-app-server",
       model: "fake-model",
       credentialEnv: ["OPENAI_API_KEY"],
-      // Ask for every command, so the turn needs a human.
-      providerOptions: { baseUrl: platform.fakeModelOpenaiUrl, approvalPolicy: "untrusted" },
+      // Ask for every command, so the turn needs a human. (The executor's operator
+      // points codex at the fake model: apps cannot choose where a key goes.)
+      providerOptions: { approvalPolicy: "untrusted" },
       timeoutMs: 180_000,
     },
   });

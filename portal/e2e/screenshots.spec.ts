@@ -57,7 +57,6 @@ test("screenshots of the main views", async ({ page, admin, platform }, testInfo
       provider: "codex-app-server",
       model: "fake-model",
       credentialEnv: ["OPENAI_API_KEY"],
-      providerOptions: { baseUrl: platform.fakeModelOpenaiUrl },
       timeoutMs: 600000,
     },
     executionProfiles: { scripted: { provider: "scripted", timeoutMs: 60000 }, careful: { providerOptions: { approvalPolicy: "untrusted" } } },

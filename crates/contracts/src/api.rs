@@ -260,6 +260,10 @@ pub struct ProviderView {
     pub installed: bool,
     /// The live executors it is installed on, by id.
     pub executors: Vec<ProviderExecutor>,
+    /// The live executors that offer it but cannot run it, with the reason each gives
+    /// (its CLI is missing, or fails its start check).
+    #[serde(default)]
+    pub unavailable: Vec<ProviderUnavailable>,
     /// `true` when a live executor that has it can resolve its credentials, `false`
     /// when every one of them says it cannot, `null` when that is unknown.
     #[serde(default)]
@@ -273,6 +277,15 @@ pub struct ProviderExecutor {
     /// Version of the provider's CLI there (`null` when the executor did not report it).
     #[serde(default)]
     pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderUnavailable {
+    pub executor_id: String,
+    /// Why the provider cannot run there (`null` when the executor did not say).
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 /// What the work queue holds right now.

@@ -186,6 +186,9 @@ pub enum FailureReason {
     Timeout,
     ProviderNoOutput,
     ProviderError,
+    /// The model API could not be reached (connection refused, DNS, network down) for
+    /// longer than the executor's bound, or the CLI gave up connecting.
+    ProviderUnreachable,
     ProviderCrashed,
     BinaryMissing,
     UnsupportedProvider,
@@ -206,6 +209,7 @@ impl FailureReason {
             FailureReason::Timeout => "timeout",
             FailureReason::ProviderNoOutput => "provider_no_output",
             FailureReason::ProviderError => "provider_error",
+            FailureReason::ProviderUnreachable => "provider_unreachable",
             FailureReason::ProviderCrashed => "provider_crashed",
             FailureReason::BinaryMissing => "binary_missing",
             FailureReason::UnsupportedProvider => "unsupported_provider",

@@ -47,6 +47,10 @@ pub struct ProviderAvailability {
     pub installed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Why it is not installed: its CLI was not found, or it was found but cannot start
+    /// (`<cli> --version` failed, e.g. exit 127 when its interpreter is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// Whether the executor can resolve the credentials the provider needs (names only
     /// are known to it; the values never leave it). Absent when it cannot tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -60,6 +60,40 @@ impl fmt::Display for ProviderName {
 /// The provider used when neither the request, the profile nor the app names one.
 pub const DEFAULT_PROVIDER: ProviderName = ProviderName::CodexAppServer;
 
+/// `providerOptions` keys that would choose where a run's model requests — and the
+/// credential they carry — are sent. That endpoint belongs to the executor's operator
+/// (`executor.credentials.<provider>.base_url`), so every service refuses these keys
+/// wherever they appear: in a start request, an app's runtime defaults, an execution
+/// profile or a run command. They are compared ignoring case, `_` and `-`, so that
+/// `base_url` or `baseURL` are refused as well instead of being silently ignored.
+pub const OPERATOR_ONLY_OPTIONS: &[&str] = &["baseUrl"];
+
+/// The first of `keys` that only the operator may set (see [`OPERATOR_ONLY_OPTIONS`]).
+pub fn operator_only_option<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let folded = |key: &str| -> String {
+        key.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    keys.into_iter().find(|key| {
+        let key = folded(key);
+        OPERATOR_ONLY_OPTIONS
+            .iter()
+            .any(|refused| folded(refused) == key)
+    })
+}
+
+/// Why `field` (the caller's path to an operator-only option) is refused, naming where
+/// the operator sets the endpoint of `provider` (or of any provider, when unknown).
+pub fn operator_only_message(field: &str, provider: Option<ProviderName>) -> String {
+    let provider = provider.map_or("<provider>", ProviderName::as_str);
+    format!(
+        "`{field}` is not allowed: the model endpoint a provider's credentials are sent to \
+         is set by the executor's operator in `executor.credentials.{provider}.base_url`"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +111,24 @@ mod tests {
             "\"codex-app-server\""
         );
         assert_eq!(ProviderName::parse("gpt"), None);
+    }
+
+    #[test]
+    fn endpoint_options_are_refused_in_any_spelling() {
+        for key in ["baseUrl", "base_url", "baseURL", "BASE-URL", "BaseUrl"] {
+            assert_eq!(
+                operator_only_option(["model", key, "sandbox"]),
+                Some(key),
+                "{key}"
+            );
+        }
+        assert_eq!(operator_only_option(["model", "baseUrlX", "url"]), None);
+        let message =
+            operator_only_message("providerOptions.baseUrl", Some(ProviderName::ClaudeCode));
+        assert!(message.contains("`providerOptions.baseUrl`"), "{message}");
+        assert!(
+            message.contains("executor.credentials.claude-code.base_url"),
+            "{message}"
+        );
     }
 }

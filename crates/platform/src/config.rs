@@ -31,6 +31,10 @@ pub enum ConfigError {
     Invalid(#[source] config::ConfigError),
     #[error("invalid configuration: `{key}` {problem}")]
     Value { key: &'static str, problem: String },
+    /// Like `Value`, for a key whose path is only known at run time (an entry of a
+    /// table, e.g. `executor.credentials.claude-code.env`).
+    #[error("invalid configuration: `{key}` {problem}")]
+    Entry { key: String, problem: String },
 }
 
 /// Environment variables under older names, mapped to their config keys.
@@ -107,6 +111,28 @@ pub fn load_from<T: DeserializeOwned>(
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(ConfigError::Invalid)
+}
+
+/// Shortest accepted shared secret of an internal listener (`executor.api_token`,
+/// `control_plane.internal_token`): a short one could be guessed over the network.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Checks a shared secret an internal listener requires: at least [`MIN_TOKEN_LEN`]
+/// printable ASCII characters, no spaces (it travels in an HTTP header). The error
+/// names `key` and the rule, never the value.
+// The platform's shared error type is large; validation runs once at start-up.
+#[allow(clippy::result_large_err)]
+pub fn check_token(key: &'static str, token: &SecretString) -> Result<(), ConfigError> {
+    let token = token.expose_secret();
+    if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Value {
+            key,
+            problem: format!(
+                "must be at least {MIN_TOKEN_LEN} printable ASCII characters without spaces"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// How to reach NATS.

@@ -1,12 +1,15 @@
 //! HTTP plumbing shared by the services: the error type every handler returns, a JSON
 //! extractor whose rejections use the same error shape, health endpoints, and `serve`.
 
+use crate::config::ConfigError;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, middleware};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -156,6 +159,40 @@ pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> Ap
     }
 }
 
+/// Whether `given` is the configured shared secret (an internal listener's token), in
+/// time that does not depend on where they differ or on either length: both sides are
+/// hashed to the same length first and the digests compared in constant time.
+pub fn secret_matches(given: &[u8], expected: &SecretString) -> bool {
+    use sha2::{Digest as _, Sha256};
+    use subtle::ConstantTimeEq as _;
+    let given = Sha256::digest(given);
+    let wanted = Sha256::digest(expected.expose_secret().as_bytes());
+    given.ct_eq(&wanted).into()
+}
+
+/// The token of an `Authorization: Bearer <token>` header: `None` without one or with
+/// anything else (another scheme, an empty token, two headers).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// 401 `unauthorized` with the `WWW-Authenticate: Bearer` challenge.
+pub fn bearer_challenge(message: impl Into<String>) -> Response {
+    let mut response = ApiError::unauthorized(message).into_response();
+    response.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
 /// Answers unknown routes in the shared error shape.
 pub async fn not_found_fallback() -> ApiError {
     ApiError::not_found("no such endpoint")
@@ -265,19 +302,132 @@ async fn method_not_allowed_as_json(response: Response) -> Response {
     response
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight
-/// requests finish.
+/// The shared `[http]` section: limits every HTTP listener of every service applies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpServerConfig {
+    /// How long a client may take to send a request's head (request line and headers)
+    /// once the server waits for one: after it the connection is closed. The server
+    /// waits for a head right after accepting a connection and again after each
+    /// answer on a kept-alive one, so this also bounds idle connections. A request
+    /// being handled or a response being streamed (SSE) is not affected.
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl HttpServerConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// Checks the values once at start-up; the error names the key.
+    // The platform's shared error type is large; validation runs once.
+    #[allow(clippy::result_large_err)]
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Value {
+                key: "http.header_read_timeout_ms",
+                problem: "must be at least 1 (a request head must arrive in bounded time)"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting,
+/// lets the requests in flight finish and waits for their connections to close.
+///
+/// HTTP/1.1 only (what every client of ours speaks). Each connection gets hyper's
+/// header-read timeout (`http.header_read_timeout_ms`), which `axum::serve` cannot set:
+/// without it a client that trickles header bytes, or opens connections and sends
+/// nothing, keeps a socket and a task for as long as it likes.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    config: &HttpServerConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    // `axum::serve(listener, router)` re-builds the router for every connection (a deep
-    // copy of every route and its layers, state included: ~20 KiB per connection here,
-    // kept while it is open, which is what an SSE connection is). Building the routes
-    // once and sharing them makes a connection cost one reference count.
-    let service = router.with_state(()).into_make_service();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    // One router for every connection: cloning a `Router<()>` is a reference count,
+    // where `axum::serve(listener, router)` re-built it (a deep copy of every route and
+    // layer, ~20 KiB) for each connection and kept it while the connection (an SSE
+    // stream) was open.
+    let router = router.with_state(());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut listener = listener;
+    loop {
+        let (io, remote) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            // axum's `Listener` retries what `accept` may fail with (a reset connection,
+            // out of file descriptors: after a pause) instead of ending the server.
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection =
+            graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(io), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                // A client that went away or was too slow: not the service's problem.
+                tracing::debug!(%remote, %error, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+
+    #[test]
+    fn only_the_exact_secret_matches() {
+        let secret = SecretString::from("internal-token-0123456789");
+        assert!(secret_matches(b"internal-token-0123456789", &secret));
+        for wrong in [
+            &b""[..],
+            b"internal-token-012345678",
+            b"internal-token-01234567890",
+            b"INTERNAL-token-0123456789",
+        ] {
+            assert!(!secret_matches(wrong, &secret), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_strictly() {
+        let headers = |values: &[&'static str]| {
+            let mut map = HeaderMap::new();
+            for v in values {
+                map.append(AUTHORIZATION, HeaderValue::from_static(v));
+            }
+            map
+        };
+        assert_eq!(bearer_token(&headers(&["Bearer abc"])), Some("abc"));
+        assert_eq!(bearer_token(&headers(&["bearer  abc "])), Some("abc"));
+        for bad in [
+            &["Basic abc"][..],
+            &["Bearer"],
+            &["Bearer "],
+            &["abc"],
+            &[],
+            &["Bearer abc", "Bearer abc"],
+        ] {
+            assert_eq!(bearer_token(&headers(bad)), None, "{bad:?}");
+        }
+    }
 }

@@ -187,17 +187,25 @@ async fn main() -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))?;
     }
+    // The endpoint and the allowed variables are the operator's, per provider: the
+    // CLIs send the fake key to the fake model only.
     let executor_toml = dir.path().join("executor.toml");
-    std::fs::write(
-        &executor_toml,
-        format!(
-            "[executor]\ncli_search_path = [{:?}]\ncredentials_env_file = {:?}\n\
-             credentials_from_environment = false\n\
-             [executor.liveness]\nhandshake_ms = 60000\nfirst_output_ms = 60000\ninactivity_ms = 60000\n",
-            clis.display().to_string(),
-            env_file.display().to_string()
-        ),
-    )?;
+    let mut text = format!(
+        "[executor]\ncli_search_path = [{:?}]\ncredentials_env_file = {:?}\n\
+         credentials_from_environment = false\n\
+         [executor.liveness]\nhandshake_ms = 60000\nfirst_output_ms = 60000\ninactivity_ms = 60000\n",
+        clis.display().to_string(),
+        env_file.display().to_string()
+    );
+    for (provider, base_url) in [
+        ("codex-app-server", fake.openai_url()),
+        ("opencode", fake.openai_url()),
+    ] {
+        text.push_str(&format!(
+            "[executor.credentials.{provider}]\nenv = [\"OPENAI_API_KEY\"]\nbase_url = {base_url:?}\n"
+        ));
+    }
+    std::fs::write(&executor_toml, text)?;
 
     let env: HashMap<String, String> = [
         ("SWITCHYARD_NATS__URL", nats.url()),

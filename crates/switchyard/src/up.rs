@@ -38,17 +38,32 @@ pub async fn start(signals: Signals) -> anyhow::Result<Platform> {
     let manager: switchyard_executor_manager::Config = config::load()?;
     let mut gateway: switchyard_gateway::Config = config::load()?;
     // In one process the gateway is the only legitimate caller of the control-plane:
-    // lock the control-plane's port to it with a fresh secret unless one is configured.
-    if control_plane.control_plane.internal_token.is_none()
-        && gateway.gateway.control_plane_token.is_none()
-    {
-        let secret = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        control_plane.control_plane.internal_token = Some(secret.clone().into());
-        gateway.gateway.control_plane_token = Some(secret.into());
+    // both sides hold the same secret — the configured one if either names it, else a
+    // fresh one (nothing outside this process needs to know it).
+    let internal = &mut control_plane.control_plane.internal_token;
+    let sent = &mut gateway.gateway.control_plane_token;
+    match (internal.clone(), sent.clone()) {
+        (None, None) => {
+            let secret = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            *internal = Some(secret.clone().into());
+            *sent = Some(secret.into());
+        }
+        (Some(secret), None) => *sent = Some(secret),
+        (None, Some(secret)) => *internal = Some(secret),
+        (Some(internal), Some(sent)) => {
+            use switchyard_platform::config::ExposeSecret as _;
+            if internal.expose_secret() != sent.expose_secret() {
+                anyhow::bail!(
+                    "control_plane.internal_token and gateway.control_plane_token differ: \
+                     in one process the gateway could not call the control-plane; set one \
+                     of them, or both to the same value"
+                );
+            }
+        }
     }
     switchyard_platform::telemetry::init(&gateway.telemetry);
     control_plane.validate()?;

@@ -77,7 +77,7 @@ async fn no_credential_value_reaches_nats_events_logs_or_api_responses() {
 
     let mut api_text = String::new();
     for provider in ["codex-app-server", "claude-code", "opencode"] {
-        let app = provider_support::register(&h, &fake, provider).await;
+        let app = provider_support::register(&h, provider).await;
         let events = provider_support::tool_turn(&h, &app, provider).await;
         api_text.push_str(&serde_json::to_string(&events).unwrap());
     }

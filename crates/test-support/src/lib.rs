@@ -5,11 +5,14 @@
 //!   again on the same port and store.
 //! * [`TestDb`] creates a fresh, uniquely named database on an admin Postgres server and
 //!   drops it again when the value is dropped.
+//! * [`trap::Trap`] is a TCP listener standing for an attacker's endpoint: it records
+//!   who connected and what they sent.
 //!
 //! The binaries come from the project-local environment that `scripts/dev-deps.sh`
 //! installs (`.local/venv/bin/nats-server`); see [`nats_server_binary`].
 
 pub mod fake_model;
+pub mod trap;
 
 use std::fs::OpenOptions;
 use std::io::{Read as _, Seek as _, SeekFrom};

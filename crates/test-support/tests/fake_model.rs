@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use switchyard_test_support::fake_model::{
-    Decision, FINAL_ANSWER, FINAL_MARKER, FakeModel, PATCH_FILE, PATCH_LINE, Scenario, TEXT_ANSWER,
-    TEXT_MARKER, TOOL_COMMAND, TOOL_FILE, WireApi,
+    CUT_DELTAS, Decision, ERROR_MESSAGE_401, ERROR_MESSAGE_429, ERROR_MESSAGE_500, FINAL_ANSWER,
+    FINAL_MARKER, FakeModel, PATCH_FILE, PATCH_LINE, Scenario, TEXT_ANSWER, TEXT_MARKER,
+    TOOL_COMMAND, TOOL_FILE, Unreachable, WireApi,
 };
 use tokio::process::Command;
 
@@ -251,6 +252,119 @@ async fn messages_stream_tool_use_and_vendor_errors() {
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["type"], "server_error");
     assert_eq!(fm.requests()[3].decision, Decision::Error(500));
+}
+
+#[tokio::test]
+async fn error_scenarios_carry_their_status_and_message_on_every_wire_api() {
+    let fm = FakeModel::start().await.unwrap();
+    let cases = [
+        ("SCN_E401", 401, ERROR_MESSAGE_401),
+        ("SCN_E429", 429, ERROR_MESSAGE_429),
+        ("SCN_E500", 500, ERROR_MESSAGE_500),
+    ];
+    for (marker, status, message) in cases {
+        for (path, body) in [
+            ("/v1/responses", responses_body(marker, false)),
+            ("/v1/chat/completions", chat_body(marker, true)),
+            ("/v1/messages", messages_body(marker)),
+        ] {
+            let (got, text) = post(&fm, path, &body).await;
+            assert_eq!(got, status, "{marker} on {path}");
+            let error: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(error["error"]["message"], message, "{marker} on {path}");
+            let recorded = fm.requests().pop().unwrap();
+            assert_eq!(recorded.decision, Decision::Error(status));
+        }
+    }
+}
+
+/// `SCN_CUT`: the start of a text answer and two deltas, then the body ends without the
+/// events that finish a stream, on each wire API.
+#[tokio::test]
+async fn a_cut_stream_ends_mid_answer_without_its_finish() {
+    let fm = FakeModel::start().await.unwrap();
+    let cut_text = CUT_DELTAS.concat();
+
+    let (status, body) = post(&fm, "/v1/chat/completions", &chat_body("SCN_CUT", true)).await;
+    assert_eq!(status, 200);
+    let chunks = sse_payloads(&body);
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c.pointer("/choices/0/delta/content")?.as_str())
+        .collect();
+    assert_eq!(text, cut_text);
+    assert_eq!(
+        chunks.len(),
+        3,
+        "a role chunk and two content chunks: {chunks:?}"
+    );
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.pointer("/choices/0/finish_reason") == Some(&Value::Null)),
+        "no finish_reason: {chunks:?}"
+    );
+    assert!(!body.contains("[DONE]"), "{body}");
+    assert_eq!(fm.requests().pop().unwrap().decision, Decision::Cut);
+
+    let (_, body) = post(&fm, "/v1/responses", &responses_body("SCN_CUT", false)).await;
+    let events = sse_payloads(&body);
+    assert_eq!(
+        types(&events),
+        [
+            "response.created",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta"
+        ]
+    );
+    let text: String = events
+        .iter()
+        .filter_map(|e| e.get("delta")?.as_str())
+        .collect();
+    assert_eq!(text, cut_text);
+
+    let (_, body) = post(&fm, "/v1/messages", &messages_body("SCN_CUT")).await;
+    let events = sse_payloads(&body);
+    assert_eq!(
+        types(&events),
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta"
+        ]
+    );
+    assert!(!body.contains("message_stop"), "{body}");
+    assert_eq!(fm.model_requests().len(), 3);
+}
+
+/// [`Unreachable`] refuses connections at once, and keeps its port while it lives.
+#[tokio::test]
+async fn an_unreachable_model_api_refuses_connections() {
+    let unreachable = Unreachable::new().unwrap();
+    assert!(unreachable.openai_url().ends_with("/v1"));
+    let started = std::time::Instant::now();
+    let error = client()
+        .post(format!("{}/responses", unreachable.openai_url()))
+        .json(&responses_body("hi", false))
+        .send()
+        .await
+        .expect_err("nothing listens");
+    assert!(error.is_connect(), "{error:?}");
+    assert!(started.elapsed() < HTTP_LIMIT);
+    let port: u16 = unreachable
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+        "the reserved port can be taken by another listener"
+    );
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 //! The gateway authenticates bearer tokens and forwards the principal in the
 //! `x-switchyard-principal`, `x-switchyard-role` and `x-switchyard-apps` headers,
 //! after dropping whatever a client sent under those names. The control-plane trusts
-//! them because it listens on an internal address only the gateway reaches (see
-//! `docs/architecture.md`, "Access control"). A request without a role header comes
-//! from inside that boundary (tests, `switchyard up` tooling) and acts as admin.
+//! them because it serves only callers that send the shared internal token
+//! (`control_plane.internal_token`, which only gateways hold; see
+//! `docs/architecture.md`, "Access control"). A request with the token but without a
+//! role header comes from a holder of that secret and acts as admin.
 //!
 //! | role | runs and apps | start / stop / reply | register apps | principals |
 //! |---|---|---|---|---|
@@ -28,7 +29,7 @@ use switchyard_contracts::RunId;
 pub use switchyard_contracts::auth::{
     APPS_HEADER, INTERNAL_HEADER_PREFIX, PRINCIPAL_HEADER, ROLE_HEADER, Role,
 };
-use switchyard_platform::http::ApiError;
+use switchyard_platform::http::{ApiError, secret_matches};
 
 use crate::http::AppState;
 use crate::store;
@@ -155,24 +156,20 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Whether the request carries the configured internal token. Both sides are hashed
-/// first so the comparison takes the same time whatever the guess.
-fn internal_token_matches(
-    headers: &axum::http::HeaderMap,
-    expected: &secrecy::SecretString,
-) -> bool {
-    use secrecy::ExposeSecret;
-    use sha2::{Digest, Sha256};
-    let Some(given) = headers.get(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER) else {
+/// Whether the request carries the configured internal token (compared in constant
+/// time). Without a configured token nobody does: the service refuses to start
+/// without one, and a router built otherwise must not serve anyone.
+fn internal_token_matches(headers: &HeaderMap, expected: Option<&secrecy::SecretString>) -> bool {
+    let Some(expected) = expected else {
         return false;
     };
-    let given = Sha256::digest(given.as_bytes());
-    let wanted = Sha256::digest(expected.expose_secret().as_bytes());
-    given
-        .iter()
-        .zip(wanted.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    let mut given = headers
+        .get_all(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER)
+        .iter();
+    match (given.next(), given.next()) {
+        (Some(value), None) => secret_matches(value.as_bytes(), expected),
+        _ => false,
+    }
 }
 
 /// Middleware in front of the whole API: identifies the caller, hides runs they may
@@ -184,9 +181,7 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
     if path == "/healthz" || path == "/readyz" {
         return next.run(request).await;
     }
-    if let Some(expected) = &state.settings.internal_token
-        && !internal_token_matches(request.headers(), expected)
-    {
+    if !internal_token_matches(request.headers(), state.settings.internal_token.as_ref()) {
         return ApiError::unauthorized("only a gateway may call the control-plane").into_response();
     }
     let Some(actor) = Actor::from_headers(request.headers()) else {

@@ -5,7 +5,10 @@ use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
-use switchyard_platform::config::{ConfigError, DatabaseConfig, ExposeSecret, NatsConfig};
+use switchyard_platform::config::{
+    ConfigError, DatabaseConfig, ExposeSecret, NatsConfig, check_token,
+};
+use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::telemetry::TelemetryConfig;
 
 /// Everything the control-plane reads from the merged configuration. Other services'
@@ -16,6 +19,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
+    pub http: HttpServerConfig,
     pub control_plane: ControlPlaneSettings,
 }
 
@@ -40,10 +44,10 @@ pub struct ControlPlaneSettings {
     pub request_timeout_ms: u64,
     /// Period of the reconciler's passes (runs of lost executors, lost commands).
     pub reconcile_interval_ms: u64,
-    /// When set, every API request must carry it in `x-switchyard-internal-token`: only
-    /// gateways (configured with the same `gateway.control_plane_token`) may call the
-    /// control-plane and assert who the caller is. Unset: the control-plane trusts
-    /// whoever reaches its (internal) address.
+    /// Required: every request but `/healthz` and `/readyz` must carry it in
+    /// `x-switchyard-internal-token`, so only gateways (configured with the same
+    /// `gateway.control_plane_token`) may call the control-plane and assert who the
+    /// caller is. The control-plane does not start without it.
     pub internal_token: Option<secrecy::SecretString>,
 }
 
@@ -90,6 +94,7 @@ impl Config {
     // `ConfigError` is the platform's shared type; it is returned once at start-up.
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
         let s = &self.control_plane;
         let invalid = |key: &'static str, problem: &str| {
             Err(ConfigError::Value {
@@ -97,6 +102,18 @@ impl Config {
                 problem: problem.to_owned(),
             })
         };
+        match &s.internal_token {
+            Some(token) => check_token("control_plane.internal_token", token)?,
+            None => {
+                return invalid(
+                    "control_plane.internal_token",
+                    "is not set: the control-plane trusts the caller identity its callers \
+                     send, so it serves only callers with this shared secret; set it \
+                     (SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN) and the same value as \
+                     gateway.control_plane_token",
+                );
+            }
+        }
         if s.max_body_bytes < 1024 {
             return invalid("control_plane.max_body_bytes", "must be at least 1024");
         }
@@ -146,9 +163,19 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    fn with_token() -> HashMap<String, String> {
+        HashMap::from([(
+            "SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN".to_owned(),
+            "0123456789abcdef-internal".to_owned(),
+        )])
+    }
+
     #[test]
     fn defaults_are_valid_and_documented_values() {
         let config: Config = switchyard_platform::config::load_from(None, HashMap::new()).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("control_plane.internal_token"), "{err}");
+        let config: Config = switchyard_platform::config::load_from(None, with_token()).unwrap();
         config.validate().unwrap();
         let s = &config.control_plane;
         assert_eq!(s.listen.port(), 8081);
@@ -162,18 +189,20 @@ mod tests {
 
     #[test]
     fn environment_sets_keys_and_bad_values_name_their_key() {
-        let env = HashMap::from([(
+        let mut env = with_token();
+        env.insert(
             "SWITCHYARD_CONTROL_PLANE__MAX_PROMPT_BYTES".to_owned(),
             "0".to_owned(),
-        )]);
+        );
         let config: Config = switchyard_platform::config::load_from(None, env).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("control_plane.max_prompt_bytes"), "{err}");
 
-        let env = HashMap::from([(
+        let mut env = with_token();
+        env.insert(
             "SWITCHYARD_DATABASE__URL".to_owned(),
             "mysql://user:hunter2@host/db".to_owned(),
-        )]);
+        );
         let config: Config = switchyard_platform::config::load_from(None, env).unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("database.url"), "{err}");

@@ -125,7 +125,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     ));
 
     let task = tokio::spawn(async move {
-        let served = switchyard_platform::http::serve(listener, router, shutdown.clone()).await;
+        let served =
+            switchyard_platform::http::serve(listener, router, &config.http, shutdown.clone())
+                .await;
         // However the server ended, the background tasks must stop too.
         shutdown.cancel();
         tracker.close();

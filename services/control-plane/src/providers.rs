@@ -10,7 +10,9 @@ use async_nats::jetstream::{self, context::GetStreamErrorKind, kv};
 use futures::TryStreamExt as _;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use switchyard_contracts::api::{ProviderExecutor, ProviderList, ProviderView};
+use switchyard_contracts::api::{
+    ProviderExecutor, ProviderList, ProviderUnavailable, ProviderView,
+};
 use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::{ProviderName, subjects};
 
@@ -152,11 +154,16 @@ pub fn registry(presences: &[ExecutorPresence]) -> ProviderList {
             // By executor id: sorted output, and one entry per executor even when it
             // lists the provider under both its names.
             let mut installed_on: BTreeMap<&str, (Option<String>, Option<bool>)> = BTreeMap::new();
+            let mut unavailable: BTreeMap<&str, Option<String>> = BTreeMap::new();
             for presence in presences {
                 for availability in &presence.providers {
-                    if !availability.installed
-                        || ProviderName::parse(&availability.name) != Some(provider)
-                    {
+                    if ProviderName::parse(&availability.name) != Some(provider) {
+                        continue;
+                    }
+                    if !availability.installed {
+                        unavailable
+                            .entry(presence.executor_id.as_str())
+                            .or_insert_with(|| availability.problem.clone());
                         continue;
                     }
                     let slot = installed_on
@@ -171,6 +178,15 @@ pub fn registry(presences: &[ExecutorPresence]) -> ProviderList {
                 }
             }
             let credentials = installed_on.values().map(|(_, c)| *c).collect::<Vec<_>>();
+            let unavailable = unavailable
+                .into_iter()
+                // One that has it under its other name can run it after all.
+                .filter(|(executor_id, _)| !installed_on.contains_key(executor_id))
+                .map(|(executor_id, problem)| ProviderUnavailable {
+                    executor_id: executor_id.to_owned(),
+                    problem,
+                })
+                .collect();
             ProviderView {
                 name: provider.as_str().to_owned(),
                 aliases: provider.aliases().iter().map(|a| (*a).to_owned()).collect(),
@@ -183,6 +199,7 @@ pub fn registry(presences: &[ExecutorPresence]) -> ProviderList {
                         version,
                     })
                     .collect(),
+                unavailable,
             }
         })
         .collect();
@@ -223,6 +240,7 @@ mod tests {
                         name: (*name).into(),
                         installed: *installed,
                         version: version.map(str::to_owned),
+                        problem: (!*installed).then(|| "not found".to_owned()),
                         credentials_configured: *credentials,
                     },
                 )
@@ -280,6 +298,26 @@ mod tests {
         assert_eq!(executors, [("a", None), ("b", Some("0.169.0"))]);
         // "a" cannot tell: unknown overall (the uninstalled "c" does not count).
         assert_eq!(codex.credentials_configured, None);
+        let unavailable: Vec<_> = codex
+            .unavailable
+            .iter()
+            .map(|u| (u.executor_id.as_str(), u.problem.as_deref()))
+            .collect();
+        assert_eq!(unavailable, [("c", Some("not found"))], "with its reason");
+    }
+
+    #[test]
+    fn an_executor_that_has_a_provider_under_one_name_is_not_listed_as_lacking_it() {
+        let list = registry(&[presence(
+            "b",
+            &[
+                ("codex-cli", false, None, None),
+                ("codex-app-server", true, None, None),
+            ],
+        )]);
+        let codex = view(&list, "codex-app-server");
+        assert!(codex.installed);
+        assert!(codex.unavailable.is_empty(), "{:?}", codex.unavailable);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //!   like a lost command below, so another executor runs it; the lost executor's late
 //!   `run.started` is fenced by the diagnostic at its position.
 //! * **Lost commands.** A run still `queued` or `claimed` after `stuck_after`
-//!   (default 60 s: twice the work queue's ack wait) that has no outbox entry, no
+//!   (default 60 s: several of the work queue's ack waits) that has no outbox entry, no
 //!   command left in `RUN_COMMANDS` and no `run.dispatched` in its history since its
 //!   last `run.queued` can never be dispatched: its command was acknowledged or lost without an executor taking
 //!   it. Its command is published again from the `runs` row with
@@ -77,9 +77,9 @@ const PRESENCE_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Presence TTL when the bucket definition has none (it should: see nats/kv).
 const FALLBACK_TTL: Duration = Duration::from_secs(15);
-/// The default bound on waiting for a dispatch: twice the `executor-manager`
-/// consumer's 30 s ack wait, which is longer than any dispatch attempt (at most half
-/// the ack wait, see `executor_manager.dispatch_timeout_ms`) and any redelivery of an
+/// The default bound on waiting for a dispatch: six times the `executor-manager`
+/// consumer's 10 s ack wait, so longer than any dispatch attempt (at most half the ack
+/// wait, see `executor_manager.dispatch_timeout_ms`) and any redelivery of an
 /// unacknowledged command.
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(60);
 

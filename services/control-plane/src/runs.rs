@@ -17,7 +17,9 @@ use std::time::Duration;
 use switchyard_contracts::api::{AppView, RuntimeDefaults, StartRunRequest, StartRunResponse};
 use switchyard_contracts::budget::{BUDGET_OPTION, InvalidBudget, RunBudget};
 use switchyard_contracts::event::RunQueued;
-use switchyard_contracts::provider::DEFAULT_PROVIDER;
+use switchyard_contracts::provider::{
+    DEFAULT_PROVIDER, operator_only_message, operator_only_option,
+};
 use switchyard_contracts::{ProviderName, RunCommand, RunId, RunStatus};
 use switchyard_platform::events::{EventLog, EventLogError};
 use tracing::Instrument as _;
@@ -33,6 +35,21 @@ const MAX_MODEL_LEN: usize = 256;
 pub enum StartRunError {
     #[error("{0}")]
     Invalid(String),
+    /// An option that chooses where credentials go (see
+    /// [`switchyard_contracts::provider::OPERATOR_ONLY_OPTIONS`]).
+    #[error("{}{}", operator_only_message(field, *provider), if *stored {
+        "; it comes from the app's runtime defaults or execution profile: register the app \
+         again without it"
+    } else {
+        ""
+    })]
+    OptionNotAllowed {
+        /// The caller's path to it, e.g. `providerOptions.baseUrl`.
+        field: String,
+        provider: Option<ProviderName>,
+        /// Whether it came from stored app defaults rather than the request.
+        stored: bool,
+    },
     #[error("unknown provider `{0}`; known providers: {known}", known = known_providers())]
     UnknownProvider(String),
     #[error("the prompt is {size} bytes; the limit is {limit}")]
@@ -168,9 +185,30 @@ pub fn resolve(
             .flatten()
             .find_map(|defaults| defaults.model.clone())
     });
+    // Where credentials go is the executor operator's: refused from the request, and
+    // from stored defaults too (registration refuses them, but a row may predate that).
+    if let Some(key) = request
+        .provider_options
+        .iter()
+        .flat_map(|own| own.keys())
+        .find_map(|key| operator_only_option([key.as_str()]))
+    {
+        return Err(StartRunError::OptionNotAllowed {
+            field: format!("providerOptions.{key}"),
+            provider: Some(provider),
+            stored: false,
+        });
+    }
     let mut provider_options = Map::new();
     for defaults in levels.iter().rev().flatten() {
         provider_options.extend(defaults.provider_options.clone());
+    }
+    if let Some(key) = operator_only_option(provider_options.keys().map(String::as_str)) {
+        return Err(StartRunError::OptionNotAllowed {
+            field: format!("providerOptions.{key}"),
+            provider: Some(provider),
+            stored: true,
+        });
     }
     if let Some(own) = &request.provider_options {
         // Which existing directory a run may work in is the app's decision (and the
@@ -748,6 +786,41 @@ mod tests {
         let r = resolve(&request(None, None), None, None).unwrap();
         assert_eq!(r.provider, ProviderName::CodexAppServer);
         assert_eq!(r.model, None);
+    }
+
+    #[test]
+    fn an_endpoint_is_refused_from_the_request_and_from_stored_defaults() {
+        let mut own = request(Some("claude-code"), None);
+        own.provider_options = json!({"base_url": "http://127.0.0.1:9"})
+            .as_object()
+            .cloned();
+        let error = resolve(&own, None, None).unwrap_err();
+        assert!(
+            matches!(&error, StartRunError::OptionNotAllowed { field, stored: false, .. }
+                if field == "providerOptions.base_url"),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("executor.credentials.claude-code.base_url"),
+            "{message}"
+        );
+        let app = defaults(
+            Some("codex-app-server"),
+            json!({"baseUrl": "http://127.0.0.1:9"}),
+            None,
+        );
+        let error = resolve(&request(None, None), None, Some(&app)).unwrap_err();
+        assert!(
+            matches!(&error, StartRunError::OptionNotAllowed { stored: true, .. }),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("executor.credentials.codex-app-server.base_url"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -132,6 +132,7 @@ mod tests {
                     name: (*name).into(),
                     installed: true,
                     version: None,
+                    problem: None,
                     credentials_configured: None,
                 })
                 .collect(),

@@ -27,6 +27,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(20);
+/// What a gateway would send (`control_plane.internal_token`).
+const INTERNAL_TOKEN: &str = "reconcile-test-internal-token";
 
 struct Setup {
     // Held for their lifetime: the server and database go away with them.
@@ -58,6 +60,7 @@ impl Setup {
         config.database.url = db.url.clone().into();
         config.database.max_connections = 4;
         config.control_plane.listen = "127.0.0.1:0".parse().unwrap();
+        config.control_plane.internal_token = Some(INTERNAL_TOKEN.into());
         // Only the start-up pass of the service's own reconciler runs (on an empty
         // database); the test drives its passes itself.
         config.control_plane.reconcile_interval_ms = 3_600_000;
@@ -84,7 +87,17 @@ impl Setup {
             _nats: nats,
             _db: db,
             base,
-            http: reqwest::Client::new(),
+            http: {
+                let mut headers = reqwest::header::HeaderMap::new();
+                headers.insert(
+                    switchyard_contracts::auth::INTERNAL_TOKEN_HEADER,
+                    INTERNAL_TOKEN.parse().unwrap(),
+                );
+                reqwest::Client::builder()
+                    .default_headers(headers)
+                    .build()
+                    .unwrap()
+            },
             client,
             js,
             events,

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use switchyard_contracts::{ProviderName, subjects};
 use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::telemetry::TelemetryConfig;
 
 /// Everything the executor-manager reads from the merged configuration.
@@ -14,6 +15,7 @@ use switchyard_platform::telemetry::TelemetryConfig;
 pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
+    pub http: HttpServerConfig,
     pub executor_manager: ExecutorManagerSettings,
 }
 
@@ -99,6 +101,7 @@ impl Config {
     // and this runs once at start-up.
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
         match self.executor_manager.problem() {
             Some((key, problem)) => Err(ConfigError::Value { key, problem }),
             None => Ok(()),

@@ -509,6 +509,7 @@ mod tests {
                     name: (*p).into(),
                     installed: true,
                     version: None,
+                    problem: None,
                     credentials_configured: None,
                 })
                 .collect(),

@@ -110,7 +110,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     );
 
     let task = tokio::spawn(async move {
-        let http = tokio::spawn(http::serve(listener, router, shutdown.clone()));
+        let http = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { http::serve(listener, router, &config.http, shutdown).await }
+        });
         workers.run(shutdown).await;
         background.cancel();
         if let Err(error) = watcher.await {

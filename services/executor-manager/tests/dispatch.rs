@@ -360,6 +360,7 @@ impl<'a> Record<'a> {
                     name: (*name).into(),
                     installed: *installed,
                     version: None,
+                    problem: None,
                     credentials_configured: None,
                 })
                 .collect(),

@@ -9,6 +9,12 @@
 //! runs the run it leaves a record in `<workspace_root>/.run-hosts/` for a restarted
 //! executor to adopt. SIGTERM or SIGINT stops the run as a shutdown; nothing else the
 //! executor does — exiting, crashing — reaches it.
+//!
+//! The host keeps the run's processes together so that none outlives it: it moves
+//! itself into a cgroup of the run's own before the CLI starts (named in its record),
+//! notes the CLI's process group next to the record, and starts the CLI with a
+//! parent-death signal. At the end of the run it kills whatever is left in the cgroup;
+//! when it dies instead, the executor does (see [`crate::hosting`]).
 
 use crate::hosting::{self, Go, HostRecord, HostSpec, READY};
 use crate::runs::{self, Admission, Shutdown, Supervised};
@@ -30,6 +36,7 @@ use tracing::Instrument as _;
 
 /// Runs the run handed over on stdin to its end.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    cli::isolation::harden_this_process();
     config.validate()?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let line = stdin
@@ -53,12 +60,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn connect(config: Config, spec: &HostSpec) -> anyhow::Result<Arc<Executor>> {
     let mut settings = config.executor;
     settings.executor_id = Some(spec.executor_id.clone());
-    let cli = {
+    let mut cli = {
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || cli::CliEnv::unprobed(&settings))
             .await
             .context("prepare the CLI environment")??
     };
+    cli.process_groups = Some(hosting::groups_path(
+        &hosting::records_dir(&settings),
+        spec.command.run_id,
+    ));
     let providers =
         ProviderRegistry::from_names(std::slice::from_ref(&spec.command.provider), &Arc::new(cli))?;
     let run_id = spec.command.run_id;
@@ -124,7 +135,21 @@ async fn host(
         executor.tasks.wait().await;
         return Ok(());
     };
-    let record = write_record(&executor, &spec).await;
+    // Before the CLI starts, so that everything it starts is in the run's cgroup.
+    let cgroup = match tokio::task::spawn_blocking(move || cli::cgroup::RunCgroup::enter(run_id))
+        .await
+    {
+        Ok(Ok(cgroup)) => Some(cgroup),
+        Ok(Err(problem)) => {
+            tracing::info!(%run_id, %problem, "no cgroup for the run; its processes are reaped by process group");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%run_id, %error, "could not set up the run's cgroup");
+            None
+        }
+    };
+    let record = write_record(&executor, &spec, cgroup.as_ref()).await;
     let run = ticket.run().clone();
     ticket.accept();
     executor.tasks.spawn(runs::supervise(
@@ -145,9 +170,16 @@ async fn host(
         _ = terminate.recv() => stop(&executor, run_id).await,
         _ = interrupt.recv() => stop(&executor, run_id).await,
     }
+    // Whatever escaped the CLI's process group (the supervisor has killed that) dies
+    // with the cgroup; only then may the record, which names it, go.
+    if let Some(cgroup) = cgroup {
+        let _ = tokio::task::spawn_blocking(move || cgroup.leave()).await;
+    }
     if let Some(record) = record {
         let _ = tokio::fs::remove_file(record).await;
     }
+    let groups = hosting::groups_path(&hosting::records_dir(&executor.settings), run_id);
+    let _ = tokio::fs::remove_file(groups).await;
     if let Err(error) = executor.client.flush().await {
         tracing::warn!(%run_id, %error, "could not flush NATS at the end of the run");
     }
@@ -163,13 +195,18 @@ async fn stop(executor: &Executor, run_id: RunId) {
 
 /// Leaves the record a restarted executor adopts this host by; `None` if it could not
 /// be written (the run goes on; only an adoption would miss it).
-async fn write_record(executor: &Executor, spec: &HostSpec) -> Option<PathBuf> {
+async fn write_record(
+    executor: &Executor,
+    spec: &HostSpec,
+    cgroup: Option<&cli::cgroup::RunCgroup>,
+) -> Option<PathBuf> {
     let run_id = spec.command.run_id;
     let record = HostRecord {
         pid: std::process::id(),
         run_id,
         executor_id: spec.executor_id.clone(),
         admitted_at: spec.admitted_at,
+        cgroup: cgroup.map(|c| c.path().to_path_buf()),
     };
     let dir = hosting::records_dir(&executor.settings);
     let path = hosting::record_path(&dir, run_id);

@@ -13,6 +13,12 @@
 //! `<workspace_root>/.run-hosts/`, so an executor restarted under the same id adopts the
 //! hosts still running: their slots count against its capacity and its drain waits for
 //! them.
+//!
+//! A host that died leaves its run's processes behind: the CLI itself dies with it (its
+//! parent-death signal), but not what the CLI started. The executor that sees a host
+//! die — or finds, at start-up, a record whose host is gone — kills them: everything in
+//! the run's cgroup named in the record, or without one every process group noted
+//! beside it.
 
 use crate::Executor;
 use crate::cli::process::process_alive;
@@ -70,6 +76,9 @@ pub(crate) struct HostRecord {
     pub(crate) run_id: RunId,
     pub(crate) executor_id: String,
     pub(crate) admitted_at: u64,
+    /// The cgroup the host moved itself (and so the run's processes) into, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cgroup: Option<PathBuf>,
 }
 
 /// The directory of the host records of an executor with these settings.
@@ -79,6 +88,11 @@ pub(crate) fn records_dir(settings: &ExecutorSettings) -> PathBuf {
 
 pub(crate) fn record_path(dir: &Path, run_id: RunId) -> PathBuf {
     dir.join(format!("{run_id}.json"))
+}
+
+/// Where a host notes the process group of each CLI it starts, one per line.
+pub(crate) fn groups_path(dir: &Path, run_id: RunId) -> PathBuf {
+    dir.join(format!("{run_id}.groups"))
 }
 
 /// How this executor starts run hosts, when it does.
@@ -237,10 +251,9 @@ pub(crate) async fn watch(executor: Arc<Executor>, run: Arc<RunState>, mut host:
                 host.exited().await;
             }
         }
+        // A host that was killed could not remove its record, nor what it started.
+        reap(&executor.settings, run.run_id).await;
         conclude_if_abandoned(&executor, run.run_id).await;
-        // A host that was killed could not remove its record.
-        let record = record_path(&records_dir(&executor.settings), run.run_id);
-        let _ = tokio::fs::remove_file(record).await;
         run.ended.cancel();
         executor.runs.finish(run.run_id);
         tracing::info!(run_id = %run.run_id, "run host exited");
@@ -338,6 +351,9 @@ pub(crate) async fn adopt(executor: &Arc<Executor>) {
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "json") {
+            continue;
+        }
         let Ok(bytes) = tokio::fs::read(&path).await else {
             continue;
         };
@@ -352,8 +368,11 @@ pub(crate) async fn adopt(executor: &Arc<Executor>) {
             continue;
         }
         if !is_run_host(record.pid, record.run_id) {
-            // The host is gone (its run ended, or it died with the machine).
-            let _ = tokio::fs::remove_file(&path).await;
+            // The host is gone (killed while no executor watched it, or with the
+            // machine): what it started may still run, and its run may be unfinished.
+            tracing::warn!(run_id = %record.run_id, pid = record.pid, "the host of a run is gone; reaping what it left");
+            reap(&executor.settings, record.run_id).await;
+            conclude_if_abandoned(executor, record.run_id).await;
             continue;
         }
         let Some(run) = executor
@@ -369,6 +388,56 @@ pub(crate) async fn adopt(executor: &Arc<Executor>) {
             HostProcess::Adopted(record.pid),
         ));
     }
+}
+
+/// Kills what a dead host of `run_id` left running — its run's cgroup, or when it had
+/// none the process groups of its CLIs — and removes its record and its groups file.
+async fn reap(settings: &ExecutorSettings, run_id: RunId) {
+    let dir = records_dir(settings);
+    let record_file = record_path(&dir, run_id);
+    let groups_file = groups_path(&dir, run_id);
+    let cgroup = match tokio::fs::read(&record_file).await {
+        Ok(bytes) => serde_json::from_slice::<HostRecord>(&bytes)
+            .ok()
+            .and_then(|record| record.cgroup),
+        Err(_) => None,
+    };
+    let groups: Vec<i32> = tokio::fs::read_to_string(&groups_file)
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .filter(|group| *group > 1)
+        .collect();
+    let reaped = tokio::task::spawn_blocking(move || match cgroup {
+        // It holds every process of the run, the groups' included.
+        Some(cgroup) => {
+            if let Err(problem) = crate::cli::cgroup::kill_and_remove(&cgroup) {
+                tracing::warn!(%run_id, %problem, "cannot kill the cgroup its dead host left");
+            }
+        }
+        // Without a cgroup only the groups are known. A group id is only ever reused
+        // once the whole group is gone, and the executor reaps as soon as it notices.
+        None => {
+            for group in &groups {
+                let group = nix::unistd::Pid::from_raw(*group);
+                match nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL) {
+                    Ok(()) => {
+                        tracing::warn!(%run_id, %group, "killed a process group its dead host left")
+                    }
+                    Err(nix::errno::Errno::ESRCH) => {}
+                    Err(errno) => {
+                        tracing::warn!(%run_id, %group, %errno, "cannot kill a process group its dead host left")
+                    }
+                }
+            }
+        }
+    });
+    if let Err(error) = reaped.await {
+        tracing::warn!(%run_id, %error, "reaping a dead host's processes failed");
+    }
+    let _ = tokio::fs::remove_file(record_file).await;
+    let _ = tokio::fs::remove_file(groups_file).await;
 }
 
 /// Whether `pid` is alive and is the host of `run_id` (pids are reused).

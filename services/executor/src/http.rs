@@ -3,7 +3,7 @@
 //!
 //! | endpoint | answers |
 //! |---|---|
-//! | `POST /provider-runs/start` | 202 `{runId, streamUrl}`; 400 `unknown_provider`; 409 `run_exists`; 503 `executor_full` / `executor_draining` |
+//! | `POST /provider-runs/start` | 202 `{runId, streamUrl}`; 400 `unknown_provider`, `option_not_allowed` (a `providerOptions` key only the operator sets, e.g. `baseUrl`); 409 `run_exists`; 503 `executor_full` / `executor_draining` |
 //! | `GET /provider-runs/{runId}/stream` | SSE of the run's events from JetStream (opening with `retry:`), resumable (`Last-Event-ID` or `?cursor=`), ending after `run.completed`; 204 when resuming at the terminal event; 400 `invalid_cursor` for another run's cursor or garbage; 404 for a run without events |
 //! | `POST /provider-runs/{runId}/stop` | 202 `{runId, status: "stopping"}`; 404 when the run is not active here |
 //! | `POST /provider-runs/{runId}/human-loop/reply` | 200 `{runId, accepted}`; 404; 409 `no_pending_request` |
@@ -11,18 +11,26 @@
 //! A started run goes through the same acceptance path as a dispatch from the
 //! executor-manager, at the position of a run without events, so its log starts with
 //! `run.dispatched` at seq 1.
+//!
+//! Whoever reaches this API can read any run's stream, answer its approvals, stop it
+//! and start runs, so every `/provider-runs/*` request must carry
+//! `Authorization: Bearer <executor.api_token>` (else 401 `unauthorized`); with no
+//! token configured the API is off (403 `api_disabled`). The check runs before any
+//! body is read. `/healthz` and `/readyz` answer without it: they return no data.
 
 use crate::Executor;
 use crate::control;
 use crate::dispatch;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,8 +41,12 @@ use switchyard_contracts::api::{
 };
 use switchyard_contracts::control::{ControlOutcome, ControlRequest};
 use switchyard_contracts::dispatch::{DispatchOutcome, DispatchRequest, EventPosition};
+use switchyard_contracts::provider::{operator_only_message, operator_only_option};
 use switchyard_contracts::{RunCommand, RunId};
-use switchyard_platform::http::{ApiError, Json, health_routes, nats_ready, with_common_layers};
+use switchyard_platform::http::{
+    ApiError, Json, bearer_challenge, bearer_token, health_routes, nats_ready, secret_matches,
+    with_common_layers,
+};
 use switchyard_platform::sse::{self, Cursor, InvalidCursor, ParsedCursor, RunTag};
 
 /// Time a request may take before its response starts (SSE bodies are not cut by it).
@@ -54,10 +66,44 @@ pub(crate) fn router(executor: Arc<Executor>) -> Router {
             "/provider-runs/{run_id}/human-loop/reply",
             post(human_loop_reply),
         )
+        .route_layer(middleware::from_fn_with_state(
+            executor.settings.api_token.clone(),
+            require_token,
+        ))
         .with_state(executor)
         .merge(health_routes(ready))
         .layer(DefaultBodyLimit::max(max_body));
     with_common_layers(api, REQUEST_TIMEOUT)
+}
+
+/// Lets a request through only with the configured bearer token.
+async fn require_token(
+    State(token): State<Option<SecretString>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = token else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "api_disabled",
+            "the provider-run API of this executor is off; set executor.api_token \
+             (SWITCHYARD_EXECUTOR__API_TOKEN) to turn it on",
+        )
+        .into_response();
+    };
+    match bearer_token(request.headers()) {
+        Some(given) if secret_matches(given.as_bytes(), &expected) => next.run(request).await,
+        given => {
+            tracing::debug!(
+                path = %request.uri().path(),
+                token_sent = given.is_some(),
+                "provider-run API request refused"
+            );
+            bearer_challenge(
+                "the provider-run API needs `Authorization: Bearer <executor.api_token>`",
+            )
+        }
+    }
 }
 
 fn parse_run_id(text: &str) -> Result<RunId, ApiError> {
@@ -94,6 +140,12 @@ async fn start(
         .get(&body.provider)
         .filter(|p| p.availability().installed)
         .ok_or_else(unknown_provider)?;
+    if let Some(key) = operator_only_option(body.provider_options.keys().map(String::as_str)) {
+        return Err(ApiError::bad_request(
+            "option_not_allowed",
+            operator_only_message(&format!("providerOptions.{key}"), Some(provider.name())),
+        ));
+    }
     let run_id = body.run_id.unwrap_or_else(RunId::now_v7);
     let timeout_ms = body
         .timeout_ms

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use switchyard_contracts::subjects;
 use switchyard_platform::config::{ConfigError, NatsConfig};
 use switchyard_platform::events::EventLog;
+use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
 use switchyard_platform::telemetry::TelemetryConfig;
@@ -59,6 +60,7 @@ pub use switchyard_platform::shutdown::Signals;
 pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
+    pub http: HttpServerConfig,
     pub executor: ExecutorSettings,
 }
 
@@ -78,6 +80,7 @@ impl Config {
     /// Checks every value once at start-up; the error names the offending key.
     #[allow(clippy::result_large_err)] // the platform's shared error type; called once
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
         self.executor.validate()
     }
 }
@@ -108,6 +111,9 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         immediate,
     } = shutdown.into();
     config.validate()?;
+    // This process holds the NATS credentials and more; the agents it starts must not
+    // be able to read them from /proc, even when they run as its user.
+    cli::isolation::harden_this_process();
     let settings = config.executor.clone();
     // Probing the CLI versions runs `--version` on each binary: keep it off the runtime.
     let cli = {
@@ -116,6 +122,13 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
             .await
             .context("prepare the CLI environment")??
     };
+    match cli.isolation.user {
+        Some(user) => tracing::info!(%user, "agent CLIs run as the provider user"),
+        None if nix::unistd::Uid::effective().is_root() => tracing::warn!(
+            "agent CLIs run as root (executor.provider_user = none): they can read every secret of this executor"
+        ),
+        None => {}
+    }
     let providers = ProviderRegistry::from_names(&settings.providers, &Arc::new(cli))?;
     let id = settings.resolve_executor_id();
 
@@ -179,11 +192,11 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         kv.clone(),
         presence_stop.clone(),
     ));
-    let http_task = tokio::spawn(switchyard_platform::http::serve(
-        listener,
-        http::router(executor.clone()),
-        executor.http_stop.clone(),
-    ));
+    let http_task = tokio::spawn({
+        let router = http::router(executor.clone());
+        let stop = executor.http_stop.clone();
+        async move { switchyard_platform::http::serve(listener, router, &config.http, stop).await }
+    });
     tracing::info!(executor_id = %id, %http_addr, capacity = executor.settings.capacity, "executor started");
 
     let task = tokio::spawn(async move {

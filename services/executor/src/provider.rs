@@ -43,6 +43,8 @@ pub struct RunContext {
     pub stop: CancellationToken,
     /// What `set_session_id` reported; read by the supervisor after the run.
     pub(crate) session_id: SessionReport,
+    /// What `report_evidence` left; read by the supervisor when it ended the run.
+    pub(crate) evidence: EvidenceReport,
 }
 
 impl RunContext {
@@ -51,6 +53,28 @@ impl RunContext {
     /// is known (a run stopped mid-turn keeps its session too); the last call wins.
     pub fn set_session_id(&self, id: impl Into<String>) {
         self.session_id.set(id.into());
+    }
+
+    /// Leaves the evidence the provider has (stderr tail, last protocol lines, exit
+    /// code) when it winds down after a stop: a run the supervisor ended for its timeout
+    /// is a failure and carries it, like one a liveness limit ended. The last call wins.
+    pub fn report_evidence(&self, evidence: Evidence) {
+        self.evidence.set(evidence);
+    }
+}
+
+/// The evidence a stopped provider left, shared between its [`RunContext`] and the
+/// supervisor.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EvidenceReport(Arc<Mutex<Option<Evidence>>>);
+
+impl EvidenceReport {
+    pub(crate) fn set(&self, evidence: Evidence) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(evidence);
+    }
+
+    pub(crate) fn take(&self) -> Option<Evidence> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -122,6 +146,7 @@ impl Provider for NotInstalled {
             name: self.0.as_str().to_owned(),
             installed: false,
             version: None,
+            problem: Some("this build has no implementation of it".to_owned()),
             credentials_configured: None,
         }
     }
@@ -277,8 +302,6 @@ mod tests {
                 "runId": switchyard_contracts::RunId::now_v7(),
                 "provider": name,
                 "prompt": "hi",
-                "credentialEnv": ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
-                "providerOptions": {"baseUrl": "http://127.0.0.1:9/v1"},
                 "createdAt": chrono::Utc::now(),
             }))
             .unwrap();
@@ -301,6 +324,7 @@ mod tests {
                 events: sink,
                 stop,
                 session_id: SessionReport::default(),
+                evidence: EvidenceReport::default(),
             };
             let outcome = tokio::time::timeout(Duration::from_secs(30), provider.run(ctx))
                 .await

@@ -16,7 +16,7 @@ use crate::cli::{ConversationState, WorkDirs};
 use crate::clock::ActiveClock;
 use crate::file_changes::FileChanges;
 use crate::human_loop::{self, HumanLoop, PendingRequests};
-use crate::provider::{Provider, ProviderOutcome, RunContext, SessionReport};
+use crate::provider::{EvidenceReport, Provider, ProviderOutcome, RunContext, SessionReport};
 use crate::settings::WorkspaceCleanup;
 use crate::sink::{EmitError, EventSink};
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +26,8 @@ use switchyard_contracts::dispatch::DispatchOutcome;
 use switchyard_contracts::event::{
     Diagnostic, DiagnosticLevel, Evidence, RunCompleted, RunStarted,
 };
-use switchyard_contracts::{FailureReason, RunCommand, RunEventKind, RunId};
+use switchyard_contracts::provider::{operator_only_message, operator_only_option};
+use switchyard_contracts::{FailureReason, ProviderName, RunCommand, RunEventKind, RunId};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -95,6 +96,8 @@ pub(crate) struct RunState {
     /// The pid of the run host running the run, when it runs in one: control requests
     /// go to the host (over the run's control subject), not to `pending`.
     pub(crate) host: OnceLock<u32>,
+    /// What the provider left when it wound down after a stop.
+    evidence: EvidenceReport,
 }
 
 impl RunState {
@@ -245,6 +248,7 @@ impl Runs {
             pending: Arc::new(PendingRequests::default()),
             ended: CancellationToken::new(),
             host: OnceLock::new(),
+            evidence: EvidenceReport::default(),
         })
     }
 
@@ -493,6 +497,17 @@ impl RunDirs {
     }
 }
 
+/// Why the command may not run because of an operator-only `providerOptions` key (see
+/// [`switchyard_contracts::provider::OPERATOR_ONLY_OPTIONS`]), if it has one.
+pub(crate) fn operator_only_option_of(command: &RunCommand) -> Option<String> {
+    let options = command.provider_options.as_object()?;
+    let key = operator_only_option(options.keys().map(String::as_str))?;
+    Some(operator_only_message(
+        &format!("providerOptions.{key}"),
+        ProviderName::parse(&command.provider),
+    ))
+}
+
 /// Prepares the run's directories and conversation, then runs the provider.
 async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>) {
     let run_id = job.run.run_id;
@@ -518,6 +533,16 @@ async fn drive(executor: &Executor, job: Supervised) -> (Ending, Option<RunDirs>
         run_id,
     );
     let mut dirs = conversation.dirs();
+    // Where a run's credentials go is the operator's (`executor.credentials`), never
+    // the command's: the control-plane refuses such options, and so does this last
+    // line of defence, before anything is spawned.
+    if let Some(detail) = operator_only_option_of(&job.command) {
+        tracing::warn!(run_id = %run_id, %detail, "refusing a run that names its model endpoint");
+        return (
+            Ending::NotStarted(RunCompleted::failed(FailureReason::ProviderError, detail)),
+            None,
+        );
+    }
     // A given directory replaces only the workspace: the CLI state stays in the
     // conversation's directory, and the cleanup policy only ever deletes that one
     // (`given_workspace` refuses a directory overlapping `workspace_root`).
@@ -629,6 +654,7 @@ async fn drive_provider(
         dirs,
         conversation,
         session_id: session,
+        evidence: run.evidence.clone(),
         events: sink.clone(),
         human_loop: HumanLoop::new(
             run.pending.clone(),
@@ -739,10 +765,21 @@ fn completion(
     let succeeded = matches!(ending, Ending::Returned(ProviderOutcome::Succeeded));
     if run.stop.is_cancelled() && !succeeded {
         return Some(match run.cause() {
-            StopCause::Timeout => RunCompleted::failed(
-                FailureReason::Timeout,
-                format!("the run exceeded its timeout of {timeout_ms} ms of active time"),
-            ),
+            // A failure: it carries what the provider saw, as a liveness limit's would.
+            StopCause::Timeout => RunCompleted {
+                evidence: match ending {
+                    Ending::Returned(ProviderOutcome::Failed { evidence, .. })
+                        if !evidence.is_empty() =>
+                    {
+                        evidence
+                    }
+                    _ => run.evidence.take().unwrap_or_default(),
+                },
+                ..RunCompleted::failed(
+                    FailureReason::Timeout,
+                    format!("the run exceeded its timeout of {timeout_ms} ms of active time"),
+                )
+            },
             StopCause::Requested(reason) => RunCompleted::failed(
                 FailureReason::Stopped,
                 match reason {
@@ -885,6 +922,46 @@ mod tests {
         );
         assert_eq!(runs.active(), 0);
         admitted(runs.admit(run_id, 3)).accept();
+    }
+
+    #[test]
+    fn a_run_ended_by_its_timeout_carries_the_providers_evidence() {
+        let runs = Runs::new(4);
+        let ticket = admitted(runs.admit(RunId::now_v7(), 3));
+        let run = ticket.run();
+        run.request_stop(StopCause::Timeout);
+        let evidence = Evidence {
+            stderr_tail: vec!["model API: still waiting".into()],
+            raw_lines: vec![r#"{"type":"system","subtype":"status"}"#.into()],
+            exit_code: Some(143),
+        };
+        // The provider wound down (Stopped) after leaving its evidence.
+        run.evidence.set(evidence.clone());
+        let completed =
+            completion(run, Ending::Returned(ProviderOutcome::Stopped), 300, None).unwrap();
+        assert_eq!(completed.reason, Some(FailureReason::Timeout));
+        assert_eq!(completed.evidence, evidence);
+        // A provider that failed on its way down: its own evidence.
+        let own = Evidence {
+            raw_lines: vec!["last line".into()],
+            ..Evidence::default()
+        };
+        let completed = completion(
+            run,
+            Ending::Returned(ProviderOutcome::Failed {
+                reason: FailureReason::ProviderCrashed,
+                detail: "killed".into(),
+                evidence: own.clone(),
+            }),
+            300,
+            None,
+        )
+        .unwrap();
+        assert_eq!(completed.reason, Some(FailureReason::Timeout));
+        assert_eq!(completed.evidence, own);
+        // Aborted after the grace without a report: nothing to show, and nothing made up.
+        let completed = completion(run, Ending::Aborted, 300, None).unwrap();
+        assert!(completed.evidence.is_empty());
     }
 
     #[test]

@@ -159,6 +159,7 @@ impl Provider for ScriptedProvider {
             name: ProviderName::Scripted.as_str().to_owned(),
             installed: true,
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            problem: None,
             // Needs no credentials.
             credentials_configured: Some(true),
         }

@@ -25,8 +25,8 @@ use tracing::Instrument;
 /// At most this many events, and about this many bytes, go out as one append: the
 /// most nats-server takes in one atomic batch (1,000 messages). A run has one append in
 /// flight (the next one's expected sequence is only known from this one's ack), so a
-/// fast producer's throughput is a batch per round trip: 256-event batches gave ~37k
-/// events/s, 1,000-event ones 51–57k (docs/performance.md, change 13).
+/// fast producer's throughput is a batch per round trip (256-event batches gave ~37k
+/// events/s in the benchmark, 1,000-event ones 51–57k).
 const BATCH_EVENTS: usize = 1000;
 const BATCH_BYTES: usize = 1024 * 1024;
 /// Smaller batches go out as separate fenced appends: an atomic batch costs the server

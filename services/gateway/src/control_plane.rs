@@ -62,7 +62,9 @@ impl ControlPlane {
         Ok(url)
     }
 
-    pub fn new(config: &GatewayConfig) -> anyhow::Result<Self> {
+    /// `server_idle` is how long the control-plane keeps an idle connection open (its
+    /// `http.header_read_timeout_ms`, which the deployment shares with the gateway).
+    pub fn new(config: &GatewayConfig, server_idle: Duration) -> anyhow::Result<Self> {
         let base_url = Self::parse_base_url(&config.control_plane_url)
             .map_err(|p| anyhow::anyhow!("gateway.control_plane_url {p}"))?;
         let mut internal = reqwest::header::HeaderMap::new();
@@ -79,6 +81,9 @@ impl ControlPlane {
             .default_headers(internal)
             .timeout(config.upstream_timeout())
             .connect_timeout(config.upstream_timeout().min(Duration::from_secs(5)))
+            // Give up an idle pooled connection well before the control-plane closes
+            // it: a request sent just as the server closes would fail, not retry.
+            .pool_idle_timeout(server_idle / 2)
             // The control-plane is an internal peer: never route it through a proxy taken
             // from the environment, and hand redirects back to the client unchanged.
             .no_proxy()
@@ -217,10 +222,13 @@ mod tests {
     use super::*;
 
     fn client(base: &str) -> ControlPlane {
-        ControlPlane::new(&GatewayConfig {
-            control_plane_url: base.to_owned(),
-            ..Default::default()
-        })
+        ControlPlane::new(
+            &GatewayConfig {
+                control_plane_url: base.to_owned(),
+                ..Default::default()
+            },
+            Duration::from_secs(10),
+        )
         .unwrap()
     }
 

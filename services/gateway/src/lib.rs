@@ -39,8 +39,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
-use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_platform::config::{ConfigError, NatsConfig, check_token};
 use switchyard_platform::events::EventLog;
+use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
 use switchyard_platform::telemetry::TelemetryConfig;
@@ -53,6 +54,7 @@ use tokio_util::task::TaskTracker;
 pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
+    pub http: HttpServerConfig,
     pub gateway: GatewayConfig,
 }
 
@@ -92,7 +94,7 @@ pub struct GatewayConfig {
     /// of up to this many are fine); 0 = no limit. 429 `stream_rate_limited` above it.
     pub stream_opens_per_minute: u32,
     /// Sent to the control-plane with every request (`x-switchyard-internal-token`);
-    /// must equal its `control_plane.internal_token`.
+    /// must equal its `control_plane.internal_token`. Required.
     pub control_plane_token: Option<SecretString>,
     /// The built portal (`npm run build` in `portal/`), served at `/`; a relative path
     /// is taken from the working directory. Without an `index.html` there, `/` says how
@@ -155,6 +157,7 @@ impl Config {
     // The error type is the platform's, shared by every service; it is returned once.
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.http.validate()?;
         let gateway = &self.gateway;
         let invalid = |key: &'static str, problem: &str| ConfigError::Value {
             key,
@@ -182,6 +185,16 @@ impl Config {
         }
         control_plane::ControlPlane::parse_base_url(&gateway.control_plane_url)
             .map_err(|problem| invalid("gateway.control_plane_url", &problem))?;
+        match &gateway.control_plane_token {
+            Some(token) => check_token("gateway.control_plane_token", token)?,
+            None => {
+                return Err(invalid(
+                    "gateway.control_plane_token",
+                    "is not set: the control-plane serves only callers with its \
+                     control_plane.internal_token; set this to the same value",
+                ));
+            }
+        }
         if gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes", "must be at least 1"));
         }
@@ -246,7 +259,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let tasks = TaskTracker::new();
     let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
-    let control_plane = control_plane::ControlPlane::new(&gateway)?;
+    let control_plane =
+        control_plane::ControlPlane::new(&gateway, config.http.header_read_timeout())?;
     let (authenticator, revocations) = auth::from_config(&gateway, control_plane.clone());
     // Subscribed (and the server told) before serving, so no notice about a request
     // this gateway answers can be missed for want of a subscription.
@@ -283,7 +297,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let task = tokio::spawn(async move {
         // Cancelling `shutdown` ends every SSE stream (their feeds stop), so the graceful
         // shutdown of the HTTP server does not wait on clients that never disconnect.
-        let served = switchyard_platform::http::serve(listener, router, shutdown).await;
+        let served =
+            switchyard_platform::http::serve(listener, router, &config.http, shutdown).await;
         tasks.close();
         tasks.wait().await;
         if let Err(e) = client.drain().await {
@@ -305,11 +320,13 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// Loads `pairs` and a valid `gateway.control_plane_token` (unless `pairs` set one).
     fn load(pairs: &[(&str, &str)]) -> Config {
-        let env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env: HashMap<String, String> = HashMap::from([(
+            "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN".to_owned(),
+            "gateway-test-internal-token".to_owned(),
+        )]);
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         switchyard_platform::config::load_from(None, env).unwrap()
     }
 
@@ -406,6 +423,16 @@ mod tests {
                 "*",
                 "gateway.cors_allowed_origins",
             ),
+            (
+                "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
+                "short",
+                "gateway.control_plane_token",
+            ),
+            (
+                "SWITCHYARD_HTTP__HEADER_READ_TIMEOUT_MS",
+                "0",
+                "http.header_read_timeout_ms",
+            ),
         ];
         for (var, value, key) in cases {
             let config = load(&[token, (var, value)]);
@@ -438,6 +465,17 @@ mod tests {
             switchyard_platform::config::load_from(Some(&file), HashMap::new()).unwrap();
         assert_eq!(config.gateway.cors_allowed_origins, ["https://b.example"]);
         assert!(load(&[]).gateway.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn the_control_plane_token_is_required() {
+        let env: HashMap<String, String> = [(
+            "SWITCHYARD_GATEWAY__ADMIN_TOKEN".to_owned(),
+            "s3cret".to_owned(),
+        )]
+        .into();
+        let config: Config = switchyard_platform::config::load_from(None, env).unwrap();
+        assert_eq!(bad_key(&config), "gateway.control_plane_token");
     }
 
     #[test]

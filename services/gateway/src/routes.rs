@@ -37,7 +37,7 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 /// What every handler reaches, behind one `Arc`: axum clones the state for each request
 /// (the auth middleware once more), and cloning these fields one by one (the NATS and
 /// HTTP clients, the URLs) took more of a start request's CPU than the gateway's own
-/// work (docs/performance.md, change 22).
+/// work.
 pub type AppState = Arc<Shared>;
 
 pub struct Shared {

@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{Harness, TOKEN, error_code};
+use common::{Harness, INTERNAL_TOKEN, TOKEN, error_code};
 use std::time::{Duration, Instant};
 use switchyard_gateway::{Config, GatewayConfig};
 use switchyard_platform::config::NatsConfig;
@@ -98,6 +98,8 @@ async fn requests_are_forwarded_with_method_path_query_body_and_status() {
     // The client's credentials, spoofed principal and hop-by-hop headers stay behind.
     assert_eq!(seen["authorization"], serde_json::Value::Null);
     assert_eq!(seen["principal"], "admin");
+    // The gateway proves itself to the control-plane; a client never sees the secret.
+    assert_eq!(seen["internalToken"], INTERNAL_TOKEN);
     assert_eq!(seen["private"], serde_json::Value::Null);
     assert_eq!(seen["acceptEncoding"], serde_json::Value::Null);
 

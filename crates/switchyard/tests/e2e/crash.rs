@@ -1,8 +1,12 @@
-//! An executor crash (issue 4, item 3): an executor process is killed with SIGKILL
+//! An executor crash: an executor process is killed with SIGKILL
 //! while its run waits for a human. The run lives in a run host that outlives the
 //! executor, so the approval stays answerable through the gateway; the executor,
 //! restarted under its id, adopts the host, and the reconciler leaves the run alone
 //! because the host answers for it.
+//!
+//! A run host killed with SIGKILL takes its agent CLI's whole process tree along: the
+//! CLI by its parent-death signal, the rest (the CLI's shell and tool commands, also
+//! those that left its process group) by the executor, at once or after its restart.
 
 use crate::harness::{DEADLINE, Harness, events};
 use crate::provider_support::{self, completed, workspace_of};
@@ -14,19 +18,24 @@ use std::time::Duration;
 use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::subjects;
 use switchyard_control_plane::reconciler::{ReconcileSettings, Reconciler};
-use switchyard_test_support::fake_model::TOOL_FILE;
+use switchyard_test_support::fake_model::{TOOL_FILE, run_marker};
 use switchyard_test_support::service_command;
 use tokio::process::Child;
 
 const EXECUTOR_ID: &str = "crash-exec";
 
 /// `switchyard serve executor` as a process of its own, so it can be killed -9.
-struct ExecutorProcess {
+pub(crate) struct ExecutorProcess {
     child: Child,
 }
 
 impl ExecutorProcess {
-    fn start(env: &HashMap<String, String>, log: &Path) -> Self {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Starts `switchyard serve executor`, as `user` (uid, gid) when given.
+    fn start(env: &HashMap<String, String>, log: &Path, user: Option<(u32, u32)>) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -38,12 +47,15 @@ impl ExecutorProcess {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        if let Some((uid, gid)) = user {
+            command.uid(uid).gid(gid);
+        }
         Self {
             child: command.spawn().unwrap(),
         }
     }
 
-    async fn kill_9(mut self) {
+    pub(crate) async fn kill_9(mut self) {
         self.child.kill().await.unwrap();
     }
 }
@@ -78,7 +90,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// The pid in the run host's record, once the host has written it.
-async fn host_pid(workspace_root: &Path, run_id: &str) -> u32 {
+pub(crate) async fn host_pid(workspace_root: &Path, run_id: &str) -> u32 {
     let record = workspace_root
         .join(".run-hosts")
         .join(format!("{run_id}.json"));
@@ -119,18 +131,31 @@ async fn reconcile_once(harness: &Harness) -> switchyard_control_plane::reconcil
 
 /// The platform without an executor, an executor process under [`EXECUTOR_ID`], and
 /// what the crash needs to look at.
-struct Crash {
-    harness: Harness,
+pub(crate) struct Crash {
+    pub(crate) harness: Harness,
     env: HashMap<String, String>,
     dir: tempfile::TempDir,
     kv: async_nats::jetstream::kv::Store,
-    executor: Option<ExecutorProcess>,
+    pub(crate) executor: Option<ExecutorProcess>,
+    /// The user the executor process runs as; `None`: the test's own.
+    user: Option<(u32, u32)>,
 }
 
 impl Crash {
-    async fn start(extra: &[(&str, String)]) -> Self {
+    pub(crate) async fn start(extra: &[(&str, String)]) -> Self {
+        Self::start_as(extra, None).await
+    }
+
+    /// The same with the executor running as `user` (uid, gid), who owns its workspace
+    /// root.
+    pub(crate) async fn start_as(extra: &[(&str, String)], user: Option<(u32, u32)>) -> Self {
         let harness = Harness::start(0, 1).await;
         let dir = tempfile::tempdir().unwrap();
+        if let Some((uid, gid)) = user {
+            let runs = dir.path().join("runs");
+            std::fs::create_dir(&runs).unwrap();
+            std::os::unix::fs::chown(&runs, Some(uid), Some(gid)).unwrap();
+        }
         let mut settings = vec![
             ("SWITCHYARD_EXECUTOR__EXECUTOR_ID", EXECUTOR_ID.to_owned()),
             ("SWITCHYARD_EXECUTOR__CAPACITY", "4".to_owned()),
@@ -153,16 +178,23 @@ impl Crash {
             dir,
             kv,
             executor: None,
+            user,
         };
-        crash.executor = Some(ExecutorProcess::start(&crash.env, &crash.log()));
+        crash.executor = Some(ExecutorProcess::start(&crash.env, &crash.log(), user));
         crash
     }
 
-    fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         self.dir.path().join("executor.log")
     }
 
-    fn workspace_root(&self) -> PathBuf {
+    /// Starts the executor again (after a kill) under the same id and configuration.
+    pub(crate) fn restart_executor(&mut self) {
+        assert!(self.executor.is_none(), "the executor still runs");
+        self.executor = Some(ExecutorProcess::start(&self.env, &self.log(), self.user));
+    }
+
+    pub(crate) fn workspace_root(&self) -> PathBuf {
         self.dir.path().join("runs")
     }
 
@@ -180,7 +212,7 @@ impl Crash {
             hosts.iter().all(|pid| alive(*pid)),
             "a run host died with the executor"
         );
-        self.executor = Some(ExecutorProcess::start(&self.env, &self.log()));
+        self.executor = Some(ExecutorProcess::start(&self.env, &self.log(), self.user));
         let adopted = presence_where(&self.kv, |p| p.started_at > before.started_at).await;
         assert_eq!(
             adopted.active as usize,
@@ -205,7 +237,7 @@ impl Crash {
         presence_where(&self.kv, |p| p.active == 0).await;
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(executor) = self.executor.take() {
             executor.kill_9().await;
         }
@@ -270,9 +302,9 @@ async fn a_pending_approval_survives_an_executor_crash() {
 /// the CLI's pipes end in the host, so it never notices the executor died.
 #[tokio::test]
 async fn a_real_cli_run_survives_an_executor_crash_while_asking_for_approval() {
-    let (fake, _config_dir, toml) = provider_support::cli_executor_config().await;
+    let (_fake, _config_dir, toml) = provider_support::cli_executor_config().await;
     let mut crash = Crash::start(&[("SWITCHYARD_CONFIG", toml.display().to_string())]).await;
-    let app_id = provider_support::register(&crash.harness, &fake, "claude-code").await;
+    let app_id = provider_support::register(&crash.harness, "claude-code").await;
     let run_id = provider_support::start(
         &crash.harness,
         json!({"appId": app_id, "prompt": "Create hello.txt please"}),
@@ -382,6 +414,213 @@ async fn every_waiting_run_survives_an_executor_crash() {
             .await;
         assert_eq!(run["status"], "succeeded", "{run}");
     }
+    crash.slot_freed().await;
+    crash.stop().await;
+}
+
+/// A process as it was seen: its pid and start time (clock ticks after boot), so that a
+/// pid the kernel gave to someone else later is not mistaken for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub(crate) pid: u32,
+    start: u64,
+    pub(crate) cmdline: String,
+}
+
+/// `(ppid, start time, state)` from `/proc/<pid>/stat`.
+fn stat_of(pid: u32) -> Option<(u32, u64, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`, comm may hold spaces and parentheses; start time is
+    // the 22nd field, the 20th after comm.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some((
+        fields.get(1)?.parse().ok()?,
+        fields.get(19)?.parse().ok()?,
+        (*fields.first()?).to_owned(),
+    ))
+}
+
+fn cmdline_of(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            String::from_utf8_lossy(&raw)
+                .replace('\0', " ")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// `root` and every process below it, as of now.
+pub(crate) fn process_tree(root: u32) -> Vec<Seen> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>()
+            && let Some((ppid, start, _)) = stat_of(pid)
+        {
+            parents.push((pid, ppid, start));
+        }
+    }
+    let mut tree: Vec<Seen> = parents
+        .iter()
+        .filter(|(pid, _, _)| *pid == root)
+        .map(|(pid, _, start)| Seen {
+            pid: *pid,
+            start: *start,
+            cmdline: cmdline_of(*pid),
+        })
+        .collect();
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i].pid;
+        for (pid, ppid, start) in &parents {
+            if *ppid == parent && tree.iter().all(|s| s.pid != *pid) {
+                tree.push(Seen {
+                    pid: *pid,
+                    start: *start,
+                    cmdline: cmdline_of(*pid),
+                });
+            }
+        }
+        i += 1;
+    }
+    tree
+}
+
+/// Whether the process seen earlier still runs (not a zombie, not a reused pid).
+pub(crate) fn still_running(seen: &Seen) -> bool {
+    matches!(stat_of(seen.pid), Some((_, start, state)) if start == seen.start && state != "Z" && state != "X")
+}
+
+/// Polls until every process of `tree` is gone; fails naming the survivors.
+pub(crate) async fn all_gone(tree: &[Seen], why: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let left: Vec<&Seen> = tree.iter().filter(|s| still_running(s)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{why}: these processes of the run survived: {left:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether this test process runs as root (it can then give runs a cgroup, which holds
+/// even the processes that left the CLI's process group).
+pub(crate) fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+/// Starts a real CLI run whose approved shell command keeps running (one sleep in the
+/// foreground and, when the run can have a cgroup, one in a session of its own, out of
+/// the CLI's process group), and returns the run and the tree under its host once both
+/// sleeps run.
+async fn run_with_a_process_tree(crash: &Crash, provider: &str) -> (String, u32, Vec<Seen>) {
+    let app_id = provider_support::register(&crash.harness, provider).await;
+    let escaped = running_as_root();
+    let command = if escaped {
+        "setsid sleep 1001 </dev/null >/dev/null 2>&1 & sleep 1002"
+    } else {
+        "sleep 1002"
+    };
+    let run_id = provider_support::start(
+        &crash.harness,
+        json!({"appId": app_id, "prompt": format!("Please {}", run_marker(command))}),
+    )
+    .await;
+    let request_id = crash.harness.pending_request(&run_id).await;
+    let (status, body) = crash
+        .harness
+        .post(
+            &format!("/api/runs/{run_id}/human-loop/reply"),
+            json!({"requestId": request_id, "decision": "approve"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let host = host_pid(&crash.workspace_root(), &run_id).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let tree = process_tree(host);
+        let running = |name: &str| tree.iter().any(|s| s.cmdline == name);
+        if running("sleep 1002") && (!escaped || running("sleep 1001")) {
+            return (run_id, host, tree);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the approved command never ran; the host's tree: {tree:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_killed_host_takes_the_cli_tree_along(provider: &str) {
+    let (_fake, _config_dir, toml) = provider_support::cli_executor_config().await;
+    let crash = Crash::start(&[("SWITCHYARD_CONFIG", toml.display().to_string())]).await;
+    let (run_id, host, tree) = run_with_a_process_tree(&crash, provider).await;
+    nix_kill(host);
+    all_gone(&tree, "the host was killed while its executor lived").await;
+    let run = crash
+        .harness
+        .wait_run(&run_id, |r| r["status"] == "failed")
+        .await;
+    assert_eq!(run["failureReason"], "executor_lost", "{run}");
+    crash.slot_freed().await;
+    crash.stop().await;
+}
+
+/// `opencode serve` outlived its killed host by minutes before; now nothing of the run's
+/// tree is left once the executor has seen the host die.
+#[tokio::test]
+async fn a_killed_run_host_takes_opencode_and_its_commands_along() {
+    a_killed_host_takes_the_cli_tree_along("opencode").await;
+}
+
+#[tokio::test]
+async fn a_killed_run_host_takes_claude_and_its_commands_along() {
+    a_killed_host_takes_the_cli_tree_along("claude-code").await;
+}
+
+/// The executor is killed first, then the host: the CLI dies at once with its host (its
+/// parent-death signal); what it started waits for the executor, whose successor under
+/// the same id reaps it from the host's record and concludes the run.
+#[tokio::test]
+async fn a_run_host_killed_with_its_executor_is_reaped_by_the_next_executor() {
+    let (_fake, _config_dir, toml) = provider_support::cli_executor_config().await;
+    let mut crash = Crash::start(&[("SWITCHYARD_CONFIG", toml.display().to_string())]).await;
+    let (run_id, host, tree) = run_with_a_process_tree(&crash, "claude-code").await;
+    let cli: Vec<Seen> = tree
+        .iter()
+        .filter(|s| s.pid != host && stat_of(s.pid).is_some_and(|(ppid, _, _)| ppid == host))
+        .cloned()
+        .collect();
+    assert!(!cli.is_empty(), "the host runs the CLI: {tree:#?}");
+    let commands: Vec<Seen> = tree
+        .iter()
+        .filter(|s| s.cmdline.starts_with("sleep "))
+        .cloned()
+        .collect();
+    crash.executor.take().unwrap().kill_9().await;
+    nix_kill(host);
+    all_gone(&cli, "the CLI outlived its host").await;
+    assert!(
+        commands.iter().all(still_running),
+        "nothing but the executor reaps the CLI's commands, and it is down: {commands:#?}"
+    );
+    crash.restart_executor();
+    all_gone(
+        &tree,
+        "the restarted executor did not reap the dead host's run",
+    )
+    .await;
+    let run = crash
+        .harness
+        .wait_run(&run_id, |r| r["status"] == "failed")
+        .await;
+    assert_eq!(run["failureReason"], "executor_lost", "{run}");
     crash.slot_freed().await;
     crash.stop().await;
 }

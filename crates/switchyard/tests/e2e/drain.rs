@@ -1,4 +1,4 @@
-//! A planned executor restart (issue 4, item 3): the old executor drains — its runs go
+//! A planned executor restart: the old executor drains — its runs go
 //! on and a pending approval stays answerable through the gateway — while a new
 //! executor takes the new work; a run still active when the drain timeout passes is
 //! stopped with a reason the client can read.

@@ -37,6 +37,16 @@ pub(crate) struct Harness {
     env: HashMap<String, String>,
 }
 
+/// The tests' HTTP client. The services close a connection idle for
+/// `http.header_read_timeout_ms` (10 s); the pool lets go of one before that, so a
+/// request never races that close.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client")
+}
+
 fn env_with(base: &HashMap<String, String>, extra: &[(&str, String)]) -> HashMap<String, String> {
     let mut env = base.clone();
     for (k, v) in extra {
@@ -108,7 +118,7 @@ impl Harness {
         let mut harness = Harness {
             nats,
             db,
-            http: reqwest::Client::new(),
+            http: client(),
             base,
             control_plane,
             gateway,
@@ -231,7 +241,7 @@ impl Harness {
             Some(addr),
             "the gateway came back on its address"
         );
-        self.http = reqwest::Client::new();
+        self.http = client();
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

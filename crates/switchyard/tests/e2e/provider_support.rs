@@ -4,6 +4,7 @@
 
 use crate::harness::{Harness, assert_gapless, events};
 use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use switchyard_test_support::fake_model::{FINAL_MARKER, FakeModel, TOOL_FILE};
 
@@ -23,8 +24,12 @@ fn installed_clis() -> PathBuf {
     dir.canonicalize().unwrap()
 }
 
-/// A platform with one executor that finds the pinned CLIs and reads the fake keys from
-/// an env file (and not from the test process's environment), plus a fake model.
+/// A credential variable each CLI provider is allowed that has no value anywhere.
+pub(crate) const UNSET_KEY: &str = "E2E_UNSET_KEY";
+
+/// A platform with one executor that finds the pinned CLIs, reads the fake keys from an
+/// env file (and not from the test process's environment) and points every CLI at the
+/// fake model, plus that fake model.
 pub(crate) async fn platform_with_clis() -> (Harness, FakeModel, tempfile::TempDir) {
     let (fake, dir, toml) = cli_executor_config().await;
     let mut h = Harness::start(0, 1).await;
@@ -33,7 +38,8 @@ pub(crate) async fn platform_with_clis() -> (Harness, FakeModel, tempfile::TempD
 }
 
 /// A fake model, and an executor config file (in the returned directory) that finds
-/// the pinned CLIs and reads the fake keys from an env file.
+/// the pinned CLIs, reads the fake keys from an env file, allows each CLI provider its
+/// vendor's key (and [`UNSET_KEY`]) and points it at the fake model.
 pub(crate) async fn cli_executor_config() -> (FakeModel, tempfile::TempDir, PathBuf) {
     let fake = FakeModel::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -47,31 +53,41 @@ pub(crate) async fn cli_executor_config() -> (FakeModel, tempfile::TempDir, Path
         ),
     )
     .unwrap();
+    // The executor refuses an env file the agents (another user) could read.
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let toml = dir.path().join("executor.toml");
-    std::fs::write(
-        &toml,
-        format!(
-            "[executor]\ncli_search_path = [{:?}]\ncredentials_env_file = {:?}\n\
-             credentials_from_environment = false\n\
-             [executor.liveness]\nhandshake_ms = 60000\nfirst_output_ms = 60000\ninactivity_ms = 60000\n",
-            installed_clis().display().to_string(),
-            env_file.display().to_string()
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "[executor]\ncli_search_path = [{:?}]\ncredentials_env_file = {:?}\n\
+         credentials_from_environment = false\n\
+         [executor.liveness]\nhandshake_ms = 60000\nfirst_output_ms = 60000\ninactivity_ms = 60000\n",
+        installed_clis().display().to_string(),
+        env_file.display().to_string()
+    );
+    // The endpoint and the allowed variables are the operator's, per provider.
+    for (provider, key, base_url) in [
+        ("codex-app-server", "OPENAI_API_KEY", fake.openai_url()),
+        ("claude-code", "ANTHROPIC_API_KEY", fake.url()),
+        ("opencode", "OPENAI_API_KEY", fake.openai_url()),
+    ] {
+        text.push_str(&format!(
+            "[executor.credentials.{provider}]\nenv = [{key:?}, {UNSET_KEY:?}]\nbase_url = {base_url:?}\n"
+        ));
+    }
+    std::fs::write(&toml, text).unwrap();
     (fake, dir, toml)
 }
 
-/// Registers an app for `provider` pointed at the fake model and returns its id.
-pub(crate) async fn register(h: &Harness, fake: &FakeModel, provider: &str) -> String {
-    let (base_url, key) = match provider {
-        "claude-code" => (fake.url(), "ANTHROPIC_API_KEY"),
-        _ => (fake.openai_url(), "OPENAI_API_KEY"),
+/// Registers an app for `provider` with its vendor's key and returns its id (the
+/// executor points the CLI at the fake model).
+pub(crate) async fn register(h: &Harness, provider: &str) -> String {
+    let key = match provider {
+        "claude-code" => "ANTHROPIC_API_KEY",
+        _ => "OPENAI_API_KEY",
     };
     // Approvals on: claude and opencode ask for shell commands by default; codex's
     // default (`on-request`) lets the agent work inside its sandbox, so ask for
     // everything. The tests answer like a human would, through the platform.
-    let mut options = json!({"baseUrl": base_url});
+    let mut options = json!({});
     if provider == "codex-app-server" {
         options["approvalPolicy"] = json!("untrusted");
     }

@@ -4,7 +4,7 @@
 
 use crate::harness::{Harness, events};
 use crate::provider_support::{
-    completed, follow, platform_with_clis, register, start, tool_turn, workspace_of,
+    UNSET_KEY, completed, follow, platform_with_clis, register, start, tool_turn, workspace_of,
 };
 use serde_json::json;
 use std::path::Path;
@@ -37,7 +37,7 @@ fn processes_in(dir: &Path) -> Vec<u32> {
 /// failure class the fake model can provoke — for one provider, through the platform.
 async fn the_provider_lifecycle(provider: &str) {
     let (h, fake, _dir) = platform_with_clis().await;
-    let app = register(&h, &fake, provider).await;
+    let app = register(&h, provider).await;
 
     // 1. A turn whose command is approved, then a follow-up in the same conversation.
     let first = tool_turn(&h, &app, provider).await;
@@ -147,13 +147,13 @@ async fn the_provider_lifecycle(provider: &str) {
             "{view}"
         );
     }
-    // A credential the executor does not have: refused before the CLI is spawned.
+    // A credential the operator allows but the executor has no value for: refused
+    // before the CLI is spawned.
     let (status, body) = h
         .post(
             "/api/apps/register",
             json!({"appId": "no-key", "runtimeDefaults": {"provider": provider,
-                   "credentialEnv": ["SWITCHYARD_E2E_UNSET_KEY"],
-                   "providerOptions": {"baseUrl": fake.openai_url()}}}),
+                   "credentialEnv": [UNSET_KEY]}}),
         )
         .await;
     assert!(status == 200 || status == 201, "{body}");
@@ -206,8 +206,8 @@ async fn a_provider_installed_on_no_live_executor_fails_binary_missing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_runs_a_real_turn_through_the_platform_also_by_its_old_name() {
-    let (h, fake, _dir) = platform_with_clis().await;
-    let app = register(&h, &fake, "codex-app-server").await;
+    let (h, _fake, _dir) = platform_with_clis().await;
+    let app = register(&h, "codex-app-server").await;
     let started = std::time::Instant::now();
     tool_turn(&h, &app, "codex-app-server").await;
     eprintln!(
@@ -220,8 +220,8 @@ async fn codex_runs_a_real_turn_through_the_platform_also_by_its_old_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_runs_a_real_turn_through_the_platform() {
-    let (h, fake, _dir) = platform_with_clis().await;
-    let app = register(&h, &fake, "claude-code").await;
+    let (h, _fake, _dir) = platform_with_clis().await;
+    let app = register(&h, "claude-code").await;
     let started = std::time::Instant::now();
     tool_turn(&h, &app, "claude-code").await;
     eprintln!(
@@ -233,8 +233,8 @@ async fn claude_code_runs_a_real_turn_through_the_platform() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_runs_a_real_turn_through_the_platform() {
-    let (h, fake, _dir) = platform_with_clis().await;
-    let app = register(&h, &fake, "opencode").await;
+    let (h, _fake, _dir) = platform_with_clis().await;
+    let app = register(&h, "opencode").await;
     let started = std::time::Instant::now();
     tool_turn(&h, &app, "opencode").await;
     eprintln!(

@@ -13,6 +13,8 @@ use tokio::process::Child;
 use tokio::time::Instant;
 
 pub(crate) const TOKEN: &str = "faults-admin-token";
+/// The gateway ↔ control-plane secret.
+const INTERNAL_TOKEN: &str = "faults-internal-token";
 /// How long a (re)started service has to answer `/readyz`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -209,6 +211,10 @@ impl Cluster {
                     "SWITCHYARD_CONTROL_PLANE__LISTEN",
                     format!("127.0.0.1:{cp_port}"),
                 ),
+                (
+                    "SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN",
+                    INTERNAL_TOKEN.to_owned(),
+                ),
             ]),
             cp_port,
         );
@@ -229,6 +235,10 @@ impl Cluster {
                 (
                     "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL",
                     format!("http://127.0.0.1:{cp_port}"),
+                ),
+                (
+                    "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
+                    INTERNAL_TOKEN.to_owned(),
                 ),
             ]),
             gw_port,

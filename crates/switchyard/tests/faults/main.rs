@@ -1,4 +1,4 @@
-//! Fault injection under load (issue 4, item 4): the platform as six processes
+//! Fault injection under load: the platform as six processes
 //! (`switchyard serve …`: control-plane, gateway, two executor-managers, two executors)
 //! on a private nats-server and a fresh database, a load of scripted runs with an SSE
 //! reader on every run, and in turn: kill -9 of the gateway, the control-plane, an

@@ -1,6 +1,6 @@
-//! A run accepted by an executor that is lost before the run started (issue 4: "or
-//! re-dispatched if it had not started yet"): the reconciler queues it again and
-//! another executor runs it, exactly once.
+//! A run accepted by an executor that is lost before the run started is not failed
+//! but dispatched again: the reconciler queues it again and another executor runs it,
+//! exactly once.
 //!
 //! To hold an executor between its `run.dispatched` and its `run.started` without a
 //! test hook, the run is a follow-up in a conversation whose directory on that

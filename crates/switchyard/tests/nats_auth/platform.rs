@@ -87,6 +87,14 @@ pub(crate) async fn start_platform(
         ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
         ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
         ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", TOKEN.to_owned()),
+        (
+            "SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN",
+            "nats-auth-internal-token".to_owned(),
+        ),
+        (
+            "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
+            "nats-auth-internal-token".to_owned(),
+        ),
         ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
         ("SWITCHYARD_EXECUTOR__CAPACITY", "4".to_owned()),
         (

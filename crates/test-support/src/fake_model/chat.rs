@@ -3,7 +3,7 @@
 //!
 //! Chunks are `data: {chat.completion.chunk}` lines; the stream ends with a chunk that
 //! has a `finish_reason`, a usage chunk (opencode asks for `include_usage`) and
-//! `data: [DONE]`. Opencode's first request of a new session is title generation, which
+//! `data: [DONE]` (except in `SCN_CUT`, which ends after two content chunks). Opencode's first request of a new session is title generation, which
 //! offers no tools: the default scenario answers it with plain text.
 
 use std::time::Duration;
@@ -12,8 +12,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{
-    Conversation, Item, PATCH_FILE, PATCH_LINE, Reply, Script, next_id, slow_delta, sse_data,
-    text_deltas,
+    CUT_DELTAS, Conversation, Item, PATCH_FILE, PATCH_LINE, Reply, Script, next_id, slow_delta,
+    sse_data, text_deltas,
 };
 
 /// Reads the `messages` and the offered `tools` of a Chat Completions request.
@@ -135,6 +135,16 @@ pub(super) fn script(model: &str, reply: &Reply) -> Script {
             ("stop", usize::try_from(*deltas).unwrap_or(usize::MAX))
         }
         Reply::Empty => ("stop", 0),
+        Reply::Cut => {
+            for delta in CUT_DELTAS {
+                script.push(
+                    Duration::ZERO,
+                    data(&chunk(json!({ "content": delta }), None)),
+                );
+            }
+            // No chunk with a finish_reason, no usage, no [DONE].
+            return script;
+        }
     };
     script.push(Duration::ZERO, data(&chunk(json!({}), Some(finish))));
     let usage = json!({

@@ -3,7 +3,8 @@
 //!
 //! The stream is `message_start`, per content block `content_block_start` /
 //! `content_block_delta` (`text_delta` or `input_json_delta`) / `content_block_stop`, then
-//! `message_delta` (with `stop_reason` `tool_use` or `end_turn`) and `message_stop`.
+//! `message_delta` (with `stop_reason` `tool_use` or `end_turn`) and `message_stop`
+//! (`SCN_CUT` ends after two text deltas).
 //! Tool results come back as `tool_result` blocks inside a user message; such a message
 //! is a tool result, not a new turn, even when claude adds text blocks to it.
 
@@ -14,7 +15,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{
-    Conversation, Item, PATCH_FILE, PATCH_LINE, Reply, Script, next_id, slow_delta, text_deltas,
+    CUT_DELTAS, Conversation, Item, PATCH_FILE, PATCH_LINE, Reply, Script, next_id, slow_delta,
+    text_deltas,
 };
 
 /// Reads the `messages` and the offered `tools` of a Messages request.
@@ -133,6 +135,15 @@ pub(super) fn script(model: &str, reply: &Reply) -> Script {
             ("end_turn", usize::try_from(*deltas).unwrap_or(usize::MAX))
         }
         Reply::Empty => ("end_turn", 0),
+        Reply::Cut => {
+            push_text_head(
+                &mut script,
+                CUT_DELTAS.map(str::to_owned).to_vec(),
+                Duration::ZERO,
+            );
+            // No content_block_stop, message_delta or message_stop.
+            return script;
+        }
     };
     let delta = json!({
         "type": "message_delta",
@@ -162,6 +173,15 @@ fn push_tool_use(script: &mut Script, tool: &str, arguments: &str) {
 }
 
 fn push_text(script: &mut Script, deltas: Vec<String>, interval: Duration) {
+    push_text_head(script, deltas, interval);
+    script.push(
+        Duration::ZERO,
+        event(&json!({ "type": "content_block_stop", "index": 0 })),
+    );
+}
+
+/// A text block's start and its deltas, without its stop.
+fn push_text_head(script: &mut Script, deltas: Vec<String>, interval: Duration) {
     let start = json!({
         "type": "content_block_start", "index": 0,
         "content_block": { "type": "text", "text": "" }
@@ -174,10 +194,6 @@ fn push_text(script: &mut Script, deltas: Vec<String>, interval: Duration) {
         });
         script.push(interval, event(&data));
     }
-    script.push(
-        Duration::ZERO,
-        event(&json!({ "type": "content_block_stop", "index": 0 })),
-    );
 }
 
 fn event(data: &Value) -> Bytes {

@@ -19,6 +19,9 @@
 //! [`FINAL_ANSWER`]. A request without an API key (`Authorization: Bearer …` or
 //! `x-api-key`) is answered 401. Every request is recorded for assertions
 //! ([`FakeModel::requests`]).
+//!
+//! A model API nobody answers (connection refused) is [`Unreachable`]: a port that is
+//! reserved but not listening.
 
 mod chat;
 mod messages;
@@ -64,6 +67,12 @@ pub const PATCH_ANSWER: &str = "Done. I applied the patch and created patched.tx
 pub const SLOW_DELTA_PREFIX: &str = "tick";
 /// The message of the 401 JSON error body (both for `SCN_E401` and a missing key).
 pub const ERROR_MESSAGE_401: &str = "Incorrect API key provided";
+/// The message of the 429 JSON error body (`SCN_E429`).
+pub const ERROR_MESSAGE_429: &str = "fake rate limit exceeded";
+/// The message of the 500 JSON error body (`SCN_E500`).
+pub const ERROR_MESSAGE_500: &str = "fake internal error";
+/// The two text deltas [`Scenario::Cut`] sends before the connection closes.
+pub const CUT_DELTAS: [&str; 2] = ["This answer is cut ", "off in the middle of a "];
 
 /// How many deltas `SCN_SLOW` sends when the marker does not say.
 pub const SLOW_DEFAULT_DELTAS: u32 = 120;
@@ -73,8 +82,9 @@ pub const SLOW_DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 /// What the fake model does with a conversation, picked by a marker in the user text.
 ///
 /// Markers: `SCN_TOOL` (the default, to switch back in a later turn), `SCN_TEXT`, `SCN_SLOW` (optionally `SCN_SLOW:<deltas>x<millis>`, e.g.
-/// `SCN_SLOW:20x100` = 20 deltas 100 ms apart), `SCN_PATCH`, `SCN_E401`, `SCN_E429`,
-/// `SCN_E500`, `SCN_HANG`, `SCN_STALL`, `SCN_EMPTY`. No marker = [`Scenario::ToolThenText`].
+/// `SCN_SLOW:20x100` = 20 deltas 100 ms apart), `SCN_RUN[[<command>]]`, `SCN_PATCH`,
+/// `SCN_E401`, `SCN_E429`, `SCN_E500`, `SCN_HANG`, `SCN_STALL`, `SCN_CUT`, `SCN_EMPTY`. No marker =
+/// [`Scenario::ToolThenText`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     /// Call the shell tool with [`TOOL_COMMAND`]; once the turn holds a tool result,
@@ -82,6 +92,10 @@ pub enum Scenario {
     ToolThenText,
     /// Answer [`TEXT_ANSWER`] in a few deltas.
     Text,
+    /// Like [`Scenario::ToolThenText`], but the shell tool runs the command the marker
+    /// carries (`SCN_RUN[[<command>]]`, see [`run_marker`]) instead of [`TOOL_COMMAND`]:
+    /// what a hostile model would make the agent do.
+    Run,
     /// `deltas` text deltas (`"tick0 "`, `"tick1 "`, …), each after `interval`.
     Slow {
         /// Number of deltas.
@@ -104,6 +118,10 @@ pub enum Scenario {
     Hang,
     /// Send headers and the first SSE event, then nothing (until the server stops).
     Stall,
+    /// Start a text answer, send the two [`CUT_DELTAS`], then close the stream without
+    /// its end (no `finish_reason` / `[DONE]`, no `response.completed`, no
+    /// `message_stop`): the connection was cut mid-answer.
+    Cut,
     /// A well-formed, complete stream with no output at all.
     Empty,
 }
@@ -123,12 +141,14 @@ impl Scenario {
                 "TOOL" => Some(Scenario::ToolThenText),
                 "TEXT" => Some(Scenario::Text),
                 "SLOW" => Some(parse_slow(tail)),
+                "RUN" if run_command(tail).is_some() => Some(Scenario::Run),
                 "PATCH" => Some(Scenario::Patch),
                 "E401" => Some(Scenario::E401),
                 "E429" => Some(Scenario::E429),
                 "E500" => Some(Scenario::E500),
                 "HANG" => Some(Scenario::Hang),
                 "STALL" => Some(Scenario::Stall),
+                "CUT" => Some(Scenario::Cut),
                 "EMPTY" => Some(Scenario::Empty),
                 _ => None,
             };
@@ -149,6 +169,21 @@ impl Scenario {
             _ => None,
         }
     }
+}
+
+/// The marker that makes the model run `command` with the agent's shell tool
+/// ([`Scenario::Run`]). The command must not contain `]]`.
+pub fn run_marker(command: &str) -> String {
+    format!("SCN_RUN{RUN_OPEN}{command}{RUN_CLOSE}")
+}
+
+const RUN_OPEN: &str = "[[";
+const RUN_CLOSE: &str = "]]";
+
+/// The command of a `SCN_RUN` marker, from the text right after `SCN_RUN`.
+fn run_command(tail: &str) -> Option<&str> {
+    let rest = tail.strip_prefix(RUN_OPEN)?;
+    rest.find(RUN_CLOSE).map(|end| &rest[..end])
 }
 
 /// `:<deltas>x<millis>` right after `SCN_SLOW`, else the defaults.
@@ -226,6 +261,8 @@ pub enum Decision {
     Hang,
     /// Headers and the first event, then silence ([`Scenario::Stall`]).
     Stall,
+    /// A text answer cut off mid-stream ([`Scenario::Cut`]).
+    Cut,
     /// A complete stream without output ([`Scenario::Empty`]).
     Empty,
 }
@@ -457,6 +494,42 @@ impl Drop for FakeModel {
     }
 }
 
+/// A model API that refuses every connection: a 127.0.0.1 port bound by this value but
+/// not listening, so a connect gets "connection refused" at once and no other process
+/// can take the port while the value lives.
+#[derive(Debug)]
+pub struct Unreachable {
+    addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl Unreachable {
+    /// Reserves a free port on 127.0.0.1 without listening on it.
+    pub fn new() -> anyhow::Result<Unreachable> {
+        let socket = tokio::net::TcpSocket::new_v4().context("create a TCP socket")?;
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .context("bind a port on 127.0.0.1")?;
+        let addr = socket
+            .local_addr()
+            .context("local address of the reserved port")?;
+        Ok(Unreachable {
+            addr,
+            _socket: socket,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, like [`FakeModel::url`].
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/v1`, like [`FakeModel::openai_url`].
+    pub fn openai_url(&self) -> String {
+        format!("{}/v1", self.url())
+    }
+}
+
 /// One element of a conversation, reduced to what the scenarios need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Item {
@@ -499,6 +572,20 @@ impl Conversation {
             .unwrap_or(Scenario::ToolThenText)
     }
 
+    /// The command of the last `SCN_RUN` marker of the user texts.
+    fn run_command(&self) -> Option<String> {
+        self.items
+            .iter()
+            .filter_map(|item| match item {
+                Item::UserText(text) => text
+                    .rmatch_indices("SCN_RUN")
+                    .find_map(|(at, _)| run_command(&text[at + "SCN_RUN".len()..])),
+                _ => None,
+            })
+            .next_back()
+            .map(str::to_owned)
+    }
+
     /// Whether a tool result follows the last user text, i.e. the current turn already
     /// ran a tool.
     fn turn_has_tool_result(&self) -> bool {
@@ -537,6 +624,8 @@ enum Reply {
     Slow { deltas: u32, interval: Duration },
     /// A complete stream with no output.
     Empty,
+    /// The start of a text answer ([`CUT_DELTAS`]), without the stream's end.
+    Cut,
 }
 
 /// The text of the `SCN_SLOW` delta number `index`.
@@ -671,8 +760,8 @@ fn answer(
     if let Some(status) = scenario.error_status() {
         let message = match scenario {
             Scenario::E401 => ERROR_MESSAGE_401,
-            Scenario::E429 => "fake rate limit exceeded",
-            _ => "fake internal error",
+            Scenario::E429 => ERROR_MESSAGE_429,
+            _ => ERROR_MESSAGE_500,
         };
         return (
             Some(scenario),
@@ -713,6 +802,7 @@ fn plan(api: WireApi, scenario: Scenario, conversation: &Conversation) -> (Decis
         Scenario::Text | Scenario::Stall => (Decision::Text, Reply::Text(TEXT_ANSWER.to_owned())),
         Scenario::Slow { deltas, interval } => (Decision::Slow, Reply::Slow { deltas, interval }),
         Scenario::Empty => (Decision::Empty, Reply::Empty),
+        Scenario::Cut => (Decision::Cut, Reply::Cut),
         Scenario::Patch if after_tool => {
             (Decision::FinalText, Reply::Text(PATCH_ANSWER.to_owned()))
         }
@@ -721,7 +811,14 @@ fn plan(api: WireApi, scenario: Scenario, conversation: &Conversation) -> (Decis
             None => (Decision::Text, Reply::Text(TEXT_ANSWER.to_owned())),
         },
         _ if after_tool => (Decision::FinalText, Reply::Text(FINAL_ANSWER.to_owned())),
-        _ => match shell_call(api, conversation) {
+        Scenario::Run => {
+            let command = conversation.run_command().unwrap_or_default();
+            match shell_call(api, conversation, &command) {
+                Some(reply) => (tool_decision(&reply), reply),
+                None => (Decision::Text, Reply::Text(TEXT_ANSWER.to_owned())),
+            }
+        }
+        _ => match shell_call(api, conversation, TOOL_COMMAND) {
             Some(reply) => (tool_decision(&reply), reply),
             None => (Decision::Text, Reply::Text(TEXT_ANSWER.to_owned())),
         },
@@ -737,12 +834,12 @@ fn tool_decision(reply: &Reply) -> Decision {
     }
 }
 
-/// The call of the request's shell tool running [`TOOL_COMMAND`].
-fn shell_call(api: WireApi, conversation: &Conversation) -> Option<Reply> {
+/// The call of the request's shell tool running `command`.
+fn shell_call(api: WireApi, conversation: &Conversation, command: &str) -> Option<Reply> {
     match api {
-        WireApi::Responses => responses::shell_call(conversation, TOOL_COMMAND),
-        WireApi::Chat => chat::shell_call(conversation, TOOL_COMMAND),
-        WireApi::Messages => messages::shell_call(conversation, TOOL_COMMAND),
+        WireApi::Responses => responses::shell_call(conversation, command),
+        WireApi::Chat => chat::shell_call(conversation, command),
+        WireApi::Messages => messages::shell_call(conversation, command),
     }
 }
 
@@ -861,9 +958,19 @@ mod tests {
             Some(Scenario::E500)
         );
         assert_eq!(Scenario::from_text("SCN_UNKNOWN"), None);
+        assert_eq!(Scenario::from_text("SCN_CUT now"), Some(Scenario::Cut));
         assert_eq!(
             Scenario::from_text("SCN_TEXT before, SCN_TOOL now"),
             Some(Scenario::ToolThenText)
+        );
+        assert_eq!(
+            Scenario::from_text(&format!("please {}", run_marker("cat /etc/hostname"))),
+            Some(Scenario::Run)
+        );
+        assert_eq!(
+            Scenario::from_text("SCN_RUN without a command"),
+            None,
+            "a marker without its command is no marker"
         );
         assert_eq!(
             Scenario::from_text("SCN_SLOW please"),
@@ -879,6 +986,20 @@ mod tests {
                 interval: Duration::from_millis(100)
             })
         );
+    }
+
+    #[test]
+    fn the_last_run_marker_names_the_command() {
+        let c = Conversation {
+            items: vec![
+                Item::UserText(run_marker("echo first")),
+                Item::ToolResult,
+                Item::UserText(format!("now {} and nothing else", run_marker("ls -la"))),
+            ],
+            ..Conversation::default()
+        };
+        assert_eq!(c.scenario(), Scenario::Run);
+        assert_eq!(c.run_command().as_deref(), Some("ls -la"));
     }
 
     #[test]

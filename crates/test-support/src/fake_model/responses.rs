@@ -2,14 +2,16 @@
 //!
 //! Codex reads the `type` of each `data:` payload; it needs `response.created` first and
 //! `response.completed` last (without it the turn counts as a disconnected stream and is
-//! retried). Tool calls and messages are taken from `response.output_item.done`.
+//! retried; `SCN_CUT` leaves it out on purpose). Tool calls and messages are taken from `response.output_item.done`.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Conversation, Item, Reply, Script, next_id, patch_text, slow_delta, text_deltas};
+use super::{
+    CUT_DELTAS, Conversation, Item, Reply, Script, next_id, patch_text, slow_delta, text_deltas,
+};
 
 /// Reads the `input` items and the offered `tools` of a Responses request.
 pub(super) fn conversation(body: &Value) -> Conversation {
@@ -162,6 +164,11 @@ pub(super) fn script(model: &str, reply: &Reply) -> Script {
             );
         }
         Reply::Empty => {}
+        Reply::Cut => {
+            push_message_head(&mut script, CUT_DELTAS.map(str::to_owned).to_vec());
+            // No text done, no item done, no `response.completed`.
+            return script;
+        }
     }
 
     let completed = json!({
@@ -189,9 +196,16 @@ fn push_item(script: &mut Script, item: &Value) {
     script.push(Duration::ZERO, event(&done));
 }
 
-/// An assistant message streamed as `deltas`, each after `interval`.
-fn push_message(script: &mut Script, deltas: Vec<String>, interval: Duration) {
+/// The start of an assistant message and its `deltas`, without the events that end it.
+fn push_message_head(script: &mut Script, deltas: Vec<String>) {
     let item_id = next_id("msg_");
+    push_message_start(script, &item_id);
+    for delta in deltas {
+        script.push(Duration::ZERO, event(&text_delta(&item_id, &delta)));
+    }
+}
+
+fn push_message_start(script: &mut Script, item_id: &str) {
     let added = json!({
         "type": "response.output_item.added", "output_index": 0,
         "item": {
@@ -205,13 +219,22 @@ fn push_message(script: &mut Script, deltas: Vec<String>, interval: Duration) {
         "content_index": 0, "part": { "type": "output_text", "text": "", "annotations": [] }
     });
     script.push(Duration::ZERO, event(&part));
+}
+
+fn text_delta(item_id: &str, delta: &str) -> Value {
+    json!({
+        "type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
+        "content_index": 0, "delta": delta
+    })
+}
+
+/// An assistant message streamed as `deltas`, each after `interval`.
+fn push_message(script: &mut Script, deltas: Vec<String>, interval: Duration) {
+    let item_id = next_id("msg_");
+    push_message_start(script, &item_id);
     let mut text = String::new();
     for delta in deltas {
-        let data = json!({
-            "type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
-            "content_index": 0, "delta": delta
-        });
-        script.push(interval, event(&data));
+        script.push(interval, event(&text_delta(&item_id, &delta)));
         text.push_str(&delta);
     }
     let text_done = json!({

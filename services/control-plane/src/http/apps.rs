@@ -10,8 +10,10 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use switchyard_contracts::ProviderName;
 use switchyard_contracts::api::{AppList, AppView, RegisterAppRequest, RuntimeDefaults};
 use switchyard_contracts::budget::RunBudget;
+use switchyard_contracts::provider::{operator_only_message, operator_only_option};
 use switchyard_platform::http::{ApiError, Json};
 
 /// More profiles than this per app is almost certainly a client bug.
@@ -58,14 +60,19 @@ async fn register(
             "at most {MAX_PROFILES} execution profiles per app"
         )));
     }
-    canonicalize(&mut request.runtime_defaults, "runtimeDefaults")?;
+    canonicalize(&mut request.runtime_defaults, "runtimeDefaults", None)?;
+    let app_provider = request.runtime_defaults.provider.clone();
     for (profile, defaults) in &mut request.execution_profiles {
         if !is_valid_name(profile) {
             return Err(invalid(
                 "execution profile names must be 1-64 characters of A-Z, a-z, 0-9, `_` and `-`",
             ));
         }
-        canonicalize(defaults, "executionProfiles")?;
+        canonicalize(
+            defaults,
+            &format!("executionProfiles.{profile}"),
+            app_provider.as_deref(),
+        )?;
     }
     check_durations(&request)?;
     let (view, created) = store::apps::upsert(
@@ -116,11 +123,28 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// Validates defaults and stores the provider under its canonical name, so that
 /// `codex-cli` registered today resolves the same as `codex-app-server`.
-fn canonicalize(defaults: &mut RuntimeDefaults, field: &str) -> Result<(), ApiError> {
+/// `app_provider` is the app's own provider, which a profile naming none runs.
+fn canonicalize(
+    defaults: &mut RuntimeDefaults,
+    field: &str,
+    app_provider: Option<&str>,
+) -> Result<(), ApiError> {
     if let Some(provider) = &defaults.provider {
         let parsed = parse_provider(provider)
             .map_err(|e| ApiError::bad_request("unknown_provider", e.to_string()))?;
         defaults.provider = Some(parsed.as_str().to_owned());
+    }
+    // Where credentials go is the executor operator's, not an app's (nor an admin's).
+    if let Some(key) = operator_only_option(defaults.provider_options.keys().map(String::as_str)) {
+        let provider = defaults
+            .provider
+            .as_deref()
+            .or(app_provider)
+            .and_then(ProviderName::parse);
+        return Err(ApiError::bad_request(
+            "option_not_allowed",
+            operator_only_message(&format!("{field}.providerOptions.{key}"), provider),
+        ));
     }
     if let Some(model) = &defaults.model
         && (model.trim().is_empty() || model.len() > 256 || model.contains('\0'))

@@ -24,7 +24,7 @@ use switchyard_platform::http::{ApiError, ReadinessCheck, health_routes, with_co
 
 /// What every handler can reach, behind one `Arc`: axum clones the state for each
 /// request, and cloning the fields one by one (the NATS client among them) cost more
-/// than a lookup (docs/performance.md, change 22).
+/// than a lookup.
 pub type AppState = Arc<Shared>;
 
 pub struct Shared {

@@ -97,6 +97,9 @@ fn start_error(e: StartRunError) -> ApiError {
     let message = e.to_string();
     match e {
         StartRunError::Invalid(_) => ApiError::bad_request("invalid_request", message),
+        StartRunError::OptionNotAllowed { .. } => {
+            ApiError::bad_request("option_not_allowed", message)
+        }
         StartRunError::UnknownProvider(_) => ApiError::bad_request("unknown_provider", message),
         StartRunError::InvalidDuration(_) => ApiError::bad_request("invalid_duration", message),
         StartRunError::PromptTooLarge { .. } => {

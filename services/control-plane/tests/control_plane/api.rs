@@ -1,7 +1,7 @@
 //! The HTTP API: registering apps, starting runs, listing them, and the error shape of
 //! every kind of bad input.
 
-use crate::common::{Harness, error_code, eventually};
+use crate::common::{Harness, INTERNAL_TOKEN, config, error_code, eventually};
 use reqwest::StatusCode;
 use serde_json::json;
 use switchyard_contracts::RunCommand;
@@ -227,6 +227,85 @@ async fn a_profiles_credential_env_adds_to_the_apps() {
                 .unwrap();
         assert_eq!(stored, expected, "{body}");
     }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_is_refused_in_requests_apps_profiles_and_stored_defaults() {
+    let h = Harness::start().await;
+    let refused = |status: StatusCode, body: &serde_json::Value, field: &str| {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(body), "option_not_allowed", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{message}");
+        assert!(message.contains("executor.credentials."), "{message}");
+    };
+    let url = "http://127.0.0.1:9";
+    let (status, body) = h
+        .post(
+            "/api/apps/register",
+            json!({"appId": "a", "runtimeDefaults": {"provider": "opencode",
+                   "providerOptions": {"baseURL": url}}}),
+        )
+        .await;
+    refused(status, &body, "runtimeDefaults.providerOptions.baseURL");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("executor.credentials.opencode.base_url")
+    );
+    let (status, body) = h
+        .post(
+            "/api/apps/register",
+            json!({"appId": "a", "runtimeDefaults": {"provider": "opencode"},
+                   "executionProfiles": {"p": {"providerOptions": {"base_url": url}}}}),
+        )
+        .await;
+    refused(
+        status,
+        &body,
+        "executionProfiles.p.providerOptions.base_url",
+    );
+    let (status, body) = h.get("/api/apps/a").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {body}");
+    let (status, body) = h
+        .post(
+            "/api/runs/start",
+            json!({"provider": "claude-code", "prompt": "p", "providerOptions": {"baseUrl": url}}),
+        )
+        .await;
+    refused(status, &body, "providerOptions.baseUrl");
+
+    // An app stored with one (written before registration refused it) runs nothing.
+    let defaults: switchyard_contracts::api::RuntimeDefaults = serde_json::from_value(
+        json!({"provider": "codex-app-server", "providerOptions": {"baseUrl": url}}),
+    )
+    .unwrap();
+    store::apps::upsert(
+        &h.db.pool,
+        store::apps::AppRecord {
+            app_id: "old",
+            name: "old",
+            runtime_defaults: &defaults,
+            execution_profiles: &Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let (status, body) = h
+        .post("/api/runs/start", json!({"appId": "old", "prompt": "p"}))
+        .await;
+    refused(status, &body, "providerOptions.baseUrl");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("register the app again"),
+        "{body}"
+    );
+    let (_, runs) = h.get("/api/runs").await;
+    assert_eq!(runs["runs"], json!([]), "no run was accepted: {runs}");
     h.stop().await;
 }
 
@@ -577,4 +656,101 @@ async fn run_queue_counts_pending_commands_and_lists_waiting_runs() {
     let (status, ready) = h.get("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     h.stop().await;
+}
+
+#[tokio::test]
+async fn the_control_plane_does_not_start_without_an_internal_token() {
+    switchyard_test_support::init_tracing();
+    let nats = switchyard_test_support::NatsServer::start().await.unwrap();
+    let db = switchyard_test_support::TestDb::create().await.unwrap();
+    for token in [None, Some("short"), Some("  padded-internal-token  ")] {
+        let mut config = config(&nats, &db);
+        config.control_plane.internal_token = token.map(Into::into);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let error = match switchyard_control_plane::start(config, shutdown.clone()).await {
+            Ok(_) => {
+                shutdown.cancel();
+                panic!("the control-plane started with internal_token {token:?}")
+            }
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(error.contains("control_plane.internal_token"), "{error}");
+        if let Some(token) = token {
+            assert!(!error.contains(token.trim()), "{error} echoes the token");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_caller_without_the_internal_token_is_refused_whatever_it_claims() {
+    let h = Harness::start().await;
+    h.register_app(json!({"appId": "secret-app", "runtimeDefaults": {"provider": "scripted"}}))
+        .await;
+    let start = json!({"appId": "secret-app", "prompt": "intrude"});
+    let attempts: Vec<(&str, reqwest::RequestBuilder)> = {
+        let raw = reqwest::Client::new();
+        let url = |path: &str| format!("{}{path}", h.base);
+        let mut attempts = Vec::new();
+        for (who, token) in [
+            ("no token", None),
+            ("a wrong token", Some("cp-test-internal-token-guess")),
+            (
+                "the token with a byte off",
+                Some("cp-test-internal-token-7a3F"),
+            ),
+        ] {
+            let with = |request: reqwest::RequestBuilder| match token {
+                Some(token) => {
+                    request.header(switchyard_contracts::auth::INTERNAL_TOKEN_HEADER, token)
+                }
+                None => request,
+            };
+            attempts.push((who, with(raw.get(url("/api/principals")))));
+            attempts.push((who, with(raw.get(url("/api/runs")))));
+            // Principal headers that claim admin change nothing.
+            attempts.push((
+                who,
+                with(
+                    raw.post(url("/api/runs/start"))
+                        .header("x-switchyard-principal", "admin")
+                        .header("x-switchyard-role", "admin")
+                        .json(&start),
+                ),
+            ));
+            attempts.push((
+                who,
+                with(
+                    raw.post(url("/internal/auth/resolve"))
+                        .json(&json!({"token": "sy_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})),
+                ),
+            ));
+            attempts.push((
+                who,
+                with(
+                    raw.post(url("/api/principals"))
+                        .json(&json!({"name": "mallory", "role": "admin", "apps": []})),
+                ),
+            ));
+        }
+        attempts
+    };
+    for (who, request) in attempts {
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{who}: {body}");
+        assert_eq!(error_code(&body), "unauthorized", "{who}");
+    }
+    // Nothing happened: no run, no principal.
+    let (status, runs) = h.get("/api/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 0, "{runs}");
+    let (status, principals) = h.get("/api/principals").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!principals.to_string().contains("mallory"), "{principals}");
+    // Health carries no data and stays open; the gateway's client is served.
+    let health = reqwest::get(format!("{}/healthz", h.base)).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let (status, _) = h.post("/api/runs/start", start).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "with {INTERNAL_TOKEN:?}");
 }

@@ -18,6 +18,23 @@ use tokio_util::sync::CancellationToken;
 
 /// Bound of every wait for an observable state.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
+/// `control_plane.internal_token` of the tests' control-planes.
+pub(crate) const INTERNAL_TOKEN: &str = "cp-test-internal-token-7a3f";
+
+/// A client that calls the control-plane the way a gateway does: with the internal
+/// token on every request.
+pub(crate) fn gateway_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        switchyard_contracts::auth::INTERNAL_TOKEN_HEADER,
+        INTERNAL_TOKEN.parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
 
 pub(crate) fn config(nats: &NatsServer, db: &TestDb) -> Config {
     let mut config = Config {
@@ -32,6 +49,7 @@ pub(crate) fn config(nats: &NatsServer, db: &TestDb) -> Config {
     config.control_plane.listen = "127.0.0.1:0".parse().unwrap();
     config.control_plane.outbox_sweep_ms = 100;
     config.control_plane.control_timeout_ms = 1_000;
+    config.control_plane.internal_token = Some(SecretString::from(INTERNAL_TOKEN));
     config
 }
 
@@ -79,10 +97,7 @@ impl Harness {
             nats,
             db,
             base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            http: gateway_client(),
             client,
             js,
             events,

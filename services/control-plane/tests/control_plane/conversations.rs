@@ -405,13 +405,13 @@ async fn a_follow_up_under_another_app_is_refused() {
     h.register_app(json!({
         "appId": "cc",
         "runtimeDefaults": {"provider": "claude-code", "credentialEnv": ["ANTHROPIC_API_KEY"],
-                            "providerOptions": {"baseUrl": "https://api.anthropic.com"}}
+                            "providerOptions": {"permissionMode": "default"}}
     }))
     .await;
     h.register_app(json!({
         "appId": "cx",
         "runtimeDefaults": {"provider": "codex-app-server", "credentialEnv": ["OPENAI_API_KEY"],
-                            "providerOptions": {"baseUrl": "https://collector.example"}},
+                            "providerOptions": {"approvalPolicy": "never"}},
         "executionProfiles": {"cx-only": {"model": "gpt-x"}}
     }))
     .await;
@@ -463,9 +463,11 @@ async fn a_follow_up_under_another_app_is_refused() {
     let command = command_of(&h, "claude-code", second).await;
     assert_eq!(command.app_id.as_deref(), Some("cc"));
     assert_eq!(command.credential_env, ["ANTHROPIC_API_KEY"]);
-    assert_eq!(
-        command.provider_options["baseUrl"],
-        "https://api.anthropic.com"
+    assert_eq!(command.provider_options["permissionMode"], "default");
+    assert!(
+        command.provider_options.get("approvalPolicy").is_none(),
+        "nothing of the other app's settings: {:?}",
+        command.provider_options
     );
     h.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Start-up and recovery: creating the database, two control-planes migrating at once,
 //! and the projection surviving a NATS restart.
 
-use crate::common::{Harness, config};
+use crate::common::{Harness, config, gateway_client};
 use serde_json::json;
 use sqlx::Connection as _;
 use switchyard_contracts::RunEventKind;
@@ -39,7 +39,7 @@ async fn two_control_planes_start_at_once_on_a_database_that_does_not_exist_yet(
     let _ = conn.close().await;
 
     // Both serve the same data.
-    let http = reqwest::Client::new();
+    let http = gateway_client();
     let response = http
         .post(format!("http://{}/api/runs/start", a.http_addr.unwrap()))
         .json(&json!({"prompt": "p", "provider": "scripted"}))

@@ -244,8 +244,8 @@ async fn redelivered_or_late_events_never_move_a_run_backwards() {
 /// The projector's batch statement is prepared once per connection (planning it costs
 /// more than running it), and Postgres keeps the generic plan it made while `runs` was
 /// nearly empty: a fresh deployment meets its first burst with no `ANALYZE` in between,
-/// and that plan scans the whole table for every batch (change 21 in
-/// docs/performance.md). `refresh_plans`, which the projector calls every
+/// and that plan scans the whole table for every batch, so the projection falls ever
+/// further behind. `refresh_plans`, which the projector calls every
 /// `REFRESH_PLANS_EVERY` batches, must bring it back to reading rows by key.
 #[tokio::test]
 async fn the_batch_update_reads_runs_by_key_after_the_table_grew() {

@@ -31,6 +31,7 @@ fn available(
         name: name.into(),
         installed,
         version: version.map(str::to_owned),
+        problem: (!installed).then(|| format!("{name} cannot start here")),
         credentials_configured: credentials,
     }
 }
@@ -138,6 +139,7 @@ async fn providers_are_listed_with_the_live_executors_that_have_them() {
                 {"executorId": "exec-a", "version": "0.169.0"},
                 {"executorId": "exec-b", "version": null}
             ],
+            "unavailable": [],
             "credentialsConfigured": true
         })
     );
@@ -148,6 +150,10 @@ async fn providers_are_listed_with_the_live_executors_that_have_them() {
             "aliases": [],
             "installed": false,
             "executors": [],
+            // A live executor that offers it but cannot start it says why.
+            "unavailable": [
+                {"executorId": "exec-a", "problem": "claude-code cannot start here"}
+            ],
             "credentialsConfigured": null
         })
     );

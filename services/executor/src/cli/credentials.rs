@@ -1,14 +1,22 @@
-//! Credential values for the agent CLIs. A run command carries only the *names* of the
-//! environment variables its provider needs; the executor resolves their values here,
-//! from its own environment or from an env file (`KEY=value` lines, as written by
-//! `scripts/bootstrap-local-provider-env.sh`), and passes them to the child only
-//! through its environment. Every value known here is redacted from whatever the
-//! adapters keep (stderr tails, raw protocol lines) before it can reach an event or a log.
+//! Credential values for the agent CLIs, and which of them each provider may have.
+//!
+//! A run command carries only the *names* of the environment variables its provider
+//! needs, and only names the operator allowed for that provider
+//! (`[executor.credentials.<provider>] env`, see [`ProviderCredentials`]) are honoured.
+//! The executor resolves their values here, from its env file (`KEY=value` lines, as
+//! written by `scripts/bootstrap-local-provider-env.sh`) and — when
+//! `executor.credentials_from_environment` is on — from its own environment, but only
+//! for names some provider is allowed: the rest of the executor's environment (its NATS
+//! password, tokens, database URL) is never a credential. Values reach the child only
+//! through its environment. Every value known here, and every secret-looking variable
+//! of the executor's environment, is redacted from whatever the adapters keep (stderr
+//! tails, raw protocol lines) before it can reach an event or a log.
 
 use secrecy::{ExposeSecret as _, SecretString};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
+use switchyard_contracts::ProviderName;
 
 /// What replaces a credential value in redacted text.
 pub const REDACTED: &str = "[redacted]";
@@ -29,6 +37,112 @@ const SECRET_NAME_MARKERS: &[&str] = &[
     "CREDENTIAL",
     "AUTH",
 ];
+
+/// Prefix of the platform's own configuration variables: never a provider credential.
+pub const PLATFORM_ENV_PREFIX: &str = "SWITCHYARD_";
+
+/// What the operator allows one provider (`[executor.credentials.<provider>]`): the
+/// variables it may be given and the one model endpoint its CLI is pointed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderCredentials {
+    /// The variable names a run of this provider may name in `credentialEnv`; the first
+    /// is what a run naming none gets. Never empty, never a `SWITCHYARD_` name.
+    pub env: Vec<String>,
+    /// The model API base URL the CLI is pointed at; `None` leaves the CLI's own default.
+    pub base_url: Option<String>,
+}
+
+impl ProviderCredentials {
+    /// The built-in allowance of `provider`: the variables its CLI reads for its key,
+    /// and no endpoint of ours. `scripted` takes no credentials.
+    pub fn defaults(provider: ProviderName) -> Self {
+        let env: &[&str] = match provider {
+            ProviderName::CodexAppServer => &["OPENAI_API_KEY", "CODEX_API_KEY"],
+            ProviderName::ClaudeCode => &[
+                "ANTHROPIC_API_KEY",
+                "ANTHROPIC_AUTH_TOKEN",
+                "CLAUDE_CODE_OAUTH_TOKEN",
+            ],
+            // The keys opencode's built-in providers read, each for its own vendor.
+            ProviderName::Opencode => &[
+                "OPENAI_API_KEY",
+                "ANTHROPIC_API_KEY",
+                "OPENROUTER_API_KEY",
+                "GEMINI_API_KEY",
+                "GOOGLE_GENERATIVE_AI_API_KEY",
+                "GROQ_API_KEY",
+                "MISTRAL_API_KEY",
+                "DEEPSEEK_API_KEY",
+                "XAI_API_KEY",
+            ],
+            ProviderName::Scripted => &[],
+        };
+        Self {
+            env: env.iter().map(|name| (*name).to_owned()).collect(),
+            base_url: None,
+        }
+    }
+
+    /// The names a run asks for: its own list, or else the first allowed name.
+    pub fn names_for(&self, requested: &[String]) -> Vec<String> {
+        if requested.is_empty() {
+            self.env.iter().take(1).cloned().collect()
+        } else {
+            requested.to_vec()
+        }
+    }
+
+    /// The first of `names` this provider may not be given.
+    pub fn refused<'a>(&self, names: &'a [String]) -> Option<&'a String> {
+        names.iter().find(|name| !self.env.contains(name))
+    }
+}
+
+/// Every provider's [`ProviderCredentials`]: the operator's tables over the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialPolicies {
+    by_provider: HashMap<ProviderName, ProviderCredentials>,
+}
+
+impl Default for CredentialPolicies {
+    fn default() -> Self {
+        Self {
+            by_provider: ProviderName::ALL
+                .into_iter()
+                .map(|provider| (provider, ProviderCredentials::defaults(provider)))
+                .collect(),
+        }
+    }
+}
+
+impl CredentialPolicies {
+    /// Replaces `provider`'s allowance.
+    pub fn set(&mut self, provider: ProviderName, credentials: ProviderCredentials) {
+        self.by_provider.insert(provider, credentials);
+    }
+
+    /// `self` with `provider`'s allowance replaced (tests and tools).
+    pub fn with(mut self, provider: ProviderName, credentials: ProviderCredentials) -> Self {
+        self.set(provider, credentials);
+        self
+    }
+
+    pub fn get(&self, provider: ProviderName) -> ProviderCredentials {
+        self.by_provider
+            .get(&provider)
+            .cloned()
+            .unwrap_or_else(|| ProviderCredentials::defaults(provider))
+    }
+
+    /// Every name some provider may be given: the only variables of the executor's
+    /// environment that can be resolved at all.
+    pub fn all_names(&self) -> BTreeSet<String> {
+        self.by_provider
+            .values()
+            .flat_map(|credentials| credentials.env.iter().cloned())
+            .collect()
+    }
+}
 
 /// Some named credentials have no value; the adapter ends the run `auth_missing`
 /// before spawning anything.
@@ -54,10 +168,14 @@ pub enum CredentialsError {
         line: usize,
         problem: &'static str,
     },
+    /// `[executor.credentials.<provider>]` is invalid.
+    #[error(transparent)]
+    Config(#[from] Box<switchyard_platform::config::ConfigError>),
 }
 
 struct Inner {
-    /// The executor's own environment (consulted first).
+    /// The variables of the executor's own environment that some provider may be given
+    /// (consulted first); nothing else of that environment.
     environment: HashMap<String, SecretString>,
     /// The env file's entries (consulted when the environment has no value).
     file: HashMap<String, SecretString>,
@@ -84,11 +202,14 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Credentials from `environment` (the executor's process environment, or an empty
-    /// map to ignore it) and the optional env file, whose values the environment overrides.
+    /// Credentials from the optional env file and from `environment` (the executor's
+    /// process environment), whose values win over the file's — but only for the
+    /// names in `from_environment` (empty: the file is the only source). Secret-looking
+    /// variables of `environment` are redacted whatever the names.
     pub fn load(
         env_file: Option<&Path>,
         environment: &HashMap<String, String>,
+        from_environment: &BTreeSet<String>,
     ) -> Result<Self, CredentialsError> {
         let file = match env_file {
             Some(path) => {
@@ -113,6 +234,7 @@ impl Credentials {
         Ok(Self::build(
             environment
                 .iter()
+                .filter(|(name, _)| from_environment.contains(*name))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             file,
@@ -157,7 +279,9 @@ impl Credentials {
         }
     }
 
-    /// Values for the named env vars, from the executor's environment or its env file.
+    /// Values for the named env vars, from the allowed part of the executor's environment
+    /// or its env file. Which names a provider may ask for is checked before, against its
+    /// [`ProviderCredentials`].
     /// Err lists the names with no (non-empty) value (→ the adapter ends the run
     /// `auth_missing` BEFORE spawning).
     pub fn resolve(
@@ -285,7 +409,7 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, &'sta
     Ok(entries)
 }
 
-fn is_name(name: &str) -> bool {
+pub(crate) fn is_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -374,7 +498,7 @@ ALPHA_API_KEY=sk-later-line-wins-42
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("env");
         std::fs::write(&path, "OK=1\nBROKEN sk-secret-in-bad-line\n").unwrap();
-        let error = Credentials::load(Some(&path), &HashMap::new())
+        let error = Credentials::load(Some(&path), &HashMap::new(), &BTreeSet::new())
             .unwrap_err()
             .to_string();
         assert!(error.contains("line 2"), "{error}");
@@ -390,7 +514,8 @@ ALPHA_API_KEY=sk-later-line-wins-42
             ("ALPHA_API_KEY".to_owned(), "sk-from-environment".to_owned()),
             ("EMPTY_IN_ENV".to_owned(), String::new()),
         ]);
-        let credentials = Credentials::load(Some(&path), &environment).unwrap();
+        let allowed = names(&["ALPHA_API_KEY", "EMPTY_IN_ENV", "GEMINI_API_KEY"]);
+        let credentials = Credentials::load(Some(&path), &environment, &allowed).unwrap();
         let resolved = credentials
             .resolve(&["ALPHA_API_KEY".into(), "BETA_API_KEY".into()])
             .unwrap();
@@ -416,6 +541,77 @@ ALPHA_API_KEY=sk-later-line-wins-42
         assert!(!format!("{credentials:?}").contains("sk-"));
     }
 
+    fn names(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn only_allowed_names_are_resolved_from_the_environment() {
+        let environment = HashMap::from([
+            (
+                "OPENAI_API_KEY".to_owned(),
+                "sk-allowed-environment".to_owned(),
+            ),
+            (
+                "SWITCHYARD_GATEWAY__ADMIN_TOKEN".to_owned(),
+                "admin-token-of-the-platform".to_owned(),
+            ),
+            (
+                "SWITCHYARD_DATABASE__URL".to_owned(),
+                "postgres://u:pw-of-the-db@db/x".to_owned(),
+            ),
+        ]);
+        let credentials =
+            Credentials::load(None, &environment, &names(&["OPENAI_API_KEY"])).unwrap();
+        assert_eq!(
+            credentials.resolve(&["OPENAI_API_KEY".into()]).unwrap()[0]
+                .1
+                .expose_secret(),
+            "sk-allowed-environment"
+        );
+        for name in [
+            "SWITCHYARD_GATEWAY__ADMIN_TOKEN",
+            "SWITCHYARD_DATABASE__URL",
+        ] {
+            assert_eq!(
+                credentials.resolve(&[name.into()]).unwrap_err().names,
+                vec![name]
+            );
+        }
+        // The platform's secret-looking variables are still redacted.
+        assert_eq!(
+            credentials.redact("token admin-token-of-the-platform"),
+            "token [redacted]"
+        );
+        // Off: the environment is no source at all.
+        let credentials = Credentials::load(None, &environment, &BTreeSet::new()).unwrap();
+        assert!(!credentials.is_configured(&["OPENAI_API_KEY".into()]));
+    }
+
+    #[test]
+    fn the_defaults_allow_each_provider_its_own_key_variables_only() {
+        let policies = CredentialPolicies::default();
+        let claude = policies.get(ProviderName::ClaudeCode);
+        assert_eq!(claude.env[0], "ANTHROPIC_API_KEY");
+        assert_eq!(claude.base_url, None);
+        assert_eq!(claude.names_for(&[]), vec!["ANTHROPIC_API_KEY"]);
+        assert_eq!(
+            claude.refused(&["ANTHROPIC_API_KEY".into(), "OPENAI_API_KEY".into()]),
+            Some(&"OPENAI_API_KEY".to_owned())
+        );
+        assert_eq!(
+            policies.get(ProviderName::CodexAppServer).names_for(&[]),
+            vec!["OPENAI_API_KEY"]
+        );
+        assert!(policies.get(ProviderName::Scripted).env.is_empty());
+        assert!(
+            policies
+                .all_names()
+                .iter()
+                .all(|name| !name.starts_with(PLATFORM_ENV_PREFIX))
+        );
+    }
+
     #[test]
     fn every_value_is_redacted_even_inside_longer_strings() {
         let environment = HashMap::from([
@@ -430,7 +626,8 @@ ALPHA_API_KEY=sk-later-line-wins-42
             "A=sk-abcdefgh\nB=sk-abcdefgh-longer\nFLAG=1\nURL=http://127.0.0.1:9/v1\n",
         )
         .unwrap();
-        let credentials = Credentials::load(Some(&path), &environment).unwrap();
+        let credentials =
+            Credentials::load(Some(&path), &environment, &names(&["PLAIN_NAME"])).unwrap();
         let line = "auth failed for Bearer sk-abcdefgh-longer and xsk-abcdefghx; token=tok-environment-123 at http://127.0.0.1:9/v1 in /root/home-directory (1)";
         assert_eq!(
             credentials.redact(line),

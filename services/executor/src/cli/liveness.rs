@@ -10,6 +10,13 @@
 //! 3. running — no more than the inactivity limit between two signs of life
 //!    ([`Liveness::activity`] or [`Liveness::output_seen`]).
 //!
+//! Beside the phases runs the unreachable clock: once the adapter reports that the CLI
+//! cannot connect to the model API ([`Liveness::unreachable`]; a retry notice is no
+//! sign of life), the run fails `provider_unreachable` when that lasts for the
+//! unreachable limit, or when a phase limit runs out first while it lasts. Model output
+//! ([`Liveness::output_seen`]) or any answer of the API ([`Liveness::reachable`]) stops
+//! the clock.
+//!
 //! The run's overall timeout is the supervisor's business, not this module's.
 
 use std::sync::Arc;
@@ -18,29 +25,33 @@ use switchyard_contracts::FailureReason;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// The three limits. `Duration::ZERO` disables a limit.
+/// The limits. `Duration::ZERO` disables a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LivenessLimits {
     pub handshake: Duration,
     pub first_output: Duration,
     pub inactivity: Duration,
+    /// How long the CLI may keep failing to connect to the model API.
+    pub unreachable: Duration,
 }
 
 impl Default for LivenessLimits {
-    /// The defaults of `[executor.liveness]`: 30 s, 120 s, 300 s.
+    /// The defaults of `[executor.liveness]`: 30 s, 120 s, 300 s and 10 s.
     fn default() -> Self {
         Self {
             handshake: Duration::from_millis(30_000),
             first_output: Duration::from_millis(120_000),
             inactivity: Duration::from_millis(300_000),
+            unreachable: Duration::from_millis(10_000),
         }
     }
 }
 
 impl LivenessLimits {
     /// These limits with the run's overrides from `providerOptions`
-    /// (`handshakeTimeoutMs`, `firstOutputTimeoutMs`, `inactivityTimeoutMs`; non-negative
-    /// integers, 0 disables). Values of another type are ignored.
+    /// (`handshakeTimeoutMs`, `firstOutputTimeoutMs`, `inactivityTimeoutMs`,
+    /// `unreachableTimeoutMs`; non-negative integers, 0 disables). Values of another
+    /// type are ignored.
     pub fn with_overrides(mut self, provider_options: &serde_json::Value) -> Self {
         let read = |key: &str| {
             provider_options
@@ -56,6 +67,9 @@ impl LivenessLimits {
         if let Some(ms) = read("inactivityTimeoutMs") {
             self.inactivity = Duration::from_millis(ms);
         }
+        if let Some(ms) = read("unreachableTimeoutMs") {
+            self.unreachable = Duration::from_millis(ms);
+        }
         self
     }
 }
@@ -66,17 +80,48 @@ pub enum LivenessFailure {
     Handshake,
     FirstOutput,
     Inactivity,
+    /// The CLI could not connect to the model API for `for_ms` ms of active time.
+    Unreachable {
+        for_ms: u64,
+    },
 }
 
 impl LivenessFailure {
-    /// The run's failure class: no first output is `provider_no_output`, the others
-    /// are `timeout`.
+    /// The run's failure class: no first output is `provider_no_output`, a model API
+    /// that cannot be reached is `provider_unreachable`, the others are `timeout`.
     pub fn reason(self) -> FailureReason {
         match self {
             Self::Handshake | Self::Inactivity => FailureReason::Timeout,
             Self::FirstOutput => FailureReason::ProviderNoOutput,
+            Self::Unreachable { .. } => FailureReason::ProviderUnreachable,
         }
     }
+}
+
+/// Whether a CLI's error text says that the model API could not be connected to at all
+/// (as opposed to an answer with an error status): connection refused, a failed DNS
+/// lookup, no route, a reset before any answer.
+pub fn names_connection_failure(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    [
+        "connection refused",
+        "connectionrefused",
+        "econnrefused",
+        "unable to connect",
+        "cannot connect",
+        "could not connect",
+        "failed to connect",
+        "connection failed",
+        "error sending request",
+        "waiting for network",
+        "could not resolve",
+        "name or service not known",
+        "enotfound",
+        "no route to host",
+        "network is unreachable",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +142,9 @@ struct State {
     running_since: Option<Instant>,
     /// Active time at the start of the current phase or the last sign of life.
     mark: Duration,
+    /// Active time when the CLI started failing to connect to the model API (the first
+    /// report of the current streak).
+    unreachable_since: Option<Duration>,
 }
 
 impl State {
@@ -127,6 +175,7 @@ impl Liveness {
             banked: Duration::ZERO,
             running_since: Some(Instant::now()),
             mark: Duration::ZERO,
+            unreachable_since: None,
         });
         Self {
             limits: limits.with_overrides(provider_options),
@@ -157,7 +206,26 @@ impl Liveness {
         self.state.send_modify(|s| {
             s.phase = Phase::Running;
             s.mark = s.now_active();
+            s.unreachable_since = None;
         });
+    }
+
+    /// The CLI reports that it could not connect to the model API (and will retry):
+    /// starts the unreachable clock unless it runs already. Not a sign of life.
+    pub fn unreachable(&self) {
+        self.state.send_if_modified(|s| {
+            if s.unreachable_since.is_some() {
+                return false;
+            }
+            s.unreachable_since = Some(s.now_active());
+            true
+        });
+    }
+
+    /// The model API answered (even with an error status): stops the unreachable clock.
+    pub fn reachable(&self) {
+        self.state
+            .send_if_modified(|s| s.unreachable_since.take().is_some());
     }
 
     /// Any other sign of life (a protocol notification, a token count, a heartbeat):
@@ -196,27 +264,54 @@ impl Liveness {
         let mut changes = self.state.subscribe();
         loop {
             let state = *changes.borrow_and_update();
-            let (limit, failure) = match state.phase {
+            let (limit, phase_failure) = match state.phase {
                 Phase::Handshake => (self.limits.handshake, LivenessFailure::Handshake),
                 Phase::FirstOutput => (self.limits.first_output, LivenessFailure::FirstOutput),
                 Phase::Running => (self.limits.inactivity, LivenessFailure::Inactivity),
             };
-            if limit.is_zero() || state.running_since.is_none() {
-                if changes.changed().await.is_err() {
-                    // The sender lives in `self`: cannot happen while we borrow it.
-                    return std::future::pending().await;
+            // What is left of each running limit; the first to run out decides.
+            let mut left: Option<Duration> = None;
+            if state.running_since.is_some() {
+                let now = state.now_active();
+                // While the model API cannot be reached, whichever limit runs out, the
+                // cause is the unreachable API.
+                let failure = match state.unreachable_since {
+                    Some(since) => LivenessFailure::Unreachable {
+                        for_ms: now.saturating_sub(since).as_millis() as u64,
+                    },
+                    None => phase_failure,
+                };
+                if !limit.is_zero() {
+                    let elapsed = now.saturating_sub(state.mark);
+                    if elapsed >= limit {
+                        return failure;
+                    }
+                    left = Some(limit - elapsed);
                 }
-                continue;
+                if let Some(since) = state.unreachable_since
+                    && !self.limits.unreachable.is_zero()
+                {
+                    let elapsed = now.saturating_sub(since);
+                    if elapsed >= self.limits.unreachable {
+                        return failure;
+                    }
+                    let rest = self.limits.unreachable - elapsed;
+                    left = Some(left.map_or(rest, |l| l.min(rest)));
+                }
             }
-            let elapsed = state.now_active().saturating_sub(state.mark);
-            if elapsed >= limit {
-                return failure;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(limit - elapsed) => {}
-                changed = changes.changed() => if changed.is_err() {
-                    return std::future::pending().await;
+            match left {
+                Some(left) => tokio::select! {
+                    _ = tokio::time::sleep(left) => {}
+                    changed = changes.changed() => if changed.is_err() {
+                        return std::future::pending().await;
+                    },
                 },
+                None => {
+                    if changes.changed().await.is_err() {
+                        // The sender lives in `self`: cannot happen while we borrow it.
+                        return std::future::pending().await;
+                    }
+                }
             }
         }
     }
@@ -236,6 +331,10 @@ impl Liveness {
             LivenessFailure::Inactivity => format!(
                 "no sign of life from the CLI for {} ms",
                 ms(self.limits.inactivity)
+            ),
+            LivenessFailure::Unreachable { for_ms } => format!(
+                "the model API could not be reached: the CLI kept failing to connect for \
+                 {for_ms} ms"
             ),
         }
     }
@@ -271,6 +370,7 @@ mod tests {
             handshake: Duration::from_secs(3),
             first_output: Duration::from_secs(10),
             inactivity: Duration::from_secs(20),
+            unreachable: Duration::from_secs(8),
         }
     }
 
@@ -345,6 +445,98 @@ mod tests {
         assert_eq!(failure, LivenessFailure::Inactivity);
         // 19 s before the pause, 600 s paused, then a full allowance after it.
         assert_eq!(after, Duration::from_secs(19 + 600 + 20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_notices_of_an_unreachable_api_are_no_sign_of_life() {
+        let liveness = Liveness::new(limits(), &json!({}));
+        liveness.handshake_done();
+        liveness.output_seen();
+        let waiter = tokio::spawn({
+            let liveness = liveness.clone();
+            async move { fires_after(&liveness).await }
+        });
+        // Later connection failures neither restart the clock nor count as activity.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        liveness.unreachable();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            liveness.unreachable();
+            liveness.activity();
+        }
+        let (failure, after) = waiter.await.unwrap();
+        assert_eq!(failure, LivenessFailure::Unreachable { for_ms: 8_000 });
+        assert_eq!(after, Duration::from_secs(2 + 8));
+        assert_eq!(failure.reason(), FailureReason::ProviderUnreachable);
+        assert!(liveness.describe(failure).contains("8000 ms"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_of_the_api_stops_the_unreachable_clock() {
+        let liveness = Liveness::new(limits(), &json!({}));
+        liveness.handshake_done();
+        let waiter = tokio::spawn({
+            let liveness = liveness.clone();
+            async move { fires_after(&liveness).await }
+        });
+        liveness.unreachable();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        liveness.reachable();
+        // Only the first-output limit is left, and it is no longer the API's fault.
+        let (failure, after) = waiter.await.unwrap();
+        assert_eq!(failure, LivenessFailure::FirstOutput);
+        assert_eq!(after, Duration::from_secs(10));
+
+        let liveness = Liveness::new(limits(), &json!({}));
+        liveness.handshake_done();
+        liveness.unreachable();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        liveness.output_seen();
+        let (failure, after) = fires_after(&liveness).await;
+        assert_eq!(failure, LivenessFailure::Inactivity);
+        assert_eq!(after, Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_phase_limit_that_runs_out_while_the_api_is_unreachable_blames_the_api() {
+        let liveness = Liveness::new(
+            limits(),
+            &json!({"unreachableTimeoutMs": 60_000, "firstOutputTimeoutMs": 4_000}),
+        );
+        liveness.handshake_done();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        liveness.unreachable();
+        let (failure, after) = fires_after(&liveness).await;
+        assert_eq!(failure, LivenessFailure::Unreachable { for_ms: 3_000 });
+        assert_eq!(after, Duration::from_secs(3));
+        // Disabled: only the phase limits are left.
+        let liveness = Liveness::new(limits(), &json!({"unreachableTimeoutMs": 0}));
+        liveness.handshake_done();
+        liveness.unreachable();
+        let (failure, _) = fires_after(&liveness).await;
+        assert_eq!(failure.reason(), FailureReason::ProviderUnreachable);
+        assert_eq!(liveness.limits().unreachable, Duration::ZERO);
+    }
+
+    #[test]
+    fn connection_failures_are_told_from_error_answers() {
+        for text in [
+            "Reconnecting... waiting for network",
+            "Connection failed: error sending request",
+            "API Error: Unable to connect to API (ConnectionRefused)",
+            "Cannot connect to API: Unable to connect. Is the computer able to access the url?",
+            "connect ECONNREFUSED 127.0.0.1:9",
+        ] {
+            assert!(names_connection_failure(text), "{text}");
+        }
+        for text in [
+            "unexpected status 500 Internal Server Error: fake internal error",
+            "Incorrect API key provided",
+            "stream disconnected before completion: stream closed before response.completed",
+            "Request timed out",
+        ] {
+            assert!(!names_connection_failure(text), "{text}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@
 //! stderr lines kept, redacted, as evidence.
 
 use crate::cli::credentials::Credentials;
+use crate::cli::isolation::Isolation;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -61,6 +62,22 @@ pub enum SpawnError {
     /// The working directory does not exist.
     #[error("working directory {} does not exist", cwd.display())]
     NoWorkingDirectory { cwd: PathBuf },
+    /// The provider user cannot reach the run's directories.
+    #[error(
+        "the provider user {user} (executor.provider_user) cannot enter {}: make every directory on the way to executor.workspace_root searchable by it",
+        dir.display()
+    )]
+    Unreachable {
+        user: crate::cli::ProviderUser,
+        dir: PathBuf,
+    },
+    /// The run's directories could not be handed to the provider user.
+    #[error("cannot hand {} to the provider user: {source}", dir.display())]
+    HandOver {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start {}: {source}", program.display())]
     Io {
         program: PathBuf,
@@ -108,39 +125,43 @@ impl CliProcess {
         credentials: &Credentials,
         max_line: usize,
     ) -> Result<CliProcess, SpawnError> {
-        if !cmd.program.is_file() {
-            return Err(SpawnError::NotFound {
-                program: cmd.program,
-            });
+        let mut command = command_for(&cmd, &Isolation::default())?;
+        let child = command
+            .spawn()
+            .map_err(|source| spawn_error(&cmd, source))?;
+        Ok(Self::attach(child, &cmd, credentials, max_line))
+    }
+
+    /// Like [`spawn`](Self::spawn), but isolated: as the provider user and with a
+    /// parent-death signal when `isolation` has them (see [`super::isolation`]).
+    pub async fn start(
+        cmd: CliCommand,
+        credentials: &Credentials,
+        isolation: &Isolation,
+    ) -> Result<CliProcess, SpawnError> {
+        let command = command_for(&cmd, isolation)?;
+        let child = if isolation.parent_death.is_some() {
+            super::isolation::spawn(command).await
+        } else {
+            let mut command = command;
+            command.spawn()
         }
-        if !cmd.cwd.is_dir() {
-            return Err(SpawnError::NoWorkingDirectory { cwd: cmd.cwd });
-        }
-        let mut command = tokio::process::Command::new(&cmd.program);
-        command
-            .args(&cmd.args)
-            .current_dir(&cmd.cwd)
-            .env_clear()
-            .envs(base_environment(&cmd.program, &cmd.cwd))
-            .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(if cmd.stdin_piped {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => SpawnError::NotFound {
-                program: cmd.program.clone(),
-            },
-            _ => SpawnError::Io {
-                program: cmd.program.clone(),
-                source,
-            },
-        })?;
+        .map_err(|source| spawn_error(&cmd, source))?;
+        Ok(Self::attach(
+            child,
+            &cmd,
+            credentials,
+            MAX_STDOUT_LINE_BYTES,
+        ))
+    }
+
+    /// Wires up a started child: its stdout lines, its stderr tail.
+    fn attach(
+        mut child: Child,
+        cmd: &CliCommand,
+        credentials: &Credentials,
+        max_line: usize,
+    ) -> CliProcess {
         let pid = child.id();
         let group = pid
             .and_then(|pid| i32::try_from(pid).ok())
@@ -186,7 +207,7 @@ impl CliProcess {
             ));
         }
         tracing::debug!(program = %cmd.program.display(), pid, "cli process started");
-        Ok(CliProcess {
+        CliProcess {
             child,
             group,
             pid,
@@ -195,7 +216,7 @@ impl CliProcess {
             stderr,
             stderr_reader,
             exit: None,
-        })
+        }
     }
 
     /// The child's pid, which is also its process group id.
@@ -351,8 +372,57 @@ impl Drop for CliProcess {
     }
 }
 
+/// The command that starts `cmd`: in a process group of its own, with a clean
+/// environment, as `isolation` says.
+fn command_for(
+    cmd: &CliCommand,
+    isolation: &Isolation,
+) -> Result<tokio::process::Command, SpawnError> {
+    if !cmd.program.is_file() {
+        return Err(SpawnError::NotFound {
+            program: cmd.program.clone(),
+        });
+    }
+    if !cmd.cwd.is_dir() {
+        return Err(SpawnError::NoWorkingDirectory {
+            cwd: cmd.cwd.clone(),
+        });
+    }
+    let (program, args) = isolation.argv(&cmd.program, &cmd.args);
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .current_dir(&cmd.cwd)
+        .env_clear()
+        .envs(base_environment(&cmd.program, &cmd.cwd))
+        .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(if cmd.stdin_piped {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    isolation.apply_user(&mut command);
+    Ok(command)
+}
+
+fn spawn_error(cmd: &CliCommand, source: std::io::Error) -> SpawnError {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => SpawnError::NotFound {
+            program: cmd.program.clone(),
+        },
+        _ => SpawnError::Io {
+            program: cmd.program.clone(),
+            source,
+        },
+    }
+}
+
 /// The executor-side environment every CLI child gets, before the adapter's `env`.
-fn base_environment(program: &Path, cwd: &Path) -> Vec<(String, String)> {
+pub(crate) fn base_environment(program: &Path, cwd: &Path) -> Vec<(String, String)> {
     let process = switchyard_platform::config::process_env();
     let mut path_dirs: Vec<PathBuf> = program
         .parent()
@@ -670,6 +740,36 @@ mod tests {
         assert_eq!(tail[0], "line 10 key=[redacted]");
         assert_eq!(tail[49], "line 59 key=[redacted]");
         assert!(tail.iter().all(|l| !l.contains("sk-test")));
+    }
+
+    /// As root, an isolated CLI runs as the provider user with no other group; either
+    /// way it is the child itself (setpriv execs it), so its pid is its process group.
+    #[tokio::test]
+    async fn an_isolated_cli_runs_as_the_provider_user_and_leads_its_group() {
+        let root = nix::unistd::Uid::effective().is_root();
+        let user = root.then_some(crate::cli::ProviderUser {
+            uid: 65534,
+            gid: 65534,
+        });
+        let isolation = Isolation::new(user, Some("/usr/bin:/bin"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut process = CliProcess::start(
+            sh("id -u; id -G; cut -d' ' -f5 /proc/$$/stat", dir.path()),
+            &no_credentials(),
+            &isolation,
+        )
+        .await
+        .unwrap();
+        let uid = process.next_line().await.unwrap();
+        let groups = process.next_line().await.unwrap();
+        let group = process.next_line().await.unwrap();
+        if root {
+            assert_eq!((uid.as_str(), groups.as_str()), ("65534", "65534"));
+        } else {
+            assert_eq!(uid, nix::unistd::Uid::effective().to_string());
+        }
+        assert_eq!(group, process.pid().unwrap().to_string());
+        assert_eq!(process.wait().await, Some(0));
     }
 
     #[tokio::test]

@@ -1,13 +1,14 @@
 //! The standalone provider-run API: start, SSE stream with resume, stop, human-loop
-//! replies, and the error shapes.
+//! replies, the error shapes, and who may call it (the bearer token of
+//! `executor.api_token`; without one the API is off).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use switchyard_contracts::RunEvent;
 use switchyard_contracts::api::ProviderRunStartResponse;
 use switchyard_contracts::event::{FailureReason, TerminalStatus};
+use switchyard_contracts::{RunEvent, RunId};
 
 #[derive(Debug, Clone)]
 struct Frame {
@@ -39,16 +40,47 @@ fn parse_sse(body: &str) -> Vec<Frame> {
         .collect()
 }
 
+/// The token the tests' executors are configured with.
+const API_TOKEN: &str = "executor-api-test-token-5e2b9c";
+
+/// An executor whose provider-run API is on.
+async fn harness_with_api(
+    adjust: impl FnOnce(&mut switchyard_executor::ExecutorSettings),
+) -> Harness {
+    Harness::start_with(|settings| {
+        settings.api_token = Some(API_TOKEN.into());
+        adjust(settings);
+    })
+    .await
+}
+
 struct Api {
     base: String,
     http: reqwest::Client,
 }
 
+/// A client that sends `Authorization: Bearer <token>` with every request.
+fn authorized_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 impl Api {
     fn new(harness: &Harness) -> Api {
+        Api::with_client(harness, authorized_client(API_TOKEN))
+    }
+
+    fn with_client(harness: &Harness, http: reqwest::Client) -> Api {
         Api {
             base: format!("http://{}", harness.http),
-            http: reqwest::Client::new(),
+            http,
         }
     }
 
@@ -117,7 +149,7 @@ async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn start_stream_resume_and_no_content_after_the_end() {
-    let harness = Harness::start().await;
+    let harness = harness_with_api(|_| {}).await;
     let api = Api::new(&harness);
     let started = api
         .start_ok(json!({
@@ -247,7 +279,7 @@ async fn start_stream_resume_and_no_content_after_the_end() {
 
 #[tokio::test]
 async fn a_live_stream_follows_human_loop_replies_and_a_stop() {
-    let harness = Harness::start().await;
+    let harness = harness_with_api(|_| {}).await;
     let api = Api::new(&harness);
     let started = api
         .start_ok(json!({
@@ -264,7 +296,7 @@ async fn a_live_stream_follows_human_loop_replies_and_a_stop() {
         async move {
             let api = Api {
                 base,
-                http: reqwest::Client::new(),
+                http: authorized_client(API_TOKEN),
             };
             api.stream(&url, None).await
         }
@@ -322,7 +354,7 @@ async fn a_live_stream_follows_human_loop_replies_and_a_stop() {
 
 #[tokio::test]
 async fn requests_the_api_cannot_serve_get_the_shared_error_shape() {
-    let harness = Harness::start_with(|s| s.capacity = 1).await;
+    let harness = harness_with_api(|s| s.capacity = 1).await;
     let api = Api::new(&harness);
     let unknown_run = uuid::Uuid::now_v7();
 
@@ -416,6 +448,175 @@ async fn requests_the_api_cannot_serve_get_the_shared_error_shape() {
         .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
 
+    assert_eq!(api.get("/healthz").await.status(), StatusCode::OK);
+    assert_eq!(api.get("/readyz").await.status(), StatusCode::OK);
+}
+
+/// The answer to a caller without the right token: 401 `unauthorized` with a Bearer
+/// challenge, in the shared error shape.
+async fn assert_unauthorized(response: reqwest::Response, what: &str) {
+    // Checked before the body is read: a stream served by mistake would never end.
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        error_code(response).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".to_owned()),
+        "{what}"
+    );
+    assert!(
+        challenge
+            .as_deref()
+            .is_some_and(|c| c.starts_with("Bearer")),
+        "{what}: WWW-Authenticate {challenge:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_token_nobody_reads_approves_stops_or_starts_a_run() {
+    let harness = harness_with_api(|_| {}).await;
+    // A run waiting for an approval, dispatched the way the platform does (NATS).
+    let request = fresh_dispatch(json!([
+        {"humanLoop": {"prompt": "run rm -rf / ?", "kind": "command"}},
+        {"message": {"text": "approved by the owner"}}
+    ]));
+    let run_id = request.command.run_id;
+    assert_eq!(
+        harness.dispatch(&request).await.outcome,
+        switchyard_contracts::dispatch::DispatchOutcome::Accepted
+    );
+    let asked = harness
+        .wait_for_event(run_id, |e| e.kind.type_name() == "human_loop.requested")
+        .await;
+
+    let stream = format!("/provider-runs/{run_id}/stream");
+    let reply = format!("/provider-runs/{run_id}/human-loop/reply");
+    let stop = format!("/provider-runs/{run_id}/stop");
+    let intruder_run = RunId::now_v7();
+    let start = json!({
+        "runId": intruder_run,
+        "provider": "scripted",
+        "prompt": "x",
+        "credentialEnv": ["SWITCHYARD_NATS__PASSWORD"],
+    });
+    let attackers = [
+        ("no Authorization header", reqwest::Client::new()),
+        (
+            "a wrong token",
+            authorized_client("executor-api-test-token-guess0"),
+        ),
+        (
+            "the token with one byte off",
+            authorized_client(&format!("{}X", &API_TOKEN[..API_TOKEN.len() - 1])),
+        ),
+    ];
+    for (who, client) in attackers {
+        let api = Api::with_client(&harness, client);
+        assert_unauthorized(api.get(&stream).await, &format!("stream with {who}")).await;
+        assert_unauthorized(
+            api.post(&reply, json!({"decision": "approve"})).await,
+            &format!("approval with {who}"),
+        )
+        .await;
+        assert_unauthorized(
+            api.post(&stop, json!({})).await,
+            &format!("stop with {who}"),
+        )
+        .await;
+        assert_unauthorized(api.start(start.clone()).await, &format!("start with {who}")).await;
+    }
+    // Another scheme carrying the token is not a bearer token either.
+    let basic = api_with_header(&harness, &format!("Basic {API_TOKEN}"));
+    assert_unauthorized(basic.post(&stop, json!({})).await, "stop with Basic").await;
+
+    // Nothing happened: the run still waits for its approval, the intruder's run was
+    // never started.
+    let last = harness.log.last(run_id).await.unwrap().unwrap();
+    assert_eq!(
+        last.header.seq, asked.seq,
+        "the run moved on: {:?}",
+        last.header
+    );
+    assert!(harness.log.last(intruder_run).await.unwrap().is_none());
+
+    // The holder of the token is served: the approval goes through and the run ends.
+    let api = Api::new(&harness);
+    let response = api.post(&reply, json!({"decision": "approve"})).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, frames) = api.stream(&stream, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let events: Vec<RunEvent> = frames.into_iter().map(|f| f.data).collect();
+    assert_eq!(completion(&events).status, TerminalStatus::Succeeded);
+    assert!(events.iter().any(|e| matches!(
+        &e.kind,
+        switchyard_contracts::RunEventKind::HumanLoopResolved(r)
+            if r.decision == switchyard_contracts::event::HumanLoopDecision::Approve
+    )));
+}
+
+/// A client that sends `Authorization: <value>` with every request.
+fn api_with_header(harness: &Harness, value: &str) -> Api {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+    Api::with_client(
+        harness,
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_api_is_off() {
+    let harness = Harness::start().await;
+    let request = fresh_dispatch(json!([{"humanLoop": {"prompt": "Go?"}}]));
+    let run_id = request.command.run_id;
+    assert_eq!(
+        harness.dispatch(&request).await.outcome,
+        switchyard_contracts::dispatch::DispatchOutcome::Accepted
+    );
+    let asked = harness
+        .wait_for_event(run_id, |e| e.kind.type_name() == "human_loop.requested")
+        .await;
+    // Whatever the caller sends, the API answers that it is off, and says how to turn
+    // it on.
+    for api in [
+        Api::with_client(&harness, reqwest::Client::new()),
+        Api::new(&harness),
+    ] {
+        let responses = [
+            api.get(&format!("/provider-runs/{run_id}/stream")).await,
+            api.post(
+                &format!("/provider-runs/{run_id}/human-loop/reply"),
+                json!({"decision": "approve"}),
+            )
+            .await,
+            api.post(&format!("/provider-runs/{run_id}/stop"), json!({}))
+                .await,
+            api.start(json!({"provider": "scripted", "prompt": "x"}))
+                .await,
+        ];
+        for response in responses {
+            // Checked before the body is read: a stream served by mistake never ends.
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "api_disabled", "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("executor.api_token"),
+                "{body}"
+            );
+        }
+    }
+    let last = harness.log.last(run_id).await.unwrap().unwrap();
+    assert_eq!(last.header.seq, asked.seq, "the run moved on");
+    // Health answers carry no data and stay open.
+    let api = Api::with_client(&harness, reqwest::Client::new());
     assert_eq!(api.get("/healthz").await.status(), StatusCode::OK);
     assert_eq!(api.get("/readyz").await.status(), StatusCode::OK);
 }

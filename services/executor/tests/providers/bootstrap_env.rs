@@ -38,8 +38,8 @@ fn write(path: &Path, text: &str) {
 
 /// Every name and value of the env file, as the executor reads it.
 fn read_back(path: &Path, names: &[&str]) -> HashMap<String, String> {
-    let credentials =
-        Credentials::load(Some(path), &HashMap::new()).expect("the executor parses it");
+    let credentials = Credentials::load(Some(path), &HashMap::new(), &Default::default())
+        .expect("the executor parses it");
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     credentials
         .resolve(&names)
@@ -124,7 +124,7 @@ fn missing_files_are_skipped_with_a_note_and_the_default_path_is_used() {
     let out = home.join(".local/provider-env");
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let credentials = Credentials::load(Some(&out), &HashMap::new()).unwrap();
+    let credentials = Credentials::load(Some(&out), &HashMap::new(), &Default::default()).unwrap();
     assert!(!credentials.is_configured(&["OPENAI_API_KEY".into()]));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -152,4 +152,45 @@ fn missing_files_are_skipped_with_a_note_and_the_default_path_is_used() {
         std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
         0o600
     );
+}
+
+/// `codex login` with a ChatGPT account leaves `tokens` and no key: the script says so,
+/// naming the file, and copies none of the login's tokens anywhere.
+#[test]
+fn a_codex_chatgpt_login_is_named_and_never_copied() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    write(
+        &home.join(".codex/auth.json"),
+        r#"{"OPENAI_API_KEY": null, "tokens": {"id_token": "eyJ-id-token-secret", "access_token": "eyJ-access-secret", "refresh_token": "rt-refresh-secret", "account_id": "acct-1"}, "last_refresh": "2026-01-01T00:00:00Z"}"#,
+    );
+    write(
+        &home.join(".claude/settings.json"),
+        r#"{"env": {"ANTHROPIC_API_KEY": "sk-ant-with-login"}}"#,
+    );
+    let out = home.join(".local/provider-env");
+    let output = run_script(home, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "warning: ~/.codex/auth.json holds a ChatGPT login (`tokens`) and no OPENAI_API_KEY"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("wrote 1 variable(s) to .local/provider-env: ANTHROPIC_API_KEY"),
+        "the summary names what was written: {stderr}"
+    );
+    let credentials = Credentials::load(Some(&out), &HashMap::new(), &Default::default()).unwrap();
+    assert!(!credentials.is_configured(&["OPENAI_API_KEY".into()]));
+    let written = std::fs::read_to_string(&out).unwrap();
+    let printed = format!("{}{stderr}", String::from_utf8_lossy(&output.stdout));
+    for secret in [
+        "eyJ-id-token-secret",
+        "eyJ-access-secret",
+        "rt-refresh-secret",
+    ] {
+        assert!(!written.contains(secret), "a token was written: {written}");
+        assert!(!printed.contains(secret), "a token was printed: {printed}");
+    }
 }

@@ -6,7 +6,9 @@
 //! call of the fake model's default scenario becomes a `human_loop.requested` event
 //! that the test answers (approve or deny) over the control subject.
 
-use crate::common::{Finished, ProviderHarness, RunSpec, wait_no_process_mentioning};
+use crate::common::{
+    Finished, ProviderHarness, RunSpec, UNSET_CREDENTIAL, wait_no_process_mentioning,
+};
 use std::time::{Duration, Instant};
 use switchyard_contracts::event::{
     FileChangeKind, HumanLoopDecision, HumanLoopKind, TerminalStatus, ToolStatus,
@@ -22,11 +24,10 @@ const KEY: &str = "ANTHROPIC_API_KEY";
 /// loaded 2-core machine.
 const FAILURE_BOUND: Duration = Duration::from_secs(40);
 
-fn spec(h: &ProviderHarness, prompt: &str) -> RunSpec {
+fn spec(prompt: &str) -> RunSpec {
     RunSpec::new(PROVIDER, prompt)
         .credential(KEY)
         .model("fake-model")
-        .option("baseUrl", h.fake.url())
 }
 
 /// Asserts the run ended as expected and that no credential value reached its events.
@@ -47,7 +48,7 @@ async fn a_turn_runs_an_approved_command_and_answers() {
     let h = ProviderHarness::start().await;
     let started = Instant::now();
     let run = h
-        .run(&spec(&h, "Create hello.txt please"), |_| {
+        .run(&spec("Create hello.txt please"), |_| {
             HumanLoopDecision::Approve
         })
         .await;
@@ -110,7 +111,7 @@ async fn a_turn_runs_an_approved_command_and_answers() {
 async fn a_written_file_is_reported_once() {
     let h = ProviderHarness::start().await;
     let run = h
-        .run(&spec(&h, "SCN_PATCH add a file"), |_| {
+        .run(&spec("SCN_PATCH add a file"), |_| {
             HumanLoopDecision::Approve
         })
         .await;
@@ -131,7 +132,7 @@ async fn a_written_file_is_reported_once() {
 async fn a_denied_command_does_not_run_and_the_turn_goes_on() {
     let h = ProviderHarness::start().await;
     let run = h
-        .run(&spec(&h, "Create hello.txt please"), |_| {
+        .run(&spec("Create hello.txt please"), |_| {
             HumanLoopDecision::Deny
         })
         .await;
@@ -160,7 +161,7 @@ async fn a_denied_command_does_not_run_and_the_turn_goes_on() {
 #[tokio::test]
 async fn a_stop_mid_turn_interrupts_and_leaves_no_process() {
     let h = ProviderHarness::start().await;
-    let run_id = h.dispatch(&spec(&h, "SCN_SLOW talk slowly")).await;
+    let run_id = h.dispatch(&spec("SCN_SLOW talk slowly")).await;
     h.wait_for_event(run_id, |e| matches!(&e.kind, RunEventKind::MessageDelta(_)))
         .await;
     let stopped_at = Instant::now();
@@ -183,13 +184,13 @@ async fn a_stop_mid_turn_interrupts_and_leaves_no_process() {
 async fn a_follow_up_run_resumes_the_conversation_and_a_lost_session_starts_fresh() {
     let h = ProviderHarness::start().await;
     let first = h
-        .run_simple(&spec(&h, "SCN_TEXT remember the word BLUE-FALCON"))
+        .run_simple(&spec("SCN_TEXT remember the word BLUE-FALCON"))
         .await;
     check(&h, &first, TerminalStatus::Succeeded);
 
     let second = h
         .run_simple(
-            &spec(&h, "SCN_TEXT which word did I ask you to remember?").conversation(first.run_id),
+            &spec("SCN_TEXT which word did I ask you to remember?").conversation(first.run_id),
         )
         .await;
     check(&h, &second, TerminalStatus::Succeeded);
@@ -229,7 +230,7 @@ async fn a_follow_up_run_resumes_the_conversation_and_a_lost_session_starts_fres
         projects.display()
     );
     let third = h
-        .run_simple(&spec(&h, "SCN_TEXT a fresh start").conversation(first.run_id))
+        .run_simple(&spec("SCN_TEXT a fresh start").conversation(first.run_id))
         .await;
     check(&h, &third, TerminalStatus::Succeeded);
     assert_eq!(third.workspace(), first.workspace());
@@ -257,7 +258,7 @@ async fn model_api_errors_end_with_their_reasons_in_seconds() {
         ("SCN_E500 hi", FailureReason::ProviderError),
         ("SCN_EMPTY hi", FailureReason::ProviderNoOutput),
     ] {
-        let (run, elapsed) = timed(&h, &spec(&h, prompt)).await;
+        let (run, elapsed) = timed(&h, &spec(prompt)).await;
         check(&h, &run, TerminalStatus::Failed);
         let completed = run.completed();
         assert_eq!(completed.reason, Some(reason), "{prompt}: {completed:?}");
@@ -276,18 +277,19 @@ async fn model_api_errors_end_with_their_reasons_in_seconds() {
 }
 
 #[tokio::test]
-async fn a_hanging_or_stalled_model_times_out_within_the_liveness_bound() {
+async fn a_hanging_or_stalled_model_ends_within_the_liveness_bound() {
     let h = ProviderHarness::start().await;
     // No response headers: claude's own request timeout, sized from the first-output
-    // limit, gives up before that limit would (and says why).
+    // limit, gives up before that limit would (and says why); with no model output
+    // yet, that is the first-output fault.
     let (run, elapsed) = timed(
         &h,
-        &spec(&h, "SCN_HANG hi").option("firstOutputTimeoutMs", 6000),
+        &spec("SCN_HANG hi").option("firstOutputTimeoutMs", 6000),
     )
     .await;
-    check(&h, &run, TerminalStatus::TimedOut);
+    check(&h, &run, TerminalStatus::Failed);
     let completed = run.completed();
-    assert_eq!(completed.reason, Some(FailureReason::Timeout));
+    assert_eq!(completed.reason, Some(FailureReason::ProviderNoOutput));
     assert!(
         completed
             .detail
@@ -302,7 +304,7 @@ async fn a_hanging_or_stalled_model_times_out_within_the_liveness_bound() {
     // limit ends it.
     let (run, elapsed) = timed(
         &h,
-        &spec(&h, "SCN_STALL hi").option("inactivityTimeoutMs", 3000),
+        &spec("SCN_STALL hi").option("inactivityTimeoutMs", 3000),
     )
     .await;
     check(&h, &run, TerminalStatus::TimedOut);
@@ -323,10 +325,8 @@ async fn a_hanging_or_stalled_model_times_out_within_the_liveness_bound() {
 #[tokio::test]
 async fn a_missing_key_fails_auth_missing_before_spawning() {
     let h = ProviderHarness::start().await;
-    // The app names a credential the executor has no value for.
-    let spec = RunSpec::new(PROVIDER, "Create hello.txt please")
-        .credential("NO_SUCH_KEY")
-        .option("baseUrl", h.fake.url());
+    // The app names a credential the operator allows but the executor has no value for.
+    let spec = RunSpec::new(PROVIDER, "Create hello.txt please").credential(UNSET_CREDENTIAL);
     let (run, elapsed) = timed(&h, &spec).await;
     check(&h, &run, TerminalStatus::Failed);
     let completed = run.completed();
@@ -340,7 +340,7 @@ async fn a_missing_key_fails_auth_missing_before_spawning() {
             .detail
             .as_deref()
             .unwrap_or_default()
-            .contains("NO_SUCH_KEY"),
+            .contains(UNSET_CREDENTIAL),
         "{completed:?}"
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");

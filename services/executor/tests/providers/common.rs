@@ -9,6 +9,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest};
@@ -20,7 +21,9 @@ use switchyard_contracts::event::{
 };
 use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::{RunCommand, RunEvent, RunEventKind, RunId, subjects};
-use switchyard_executor::settings::{LivenessSettings, WorkspaceCleanup};
+use switchyard_executor::settings::{
+    LivenessSettings, ProviderCredentialSettings, WorkspaceCleanup,
+};
 use switchyard_executor::{Config, ExecutorSettings};
 use switchyard_platform::config::NatsConfig;
 use switchyard_platform::events::EventLog;
@@ -33,8 +36,14 @@ use tokio_util::sync::CancellationToken;
 pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// The credential variables the env file of every harness defines (fake keys; the fake
-/// model only checks that a key is sent).
-pub(crate) const CREDENTIAL_NAMES: &[&str] = &["OPENAI_API_KEY", "ANTHROPIC_API_KEY"];
+/// model only checks that a key is sent). `OTHER_SERVICE_TOKEN` stands for a secret of
+/// the deployment that sits in the same file but that no provider is allowed.
+pub(crate) const CREDENTIAL_NAMES: &[&str] =
+    &["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OTHER_SERVICE_TOKEN"];
+
+/// A credential variable every CLI provider of the harness is allowed but that has no
+/// value anywhere (→ `auth_missing`).
+pub(crate) const UNSET_CREDENTIAL: &str = "UNSET_PROVIDER_TEST_KEY";
 
 /// The repository's pinned CLI directory (`scripts/install-providers.sh`).
 pub(crate) fn installed_bin_dir() -> PathBuf {
@@ -221,8 +230,10 @@ impl ProviderHarness {
 
     /// Starts nats-server, the fake model and an executor offering every provider, with
     /// the pinned CLIs on its search path, credentials only from its env file (fake
-    /// keys named [`CREDENTIAL_NAMES`]), short liveness limits and a run directory under a
-    /// temporary root; `adjust` may change the settings before the start.
+    /// keys named [`CREDENTIAL_NAMES`]), each CLI provider allowed its vendor's key and
+    /// [`UNSET_CREDENTIAL`] and pointed at the fake model, short liveness limits and a
+    /// run directory under a temporary root; `adjust` may change the settings before the
+    /// start.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut ExecutorSettings)) -> ProviderHarness {
         switchyard_test_support::init_tracing();
         let nats = NatsServer::start().await.expect("start nats-server");
@@ -244,6 +255,8 @@ impl ProviderHarness {
         let env_file = dir.path().join("provider-env");
         let lines: Vec<String> = secrets.iter().map(|(k, v)| format!("{k}={v}")).collect();
         std::fs::write(&env_file, lines.join("\n") + "\n").unwrap();
+        // The executor refuses an env file the agents (another user) could read.
+        std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
         let executor_id = format!("exec-prov-{}", &suffix[..8]);
         let mut settings = ExecutorSettings {
@@ -255,10 +268,25 @@ impl ProviderHarness {
             cli_search_path: vec![installed_bin_dir()],
             credentials_env_file: Some(env_file),
             credentials_from_environment: false,
+            credentials: [
+                ("codex-app-server", "OPENAI_API_KEY", fake.openai_url()),
+                ("claude-code", "ANTHROPIC_API_KEY", fake.url()),
+                ("opencode", "OPENAI_API_KEY", fake.openai_url()),
+            ]
+            .into_iter()
+            .map(|(provider, key, base_url)| {
+                let table = ProviderCredentialSettings {
+                    env: Some(vec![key.to_owned(), UNSET_CREDENTIAL.to_owned()]),
+                    base_url: Some(base_url),
+                };
+                (provider.to_owned(), table)
+            })
+            .collect(),
             liveness: LivenessSettings {
                 handshake_ms: 60_000,
                 first_output_ms: 30_000,
                 inactivity_ms: 30_000,
+                unreachable_ms: 10_000,
             },
             workspace_cleanup: WorkspaceCleanup::Keep,
             ..ExecutorSettings::default()
@@ -375,6 +403,16 @@ impl ProviderHarness {
         run_id: RunId,
         mut decide: impl FnMut(&HumanLoopRequested) -> HumanLoopDecision,
     ) -> Finished {
+        self.drive_with(run_id, |request| (decide(request), None))
+            .await
+    }
+
+    /// [`drive`](Self::drive), answering each request with a decision and a message.
+    pub(crate) async fn drive_with(
+        &self,
+        run_id: RunId,
+        mut answer: impl FnMut(&HumanLoopRequested) -> (HumanLoopDecision, Option<String>),
+    ) -> Finished {
         let mut events = Vec::new();
         let mut asked = Vec::new();
         let read = async {
@@ -383,9 +421,16 @@ impl ProviderHarness {
                 let event = stored.unwrap().decode().unwrap();
                 let terminal = event.is_terminal();
                 if let RunEventKind::HumanLoopRequested(request) = &event.kind {
-                    let decision = decide(request);
+                    let (decision, message) = answer(request);
                     let reply = self
-                        .reply(run_id, Some(request.request_id.clone()), decision)
+                        .control(
+                            run_id,
+                            &ControlRequest::HumanLoopReply {
+                                request_id: Some(request.request_id.clone()),
+                                decision,
+                                message,
+                            },
+                        )
                         .await;
                     assert_eq!(reply.outcome, ControlOutcome::Accepted, "{reply:?}");
                     asked.push(request.clone());

@@ -10,5 +10,7 @@ mod claude;
 mod codex;
 mod common;
 mod conversations;
+mod credentials;
+mod faults;
 mod missing_binary;
 mod opencode;

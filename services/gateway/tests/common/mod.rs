@@ -26,6 +26,8 @@ use switchyard_test_support::NatsServer;
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-admin-token";
+/// `gateway.control_plane_token`: the gateway proves itself to the control-plane with it.
+pub const INTERNAL_TOKEN: &str = "test-internal-token-91c4";
 /// Upper bound for anything a test waits on; a hang fails the test instead.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -134,6 +136,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
         "authorization": header("authorization"),
         "cookie": header("cookie"),
         "principal": header("x-switchyard-principal"),
+        "internalToken": header("x-switchyard-internal-token"),
         "private": header("x-private"),
         "custom": header("x-custom"),
         "acceptEncoding": header("accept-encoding"),
@@ -176,6 +179,7 @@ impl Harness {
             listen: "127.0.0.1:0".parse().unwrap(),
             control_plane_url: control_plane.url(),
             admin_token: Some(TOKEN.into()),
+            control_plane_token: Some(INTERNAL_TOKEN.into()),
             keep_alive_secs: 1,
             upstream_timeout_ms: 5_000,
             ..Default::default()

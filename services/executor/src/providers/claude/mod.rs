@@ -44,18 +44,16 @@ impl Provider for ClaudeProvider {
     }
 
     fn availability(&self) -> ProviderAvailability {
-        let installed = self.env.binaries.find(PROGRAM).is_some();
+        let check = self.env.start_check(PROGRAM);
         ProviderAvailability {
             name: ProviderName::ClaudeCode.as_str().to_owned(),
-            installed,
-            version: installed
-                .then(|| self.env.binaries.version(PROGRAM))
-                .flatten(),
-            // Runs may name other credential variables; this is the default one.
+            installed: check.installed,
+            version: check.version,
+            problem: check.problem,
+            // Runs may name other allowed variables; this is the one a run naming none gets.
             credentials_configured: Some(
                 self.env
-                    .credentials
-                    .is_configured(&[launch::DEFAULT_CREDENTIAL_ENV.to_owned()]),
+                    .default_credential_configured(ProviderName::ClaudeCode),
             ),
         }
     }

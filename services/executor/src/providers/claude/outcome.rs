@@ -1,9 +1,12 @@
 //! How a Claude Code turn ended, from its `result` line (PROTOCOLS.md §2, failure
 //! matrix). `subtype` is `success` even for API errors, so the classification rests on
 //! `is_error`, `api_error_status` and, when there is no status (connection errors,
-//! timeouts, a missing login), the `result` text.
+//! timeouts, a missing login), the `result` text. A request that never answered is
+//! `provider_no_output` before any model output (as the first-output limit would say)
+//! and `timeout` after; one that could not connect is `provider_unreachable`.
 
 use super::protocol::ResultLine;
+use crate::cli::names_connection_failure;
 use switchyard_contracts::FailureReason;
 
 /// Longest failure detail taken from the CLI's text.
@@ -27,6 +30,8 @@ pub(crate) struct TurnFacts {
     pub(crate) interrupted: bool,
     /// The turn produced assistant text (streamed or complete, not synthetic).
     pub(crate) assistant_text: bool,
+    /// The model produced anything in this run (a stream event, text, a tool call).
+    pub(crate) model_output: bool,
 }
 
 pub(crate) fn classify(result: &ResultLine, facts: TurnFacts) -> TurnOutcome {
@@ -50,7 +55,12 @@ pub(crate) fn classify(result: &ResultLine, facts: TurnFacts) -> TurnOutcome {
         Some(429) => FailureReason::RateLimited,
         Some(408) => FailureReason::Timeout,
         Some(_) => FailureReason::ProviderError,
-        None => reason_from_text(&result.subtype, &text),
+        None => match reason_from_text(&result.subtype, &text) {
+            // A model request that never answered, before the model produced anything:
+            // the same fault as a first-output limit, whichever ended it.
+            FailureReason::Timeout if !facts.model_output => FailureReason::ProviderNoOutput,
+            reason => reason,
+        },
     };
     let detail = match (result.api_error_status, text.trim().is_empty()) {
         (_, false) => format!("claude: {}", truncate(text.trim())),
@@ -88,8 +98,9 @@ fn reason_from_text(subtype: &str, text: &str) -> FailureReason {
         FailureReason::RateLimited
     } else if has("timed out") || has("timeout") {
         FailureReason::Timeout
-    } else if has("api error") || has("unable to connect") || has("connection") || has("overloaded")
-    {
+    } else if names_connection_failure(text) {
+        FailureReason::ProviderUnreachable
+    } else if has("api error") || has("connection") || has("overloaded") {
         FailureReason::ProviderError
     } else if subtype.starts_with("error_max") {
         // error_max_turns, error_max_budget_usd …: the agent hit a limit it was given.

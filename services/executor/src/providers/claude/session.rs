@@ -15,7 +15,7 @@
 //! is retried once as a fresh session in the same workspace.
 
 use super::PROGRAM;
-use super::launch::{ClaudeOptions, DEFAULT_CREDENTIAL_ENV, Launch};
+use super::launch::{ClaudeOptions, Launch};
 use super::outcome::{self, TurnFacts, TurnOutcome};
 use super::protocol::{CanUseTool, ControlRequest, Line, ResultLine, outgoing};
 use super::translate::Translator;
@@ -26,13 +26,12 @@ use crate::sink::EmitError;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_contracts::event::{Diagnostic, DiagnosticLevel, Evidence, HumanLoopKind};
-use switchyard_contracts::{FailureReason, RunEventKind};
+use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 use tracing::Instrument as _;
 
 /// Raw protocol lines kept as evidence.
@@ -56,14 +55,15 @@ async fn run_inner(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
             return ProviderOutcome::failed(FailureReason::ProviderError, error.to_string());
         }
     };
-    let mut names = ctx.command.credential_env.clone();
-    if names.is_empty() {
-        names.push(DEFAULT_CREDENTIAL_ENV.to_owned());
-    }
-    let (program, credentials) = match env.preflight(PROGRAM, &names) {
+    let (program, credentials) = match env.preflight(
+        ProviderName::ClaudeCode,
+        PROGRAM,
+        &ctx.command.credential_env,
+    ) {
         Ok(ready) => (ready.program, ready.credentials),
         Err(outcome) => return outcome,
     };
+    let base_url = env.policy(ProviderName::ClaudeCode).base_url;
     // A model request that never answers must fail inside the CLI before the
     // first-output or inactivity limit ends the run with less to say.
     let limits = env.liveness.with_overrides(&ctx.command.provider_options);
@@ -78,27 +78,19 @@ async fn run_inner(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
             options: &options,
             model: ctx.command.model.as_deref(),
             resume: resume.as_deref(),
-            api_key: credentials
-                .first()
-                .map(|(_, value)| value.expose_secret())
-                .unwrap_or_default(),
+            credentials: &credentials,
+            base_url: base_url.as_deref(),
             home: ctx.dirs.state.clone(),
             api_timeout,
         };
-        let mut child_env = launch.env();
-        // The other variables the run names (a base URL, an auth token …) go through
-        // under their own names.
-        for (name, value) in credentials.iter().skip(1) {
-            child_env.push((name.clone(), value.expose_secret().to_owned()));
-        }
         let command = CliCommand {
             program: program.clone(),
             args: launch.args(),
-            env: child_env,
+            env: launch.env(),
             cwd: ctx.dirs.workspace.clone(),
             stdin_piped: true,
         };
-        let process = match CliProcess::spawn(command, &env.credentials) {
+        let process = match env.spawn(command, &ctx.dirs).await {
             Ok(process) => process,
             Err(error) => return env.spawn_failure(PROGRAM, error),
         };
@@ -175,6 +167,8 @@ struct Session<'a> {
     started: bool,
     session_id: Option<String>,
     interrupted: bool,
+    /// The model produced output in this run (what [`Liveness::output_seen`] was told).
+    model_output: bool,
     next_request: u64,
 }
 
@@ -205,6 +199,7 @@ impl<'a> Session<'a> {
             started: false,
             session_id: None,
             interrupted: false,
+            model_output: false,
             next_request: 0,
         }
     }
@@ -217,6 +212,10 @@ impl<'a> Session<'a> {
                 Driven::Finished(outcome)
             }
             Err(Halt::Outcome(outcome)) => {
+                if outcome == ProviderOutcome::Stopped {
+                    // Left before the signals too: the supervisor may abort us meanwhile.
+                    self.ctx.report_evidence(self.evidence(None));
+                }
                 self.process.terminate(self.env.stop_grace).await;
                 Driven::Finished(outcome)
             }
@@ -242,6 +241,11 @@ impl<'a> Session<'a> {
                     detail,
                     evidence,
                 })
+            }
+            Driven::Finished(ProviderOutcome::Stopped) => {
+                let exit_code = self.process.try_wait().flatten();
+                self.ctx.report_evidence(self.evidence(exit_code));
+                Driven::Finished(ProviderOutcome::Stopped)
             }
             other => other,
         }
@@ -301,12 +305,12 @@ impl<'a> Session<'a> {
             }
             Line::StreamEvent(event) => {
                 // The model answered: whatever it streams counts as output.
-                self.liveness.output_seen();
+                self.output_seen();
                 self.translator.stream_event(&event)
             }
             Line::Assistant(assistant) => {
                 if !assistant.is_synthetic() {
-                    self.liveness.output_seen();
+                    self.output_seen();
                 }
                 self.translator.assistant(&assistant)
             }
@@ -375,6 +379,7 @@ impl<'a> Session<'a> {
         let facts = TurnFacts {
             interrupted: self.interrupted,
             assistant_text: self.translator.turn_had_text(),
+            model_output: self.model_output,
         };
         Ok(match outcome::classify(result, facts) {
             TurnOutcome::Succeeded => ProviderOutcome::Succeeded,
@@ -512,6 +517,11 @@ impl<'a> Session<'a> {
         self.send(&line).await
     }
 
+    fn output_seen(&mut self) {
+        self.model_output = true;
+        self.liveness.output_seen();
+    }
+
     fn session_started(&mut self, id: &str) {
         if self.session_id.as_deref() == Some(id) {
             return;
@@ -546,11 +556,15 @@ impl<'a> Session<'a> {
         ProviderOutcome::Failed {
             reason,
             detail: self.env.credentials.redact(&detail),
-            evidence: Evidence {
-                stderr_tail: self.process.stderr_tail(),
-                raw_lines: self.raw.to_vec(),
-                exit_code,
-            },
+            evidence: self.evidence(exit_code),
+        }
+    }
+
+    fn evidence(&self, exit_code: Option<i32>) -> Evidence {
+        Evidence {
+            stderr_tail: self.process.stderr_tail(),
+            raw_lines: self.raw.to_vec(),
+            exit_code,
         }
     }
 

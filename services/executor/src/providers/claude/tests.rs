@@ -263,9 +263,13 @@ fn the_failure_matrix_classifies_from_the_result_line() {
         ("x-http429", FailureReason::RateLimited),
         (
             "p-connection-refused-maxretries1",
-            FailureReason::ProviderError,
+            FailureReason::ProviderUnreachable,
         ),
-        ("p-request-timeout-api-timeout-10s", FailureReason::Timeout),
+        // No model output before the request timed out: as a first-output limit.
+        (
+            "p-request-timeout-api-timeout-10s",
+            FailureReason::ProviderNoOutput,
+        ),
         ("p-empty-output", FailureReason::ProviderNoOutput),
     ] {
         let replay = replay(name, false, false);
@@ -333,6 +337,12 @@ fn statuses_without_a_transcript_map_to_their_reasons() {
             FailureReason::RateLimited,
         ),
         (None, "something odd", FailureReason::UnknownFailure),
+        (
+            None,
+            "API Error: Unable to connect to API (ConnectionRefused)",
+            FailureReason::ProviderUnreachable,
+        ),
+        (None, "Request timed out", FailureReason::ProviderNoOutput),
     ] {
         assert_eq!(
             failed_with(&classify(&result(status, text), facts)),
@@ -351,6 +361,17 @@ fn statuses_without_a_transcript_map_to_their_reasons() {
         unreachable!()
     };
     assert_eq!(detail, "claude ended the turn with error_max_turns");
+    // A request that timed out after the model had produced output is a timeout.
+    assert_eq!(
+        failed_with(&classify(
+            &result(None, "Request timed out"),
+            TurnFacts {
+                model_output: true,
+                ..facts
+            }
+        )),
+        Some(FailureReason::Timeout)
+    );
     // A success with assistant text but an empty result (the answer was a tool call's
     // side effect) is still a success.
     let empty = ResultLine {
@@ -525,7 +546,6 @@ fn unknown_lines_blocks_and_requests_are_tolerated() {
 #[test]
 fn the_launch_has_the_protocol_flags_the_model_resume_and_quick_failure_knobs() {
     let options = ClaudeOptions::from_provider_options(&json!({
-        "baseUrl": "http://127.0.0.1:9",
         "apiTimeoutMs": 2000,
         "allowedTools": ["Bash(echo:*)", "Edit"],
         "timeoutMs": 1000,
@@ -536,7 +556,8 @@ fn the_launch_has_the_protocol_flags_the_model_resume_and_quick_failure_knobs() 
         options: &options,
         model: Some("fake-model"),
         resume: Some("sess-1"),
-        api_key: "sk-test-key",
+        credentials: &credentials(&[("ANTHROPIC_API_KEY", "sk-test-key")]),
+        base_url: Some("http://127.0.0.1:9"),
         home: PathBuf::from("/state"),
         api_timeout: options.api_timeout(None),
     };
@@ -549,10 +570,14 @@ fn the_launch_has_the_protocol_flags_the_model_resume_and_quick_failure_knobs() 
         ),
         "{joined}"
     );
-    assert!(joined.contains("--model fake-model"), "{joined}");
-    assert!(joined.contains("--resume sess-1"), "{joined}");
+    // No settings file and no MCP config but ours is read.
+    let sources = args.iter().position(|a| a == "--setting-sources").unwrap();
+    assert_eq!(args[sources + 1], "");
+    assert!(args.iter().any(|a| a == "--strict-mcp-config"), "{joined}");
+    assert!(args.contains(&"--model=fake-model".to_owned()), "{joined}");
+    assert!(args.contains(&"--resume=sess-1".to_owned()), "{joined}");
     assert!(
-        joined.contains("--allowedTools Bash(echo:*),Edit"),
+        args.contains(&"--allowedTools=Bash(echo:*),Edit".to_owned()),
         "{joined}"
     );
     assert!(!joined.contains("--permission-mode"), "{joined}");
@@ -572,7 +597,8 @@ fn the_launch_has_the_protocol_flags_the_model_resume_and_quick_failure_knobs() 
         options: &defaults,
         model: None,
         resume: None,
-        api_key: "k",
+        credentials: &credentials(&[("ANTHROPIC_API_KEY", "k")]),
+        base_url: None,
         home: PathBuf::from("/s"),
         api_timeout: defaults.api_timeout(None),
     };
@@ -580,13 +606,73 @@ fn the_launch_has_the_protocol_flags_the_model_resume_and_quick_failure_knobs() 
         !launch
             .args()
             .iter()
-            .any(|a| a == "--model" || a == "--resume")
+            .any(|a| a.starts_with("--model") || a.starts_with("--resume"))
     );
     assert!(!launch.env().iter().any(|(k, _)| k == "ANTHROPIC_BASE_URL"));
     assert!(
         launch
             .env()
             .contains(&("API_TIMEOUT_MS".to_owned(), "30000".to_owned()))
+    );
+}
+
+fn credentials(pairs: &[(&str, &str)]) -> Vec<(String, secrecy::SecretString)> {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).into()))
+        .collect()
+}
+
+#[test]
+fn credentials_go_under_the_names_claude_reads_and_the_endpoint_is_the_operators() {
+    let options = ClaudeOptions::default();
+    let env_of = |pairs: &[(&str, &str)], base_url: Option<&str>| {
+        Launch {
+            options: &options,
+            model: None,
+            resume: None,
+            credentials: &credentials(pairs),
+            base_url,
+            home: PathBuf::from("/s"),
+            api_timeout: options.api_timeout(None),
+        }
+        .env()
+    };
+    let get = |env: &[(String, String)], key: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    // A token claude reads itself keeps its name (it is not an API key).
+    let env = env_of(&[("CLAUDE_CODE_OAUTH_TOKEN", "oauth-1")], None);
+    assert_eq!(
+        get(&env, "CLAUDE_CODE_OAUTH_TOKEN").as_deref(),
+        Some("oauth-1")
+    );
+    assert_eq!(get(&env, "ANTHROPIC_API_KEY"), None);
+    // An operator-allowed name of its own is the API key.
+    let env = env_of(
+        &[
+            ("TEAM_ANTHROPIC_KEY", "team-1"),
+            ("ANTHROPIC_AUTH_TOKEN", "tok-1"),
+        ],
+        None,
+    );
+    assert_eq!(get(&env, "ANTHROPIC_API_KEY").as_deref(), Some("team-1"));
+    assert_eq!(get(&env, "ANTHROPIC_AUTH_TOKEN").as_deref(), Some("tok-1"));
+    assert_eq!(get(&env, "TEAM_ANTHROPIC_KEY"), None);
+    // A credential variable cannot override the operator's endpoint.
+    let env = env_of(
+        &[
+            ("ANTHROPIC_API_KEY", "k"),
+            ("ANTHROPIC_BASE_URL", "http://elsewhere"),
+        ],
+        Some("http://127.0.0.1:4000"),
+    );
+    assert_eq!(
+        get(&env, "ANTHROPIC_BASE_URL").as_deref(),
+        Some("http://127.0.0.1:4000")
     );
 }
 
@@ -634,6 +720,20 @@ fn wrong_options_and_unsandboxed_bypass_are_refused() {
         ClaudeOptions::from_provider_options(&json!({"permissionMode": "bypassPermissions"})),
         Err(OptionsError::BypassNeedsSandbox)
     );
+    // A tool rule that is a command-line flag could hand the CLI a settings file.
+    for options in [
+        json!({"allowedTools": ["Edit", "--settings={}"]}),
+        json!({"disallowedTools": ["-p"]}),
+        json!({"allowedTools": [" "]}),
+    ] {
+        assert!(
+            matches!(
+                ClaudeOptions::from_provider_options(&options),
+                Err(OptionsError::Invalid(_))
+            ),
+            "{options}"
+        );
+    }
     let sandboxed = ClaudeOptions::from_provider_options(
         &json!({"permissionMode": "bypassPermissions", "sandboxed": true}),
     )
@@ -646,15 +746,15 @@ fn wrong_options_and_unsandboxed_bypass_are_refused() {
         options: &sandboxed,
         model: None,
         resume: None,
-        api_key: "k",
+        credentials: &[],
+        base_url: None,
         home: PathBuf::from("/s"),
         api_timeout: sandboxed.api_timeout(None),
     };
     assert!(
         launch
             .args()
-            .join(" ")
-            .contains("--permission-mode bypassPermissions")
+            .contains(&"--permission-mode=bypassPermissions".to_owned())
     );
     assert!(
         launch
@@ -693,6 +793,7 @@ mod garbage {
                         TurnFacts {
                             interrupted,
                             assistant_text: translator.turn_had_text(),
+                            model_output: interrupted,
                         },
                     );
                 }

@@ -74,6 +74,7 @@ pub(super) struct Replay {
 pub(super) fn replay(name: &str, deny: bool, interrupted: bool) -> Replay {
     let mut translator = Translator::new();
     let mut replay = Replay::default();
+    let mut model_output = false;
     translator.start_turn();
     for raw in stdout_lines(name) {
         let line = Line::parse(&raw).unwrap_or_else(|| panic!("{name}: unparsed line {raw}"));
@@ -86,8 +87,14 @@ pub(super) fn replay(name: &str, deny: bool, interrupted: bool) -> Replay {
                 }
                 translator.system(&system)
             }
-            Line::StreamEvent(event) => translator.stream_event(&event),
-            Line::Assistant(assistant) => translator.assistant(&assistant),
+            Line::StreamEvent(event) => {
+                model_output = true;
+                translator.stream_event(&event)
+            }
+            Line::Assistant(assistant) => {
+                model_output |= !assistant.is_synthetic();
+                translator.assistant(&assistant)
+            }
             Line::User(user) => translator.user(&user),
             Line::ControlRequest(request) => {
                 if let ControlRequest::CanUseTool(can_use) = request.request {
@@ -105,6 +112,7 @@ pub(super) fn replay(name: &str, deny: bool, interrupted: bool) -> Replay {
                 let facts = TurnFacts {
                     interrupted,
                     assistant_text: translator.turn_had_text(),
+                    model_output,
                 };
                 let outcome = outcome::classify(&result, facts);
                 replay.turns.push((result, outcome));

@@ -7,9 +7,13 @@
 //! (`{"httpConnectionFailed":{"httpStatusCode":401}}` and the other object forms) and
 //! often in the text ("unexpected status 401 Unauthorized: …"); codex rewrites the
 //! message of some 5xx ("We're currently experiencing high demand …"), so the status of
-//! the retries counts too.
+//! the retries counts too, and the detail names the status whenever one is known. A request that never reached the API (connection refused,
+//! no DNS: "Reconnecting... waiting for network", "Connection failed: error sending
+//! request", no status) is `provider_unreachable`; a stream that went silent until
+//! codex's idle timeout ("idle timeout waiting for SSE") is `timeout`.
 
 use super::protocol::{ErrorNotification, TurnError};
+use crate::cli::names_connection_failure;
 use serde_json::Value;
 use switchyard_contracts::FailureReason;
 
@@ -43,8 +47,30 @@ pub(crate) fn classify(
         status = status.or_else(|| http_status(error));
         kind = kind.or_else(|| info_kind(error));
     }
+    // Codex answers a 500 with its own words ("We're currently experiencing high
+    // demand …"): the status is left only in `codexErrorInfo`, and the server's own
+    // message is dropped (codex 0.169 prints it nowhere, not even in its debug log).
+    let withheld = kind.as_deref() == Some("internalServerError");
+    let status = status.or(withheld.then_some(500));
+    let detail = match status {
+        Some(code) if !detail.contains(&code.to_string()) => {
+            let note = if withheld {
+                "; codex does not pass on the server's message"
+            } else {
+                ""
+            };
+            format!("the model API answered HTTP {code}: {detail}{note}")
+        }
+        _ => detail,
+    };
     let reason = if primary.message.contains("Missing environment variable") {
         FailureReason::AuthMissing
+    } else if status.is_none() && kind.is_none() && is_connection_failure(primary) {
+        FailureReason::ProviderUnreachable
+    } else if status.is_none() && is_idle_timeout(primary) {
+        // A stream that started and went silent (codex's stream idle timeout applies
+        // only once the headers arrived): the inactivity fault.
+        FailureReason::Timeout
     } else {
         match (status, kind.as_deref()) {
             (Some(401 | 403), _) | (_, Some("unauthorized")) => FailureReason::AuthInvalid,
@@ -55,6 +81,24 @@ pub(crate) fn classify(
         }
     };
     (reason, detail)
+}
+
+/// Whether the error says the request never reached the model API (and carries no
+/// HTTP status that would say otherwise).
+pub(crate) fn is_connection_failure(error: &TurnError) -> bool {
+    http_status(error).is_none()
+        && (names_connection_failure(&error.message)
+            || error
+                .additional_details
+                .as_deref()
+                .is_some_and(names_connection_failure))
+}
+
+/// Whether the error is codex's stream idle timeout ("idle timeout waiting for SSE"):
+/// a stream that started and went silent.
+pub(crate) fn is_idle_timeout(error: &TurnError) -> bool {
+    let says = |text: &str| text.contains("idle timeout");
+    says(&error.message) || error.additional_details.as_deref().is_some_and(says)
 }
 
 /// The HTTP status of an error: from `codexErrorInfo`'s object forms, else from the text.
@@ -127,8 +171,39 @@ mod tests {
             );
             let (reason, detail) = classify(Some(&last.error), std::slice::from_ref(&last));
             assert_eq!(reason, expected, "status {code}");
-            assert_eq!(detail, "boom");
+            assert_eq!(detail, format!("the model API answered HTTP {code}: boom"));
         }
+    }
+
+    #[test]
+    fn a_500_names_its_status_though_codex_rewrote_its_message() {
+        let retry = error(
+            "Reconnecting... 1/1",
+            json!({"responseStreamDisconnected": {"httpStatusCode": null}}),
+            true,
+        );
+        let last = error(
+            "We’re currently experiencing high demand, which may cause temporary errors.",
+            json!("internalServerError"),
+            false,
+        );
+        let (reason, detail) = classify(Some(&last.error), &[retry, last.clone()]);
+        assert_eq!(reason, FailureReason::ProviderError);
+        assert!(
+            detail.starts_with("the model API answered HTTP 500: We’re currently"),
+            "{detail}"
+        );
+        assert!(detail.contains("server's message"), "{detail}");
+        // A message that names its status already is left as it is.
+        let text = error(
+            "unexpected status 502 Bad Gateway: upstream down",
+            Value::Null,
+            false,
+        );
+        assert_eq!(
+            classify(None, &[text]).1,
+            "unexpected status 502 Bad Gateway: upstream down"
+        );
     }
 
     #[test]
@@ -174,6 +249,48 @@ mod tests {
             FailureReason::ProviderError
         );
         assert_eq!(classify(None, &[]).0, FailureReason::ProviderError);
+    }
+
+    #[test]
+    fn a_request_that_never_reached_the_api_is_provider_unreachable() {
+        let mut waiting = error(
+            "Reconnecting... waiting for network",
+            json!({"responseStreamDisconnected": {"httpStatusCode": null}}),
+            true,
+        );
+        waiting.error.additional_details = Some("Connection failed: error sending request".into());
+        assert!(is_connection_failure(&waiting.error));
+        let (reason, detail) = classify(None, std::slice::from_ref(&waiting));
+        assert_eq!(reason, FailureReason::ProviderUnreachable);
+        assert!(detail.contains("error sending request"), "{detail}");
+        // An answer with a status reached the API, whatever the words.
+        let refused = error(
+            "unexpected status 502 Bad Gateway: upstream connection refused",
+            Value::Null,
+            false,
+        );
+        assert!(!is_connection_failure(&refused.error));
+        assert_eq!(classify(None, &[refused]).0, FailureReason::ProviderError);
+        let cut = error(
+            "stream disconnected before completion: stream closed before response.completed",
+            json!({"responseStreamDisconnected": {"httpStatusCode": null}}),
+            false,
+        );
+        assert!(!is_connection_failure(&cut.error));
+        assert_eq!(classify(None, &[cut]).0, FailureReason::ProviderError);
+    }
+
+    #[test]
+    fn a_stream_that_went_silent_is_a_timeout() {
+        let idle = error(
+            "stream disconnected before completion: idle timeout waiting for SSE",
+            json!({"responseStreamDisconnected": {"httpStatusCode": null}}),
+            false,
+        );
+        assert_eq!(
+            classify(None, std::slice::from_ref(&idle)).0,
+            FailureReason::Timeout
+        );
     }
 
     #[test]

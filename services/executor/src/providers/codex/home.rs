@@ -3,25 +3,35 @@
 //! (`sessions/…/rollout-*.jsonl` plus SQLite state), which is why it lives as long as
 //! the conversation: a follow-up run resumes its thread from here.
 //!
-//! The config names one model provider, `switchyard`, pointing at the run's base URL
-//! with the API key taken from the env var the run names (codex reads the variable
-//! itself; the value never touches this file) and small retry knobs.
+//! The config names one model provider, `switchyard`, pointing at the operator's base
+//! URL (`executor.credentials.codex-app-server.base_url`) with the API key taken from
+//! the env var the run names (codex reads the variable itself; the value never touches
+//! this file) and small retry knobs. Rewriting it for every run also undoes whatever an
+//! earlier turn's agent may have written there. A `.codex/config.toml` in the workspace
+//! is not read: codex only reads a project's config for projects this file trusts.
 
 use super::options::CodexOptions;
+use crate::cli::StateFiles;
 use std::path::{Path, PathBuf};
 
 /// The model provider id in `config.toml`.
 pub(crate) const MODEL_PROVIDER: &str = "switchyard";
+/// The home's directory name in the state directory.
+const HOME_DIR: &str = "codex-home";
 
 /// `<state>/codex-home`.
 pub(crate) fn codex_home(state: &Path) -> PathBuf {
-    state.join("codex-home")
+    state.join(HOME_DIR)
 }
 
 /// Creates the home and writes its `config.toml`.
-pub(crate) async fn prepare(home: &Path, options: &CodexOptions) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(home).await?;
-    tokio::fs::write(home.join("config.toml"), config_toml(options)).await
+pub(crate) async fn prepare(state: &StateFiles, options: &CodexOptions) -> std::io::Result<()> {
+    state
+        .write(
+            Path::new(HOME_DIR).join("config.toml"),
+            config_toml(options),
+        )
+        .await
 }
 
 /// The `config.toml` of a run.

@@ -6,6 +6,7 @@
 //! * [`failure`] — a failed turn → one failure reason;
 //! * [`options`] — `providerOptions` and their defaults;
 //! * [`home`] — the per-conversation `CODEX_HOME` and its `config.toml`;
+//! * [`noise`] — what codex prints on every start, kept out of the evidence;
 //! * [`session`] — the driver: handshake, approvals, liveness, stop.
 //!
 //! A run spawns one app-server with `CODEX_HOME` under the conversation's state dir,
@@ -16,6 +17,7 @@
 
 mod failure;
 mod home;
+mod noise;
 mod options;
 mod protocol;
 mod session;
@@ -46,14 +48,15 @@ impl Provider for CodexProvider {
     }
 
     fn availability(&self) -> ProviderAvailability {
+        let check = self.env.start_check(session::PROGRAM);
         ProviderAvailability {
             name: ProviderName::CodexAppServer.as_str().to_owned(),
-            installed: self.env.binaries.find(session::PROGRAM).is_some(),
-            version: self.env.binaries.version(session::PROGRAM),
+            installed: check.installed,
+            version: check.version,
+            problem: check.problem,
             credentials_configured: Some(
                 self.env
-                    .credentials
-                    .is_configured(&[options::DEFAULT_CREDENTIAL_ENV.to_owned()]),
+                    .default_credential_configured(ProviderName::CodexAppServer),
             ),
         }
     }

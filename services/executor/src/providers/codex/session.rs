@@ -9,12 +9,13 @@
 
 use super::failure;
 use super::home;
+use super::noise;
 use super::options::CodexOptions;
 use super::protocol::{
     self, CommandApproval, FileChangeApproval, Incoming, METHOD_NOT_FOUND, ThreadResult,
     TurnEnvelope, TurnStatus, server_requests,
 };
-use super::translate::Translator;
+use super::translate::{ApiContact, Translator};
 use crate::cli::{CliCommand, CliEnv, CliProcess, Liveness, LivenessFailure};
 use crate::provider::{ProviderOutcome, RunContext};
 use futures::StreamExt as _;
@@ -29,7 +30,7 @@ use switchyard_contracts::event::{
     Diagnostic, DiagnosticLevel, Evidence, FileChanged, HumanLoopKind, MessageCompleted,
     MessageDelta, ReasoningDelta, ToolOutput, ToolStarted,
 };
-use switchyard_contracts::{FailureReason, RunEventKind};
+use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 
 /// The executable looked up on the search path.
 pub(crate) const PROGRAM: &str = "codex";
@@ -59,18 +60,29 @@ pub(crate) fn app_server_args() -> Vec<String> {
 
 /// Runs one run to its end.
 pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
-    let options = match CodexOptions::from_command(&ctx.command) {
+    let policy = env.policy(ProviderName::CodexAppServer);
+    let mut options = match CodexOptions::from_command(&ctx.command, &policy) {
         Ok(options) => options,
         Err(invalid) => {
             return ProviderOutcome::failed(FailureReason::ProviderError, invalid.to_string());
         }
     };
-    let (program, credentials) = match env.preflight(PROGRAM, &options.credential_env) {
+    let limits = env.liveness.with_overrides(&ctx.command.provider_options);
+    let stream_bound = [limits.first_output, limits.inactivity]
+        .into_iter()
+        .filter(|limit| !limit.is_zero())
+        .min();
+    options.fit_stream_idle_timeout(&ctx.command.provider_options, stream_bound);
+    let (program, credentials) = match env.preflight(
+        ProviderName::CodexAppServer,
+        PROGRAM,
+        &options.credential_env,
+    ) {
         Ok(ready) => (ready.program, ready.credentials),
         Err(outcome) => return outcome,
     };
     let codex_home = home::codex_home(&ctx.dirs.state);
-    if let Err(error) = home::prepare(&codex_home, &options).await {
+    if let Err(error) = home::prepare(&env.state_files(&ctx.dirs), &options).await {
         return ProviderOutcome::failed(
             FailureReason::ProviderError,
             format!("cannot write {}: {error}", codex_home.display()),
@@ -93,7 +105,7 @@ pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
         cwd: ctx.workspace.clone(),
         stdin_piped: true,
     };
-    let process = match CliProcess::spawn(command, &env.credentials) {
+    let process = match env.spawn(command, &ctx.dirs).await {
         Ok(process) => process,
         Err(error) => return env.spawn_failure(PROGRAM, error),
     };
@@ -121,6 +133,7 @@ pub(crate) async fn run(env: Arc<CliEnv>, ctx: RunContext) -> ProviderOutcome {
         next_id: 1,
         phase: Phase::Initializing,
         stopping: false,
+        steers: Vec::new(),
     };
     session.drive(ctx).await
 }
@@ -137,7 +150,13 @@ enum Phase {
 }
 
 /// A human's answer to a server request, ready to be sent.
-type Answer = (Value, ApprovalStyle, bool);
+struct Answer {
+    id: Value,
+    style: ApprovalStyle,
+    approved: bool,
+    /// What the human said with the answer (a decline's reason), if anything.
+    message: Option<String>,
+}
 
 /// How an approval is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,12 +168,18 @@ enum ApprovalStyle {
 }
 
 impl ApprovalStyle {
-    fn decision(self, approved: bool) -> &'static str {
-        match (self, approved) {
-            (ApprovalStyle::Current, true) => "accept",
-            (ApprovalStyle::Current, false) => "decline",
-            (ApprovalStyle::Legacy, true) => "approved",
-            (ApprovalStyle::Legacy, false) => "denied",
+    /// The `decision` of the answer. v1 carries a decline's message in the decision
+    /// itself (`{"denied": {"rejection": …}}`); v2 has no place for it (see
+    /// [`Session::answer`]).
+    fn decision(self, approved: bool, message: Option<&str>) -> Value {
+        match (self, approved, message) {
+            (ApprovalStyle::Current, true, _) => json!("accept"),
+            (ApprovalStyle::Current, false, _) => json!("decline"),
+            (ApprovalStyle::Legacy, true, _) => json!("approved"),
+            (ApprovalStyle::Legacy, false, Some(message)) => {
+                json!({"denied": {"rejection": message}})
+            }
+            (ApprovalStyle::Legacy, false, None) => json!("denied"),
         }
     }
 }
@@ -176,6 +201,8 @@ struct Session {
     next_id: u64,
     phase: Phase,
     stopping: bool,
+    /// Ids of the `turn/steer` requests that carry a decline's message.
+    steers: Vec<u64>,
 }
 
 impl Session {
@@ -188,7 +215,16 @@ impl Session {
         if let Some(usage) = self.translator.take_usage() {
             let _ = ctx.events.emit(RunEventKind::Usage(usage)).await;
         }
+        let stopped = outcome == ProviderOutcome::Stopped;
+        if stopped {
+            // Left before the shutdown too: the supervisor may abort us during it.
+            ctx.report_evidence(self.evidence(None));
+        }
         self.shut_down().await;
+        if stopped {
+            let exit_code = self.process.try_wait().flatten();
+            ctx.report_evidence(self.evidence(exit_code));
+        }
         tracing::info!(run_id = %ctx.command.run_id, outcome = ?outcome_name(&outcome), "codex run ended");
         outcome
     }
@@ -212,7 +248,6 @@ impl Session {
                     let Some(line) = line else {
                         return End::Outcome(self.exited_early().await);
                     };
-                    self.liveness.activity();
                     match self.handle_line(ctx, &line, &mut asks).await {
                         Ok(None) => {}
                         Ok(Some(end)) => return end,
@@ -233,9 +268,7 @@ impl Session {
                     tracing::info!(run_id = %ctx.command.run_id, "no turn/completed after turn/interrupt");
                     return End::Outcome(ProviderOutcome::Stopped);
                 }
-                Some((id, style, approved)) = asks.next(), if !asks.is_empty() => {
-                    self.send(&protocol::result(&id, json!({"decision": style.decision(approved)}))).await;
-                }
+                Some(answer) = asks.next(), if !asks.is_empty() => self.answer(answer).await,
             }
         }
     }
@@ -251,18 +284,37 @@ impl Session {
         let message = match Incoming::parse(line) {
             Ok(message) => message,
             Err(error) => {
+                self.liveness.activity();
                 tracing::debug!(run_id = %ctx.command.run_id, %error, "app-server line not understood");
                 return Ok(None);
             }
         };
+
         match message {
-            Incoming::Response { id, outcome } => self.response(ctx, &id, outcome).await,
+            Incoming::Response { id, outcome } => {
+                self.liveness.activity();
+                self.response(ctx, &id, outcome).await
+            }
             Incoming::Request { id, method, params } => {
+                self.liveness.activity();
                 self.server_request(ctx, id, &method, &params, asks).await;
                 Ok(None)
             }
             Incoming::Notification { method, params } => {
                 let translated = self.translator.notification(&method, &params);
+                match translated.api_contact {
+                    // "Reconnecting... waiting for network" is no sign of life: codex
+                    // repeats it for ever while the model API cannot be connected to.
+                    Some(ApiContact::Unreachable) => self.liveness.unreachable(),
+                    Some(ApiContact::Answered) => {
+                        self.liveness.reachable();
+                        self.liveness.activity();
+                    }
+                    // The stream had started: the model answered, and the silence is
+                    // the inactivity fault, as on the other providers.
+                    Some(ApiContact::StreamWentSilent) => self.liveness.output_seen(),
+                    None => self.liveness.activity(),
+                }
                 if translated.model_output {
                     self.liveness.output_seen();
                 }
@@ -365,6 +417,24 @@ impl Session {
                     error.message
                 )))),
             },
+            _ if id.is_some_and(|id| self.steers.contains(&id)) => {
+                if let Err(error) = outcome {
+                    tracing::warn!(run_id = %ctx.command.run_id, error = %error.message, "codex refused the decline's message");
+                    self.emit(
+                        ctx,
+                        RunEventKind::Diagnostic(Diagnostic {
+                            level: DiagnosticLevel::Warn,
+                            message: format!(
+                                "codex refused the message of a declined request (turn/steer: {}); the model did not see it",
+                                error.message
+                            ),
+                            raw: None,
+                        }),
+                    )
+                    .await?;
+                }
+                Ok(None)
+            }
             // `turn/interrupt` answers and anything late.
             _ => Ok(None),
         }
@@ -524,8 +594,44 @@ impl Session {
         asks.push(Box::pin(async move {
             let _paused = liveness.pause();
             let answer = human_loop.ask(kind, prompt, details).await;
-            (id, style, answer.approved())
+            Answer {
+                id,
+                style,
+                approved: answer.approved(),
+                message: answer.message.filter(|m| !m.trim().is_empty()),
+            }
         }));
+    }
+
+    /// Sends a human's answer. The v2 approval answer has no field for a decline's
+    /// message, so the message goes to the model as input steered into the running
+    /// turn (`turn/steer`), sent before the decline: codex then hands the model the
+    /// declined call's result and the message in the same next request.
+    async fn answer(&mut self, answer: Answer) {
+        let Answer {
+            id,
+            style,
+            approved,
+            message,
+        } = answer;
+        if let (ApprovalStyle::Current, false, Some(message)) = (style, approved, &message)
+            && let (Some(thread_id), Some(turn_id)) =
+                (self.translator.thread_id(), self.translator.turn_id())
+        {
+            let text = format!("The user declined that request: {message}");
+            let params = json!({
+                "threadId": thread_id,
+                "expectedTurnId": turn_id,
+                "input": [{"type": "text", "text": text}],
+            });
+            let steer_id = self.take_id();
+            self.steers.push(steer_id);
+            self.send(&protocol::request(steer_id, "turn/steer", params))
+                .await;
+        }
+        let decision = style.decision(approved, message.as_deref());
+        self.send(&protocol::result(&id, json!({ "decision": decision })))
+            .await;
     }
 
     /// The outcome of our turn's `turn/completed`.
@@ -577,6 +683,11 @@ impl Session {
         // The last retry notice says what codex was waiting for.
         if let Some(last) = self.translator.errors().last() {
             detail = format!("{detail}; last codex error: {}", last.error.message);
+            if let Some(details) = last.error.additional_details.as_deref()
+                && !details.is_empty()
+            {
+                detail = format!("{detail} ({details})");
+            }
         }
         self.failed(failure.reason(), detail, None)
     }
@@ -594,16 +705,23 @@ impl Session {
         ProviderOutcome::Failed {
             reason,
             detail: self.env.credentials.redact(&detail),
-            evidence: Evidence {
-                stderr_tail: self
-                    .process
-                    .stderr_tail()
-                    .iter()
-                    .map(|line| strip_ansi(line))
-                    .collect(),
-                raw_lines: self.raw.iter().cloned().collect(),
-                exit_code,
-            },
+            evidence: self.evidence(exit_code),
+        }
+    }
+
+    /// The stderr tail (without codex's start-up noise) and the last protocol lines
+    /// (both redacted).
+    fn evidence(&self, exit_code: Option<i32>) -> Evidence {
+        Evidence {
+            stderr_tail: self
+                .process
+                .stderr_tail()
+                .iter()
+                .filter(|line| !noise::is_benign(line))
+                .map(|line| strip_ansi(line))
+                .collect(),
+            raw_lines: self.raw.iter().cloned().collect(),
+            exit_code,
         }
     }
 
@@ -651,6 +769,9 @@ impl Session {
     }
 
     fn keep_raw(&mut self, line: &str) {
+        if noise::is_benign(line) {
+            return;
+        }
         if self.raw.len() == RAW_LINES {
             self.raw.pop_front();
         }

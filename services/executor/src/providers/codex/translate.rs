@@ -10,7 +10,7 @@
 //! | `item/completed` of a tool item | `tool.completed` (`declined` when a human refused) |
 //! | `item/completed` fileChange with status completed | one `file.changed` per file (paths relative to the workspace) |
 //! | `thread/tokenUsage/updated` | tallied; one `usage` for the run at its end ([`Translator::take_usage`]) |
-//! | `error` | `diagnostic` (kept for the failure classification) |
+//! | `error` | `diagnostic` (kept for the failure classification; a retry because the model API cannot be connected to is [`ApiContact::Unreachable`]) |
 //! | `warning`, `configWarning` | `diagnostic` |
 //! | `turn/completed` | the end of the turn ([`TurnEnd`]) |
 //!
@@ -18,6 +18,7 @@
 //! methods added in later versions …) produces nothing. Notifications about another
 //! thread (sub-agents) are ignored.
 
+use super::failure;
 use super::protocol::{
     ErrorNotification, ItemDelta, ItemEnvelope, TokenUsageBreakdown, TokenUsageUpdated, Turn,
     TurnEnvelope,
@@ -57,6 +58,21 @@ pub(crate) struct Translated {
     pub(crate) model_output: bool,
     /// `turn/completed` of our turn.
     pub(crate) turn_end: Option<Turn>,
+    /// What an `error` notification says about the model API.
+    pub(crate) api_contact: Option<ApiContact>,
+}
+
+/// Whether the model API could be reached, as an `error` notification tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApiContact {
+    /// The request did not reach the API ("Reconnecting... waiting for network"): no
+    /// sign of life, whatever codex keeps printing.
+    Unreachable,
+    /// The API answered (with an error status, or a stream that broke).
+    Answered,
+    /// A response stream started and then went silent until codex's stream idle
+    /// timeout (which applies only once the headers arrived): the model answered.
+    StreamWentSilent,
 }
 
 /// The state of one turn's translation.
@@ -198,6 +214,13 @@ impl Translator {
                     {
                         message = format!("{message} ({details})");
                     }
+                    out.api_contact = Some(if failure::is_connection_failure(&error.error) {
+                        ApiContact::Unreachable
+                    } else if failure::is_idle_timeout(&error.error) {
+                        ApiContact::StreamWentSilent
+                    } else {
+                        ApiContact::Answered
+                    });
                     out.events.push(RunEventKind::Diagnostic(Diagnostic {
                         level: if error.will_retry {
                             DiagnosticLevel::Warn

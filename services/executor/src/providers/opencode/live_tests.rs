@@ -4,13 +4,17 @@
 //! end-to-end tests through the executor, `tests/providers/opencode.rs`, cover the same
 //! paths); run them with
 //! `cargo test -p switchyard-executor --lib opencode::live_tests -- --ignored`. The
-//! re-subscription tests in `resubscribe` always run: nothing else covers a cut stream.
+//! re-subscription tests in `resubscribe` always run: nothing else covers a cut stream;
+//! so does the test that calls the server without the run's password.
 
 mod proxy;
 mod resubscribe;
 
 use super::OpencodeProvider;
-use crate::cli::{CliEnv, CliLocator, ConversationState, Credentials, WorkDirs};
+use crate::cli::{
+    CliEnv, CliLocator, ConversationState, CredentialPolicies, Credentials, ProviderCredentials,
+    WorkDirs,
+};
 use crate::clock::ActiveClock;
 use crate::human_loop::{HumanLoop, HumanReply, PendingRequests};
 use crate::provider::{Provider, ProviderOutcome, RunContext, SessionReport};
@@ -22,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::event::HumanLoopDecision;
-use switchyard_contracts::{FailureReason, RunCommand, RunEvent, RunEventKind, RunId};
+use switchyard_contracts::{
+    FailureReason, ProviderName, RunCommand, RunEvent, RunEventKind, RunId,
+};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_test_support::NatsServer;
@@ -30,6 +36,25 @@ use switchyard_test_support::fake_model::{FINAL_MARKER, FakeModel, TOOL_FILE};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "sk-fake-opencode-live-0123456789";
+/// A variable the operator allows that has no value.
+const UNSET: &str = "UNSET_OPENCODE_TEST_KEY";
+
+/// The CLI environment of these tests: the key, and the fake model as the operator's
+/// endpoint.
+fn cli_env(bin: PathBuf, model: &FakeModel) -> CliEnv {
+    let mut env = CliEnv::for_tests(
+        CliLocator::new(vec![bin], None),
+        Credentials::from_pairs([("OPENAI_API_KEY", KEY)]),
+    );
+    env.policies = CredentialPolicies::default().with(
+        ProviderName::Opencode,
+        ProviderCredentials {
+            env: vec!["OPENAI_API_KEY".into(), UNSET.into()],
+            base_url: Some(model.openai_url()),
+        },
+    );
+    env
+}
 
 struct Live {
     _nats: NatsServer,
@@ -39,6 +64,8 @@ struct Live {
     root: tempfile::TempDir,
     /// Where the adapter connects instead of the server (see `api::ROUTE`).
     route: Option<Arc<dyn Fn(u16) -> u16 + Send + Sync>>,
+    /// Runs while a human-loop request waits, before it is answered.
+    before_answer: Option<Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>>,
 }
 
 struct Finished {
@@ -66,26 +93,25 @@ impl Live {
         let log = EventLog::open(js).await.unwrap();
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../.local/providers/node_modules/.bin");
-        let env = Arc::new(CliEnv::for_tests(
-            CliLocator::new(vec![bin], None),
-            Credentials::from_pairs([("OPENAI_API_KEY", KEY)]),
-        ));
+        let model = FakeModel::start().await.unwrap();
+        let env = Arc::new(cli_env(bin, &model));
         Live {
             _nats: nats,
             log,
-            model: FakeModel::start().await.unwrap(),
+            model,
             env,
             root: tempfile::tempdir().unwrap(),
             route: None,
+            before_answer: None,
         }
     }
 
     fn command(&self, prompt: &str, options: Value) -> RunCommand {
-        let mut provider_options = json!({"baseUrl": self.model.openai_url()});
-        if let (Some(target), Some(extra)) = (provider_options.as_object_mut(), options.as_object())
-        {
-            target.extend(extra.clone());
-        }
+        let provider_options = if options.is_object() {
+            options
+        } else {
+            json!({})
+        };
         serde_json::from_value(json!({
             "runId": RunId::now_v7(),
             "provider": "opencode",
@@ -134,8 +160,10 @@ impl Live {
             human_loop,
             stop: stop.clone(),
             session_id: session.clone(),
+            evidence: Default::default(),
         };
         let log = self.log.clone();
+        let before_answer = self.before_answer.clone();
         let watcher = tokio::spawn({
             let stop = stop.clone();
             async move {
@@ -143,6 +171,9 @@ impl Live {
                 while let Some(Ok(stored)) = tail.next().await {
                     let event = stored.decode().unwrap();
                     if let RunEventKind::HumanLoopRequested(request) = &event.kind {
+                        if let Some(before_answer) = &before_answer {
+                            before_answer().await;
+                        }
                         let _ = pending.answer(
                             Some(&request.request_id),
                             HumanReply {
@@ -264,13 +295,14 @@ async fn live_failures() {
         (
             "SCN_HANG hi",
             json!({"firstOutputTimeoutMs": 4000}),
-            FailureReason::Timeout,
+            FailureReason::ProviderNoOutput,
         ),
         (
             "SCN_STALL hi",
-            json!({"firstOutputTimeoutMs": 4000, "inactivityTimeoutMs": 4000}),
+            json!({"inactivityTimeoutMs": 4000}),
             FailureReason::Timeout,
         ),
+        ("SCN_CUT hi", json!({}), FailureReason::ProviderError),
     ] {
         let dirs = live.dirs(&format!("fail-{}", &prompt[..8])).await;
         let workspace = dirs.workspace.clone();
@@ -379,7 +411,7 @@ async fn a_missing_key_or_binary_fails_before_spawning() {
     let live = Live::start().await;
     let dirs = live.dirs("nokey").await;
     let mut command = live.command("hi", json!({}));
-    command.credential_env = vec!["SWITCHYARD_TEST_NO_SUCH_KEY".into()];
+    command.credential_env = vec![UNSET.into()];
     let done = live
         .run(command, dirs, None, HumanLoopDecision::Approve, None)
         .await;
@@ -387,10 +419,7 @@ async fn a_missing_key_or_binary_fails_before_spawning() {
     assert!(done.events.is_empty());
 
     let empty = tempfile::tempdir().unwrap();
-    let env = Arc::new(CliEnv::for_tests(
-        CliLocator::new(vec![empty.path().to_path_buf()], None),
-        Credentials::from_pairs([("OPENAI_API_KEY", KEY)]),
-    ));
+    let env = Arc::new(cli_env(empty.path().to_path_buf(), &live.model));
     let live = Live { env, ..live };
     let dirs = live.dirs("nobin").await;
     let done = live
@@ -471,5 +500,136 @@ async fn live_a_server_killed_mid_turn_is_provider_crashed() {
             .raw_lines
             .iter()
             .any(|l| l.contains("message.part.delta"))
+    );
+}
+
+/// The value of `name` in the environment of one of `pids` (the server's processes).
+fn environment_value(pids: &[u32], name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    pids.iter().find_map(|pid| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|b| *b == 0)
+            .filter_map(|entry| std::str::from_utf8(entry).ok())
+            .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_owned))
+    })
+}
+
+/// `opencode serve` listens on loopback, which every local process reaches — another
+/// run's agent included. While the run waits for an approval, a caller without the
+/// run's password (none, or a wrong one) is refused on every route, so it can neither
+/// read the session nor answer the permission; the adapter's own calls go through.
+#[tokio::test]
+async fn the_opencode_server_refuses_callers_without_the_runs_password() {
+    let mut live = Live::start().await;
+    let port = Arc::new(std::sync::OnceLock::new());
+    live.route = Some(Arc::new({
+        let port = port.clone();
+        move |server_port| {
+            let _ = port.set(server_port);
+            server_port
+        }
+    }));
+    let dirs = live.dirs("password").await;
+    let workspace = dirs.workspace.clone();
+    /// What the probes saw while the approval waited.
+    #[derive(Clone, Default)]
+    struct Seen {
+        /// (request, status) of each probe.
+        probes: Vec<(String, u16)>,
+        /// The password the server was started with.
+        password: Option<String>,
+    }
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+    live.before_answer = Some(Arc::new({
+        let port = port.clone();
+        let seen = seen.clone();
+        let workspace = workspace.clone();
+        move || {
+            let port = port.clone();
+            let seen = seen.clone();
+            let workspace = workspace.clone();
+            Box::pin(async move {
+                let port = *port.get().expect("the adapter connected to the server");
+                let base = format!("http://127.0.0.1:{port}");
+                let http = reqwest::Client::builder().no_proxy().build().unwrap();
+                let mut probes = Vec::new();
+                for (who, auth) in [
+                    ("no password", None),
+                    ("a wrong password", Some("not-the-password")),
+                ] {
+                    for (method, path, body) in [
+                        (reqwest::Method::GET, "/session", None),
+                        (reqwest::Method::GET, "/permission", None),
+                        (reqwest::Method::GET, "/event", None),
+                        (
+                            reqwest::Method::POST,
+                            "/permission/per_0000000000000000000000000/reply",
+                            Some(json!({"reply": "always"})),
+                        ),
+                    ] {
+                        let mut request = http
+                            .request(method.clone(), format!("{base}{path}"))
+                            .timeout(Duration::from_secs(10));
+                        if let Some(password) = auth {
+                            request =
+                                request.basic_auth(super::api::SERVER_USERNAME, Some(password));
+                        }
+                        if let Some(body) = body {
+                            request = request.json(&body);
+                        }
+                        let status = request.send().await.unwrap().status().as_u16();
+                        probes.push((format!("{method} {path} with {who}"), status));
+                    }
+                }
+                // The right password, read from the server's environment as only the
+                // executor's own user can: the refusals above were about the password.
+                let password =
+                    environment_value(&processes_in(&workspace), "OPENCODE_SERVER_PASSWORD");
+                if let Some(password) = &password {
+                    let status = http
+                        .get(format!("{base}/session"))
+                        .basic_auth(super::api::SERVER_USERNAME, Some(password))
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16();
+                    probes.push(("GET /session with the password".to_owned(), status));
+                }
+                *seen.lock().unwrap() = Seen { probes, password };
+            })
+        }
+    }));
+    let done = live
+        .run(
+            live.command("Create hello.txt please", json!({})),
+            dirs,
+            None,
+            HumanLoopDecision::Approve,
+            None,
+        )
+        .await;
+    let Seen { probes, password } = seen.lock().unwrap().clone();
+    assert!(!probes.is_empty(), "the run never asked for an approval");
+    for (probe, status) in &probes {
+        let expected = if probe.ends_with("with the password") {
+            200
+        } else {
+            401
+        };
+        assert_eq!(*status, expected, "{probe}");
+    }
+    let password = password.expect("the server runs with OPENCODE_SERVER_PASSWORD");
+    assert!(password.len() >= 32, "a weak password");
+    // The approval that counted was the run's own, and the password is nowhere in
+    // what the run recorded.
+    assert_eq!(done.outcome, ProviderOutcome::Succeeded);
+    assert!(workspace.join(TOOL_FILE).is_file());
+    let recorded = serde_json::to_string(&done.events).unwrap();
+    assert!(
+        !recorded.contains(&password),
+        "the password is in the run's events"
     );
 }

@@ -1,8 +1,9 @@
 //! The `opencode` provider: drives `opencode serve` (opencode-ai 1.18) over its HTTP
 //! API and SSE event stream on a loopback port.
 //!
-//! * `options.rs` — what the run asks for (model API, key name, permissions, retry
-//!   budget) and the `opencode.json` written into the run's config dir;
+//! * `options.rs` — what the run asks for (model, key name, permissions, retry
+//!   budget), the operator's endpoint, and the `opencode.json` written into the run's
+//!   config dir;
 //! * `api.rs` — the HTTP client and the SSE reader;
 //! * `translate.rs` — opencode events → Switchyard events, error classification;
 //! * `session.rs` — the driver: spawn, handshake, session, prompt, turn, stop;
@@ -45,17 +46,15 @@ impl Provider for OpencodeProvider {
     }
 
     fn availability(&self) -> ProviderAvailability {
-        let installed = self.env.binaries.find(session::PROGRAM).is_some();
+        let check = self.env.start_check(session::PROGRAM);
         ProviderAvailability {
             name: ProviderName::Opencode.as_str().to_owned(),
-            installed,
-            version: installed
-                .then(|| self.env.binaries.version(session::PROGRAM))
-                .flatten(),
+            installed: check.installed,
+            version: check.version,
+            problem: check.problem,
             credentials_configured: Some(
                 self.env
-                    .credentials
-                    .is_configured(&[options::DEFAULT_CREDENTIAL_ENV.to_owned()]),
+                    .default_credential_configured(ProviderName::Opencode),
             ),
         }
     }

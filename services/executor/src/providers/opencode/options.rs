@@ -1,33 +1,39 @@
-//! What a run asks of opencode (model, model API, credential, permissions, retry
-//! budget) and the `opencode.json` written for it.
+//! What a run asks of opencode (model, credential, permissions, retry budget), the
+//! operator's model endpoint, and the `opencode.json` written for it.
+//!
+//! The endpoint is the operator's: with `executor.credentials.opencode.base_url` set,
+//! the run gets an OpenAI-compatible (Chat Completions) provider of its own pointed
+//! there, every model name is a model of that provider (a `provider/` prefix other than
+//! its id is part of the model name, as on OpenRouter-style gateways) and no other
+//! provider is enabled. Unset, the model's `provider/` prefix picks one of opencode's
+//! built-in providers, and each reads its key from its own variable (`OPENAI_API_KEY`
+//! for `openai`, …): a key only ever goes to the vendor it belongs to.
 //!
 //! `providerOptions` keys read here (all optional):
 //!
 //! | key | meaning | default |
 //! |---|---|---|
-//! | `baseUrl` | an OpenAI-compatible (Chat Completions) base URL, e.g. `http://host/v1`; the run then uses a provider of its own | none: one of opencode's built-in providers |
-//! | `providerId` | the opencode provider id for `baseUrl` | `switchyard` |
-//! | `model` | the model, `provider/model` or just `model` (the command's `model` wins) | with `baseUrl`: `default`; else opencode's choice |
+//! | `providerId` | the opencode provider id of the operator's endpoint | `switchyard` |
+//! | `model` | the model, `provider/model` or just `model` (the command's `model` wins) | with an endpoint: `default`; else opencode's choice |
 //! | `maxRetries` | model API retries opencode may make before the run fails | 1 |
 //! | `permission` | opencode's `permission` config (`"allow"`, or `{"bash": "ask", …}`) | bash, edit and webfetch ask |
 //!
 //! The API key never appears in the file: it says `{env:NAME}`, and the value reaches
-//! opencode through the child's environment only.
+//! opencode through the child's environment only. opencode expands `{env:…}` and
+//! `{file:…}` anywhere in its config, so nothing a run gives may contain `{` or `}`.
 
 use super::api::ModelRef;
+use crate::cli::ProviderCredentials;
 use serde_json::{Value, json};
 use switchyard_contracts::RunCommand;
 
-/// The credential used when the command names none.
-pub(crate) const DEFAULT_CREDENTIAL_ENV: &str = "OPENAI_API_KEY";
-
-/// The provider id of a run's own `baseUrl` provider.
+/// The provider id of the operator's endpoint.
 const DEFAULT_CUSTOM_PROVIDER: &str = "switchyard";
 
-/// The built-in provider a bare model name without `baseUrl` belongs to.
+/// The built-in provider a bare model name without an endpoint belongs to.
 const DEFAULT_BUILTIN_PROVIDER: &str = "openai";
 
-/// The model id used with a `baseUrl` when no model is named.
+/// The model id used with an endpoint when no model is named.
 const DEFAULT_CUSTOM_MODEL: &str = "default";
 
 const DEFAULT_MAX_RETRIES: u64 = 1;
@@ -35,19 +41,24 @@ const DEFAULT_MAX_RETRIES: u64 = 1;
 /// A run's opencode settings.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct OpencodeOptions {
+    /// The operator's endpoint (`executor.credentials.opencode.base_url`).
     pub(crate) base_url: Option<String>,
     /// `None`: opencode picks its default model.
     pub(crate) model: Option<ModelRef>,
     /// The credentials to resolve and hand to opencode (the command's
-    /// `credentialEnv`, or [`DEFAULT_CREDENTIAL_ENV`]); the first is the API key.
+    /// `credentialEnv`, or the first the operator allows); with an endpoint, the first
+    /// is its API key.
     pub(crate) credential_env: Vec<String>,
     pub(crate) max_retries: u64,
     pub(crate) permission: Value,
 }
 
 impl OpencodeOptions {
-    /// Reads the command; the error names the bad option.
-    pub(crate) fn from_command(command: &RunCommand) -> Result<Self, String> {
+    /// Reads the command and the operator's allowance; the error names the bad option.
+    pub(crate) fn from_command(
+        command: &RunCommand,
+        policy: &ProviderCredentials,
+    ) -> Result<Self, String> {
         let options = &command.provider_options;
         let text = |key: &str| -> Result<Option<String>, String> {
             match options.get(key) {
@@ -57,18 +68,10 @@ impl OpencodeOptions {
                 Some(_) => Err(format!("providerOptions.{key} must be a string")),
             }
         };
-        let base_url = text("baseUrl")?;
-        if let Some(url) = &base_url
-            && !is_plain_url(url)
-        {
-            return Err(
-                "providerOptions.baseUrl must be an http(s) URL without `{`, `}` or spaces"
-                    .to_owned(),
-            );
-        }
+        let base_url = policy.base_url.clone();
         let custom_provider = text("providerId")?;
         if let Some(id) = &custom_provider
-            && !is_plain_name(id)
+            && (!is_plain_name(id) || id.contains('/'))
         {
             return Err("providerOptions.providerId has characters opencode ids do not".into());
         }
@@ -84,7 +87,22 @@ impl OpencodeOptions {
             ));
         }
         let model = match (model_name, &base_url) {
-            (Some(name), _) if name.contains('/') => {
+            (name, Some(_)) => {
+                let provider_id =
+                    custom_provider.unwrap_or_else(|| DEFAULT_CUSTOM_PROVIDER.to_owned());
+                let model_id = match name {
+                    Some(name) => match name.strip_prefix(&format!("{provider_id}/")) {
+                        Some(own) if !own.is_empty() => own.to_owned(),
+                        _ => name,
+                    },
+                    None => DEFAULT_CUSTOM_MODEL.to_owned(),
+                };
+                Some(ModelRef {
+                    provider_id,
+                    model_id,
+                })
+            }
+            (Some(name), None) if name.contains('/') => {
                 let (provider_id, model_id) = name.split_once('/').unwrap_or_default();
                 if provider_id.is_empty() || model_id.is_empty() {
                     return Err(format!("the model name {name:?} is not provider/model"));
@@ -94,12 +112,6 @@ impl OpencodeOptions {
                     model_id: model_id.to_owned(),
                 })
             }
-            (name, Some(_)) => Some(ModelRef {
-                provider_id: custom_provider
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_CUSTOM_PROVIDER.to_owned()),
-                model_id: name.unwrap_or_else(|| DEFAULT_CUSTOM_MODEL.to_owned()),
-            }),
             (Some(name), None) => Some(ModelRef {
                 provider_id: DEFAULT_BUILTIN_PROVIDER.to_owned(),
                 model_id: name,
@@ -119,11 +131,14 @@ impl OpencodeOptions {
                 return Err("providerOptions.permission must be a string or an object".into());
             }
         };
-        let credential_env = if command.credential_env.is_empty() {
-            vec![DEFAULT_CREDENTIAL_ENV.to_owned()]
-        } else {
-            command.credential_env.clone()
-        };
+        if has_braces(&permission) {
+            return Err(
+                "providerOptions.permission must not contain `{` or `}` (opencode would expand \
+                 them as `{env:…}` / `{file:…}` references)"
+                    .into(),
+            );
+        }
+        let credential_env = policy.names_for(&command.credential_env);
         if let Some(bad) = credential_env.iter().find(|name| !is_env_name(name)) {
             return Err(format!(
                 "the credential name {bad:?} is not an environment variable name"
@@ -138,44 +153,35 @@ impl OpencodeOptions {
         })
     }
 
-    /// The variable holding the model API key.
-    pub(crate) fn api_key_env(&self) -> &str {
-        self.credential_env
-            .first()
-            .map_or(DEFAULT_CREDENTIAL_ENV, String::as_str)
-    }
-
     /// The content of `$XDG_CONFIG_HOME/opencode/opencode.json` for the run.
     pub(crate) fn config_json(&self) -> Value {
-        let api_key = format!("{{env:{}}}", self.api_key_env());
         let mut config = json!({
             "$schema": "https://opencode.ai/config.json",
             "autoupdate": false,
             "share": "disabled",
             "permission": self.permission,
         });
-        match (&self.base_url, &self.model) {
-            (Some(base_url), Some(model)) => {
-                config["provider"] = json!({
-                    model.provider_id.clone(): {
-                        "npm": "@ai-sdk/openai-compatible",
-                        "name": format!("Switchyard ({})", model.provider_id),
-                        "options": {"baseURL": base_url, "apiKey": api_key},
-                        "models": {
-                            model.model_id.clone(): {
-                                "name": model.model_id,
-                                "tool_call": true,
-                                "limit": {"context": 128_000, "output": 4096},
-                            }
+        if let (Some(base_url), Some(model)) = (&self.base_url, &self.model) {
+            let mut options = json!({"baseURL": base_url});
+            if let Some(key) = self.credential_env.first() {
+                options["apiKey"] = json!(format!("{{env:{key}}}"));
+            }
+            config["provider"] = json!({
+                model.provider_id.clone(): {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "name": format!("Switchyard ({})", model.provider_id),
+                    "options": options,
+                    "models": {
+                        model.model_id.clone(): {
+                            "name": model.model_id,
+                            "tool_call": true,
+                            "limit": {"context": 128_000, "output": 4096},
                         }
                     }
-                });
-            }
-            (_, Some(model)) => {
-                config["provider"] =
-                    json!({model.provider_id.clone(): {"options": {"apiKey": api_key}}});
-            }
-            (_, None) => {}
+                }
+            });
+            // The operator's endpoint is the only one: no built-in provider is loaded.
+            config["enabled_providers"] = json!([model.provider_id]);
         }
         if let Some(model) = &self.model {
             let name = format!("{}/{}", model.provider_id, model.model_id);
@@ -193,12 +199,15 @@ fn default_permission() -> Value {
     json!({"bash": "ask", "edit": "ask", "webfetch": "ask"})
 }
 
-/// A URL opencode will not run its `{env:…}` / `{file:…}` substitution on.
-fn is_plain_url(url: &str) -> bool {
-    (url.starts_with("http://") || url.starts_with("https://"))
-        && !url
-            .chars()
-            .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+/// Whether any key or string in `value` contains `{` or `}`.
+fn has_braces(value: &Value) -> bool {
+    let braces = |text: &str| text.contains(['{', '}']);
+    match value {
+        Value::String(text) => braces(text),
+        Value::Array(items) => items.iter().any(has_braces),
+        Value::Object(map) => map.iter().any(|(k, v)| braces(k) || has_braces(v)),
+        _ => false,
+    }
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -218,6 +227,7 @@ fn is_plain_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_contracts::ProviderName;
 
     fn command(model: Option<&str>, options: Value, credentials: &[&str]) -> RunCommand {
         serde_json::from_value(json!({
@@ -232,16 +242,25 @@ mod tests {
         .unwrap()
     }
 
+    fn defaults() -> ProviderCredentials {
+        ProviderCredentials::defaults(ProviderName::Opencode)
+    }
+
+    fn operator(base_url: &str) -> ProviderCredentials {
+        ProviderCredentials {
+            env: vec!["FAKE_KEY".into(), "OTHER".into()],
+            base_url: Some(base_url.into()),
+        }
+    }
+
     #[test]
-    fn a_base_url_gets_a_provider_of_its_own_with_the_key_from_the_environment() {
-        let options = OpencodeOptions::from_command(&command(
-            Some("fake-model"),
-            json!({"baseUrl": "http://127.0.0.1:9/v1"}),
-            &["FAKE_KEY", "OTHER"],
-        ))
+    fn the_operators_endpoint_gets_a_provider_of_its_own_with_the_key_from_the_environment() {
+        let options = OpencodeOptions::from_command(
+            &command(Some("fake-model"), json!({}), &["FAKE_KEY", "OTHER"]),
+            &operator("http://127.0.0.1:9/v1"),
+        )
         .unwrap();
         assert_eq!(options.credential_env, ["FAKE_KEY", "OTHER"]);
-        assert_eq!(options.api_key_env(), "FAKE_KEY");
         assert_eq!(options.max_retries, 1);
         let config = options.config_json();
         let provider = &config["provider"]["switchyard"];
@@ -249,6 +268,7 @@ mod tests {
         assert_eq!(provider["options"]["baseURL"], "http://127.0.0.1:9/v1");
         assert_eq!(provider["options"]["apiKey"], "{env:FAKE_KEY}");
         assert_eq!(provider["models"]["fake-model"]["tool_call"], true);
+        assert_eq!(config["enabled_providers"], json!(["switchyard"]));
         assert_eq!(config["model"], "switchyard/fake-model");
         assert_eq!(config["small_model"], "switchyard/fake-model");
         assert_eq!(config["permission"]["bash"], "ask");
@@ -256,31 +276,34 @@ mod tests {
     }
 
     #[test]
-    fn defaults_and_overrides() {
-        let options = OpencodeOptions::from_command(&command(None, json!({}), &[])).unwrap();
-        assert_eq!(options.credential_env, [DEFAULT_CREDENTIAL_ENV]);
-        assert_eq!(options.model, None);
-        assert!(options.config_json().get("model").is_none());
-
-        let options = OpencodeOptions::from_command(&command(
-            Some("anthropic/claude-x"),
-            json!({"permission": "allow", "maxRetries": 0, "model": "ignored"}),
-            &[],
-        ))
-        .unwrap();
-        assert_eq!(options.max_retries, 0);
-        assert_eq!(options.config_json()["permission"], "allow");
-        assert_eq!(
-            options.config_json()["provider"]["anthropic"]["options"]["apiKey"],
-            "{env:OPENAI_API_KEY}"
-        );
-        assert_eq!(options.config_json()["model"], "anthropic/claude-x");
-
-        let options = OpencodeOptions::from_command(&command(
-            None,
-            json!({"model": "gpt-x", "baseUrl": "https://example.test/v1", "providerId": "corp"}),
-            &[],
-        ))
+    fn with_an_endpoint_every_model_is_a_model_of_that_endpoint() {
+        for (model, model_id) in [
+            (Some("anthropic/claude-x"), "anthropic/claude-x"),
+            (Some("switchyard/fake"), "fake"),
+            (None, "default"),
+        ] {
+            let options = OpencodeOptions::from_command(
+                &command(model, json!({}), &[]),
+                &operator("https://gateway.test/v1"),
+            )
+            .unwrap();
+            assert_eq!(
+                options.model,
+                Some(ModelRef {
+                    provider_id: "switchyard".into(),
+                    model_id: model_id.into()
+                }),
+                "{model:?}"
+            );
+            let config = options.config_json();
+            assert_eq!(config["enabled_providers"], json!(["switchyard"]));
+            assert_eq!(config["provider"].as_object().unwrap().len(), 1, "{config}");
+            assert_eq!(options.credential_env, ["FAKE_KEY"]);
+        }
+        let options = OpencodeOptions::from_command(
+            &command(None, json!({"model": "gpt-x", "providerId": "corp"}), &[]),
+            &operator("https://gateway.test/v1"),
+        )
         .unwrap();
         assert_eq!(
             options.model,
@@ -292,22 +315,55 @@ mod tests {
     }
 
     #[test]
+    fn without_an_endpoint_built_in_providers_read_their_own_key() {
+        let options =
+            OpencodeOptions::from_command(&command(None, json!({}), &[]), &defaults()).unwrap();
+        assert_eq!(options.credential_env, ["OPENAI_API_KEY"]);
+        assert_eq!(options.model, None);
+        assert!(options.config_json().get("model").is_none());
+
+        let options = OpencodeOptions::from_command(
+            &command(
+                Some("anthropic/claude-x"),
+                json!({"permission": "allow", "maxRetries": 0, "model": "ignored"}),
+                &["OPENAI_API_KEY"],
+            ),
+            &defaults(),
+        )
+        .unwrap();
+        assert_eq!(options.max_retries, 0);
+        let config = options.config_json();
+        assert_eq!(config["permission"], "allow");
+        // No key is pointed at the chosen vendor: the OpenAI key never goes to Anthropic.
+        assert!(config.get("provider").is_none(), "{config}");
+        assert!(config.get("enabled_providers").is_none(), "{config}");
+        assert_eq!(config["model"], "anthropic/claude-x");
+    }
+
+    #[test]
     fn unsafe_or_malformed_options_are_refused() {
         for options in [
-            json!({"baseUrl": "http://x/{file:/etc/passwd}"}),
-            json!({"baseUrl": "ftp://x"}),
-            json!({"baseUrl": 3}),
             json!({"maxRetries": -1}),
             json!({"permission": 1}),
+            json!({"permission": {"bash": "{file:/etc/passwd}"}}),
+            json!({"permission": {"{env:HOME}": "allow"}}),
+            json!({"permission": "{env:OPENAI_API_KEY}"}),
             json!({"model": "a/{env:HOME}"}),
             json!({"model": "/x"}),
+            json!({"providerId": "a/b"}),
         ] {
             assert!(
-                OpencodeOptions::from_command(&command(None, options.clone(), &[])).is_err(),
+                OpencodeOptions::from_command(&command(None, options.clone(), &[]), &defaults())
+                    .is_err(),
                 "{options}"
             );
         }
-        assert!(OpencodeOptions::from_command(&command(None, json!({}), &["A}B"])).is_err());
-        assert!(OpencodeOptions::from_command(&command(None, json!({}), &["9X"])).is_err());
+        assert!(
+            OpencodeOptions::from_command(&command(None, json!({}), &["A}B"]), &defaults())
+                .is_err()
+        );
+        assert!(
+            OpencodeOptions::from_command(&command(None, json!({}), &["9X"]), &defaults()).is_err()
+        );
     }
 }

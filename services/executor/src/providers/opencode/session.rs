@@ -16,7 +16,9 @@ use super::api::{self, ApiError, EventReader, SERVER_USERNAME, ServerApi, Stream
 use super::options::OpencodeOptions;
 use super::recover;
 use super::translate::{self, PermissionAsk, RetryNotice, Step, Translator, Verdict};
-use crate::cli::{CliCommand, CliEnv, CliProcess, Credentials, Liveness, LivenessFailure};
+use crate::cli::{
+    CliCommand, CliEnv, CliProcess, Credentials, Liveness, LivenessFailure, StateFiles,
+};
 use crate::human_loop::HumanLoopAnswer;
 use crate::provider::{ProviderOutcome, RunContext};
 use futures::StreamExt as _;
@@ -30,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_contracts::event::{Diagnostic, DiagnosticLevel, Evidence};
-use switchyard_contracts::{FailureReason, RunEventKind};
+use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -82,16 +84,19 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
     if ctx.stop.is_cancelled() {
         return ProviderOutcome::Stopped;
     }
-    let options = match OpencodeOptions::from_command(&ctx.command) {
+    let policy = env.policy(ProviderName::Opencode);
+    let options = match OpencodeOptions::from_command(&ctx.command, &policy) {
         Ok(options) => options,
         Err(detail) => return ProviderOutcome::failed(FailureReason::ProviderError, detail),
     };
-    let (program, credentials) = match env.preflight(PROGRAM, &options.credential_env) {
-        Ok(ready) => (ready.program, ready.credentials),
-        Err(outcome) => return outcome,
-    };
+    let (program, credentials) =
+        match env.preflight(ProviderName::Opencode, PROGRAM, &options.credential_env) {
+            Ok(ready) => (ready.program, ready.credentials),
+            Err(outcome) => return outcome,
+        };
     let dirs = StateDirs::under(&ctx.dirs.state);
-    if let Err(error) = dirs.prepare(&options.config_json()).await {
+    let config = options.config_json();
+    if let Err(error) = dirs.prepare(&env.state_files(&ctx.dirs), &config).await {
         return ProviderOutcome::failed(
             FailureReason::ProviderCrashed,
             format!("cannot prepare opencode's state directory: {error}"),
@@ -114,6 +119,10 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         }
     };
     let mut child_env = dirs.env();
+    // The same config again, inline: opencode merges it over every file it reads
+    // (including `~/.opencode/`, which is the state directory an earlier turn's agent
+    // could write to), so the endpoint, key and model are ours whatever those say.
+    child_env.push(("OPENCODE_CONFIG_CONTENT".to_owned(), config.to_string()));
     child_env.extend(
         [
             ("OPENCODE_SERVER_USERNAME", SERVER_USERNAME),
@@ -122,6 +131,10 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
             ("OPENCODE_DISABLE_MODELS_FETCH", "1"),
             ("OPENCODE_DISABLE_SHARE", "1"),
             ("OPENCODE_DISABLE_LSP_DOWNLOAD", "1"),
+            // An `opencode.json` or `.opencode/` in the workspace (an earlier turn's
+            // agent can write one) is not read at all: its providers, plugins and MCP
+            // servers are not the operator's.
+            ("OPENCODE_DISABLE_PROJECT_CONFIG", "1"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
@@ -144,7 +157,7 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         stdin_piped: false,
     };
     let liveness = Liveness::new(env.liveness, &ctx.command.provider_options);
-    let process = match CliProcess::spawn(command, &env.credentials) {
+    let process = match env.spawn(command, &ctx.dirs).await {
         Ok(process) => process,
         Err(error) => return env.spawn_failure(PROGRAM, error),
     };
@@ -160,6 +173,10 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
         exit_code: None,
     };
     let end = server.session().await;
+    if end == End::Stopped {
+        // Left before the signals too: the supervisor may abort us meanwhile.
+        ctx.report_evidence(server.evidence());
+    }
     server.process.terminate(env.stop_grace).await;
     match &end {
         End::Failed { reason, .. } => {
@@ -169,20 +186,17 @@ async fn drive(env: &CliEnv, ctx: &RunContext) -> ProviderOutcome {
     }
     match end {
         End::Succeeded => ProviderOutcome::Succeeded,
-        End::Stopped => ProviderOutcome::Stopped,
+        End::Stopped => {
+            if server.exit_code.is_none() {
+                server.exit_code = server.process.try_wait().flatten();
+            }
+            ctx.report_evidence(server.evidence());
+            ProviderOutcome::Stopped
+        }
         End::Failed { reason, detail } => ProviderOutcome::Failed {
             reason,
             detail: server.raw.redact(&detail),
-            evidence: Evidence {
-                stderr_tail: server
-                    .process
-                    .stderr_tail()
-                    .iter()
-                    .map(|line| server.raw.redact(line))
-                    .collect(),
-                raw_lines: server.raw.lines(),
-                exit_code: server.exit_code,
-            },
+            evidence: server.evidence(),
         },
     }
 }
@@ -273,6 +287,20 @@ struct Server<'a> {
 }
 
 impl Server<'_> {
+    /// The stderr tail and the last raw lines (both redacted), and the exit code.
+    fn evidence(&self) -> Evidence {
+        Evidence {
+            stderr_tail: self
+                .process
+                .stderr_tail()
+                .iter()
+                .map(|line| self.raw.redact(line))
+                .collect(),
+            raw_lines: self.raw.lines(),
+            exit_code: self.exit_code,
+        }
+    }
+
     /// Awaits `work` under [`guard`].
     async fn watch<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Halt> {
         guard(
@@ -308,13 +336,12 @@ impl Server<'_> {
     }
 
     /// A liveness limit ran out. No output while a model request is under way means the
-    /// model API hung (connection, headers or a stalled stream): a timeout, not a turn
-    /// without output.
+    /// model API never answered: `provider_no_output`, as on every provider.
     fn expired(&self, failure: LivenessFailure, model_called: bool) -> End {
         let detail = self.liveness.describe(failure);
         match failure {
             LivenessFailure::FirstOutput if model_called => End::failed(
-                FailureReason::Timeout,
+                failure.reason(),
                 format!("the model API did not answer: {detail}"),
             ),
             failure => End::failed(failure.reason(), detail),
@@ -332,7 +359,6 @@ impl Server<'_> {
         if let Err(end) = self.guarded("before answering", health).await {
             return end;
         }
-        self.liveness.handshake_done();
         tracing::debug!("opencode server answers");
 
         let mut events = match self.subscribe(None).await {
@@ -364,6 +390,9 @@ impl Server<'_> {
             Ok(Err(error)) => return self.api_failed("prompting the session", error),
             Err(end) => return end,
         }
+        // The handshake ends with the prompt accepted: the first-output limit measures
+        // the model, not the server's start-up (slow on a loaded machine).
+        self.liveness.handshake_done();
         self.turn(&mut events, &session_id, since_ms).await
     }
 
@@ -605,6 +634,10 @@ impl RawLines {
     }
 }
 
+/// The files of opencode's global config directory that it reads besides
+/// `opencode.json` (and merges over it).
+const OTHER_GLOBAL_CONFIG_FILES: &[&str] = &["opencode.jsonc", "config.json"];
+
 /// opencode's HOME and XDG directories inside the run's state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StateDirs {
@@ -627,15 +660,24 @@ impl StateDirs {
     }
 
     /// Creates the directories and writes the run's `opencode.json` (replacing the
-    /// previous run's: each run brings its own model API and permissions).
-    async fn prepare(&self, config: &Value) -> std::io::Result<()> {
-        for dir in [&self.home, &self.data, &self.cache, &self.state] {
-            tokio::fs::create_dir_all(dir).await?;
+    /// previous run's: each run brings its own model API and permissions), through
+    /// `files`, the state directory these directories are in. The other files opencode
+    /// would merge over it are removed: the directory lives as long as the conversation,
+    /// and an earlier turn's agent could have written one.
+    async fn prepare(&self, files: &StateFiles, config: &Value) -> std::io::Result<()> {
+        let below = |dir: &Path| dir.strip_prefix(files.root()).map(Path::to_path_buf);
+        for dir in [&self.data, &self.cache, &self.state] {
+            let relative = below(dir).map_err(std::io::Error::other)?;
+            files.create_dir(relative).await?;
         }
-        let config_dir = self.config.join("opencode");
-        tokio::fs::create_dir_all(&config_dir).await?;
+        let config_dir = below(&self.config)
+            .map_err(std::io::Error::other)?
+            .join("opencode");
+        for other in OTHER_GLOBAL_CONFIG_FILES {
+            files.remove(config_dir.join(other)).await?;
+        }
         let text = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
-        tokio::fs::write(config_dir.join("opencode.json"), text).await
+        files.write(config_dir.join("opencode.json"), text).await
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -659,7 +701,9 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// The server's basic-auth password: 256 random bits.
+/// The server's basic-auth password: two v4 UUIDs, 244 random bits. Every local
+/// process (another run's agent included) can reach the loopback port; only the
+/// adapter knows this.
 fn random_password() -> String {
     format!(
         "{}{}",
@@ -676,9 +720,12 @@ mod tests {
     async fn the_state_directory_gets_xdg_dirs_and_the_config() {
         let root = tempfile::tempdir().unwrap();
         let dirs = StateDirs::under(root.path());
-        dirs.prepare(&serde_json::json!({"model": "a/b"}))
-            .await
-            .unwrap();
+        dirs.prepare(
+            &StateFiles::new(root.path(), None),
+            &serde_json::json!({"model": "a/b"}),
+        )
+        .await
+        .unwrap();
         let written =
             std::fs::read_to_string(root.path().join(".config/opencode/opencode.json")).unwrap();
         assert!(written.contains("\"a/b\""));

@@ -15,13 +15,16 @@
 //! | reasoning part deltas / updates | `reasoning.delta` |
 //! | tool part `running` / growing `metadata.output` / `completed` / `error` | `tool.started` / `tool.output` / `tool.completed` |
 //! | completed `write` / `edit` / `multiedit` tool | `file.changed` |
+//! | `step-start` part | nothing (the driver counts it as the model's first output, see [`Translator::starts_model_stream`]) |
 //! | `step-finish` part tokens | `usage` (one per model call) |
+//! | `step-finish` part with reason `unknown` (the model's stream ended without a finish reason, and opencode calls the model again) | [`Step::Retry`] |
 //! | `permission.asked` | [`Step::Ask`] |
 //! | `session.status` `retry` | [`Step::Retry`] |
 //! | `session.idle` (after the session was busy) | [`Step::Idle`] |
 //!
 //! Text parts of user messages (the prompt echoed back) are not output.
 
+use crate::cli::names_connection_failure;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -154,17 +157,45 @@ impl PermissionAsk {
     }
 }
 
-/// A `session.status` `retry` notice.
+/// A model call that failed and that opencode makes again: a `session.status` `retry`
+/// notice, or a model stream that ended without its finish (opencode then calls the
+/// model again with the partial answer, without end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RetryNotice {
     pub(crate) attempt: u64,
     pub(crate) message: String,
+    pub(crate) cause: RetryCause,
 }
 
+/// Why opencode calls the model again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryCause {
+    /// opencode's own retry of a failed request (`session.status` `retry`).
+    Status,
+    /// The response stream ended without a finish reason (cut mid-answer).
+    CutStream,
+}
+
+/// What a [`RetryCause::CutStream`] notice says.
+const CUT_STREAM: &str = "the model's response stream ended without a finish reason \
+                          (cut mid-answer; opencode calls the model again)";
+
 impl RetryNotice {
+    /// Whether the request never reached the model API (the retry is no sign of life).
+    pub(crate) fn unreachable(&self) -> bool {
+        self.cause == RetryCause::Status && names_connection_failure(&self.message)
+    }
+
     /// The failure this retry points at, for when the retry budget is spent: opencode
-    /// only gives the error's message, so a rate limit is recognised by its words.
+    /// only gives the error's message, so a rate limit or a connection failure is
+    /// recognised by its words.
     pub(crate) fn reason(&self) -> FailureReason {
+        if self.cause == RetryCause::CutStream {
+            return FailureReason::ProviderError;
+        }
+        if self.unreachable() {
+            return FailureReason::ProviderUnreachable;
+        }
         let message = self.message.to_ascii_lowercase();
         let rate_limited = [
             "rate limit",
@@ -220,6 +251,7 @@ pub(crate) fn classify_error(error: &Value) -> ErrorClass {
             let reason = match status {
                 Some(401 | 403) => FailureReason::AuthInvalid,
                 Some(429) => FailureReason::RateLimited,
+                None if names_connection_failure(&message) => FailureReason::ProviderUnreachable,
                 _ => FailureReason::ProviderError,
             };
             let prefix = match status {
@@ -322,6 +354,8 @@ pub(crate) struct Translator {
     asked: HashSet<String>,
     questions: HashSet<String>,
     last_retry: Option<RetryNotice>,
+    /// Model calls of this turn whose stream ended without a finish reason.
+    cut_streams: u64,
 }
 
 impl Translator {
@@ -343,6 +377,7 @@ impl Translator {
             asked: HashSet::new(),
             questions: HashSet::new(),
             last_retry: None,
+            cut_streams: 0,
         }
     }
 
@@ -360,6 +395,19 @@ impl Translator {
     /// Whether the event concerns this run's session (for liveness).
     pub(crate) fn concerns_session(&self, event: &Value) -> bool {
         session_of(event) == Some(self.session_id.as_str())
+    }
+
+    /// Whether the event says a model response stream started (a `step-start` part of
+    /// this session): the model answered, which counts as its first output for
+    /// liveness, so that a stream that then goes silent is an inactivity `timeout`
+    /// as on the other providers, not a model that never answered.
+    pub(crate) fn starts_model_stream(&self, event: &Value) -> bool {
+        event.get("type").and_then(Value::as_str) == Some("message.part.updated")
+            && self.concerns_session(event)
+            && event
+                .pointer("/properties/part/type")
+                .and_then(Value::as_str)
+                == Some("step-start")
     }
 
     /// A human denied the permission of this tool call: its failure is a decline.
@@ -467,6 +515,7 @@ impl Translator {
                 let notice = RetryNotice {
                     attempt: status.get("attempt").and_then(Value::as_u64).unwrap_or(0),
                     message: str_field(status, "message").unwrap_or("").to_owned(),
+                    cause: RetryCause::Status,
                 };
                 if self.last_retry.as_ref() == Some(&notice) {
                     return Vec::new();
@@ -541,14 +590,25 @@ impl Translator {
         }
     }
 
-    /// The usage of a model call, once per `step-finish` part.
+    /// The usage of a model call, once per `step-finish` part; and a cut stream
+    /// (reason `unknown`: no finish reason came) as a retry, since opencode loops on it.
     fn step_finished(&mut self, part_id: &str, part: &Value) -> Vec<Step> {
         if !self.usage_parts.insert(part_id.to_owned()) {
             return Vec::new();
         }
-        usage(part)
-            .map(|usage| vec![Step::Emit(RunEventKind::Usage(usage))])
-            .unwrap_or_default()
+        let mut steps: Vec<Step> = usage(part)
+            .map(|usage| Step::Emit(RunEventKind::Usage(usage)))
+            .into_iter()
+            .collect();
+        if str_field(part, "reason") == Some("unknown") {
+            self.cut_streams += 1;
+            steps.push(Step::Retry(RetryNotice {
+                attempt: self.cut_streams,
+                message: CUT_STREAM.to_owned(),
+                cause: RetryCause::CutStream,
+            }));
+        }
+        steps
     }
 
     fn part_delta(&mut self, props: &Value) -> Vec<Step> {
@@ -1089,6 +1149,7 @@ mod tests {
         let retry = |message: &str| RetryNotice {
             attempt: 1,
             message: message.into(),
+            cause: RetryCause::Status,
         };
         assert_eq!(
             retry("Rate limit exceeded").reason(),
@@ -1099,6 +1160,64 @@ mod tests {
             FailureReason::RateLimited
         );
         assert_eq!(retry("Overloaded").reason(), FailureReason::ProviderError);
+        let refused = retry(
+            "Cannot connect to API: Unable to connect. Is the computer able to access the url?",
+        );
+        assert!(refused.unreachable());
+        assert_eq!(refused.reason(), FailureReason::ProviderUnreachable);
+        assert!(!retry("fake internal error").unreachable());
+        assert_eq!(
+            reason(
+                &json!({"name": "APIError", "data": {"message": "Unable to connect. Is the computer able to access the url?", "isRetryable": true}})
+            ),
+            Some(FailureReason::ProviderUnreachable)
+        );
+    }
+
+    #[test]
+    fn a_step_start_of_the_session_starts_the_model_stream() {
+        let translator = Translator::new("ses_1", None);
+        let part = |session: &str, kind: &str| {
+            json!({"type": "message.part.updated", "properties": {"sessionID": session, "part": {
+                "id": "prt_1", "messageID": "msg_a", "sessionID": session, "type": kind
+            }}})
+        };
+        assert!(translator.starts_model_stream(&part("ses_1", "step-start")));
+        assert!(!translator.starts_model_stream(&part("ses_other", "step-start")));
+        assert!(!translator.starts_model_stream(&part("ses_1", "step-finish")));
+        assert!(!translator.starts_model_stream(&json!({"type": "session.idle"})));
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_finish_is_a_retry_of_its_own() {
+        let mut translator = Translator::new("ses_1", None);
+        let step_finish = |id: &str, reason: &str| {
+            json!({"type": "message.part.updated", "properties": {"sessionID": "ses_1", "part": {
+                "id": id, "messageID": "msg_a", "sessionID": "ses_1", "type": "step-finish",
+                "reason": reason, "tokens": {"input": 0, "output": 0, "reasoning": 0, "cache": {"write": 0, "read": 0}}, "cost": 0
+            }}})
+        };
+        let cut = |steps: Vec<Step>| -> Vec<RetryNotice> {
+            steps
+                .into_iter()
+                .filter_map(|s| match s {
+                    Step::Retry(r) => Some(r),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(cut(translator.handle(&step_finish("prt_1", "stop"))).is_empty());
+        assert!(cut(translator.handle(&step_finish("prt_2", "tool-calls"))).is_empty());
+        let first = cut(translator.handle(&step_finish("prt_3", "unknown")));
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].attempt, 1);
+        assert_eq!(first[0].cause, RetryCause::CutStream);
+        assert_eq!(first[0].reason(), FailureReason::ProviderError);
+        assert!(!first[0].unreachable());
+        // The same part again (a re-subscription's replay) is not a second cut.
+        assert!(cut(translator.handle(&step_finish("prt_3", "unknown"))).is_empty());
+        let second = cut(translator.handle(&step_finish("prt_4", "unknown")));
+        assert_eq!(second[0].attempt, 2);
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl Server<'_> {
                         if let Some(kind) = translate::unfamiliar_type(&event) {
                             tracing::debug!(event_type = %self.raw.redact(&api::shorten(kind, 80)), "unfamiliar opencode event (kept as evidence)");
                         }
-                        if turn.translator.concerns_session(&event) {
+                        if turn.translator.starts_model_stream(&event) {
+                            self.liveness.output_seen();
+                        } else if turn.translator.concerns_session(&event) {
                             self.liveness.activity();
                         }
                         let steps = turn.translator.handle(&event);
@@ -146,10 +148,11 @@ impl Server<'_> {
                 }
                 Step::Ask(_) => {}
                 Step::DeclineQuestion(id) => self.decline_question(&id).await,
+                // After an abort (a stop, a failure) what opencode says about the
+                // interrupted model call is no retry.
+                Step::Retry(_) if turn.ending.is_some() => {}
                 Step::Retry(notice) => {
-                    if let Some(end) = self.retry(&notice).await
-                        && turn.ending.is_none()
-                    {
+                    if let Some(end) = self.retry(&notice).await {
                         turn.asks.clear();
                         self.abort(session_id).await;
                         turn.ending = Some((end, Instant::now() + ABORT_SETTLE));
@@ -372,8 +375,15 @@ impl Server<'_> {
         .await;
     }
 
-    /// A model API retry: reported, and once the budget is spent, the run's end.
+    /// A model API retry: reported, and once the budget is spent, the run's end. A
+    /// retry because the API cannot be connected to is no sign of life (the
+    /// unreachable clock runs); any other means the API answered.
     async fn retry(&self, notice: &RetryNotice) -> Option<End> {
+        if notice.unreachable() {
+            self.liveness.unreachable();
+        } else {
+            self.liveness.reachable();
+        }
         let message = self.raw.redact(&notice.message);
         let budget = self.options.max_retries;
         if notice.attempt <= budget {

@@ -1,4 +1,4 @@
-//! A swarm of SSE clients in a child process (`switchyard bench --sse-client-worker`).
+//! A swarm of SSE clients in a child process (`switchyard-bench --sse-client-worker`).
 //!
 //! Ten thousand clients in the benchmark's own process would need twenty thousand file
 //! descriptors (both ends of every connection) and would mix the clients' memory into
@@ -248,10 +248,10 @@ pub(crate) struct Swarm {
 }
 
 impl Swarm {
-    /// Starts `exe bench --sse-client-worker` and hands it `job`.
+    /// Starts `exe --sse-client-worker` and hands it `job`.
     pub(crate) async fn spawn(exe: &Path, job: &SwarmJob) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(exe)
-            .args(["bench", "--sse-client-worker"])
+            .arg("--sse-client-worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,11 +1,12 @@
-//! `switchyard bench`: starts the platform against a private nats-server and a fresh
-//! Postgres database and measures, in one run, the figures of issue 5 next to the raw
+//! `switchyard-bench`: starts the platform against a private nats-server and a fresh
+//! Postgres database and measures, in one run, the performance figures next to the raw
 //! baselines that bound them (JetStream publish and replay, Postgres commits, a bare
 //! axum SSE server), measured on the same servers in the same run. Prints a table and
 //! writes everything as JSON. `--quick` is a tiny load of each (what CI runs).
 //!
 //! Every value is measured; what cannot be measured here is reported as not measured,
 //! with the reason. Method and results: `docs/performance.md`.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod baselines;
 mod event_path;
@@ -55,7 +56,7 @@ pub const FIGURES: &[Spec] = &[
 ];
 
 /// The raw path that bounds each figure it exists for: the design's own work with
-/// nothing of Switchyard (docs/performance.md, "What bounds the goals not met").
+/// nothing of Switchyard (docs/performance.md, "What bounds each figure").
 const BOUNDS: &[(&str, &str)] = &[
     (throughput::RUNS.name, run_path::RUN_PATH.0),
     (latency::P50.name, latency_path::P50.0),
@@ -85,8 +86,8 @@ pub struct BenchOptions {
     pub json_path: PathBuf,
     /// Groups (or figure names) to measure; `None` = all.
     pub only: Option<Vec<String>>,
-    /// The `switchyard` executable, run as the SSE client process
-    /// (`switchyard bench --sse-client-worker`) and the reference SSE server
+    /// The `switchyard-bench` executable, run as the SSE client process
+    /// (`switchyard-bench --sse-client-worker`) and the reference SSE server
     /// (`--sse-reference-worker`). Without it the client figures are not measured.
     pub client_exe: Option<PathBuf>,
 }
@@ -350,7 +351,7 @@ async fn measure(
                 }
             }
             None => results.figures.extend(clients_specs.iter().map(|s| {
-                s.not_measured("no client executable given (the clients run in a child `switchyard bench --sse-client-worker` process)")
+                s.not_measured("no client executable given (the clients run in a child `switchyard-bench --sse-client-worker` process)")
             })),
         }
     } else {
@@ -559,69 +560,12 @@ fn not_selected(results: &mut Results, group: &str) {
     );
 }
 
-fn usage() -> String {
-    format!(
-        "usage: switchyard bench [--quick] [--json PATH] [--only {}]",
-        GROUPS.join(",")
-    )
+/// The SSE client swarm's child process (`switchyard-bench --sse-client-worker`).
+pub async fn sse_client_worker() -> anyhow::Result<()> {
+    swarm::worker_main().await
 }
 
-/// `switchyard bench [--quick] [--json PATH] [--only NAME,...]`: runs, prints the
-/// table, writes the JSON. `--sse-client-worker` is the client process's entry.
-pub async fn cli(args: &[String]) -> anyhow::Result<()> {
-    if args.iter().any(|a| a == "--sse-client-worker") {
-        return swarm::worker_main().await;
-    }
-    if args.iter().any(|a| a == "--sse-reference-worker") {
-        return reference_sse::worker_main().await;
-    }
-    let mut options = BenchOptions {
-        quick: false,
-        json_path: PathBuf::from(DEFAULT_JSON_PATH),
-        only: None,
-        client_exe: std::env::current_exe().ok(),
-    };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--quick" => options.quick = true,
-            "--json" => {
-                options.json_path = rest.next().context("--json needs a path")?.into();
-            }
-            "--only" => {
-                let names = rest.next().context("--only needs NAME[,NAME...]")?;
-                options.only = Some(
-                    names
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|n| !n.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                );
-            }
-            "-h" | "--help" => {
-                println!("{}", usage());
-                return Ok(());
-            }
-            other => bail!("unknown bench argument {other:?}; {}", usage()),
-        }
-    }
-    let report = run(&options).await?;
-    println!(
-        "switchyard bench ({} mode, {:.0} s, {} CPUs, load average at start {})\n",
-        report.mode,
-        report.duration_secs,
-        report.machine.cpus,
-        report
-            .machine
-            .load_average_at_start
-            .as_deref()
-            .unwrap_or("?")
-    );
-    println!("{}", report.table());
-    for note in &report.notes {
-        println!("note: {note}");
-    }
-    println!("JSON: {}", options.json_path.display());
-    Ok(())
+/// The reference SSE server's child process (`switchyard-bench --sse-reference-worker`).
+pub async fn sse_reference_worker() -> anyhow::Result<()> {
+    reference_sse::worker_main().await
 }

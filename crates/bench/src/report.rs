@@ -1,5 +1,5 @@
 //! The benchmark's results: every figure with the baseline that bounds it, the ratio
-//! and the goal from issue 5, printed as a table and written as JSON.
+//! and the goal set for it, printed as a table and written as JSON.
 //!
 //! A figure either has a measured value or says why it was not measured; nothing in
 //! here is estimated. Ratios are the only arithmetic: value ÷ baseline, both measured in

@@ -4,7 +4,7 @@
 //! memory per connection and its fan-out rate are what hyper, axum and the same client
 //! cost on this machine, so the gateway's ratio to it is what the gateway adds.
 //!
-//! It runs in a child process of its own (`switchyard bench --sse-reference-worker`):
+//! It runs in a child process of its own (`switchyard-bench --sse-reference-worker`):
 //! measured in the benchmark's process after the gateway's ten thousand connections
 //! were freed, its connections would reuse their memory and look almost free.
 //!
@@ -230,10 +230,10 @@ pub(crate) struct ReferenceChild {
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ReferenceChild {
-    /// Starts `exe bench --sse-reference-worker`; returns it with its RSS at start.
+    /// Starts `exe --sse-reference-worker`; returns it with its RSS at start.
     pub(crate) async fn spawn(exe: &Path, job: &ReferenceJob) -> anyhow::Result<(Self, u64)> {
         let mut child = tokio::process::Command::new(exe)
-            .args(["bench", "--sse-reference-worker"])
+            .arg("--sse-reference-worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

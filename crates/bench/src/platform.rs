@@ -123,12 +123,15 @@ impl BenchPlatform {
             .await
             .context("create a fresh benchmark database")?;
         let token = format!("bench-{}", Uuid::new_v4().simple());
+        let internal = format!("bench-internal-{}", Uuid::new_v4().simple());
         let env: HashMap<String, String> = [
             ("SWITCHYARD_NATS__URL", nats.url()),
             ("SWITCHYARD_DATABASE__URL", db.url.clone()),
             ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
             ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
             ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", token.clone()),
+            ("SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN", internal.clone()),
+            ("SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN", internal),
             // One token opens every benchmark stream; the per-token limit protects
             // production gateways from one client, not what is measured here.
             (
@@ -186,6 +189,9 @@ impl BenchPlatform {
 
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
+            // The gateway closes connections idle for `http.header_read_timeout_ms`
+            // (10 s): let go of them first rather than race its close.
+            .pool_idle_timeout(Duration::from_secs(5))
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("build the HTTP client")?;

@@ -1,11 +1,11 @@
-//! CI smoke test of `switchyard bench --quick`: the harness runs end to end against a
+//! CI smoke test of `switchyard-bench --quick`: the harness runs end to end against a
 //! real nats-server and Postgres and reports every figure, each with a positive value
 //! or an explicit reason it was not measured. Benchmarks are not timed tests: nothing
 //! here asserts on a figure's size.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use switchyard::bench::{self, BenchOptions};
+use switchyard_bench::{self as bench, BenchOptions};
 
 fn check_entries(entries: &[Value], kind: &str) {
     for entry in entries {
@@ -36,7 +36,7 @@ async fn the_quick_benchmark_reports_every_figure() {
         quick: true,
         json_path: json_path.clone(),
         only: None,
-        client_exe: Some(env!("CARGO_BIN_EXE_switchyard").into()),
+        client_exe: Some(env!("CARGO_BIN_EXE_switchyard-bench").into()),
     };
     let report = bench::run(&options)
         .await
