@@ -12,8 +12,12 @@
 #      cargo fmt --all -- --check
 #      cargo clippy --workspace --all-targets -- -D warnings
 #      cargo test --workspace "$@"
+#      the portal (portal/): npm ci, type check, unit tests (vitest), and the browser
+#      tests (Playwright driving Debian's Chromium, /usr/bin/chromium, installed with
+#      apt-get when missing; they start their own platform, see portal/README.md)
 #    When the extra arguments select packages (-p/--package), `cargo test` and clippy are
-#    limited to those packages instead of the whole workspace.
+#    limited to those packages instead of the whole workspace, and the portal step is
+#    skipped.
 # Prints each step's wall time; exits non-zero when any step fails.
 set -euo pipefail
 
@@ -83,6 +87,37 @@ install_providers() {
   bash scripts/install-providers.sh >/dev/null
 }
 
+# Debian's Chromium for the portal's browser tests (Playwright never downloads one).
+ensure_chromium() {
+  if [[ -x "${PORTAL_CHROMIUM:-/usr/bin/chromium}" ]]; then
+    return 0
+  fi
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for the portal's browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    return 0
+  fi
+  echo "chromium is missing: install Debian's chromium package (apt-get install -y chromium)" >&2
+  return 1
+}
+
+portal_tests() {
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "Node.js and npm (>= 20.19) are needed for the portal's tests" >&2
+    return 1
+  fi
+  ensure_chromium
+  (
+    cd portal
+    npm ci
+    npm run typecheck
+    npm test
+    # Builds the portal and the platform binaries, starts the platform, runs Playwright.
+    npm run e2e
+  )
+}
+
 main() {
   collect_packages "$@"
   local -a scope=(--workspace)
@@ -95,6 +130,11 @@ main() {
   step fmt cargo fmt --all -- --check
   step clippy cargo clippy "${scope[@]}" "${PACKAGE_ARGS[@]}" --all-targets -- -D warnings
   step test cargo test "${scope[@]}" "$@"
+  if ((${#PACKAGE_ARGS[@]} == 0)); then
+    step portal portal_tests
+  else
+    echo "portal tests skipped: packages were selected"
+  fi
   print_summary
 }
 

@@ -18,6 +18,7 @@ pub mod presence;
 pub mod principals;
 pub mod provider;
 pub mod schema;
+pub mod session;
 pub mod subjects;
 
 pub use command::RunCommand;

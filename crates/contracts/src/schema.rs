@@ -39,6 +39,8 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         entry::<crate::principals::ResolveTokenRequest>("auth-resolve-request.json"),
         entry::<crate::principals::ResolveTokenResponse>("auth-resolve-response.json"),
         entry::<crate::principals::PrincipalChanged>("principal-changed.json"),
+        entry::<crate::session::SignInRequest>("api-sign-in-request.json"),
+        entry::<crate::session::SessionView>("api-session.json"),
     ]
 }
 

@@ -1,4 +1,5 @@
-//! Authentication: turns the request's bearer token into a [`Principal`].
+//! Authentication: turns the request's bearer token (or, without one, its session
+//! cookie: [`crate::session`]) into a [`Principal`].
 //!
 //! * the configured admin token is the built-in `admin` principal (compared in
 //!   constant time);
@@ -340,7 +341,7 @@ pub fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
 }
 
 /// The token of an `Authorization: Bearer <token>` header; `Ok(None)` without one.
-fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -367,6 +368,13 @@ pub async fn require_principal(
 ) -> Response {
     let epoch = state.revocations.epoch();
     let outcome = match bearer_token(request.headers()) {
+        // No bearer token: a browser's session cookie, if it sent one (crate::session).
+        Ok(None) if crate::session::has_cookie(request.headers()) => {
+            match crate::session::authenticate(&state, request.method(), request.headers()).await {
+                Ok((principal, _)) => Ok(principal),
+                Err(refusal) => return refusal.into_response(&state.sessions),
+            }
+        }
         Ok(token) => state.authenticator.authenticate(token).await,
         Err(e) => Err(e),
     };

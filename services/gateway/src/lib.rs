@@ -7,6 +7,11 @@
 //!   memory to every client of that run ([`hub`]);
 //! * applies the control-plane's access-change notices (NATS) at once: a principal's
 //!   cached token answers are dropped and its SSE streams ended ([`revocation`]);
+//! * exchanges an API token for a browser session cookie (`/api/session`), which
+//!   authenticates API calls and `EventSource` streams alike, with a CSRF check on
+//!   state-changing requests ([`session`]);
+//! * serves the portal (the built web workbench) at `/` ([`portal`]) and, when
+//!   configured, answers cross-origin requests of listed origins ([`cors`]);
 //! * answers `/healthz` and `/readyz` without authentication.
 //!
 //! The gateway keeps no state of its own besides the in-memory fan-out and token cache,
@@ -15,19 +20,23 @@
 
 pub mod auth;
 pub mod control_plane;
+pub mod cors;
 pub mod frames;
 pub mod grants;
 pub mod hub;
+pub mod portal;
 pub mod proxy;
 pub mod quota;
 pub mod revocation;
 pub mod routes;
+pub mod session;
 pub mod streams;
 
 use async_nats::jetstream;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
 use switchyard_platform::config::{ConfigError, NatsConfig, check_token};
@@ -87,6 +96,25 @@ pub struct GatewayConfig {
     /// Sent to the control-plane with every request (`x-switchyard-internal-token`);
     /// must equal its `control_plane.internal_token`. Required.
     pub control_plane_token: Option<SecretString>,
+    /// The built portal (`npm run build` in `portal/`), served at `/`; a relative path
+    /// is taken from the working directory. Without an `index.html` there, `/` says how
+    /// to build it.
+    pub portal_dir: PathBuf,
+    /// How long a browser session lasts after sign-in (`POST /api/session`).
+    pub session_ttl_secs: u64,
+    /// Key material the session cookies are sealed with (at least 32 characters). Unset:
+    /// derived from `admin_token`, so every gateway with the same token accepts the same
+    /// cookies and a restart keeps them; changing the token (or this) ends every session.
+    pub session_secret: Option<SecretString>,
+    /// Mark the session cookie `Secure`. Set it when browsers reach the gateway over
+    /// https (through a TLS-terminating proxy): the gateway itself serves plain HTTP and
+    /// does not take a client's word (`X-Forwarded-Proto`) for it.
+    pub session_cookie_secure: bool,
+    /// Origins (`https://tools.example.com`) whose web pages may call the API from a
+    /// browser (CORS, with bearer tokens; never with the session cookie). Empty: no
+    /// cross-origin access, no CORS headers. A list, or one comma-separated string.
+    #[serde(deserialize_with = "cors::deserialize_origins")]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -105,6 +133,11 @@ impl Default for GatewayConfig {
             token_cache_max_entries: 10_000,
             stream_opens_per_minute: 600,
             control_plane_token: None,
+            portal_dir: PathBuf::from("portal/dist"),
+            session_ttl_secs: 8 * 3600,
+            session_secret: None,
+            session_cookie_secure: false,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -180,6 +213,24 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if !(1..=session::MAX_TTL_SECS).contains(&gateway.session_ttl_secs) {
+            return Err(invalid(
+                "gateway.session_ttl_secs",
+                &format!("must be from 1 to {} (30 days)", session::MAX_TTL_SECS),
+            ));
+        }
+        if let Some(secret) = &gateway.session_secret
+            && secret.expose_secret().chars().count() < session::MIN_SECRET_CHARS
+        {
+            return Err(invalid(
+                "gateway.session_secret",
+                &format!("must be at least {} characters", session::MIN_SECRET_CHARS),
+            ));
+        }
+        for origin in &gateway.cors_allowed_origins {
+            cors::check_origin(origin)
+                .map_err(|problem| invalid("gateway.cors_allowed_origins", &problem))?;
+        }
         Ok(())
     }
 }
@@ -221,8 +272,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         revocations.clone(),
         shutdown.child_token(),
     ));
+    let sessions = session::Sessions::from_config(&gateway)?;
     let state = std::sync::Arc::new(routes::Shared {
         authenticator,
+        sessions,
+        portal: portal::Portal::new(&gateway.portal_dir),
         revocations,
         control_plane: control_plane.clone(),
         hub,
@@ -345,6 +399,31 @@ mod tests {
                 "gateway.max_streams_per_token",
             ),
             (
+                "SWITCHYARD_GATEWAY__SESSION_TTL_SECS",
+                "0",
+                "gateway.session_ttl_secs",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__SESSION_TTL_SECS",
+                "2592001",
+                "gateway.session_ttl_secs",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__SESSION_SECRET",
+                "too short",
+                "gateway.session_secret",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__CORS_ALLOWED_ORIGINS",
+                "https://ok.example, https://bad.example/",
+                "gateway.cors_allowed_origins",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__CORS_ALLOWED_ORIGINS",
+                "*",
+                "gateway.cors_allowed_origins",
+            ),
+            (
                 "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
                 "short",
                 "gateway.control_plane_token",
@@ -359,6 +438,33 @@ mod tests {
             let config = load(&[token, (var, value)]);
             assert_eq!(bad_key(&config), key, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn cors_origins_come_from_a_list_or_a_comma_separated_variable() {
+        let config = load(&[
+            ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "s3cret"),
+            (
+                "SWITCHYARD_GATEWAY__CORS_ALLOWED_ORIGINS",
+                "https://a.example, http://127.0.0.1:5173",
+            ),
+        ]);
+        config.validate().unwrap();
+        assert_eq!(
+            config.gateway.cors_allowed_origins,
+            ["https://a.example", "http://127.0.0.1:5173"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(
+            &file,
+            "[gateway]\nadmin_token = \"s3cret\"\ncors_allowed_origins = [\"https://b.example\"]\n",
+        )
+        .unwrap();
+        let config: Config =
+            switchyard_platform::config::load_from(Some(&file), HashMap::new()).unwrap();
+        assert_eq!(config.gateway.cors_allowed_origins, ["https://b.example"]);
+        assert!(load(&[]).gateway.cors_allowed_origins.is_empty());
     }
 
     #[test]

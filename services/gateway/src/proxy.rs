@@ -1,8 +1,9 @@
 //! Forwarding `/api/*` to the control-plane.
 //!
 //! Method, path, query and body go through unchanged; so do end-to-end headers, except
-//! `Authorization` (the control-plane trusts the gateway, not client tokens) and every
-//! client-sent `x-switchyard-*` header: the authenticated principal replaces them.
+//! `Authorization` and `Cookie` (the control-plane trusts the gateway, not client
+//! tokens; the session cookie holds one) and every client-sent `x-switchyard-*` header
+//! (the CSRF header among them): the authenticated principal replaces them.
 //! Hop-by-hop headers are dropped both ways, and `Accept-Encoding` is not forwarded so
 //! the body we pass back is never in an encoding we did not negotiate.
 //!
@@ -47,7 +48,13 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Request headers never forwarded besides the hop-by-hop ones.
-const REQUEST_DROPPED: &[&str] = &["authorization", "host", "content-length", "accept-encoding"];
+const REQUEST_DROPPED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "accept-encoding",
+];
 
 /// `*` /api/* → the same path on the control-plane.
 pub async fn forward(
@@ -156,6 +163,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         for (k, v) in [
             ("authorization", "Bearer secret"),
+            ("cookie", "sy_session=sealed-token"),
+            ("x-switchyard-csrf", "abc"),
             ("connection", "keep-alive, x-private"),
             ("x-private", "1"),
             ("transfer-encoding", "chunked"),

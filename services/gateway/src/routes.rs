@@ -3,13 +3,18 @@
 //! | route | auth | handler |
 //! |---|---|---|
 //! | `GET /healthz`, `GET /readyz` | public | platform health; ready = NATS connected and the control-plane's `/healthz` answers |
-//! | `GET /api/runs/{id}/stream` | bearer | [`streams::stream_run`] |
-//! | `* /api/{*path}` | bearer | [`proxy::forward`] to the control-plane |
+//! | `POST`, `GET`, `DELETE /api/session` | token in the body / any | [`session`]: sign in, who am I, sign out |
+//! | `GET /api/runs/{id}/stream` | bearer or session cookie | [`streams::stream_run`] |
+//! | `* /api/{*path}` | bearer or session cookie (+ CSRF header) | [`proxy::forward`] to the control-plane |
+//! | `GET` anything else | public | [`portal::serve`]: the built portal, `index.html` for client-side routes |
+//!
+//! With `gateway.cors_allowed_origins` set, [`cors`] answers preflights of `/api/*`
+//! before authentication.
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_platform::events::EventLog;
@@ -19,9 +24,11 @@ use crate::GatewayConfig;
 use crate::auth::{self, Authenticator};
 use crate::control_plane::ControlPlane;
 use crate::hub::Hub;
+use crate::portal::Portal;
 use crate::quota::StreamQuota;
 use crate::revocation::Revocations;
-use crate::{proxy, streams};
+use crate::session::Sessions;
+use crate::{cors, portal, proxy, session, streams};
 
 /// The request deadline beyond the upstream one, so that a slow control-plane yields the
 /// proxy's own JSON 503 rather than the timeout layer's bare one.
@@ -35,6 +42,9 @@ pub type AppState = Arc<Shared>;
 
 pub struct Shared {
     pub authenticator: Arc<dyn Authenticator>,
+    /// Seals and opens browser session cookies.
+    pub sessions: Sessions,
+    pub portal: Portal,
     pub revocations: Revocations,
     pub control_plane: ControlPlane,
     pub hub: Hub,
@@ -53,11 +63,25 @@ pub fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client)
             state.clone(),
             auth::require_principal,
         ))
+        // After the auth layer: signing in and out authenticate on their own.
+        .route(
+            "/api/session",
+            post(session::sign_in)
+                .get(session::show)
+                .delete(session::sign_out),
+        )
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    // Outermost, so that preflights (which carry no credentials) are answered.
+    let api = match cors::layer(&config.cors_allowed_origins) {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
     let ready = readiness(nats, state.control_plane.clone());
     let router = Router::new()
         .merge(health_routes(ready))
         .merge(api)
+        .route("/", get(portal::serve))
+        .route("/{*path}", get(portal::serve))
         .with_state(state);
     with_common_layers(router, config.upstream_timeout() + TIMEOUT_MARGIN)
 }

@@ -132,6 +132,7 @@ fn start_error(e: StartRunError) -> ApiError {
 struct ListQuery {
     status: Option<String>,
     app_id: Option<String>,
+    provider: Option<String>,
     conversation_id: Option<String>,
     limit: Option<i64>,
     before: Option<String>,
@@ -150,6 +151,7 @@ async fn may_see(state: &AppState, actor: &Actor, run_id: RunId) -> Result<bool,
 }
 
 /// Newest first; `before=<runId>` continues after the last run of the previous page.
+/// Filters: `status`, `appId`, `provider` (a name or alias), `conversationId`.
 /// Developers and viewers get the runs of their apps and their own app-less runs.
 async fn list(
     State(state): State<AppState>,
@@ -191,9 +193,22 @@ async fn list(
             ApiError::bad_request("invalid_request", "`conversationId` must be a UUID")
         })?),
     };
+    // An alias lists the runs stored under its canonical name.
+    let provider = match query.provider.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(
+            switchyard_contracts::ProviderName::parse(name)
+                .ok_or_else(|| {
+                    ApiError::bad_request("unknown_provider", format!("unknown provider `{name}`"))
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+    };
     let filter = store::runs::RunFilter {
         status,
         app_id,
+        provider,
         conversation_id,
         before,
         limit,

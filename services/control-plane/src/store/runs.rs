@@ -181,6 +181,8 @@ pub async fn owner(
 pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub app_id: Option<AppId>,
+    /// Canonical provider name.
+    pub provider: Option<String>,
     pub conversation_id: Option<RunId>,
     /// Only runs listed after this one (newest first), i.e. created before it.
     pub before: Option<RunId>,
@@ -204,6 +206,7 @@ pub async fn list(
         "AND ($5::uuid IS NULL OR conversation_id = $5) ",
         "AND ($6::text[] IS NULL OR app_id = ANY($6) ",
         "OR (app_id IS NULL AND created_by = $7)) ",
+        "AND ($8::text IS NULL OR provider = $8) ",
         "ORDER BY created_at DESC, run_id DESC LIMIT $4"
     ))
     .bind(filter.status.map(RunStatus::as_str))
@@ -218,6 +221,7 @@ pub async fn list(
             .map(|apps| apps.iter().map(AppId::as_str).collect::<Vec<_>>()),
     )
     .bind(&filter.visible_to)
+    .bind(&filter.provider)
     .fetch_all(pool)
     .await?)
 }

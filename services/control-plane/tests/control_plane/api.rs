@@ -724,6 +724,19 @@ async fn runs_are_listed_newest_first_with_filters_and_a_cursor() {
     assert_eq!(ids(&queued).len(), 3);
     let (_, failed) = h.get("/api/runs?status=failed").await;
     assert!(ids(&failed).is_empty());
+    // By provider, by name or alias.
+    let fourth = h
+        .start_run(json!({"prompt": "4", "provider": "scripted"}))
+        .await;
+    let (_, scripted) = h.get("/api/runs?provider=scripted").await;
+    assert_eq!(ids(&scripted), vec![fourth.to_string()]);
+    let (_, codex) = h.get("/api/runs?provider=codex-cli&appId=a1").await;
+    assert_eq!(ids(&codex), vec![third.to_string(), first.to_string()]);
+    let (_, codex) = h.get("/api/runs?provider=codex-app-server").await;
+    assert_eq!(ids(&codex).len(), 3);
+    let (status, body) = h.get("/api/runs?provider=gpt").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "unknown_provider");
     h.stop().await;
 }
 

@@ -134,6 +134,7 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Resp
         "contentType": header("content-type"),
         "accept": header("accept"),
         "authorization": header("authorization"),
+        "cookie": header("cookie"),
         "principal": header("x-switchyard-principal"),
         "internalToken": header("x-switchyard-internal-token"),
         "private": header("x-private"),
