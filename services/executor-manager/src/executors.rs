@@ -15,7 +15,6 @@
 //! that restarts or upgrades its CLIs drops out of presence for a moment, and a
 //! starting manager has not heard of everyone yet).
 
-use crate::connection::Reconnects;
 use async_nats::jetstream::{self, kv};
 use backon::BackoffBuilder;
 use futures::StreamExt;
@@ -24,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::{ExecutorId, ProviderName, subjects};
-use switchyard_platform::nats::{self as platform_nats, Resources};
+use switchyard_platform::nats::{self as platform_nats, ConnectionWatch, Resources};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -323,12 +322,16 @@ impl Executors {
     /// Follows the `EXECUTORS` bucket until `shutdown`, re-creating the watch whenever it
     /// ends or fails (a NATS restart; the bucket lives in memory and may have to be
     /// provisioned again).
-    pub async fn watch(self, js: jetstream::Context, shutdown: CancellationToken) {
+    pub async fn watch(
+        self,
+        js: jetstream::Context,
+        mut lifecycle: ConnectionWatch,
+        shutdown: CancellationToken,
+    ) {
         let backoff = crate::connection::reconnect_backoff();
         let mut delays = backoff.build();
-        let mut reconnected = Reconnects::new(js.client());
         'watch: loop {
-            reconnected.catch_up();
+            lifecycle.catch_up();
             let opened = tokio::select! {
                 opened = self.open_watch(&js) => opened,
                 () = shutdown.cancelled() => return,
@@ -347,7 +350,7 @@ impl Executors {
             loop {
                 let item = tokio::select! {
                     item = entries.next() => item,
-                    () = reconnected.wait() => {
+                    _ = lifecycle.reconnected() => {
                         // The watch's ordered consumer would resume at its old stream
                         // sequence, which means nothing if the in-memory bucket was
                         // lost with the server: start over from the current values.
