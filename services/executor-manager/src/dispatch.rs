@@ -391,9 +391,10 @@ fn binary_missing_detail(provider: ProviderName, live: &[ExecutorId]) -> String 
 fn event_log_failure(error: EventLogError, doing: &'static str) -> Outcome {
     match error {
         EventLogError::Fenced { .. } => Outcome::Retry(FENCED_RETRY_DELAY),
-        // The run's history cannot be read, so no decision about it is safe, and
-        // retrying cannot repair it: an operator has to look.
-        EventLogError::Corrupt { .. } => {
+        // The run's history cannot be read (or our event cannot be written), so no
+        // decision about it is safe, and retrying cannot repair it: an operator has to
+        // look.
+        EventLogError::Corrupt { .. } | EventLogError::Encode { .. } => {
             tracing::error!(error = %error, doing, "run event log is corrupt; terminating the command");
             Outcome::Terminal
         }
