@@ -35,7 +35,7 @@ const ALL_KEYS: &str = ">";
 
 /// Live executors, shared by every worker of the process.
 #[derive(Clone)]
-pub struct Executors {
+pub(crate) struct Executors {
     inner: Arc<Inner>,
 }
 
@@ -98,7 +98,7 @@ fn record_withdrawal(
 }
 
 impl Executors {
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         let (primed, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
@@ -122,8 +122,10 @@ impl Executors {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Executors that run `provider` and have a free slot, most free slots first.
-    pub fn candidates(&self, provider: ProviderName) -> Vec<ExecutorId> {
+    /// Executors that run `provider` and have a free slot, most free slots first (the
+    /// order `reserve` tries them in).
+    #[cfg(test)]
+    fn candidates(&self, provider: ProviderName) -> Vec<ExecutorId> {
         let state = self.state();
         ranked(&state, provider, &[], Instant::now())
             .into_iter()
@@ -132,14 +134,18 @@ impl Executors {
     }
 
     /// Reserves a slot on the best candidate not in `exclude`.
-    pub fn reserve(&self, provider: ProviderName, exclude: &[ExecutorId]) -> Option<Reservation> {
+    pub(crate) fn reserve(
+        &self,
+        provider: ProviderName,
+        exclude: &[ExecutorId],
+    ) -> Option<Reservation> {
         self.reserve_preferring(provider, None, exclude)
     }
 
     /// Reserves a slot on `preferred` when it is a candidate (runs the provider, has a
     /// free slot, not in `exclude`), otherwise on the best candidate. A conversation's
     /// follow-up prefers the executor holding its workspace and provider session.
-    pub fn reserve_preferring(
+    pub(crate) fn reserve_preferring(
         &self,
         provider: ProviderName,
         preferred: Option<&ExecutorId>,
@@ -163,7 +169,7 @@ impl Executors {
 
     /// Records a heartbeat. `live` is false for values replayed when a watch starts:
     /// those may be up to a TTL old, so their age is taken from `heartbeat_at`.
-    pub fn upsert(&self, presence: ExecutorPresence, live: bool) {
+    pub(crate) fn upsert(&self, presence: ExecutorPresence, live: bool) {
         let now = Instant::now();
         let mut state = self.state();
         let ttl = state.ttl;
@@ -214,7 +220,7 @@ impl Executors {
         }
     }
 
-    pub fn remove(&self, executor_id: &str) {
+    pub(crate) fn remove(&self, executor_id: &str) {
         let now = Instant::now();
         let mut state = self.state();
         if let Some(gone) = state.known.remove(executor_id) {
@@ -231,7 +237,7 @@ impl Executors {
     /// `provider` installed, and no executor offered it within `grace` (nor did this
     /// cache start less than `grace` ago). `None` means: wait, an executor with the
     /// provider may be on its way (or there is no executor at all).
-    pub fn without_provider(
+    pub(crate) fn without_provider(
         &self,
         provider: ProviderName,
         grace: Duration,
@@ -278,7 +284,7 @@ impl Executors {
 
     /// Applies one entry of the bucket watch. Garbage is logged and ignored: one
     /// misbehaving writer must not blind the manager to every other executor.
-    pub fn apply(&self, entry: &kv::Entry, live: bool) {
+    pub(crate) fn apply(&self, entry: &kv::Entry, live: bool) {
         let key = entry.key.as_str();
         match entry.operation {
             kv::Operation::Delete | kv::Operation::Purge => self.remove(key),
@@ -312,7 +318,7 @@ impl Executors {
     /// Waits until the first watch delivered the bucket's initial values (or `limit`
     /// passed), so that a starting manager does not nak its whole backlog as "no
     /// executor" before it has even heard of the executors.
-    pub async fn wait_primed(&self, limit: Duration) -> bool {
+    pub(crate) async fn wait_primed(&self, limit: Duration) -> bool {
         let mut primed = self.inner.primed.subscribe();
         tokio::time::timeout(limit, primed.wait_for(|p| *p))
             .await
@@ -322,7 +328,7 @@ impl Executors {
     /// Follows the `EXECUTORS` bucket until `shutdown`, re-creating the watch whenever it
     /// ends or fails (a NATS restart; the bucket lives in memory and may have to be
     /// provisioned again).
-    pub async fn watch(
+    pub(crate) async fn watch(
         self,
         js: jetstream::Context,
         mut lifecycle: ConnectionWatch,
@@ -449,7 +455,7 @@ fn ranked<'a>(
 }
 
 /// One slot reserved on one executor. Dropping it unsettled gives the slot back.
-pub struct Reservation {
+pub(crate) struct Reservation {
     executors: Executors,
     executor_id: ExecutorId,
     generation: u64,
@@ -457,19 +463,19 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    pub fn executor_id(&self) -> &ExecutorId {
+    pub(crate) fn executor_id(&self) -> &ExecutorId {
         &self.executor_id
     }
 
     /// The executor took the run: the slot stays taken until its next heartbeat, which
     /// counts the run in `active`.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.settled = true;
     }
 
     /// The executor cannot take runs now (full, draining, gone): skip it until its
     /// next heartbeat.
-    pub fn mark_unavailable(mut self) {
+    pub(crate) fn mark_unavailable(mut self) {
         self.settled = true;
         let mut state = self.executors.state();
         if let Some(known) = state.known.get_mut(&self.executor_id) {

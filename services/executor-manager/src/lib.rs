@@ -6,12 +6,12 @@
 //! consumer, and the event log's fencing makes sure a run is dispatched at most once.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod config;
+mod config;
 mod connection;
-pub mod dispatch;
-pub mod executors;
-pub mod timeouts;
-pub mod workers;
+mod dispatch;
+mod executors;
+mod timeouts;
+mod workers;
 
 pub use config::{Config, ExecutorManagerSettings, TimeoutTemplate};
 

@@ -39,7 +39,7 @@ enum FetchError {
 }
 
 /// The worker pool of one manager process.
-pub struct Workers {
+pub(crate) struct Workers {
     /// Pull requests do not survive a reconnect: a fetch starts over on one.
     lifecycle: ConnectionWatch,
     consumer: PullConsumer,
@@ -50,7 +50,7 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn new(
+    pub(crate) fn new(
         lifecycle: ConnectionWatch,
         consumer: PullConsumer,
         dispatcher: Dispatcher,
@@ -69,7 +69,7 @@ impl Workers {
 
     /// Runs the fetch loops until `shutdown`, then waits (bounded) for the commands in
     /// flight to be settled.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut loops = JoinSet::new();
         for index in 0..self.settings.workers {
             loops.spawn(self.clone().fetch_loop(index, shutdown.clone()));
