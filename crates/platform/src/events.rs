@@ -14,7 +14,7 @@
 
 mod batch;
 
-pub use batch::MAX_BATCH_EVENTS;
+use batch::MAX_BATCH_EVENTS;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};

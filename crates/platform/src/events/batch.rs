@@ -19,7 +19,7 @@ use std::time::Duration;
 use switchyard_contracts::{RunId, dispatch::EventPosition, subjects};
 
 /// The server's limit on messages in one atomic batch.
-pub const MAX_BATCH_EVENTS: usize = 1000;
+pub(super) const MAX_BATCH_EVENTS: usize = 1000;
 
 const BATCH_ID: &str = "Nats-Batch-Id";
 const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
