@@ -194,7 +194,7 @@ pub async fn stress(client: &Client, args: StressArgs) -> anyhow::Result<Exit> {
     let runs = args.runs as usize;
     let concurrency = args.concurrency as usize;
     let settings = report::Settings {
-        gateway: client.base().to_owned(),
+        gateway: without_userinfo(client.base()),
         app: args.app.to_string(),
         provider: args.provider.clone(),
         model: args.model.clone(),
@@ -286,6 +286,18 @@ pub async fn stress(client: &Client, args: StressArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::StressFailed
     })
+}
+
+/// The gateway URL for the report, without a user name or password it may carry.
+fn without_userinfo(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn print_summary(report: &Report, out: &Path) -> anyhow::Result<()> {
@@ -388,7 +400,12 @@ impl Progress {
         self.running = running;
         match &self.bar {
             Some(bar) => bar.set_message(self.counts()),
-            None => eprintln!("stress: {}/{} done; {}", self.done, self.runs, self.counts()),
+            None => eprintln!(
+                "stress: {}/{} done; {}",
+                self.done,
+                self.runs,
+                self.counts()
+            ),
         }
     }
 
@@ -403,5 +420,22 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_names_the_gateway_without_credentials() {
+        assert_eq!(
+            without_userinfo("http://user:secret@gw.example:8080"),
+            "http://gw.example:8080/"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
     }
 }

@@ -239,9 +239,7 @@ impl Report {
             .count();
         let latency_ms = Latency {
             start_call: Percentiles::of(samples.iter().filter_map(|s| s.start_ms).collect()),
-            first_event: Percentiles::of(
-                samples.iter().filter_map(|s| s.first_event_ms).collect(),
-            ),
+            first_event: Percentiles::of(samples.iter().filter_map(|s| s.first_event_ms).collect()),
             terminal: Percentiles::of(samples.iter().filter_map(|s| s.terminal_ms).collect()),
         };
         let verdict = verdict(settings.runs, interrupted, &samples);
@@ -326,7 +324,7 @@ impl Report {
         );
         let l = &self.latency_ms;
         for (name, p) in [
-            ("start call answered", &l.start_call),
+            ("start call", &l.start_call),
             ("first event", &l.first_event),
             ("terminal event", &l.terminal),
         ] {
@@ -360,7 +358,9 @@ impl Report {
                     sample.n,
                     sample.class.as_str(),
                     sample.run_id.map_or_else(dash, |id| id.to_string()),
-                    sample.start_http_status.map_or_else(dash, |s| s.to_string()),
+                    sample
+                        .start_http_status
+                        .map_or_else(dash, |s| s.to_string()),
                     sample.transport.as_str(),
                     sample.first_event_ms.map_or_else(dash, |v| v.to_string()),
                     sample.terminal_ms.map_or_else(dash, |v| v.to_string()),
@@ -382,7 +382,7 @@ fn failure_counts(samples: &[Sample]) -> Vec<(Class, usize)> {
     }
     let mut counts: Vec<(Class, usize)> = counts.into_values().collect();
     // Stable: equal counts keep report order.
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts
 }
 
@@ -480,7 +480,10 @@ mod tests {
             Class::Failure(FailureReason::Timeout)
         );
         assert_eq!(Class::of(false, NotOpened, None), Class::StartRefused);
-        assert_eq!(Class::of(false, ConnectFailed, None), Class::GatewayUnreachable);
+        assert_eq!(
+            Class::of(false, ConnectFailed, None),
+            Class::GatewayUnreachable
+        );
         assert_eq!(Class::of(false, Reset, None), Class::GatewayUnreachable);
         assert_eq!(Class::of(true, Reset, None), Class::StreamFailed);
         assert_eq!(Class::of(true, HttpError, None), Class::StreamFailed);
@@ -495,7 +498,10 @@ mod tests {
             (100, Some(50), Some(90), Some(99), Some(100))
         );
         let p = Percentiles::of(vec![7, 3]);
-        assert_eq!((p.p50, p.p90, p.p99, p.max), (Some(3), Some(7), Some(7), Some(7)));
+        assert_eq!(
+            (p.p50, p.p90, p.p99, p.max),
+            (Some(3), Some(7), Some(7), Some(7))
+        );
         let p = Percentiles::of(vec![]);
         assert_eq!((p.count, p.p50, p.max), (0, None, None));
     }
@@ -516,7 +522,15 @@ mod tests {
             "FAIL: 4 of 5 failed (2 provider_error, 1 timeout, 1 start_refused)"
         );
         assert_eq!(
-            verdict(2, false, &samples[..1].iter().chain(&samples[..1]).cloned().collect::<Vec<_>>()),
+            verdict(
+                2,
+                false,
+                &samples[..1]
+                    .iter()
+                    .chain(&samples[..1])
+                    .cloned()
+                    .collect::<Vec<_>>()
+            ),
             "PASS: 2/2 succeeded"
         );
         assert_eq!(

@@ -10,14 +10,14 @@ use serde_json::{Map, Value, json};
 use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_contracts::api::{StartRunRequest, StartRunResponse};
-use switchyard_contracts::event::{FailureReason, RunCompleted, TerminalStatus};
+use switchyard_contracts::event::{FailureReason, RunCompleted, RunStatus, TerminalStatus};
 use tokio::time::{Instant, timeout_at};
 
 /// The SSE `type` of a run's terminal event.
 const RUN_COMPLETED: &str = "run.completed";
-/// How long `run.json` waits for the run's record to show the end the stream showed (the
-/// control-plane projects events a moment after the gateway streams them), or the end of
-/// a run the client stopped.
+/// How long `run.json` waits for the run's record to catch up with the stream (the
+/// control-plane projects events a moment after the gateway streams them), or for the
+/// end of a run the client stopped.
 const RECORD_WAIT: Duration = Duration::from_secs(10);
 const RECORD_POLL: Duration = Duration::from_millis(200);
 /// Attempts at `GET /api/runs/{id}` when the gateway cannot be reached for a moment.
@@ -89,6 +89,8 @@ pub struct Sample {
     pub terminal_ms: Option<u64>,
     /// SSE frames received (keep-alive comments are not frames).
     pub events: u64,
+    /// The `seq` of the last run event received.
+    pub last_seq: Option<u64>,
     pub stream_bytes: u64,
     /// The run's terminal event: status, failure reason and detail.
     pub status: Option<TerminalStatus>,
@@ -121,6 +123,7 @@ impl Sample {
             first_event_ms: None,
             terminal_ms: None,
             events: 0,
+            last_seq: None,
             stream_bytes: 0,
             status: None,
             reason: None,
@@ -151,7 +154,7 @@ impl Sample {
             text.push_str(transport);
         }
         if let Some(status) = &self.run_status {
-            let _ = std::fmt::Write::write_fmt(&mut text, format_args!(" (run: {status})"));
+            text.push_str(&format!(" (run: {status})"));
         }
         text.trim().to_owned()
     }
@@ -188,7 +191,9 @@ impl Plan {
         let deadline = sent + self.timeout;
         let mut start_answer = None;
 
-        let started = self.start(&request, deadline, &mut sample, &mut start_answer).await;
+        let started = self
+            .start(&request, deadline, &mut sample, &mut start_answer)
+            .await;
         sample.start_ms = Some(millis(sent.elapsed()));
         let mut terminal = None;
         if let Some(run_id) = started {
@@ -222,8 +227,9 @@ impl Plan {
         } else {
             Some(match started {
                 Some(run_id) => {
-                    let settled = terminal.is_some() || sample.stopped_by_client;
-                    let record = self.record(run_id, settled).await;
+                    let record = self
+                        .record(run_id, sample.last_seq, sample.stopped_by_client)
+                        .await;
                     sample.run_status = record
                         .get("status")
                         .and_then(Value::as_str)
@@ -260,9 +266,9 @@ impl Plan {
             }
             Err(_) => {
                 sample.transport = Transport::ClientTimeout;
-                sample.transport_detail =
-                    Some("the start call had no answer within --timeout-ms".to_owned());
-                *answer = Some(no_run("the start call had no answer within --timeout-ms", None));
+                let why = format!("the start call had no answer within {}", self.limit());
+                sample.transport_detail = Some(why.clone());
+                *answer = Some(no_run(&why, None));
                 return None;
             }
             Ok(Err(error)) => error,
@@ -300,8 +306,9 @@ impl Plan {
             }
             ClientError::Unreachable { source, .. } => {
                 sample.transport = unanswered(source);
-                sample.transport_detail = Some(error_chain(source));
-                *answer = Some(no_run(&error.to_string(), None));
+                let why = format!("the start call got no answer: {}", error_chain(source));
+                sample.transport_detail = Some(why.clone());
+                *answer = Some(no_run(&why, None));
             }
             // A 2xx whose body is not a start answer: the run may exist, but it is
             // unknown to us.
@@ -326,12 +333,11 @@ impl Plan {
         sample: &mut Sample,
         raw: &mut Vec<u8>,
     ) -> Option<RunCompleted> {
-        let mut response = match timeout_at(deadline, self.client.open_stream(run_id, None)).await
-        {
+        let mut response = match timeout_at(deadline, self.client.open_stream(run_id, None)).await {
             Err(_) => {
                 sample.transport = Transport::ClientTimeout;
                 sample.transport_detail =
-                    Some("the stream did not open within --timeout-ms".to_owned());
+                    Some(format!("the stream did not open within {}", self.limit()));
                 return None;
             }
             Ok(Ok(StreamOpen::Events(response))) => response,
@@ -363,8 +369,10 @@ impl Plan {
             let chunk = match timeout_at(deadline, response.chunk()).await {
                 Err(_) => {
                     sample.transport = Transport::ClientTimeout;
-                    sample.transport_detail =
-                        Some("--timeout-ms passed before the run's terminal event".to_owned());
+                    sample.transport_detail = Some(format!(
+                        "{} passed before the run's terminal event",
+                        self.limit()
+                    ));
                     return None;
                 }
                 Ok(Ok(Some(chunk))) => chunk,
@@ -393,6 +401,12 @@ impl Plan {
             raw.extend_from_slice(&chunk);
             for frame in parser.feed(&chunk) {
                 sample.events += 1;
+                if let Some(seq) = frame
+                    .json()
+                    .and_then(|event| event.get("seq").and_then(Value::as_u64))
+                {
+                    sample.last_seq = Some(seq);
+                }
                 sample
                     .first_event_ms
                     .get_or_insert_with(|| millis(sent.elapsed()));
@@ -403,6 +417,14 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// The client's limit, in words.
+    fn limit(&self) -> String {
+        format!(
+            "the client's --timeout-ms ({} ms)",
+            self.timeout.as_millis()
+        )
     }
 
     async fn stop(&self, run_id: RunId) -> bool {
@@ -416,9 +438,11 @@ impl Plan {
             .is_ok()
     }
 
-    /// `GET /api/runs/{id}`; when the run is known to have ended (`settled`), waits a
-    /// little for its record to show that end.
-    async fn record(&self, run_id: RunId, settled: bool) -> Value {
+    /// `GET /api/runs/{id}`, once the record has caught up with the stream (its
+    /// `lastEventSeq` reaches `seen`, the last event the stream delivered) and, for a run
+    /// the client stopped, once it has ended; at most [`RECORD_WAIT`], so that `run.json`
+    /// tells at least what `sse.raw.txt` shows.
+    async fn record(&self, run_id: RunId, seen: Option<u64>, stopped: bool) -> Value {
         let path = format!("/api/runs/{run_id}");
         let until = Instant::now() + RECORD_WAIT;
         let mut failures = 0;
@@ -428,9 +452,14 @@ impl Plan {
                     let ended = record
                         .get("status")
                         .and_then(Value::as_str)
-                        .and_then(switchyard_contracts::event::RunStatus::parse)
-                        .is_some_and(|s| s.is_terminal());
-                    if ended || !settled || Instant::now() >= until {
+                        .and_then(RunStatus::parse)
+                        .is_some_and(RunStatus::is_terminal);
+                    let projected = record.get("lastEventSeq").and_then(Value::as_u64);
+                    let caught_up = match seen {
+                        Some(seen) => projected.is_some_and(|p| p >= seen),
+                        None => true,
+                    };
+                    if (caught_up && (ended || !stopped)) || Instant::now() >= until {
                         return record;
                     }
                 }
