@@ -1,5 +1,5 @@
 //! Idempotency keys of run starts, kept on the run they started (see
-//! `crate::runs::Idempotency`).
+//! [`crate::idempotency`]).
 
 use super::StoreError;
 use chrono::{DateTime, Utc};
