@@ -11,7 +11,8 @@
 //! conversation last holds its workspace and session, so the run command names it as
 //! the preferred executor.
 
-use crate::runs::{Resolved, StartRunError, parse_provider};
+use super::error::StartRunError;
+use super::request::{Resolved, parse_provider};
 use crate::store;
 use crate::store::runs::ConversationHead;
 use sqlx::PgPool;
@@ -20,13 +21,13 @@ use switchyard_contracts::api::{AppView, StartRunRequest};
 
 /// The existing conversation a run continues.
 #[derive(Debug, Clone)]
-pub struct Conversation {
-    pub id: RunId,
-    pub head: ConversationHead,
+pub(crate) struct Conversation {
+    pub(crate) id: RunId,
+    pub(crate) head: ConversationHead,
 }
 
 /// The conversation `request` continues, `None` when it starts a new one.
-pub async fn find(
+pub(crate) async fn find(
     pool: &PgPool,
     request: &StartRunRequest,
 ) -> Result<Option<Conversation>, StartRunError> {
@@ -56,7 +57,7 @@ pub async fn find(
 
 /// A conversation belongs to the app of its runs (or to none): a follow-up that names
 /// another app — directly or through a profile only that app has — is refused.
-pub fn ensure_same_app(
+pub(crate) fn ensure_same_app(
     conversation: &Conversation,
     requested: Option<&AppView>,
 ) -> Result<(), StartRunError> {
@@ -74,7 +75,7 @@ pub fn ensure_same_app(
 /// the conversation's provider (a request naming another one is refused, since the
 /// provider session cannot move to a different agent) and its model unless the
 /// request names one.
-pub fn inherit(
+pub(crate) fn inherit(
     resolved: &mut Resolved,
     request: &StartRunRequest,
     head: &ConversationHead,
@@ -106,7 +107,6 @@ mod tests {
 
     fn head(provider: &str, model: Option<&str>) -> ConversationHead {
         ConversationHead {
-            conversation_id: RunId::nil(),
             provider: provider.into(),
             model: model.map(str::to_owned),
             app_id: None,

@@ -1,4 +1,8 @@
-//! Who is calling and what they may do (RBAC).
+//! Access control at the HTTP edge: the middleware in front of the whole API that
+//! authenticates the caller (the shared internal token), reads the principal the
+//! gateway forwarded into an [`Actor`], hides runs the caller may not see and keeps
+//! each role to what it may do (see [`crate::actor`]); and the extractor handlers read
+//! the actor with.
 //!
 //! The gateway authenticates bearer tokens and forwards the principal in the
 //! `x-switchyard-principal`, `x-switchyard-role` and `x-switchyard-apps` headers,
@@ -7,17 +11,6 @@
 //! (`control_plane.internal_token`, which only gateways hold; see
 //! `docs/architecture.md`, "Access control"). A request with the token but without a
 //! role header comes from a holder of that secret and acts as admin.
-//!
-//! | role | runs and apps | start / stop / reply | register apps | principals |
-//! |---|---|---|---|---|
-//! | admin | all | yes | yes | yes |
-//! | operator | all | yes | yes | no |
-//! | developer | member apps (+ own app-less runs) | in those | member apps | no |
-//! | viewer | member apps (+ own app-less runs) | no | no | no |
-//!
-//! A run the caller may not see answers 404 `run_not_found`, exactly like a run that
-//! does not exist, so run ids do not leak across apps; an action the role does not
-//! allow answers 403 `forbidden`.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -25,94 +18,35 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
-pub use switchyard_contracts::auth::{
-    APPS_HEADER, INTERNAL_HEADER_PREFIX, PRINCIPAL_HEADER, ROLE_HEADER, Role,
-};
-use switchyard_contracts::{AppId, RunId};
+use switchyard_contracts::RunId;
+use switchyard_contracts::auth::{APPS_HEADER, PRINCIPAL_HEADER, ROLE_HEADER, Role};
 use switchyard_platform::http::{ApiError, secret_matches};
 
-use crate::http::AppState;
+use super::errors::run_not_found;
+use crate::actor::Actor;
+use crate::state::AppState;
 use crate::store;
 
-/// Principal id of callers inside the trust boundary that name no principal.
-pub const INTERNAL_PRINCIPAL: &str = "internal";
-
-/// The caller of a request, as the gateway authenticated it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// Who is calling: a registered principal's id, or the name of a built-in caller
-    /// (the gateway's `admin` and `anonymous`, [`INTERNAL_PRINCIPAL`]). Stored as the
-    /// `created_by` of the runs the caller starts.
-    pub id: String,
-    pub role: Role,
-    /// Apps the principal is a member of (only consulted for developers and viewers).
-    pub apps: Vec<AppId>,
-}
-
-impl Actor {
-    pub fn internal() -> Self {
-        Self {
-            id: INTERNAL_PRINCIPAL.to_owned(),
-            role: Role::Admin,
-            apps: Vec::new(),
-        }
-    }
-
-    /// Reads the gateway's headers. `None` when a role header is present but the
-    /// headers are unusable (an unknown role, no principal, an app id that breaks its
-    /// rule): the gateway never sends that, so the request is refused.
-    pub fn from_headers(headers: &HeaderMap) -> Option<Actor> {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let Some(role) = headers.get(ROLE_HEADER) else {
-            return Some(Actor::internal());
-        };
-        let role = Role::parse(role.to_str().ok()?)?;
-        let id = text(PRINCIPAL_HEADER)
-            .filter(|id| !id.is_empty())?
-            .to_owned();
-        let apps = text(APPS_HEADER)
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(|a| a.parse().ok())
-            .collect::<Option<_>>()?;
-        Some(Actor { id, role, apps })
-    }
-
-    /// Admins and operators see every run and app.
-    pub fn sees_everything(&self) -> bool {
-        matches!(self.role, Role::Admin | Role::Operator)
-    }
-
-    /// The app filter for listings: `None` = all apps.
-    pub fn app_scope(&self) -> Option<&[AppId]> {
-        (!self.sees_everything()).then_some(self.apps.as_slice())
-    }
-
-    pub fn is_member(&self, app_id: &AppId) -> bool {
-        self.apps.contains(app_id)
-    }
-
-    pub fn may_see_app(&self, app_id: &AppId) -> bool {
-        self.sees_everything() || self.is_member(app_id)
-    }
-
-    /// A run of `app_id` started by `created_by`.
-    pub fn may_see_run(&self, app_id: Option<&AppId>, created_by: Option<&str>) -> bool {
-        if self.sees_everything() {
-            return true;
-        }
-        match app_id {
-            Some(app) => self.is_member(app),
-            None => created_by == Some(self.id.as_str()),
-        }
-    }
-
-    /// Whether the role may change anything at all (start, stop, reply, register).
-    pub fn may_write(&self) -> bool {
-        self.role != Role::Viewer
-    }
+/// Reads the gateway's headers. `None` when a role header is present but the
+/// headers are unusable (an unknown role, no principal, an app id that breaks its
+/// rule): the gateway never sends that, so the request is refused.
+fn actor_from_headers(headers: &HeaderMap) -> Option<Actor> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(role) = headers.get(ROLE_HEADER) else {
+        return Some(Actor::internal());
+    };
+    let role = Role::parse(role.to_str().ok()?)?;
+    let id = text(PRINCIPAL_HEADER)
+        .filter(|id| !id.is_empty())?
+        .to_owned();
+    let apps = text(APPS_HEADER)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| a.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(Actor { id, role, apps })
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
@@ -125,12 +59,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
             .extensions
             .get::<Actor>()
             .cloned()
-            .or_else(|| Actor::from_headers(&parts.headers))
+            .or_else(|| actor_from_headers(&parts.headers))
             .unwrap_or_else(Actor::internal))
     }
 }
 
-pub fn forbidden(message: impl Into<String>) -> ApiError {
+pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
@@ -180,7 +114,11 @@ fn internal_token_matches(headers: &HeaderMap, expected: Option<&secrecy::Secret
 /// not see (404 whatever the sub-resource — stream lookup, stop, human-loop), keeps
 /// viewers read-only and principal management to admins. Per-handler checks add what
 /// depends on the body (the app a run starts in, listing filters).
-pub async fn enforce(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn enforce(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path().to_owned();
     if path == "/healthz" || path == "/readyz" {
         return next.run(request).await;
@@ -188,7 +126,7 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
     if !internal_token_matches(request.headers(), state.settings.internal_token.as_ref()) {
         return ApiError::unauthorized("only a gateway may call the control-plane").into_response();
     }
-    let Some(actor) = Actor::from_headers(request.headers()) else {
+    let Some(actor) = actor_from_headers(request.headers()) else {
         return ApiError::unauthorized("the principal headers are not valid").into_response();
     };
     if !path.starts_with("/api/") {
@@ -228,18 +166,14 @@ pub async fn enforce(State(state): State<AppState>, mut request: Request, next: 
 
 fn run_hidden(run_id: RunId) -> Response {
     tracing::debug!(run_id = %run_id, "run hidden from the caller");
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "run_not_found",
-        format!("no run {run_id}"),
-    )
-    .into_response()
+    run_not_found(run_id).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use switchyard_contracts::AppId;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -255,8 +189,8 @@ mod tests {
 
     #[test]
     fn headers_become_an_actor() {
-        assert_eq!(Actor::from_headers(&headers(&[])), Some(Actor::internal()));
-        let dev = Actor::from_headers(&headers(&[
+        assert_eq!(actor_from_headers(&headers(&[])), Some(Actor::internal()));
+        let dev = actor_from_headers(&headers(&[
             (PRINCIPAL_HEADER, "p1"),
             (ROLE_HEADER, "developer"),
             (APPS_HEADER, "a, b,,"),
@@ -271,14 +205,14 @@ mod tests {
         assert!(dev.may_write());
         // A role header the gateway would never send is refused, not defaulted.
         assert_eq!(
-            Actor::from_headers(&headers(&[(PRINCIPAL_HEADER, "p"), (ROLE_HEADER, "root")])),
+            actor_from_headers(&headers(&[(PRINCIPAL_HEADER, "p"), (ROLE_HEADER, "root")])),
             None
         );
         assert_eq!(
-            Actor::from_headers(&headers(&[(ROLE_HEADER, "viewer")])),
+            actor_from_headers(&headers(&[(ROLE_HEADER, "viewer")])),
             None
         );
-        let op = Actor::from_headers(&headers(&[
+        let op = actor_from_headers(&headers(&[
             (PRINCIPAL_HEADER, "o"),
             (ROLE_HEADER, "operator"),
         ]))
@@ -286,7 +220,7 @@ mod tests {
         assert!(op.may_see_run(Some(&app("z")), None) && op.app_scope().is_none());
         // The gateway never sends an app id that breaks the rule.
         assert_eq!(
-            Actor::from_headers(&headers(&[
+            actor_from_headers(&headers(&[
                 (PRINCIPAL_HEADER, "p"),
                 (ROLE_HEADER, "viewer"),
                 (APPS_HEADER, "a,b c"),
