@@ -12,19 +12,19 @@ use switchyard_platform::events::StoredEvent;
 use switchyard_platform::sse::{Cursor, RunTag};
 
 /// SSE comment sent while a stream is quiet (axum's default keep-alive).
-pub const KEEP_ALIVE: Bytes = Bytes::from_static(b":\n\n");
+pub(crate) const KEEP_ALIVE: Bytes = Bytes::from_static(b":\n\n");
 
 /// A stored run event as the gateway keeps it: what ordering needs, and its frame.
 #[derive(Debug)]
-pub struct FeedEvent {
-    pub seq: u64,
-    pub terminal: bool,
-    pub frame: Bytes,
+pub(crate) struct FeedEvent {
+    pub(crate) seq: u64,
+    pub(crate) terminal: bool,
+    pub(crate) frame: Bytes,
 }
 
 impl FeedEvent {
     /// `run` is the tag of the event's run (computed once per feed).
-    pub fn new(event: &StoredEvent, run: &RunTag) -> Arc<Self> {
+    pub(crate) fn new(event: &StoredEvent, run: &RunTag) -> Arc<Self> {
         let cursor = Cursor {
             seq: event.header.seq,
             stream_seq: event.stream_seq,
@@ -43,14 +43,14 @@ impl FeedEvent {
 
 /// The `retry:` field that opens every stream (a frame without data: clients set their
 /// reconnection delay and dispatch no event).
-pub fn retry(millis: u64) -> Bytes {
+pub(crate) fn retry(millis: u64) -> Bytes {
     Bytes::from(format!("retry: {millis}\n\n"))
 }
 
 /// One SSE frame. Line breaks in `data` continue on a new `data: ` line (as axum does);
 /// the id and event name cannot carry them, so they are dropped there rather than let a
 /// garbage event type inject fields.
-pub fn encode(id: Option<&str>, event: &str, data: &str) -> Bytes {
+pub(crate) fn encode(id: Option<&str>, event: &str, data: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(32 + id.map_or(0, str::len) + event.len() + data.len());
     if let Some(id) = id {
         field(&mut buf, b"id: ", id);

@@ -59,7 +59,7 @@ const RECONNECT_POLL: Duration = Duration::from_millis(250);
 
 /// Creates and finds run feeds. Cheap to clone.
 #[derive(Clone)]
-pub struct Hub {
+pub(crate) struct Hub {
     inner: Arc<HubInner>,
 }
 
@@ -73,7 +73,7 @@ struct HubInner {
 }
 
 /// One run's shared tail and history. Held (strongly) by its subscriptions only.
-pub struct RunFeed {
+pub(crate) struct RunFeed {
     run_id: RunId,
     state: watch::Receiver<FeedState>,
     hub: Weak<HubInner>,
@@ -93,7 +93,7 @@ struct FeedState {
 
 /// What a client is sent next.
 #[derive(Debug, Clone)]
-pub enum FeedItem {
+pub(crate) enum FeedItem {
     Event(Arc<FeedEvent>),
     /// The events from `expected_seq` up to `first_available_seq - 1` are gone from the
     /// stream (retention or deletion); the next event is `first_available_seq`.
@@ -104,7 +104,7 @@ pub enum FeedItem {
 }
 
 /// One client's read position in a run feed.
-pub struct Subscription {
+pub(crate) struct Subscription {
     feed: Arc<RunFeed>,
     state: watch::Receiver<FeedState>,
     /// Index into the history of the next event to look at.
@@ -118,7 +118,7 @@ pub struct Subscription {
 impl Hub {
     /// `shutdown` stops every feed task (and so ends every subscription); the tasks run
     /// on `tasks` so the service can wait for them.
-    pub fn new(log: EventLog, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
+    pub(crate) fn new(log: EventLog, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
         let connects = watch_connects(&log, shutdown.clone(), &tasks);
         Self {
             inner: Arc::new(HubInner {
@@ -133,7 +133,7 @@ impl Hub {
 
     /// Subscribes to `run_id`'s events after `after_seq` (0 = from the first event),
     /// joining the run's feed or starting it.
-    pub fn subscribe(&self, run_id: RunId, after_seq: u64) -> Subscription {
+    pub(crate) fn subscribe(&self, run_id: RunId, after_seq: u64) -> Subscription {
         let feed = self.feed(run_id);
         Subscription {
             state: feed.state.clone(),
@@ -146,7 +146,8 @@ impl Hub {
     }
 
     /// Feeds with at least one subscriber.
-    pub fn live_feeds(&self) -> usize {
+    #[cfg(test)]
+    fn live_feeds(&self) -> usize {
         let feeds = self
             .inner
             .feeds
@@ -206,13 +207,9 @@ impl Drop for RunFeed {
 }
 
 impl Subscription {
-    pub fn run_id(&self) -> RunId {
-        self.feed.run_id
-    }
-
     /// The next items in order, or `None` when the stream is over: after the terminal
     /// event, or when the gateway shuts down.
-    pub async fn next_batch(&mut self) -> Option<Vec<FeedItem>> {
+    pub(crate) async fn next_batch(&mut self) -> Option<Vec<FeedItem>> {
         loop {
             if self.done {
                 return None;

@@ -29,8 +29,9 @@ use switchyard_contracts::RunId;
 use switchyard_contracts::principals::PrincipalChanged;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::auth::{Principal, TokenCache};
+use crate::auth::Principal;
 use crate::grants::ReadGrants;
+use crate::token_cache::TokenCache;
 
 /// Most principals remembered as "forgotten at epoch n"; past it the record restarts
 /// and everything in flight counts as forgotten (a spurious reconnect at worst).
@@ -40,11 +41,11 @@ const RECONNECT_CHECK: Duration = Duration::from_secs(1);
 
 /// The epoch a request's authentication started at (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthEpoch(pub u64);
+pub(crate) struct AuthEpoch(u64);
 
 /// Cached answers and open streams per principal, and the epochs of forgetting them.
 #[derive(Clone)]
-pub struct Revocations {
+pub(crate) struct Revocations {
     cache: Option<Arc<TokenCache>>,
     inner: Arc<Mutex<Inner>>,
 }
@@ -78,7 +79,7 @@ impl Inner {
 
 impl Revocations {
     /// `cache` is the token cache to evict from (`None` when tokens are not cached).
-    pub fn new(cache: Option<Arc<TokenCache>>) -> Self {
+    pub(crate) fn new(cache: Option<Arc<TokenCache>>) -> Self {
         Self {
             cache,
             inner: Arc::default(),
@@ -90,12 +91,12 @@ impl Revocations {
     }
 
     /// Noted before an authentication starts.
-    pub fn epoch(&self) -> AuthEpoch {
+    pub(crate) fn epoch(&self) -> AuthEpoch {
         AuthEpoch(self.lock().epoch)
     }
 
     /// Drops what is cached about the principal and ends its open streams.
-    pub fn forget(&self, principal: &str) {
+    pub(crate) fn forget(&self, principal: &str) {
         let mut inner = self.lock();
         inner.epoch += 1;
         let epoch = inner.epoch;
@@ -120,7 +121,7 @@ impl Revocations {
     }
 
     /// Drops every cached answer (a reconnect may have lost notices); open streams stay.
-    pub fn forget_all_cached(&self) {
+    pub(crate) fn forget_all_cached(&self) {
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.everyone_at = inner.epoch;
@@ -133,7 +134,7 @@ impl Revocations {
 
     /// Notes that `principal`, authenticated at `since`, just started `run_id` here, so
     /// it may read the run (see [`crate::grants`]); not if it was forgotten meanwhile.
-    pub fn grant_read(&self, since: AuthEpoch, principal: &str, run_id: RunId) {
+    pub(crate) fn grant_read(&self, since: AuthEpoch, principal: &str, run_id: RunId) {
         let mut inner = self.lock();
         if !inner.forgotten_since(principal, since.0) {
             inner.grants.grant(principal, run_id, Instant::now());
@@ -141,7 +142,7 @@ impl Revocations {
     }
 
     /// Whether a grant lets `principal` read `run_id` without asking the control-plane.
-    pub fn may_read(&self, principal: &str, run_id: RunId) -> bool {
+    pub(crate) fn may_read(&self, principal: &str, run_id: RunId) -> bool {
         self.lock()
             .grants
             .may_read(principal, run_id, Instant::now())
@@ -149,7 +150,7 @@ impl Revocations {
 
     /// Caches a resolution made since `since`, unless the principal was forgotten
     /// meanwhile (the answer may predate the change).
-    pub fn cache_if_current(&self, since: AuthEpoch, key: [u8; 32], principal: &Principal) {
+    pub(crate) fn cache_if_current(&self, since: AuthEpoch, key: [u8; 32], principal: &Principal) {
         let inner = self.lock();
         if inner.forgotten_since(&principal.id, since.0) {
             return;
@@ -161,7 +162,7 @@ impl Revocations {
 
     /// Registers an SSE stream of a principal authenticated at `since`; the watch fires
     /// when the principal is forgotten (at once if that happened since `since`).
-    pub fn watch(&self, principal: &str, since: AuthEpoch) -> StreamWatch {
+    pub(crate) fn watch(&self, principal: &str, since: AuthEpoch) -> StreamWatch {
         let mut inner = self.lock();
         if inner.forgotten_since(principal, since.0) {
             let cancel = CancellationToken::new();
@@ -188,7 +189,8 @@ impl Revocations {
     }
 
     /// Open streams being watched (all principals).
-    pub fn open_streams(&self) -> usize {
+    #[cfg(test)]
+    fn open_streams(&self) -> usize {
         self.lock().streams.values().map(|s| s.open).sum()
     }
 
@@ -216,7 +218,7 @@ struct Registration {
 
 /// Held by an SSE connection: [`StreamWatch::revoked`] completes when the principal's
 /// access changed; dropping it unregisters the stream.
-pub struct StreamWatch {
+pub(crate) struct StreamWatch {
     revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     registration: Option<Registration>,
 }
@@ -230,7 +232,7 @@ impl StreamWatch {
     }
 
     /// Completes once the principal has been forgotten.
-    pub async fn revoked(&mut self) {
+    pub(crate) async fn revoked(&mut self) {
         self.revoked.as_mut().await;
     }
 }
@@ -245,7 +247,7 @@ impl Drop for StreamWatch {
 
 /// Applies the control-plane's notices until `shutdown` (or the subscription ends),
 /// and drops the whole cache whenever the NATS connection has been re-established.
-pub async fn listen(
+pub(crate) async fn listen(
     client: async_nats::Client,
     mut notices: async_nats::Subscriber,
     revocations: Revocations,

@@ -37,23 +37,23 @@ use switchyard_platform::sse::{Cursor, ParsedCursor, RunTag};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
+use super::quota::{QuotaExceeded, StreamPermit};
+use super::state::AppState;
 use crate::auth::Principal;
 use crate::control_plane::RunLookup;
 use crate::frames::{self, KEEP_ALIVE};
 use crate::hub::{FeedItem, Subscription};
-use crate::quota::{QuotaExceeded, StreamPermit};
 use crate::revocation::{AuthEpoch, StreamWatch};
-use crate::routes::AppState;
 
 /// SSE event name of the "history is missing" notice.
-pub const RESET_EVENT: &str = "stream.reset";
+const RESET_EVENT: &str = "stream.reset";
 
 #[derive(Debug, Deserialize)]
-pub struct StreamQuery {
+pub(super) struct StreamQuery {
     cursor: Option<String>,
 }
 
-pub async fn stream_run(
+pub(super) async fn stream_run(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(epoch): Extension<AuthEpoch>,
