@@ -1,7 +1,6 @@
 //! Who is calling: the [`Principal`] a request is served as, the [`Authenticator`]
-//! that turns a token into one ([`crate::tokens`] has the implementations), how a
-//! principal travels to the control-plane, and the comparison every credential check
-//! uses ([`constant_time_eq`]).
+//! that turns a token into one ([`crate::tokens`] has the implementations), and how a
+//! principal travels to the control-plane.
 //!
 //! Handlers read the `Principal` request extension that [`crate::http::auth`] stores;
 //! the proxy and the run lookup send it to the control-plane in the `x-switchyard-*`
@@ -67,34 +66,9 @@ pub(crate) trait Authenticator: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Principal, AuthError>>;
 }
 
-/// Equality of two byte strings in time that depends only on `expected`'s length, so a
-/// caller probing tokens learns nothing from response times.
-pub(crate) fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
-    let mut diff = expected.len() ^ given.len();
-    for (i, byte) in expected.iter().enumerate() {
-        let other = given.get(i).copied().unwrap_or(0);
-        diff |= usize::from(byte ^ other);
-    }
-    // Keep the optimizer from turning the loop into an early-exit comparison.
-    std::hint::black_box(diff) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_eq_is_equality() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"secret", b"secre"));
-        assert!(!constant_time_eq(b"secret", b""));
-        assert!(constant_time_eq(b"", b""));
-        // A prefix padded with NULs must not pass for the shorter token.
-        assert!(!constant_time_eq(b"ab", b"ab\0"));
-        assert!(!constant_time_eq(b"ab\0", b"ab"));
-    }
 
     #[test]
     fn principals_travel_in_headers() {

@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-use crate::auth::{Principal, constant_time_eq};
+use switchyard_platform::http::secret_matches;
+
+use crate::auth::Principal;
 use crate::config::GatewayConfig;
 
 /// Name of the session cookie.
@@ -74,7 +76,7 @@ pub(crate) struct Session {
     token: SecretString,
     expires_at: DateTime<Utc>,
     principal: String,
-    csrf: String,
+    csrf: SecretString,
 }
 
 impl Session {
@@ -88,20 +90,21 @@ impl Session {
     }
 
     pub(crate) fn csrf_token(&self) -> &str {
-        &self.csrf
+        self.csrf.expose_secret()
     }
 
     /// Whether `principal` is who the session was opened for, with the same role and
     /// apps.
     pub(crate) fn is_for(&self, principal: &Principal) -> bool {
-        constant_time_eq(self.principal.as_bytes(), fingerprint(principal).as_bytes())
+        // Not a secret (the cookie that carries it is sealed), so a plain comparison.
+        self.principal == fingerprint(principal)
     }
 
     /// Whether `headers` carry this session's CSRF token.
     pub(crate) fn csrf_matches(&self, headers: &HeaderMap) -> bool {
         let mut values = headers.get_all(CSRF_HEADER).iter();
         match (values.next(), values.next()) {
-            (Some(value), None) => constant_time_eq(self.csrf.as_bytes(), value.as_bytes()),
+            (Some(value), None) => secret_matches(value.as_bytes(), &self.csrf),
             _ => false,
         }
     }
@@ -218,7 +221,7 @@ impl Sessions {
             token: SecretString::from(sealed.token),
             expires_at,
             principal: sealed.principal,
-            csrf: sealed.csrf,
+            csrf: SecretString::from(sealed.csrf),
         })
     }
 
@@ -321,7 +324,7 @@ mod tests {
         assert!(!value.contains("sy_token"), "the token is not readable");
         let session = sessions.open(&value, now).unwrap();
         assert_eq!(session.token.expose_secret(), "sy_token");
-        assert_eq!(session.csrf, csrf);
+        assert_eq!(session.csrf_token(), csrf);
         assert_eq!(session.expires_at(), expires_at);
         assert!(expires_at > now + chrono::Duration::seconds(3590));
         assert!(matches!(

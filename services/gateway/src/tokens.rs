@@ -14,11 +14,13 @@
 //! No token is ever logged.
 
 use futures::future::BoxFuture;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{AuthError, Authenticator, Principal, Role, constant_time_eq};
+use switchyard_platform::http::secret_matches;
+
+use crate::auth::{AuthError, Authenticator, Principal, Role};
 use crate::config::GatewayConfig;
 use crate::control_plane::ControlPlane;
 use crate::revocation::Revocations;
@@ -48,15 +50,11 @@ impl Authenticator for AdminToken {
     ) -> BoxFuture<'a, Result<Principal, AuthError>> {
         let result = match token {
             None => Err(AuthError::Missing),
-            Some(given)
-                if constant_time_eq(self.token.expose_secret().as_bytes(), given.as_bytes()) =>
-            {
-                Ok(Principal {
-                    id: Self::PRINCIPAL_ID.to_owned(),
-                    role: Role::Admin,
-                    apps: Vec::new(),
-                })
-            }
+            Some(given) if secret_matches(given.as_bytes(), &self.token) => Ok(Principal {
+                id: Self::PRINCIPAL_ID.to_owned(),
+                role: Role::Admin,
+                apps: Vec::new(),
+            }),
             Some(_) => Err(AuthError::Invalid),
         };
         Box::pin(std::future::ready(result))

@@ -33,22 +33,14 @@ use super::state::AppState;
 use crate::auth::{AuthError, Principal};
 use crate::session::{CSRF_HEADER, Session, SessionError, Sessions, cookie_value, has_cookie};
 
-/// The token of an `Authorization: Bearer <token>` header; `Ok(None)` without one.
+/// The token of an `Authorization: Bearer <token>` header; `Ok(None)` without one,
+/// `Invalid` with anything else there (another scheme, an empty token, two headers).
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(AuthError::Invalid);
+    match switchyard_platform::http::bearer_token(headers) {
+        Some(token) => Ok(Some(token)),
+        None if headers.contains_key(header::AUTHORIZATION) => Err(AuthError::Invalid),
+        None => Ok(None),
     }
-    let value = value.to_str().map_err(|_| AuthError::Invalid)?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Invalid)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(AuthError::Invalid);
-    }
-    Ok(Some(token))
 }
 
 /// Middleware: authenticates the request and stores its [`Principal`] and the
