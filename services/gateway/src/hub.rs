@@ -17,8 +17,12 @@
 //! reading it. The task also stops by itself after the terminal event (nothing follows
 //! it), and at gateway shutdown.
 //!
-//! The feed keeps the run's whole history (no trimming) as encoded SSE frames (see
-//! [`crate::frames`]), so memory per watched run is about the size of its events. Events are stored in `seq` order without duplicates; a
+//! The feed keeps the run's whole history (no trimming) as SSE frames, each encoded
+//! once when the event is stored ([`FeedEvent`]) and shared by every subscriber: a
+//! client writes the same [`Bytes`] (a reference count, no copy), so fan-out to N
+//! clients costs N socket writes, not N cursor encodings, UTF-8 checks and buffers.
+//! Memory per watched run is about the size of its events. Events are stored in `seq`
+//! order without duplicates; a
 //! client that finds a gap between the `seq` it expects and the next stored one — the
 //! stream's retention removed the run's early events, or an event was deleted — gets an
 //! explicit [`FeedItem::Reset`] first, never a silent skip.
@@ -31,6 +35,7 @@
 //! restarted server has lost the ephemeral consumers anyway.
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -38,9 +43,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_platform::events::{EventLog, EventLogError, StoredEvent};
-use switchyard_platform::sse::RunTag;
-
-use crate::frames::FeedEvent;
+use switchyard_platform::sse::{self, RunTag};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -56,6 +59,25 @@ const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
 /// How often the connection watcher looks for a NATS reconnect.
 const RECONNECT_POLL: Duration = Duration::from_millis(250);
+
+/// A stored run event as the hub keeps it: what ordering needs, and its frame.
+#[derive(Debug)]
+pub(crate) struct FeedEvent {
+    pub(crate) seq: u64,
+    pub(crate) terminal: bool,
+    pub(crate) frame: Bytes,
+}
+
+impl FeedEvent {
+    /// `run` is the tag of the event's run (computed once per feed).
+    fn new(event: &StoredEvent, run: &RunTag) -> Arc<Self> {
+        Arc::new(Self {
+            seq: event.header.seq,
+            terminal: event.header.is_terminal(),
+            frame: sse::frame(event, run),
+        })
+    }
+}
 
 /// Creates and finds run feeds. Cheap to clone.
 #[derive(Clone)]

@@ -24,13 +24,12 @@
 //! | HTTP | `http` (the router), its middleware and handlers, `http::state` |
 //! | authentication | `tokens` (who a bearer token belongs to) |
 //! | shared parts | `revocation`, `hub`, `control_plane`, `session`, `portal` |
-//! | leaves | `config`, `auth` (the principal types), `token_cache`, `grants`, `frames` |
+//! | leaves | `config`, `auth` (the principal types), `token_cache`, `grants` |
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
 mod config;
 mod control_plane;
-mod frames;
 mod grants;
 mod http;
 mod hub;
@@ -101,7 +100,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             gateway.stream_opens_per_minute,
         ),
         keep_alive: gateway.keep_alive(),
-        retry_frame: frames::retry(gateway.sse_retry_ms),
+        retry_frame: switchyard_platform::sse::retry(gateway.sse_retry_ms),
     });
     let router = http::router(state, &gateway, client.clone());
 
