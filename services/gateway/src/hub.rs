@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_platform::events::{EventLog, EventLogError, StoredEvent};
+use switchyard_platform::nats::ConnectionWatch;
 use switchyard_platform::sse::{self, RunTag};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -57,8 +58,6 @@ const MAX_BATCH: usize = 256;
 const STORE_BATCH: usize = 256;
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
-/// How often the connection watcher looks for a NATS reconnect.
-const RECONNECT_POLL: Duration = Duration::from_millis(250);
 
 /// A stored run event as the hub keeps it: what ordering needs, and its frame.
 #[derive(Debug)]
@@ -90,8 +89,8 @@ struct HubInner {
     feeds: Mutex<HashMap<RunId, Weak<RunFeed>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    /// How many times the NATS connection has been (re-)established.
-    connects: watch::Receiver<u64>,
+    /// The NATS connection's lifecycle: each feed re-opens its tail on a reconnect.
+    connection: ConnectionWatch,
 }
 
 /// One run's shared tail and history. Held (strongly) by its subscriptions only.
@@ -139,16 +138,21 @@ pub(crate) struct Subscription {
 
 impl Hub {
     /// `shutdown` stops every feed task (and so ends every subscription); the tasks run
-    /// on `tasks` so the service can wait for them.
-    pub(crate) fn new(log: EventLog, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
-        let connects = watch_connects(&log, shutdown.clone(), &tasks);
+    /// on `tasks` so the service can wait for them. `connection` watches the connection
+    /// `log` uses.
+    pub(crate) fn new(
+        log: EventLog,
+        connection: ConnectionWatch,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 log,
                 feeds: Mutex::default(),
                 shutdown,
                 tasks,
-                connects,
+                connection,
             }),
         }
     }
@@ -201,9 +205,9 @@ impl Hub {
         });
         feeds.insert(run_id, Arc::downgrade(&feed));
         let log = self.inner.log.clone();
-        let connects = self.inner.connects.clone();
+        let connection = self.inner.connection.clone();
         self.inner.tasks.spawn(
-            tail_run(log, run_id, tx, connects, stop)
+            tail_run(log, run_id, tx, connection, stop)
                 .instrument(tracing::info_span!("run_feed", run_id = %run_id)),
         );
         tracing::debug!(run_id = %run_id, "run feed started");
@@ -300,32 +304,6 @@ impl Subscription {
         }
         items
     }
-}
-
-/// Publishes the NATS client's connect count (it only grows, once per reconnect).
-/// async-nats offers no reconnect notification outside its connect options, so poll.
-fn watch_connects(
-    log: &EventLog,
-    shutdown: CancellationToken,
-    tasks: &TaskTracker,
-) -> watch::Receiver<u64> {
-    use std::sync::atomic::Ordering;
-    let stats = log.jetstream().client().statistics();
-    let (tx, rx) = watch::channel(stats.connects.load(Ordering::Relaxed));
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(RECONNECT_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    let connects = stats.connects.load(Ordering::Relaxed);
-                    tx.send_if_modified(|seen| std::mem::replace(seen, connects) != connects);
-                }
-            }
-        }
-    });
-    rx
 }
 
 fn retry_delays() -> impl Iterator<Item = Duration> {
@@ -495,7 +473,7 @@ async fn tail_run(
     log: EventLog,
     run_id: RunId,
     tx: watch::Sender<FeedState>,
-    mut connects: watch::Receiver<u64>,
+    mut connection: ConnectionWatch,
     stop: CancellationToken,
 ) {
     let mut writer = Writer {
@@ -510,7 +488,7 @@ async fn tail_run(
     let mut delays = retry_delays();
     loop {
         // Reconnects before this point are covered by the tail we are about to open.
-        connects.borrow_and_update();
+        connection.catch_up();
         let tail = log.tail(run_id, writer.resume_from());
         let opened = if writer.resume_from() == 0 {
             match open_with_head_start(&log, &mut writer, &stop, tail).await {
@@ -530,7 +508,7 @@ async fn tail_run(
                 loop {
                     let item = tokio::select! {
                         () = stop.cancelled() => return,
-                        Ok(()) = connects.changed() => {
+                        _ = connection.reconnected() => {
                             tracing::info!(run_id = %run_id, "NATS reconnected; re-opening the run tail");
                             break;
                         }
@@ -579,10 +557,10 @@ mod tests {
             url: server.url(),
             ..Default::default()
         };
-        let client = switchyard_platform::nats::connect(&config, "hub-test")
+        let connection = switchyard_platform::nats::NatsConnection::open(&config, "hub-test")
             .await
             .unwrap();
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(connection.client);
         switchyard_platform::nats::provision(
             &js,
             switchyard_platform::nats::Resources {
@@ -594,7 +572,12 @@ mod tests {
         .unwrap();
         let log = EventLog::open(js).await.unwrap();
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(log.clone(), shutdown.clone(), TaskTracker::new());
+        let hub = Hub::new(
+            log.clone(),
+            connection.lifecycle,
+            shutdown.clone(),
+            TaskTracker::new(),
+        );
         (server, log, hub, shutdown)
     }
 

@@ -44,7 +44,7 @@ pub use config::{Config, GatewayConfig};
 use async_nats::jetstream;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
 use switchyard_platform::events::EventLog;
-use switchyard_platform::nats::{self, Resources};
+use switchyard_platform::nats::{self, NatsConnection, Resources};
 use switchyard_platform::service::ServiceHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,7 +58,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tracing::warn!("gateway.admin_token is not set: the API is served without authentication");
     }
 
-    let client = nats::connect(&config.nats, "switchyard-gateway").await?;
+    let NatsConnection {
+        client,
+        lifecycle: connection,
+    } = NatsConnection::open(&config.nats, "switchyard-gateway").await?;
     let mut js = jetstream::new(client.clone());
     js.set_timeout(config.nats.request_timeout());
     nats::provision(
@@ -72,7 +75,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let log = EventLog::open(js).await?;
 
     let tasks = TaskTracker::new();
-    let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
+    let hub = hub::Hub::new(
+        log.clone(),
+        connection.clone(),
+        shutdown.child_token(),
+        tasks.clone(),
+    );
     let control_plane =
         control_plane::ControlPlane::new(&gateway, config.http.header_read_timeout())?;
     let (authenticator, revocations) = tokens::from_config(&gateway, control_plane.clone());
@@ -81,7 +89,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let notices = client.subscribe(PRINCIPAL_CHANGED).await?;
     client.flush().await?;
     tasks.spawn(revocation::listen(
-        client.clone(),
+        connection,
         notices,
         revocations.clone(),
         shutdown.child_token(),

@@ -22,11 +22,11 @@
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use switchyard_contracts::RunId;
 use switchyard_contracts::principals::PrincipalChanged;
+use switchyard_platform::nats::ConnectionWatch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::auth::Principal;
@@ -36,8 +36,6 @@ use crate::token_cache::TokenCache;
 /// Most principals remembered as "forgotten at epoch n"; past it the record restarts
 /// and everything in flight counts as forgotten (a spurious reconnect at worst).
 const MAX_FORGOTTEN: usize = 10_000;
-/// How often the listener checks whether the NATS connection was re-established.
-const RECONNECT_CHECK: Duration = Duration::from_secs(1);
 
 /// The epoch a request's authentication started at (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,17 +244,14 @@ impl Drop for StreamWatch {
 }
 
 /// Applies the control-plane's notices until `shutdown` (or the subscription ends),
-/// and drops the whole cache whenever the NATS connection has been re-established.
+/// and drops the whole cache whenever `connection` (the one `notices` come over) has
+/// been re-established.
 pub(crate) async fn listen(
-    client: async_nats::Client,
+    mut connection: ConnectionWatch,
     mut notices: async_nats::Subscriber,
     revocations: Revocations,
     shutdown: CancellationToken,
 ) {
-    let statistics = client.statistics();
-    let mut connects = statistics.connects.load(Ordering::Relaxed);
-    let mut check = tokio::time::interval(RECONNECT_CHECK);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -270,13 +265,9 @@ pub(crate) async fn listen(
                     Err(e) => tracing::warn!(error = %e, "ignoring a malformed principal notice"),
                 }
             }
-            _ = check.tick() => {
-                let now = statistics.connects.load(Ordering::Relaxed);
-                if now != connects {
-                    connects = now;
-                    tracing::info!("NATS reconnected: dropping every cached token answer");
-                    revocations.forget_all_cached();
-                }
+            _ = connection.reconnected() => {
+                tracing::info!("NATS reconnected: dropping every cached token answer");
+                revocations.forget_all_cached();
             }
         }
     }
@@ -287,6 +278,7 @@ mod tests {
     use super::*;
     use crate::auth::Role;
     use futures::FutureExt;
+    use std::time::Duration;
 
     fn principal(id: &str) -> Principal {
         Principal {
