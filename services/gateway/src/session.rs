@@ -1,6 +1,6 @@
 //! Browser sessions: an API token exchanged once for a cookie that authenticates API
 //! calls and `EventSource` streams (which cannot send an `Authorization` header). This
-//! module is the cookie itself; [`crate::http::session`] serves `/api/session` and
+//! module is the cookie itself; `http::session` serves `/api/session` and
 //! [`crate::http::auth`] authenticates requests by it.
 //!
 //! * The cookie is `sy_session=…; Path=/api; HttpOnly; SameSite=Strict;
