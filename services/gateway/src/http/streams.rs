@@ -33,27 +33,26 @@ use std::pin::Pin;
 use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_platform::http::ApiError;
-use switchyard_platform::sse::{Cursor, ParsedCursor, RunTag};
+use switchyard_platform::sse::{self, Cursor, ParsedCursor, RunTag};
 use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
+use super::quota::{QuotaExceeded, StreamPermit};
+use super::state::AppState;
 use crate::auth::Principal;
 use crate::control_plane::RunLookup;
-use crate::frames::{self, KEEP_ALIVE};
 use crate::hub::{FeedItem, Subscription};
-use crate::quota::{QuotaExceeded, StreamPermit};
 use crate::revocation::{AuthEpoch, StreamWatch};
-use crate::routes::AppState;
 
 /// SSE event name of the "history is missing" notice.
-pub const RESET_EVENT: &str = "stream.reset";
+const RESET_EVENT: &str = "stream.reset";
 
 #[derive(Debug, Deserialize)]
-pub struct StreamQuery {
+pub(super) struct StreamQuery {
     cursor: Option<String>,
 }
 
-pub async fn stream_run(
+pub(super) async fn stream_run(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(epoch): Extension<AuthEpoch>,
@@ -265,7 +264,7 @@ impl Connection {
                 return None;
             }
             items = self.subscription.next_batch() => batch_bytes(items?),
-            () = self.idle.as_mut() => KEEP_ALIVE,
+            () = self.idle.as_mut() => sse::KEEP_ALIVE,
         };
         // Extending a pending deadline does not touch tokio's timer wheel.
         self.idle.as_mut().reset(Instant::now() + self.keep_alive);
@@ -301,7 +300,7 @@ fn frame(item: FeedItem) -> Bytes {
         FeedItem::Reset {
             expected_seq,
             first_available_seq,
-        } => frames::encode(
+        } => sse::encode(
             None,
             RESET_EVENT,
             &serde_json::json!({

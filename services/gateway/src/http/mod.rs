@@ -1,4 +1,5 @@
-//! The gateway's HTTP surface: shared state and the route table.
+//! The gateway's HTTP surface: the route table, and the middleware and handlers in
+//! this module's children.
 //!
 //! | route | auth | handler |
 //! |---|---|---|
@@ -6,56 +7,39 @@
 //! | `POST`, `GET`, `DELETE /api/session` | token in the body / any | [`session`]: sign in, who am I, sign out |
 //! | `GET /api/runs/{id}/stream` | bearer or session cookie | [`streams::stream_run`] |
 //! | `* /api/{*path}` | bearer or session cookie (+ CSRF header) | [`proxy::forward`] to the control-plane |
-//! | `GET` anything else | public | [`portal::serve`]: the built portal, `index.html` for client-side routes |
+//! | `GET` anything else | public | the portal ([`crate::portal`]), `index.html` for client-side routes |
 //!
+//! [`auth::require_principal`] authenticates the `/api/*` routes but the session ones.
 //! With `gateway.cors_allowed_origins` set, [`cors`] answers preflights of `/api/*`
 //! before authentication.
 
+pub(crate) mod auth;
+mod cors;
+mod proxy;
+pub(crate) mod quota;
+mod session;
+pub(crate) mod state;
+mod streams;
+
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware;
+use axum::response::Response;
 use axum::routing::{any, get, post};
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_platform::events::EventLog;
 use switchyard_platform::http::{ReadinessCheck, health_routes, nats_ready, with_common_layers};
 
-use crate::GatewayConfig;
-use crate::auth::{self, Authenticator};
+use crate::config::GatewayConfig;
 use crate::control_plane::ControlPlane;
-use crate::hub::Hub;
-use crate::portal::Portal;
-use crate::quota::StreamQuota;
-use crate::revocation::Revocations;
-use crate::session::Sessions;
-use crate::{cors, portal, proxy, session, streams};
+use state::AppState;
 
 /// The request deadline beyond the upstream one, so that a slow control-plane yields the
 /// proxy's own JSON 503 rather than the timeout layer's bare one.
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
-/// What every handler reaches, behind one `Arc`: axum clones the state for each request
-/// (the auth middleware once more), and cloning these fields one by one (the NATS and
-/// HTTP clients, the URLs) took more of a start request's CPU than the gateway's own
-/// work.
-pub type AppState = Arc<Shared>;
-
-pub struct Shared {
-    pub authenticator: Arc<dyn Authenticator>,
-    /// Seals and opens browser session cookies.
-    pub sessions: Sessions,
-    pub portal: Portal,
-    pub revocations: Revocations,
-    pub control_plane: ControlPlane,
-    pub hub: Hub,
-    pub log: EventLog,
-    pub quota: StreamQuota,
-    pub keep_alive: Duration,
-    /// The `retry:` field every stream starts with.
-    pub retry_frame: bytes::Bytes,
-}
-
-pub fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client) -> Router {
+/// Every route, with the common layers around them.
+pub(crate) fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client) -> Router {
     let api = Router::new()
         .route("/api/runs/{id}/stream", get(streams::stream_run))
         .route("/api/{*path}", any(proxy::forward))
@@ -80,10 +64,15 @@ pub fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client)
     let router = Router::new()
         .merge(health_routes(ready))
         .merge(api)
-        .route("/", get(portal::serve))
-        .route("/{*path}", get(portal::serve))
+        .route("/", get(portal))
+        .route("/{*path}", get(portal))
         .with_state(state);
     with_common_layers(router, config.upstream_timeout() + TIMEOUT_MARGIN)
+}
+
+/// `GET` of any path no other route takes: the portal.
+async fn portal(State(state): State<AppState>, request: Request) -> Response {
+    state.portal.serve(request).await
 }
 
 fn readiness(nats: async_nats::Client, control_plane: ControlPlane) -> ReadinessCheck {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 /// Counts open streams and recent openings per principal id.
 #[derive(Clone)]
-pub struct StreamQuota {
+pub(crate) struct StreamQuota {
     max_per_principal: usize,
     open: Arc<Mutex<HashMap<String, usize>>>,
     openings: Arc<Mutex<HashMap<String, Bucket>>>,
@@ -25,7 +25,7 @@ struct Bucket {
 
 /// The principal may not open another stream now.
 #[derive(Debug, thiserror::Error)]
-pub enum QuotaExceeded {
+pub(crate) enum QuotaExceeded {
     #[error("too many concurrent streams ({max}) for this token")]
     Concurrent { max: usize },
     #[error("streams are opened too fast for this token (at most {per_minute} a minute)")]
@@ -33,14 +33,14 @@ pub enum QuotaExceeded {
 }
 
 /// One open stream; dropping it (the SSE body ends or the client leaves) frees the slot.
-pub struct StreamPermit {
+pub(crate) struct StreamPermit {
     principal: String,
     open: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl StreamQuota {
     /// `opens_per_minute` 0 disables the rate limit.
-    pub fn new(max_per_principal: usize, opens_per_minute: u32) -> Self {
+    pub(crate) fn new(max_per_principal: usize, opens_per_minute: u32) -> Self {
         Self {
             max_per_principal,
             open: Arc::default(),
@@ -49,7 +49,7 @@ impl StreamQuota {
         }
     }
 
-    pub fn acquire(&self, principal: &str) -> Result<StreamPermit, QuotaExceeded> {
+    pub(crate) fn acquire(&self, principal: &str) -> Result<StreamPermit, QuotaExceeded> {
         self.take_opening(principal, Instant::now())?;
         self.take_slot(principal)
     }
@@ -101,7 +101,8 @@ impl StreamQuota {
     }
 
     /// Open streams of `principal`.
-    pub fn open_streams(&self, principal: &str) -> usize {
+    #[cfg(test)]
+    fn open_streams(&self, principal: &str) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.get(principal).copied().unwrap_or(0)
     }

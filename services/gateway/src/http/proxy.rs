@@ -28,11 +28,12 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use switchyard_platform::http::ApiError;
 
-use crate::auth::{INTERNAL_HEADER_PREFIX, Principal, principal_headers};
-use crate::revocation::{AuthEpoch, Revocations};
-use crate::routes::AppState;
 use switchyard_contracts::RunId;
 use switchyard_contracts::auth::PRINCIPAL_CHANGED_HEADER;
+
+use super::state::AppState;
+use crate::auth::{INTERNAL_HEADER_PREFIX, Principal, principal_headers};
+use crate::revocation::{AuthEpoch, Revocations};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -57,7 +58,7 @@ const REQUEST_DROPPED: &[&str] = &[
 ];
 
 /// `*` /api/* → the same path on the control-plane.
-pub async fn forward(
+pub(super) async fn forward(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(epoch): Extension<AuthEpoch>,
