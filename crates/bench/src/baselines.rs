@@ -23,7 +23,7 @@ pub(crate) const PUBLISH_BATCH: usize = 1_000;
 
 /// The bytes of a typical run event (a filler `message.delta`, as the executor writes
 /// it), so that raw messages are as large as the platform's.
-pub(crate) fn sample_event(seq: u64) -> Bytes {
+pub(crate) fn sample_event(seq: u64) -> anyhow::Result<Bytes> {
     let event = RunEvent::new(
         Uuid::now_v7(),
         seq,
@@ -32,7 +32,8 @@ pub(crate) fn sample_event(seq: u64) -> Bytes {
             text: format!("filler {seq} "),
         }),
     );
-    Bytes::from(serde_json::to_vec(&event).unwrap_or_default())
+    let bytes = serde_json::to_vec(&event).context("serialise a sample run event")?;
+    Ok(Bytes::from(bytes))
 }
 
 /// Sizes of the raw measurements.
@@ -73,7 +74,18 @@ pub(crate) async fn jetstream(client: &async_nats::Client, sizes: RawSizes) -> V
             ];
         }
     };
-    let payload = sample_event(1);
+    let payload = match sample_event(1) {
+        Ok(payload) => payload,
+        Err(e) => {
+            let reason = format!("{e:#}");
+            return vec![
+                Baseline::not_measured(PIPELINED.0, PIPELINED.1, "msg/s", reason.clone()),
+                Baseline::not_measured(SEQUENTIAL.0, SEQUENTIAL.1, "msg/s", reason.clone()),
+                Baseline::not_measured(LATENCY_P50.0, LATENCY_P50.1, "ms", reason.clone()),
+                Baseline::not_measured(LATENCY_P99.0, LATENCY_P99.1, "ms", reason),
+            ];
+        }
+    };
     let mut out = Vec::new();
     out.push(
         pipelined_publish(&js, &payload, sizes.pipelined_messages)

@@ -146,7 +146,7 @@ async fn run(
         consumers.push(ordered_reader(&stream, total).await?);
     }
 
-    let payload = sample_event(1);
+    let payload = sample_event(1)?;
     let cpu = CpuMark::now(nats_pid, &[]);
     let started = Instant::now();
     let mut sent = 0;

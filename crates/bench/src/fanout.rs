@@ -287,7 +287,7 @@ pub(crate) async fn reference(plan: &SwarmPlan<'_>) -> anyhow::Result<SwarmResul
 pub(crate) fn reference_baselines(reference: &Result<SwarmResult, String>) -> Vec<Baseline> {
     match reference {
         Ok(r) => {
-            let details = serde_json::to_value(r).unwrap_or_default();
+            let details = details_of(r);
             vec![
                 match r.kib_per_client {
                     Some(kib) if kib > 0.0 => Baseline::measured(
@@ -360,7 +360,7 @@ fn no_growth(swarm: &SwarmResult) -> String {
 }
 
 pub(crate) fn figures(gateway: &SwarmResult, reference: &[Baseline]) -> Vec<Figure> {
-    let details = serde_json::to_value(gateway).unwrap_or_default();
+    let details = details_of(gateway);
     let mut out = vec![CLIENTS.measured(gateway.clients_ready as f64, None, details.clone())];
     out.push(match gateway.kib_per_client {
         Some(kib) if kib > 0.0 => MEMORY.measured_against(
@@ -389,4 +389,11 @@ pub(crate) fn figures(gateway: &SwarmResult, reference: &[Baseline]) -> Vec<Figu
         )),
     });
     out
+}
+
+/// A swarm's measurements as the report's details; a failure to serialise them is
+/// written into the report instead of leaving the details empty.
+fn details_of(swarm: &SwarmResult) -> serde_json::Value {
+    serde_json::to_value(swarm)
+        .unwrap_or_else(|e| json!({"error": format!("cannot serialise the measurements: {e}")}))
 }

@@ -88,14 +88,14 @@ impl BareServer {
 
 pub(crate) const PATH: &str = "/sse";
 
-fn frame(seq: u64, event: &'static str) -> Frame {
+fn frame(seq: u64, event: &'static str) -> anyhow::Result<Frame> {
     let id = Cursor {
         seq,
         stream_seq: 1_000_000 + seq,
     }
     .encode(&RunTag::of(&uuid::Uuid::nil()));
-    let data = String::from_utf8_lossy(&sample_event(seq)).into_owned();
-    (id, event, data)
+    let data = String::from_utf8_lossy(&sample_event(seq)?).into_owned();
+    Ok((id, event, data))
 }
 
 impl ReferenceSse {
@@ -103,7 +103,7 @@ impl ReferenceSse {
     pub(crate) async fn start(after_go: usize) -> anyhow::Result<Self> {
         let (go, go_rx) = watch::channel(false);
         let count = after_go.max(1) as u64;
-        let frames: Vec<Frame> = (2..=count + 1)
+        let frames = (2..=count + 1)
             .map(|seq| {
                 let kind = if seq == count + 1 {
                     "run.completed"
@@ -112,10 +112,10 @@ impl ReferenceSse {
                 };
                 frame(seq, kind)
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<Frame>>>()?;
         let shared = Shared {
             go: go_rx,
-            hello: Arc::new(frame(1, "run.queued")),
+            hello: Arc::new(frame(1, "run.queued")?),
             frames: Arc::new(frames),
         };
         let app = Router::new().route(PATH, get(stream)).with_state(shared);
@@ -182,7 +182,15 @@ enum ReferenceMessage {
 pub(crate) async fn worker_main() -> anyhow::Result<()> {
     use std::io::{BufRead as _, Write as _};
     let say = |message: &ReferenceMessage| {
-        let text = serde_json::to_string(message).unwrap_or_default();
+        // The parent waits for the message: an unencodable one is reported on stderr
+        // (shared with the benchmark's) rather than sent as an empty line.
+        let text = match serde_json::to_string(message) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("cannot encode a message to the benchmark: {error}");
+                return;
+            }
+        };
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{text}");
         let _ = stdout.flush();

@@ -197,7 +197,7 @@ async fn append(js: &Context, run_id: Uuid, seq: u64, last_stream_seq: u64) -> a
         headers.insert(TERMINAL, "1");
     }
     let ack = js
-        .publish_with_headers(events_subject(run_id), headers, sample_event(seq))
+        .publish_with_headers(events_subject(run_id), headers, sample_event(seq)?)
         .await?
         .await?;
     Ok(ack.sequence)

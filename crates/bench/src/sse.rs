@@ -1,19 +1,19 @@
 //! A deliberately small SSE reader for load generation: one TCP connection, one HTTP/1.1
-//! GET, a chunked-body decoder and a scanner that counts complete events without
-//! decoding them. The demo's reqwest-based client parses every frame into strings; at
-//! hundreds of thousands of events per second and ten thousand connections the client
-//! would otherwise cost as much CPU and memory as the gateway it measures.
+//! GET, a chunked-body decoder and a scanner that counts complete events as the
+//! platform's parser reads them, borrowed from its buffers. The demo's reqwest-based
+//! client builds an owned frame per event; at hundreds of thousands of events per
+//! second and ten thousand connections the client would otherwise cost as much CPU and
+//! memory as the gateway it measures.
 
 use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
+use switchyard_platform::sse::client::{EventTooLarge, Item, Parser};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// Longest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
-/// Bytes of a line kept for recognising the field (`data:`, `event: run.completed`).
-const PREFIX: usize = 32;
-const TERMINAL_EVENT_LINE: &[u8] = b"event: run.completed";
+const TERMINAL_EVENT: &str = "run.completed";
 
 /// One open event stream.
 pub(crate) struct SseStream {
@@ -126,6 +126,9 @@ impl SseStream {
             self.feed(&data[..n]);
             self.buf = data;
         }
+        if let Some(error) = self.scan.too_large {
+            bail!("the stream sent an event the client cannot read: {error}");
+        }
         let new = self.scan.events - before;
         if self.ended && new == 0 {
             return Ok(None);
@@ -194,88 +197,37 @@ impl SseStream {
     }
 }
 
-/// Counts SSE events (a blank line ending a frame that had a `data:` field), notes
-/// the terminal one, and optionally keeps the last `data:` line.
+/// Counts the events of a stream with the platform's parser (borrowed events: nothing
+/// is allocated per event) and notes the terminal one.
 #[derive(Default)]
 pub(crate) struct Scanner {
     pub(crate) events: u64,
     pub(crate) body_bytes: u64,
     /// The terminal `run.completed` event was read.
     pub(crate) terminal: bool,
-    /// Keep the last complete `data:` value in [`Scanner::last_data`].
-    pub(crate) keep_last_data: bool,
-    pub(crate) last_data: Vec<u8>,
-    prefix: Vec<u8>,
-    line_len: usize,
-    current_data: Vec<u8>,
-    frame_has_data: bool,
-    frame_is_terminal: bool,
+    /// An event larger than the parser's limit was dropped.
+    too_large: Option<EventTooLarge>,
+    parser: Parser,
 }
 
 impl Scanner {
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
         self.body_bytes += bytes.len() as u64;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(newline) => {
-                    self.extend_line(&rest[..newline]);
-                    self.end_line();
-                    rest = &rest[newline + 1..];
-                }
-                None => {
-                    self.extend_line(rest);
-                    rest = &[];
-                }
+        let Self {
+            events,
+            terminal,
+            too_large,
+            parser,
+            ..
+        } = self;
+        parser.feed_with(bytes, |item| match item {
+            Ok(Item::Event(event)) => {
+                *events += 1;
+                *terminal |= event.event == TERMINAL_EVENT;
             }
-        }
-    }
-
-    fn extend_line(&mut self, part: &[u8]) {
-        if self.prefix.len() < PREFIX {
-            let take = part.len().min(PREFIX - self.prefix.len());
-            self.prefix.extend_from_slice(&part[..take]);
-        }
-        if self.keep_last_data && (self.line_len < 5 || self.current_data_line()) {
-            self.current_data.extend_from_slice(part);
-        }
-        self.line_len += part.len();
-    }
-
-    fn current_data_line(&self) -> bool {
-        self.prefix.starts_with(b"data:")
-    }
-
-    fn end_line(&mut self) {
-        let mut line = std::mem::take(&mut self.prefix);
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if self.line_len == 0 || (line.is_empty() && self.line_len <= 1) {
-            if self.frame_has_data {
-                self.events += 1;
-                if self.frame_is_terminal {
-                    self.terminal = true;
-                }
-            }
-            self.frame_has_data = false;
-            self.frame_is_terminal = false;
-        } else if line.starts_with(b"data:") {
-            self.frame_has_data = true;
-            if self.keep_last_data {
-                let value = self.current_data.get(5..).unwrap_or_default();
-                let value = value.strip_prefix(b" ").unwrap_or(value);
-                let value = value.strip_suffix(b"\r").unwrap_or(value);
-                self.last_data.clear();
-                self.last_data.extend_from_slice(value);
-            }
-        } else if line.starts_with(TERMINAL_EVENT_LINE) && line.len() == TERMINAL_EVENT_LINE.len() {
-            self.frame_is_terminal = true;
-        }
-        self.current_data.clear();
-        self.line_len = 0;
-        line.clear();
-        self.prefix = line;
+            Ok(Item::Comment(_) | Item::Retry(_)) => {}
+            Err(error) => *too_large = Some(error),
+        });
     }
 }
 
@@ -293,15 +245,11 @@ mod tests {
     #[test]
     fn counts_events_split_anywhere_and_spots_the_terminal_one() {
         for split in 0..FRAMES.len() {
-            let mut scan = Scanner {
-                keep_last_data: true,
-                ..Default::default()
-            };
+            let mut scan = Scanner::default();
             scan.feed(&FRAMES[..split]);
             scan.feed(&FRAMES[split..]);
             assert_eq!(scan.events, 2, "split at {split}");
             assert!(scan.terminal, "split at {split}");
-            assert_eq!(scan.last_data, b"{\"seq\":2,\"type\":\"run.completed\"}");
         }
     }
 

@@ -232,7 +232,15 @@ pub(crate) async fn worker_main() -> anyhow::Result<()> {
         .context("read the swarm job from stdin")?;
     let job: SwarmJob = serde_json::from_str(&line).context("decode the swarm job")?;
     run(job, |message| {
-        let text = serde_json::to_string(&message).unwrap_or_default();
+        // The parent waits for the message: an unencodable one is reported on stderr
+        // (shared with the benchmark's) rather than sent as an empty line.
+        let text = match serde_json::to_string(&message) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("cannot encode a message to the benchmark: {error}");
+                return;
+            }
+        };
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{text}");
         let _ = stdout.flush();

@@ -115,7 +115,7 @@ pub fn load_from<T: DeserializeOwned>(
 
 /// Shortest accepted shared secret of an internal listener (`executor.api_token`,
 /// `control_plane.internal_token`): a short one could be guessed over the network.
-pub const MIN_TOKEN_LEN: usize = 16;
+const MIN_TOKEN_LEN: usize = 16;
 
 /// Checks a shared secret an internal listener requires: at least [`MIN_TOKEN_LEN`]
 /// printable ASCII characters, no spaces (it travels in an HTTP header). The error

@@ -14,7 +14,7 @@
 
 mod batch;
 
-pub use batch::MAX_BATCH_EVENTS;
+use batch::MAX_BATCH_EVENTS;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
@@ -39,6 +39,15 @@ pub enum EventLogError {
         run_id: RunId,
         size: usize,
         seq: u64,
+    },
+    /// The event could not be serialised (nothing was sent).
+    #[error("run {run_id}: event {seq} ({event_type}) could not be serialised: {source}")]
+    Encode {
+        run_id: RunId,
+        seq: u64,
+        event_type: &'static str,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("run {run_id}: could not append an event: {source}")]
     Publish {
@@ -97,9 +106,10 @@ pub struct EncodedEvent {
 }
 
 impl EncodedEvent {
-    pub fn new(event: RunEvent) -> Self {
-        let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
-        Self { event, payload }
+    /// Serialises `event`; a failure is logged and returned, never an empty payload.
+    pub fn new(event: RunEvent) -> Result<Self, EventLogError> {
+        let payload = encode(&event)?;
+        Ok(Self { event, payload })
     }
 
     pub fn event(&self) -> &RunEvent {
@@ -193,7 +203,7 @@ impl EventLog {
         event: &RunEvent,
         position: EventPosition,
     ) -> Result<EventPosition, EventLogError> {
-        let payload = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
+        let payload = encode(event)?;
         let stream_seq = self
             .publish_raw(
                 event.run_id,
@@ -221,7 +231,11 @@ impl EventLog {
         events: &[RunEvent],
         position: EventPosition,
     ) -> Result<EventPosition, EventLogError> {
-        let encoded: Vec<EncodedEvent> = events.iter().cloned().map(EncodedEvent::new).collect();
+        let encoded = events
+            .iter()
+            .cloned()
+            .map(EncodedEvent::new)
+            .collect::<Result<Vec<_>, _>>()?;
         self.append_encoded(&encoded, position).await
     }
 
@@ -488,6 +502,30 @@ impl EventLog {
     }
 }
 
+/// The bytes of a run event. Run events are plain data, so a failure here is a bug: it
+/// is logged where it happens and returned, and nothing is appended (rather than an
+/// empty payload).
+fn encode(event: &RunEvent) -> Result<Bytes, EventLogError> {
+    encode_value(event, event.run_id, event.seq, event.kind.type_name())
+}
+
+fn encode_value(
+    value: &impl serde::Serialize,
+    run_id: RunId,
+    seq: u64,
+    event_type: &'static str,
+) -> Result<Bytes, EventLogError> {
+    serde_json::to_vec(value).map(Bytes::from).map_err(|source| {
+        tracing::error!(%run_id, seq, event_type, error = %source, "cannot serialise a run event");
+        EventLogError::Encode {
+            run_id,
+            seq,
+            event_type,
+            source,
+        }
+    })
+}
+
 /// A direct get's answer as a stored event (not found: `None`).
 fn stored_event(
     run_id: RunId,
@@ -523,4 +561,42 @@ fn is_transient(kind: PublishErrorKind) -> bool {
             | PublishErrorKind::MaxAckPending
             | PublishErrorKind::StreamNotFound
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_that_cannot_be_serialised_is_an_error_naming_the_event() {
+        // JSON object keys must be strings: serde_json refuses this map.
+        let unencodable = std::collections::HashMap::from([((1, 2), "x")]);
+        let run_id = RunId::now_v7();
+        let error = encode_value(&unencodable, run_id, 7, "message.delta").unwrap_err();
+        assert!(
+            matches!(&error, EventLogError::Encode { run_id: r, seq: 7, event_type: "message.delta", .. } if *r == run_id),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("event 7 (message.delta) could not be serialised"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_run_event_serialises_to_its_json() {
+        let event = RunEvent::new(
+            RunId::now_v7(),
+            3,
+            RunEventKind::MessageDelta(switchyard_contracts::event::MessageDelta {
+                message_id: "m".into(),
+                text: "hi".into(),
+            }),
+        );
+        let encoded = EncodedEvent::new(event.clone()).unwrap();
+        assert!(encoded.size() > 0);
+        let back: RunEvent = serde_json::from_slice(&encode(&event).unwrap()).unwrap();
+        assert_eq!(back, event);
+    }
 }

@@ -180,7 +180,7 @@ fn invalid_id_in(error: &(dyn std::error::Error + 'static)) -> Option<ApiError> 
 /// 400 `invalid_request` when a body failed to decode because one of its ids broke
 /// its rule ([`switchyard_contracts::ids`]): the message names the field and the rule
 /// in our words, without serde's wording, position or the rejected value.
-pub fn invalid_id(error: &serde_path_to_error::Error<serde_json::Error>) -> Option<ApiError> {
+fn invalid_id(error: &serde_path_to_error::Error<serde_json::Error>) -> Option<ApiError> {
     let inner = error.inner();
     let text = inner.to_string();
     let position = format!(" at line {} column {}", inner.line(), inner.column());
@@ -268,7 +268,7 @@ pub fn bearer_challenge(message: impl Into<String>) -> Response {
 }
 
 /// Answers unknown routes in the shared error shape.
-pub async fn not_found_fallback() -> ApiError {
+async fn not_found_fallback() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 

@@ -15,6 +15,8 @@
 //! [`ParsedCursor::Legacy`]: the reader checks them against the event log (the event
 //! at that stream sequence must be the run's event with that `seq`) before resuming.
 
+pub mod client;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{BufMut, Bytes, BytesMut};

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
+use switchyard_platform::sse::client::Parser;
 use switchyard_test_support::fake_model::{
     CUT_DELTAS, Decision, ERROR_MESSAGE_401, ERROR_MESSAGE_429, ERROR_MESSAGE_500, FINAL_ANSWER,
     FINAL_MARKER, FakeModel, PATCH_FILE, PATCH_LINE, Scenario, TEXT_ANSWER, TEXT_MARKER,
@@ -92,11 +93,15 @@ async fn post(fm: &FakeModel, path: &str, body: &Value) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-/// The JSON payloads of the `data:` lines of an SSE body (`[DONE]` kept as a string).
+/// The JSON payloads of the events of an SSE body (`[DONE]` kept as a string).
 fn sse_payloads(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned())))
+    Parser::default()
+        .feed(body.as_bytes())
+        .into_iter()
+        .map(|event| {
+            let data = event.expect("an event within the size limit").data;
+            serde_json::from_str(&data).unwrap_or(Value::String(data))
+        })
         .collect()
 }
 

@@ -11,11 +11,12 @@
 //! the run stands.
 
 use crate::config::ExecutorManagerSettings;
-use crate::executors::Executors;
+use crate::executors::{Executors, Reservation};
 use crate::timeouts;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_contracts::dispatch::{
@@ -23,7 +24,7 @@ use switchyard_contracts::dispatch::{
 };
 use switchyard_contracts::event::{RunClaimed, RunCompleted};
 use switchyard_contracts::{
-    ExecutorId, FailureReason, ProviderName, RunCommand, RunEventKind, WorkerId, subjects,
+    ExecutorId, FailureReason, ProviderName, RunCommand, RunEventKind, RunId, WorkerId, subjects,
 };
 use switchyard_platform::events::{EventLog, EventLogError};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,7 @@ const NATS_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// What to do with a command message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Done: an executor owns the run, or the run needs no dispatch.
     Ack,
     /// Deliver it again after the delay.
@@ -46,13 +47,21 @@ pub enum Outcome {
 }
 
 /// Dispatches run commands for one manager process.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     client: async_nats::Client,
     events: EventLog,
     executors: Executors,
     settings: Arc<ExecutorManagerSettings>,
     worker_id: WorkerId,
     shutdown: CancellationToken,
+}
+
+/// A claimed run's dispatch request, as offered to each executor in turn.
+struct Request {
+    payload: Bytes,
+    timeout_ms: u64,
+    /// Where the executor appends `run.dispatched` (right after our `run.claimed`).
+    position: EventPosition,
 }
 
 /// The answer to one dispatch request, as far as the worker cares.
@@ -66,7 +75,7 @@ enum Attempt {
 }
 
 impl Dispatcher {
-    pub fn new(
+    pub(crate) fn new(
         client: async_nats::Client,
         events: EventLog,
         executors: Executors,
@@ -86,16 +95,42 @@ impl Dispatcher {
 
     /// Decides the fate of `command`, delivered as `message`. Runs inside the
     /// command's span, so every line it logs carries the run id.
-    pub async fn dispatch(&self, command: &RunCommand, message: &jetstream::Message) -> Outcome {
-        let run_id = command.run_id;
+    ///
+    /// The phases, each of which may settle the command early: read where the run
+    /// stands, check its provider, reserve an executor, claim the run, then offer it to
+    /// executors until one accepts.
+    pub(crate) async fn dispatch(
+        &self,
+        command: &RunCommand,
+        message: &jetstream::Message,
+    ) -> Outcome {
+        let phases = async {
+            let position = self.run_state(command.run_id).await?;
+            let provider = self.provider(command, position).await?;
+            let reservation = self.pick_executor(command, provider, position).await?;
+            let position = self.claim(command, message, position).await?;
+            let request = self.request_for(command, position)?;
+            Continue(
+                self.hand_over(command, message, provider, reservation, request)
+                    .await,
+            )
+        };
+        match phases.await {
+            Break(outcome) | Continue(outcome) => outcome,
+        }
+    }
+
+    /// Where the run's next event goes, unless its history shows that it needs no
+    /// dispatch (any more) or cannot be read.
+    async fn run_state(&self, run_id: RunId) -> ControlFlow<Outcome, EventPosition> {
         let last = match self.events.last(run_id).await {
             Ok(last) => last,
-            Err(error) => return event_log_failure(error, "read the run's last event"),
+            Err(error) => return Break(event_log_failure(error, "read the run's last event")),
         };
-        let mut position = match &last {
+        match &last {
             Some(last) if last.header.is_terminal() => {
                 tracing::info!("run already concluded; dropping its command");
-                return Outcome::Ack;
+                Break(Outcome::Ack)
             }
             Some(last)
                 if !matches!(
@@ -107,38 +142,50 @@ impl Dispatcher {
                     last_event = %last.header.event_type,
                     "run already dispatched; its executor owns it"
                 );
-                return Outcome::Ack;
+                Break(Outcome::Ack)
             }
-            Some(last) => last.next_position(),
+            Some(last) => Continue(last.next_position()),
             None => {
                 // The control-plane writes run.queued before it publishes the command,
                 // so this is a hand-published command or an expired history; the run
                 // can still be served from an empty log.
                 tracing::warn!("run has no events; dispatching it from an empty history");
-                EventPosition::EMPTY
+                Continue(EventPosition::EMPTY)
             }
-        };
+        }
+    }
 
-        let Some(provider) = ProviderName::parse(&command.provider) else {
-            tracing::warn!(provider = %command.provider, "run names an unknown provider; failing it");
-            let completed = RunCompleted::failed(
-                FailureReason::UnsupportedProvider,
-                format!(
-                    "provider `{}` is not supported by this platform",
-                    command.provider
-                ),
-            );
-            return self.conclude(command, position, completed).await;
-        };
+    /// The run's provider; a run naming one this platform does not know is failed.
+    async fn provider(
+        &self,
+        command: &RunCommand,
+        position: EventPosition,
+    ) -> ControlFlow<Outcome, ProviderName> {
+        if let Some(provider) = ProviderName::parse(&command.provider) {
+            return Continue(provider);
+        }
+        tracing::warn!(provider = %command.provider, "run names an unknown provider; failing it");
+        let completed = RunCompleted::failed(
+            FailureReason::UnsupportedProvider,
+            format!(
+                "provider `{}` is not supported by this platform",
+                command.provider
+            ),
+        );
+        Break(self.conclude(command, position, completed).await)
+    }
 
-        // Reserve before claiming: a run nobody can take stays `queued` and gets no
-        // event at all, however often it is redelivered.
-        let mut tried: Vec<ExecutorId> = Vec::new();
+    /// A slot on an executor with the provider installed, the conversation's own
+    /// executor first. Reserved before the run is claimed: a run nobody can take stays
+    /// `queued` and gets no event at all, however often it is redelivered.
+    async fn pick_executor(
+        &self,
+        command: &RunCommand,
+        provider: ProviderName,
+        position: EventPosition,
+    ) -> ControlFlow<Outcome, Reservation> {
         let preferred = command.preferred_executor.as_ref();
-        let Some(mut reservation) = self
-            .executors
-            .reserve_preferring(provider, preferred, &tried)
-        else {
+        let Some(reservation) = self.executors.reserve_preferring(provider, preferred, &[]) else {
             if let Some(live) = self
                 .executors
                 .without_provider(provider, self.settings.binary_missing_grace())
@@ -152,10 +199,10 @@ impl Dispatcher {
                     FailureReason::BinaryMissing,
                     binary_missing_detail(provider, &live),
                 );
-                return self.conclude(command, position, completed).await;
+                return Break(self.conclude(command, position, completed).await);
             }
             tracing::debug!(%provider, "no executor has room; the run stays queued");
-            return Outcome::Retry(self.settings.no_capacity_delay());
+            return Break(Outcome::Retry(self.settings.no_capacity_delay()));
         };
         if let Some(preferred) = preferred {
             if reservation.executor_id() == preferred {
@@ -172,7 +219,16 @@ impl Dispatcher {
                 );
             }
         }
+        Continue(reservation)
+    }
 
+    /// Appends `run.claimed` at `position`; the position after it.
+    async fn claim(
+        &self,
+        command: &RunCommand,
+        message: &jetstream::Message,
+        mut position: EventPosition,
+    ) -> ControlFlow<Outcome, EventPosition> {
         let attempt = message
             .info()
             .map_or(1, |info| u64::try_from(info.delivered).unwrap_or(1).max(1));
@@ -180,15 +236,27 @@ impl Dispatcher {
             worker_id: self.worker_id.clone(),
             attempt,
         });
-        match self.events.append(run_id, &mut position, claimed).await {
-            Ok(_) => {}
+        match self
+            .events
+            .append(command.run_id, &mut position, claimed)
+            .await
+        {
+            Ok(_) => Continue(position),
             Err(EventLogError::Fenced { .. }) => {
                 tracing::info!("run history moved on while claiming it; reading it again");
-                return Outcome::Retry(FENCED_RETRY_DELAY);
+                Break(Outcome::Retry(FENCED_RETRY_DELAY))
             }
-            Err(error) => return event_log_failure(error, "append run.claimed"),
+            Err(error) => Break(event_log_failure(error, "append run.claimed")),
         }
+    }
 
+    /// The dispatch request for a claimed run (its timeout resolved), encoded once for
+    /// every executor it is offered to.
+    fn request_for(
+        &self,
+        command: &RunCommand,
+        position: EventPosition,
+    ) -> ControlFlow<Outcome, Request> {
         let timeout = timeouts::resolve(
             command,
             &self.settings.timeout_templates,
@@ -205,88 +273,44 @@ impl Dispatcher {
             worker_id: self.worker_id.clone(),
             position,
         };
-        let payload = match serde_json::to_vec(&request) {
-            Ok(payload) => Bytes::from(payload),
+        match serde_json::to_vec(&request) {
+            Ok(payload) => Continue(Request {
+                payload: Bytes::from(payload),
+                timeout_ms: timeout.timeout_ms,
+                position,
+            }),
             Err(error) => {
                 tracing::error!(%error, "cannot encode the dispatch request");
-                return Outcome::Retry(NATS_RETRY_DELAY);
+                Break(Outcome::Retry(NATS_RETRY_DELAY))
             }
-        };
+        }
+    }
 
+    /// Offers the claimed run to the reserved executor, then to the next ones with
+    /// room, until one accepts, the answer settles the command, or nobody is left.
+    async fn hand_over(
+        &self,
+        command: &RunCommand,
+        message: &jetstream::Message,
+        provider: ProviderName,
+        mut reservation: Reservation,
+        request: Request,
+    ) -> Outcome {
+        let mut tried: Vec<ExecutorId> = Vec::new();
         loop {
             let executor_id = reservation.executor_id().clone();
             // Keep the command ours while the executor answers (ack_wait restarts).
             if let Err(error) = message.ack_with(AckKind::Progress).await {
                 tracing::warn!(%error, "cannot extend the command's ack deadline");
             }
-            match self.request(command, &executor_id, payload.clone()).await {
-                Attempt::Reply(reply) => match reply.outcome {
-                    DispatchOutcome::Accepted => {
-                        reservation.keep();
-                        tracing::info!(
-                            %executor_id,
-                            timeout_ms = timeout.timeout_ms,
-                            next_seq = position.next_seq,
-                            "run dispatched"
-                        );
-                        return Outcome::Ack;
-                    }
-                    DispatchOutcome::Conflict => {
-                        // The log moved past our position: another executor took the run,
-                        // or another worker claimed it again after a redelivery (and may
-                        // itself be answered `conflict`). Only the log can tell which:
-                        // the next delivery reads it and acks once the run is dispatched.
-                        tracing::info!(
-                            %executor_id,
-                            message = reply.message.as_deref().unwrap_or(""),
-                            "executor reports the run's history moved on; reading it again"
-                        );
-                        return Outcome::Retry(FENCED_RETRY_DELAY);
-                    }
-                    DispatchOutcome::Full | DispatchOutcome::Draining => {
-                        tracing::debug!(%executor_id, outcome = ?reply.outcome, "executor declined; trying the next one");
-                        reservation.mark_unavailable();
-                    }
-                    DispatchOutcome::UnsupportedProvider => {
-                        tracing::info!(%executor_id, %provider, "executor cannot run the provider; trying the next one");
-                        drop(reservation);
-                    }
-                    DispatchOutcome::Invalid => {
-                        tracing::error!(
-                            %executor_id,
-                            message = reply.message.as_deref().unwrap_or(""),
-                            "executor rejected the dispatch request as invalid; trying the next one"
-                        );
-                        drop(reservation);
-                    }
-                },
-                Attempt::Garbage(error) => {
-                    tracing::error!(%executor_id, %error, "executor answered with an invalid dispatch reply; trying the next one");
-                    drop(reservation);
-                }
-                Attempt::TimedOut => {
-                    // Ambiguous: it may still accept. A second executor is safe anyway:
-                    // only one of them can append run.dispatched at `position`.
-                    tracing::warn!(%executor_id, "executor did not answer the dispatch in time; trying the next one");
-                    drop(reservation);
-                }
-                Attempt::NoResponders => {
-                    tracing::info!(%executor_id, "executor is not listening (gone?); trying the next one");
-                    reservation.mark_unavailable();
-                }
-                Attempt::TooLarge => {
-                    drop(reservation);
-                    let completed = RunCompleted::failed(
-                        FailureReason::UnknownFailure,
-                        "the run command is too large to dispatch over NATS",
-                    );
-                    tracing::error!("run command exceeds the NATS payload limit; failing the run");
-                    return self.conclude(command, position, completed).await;
-                }
-                Attempt::Nats(error) => {
-                    tracing::warn!(%executor_id, %error, "dispatch request failed; the command will be retried");
-                    return Outcome::Retry(NATS_RETRY_DELAY);
-                }
+            let attempt = self
+                .send(command, &executor_id, request.payload.clone())
+                .await;
+            if let Break(outcome) = self
+                .outcome_of(command, provider, reservation, &request, attempt)
+                .await
+            {
+                return outcome;
             }
             tried.push(executor_id);
             if self.shutdown.is_cancelled() {
@@ -307,7 +331,92 @@ impl Dispatcher {
         }
     }
 
-    async fn request(
+    /// What one executor's answer means: the command's outcome, or `Continue` to offer
+    /// the run to the next executor. Keeps or releases the reservation accordingly.
+    async fn outcome_of(
+        &self,
+        command: &RunCommand,
+        provider: ProviderName,
+        reservation: Reservation,
+        request: &Request,
+        attempt: Attempt,
+    ) -> ControlFlow<Outcome> {
+        let executor_id = reservation.executor_id().clone();
+        match attempt {
+            Attempt::Reply(reply) => match reply.outcome {
+                DispatchOutcome::Accepted => {
+                    reservation.keep();
+                    tracing::info!(
+                        %executor_id,
+                        timeout_ms = request.timeout_ms,
+                        next_seq = request.position.next_seq,
+                        "run dispatched"
+                    );
+                    Break(Outcome::Ack)
+                }
+                DispatchOutcome::Conflict => {
+                    // The log moved past our position: another executor took the run,
+                    // or another worker claimed it again after a redelivery (and may
+                    // itself be answered `conflict`). Only the log can tell which:
+                    // the next delivery reads it and acks once the run is dispatched.
+                    tracing::info!(
+                        %executor_id,
+                        message = reply.message.as_deref().unwrap_or(""),
+                        "executor reports the run's history moved on; reading it again"
+                    );
+                    Break(Outcome::Retry(FENCED_RETRY_DELAY))
+                }
+                DispatchOutcome::Full | DispatchOutcome::Draining => {
+                    tracing::debug!(%executor_id, outcome = ?reply.outcome, "executor declined; trying the next one");
+                    reservation.mark_unavailable();
+                    Continue(())
+                }
+                DispatchOutcome::UnsupportedProvider => {
+                    tracing::info!(%executor_id, %provider, "executor cannot run the provider; trying the next one");
+                    Continue(())
+                }
+                DispatchOutcome::Invalid => {
+                    tracing::error!(
+                        %executor_id,
+                        message = reply.message.as_deref().unwrap_or(""),
+                        "executor rejected the dispatch request as invalid; trying the next one"
+                    );
+                    Continue(())
+                }
+            },
+            Attempt::Garbage(error) => {
+                tracing::error!(%executor_id, %error, "executor answered with an invalid dispatch reply; trying the next one");
+                Continue(())
+            }
+            Attempt::TimedOut => {
+                // Ambiguous: it may still accept. A second executor is safe anyway:
+                // only one of them can append run.dispatched at the claimed position.
+                tracing::warn!(%executor_id, "executor did not answer the dispatch in time; trying the next one");
+                Continue(())
+            }
+            Attempt::NoResponders => {
+                tracing::info!(%executor_id, "executor is not listening (gone?); trying the next one");
+                reservation.mark_unavailable();
+                Continue(())
+            }
+            Attempt::TooLarge => {
+                drop(reservation);
+                let completed = RunCompleted::failed(
+                    FailureReason::UnknownFailure,
+                    "the run command is too large to dispatch over NATS",
+                );
+                tracing::error!("run command exceeds the NATS payload limit; failing the run");
+                Break(self.conclude(command, request.position, completed).await)
+            }
+            Attempt::Nats(error) => {
+                tracing::warn!(%executor_id, %error, "dispatch request failed; the command will be retried");
+                Break(Outcome::Retry(NATS_RETRY_DELAY))
+            }
+        }
+    }
+
+    /// Sends the dispatch request to one executor.
+    async fn send(
         &self,
         command: &RunCommand,
         executor_id: &ExecutorId,
@@ -391,9 +500,10 @@ fn binary_missing_detail(provider: ProviderName, live: &[ExecutorId]) -> String 
 fn event_log_failure(error: EventLogError, doing: &'static str) -> Outcome {
     match error {
         EventLogError::Fenced { .. } => Outcome::Retry(FENCED_RETRY_DELAY),
-        // The run's history cannot be read, so no decision about it is safe, and
-        // retrying cannot repair it: an operator has to look.
-        EventLogError::Corrupt { .. } => {
+        // The run's history cannot be read (or our event cannot be written), so no
+        // decision about it is safe, and retrying cannot repair it: an operator has to
+        // look.
+        EventLogError::Corrupt { .. } | EventLogError::Encode { .. } => {
             tracing::error!(error = %error, doing, "run event log is corrupt; terminating the command");
             Outcome::Terminal
         }

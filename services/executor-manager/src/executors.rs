@@ -15,7 +15,6 @@
 //! that restarts or upgrades its CLIs drops out of presence for a moment, and a
 //! starting manager has not heard of everyone yet).
 
-use crate::connection::Reconnects;
 use async_nats::jetstream::{self, kv};
 use backon::BackoffBuilder;
 use futures::StreamExt;
@@ -24,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::{ExecutorId, ProviderName, subjects};
-use switchyard_platform::nats::{self as platform_nats, Resources};
+use switchyard_platform::nats::{self as platform_nats, ConnectionWatch, Resources};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +35,7 @@ const ALL_KEYS: &str = ">";
 
 /// Live executors, shared by every worker of the process.
 #[derive(Clone)]
-pub struct Executors {
+pub(crate) struct Executors {
     inner: Arc<Inner>,
 }
 
@@ -99,7 +98,7 @@ fn record_withdrawal(
 }
 
 impl Executors {
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         let (primed, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
@@ -123,8 +122,10 @@ impl Executors {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Executors that run `provider` and have a free slot, most free slots first.
-    pub fn candidates(&self, provider: ProviderName) -> Vec<ExecutorId> {
+    /// Executors that run `provider` and have a free slot, most free slots first (the
+    /// order `reserve` tries them in).
+    #[cfg(test)]
+    fn candidates(&self, provider: ProviderName) -> Vec<ExecutorId> {
         let state = self.state();
         ranked(&state, provider, &[], Instant::now())
             .into_iter()
@@ -133,14 +134,18 @@ impl Executors {
     }
 
     /// Reserves a slot on the best candidate not in `exclude`.
-    pub fn reserve(&self, provider: ProviderName, exclude: &[ExecutorId]) -> Option<Reservation> {
+    pub(crate) fn reserve(
+        &self,
+        provider: ProviderName,
+        exclude: &[ExecutorId],
+    ) -> Option<Reservation> {
         self.reserve_preferring(provider, None, exclude)
     }
 
     /// Reserves a slot on `preferred` when it is a candidate (runs the provider, has a
     /// free slot, not in `exclude`), otherwise on the best candidate. A conversation's
     /// follow-up prefers the executor holding its workspace and provider session.
-    pub fn reserve_preferring(
+    pub(crate) fn reserve_preferring(
         &self,
         provider: ProviderName,
         preferred: Option<&ExecutorId>,
@@ -164,7 +169,7 @@ impl Executors {
 
     /// Records a heartbeat. `live` is false for values replayed when a watch starts:
     /// those may be up to a TTL old, so their age is taken from `heartbeat_at`.
-    pub fn upsert(&self, presence: ExecutorPresence, live: bool) {
+    pub(crate) fn upsert(&self, presence: ExecutorPresence, live: bool) {
         let now = Instant::now();
         let mut state = self.state();
         let ttl = state.ttl;
@@ -215,7 +220,7 @@ impl Executors {
         }
     }
 
-    pub fn remove(&self, executor_id: &str) {
+    pub(crate) fn remove(&self, executor_id: &str) {
         let now = Instant::now();
         let mut state = self.state();
         if let Some(gone) = state.known.remove(executor_id) {
@@ -232,7 +237,7 @@ impl Executors {
     /// `provider` installed, and no executor offered it within `grace` (nor did this
     /// cache start less than `grace` ago). `None` means: wait, an executor with the
     /// provider may be on its way (or there is no executor at all).
-    pub fn without_provider(
+    pub(crate) fn without_provider(
         &self,
         provider: ProviderName,
         grace: Duration,
@@ -279,7 +284,7 @@ impl Executors {
 
     /// Applies one entry of the bucket watch. Garbage is logged and ignored: one
     /// misbehaving writer must not blind the manager to every other executor.
-    pub fn apply(&self, entry: &kv::Entry, live: bool) {
+    pub(crate) fn apply(&self, entry: &kv::Entry, live: bool) {
         let key = entry.key.as_str();
         match entry.operation {
             kv::Operation::Delete | kv::Operation::Purge => self.remove(key),
@@ -313,7 +318,7 @@ impl Executors {
     /// Waits until the first watch delivered the bucket's initial values (or `limit`
     /// passed), so that a starting manager does not nak its whole backlog as "no
     /// executor" before it has even heard of the executors.
-    pub async fn wait_primed(&self, limit: Duration) -> bool {
+    pub(crate) async fn wait_primed(&self, limit: Duration) -> bool {
         let mut primed = self.inner.primed.subscribe();
         tokio::time::timeout(limit, primed.wait_for(|p| *p))
             .await
@@ -323,12 +328,16 @@ impl Executors {
     /// Follows the `EXECUTORS` bucket until `shutdown`, re-creating the watch whenever it
     /// ends or fails (a NATS restart; the bucket lives in memory and may have to be
     /// provisioned again).
-    pub async fn watch(self, js: jetstream::Context, shutdown: CancellationToken) {
+    pub(crate) async fn watch(
+        self,
+        js: jetstream::Context,
+        mut lifecycle: ConnectionWatch,
+        shutdown: CancellationToken,
+    ) {
         let backoff = crate::connection::reconnect_backoff();
         let mut delays = backoff.build();
-        let mut reconnected = Reconnects::new(js.client());
         'watch: loop {
-            reconnected.catch_up();
+            lifecycle.catch_up();
             let opened = tokio::select! {
                 opened = self.open_watch(&js) => opened,
                 () = shutdown.cancelled() => return,
@@ -347,7 +356,7 @@ impl Executors {
             loop {
                 let item = tokio::select! {
                     item = entries.next() => item,
-                    () = reconnected.wait() => {
+                    _ = lifecycle.reconnected() => {
                         // The watch's ordered consumer would resume at its old stream
                         // sequence, which means nothing if the in-memory bucket was
                         // lost with the server: start over from the current values.
@@ -446,7 +455,7 @@ fn ranked<'a>(
 }
 
 /// One slot reserved on one executor. Dropping it unsettled gives the slot back.
-pub struct Reservation {
+pub(crate) struct Reservation {
     executors: Executors,
     executor_id: ExecutorId,
     generation: u64,
@@ -454,19 +463,19 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    pub fn executor_id(&self) -> &ExecutorId {
+    pub(crate) fn executor_id(&self) -> &ExecutorId {
         &self.executor_id
     }
 
     /// The executor took the run: the slot stays taken until its next heartbeat, which
     /// counts the run in `active`.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.settled = true;
     }
 
     /// The executor cannot take runs now (full, draining, gone): skip it until its
     /// next heartbeat.
-    pub fn mark_unavailable(mut self) {
+    pub(crate) fn mark_unavailable(mut self) {
         self.settled = true;
         let mut state = self.executors.state();
         if let Some(known) = state.known.get_mut(&self.executor_id) {

@@ -6,12 +6,12 @@
 //! consumer, and the event log's fencing makes sure a run is dispatched at most once.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod config;
+mod config;
 mod connection;
-pub mod dispatch;
-pub mod executors;
-pub mod timeouts;
-pub mod workers;
+mod dispatch;
+mod executors;
+mod timeouts;
+mod workers;
 
 pub use config::{Config, ExecutorManagerSettings, TimeoutTemplate};
 
@@ -23,7 +23,7 @@ use std::time::Duration;
 use switchyard_contracts::{WorkerId, subjects};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::http::{self, health_routes, nats_ready, with_common_layers};
-use switchyard_platform::nats::{self as platform_nats, Resources};
+use switchyard_platform::nats::{self as platform_nats, NatsConnection, Resources};
 use switchyard_platform::service::ServiceHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -51,7 +51,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .clone()
         .unwrap_or_else(WorkerId::generate);
 
-    let client = platform_nats::connect(&config.nats, "switchyard-executor-manager").await?;
+    let NatsConnection { client, lifecycle } =
+        NatsConnection::open(&config.nats, "switchyard-executor-manager").await?;
     let js = jetstream::new(client.clone());
     platform_nats::provision(
         &js,
@@ -78,7 +79,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // need it. It is stopped once they are done.
     let background = CancellationToken::new();
     let executors = Executors::new(INITIAL_PRESENCE_TTL);
-    let watcher = tokio::spawn(executors.clone().watch(js.clone(), background.clone()));
+    let watcher = tokio::spawn(executors.clone().watch(
+        js.clone(),
+        lifecycle.clone(),
+        background.clone(),
+    ));
     if !executors.wait_primed(PRESENCE_PRIME_LIMIT).await {
         tracing::warn!("executor presence not loaded yet; starting the workers anyway");
     }
@@ -100,7 +105,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         worker_id.clone(),
         shutdown.clone(),
     );
-    let workers = Workers::new(client.clone(), consumer, dispatcher, settings.clone());
+    let workers = Workers::new(lifecycle, consumer, dispatcher, settings.clone());
     tracing::info!(
         %worker_id,
         workers = settings.workers,

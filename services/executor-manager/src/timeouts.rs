@@ -11,7 +11,7 @@ use switchyard_contracts::{ProviderName, RunCommand};
 /// Where a resolved timeout came from (logged, so an operator can tell why a run got
 /// the timeout it got).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeoutSource {
+pub(crate) enum TimeoutSource {
     ProviderOptions,
     Command,
     ModelTemplate,
@@ -20,7 +20,7 @@ pub enum TimeoutSource {
 }
 
 impl TimeoutSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TimeoutSource::ProviderOptions => "provider_options",
             TimeoutSource::Command => "command",
@@ -32,7 +32,7 @@ impl TimeoutSource {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResolvedTimeout {
+pub(crate) struct ResolvedTimeout {
     pub timeout_ms: u64,
     pub source: TimeoutSource,
 }
@@ -41,7 +41,7 @@ pub struct ResolvedTimeout {
 const OPTION_KEYS: [&str; 2] = ["timeoutMs", "runTimeoutMs"];
 
 /// Resolves the run timeout of `command`.
-pub fn resolve(
+pub(crate) fn resolve(
     command: &RunCommand,
     templates: &[TimeoutTemplate],
     default_ms: u64,

@@ -7,7 +7,6 @@
 //! time and redelivers it when it is nakked or its ack wait runs out.
 
 use crate::config::ExecutorManagerSettings;
-use crate::connection::Reconnects;
 use crate::dispatch::{Dispatcher, Outcome};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind};
@@ -16,6 +15,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_contracts::RunCommand;
+use switchyard_platform::nats::ConnectionWatch;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -39,8 +39,9 @@ enum FetchError {
 }
 
 /// The worker pool of one manager process.
-pub struct Workers {
-    client: async_nats::Client,
+pub(crate) struct Workers {
+    /// Pull requests do not survive a reconnect: a fetch starts over on one.
+    lifecycle: ConnectionWatch,
     consumer: PullConsumer,
     dispatcher: Dispatcher,
     settings: Arc<ExecutorManagerSettings>,
@@ -49,15 +50,15 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn new(
-        client: async_nats::Client,
+    pub(crate) fn new(
+        lifecycle: ConnectionWatch,
         consumer: PullConsumer,
         dispatcher: Dispatcher,
         settings: Arc<ExecutorManagerSettings>,
     ) -> Arc<Self> {
         let permits = usize::try_from(settings.max_in_flight).unwrap_or(usize::MAX);
         Arc::new(Self {
-            client,
+            lifecycle,
             consumer,
             dispatcher,
             in_flight: Arc::new(Semaphore::new(permits.min(Semaphore::MAX_PERMITS))),
@@ -68,7 +69,7 @@ impl Workers {
 
     /// Runs the fetch loops until `shutdown`, then waits (bounded) for the commands in
     /// flight to be settled.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut loops = JoinSet::new();
         for index in 0..self.settings.workers {
             loops.spawn(self.clone().fetch_loop(index, shutdown.clone()));
@@ -126,7 +127,8 @@ impl Workers {
         first: OwnedSemaphorePermit,
         shutdown: &CancellationToken,
     ) -> Result<(), FetchError> {
-        let mut reconnects = Reconnects::new(self.client.clone());
+        let mut reconnects = self.lifecycle.clone();
+        reconnects.catch_up();
         let mut batch = self
             .consumer
             .batch()
@@ -143,7 +145,7 @@ impl Workers {
                 item = batch.next() => item,
                 // A restarted server forgot our pull request; async-nats would only
                 // give up on it seconds after it expired.
-                () = reconnects.wait() => {
+                _ = reconnects.reconnected() => {
                     tracing::debug!("NATS reconnected; fetching anew");
                     return Ok(());
                 }

@@ -162,7 +162,11 @@ impl SinkInner {
             let mut meter = self.meter.lock().unwrap_or_else(PoisonError::into_inner);
             for (kind, waiter) in rest.by_ref() {
                 let seq = position.next_seq + events.len() as u64;
-                let encoded = EncodedEvent::new(RunEvent::new(self.run_id, seq, kind));
+                let Ok(encoded) = EncodedEvent::new(RunEvent::new(self.run_id, seq, kind)) else {
+                    // Logged by the event log; the next event takes this seq.
+                    waiter.failed(EmitError::Unavailable);
+                    continue;
+                };
                 match meter.admit(&encoded.event().kind, encoded.size()) {
                     Verdict::Write => {}
                     Verdict::WriteThenStop(over) => exceeded = Some(over),
@@ -264,8 +268,13 @@ impl SinkInner {
                 ),
                 raw: None,
             });
-            *slot = EncodedEvent::new(RunEvent::new(self.run_id, seq, diagnostic));
-            result = self.log.append_encoded(&events, attempted).await;
+            result = match EncodedEvent::new(RunEvent::new(self.run_id, seq, diagnostic)) {
+                Ok(replacement) => {
+                    *slot = replacement;
+                    self.log.append_encoded(&events, attempted).await
+                }
+                Err(error) => Err(error),
+            };
         }
         let error = match result {
             Ok(next) => {
@@ -520,7 +529,8 @@ impl SealedSink<'_> {
             return Err(EmitError::Fenced);
         }
         let seq = self.position.next_seq;
-        let event = EncodedEvent::new(RunEvent::new(self.inner.run_id, seq, kind));
+        let event = EncodedEvent::new(RunEvent::new(self.inner.run_id, seq, kind))
+            .map_err(|_| EmitError::Unavailable)?;
         self.inner
             .write(&mut self.position, vec![event])
             .await

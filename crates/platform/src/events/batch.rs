@@ -14,11 +14,12 @@
 
 use super::{EncodedEvent, EventLog, EventLogError};
 use async_nats::{HeaderMap, RequestErrorKind, header};
+use backon::{ExponentialBuilder, Retryable as _};
 use std::time::Duration;
 use switchyard_contracts::{RunId, dispatch::EventPosition, subjects};
 
 /// The server's limit on messages in one atomic batch.
-pub const MAX_BATCH_EVENTS: usize = 1000;
+pub(super) const MAX_BATCH_EVENTS: usize = 1000;
 
 const BATCH_ID: &str = "Nats-Batch-Id";
 const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
@@ -34,7 +35,18 @@ const DUPLICATE_MESSAGE_ID: u64 = 10201;
 
 /// How long the commit's ack may take.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sends of one batch in all, the first included.
 const ATTEMPTS: usize = 8;
+
+/// Delays between sends after a transient failure: 50 ms doubling up to 2 s, at most
+/// [`ATTEMPTS`] sends. Every send of the batch carries the same message ids, so a
+/// retry after a lost commit ack is recognised (see [`EventLog::ours_after_conflict`]).
+fn retry_delays() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(ATTEMPTS - 1)
+}
 
 #[derive(serde::Deserialize)]
 struct BatchAck {
@@ -64,9 +76,13 @@ pub(super) enum Outcome {
     Refused,
 }
 
+#[derive(Debug, thiserror::Error)]
 enum SendError {
+    #[error("rejected with code {code}: {description}")]
     Rejected { code: u64, description: String },
+    #[error("{0}")]
     Transient(String),
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -85,19 +101,14 @@ impl EventLog {
         let last_seq = last.event.seq;
         let messages = self.batch_headers(run_id, events, position);
         let subject = subjects::run_events(&run_id);
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 1;
-        let reply = loop {
-            match self.send_batch(&subject, &messages, events).await {
-                Err(SendError::Transient(error)) if attempt < ATTEMPTS => {
-                    tracing::warn!(%run_id, first_seq = position.next_seq, events = events.len(), %error, ?delay, "batch append failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
+        let send = || self.send_batch(&subject, &messages, events);
+        let reply = send
+            .retry(retry_delays())
+            .when(|error| matches!(error, SendError::Transient(_)))
+            .notify(|error, delay| {
+                tracing::warn!(%run_id, first_seq = position.next_seq, events = events.len(), %error, ?delay, "batch append failed; retrying");
+            })
+            .await;
         match reply {
             Ok(stream_seq) => Ok(Outcome::Stored(EventPosition {
                 next_seq: last_seq + 1,

@@ -200,7 +200,7 @@ impl Follower {
                 chunk = response.chunk() => match chunk {
                     Ok(Some(bytes)) => {
                         let frames = parser.feed(&bytes);
-                        if let Some(retry) = parser.retry.take() {
+                        if let Some(retry) = parser.take_retry() {
                             self.retry_ms = retry;
                         }
                         if !frames.is_empty() {
@@ -209,6 +209,15 @@ impl Follower {
                             *delays = self.backoff();
                         }
                         for frame in frames {
+                            let frame = match frame {
+                                Ok(frame) => frame,
+                                // Reading it again after a reconnect would drop it
+                                // again: say so and go on with the next.
+                                Err(too_large) => {
+                                    self.note(&format!("skipped an event: {too_large}"));
+                                    continue;
+                                }
+                            };
                             if let Some(exit) = self.frame(frame)? {
                                 return Ok(Connection::Done(exit));
                             }

@@ -206,7 +206,7 @@ async fn role_and_membership_changes_apply_on_the_next_request() {
 }
 
 type Frames = std::pin::Pin<
-    Box<dyn futures::Stream<Item = Result<sse_client::Frame, reqwest::Error>> + Send>,
+    Box<dyn futures::Stream<Item = Result<sse_client::Frame, sse_client::Error>> + Send>,
 >;
 
 /// Opens `run_id`'s stream as `token` and waits for its first event, so the stream is

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use switchyard_contracts::api::ProviderRunStartResponse;
 use switchyard_contracts::event::{FailureReason, TerminalStatus};
 use switchyard_contracts::{RunEvent, RunId};
+use switchyard_platform::sse::client::Parser;
 
 #[derive(Debug, Clone)]
 struct Frame {
@@ -17,25 +18,19 @@ struct Frame {
     data: RunEvent,
 }
 
-/// Parses an SSE body (the server ends it after `run.completed`).
+/// Parses an SSE body (the server ends it after `run.completed`); every event must
+/// carry an id, a type and a run event.
 fn parse_sse(body: &str) -> Vec<Frame> {
-    body.split("\n\n")
-        .filter_map(|block| {
-            let (mut id, mut event, mut data) = (None, None, None);
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = Some(serde_json::from_str(v.trim()).unwrap());
-                }
+    Parser::default()
+        .feed(body.as_bytes())
+        .into_iter()
+        .map(|event| {
+            let event = event.unwrap();
+            Frame {
+                id: event.id.expect("an event id"),
+                event: event.event.expect("an event type"),
+                data: serde_json::from_str(&event.data).unwrap(),
             }
-            Some(Frame {
-                id: id?,
-                event: event?,
-                data: data?,
-            })
         })
         .collect()
 }

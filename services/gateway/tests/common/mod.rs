@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use futures::{Stream, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use switchyard_gateway::{Config, GatewayConfig};
 use switchyard_platform::config::NatsConfig;
 use switchyard_platform::events::EventLog;
 use switchyard_platform::service::ServiceHandle;
+use switchyard_platform::sse::client::{Item, Parser};
 use switchyard_test_support::NatsServer;
 use tokio_util::sync::CancellationToken;
 
@@ -340,10 +341,12 @@ impl Frame {
     }
 }
 
-/// Reads an SSE response body frame by frame.
+/// Reads an SSE response body frame by frame, with the platform's parser.
 pub struct SseReader {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    buffer: String,
+    parser: Parser,
+    /// Events parsed but not yet returned.
+    ready: VecDeque<Frame>,
     /// Comment lines seen so far (keep-alives).
     pub comments: usize,
     /// The last `retry:` field seen, and after how many events.
@@ -364,7 +367,8 @@ impl SseReader {
         );
         SseReader {
             body: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
+            parser: Parser::default(),
+            ready: VecDeque::new(),
             comments: 0,
             retry: None,
             events: 0,
@@ -380,64 +384,43 @@ impl SseReader {
 
     async fn next_inner(&mut self) -> Option<Frame> {
         loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if let Some(frame) = self.parse(&block) {
-                    return Some(frame);
-                }
+            if let Some(frame) = self.ready.pop_front() {
+                return Some(frame);
             }
             match self.body.next().await {
-                Some(chunk) => self
-                    .buffer
-                    .push_str(std::str::from_utf8(&chunk.expect("SSE body failed")).unwrap()),
+                Some(chunk) => self.feed(&chunk.expect("SSE body failed")),
                 None => {
-                    assert!(
-                        self.buffer.trim().is_empty(),
-                        "unterminated frame: {:?}",
-                        self.buffer
-                    );
+                    assert!(!self.parser.is_mid_event(), "unterminated frame");
                     return None;
                 }
             }
         }
     }
 
-    fn parse(&mut self, block: &str) -> Option<Frame> {
-        let mut frame = Frame {
-            id: None,
-            event: None,
-            data: String::new(),
-        };
-        let mut has_field = false;
-        for line in block.lines() {
-            if line.is_empty() {
-                continue;
-            }
-            if line.starts_with(':') {
-                self.comments += 1;
-                continue;
-            }
-            let (field, value) = line.split_once(':').unwrap_or((line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            if field == "retry" {
-                self.retry = Some((value.parse().unwrap(), self.events));
-                continue;
-            }
-            has_field = true;
-            match field {
-                "id" => frame.id = Some(value.to_owned()),
-                "event" => frame.event = Some(value.to_owned()),
-                "data" => {
-                    if !frame.data.is_empty() {
-                        frame.data.push('\n');
-                    }
-                    frame.data.push_str(value);
+    fn feed(&mut self, chunk: &[u8]) {
+        let Self {
+            parser,
+            ready,
+            comments,
+            retry,
+            events,
+            ..
+        } = self;
+        parser.feed_with(chunk, |item| {
+            match item.expect("an event within the size limit") {
+                Item::Event(event) => {
+                    *events += 1;
+                    let event = event.to_event();
+                    ready.push_back(Frame {
+                        id: event.id,
+                        event: event.event,
+                        data: event.data,
+                    });
                 }
-                _ => {}
+                Item::Comment(_) => *comments += 1,
+                Item::Retry(millis) => *retry = Some((millis, *events)),
             }
-        }
-        self.events += usize::from(has_field);
-        has_field.then_some(frame)
+        });
     }
 
     /// Every remaining event until the body ends.
@@ -452,16 +435,13 @@ impl SseReader {
     /// Waits until at least one more keep-alive comment arrived, failing on an event.
     pub async fn wait_for_comment(&mut self) {
         let before = self.comments;
+        assert!(self.ready.is_empty(), "unexpected event {:?}", self.ready);
         tokio::time::timeout(WAIT, async {
             while self.comments == before {
                 match self.body.next().await {
                     Some(chunk) => {
-                        self.buffer
-                            .push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-                        while let Some(end) = self.buffer.find("\n\n") {
-                            let block: String = self.buffer.drain(..end + 2).collect();
-                            assert!(self.parse(&block).is_none(), "unexpected event {block:?}");
-                        }
+                        self.feed(&chunk.unwrap());
+                        assert!(self.ready.is_empty(), "unexpected event {:?}", self.ready);
                     }
                     None => panic!("stream ended while waiting for a keep-alive"),
                 }

@@ -401,6 +401,16 @@ impl Plan {
             raw.extend_from_slice(&chunk);
             for frame in parser.feed(&chunk) {
                 sample.events += 1;
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    // Its bytes are in the raw stream; the run may still end normally.
+                    Err(too_large) => {
+                        sample.transport_detail.get_or_insert_with(|| {
+                            format!("the client skipped an event: {too_large}")
+                        });
+                        continue;
+                    }
+                };
                 if let Some(seq) = frame
                     .json()
                     .and_then(|event| event.get("seq").and_then(Value::as_u64))

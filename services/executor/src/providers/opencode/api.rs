@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 use std::time::Duration;
+use switchyard_platform::sse::client::Parser;
 use tokio::sync::mpsc;
 
 /// The basic-auth user name (`OPENCODE_SERVER_USERNAME`, set explicitly at spawn).
@@ -18,7 +19,7 @@ pub(crate) const SERVER_USERNAME: &str = "opencode";
 /// Bound on a single API call (not the event stream).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An SSE payload larger than this is dropped (and reported) instead of buffered.
+/// An SSE event larger than this is dropped (and reported) instead of buffered.
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why an API call failed.
@@ -356,11 +357,11 @@ impl EventReader {
         let (tx, items) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
-            let mut parser = SseParser::default();
+            let mut parser = Parser::with_max_event_bytes(MAX_EVENT_BYTES);
             let closed = loop {
                 match stream.next().await {
                     Some(Ok(chunk)) => {
-                        for item in parser.push(&chunk) {
+                        for item in parse_chunk(&mut parser, &chunk) {
                             if tx.send(item).is_err() {
                                 return;
                             }
@@ -387,62 +388,17 @@ impl Drop for EventReader {
     }
 }
 
-/// A minimal `text/event-stream` parser: `data:` lines joined until a blank line;
-/// `event:`, `id:`, `retry:` and comment lines are ignored (opencode puts everything in
-/// `data`).
-#[derive(Debug, Default)]
-pub(crate) struct SseParser {
-    line: Vec<u8>,
-    data: Vec<String>,
-    /// Bytes in `line` and `data`, to cap memory on a stream that never ends a line.
-    pending: usize,
-    /// Dropping the rest of an oversized event.
-    skipping: bool,
-}
-
-impl SseParser {
-    pub(crate) fn push(&mut self, chunk: &[u8]) -> Vec<StreamItem> {
-        let mut items = Vec::new();
-        for &byte in chunk {
-            if byte != b'\n' {
-                if !self.skipping {
-                    self.line.push(byte);
-                    self.pending += 1;
-                    if self.pending > MAX_EVENT_BYTES {
-                        items.push(StreamItem::Garbage(format!(
-                            "an event of more than {MAX_EVENT_BYTES} bytes was dropped"
-                        )));
-                        self.line.clear();
-                        self.data.clear();
-                        self.pending = 0;
-                        self.skipping = true;
-                    }
-                }
-                continue;
-            }
-            let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if line.is_empty() {
-                if !std::mem::take(&mut self.skipping) && !self.data.is_empty() {
-                    items.push(decode(self.data.join("\n")));
-                }
-                self.data.clear();
-                self.pending = 0;
-                continue;
-            }
-            if self.skipping {
-                continue;
-            }
-            let line = String::from_utf8_lossy(&line);
-            if let Some(data) = line.strip_prefix("data:") {
-                self.data
-                    .push(data.strip_prefix(' ').unwrap_or(data).to_owned());
-            }
-        }
-        items
-    }
+/// The items `chunk` completes: every event's `data` decoded, an oversized event as a
+/// note of what was dropped.
+pub(super) fn parse_chunk(parser: &mut Parser, chunk: &[u8]) -> Vec<StreamItem> {
+    parser
+        .feed(chunk)
+        .into_iter()
+        .map(|event| match event {
+            Ok(event) => decode(event.data),
+            Err(too_large) => StreamItem::Garbage(too_large.to_string()),
+        })
+        .collect()
 }
 
 fn decode(raw: String) -> StreamItem {
@@ -458,11 +414,17 @@ mod tests {
 
     #[test]
     fn sse_events_are_split_on_blank_lines_across_chunks() {
-        let mut parser = SseParser::default();
-        let mut items = parser.push(b"data: {\"type\":\"server.connected\",\"prop");
+        let mut parser = Parser::with_max_event_bytes(MAX_EVENT_BYTES);
+        let mut items = parse_chunk(&mut parser, b"data: {\"type\":\"server.connected\",\"prop");
         assert!(items.is_empty());
-        items.extend(parser.push(b"erties\":{}}\r\n\r\n: comment\nevent: x\ndata: not json\n\n"));
-        items.extend(parser.push(b"data: {\"a\":\ndata: 1}\n\ndata: [1]\n\n\n"));
+        items.extend(parse_chunk(
+            &mut parser,
+            b"erties\":{}}\r\n\r\n: comment\nevent: x\ndata: not json\n\n",
+        ));
+        items.extend(parse_chunk(
+            &mut parser,
+            b"data: {\"a\":\ndata: 1}\n\ndata: [1]\n\n\n",
+        ));
         assert_eq!(
             items,
             [
@@ -482,14 +444,14 @@ mod tests {
 
     #[test]
     fn an_oversized_event_is_dropped_and_the_stream_goes_on() {
-        let mut parser = SseParser::default();
+        let mut parser = Parser::with_max_event_bytes(MAX_EVENT_BYTES);
         let mut big = b"data: ".to_vec();
         big.resize(MAX_EVENT_BYTES + 10, b'x');
-        let items = parser.push(&big);
+        let items = parse_chunk(&mut parser, &big);
         assert!(
             matches!(items.as_slice(), [StreamItem::Garbage(note)] if note.contains("dropped"))
         );
-        let items = parser.push(b"xxx\n\ndata: {\"ok\":true}\n\n");
+        let items = parse_chunk(&mut parser, b"xxx\n\ndata: {\"ok\":true}\n\n");
         assert_eq!(
             items,
             [StreamItem::Event {

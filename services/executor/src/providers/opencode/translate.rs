@@ -1329,10 +1329,11 @@ mod tests {
 /// panic the SSE parser, the translator, or the permission and retry handling.
 #[cfg(test)]
 mod garbage {
-    use super::super::api::SseParser;
+    use super::super::api::parse_chunk;
     use super::*;
     use crate::providers::arbitrary;
     use proptest::prelude::*;
+    use switchyard_platform::sse::client::Parser;
 
     const SESSION: &str = "ses_1";
 
@@ -1424,9 +1425,9 @@ mod garbage {
                 0..16,
             )
         ) {
-            let mut parser = SseParser::default();
+            let mut parser = Parser::with_max_event_bytes(64);
             for chunk in &chunks {
-                let _ = parser.push(chunk);
+                let _ = parse_chunk(&mut parser, chunk);
             }
         }
     }
