@@ -10,10 +10,12 @@
 //! a run here gets the same answer, a request at a later position (the run was queued
 //! again after this executor was taken for lost) is a new dispatch.
 
-use crate::Executor;
+use crate::control;
+use crate::executor::Executor;
 use crate::hosting::{HostSpec, RunHosts};
-use crate::runs::{self, Acceptance, Admission, Supervised};
+use crate::runs::{self, Acceptance, Admission, Ticket};
 use crate::sink::{EventSink, stored_anyway};
+use crate::supervisor::{self, Supervised, hosted};
 use async_nats::{Message, Subscriber};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -185,12 +187,12 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
 
     let run = ticket.run().clone();
     ticket.accept();
-    executor.tasks.spawn(crate::control::serve(
+    executor.tasks.spawn(control::serve(
         executor.client.clone(),
         run.clone(),
         control,
     ));
-    executor.tasks.spawn(runs::supervise(
+    executor.tasks.spawn(supervisor::supervise(
         executor.clone(),
         Supervised {
             run,
@@ -210,7 +212,7 @@ async fn accept_hosted(
     executor: &Arc<Executor>,
     hosts: &RunHosts,
     request: DispatchRequest,
-    ticket: runs::Ticket,
+    ticket: Ticket,
 ) -> DispatchReply {
     let run_id = request.command.run_id;
     let spec = HostSpec {
@@ -248,7 +250,7 @@ async fn accept_hosted(
     ticket.accept();
     executor
         .tasks
-        .spawn(crate::hosting::watch(executor.clone(), run, host));
+        .spawn(hosted::watch(executor.clone(), run, host));
     DispatchReply::new(DispatchOutcome::Accepted)
 }
 

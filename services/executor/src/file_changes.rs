@@ -24,7 +24,7 @@
 //! by [`MAX_ENTRIES`] and [`MAX_SCAN_TIME`]; a workspace over either bound is not
 //! scanned for the rest of the run, and a `diagnostic` says so.
 
-use crate::sink::EventSink;
+use crate::sink::{self, EventSink};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -71,14 +71,14 @@ enum Seen {
 
 /// The sink's side: classifies queued events for the watcher.
 #[derive(Debug, Clone)]
-pub(crate) struct Observer {
+struct Feed {
     tx: mpsc::UnboundedSender<Seen>,
     /// Set while the watcher waits for the next event that is not a `file.changed`.
     awaiting: Arc<AtomicBool>,
 }
 
-impl Observer {
-    pub(crate) fn see(&self, kind: &RunEventKind) {
+impl sink::Observer for Feed {
+    fn see(&self, kind: &RunEventKind) {
         let seen = match kind {
             RunEventKind::ToolStarted(started) => Seen::ToolStarted(started.call_id.clone()),
             RunEventKind::ToolCompleted(completed) => {
@@ -248,7 +248,7 @@ impl FileChanges {
         };
         watcher.snapshot = first;
         let (tx, rx) = mpsc::unbounded_channel();
-        sink.observe(Observer {
+        sink.observe(Feed {
             tx,
             awaiting: watcher.awaiting.clone(),
         });

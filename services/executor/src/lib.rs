@@ -20,8 +20,10 @@
 pub mod budget;
 pub mod cli;
 mod clock;
+mod config;
 mod control;
 mod dispatch;
+mod executor;
 pub mod file_changes;
 pub mod host;
 mod hosting;
@@ -31,76 +33,28 @@ mod presence;
 pub mod provider;
 pub mod providers;
 mod runs;
-pub mod scripted;
 pub mod settings;
 pub mod sink;
+mod supervisor;
+mod workdirs;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use chrono::Utc;
+use executor::Executor;
 use std::sync::Arc;
-use switchyard_contracts::{ExecutorId, subjects};
-use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_contracts::subjects;
 use switchyard_platform::events::EventLog;
-use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
-use switchyard_platform::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use config::Config;
 pub use hosting::RUN_HOST_COMMAND;
-pub use provider::{Provider, ProviderOutcome, ProviderRegistry, RunContext};
+pub use provider::{Provider, ProviderOutcome, RunContext};
+pub use providers::ProviderRegistry;
 pub use settings::ExecutorSettings;
 pub use switchyard_platform::shutdown::Signals;
-
-/// The executor's configuration: `[nats]`, `[telemetry]` and `[executor]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub http: HttpServerConfig,
-    pub executor: ExecutorSettings,
-}
-
-impl Config {
-    /// Lets this binary start run hosts (`executor.detach_runs`): it must answer the
-    /// first argument [`RUN_HOST_COMMAND`] with [`run_host`].
-    pub fn with_run_hosts_from_this_binary(mut self) -> Self {
-        match std::env::current_exe() {
-            Ok(program) => self.executor.run_host_program = Some(program),
-            Err(error) => {
-                tracing::warn!(%error, "cannot find this binary; every run stays in-process");
-            }
-        }
-        self
-    }
-
-    /// Checks every value once at start-up; the error names the offending key.
-    #[allow(clippy::result_large_err)] // the platform's shared error type; called once
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.http.validate()?;
-        self.executor.validate()
-    }
-}
-
-/// What every task of the executor shares.
-pub(crate) struct Executor {
-    pub(crate) id: ExecutorId,
-    pub(crate) settings: ExecutorSettings,
-    pub(crate) client: async_nats::Client,
-    pub(crate) log: EventLog,
-    pub(crate) providers: ProviderRegistry,
-    pub(crate) runs: runs::Runs,
-    /// Run supervisors, control loops and dispatch handlers.
-    pub(crate) tasks: TaskTracker,
-    /// Cancelled when the HTTP server stops (ends open SSE streams).
-    pub(crate) http_stop: CancellationToken,
-    pub(crate) started_at: DateTime<Utc>,
-    /// How runs are detached into run hosts; `None` runs every run in-process.
-    pub(crate) hosts: Option<hosting::RunHosts>,
-}
 
 /// Connects, provisions, binds and spawns everything; returns once the executor takes
 /// dispatches and its presence record is written. `shutdown` is a token (a graceful
@@ -117,8 +71,8 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
     let settings = config.executor.clone();
     // Probing the CLI versions runs `--version` on each binary: keep it off the runtime.
     let cli = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || cli::CliEnv::from_settings(&settings))
+        let setup = settings.cli_setup()?;
+        tokio::task::spawn_blocking(move || cli::CliEnv::new(setup))
             .await
             .context("prepare the CLI environment")??
     };
@@ -173,7 +127,7 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
 
     // Before the first dispatch: the runs a predecessor under this id left in run hosts
     // hold slots here (and a redelivered dispatch of one is answered from its slot).
-    hosting::adopt(&executor).await;
+    supervisor::hosted::adopt(&executor).await;
     // The subscription must be registered before anyone can find us through presence.
     client
         .flush()

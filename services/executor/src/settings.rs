@@ -3,10 +3,10 @@
 //! directories are.
 
 use crate::budget::BudgetSettings;
-use crate::cli::LivenessLimits;
 use crate::cli::credentials::{
     CredentialPolicies, PLATFORM_ENV_PREFIX, ProviderCredentials, is_name,
 };
+use crate::cli::{CliSetup, LivenessLimits, START_CHECK_DIR};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ pub struct ExecutorSettings {
     /// Presence heartbeat period; must stay well below the `EXECUTORS` bucket's max age.
     pub heartbeat_ms: u64,
     /// Parent directory of the runs' directories (`<workspace_root>/<conversation or run
-    /// id>/{workspace,state}`, see `cli::workdirs`) and of `.run-hosts/` and `.start-check/`.
+    /// id>/{workspace,state}`, see `workdirs`) and of `.run-hosts/` and `.start-check/`.
     /// Default: `<current dir>/.local/workspaces` (a data directory: codex refuses to set
     /// up its helpers under the system's temporary directory).
     pub workspace_root: PathBuf,
@@ -439,6 +439,21 @@ impl ExecutorSettings {
     /// time the supervisor gives the provider before aborting it.
     pub fn cli_stop_grace(&self) -> Duration {
         self.stop_grace() / 4
+    }
+
+    /// What the CLI environment is built from.
+    #[allow(clippy::result_large_err)]
+    pub fn cli_setup(&self) -> Result<CliSetup, ConfigError> {
+        Ok(CliSetup {
+            policies: self.credential_policies()?,
+            credentials_env_file: self.credentials_env_file.clone(),
+            credentials_from_environment: self.credentials_from_environment,
+            search_path: self.cli_search_path.clone(),
+            provider_user: self.provider_user.clone(),
+            liveness: self.liveness.limits(),
+            stop_grace: self.cli_stop_grace(),
+            start_check_dir: self.workspace_root.join(START_CHECK_DIR),
+        })
     }
 }
 

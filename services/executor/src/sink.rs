@@ -11,7 +11,6 @@
 //! out at once.
 
 use crate::budget::{Exceeded, Limits, Meter, Verdict};
-use crate::file_changes::Observer;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use switchyard_contracts::dispatch::EventPosition;
@@ -56,6 +55,14 @@ pub enum EmitError {
 }
 
 type OnStored = Box<dyn FnOnce() + Send>;
+
+/// Told about every event the sink queues (but those of
+/// [`EventSink::emit_unobserved`]), in the order they are written: the workspace
+/// watcher ([`crate::file_changes`]) learns of tool calls this way. Called under the
+/// queue's lock, so it must only hand the event on.
+pub(crate) trait Observer: Send + Sync + 'static {
+    fn see(&self, kind: &RunEventKind);
+}
 
 /// Who waits for a queued event to be stored, if anyone.
 #[derive(Default)]
@@ -108,7 +115,7 @@ struct SinkInner {
     exceeded: OnceLock<Exceeded>,
     over_budget: CancellationToken,
     /// Told about queued events, for the workspace watcher.
-    observer: OnceLock<Observer>,
+    observer: OnceLock<Box<dyn Observer>>,
 }
 
 impl SinkInner {
@@ -387,8 +394,8 @@ impl EventSink {
 
     /// Tells `observer` about every event queued from now on (but those of
     /// [`EventSink::emit_unobserved`]).
-    pub(crate) fn observe(&self, observer: Observer) {
-        let _ = self.inner.observer.set(observer);
+    pub(crate) fn observe(&self, observer: impl Observer) {
+        let _ = self.inner.observer.set(Box::new(observer));
     }
 
     /// [`EventSink::emit`] without telling the observer: the watcher's own events.

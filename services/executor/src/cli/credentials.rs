@@ -168,9 +168,6 @@ pub enum CredentialsError {
         line: usize,
         problem: &'static str,
     },
-    /// `[executor.credentials.<provider>]` is invalid.
-    #[error(transparent)]
-    Config(#[from] Box<switchyard_platform::config::ConfigError>),
 }
 
 struct Inner {

@@ -1,11 +1,11 @@
 //! The machinery every agent-CLI adapter shares: finding the CLI binaries and checking
 //! that they start, resolving and redacting credentials, per-run liveness limits, the
 //! child process (own process group, line-oriented stdout, redacted stderr tail, staged
-//! termination), who it runs as and how it dies with its parent, the per-run or
-//! per-conversation directories and the per-run cgroup of a run host.
+//! termination), who it runs as and how it dies with its parent, and the per-run cgroup
+//! of a run host.
 //!
-//! [`CliEnv`] is built once at executor start from the `[executor]` settings and shared
-//! by the adapters (`Arc<CliEnv>`).
+//! [`CliEnv`] is built once at executor start from a [`CliSetup`] (what the `[executor]`
+//! settings say about the CLIs) and shared by the adapters (`Arc<CliEnv>`).
 
 pub mod binaries;
 pub mod cgroup;
@@ -15,7 +15,6 @@ pub mod liveness;
 pub mod process;
 pub mod provider_user;
 pub mod start_check;
-pub mod workdirs;
 
 pub use binaries::CliLocator;
 pub use credentials::{
@@ -28,16 +27,37 @@ pub use liveness::{
 pub use process::{CliCommand, CliProcess, SpawnError};
 pub use provider_user::{ProviderUser, ProviderUserError, StateFiles};
 pub use start_check::{StartCheck, StartChecks};
-pub use workdirs::{ConversationState, WorkDirs};
 
-use crate::settings::ExecutorSettings;
+use crate::workdirs::WorkDirs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchyard_contracts::ProviderName;
 
 /// Where the start checks run, under the workspace root.
-const START_CHECK_DIR: &str = ".start-check";
+pub const START_CHECK_DIR: &str = ".start-check";
+
+/// What the CLI environment is built from: the part of the `[executor]` settings that
+/// concerns the agent CLIs, checked already.
+#[derive(Debug, Clone)]
+pub struct CliSetup {
+    /// What each provider may be given and where its CLI sends model requests.
+    pub policies: CredentialPolicies,
+    /// The env file credential values are read from, if any.
+    pub credentials_env_file: Option<PathBuf>,
+    /// Whether the variables some provider is allowed are also read from the
+    /// executor's own environment.
+    pub credentials_from_environment: bool,
+    /// Directories searched for the CLIs before `PATH`.
+    pub search_path: Vec<PathBuf>,
+    /// `executor.provider_user`, as [`ProviderUser::resolve`] takes it.
+    pub provider_user: String,
+    pub liveness: LivenessLimits,
+    /// See [`CliEnv::stop_grace`].
+    pub stop_grace: Duration,
+    /// Where the start checks run their CLIs.
+    pub start_check_dir: PathBuf,
+}
 
 /// The CLI environment could not be built from the settings.
 #[derive(Debug, thiserror::Error)]
@@ -87,37 +107,43 @@ pub struct CliEnv {
 }
 
 impl CliEnv {
-    /// Builds the environment from the settings: reads the env file (if any) and the
-    /// process environment, resolves the provider user and checks that the known CLIs
-    /// start.
-    pub fn from_settings(settings: &ExecutorSettings) -> Result<Self, CliEnvError> {
-        let env = Self::unprobed(settings)?;
+    /// Builds the environment: reads the env file (if any) and the process
+    /// environment, resolves the provider user and checks that the known CLIs start.
+    pub fn new(setup: CliSetup) -> Result<Self, CliEnvError> {
+        let env = Self::unprobed(setup)?;
         env.start_checks.check_all(KNOWN_PROGRAMS);
         Ok(env)
     }
 
-    /// Like [`from_settings`](Self::from_settings), but checks a CLI only when it is
-    /// first asked for (a run host needs one CLI, and no start-up delay).
-    pub fn unprobed(settings: &ExecutorSettings) -> Result<Self, CliEnvError> {
-        let policies = settings
-            .credential_policies()
-            .map_err(|error| CredentialsError::from(Box::new(error)))?;
+    /// Like [`new`](Self::new), but checks a CLI only when it is first asked for (a run
+    /// host needs one CLI, and no start-up delay).
+    pub fn unprobed(setup: CliSetup) -> Result<Self, CliEnvError> {
+        let CliSetup {
+            policies,
+            credentials_env_file,
+            credentials_from_environment,
+            search_path,
+            provider_user,
+            liveness,
+            stop_grace,
+            start_check_dir,
+        } = setup;
         let process_env = switchyard_platform::config::process_env();
         // Only names some provider is allowed are ever read from the environment.
-        let from_environment = if settings.credentials_from_environment {
+        let from_environment = if credentials_from_environment {
             policies.all_names()
         } else {
             Default::default()
         };
         let credentials = Credentials::load(
-            settings.credentials_env_file.as_deref(),
+            credentials_env_file.as_deref(),
             &process_env,
             &from_environment,
         )?;
         let path_var = process_env.get("PATH").map(String::as_str);
-        let binaries = CliLocator::new(settings.cli_search_path.clone(), path_var);
-        let user = ProviderUser::resolve(&settings.provider_user)?;
-        if let (Some(user), Some(path)) = (user, &settings.credentials_env_file)
+        let binaries = CliLocator::new(search_path, path_var);
+        let user = ProviderUser::resolve(&provider_user)?;
+        if let (Some(user), Some(path)) = (user, &credentials_env_file)
             && user.can_read(path)
         {
             return Err(CliEnvError::CredentialsReadable {
@@ -126,17 +152,13 @@ impl CliEnv {
             });
         }
         let isolation = Isolation::new(user, path_var);
-        let start_checks = StartChecks::new(
-            binaries.clone(),
-            isolation.clone(),
-            settings.workspace_root.join(START_CHECK_DIR),
-        );
+        let start_checks = StartChecks::new(binaries.clone(), isolation.clone(), start_check_dir);
         Ok(Self {
             binaries,
             credentials,
             policies,
-            liveness: settings.liveness.limits(),
-            stop_grace: settings.cli_stop_grace(),
+            liveness,
+            stop_grace,
             isolation,
             start_checks,
             process_groups: None,

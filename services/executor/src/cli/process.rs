@@ -68,7 +68,7 @@ pub enum SpawnError {
         dir.display()
     )]
     Unreachable {
-        user: crate::cli::ProviderUser,
+        user: crate::cli::provider_user::ProviderUser,
         dir: PathBuf,
     },
     /// The run's directories could not be handed to the provider user.
@@ -687,7 +687,7 @@ mod tests {
     #[tokio::test]
     async fn home_is_the_state_directory_beside_a_run_workspace() {
         let root = tempfile::tempdir().unwrap();
-        let dirs = crate::cli::WorkDirs::under(root.path());
+        let dirs = crate::workdirs::WorkDirs::under(root.path());
         dirs.create().await.unwrap();
         let mut process =
             CliProcess::spawn(sh("echo $HOME; pwd", &dirs.workspace), &no_credentials()).unwrap();
@@ -747,7 +747,7 @@ mod tests {
     #[tokio::test]
     async fn an_isolated_cli_runs_as_the_provider_user_and_leads_its_group() {
         let root = nix::unistd::Uid::effective().is_root();
-        let user = root.then_some(crate::cli::ProviderUser {
+        let user = root.then_some(crate::cli::provider_user::ProviderUser {
             uid: 65534,
             gid: 65534,
         });

@@ -13,7 +13,7 @@
 use super::binaries::CliLocator;
 use super::isolation::Isolation;
 use super::process::base_environment;
-use super::workdirs::WorkDirs;
+use crate::workdirs::WorkDirs;
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;

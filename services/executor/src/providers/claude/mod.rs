@@ -25,9 +25,6 @@ use std::sync::Arc;
 use switchyard_contracts::ProviderName;
 use switchyard_contracts::presence::ProviderAvailability;
 
-/// The program name looked up with [`crate::cli::CliLocator::find`].
-pub const PROGRAM: &str = "claude";
-
 pub struct ClaudeProvider {
     env: Arc<CliEnv>,
 }
@@ -44,7 +41,7 @@ impl Provider for ClaudeProvider {
     }
 
     fn availability(&self) -> ProviderAvailability {
-        let check = self.env.start_check(PROGRAM);
+        let check = self.env.start_check(session::PROGRAM);
         ProviderAvailability {
             name: ProviderName::ClaudeCode.as_str().to_owned(),
             installed: check.installed,

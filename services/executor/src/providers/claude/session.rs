@@ -14,7 +14,6 @@
 //! A `--resume` that fails before the session starts (the session is gone or unusable)
 //! is retried once as a fresh session in the same workspace.
 
-use super::PROGRAM;
 use super::launch::{ClaudeOptions, Launch};
 use super::outcome::{self, TurnFacts, TurnOutcome};
 use super::protocol::{CanUseTool, ControlRequest, Line, ResultLine, outgoing};
@@ -34,6 +33,8 @@ use switchyard_contracts::event::{Diagnostic, DiagnosticLevel, Evidence, HumanLo
 use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 use tracing::Instrument as _;
 
+/// The program name looked up with [`crate::cli::CliLocator::find`].
+pub(crate) const PROGRAM: &str = "claude";
 /// Raw protocol lines kept as evidence.
 const RAW_LINES_KEPT: usize = 20;
 /// Longest raw line kept as evidence (the `initialize` answer alone is ~10 KB).

@@ -40,7 +40,7 @@ impl WorkDirs {
 /// `<workspace_root>/<key>/workspace`. The control plane only lets an app's runtime
 /// defaults or execution profile set it; the executor only honours it inside
 /// `executor.allowed_workspace_dirs`.
-pub const WORKSPACE_DIR_OPTION: &str = "workspaceDir";
+pub(crate) const WORKSPACE_DIR_OPTION: &str = "workspaceDir";
 
 /// The run's given workspace directory, if its `providerOptions` name one: the option
 /// canonicalized (symlinks and `..` resolved, so it cannot escape), which must be an
