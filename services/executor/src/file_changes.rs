@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Directories never entered: their contents change wholesale (installs, builds,
 /// version control) and would bury the agent's own changes.
-pub const SKIPPED_DIRS: &[&str] = &[
+pub(crate) const SKIPPED_DIRS: &[&str] = &[
     ".git",
     ".hg",
     ".svn",
@@ -51,12 +51,12 @@ pub const SKIPPED_DIRS: &[&str] = &[
     ".cache",
 ];
 /// Most files and directories one scan looks at.
-pub const MAX_ENTRIES: usize = 20_000;
+pub(crate) const MAX_ENTRIES: usize = 20_000;
 /// Longest one scan may take.
-pub const MAX_SCAN_TIME: Duration = Duration::from_secs(2);
+pub(crate) const MAX_SCAN_TIME: Duration = Duration::from_secs(2);
 /// How long after a tool call completed, with nothing else happening, the watcher
 /// scans anyway.
-pub const SETTLE: Duration = Duration::from_millis(250);
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 
 /// What the sink tells the watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 /// Runs the run handed over on stdin to its end.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     cli::isolation::harden_this_process();
     config.validate()?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();

@@ -17,24 +17,24 @@
 //! of their own that outlive the executor, adopted by its successor under the same id.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod budget;
-pub mod cli;
+mod budget;
+mod cli;
 mod clock;
 mod config;
 mod control;
 mod dispatch;
 mod executor;
-pub mod file_changes;
-pub mod host;
+mod file_changes;
+mod host;
 mod hosting;
 mod http;
-pub mod human_loop;
+mod human_loop;
 mod presence;
-pub mod provider;
-pub mod providers;
+mod provider;
+mod providers;
 mod runs;
-pub mod settings;
-pub mod sink;
+mod settings;
+mod sink;
 mod supervisor;
 mod workdirs;
 
@@ -49,11 +49,18 @@ use switchyard_platform::service::ServiceHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+// The public surface: what the binaries, the all-in-one `switchyard` command, the
+// benchmark and the integration tests use.
+pub use budget::BudgetSettings;
+pub use cli::binaries::CliLocator;
+pub use cli::credentials::{Credentials, CredentialsError, MissingCredentials};
+pub use cli::process::process_alive;
 pub use config::Config;
 pub use hosting::RUN_HOST_COMMAND;
-pub use provider::{Provider, ProviderOutcome, RunContext};
-pub use providers::ProviderRegistry;
-pub use settings::ExecutorSettings;
+pub use providers::scripted::DEFAULT_MESSAGE as SCRIPTED_DEFAULT_MESSAGE;
+pub use settings::{
+    DetachRuns, ExecutorSettings, LivenessSettings, ProviderCredentialSettings, WorkspaceCleanup,
+};
 pub use switchyard_platform::shutdown::Signals;
 
 /// Connects, provisions, binds and spawns everything; returns once the executor takes
@@ -83,7 +90,7 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         ),
         None => {}
     }
-    let providers = ProviderRegistry::from_names(&settings.providers, &Arc::new(cli))?;
+    let providers = providers::ProviderRegistry::from_names(&settings.providers, &Arc::new(cli))?;
     let id = settings.resolve_executor_id();
 
     let client = nats::connect(&config.nats, &format!("switchyard-executor-{id}")).await?;

@@ -16,18 +16,14 @@ use crate::workdirs::{ConversationState, WorkDirs};
 use futures::future::BoxFuture;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use switchyard_contracts::event::Evidence;
 use switchyard_contracts::presence::ProviderAvailability;
 use switchyard_contracts::{FailureReason, ProviderName, RunCommand};
 use tokio_util::sync::CancellationToken;
 
 /// Everything a provider needs for one run.
-pub struct RunContext {
+pub(crate) struct RunContext {
     pub command: RunCommand,
-    /// The run's timeout on active time (`None`: no limit). The supervisor enforces it;
-    /// providers may use it to size their own internal limits.
-    pub timeout: Option<Duration>,
     /// The agent's working directory, created before the run (== `dirs.workspace`).
     pub workspace: PathBuf,
     /// The workspace and the CLI's state directory (its HOME / CODEX_HOME / XDG dirs):
@@ -51,14 +47,14 @@ impl RunContext {
     /// Reports the provider session this run used (a fresh one, or the resumed one), so
     /// that the next run of the conversation can resume it. Call it as soon as the id
     /// is known (a run stopped mid-turn keeps its session too); the last call wins.
-    pub fn set_session_id(&self, id: impl Into<String>) {
+    pub(crate) fn set_session_id(&self, id: impl Into<String>) {
         self.session_id.set(id.into());
     }
 
     /// Leaves the evidence the provider has (stderr tail, last protocol lines, exit
     /// code) when it winds down after a stop: a run the supervisor ended for its timeout
     /// is a failure and carries it, like one a liveness limit ended. The last call wins.
-    pub fn report_evidence(&self, evidence: Evidence) {
+    pub(crate) fn report_evidence(&self, evidence: Evidence) {
         self.evidence.set(evidence);
     }
 }
@@ -99,7 +95,7 @@ impl SessionReport {
 /// How a provider's run ended, as the provider sees it. The supervisor turns it into
 /// `run.completed`; a stop or timeout the supervisor initiated overrides it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ProviderOutcome {
+pub(crate) enum ProviderOutcome {
     Succeeded,
     Failed {
         reason: FailureReason,
@@ -111,7 +107,7 @@ pub enum ProviderOutcome {
 }
 
 impl ProviderOutcome {
-    pub fn failed(reason: FailureReason, detail: impl Into<String>) -> Self {
+    pub(crate) fn failed(reason: FailureReason, detail: impl Into<String>) -> Self {
         Self::Failed {
             reason,
             detail: detail.into(),
@@ -121,7 +117,7 @@ impl ProviderOutcome {
 }
 
 /// A kind of agent the executor can run.
-pub trait Provider: Send + Sync + 'static {
+pub(crate) trait Provider: Send + Sync + 'static {
     fn name(&self) -> ProviderName;
 
     /// Whether it can run here (its CLI is installed) and which version.

@@ -39,7 +39,7 @@ const QUEUE_LIMIT: usize = BATCH_EVENTS;
 
 /// Why an event could not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum EmitError {
+pub(crate) enum EmitError {
     /// The run's history moved on: another writer owns the run now. Stop at once.
     #[error("the run's event log moved on: another writer owns the run")]
     Fenced,
@@ -341,7 +341,7 @@ pub(crate) async fn stored_anyway(
 
 /// Cheap to clone; every clone writes to the same run at the same position.
 #[derive(Clone)]
-pub struct EventSink {
+pub(crate) struct EventSink {
     inner: Arc<SinkInner>,
 }
 
@@ -403,7 +403,7 @@ impl EventSink {
         self.enqueue(kind, Waiter::default(), false).await
     }
 
-    pub fn run_id(&self) -> RunId {
+    pub(crate) fn run_id(&self) -> RunId {
         self.inner.run_id
     }
 
@@ -412,7 +412,7 @@ impl EventSink {
     /// while the queue is full. An error means the event will not be written: the sink
     /// lost the run (a failed append shows on the next `emit` and through
     /// [`EventSink::lost`]) or the run is being concluded.
-    pub async fn emit(&self, kind: RunEventKind) -> Result<(), EmitError> {
+    pub(crate) async fn emit(&self, kind: RunEventKind) -> Result<(), EmitError> {
         self.enqueue(kind, Waiter::default(), true).await
     }
 

@@ -7,26 +7,24 @@
 //! [`CliEnv`] is built once at executor start from a [`CliSetup`] (what the `[executor]`
 //! settings say about the CLIs) and shared by the adapters (`Arc<CliEnv>`).
 
-pub mod binaries;
-pub mod cgroup;
-pub mod credentials;
-pub mod isolation;
-pub mod liveness;
-pub mod process;
-pub mod provider_user;
-pub mod start_check;
+pub(crate) mod binaries;
+pub(crate) mod cgroup;
+pub(crate) mod credentials;
+pub(crate) mod isolation;
+pub(crate) mod liveness;
+pub(crate) mod process;
+pub(crate) mod provider_user;
+pub(crate) mod start_check;
 
-pub use binaries::CliLocator;
-pub use credentials::{
-    CredentialPolicies, Credentials, CredentialsError, MissingCredentials, ProviderCredentials,
+pub(crate) use binaries::CliLocator;
+pub(crate) use credentials::{
+    CredentialPolicies, Credentials, CredentialsError, ProviderCredentials,
 };
-pub use isolation::Isolation;
-pub use liveness::{
-    Liveness, LivenessFailure, LivenessLimits, PauseGuard, names_connection_failure,
-};
-pub use process::{CliCommand, CliProcess, SpawnError};
-pub use provider_user::{ProviderUser, ProviderUserError, StateFiles};
-pub use start_check::{StartCheck, StartChecks};
+pub(crate) use isolation::Isolation;
+pub(crate) use liveness::{Liveness, LivenessFailure, LivenessLimits, names_connection_failure};
+pub(crate) use process::{CliCommand, CliProcess, SpawnError};
+pub(crate) use provider_user::{ProviderUser, ProviderUserError, StateFiles};
+pub(crate) use start_check::{StartCheck, StartChecks};
 
 use crate::workdirs::WorkDirs;
 use std::io::Write as _;
@@ -35,12 +33,12 @@ use std::time::Duration;
 use switchyard_contracts::ProviderName;
 
 /// Where the start checks run, under the workspace root.
-pub const START_CHECK_DIR: &str = ".start-check";
+pub(crate) const START_CHECK_DIR: &str = ".start-check";
 
 /// What the CLI environment is built from: the part of the `[executor]` settings that
 /// concerns the agent CLIs, checked already.
 #[derive(Debug, Clone)]
-pub struct CliSetup {
+pub(crate) struct CliSetup {
     /// What each provider may be given and where its CLI sends model requests.
     pub policies: CredentialPolicies,
     /// The env file credential values are read from, if any.
@@ -61,7 +59,7 @@ pub struct CliSetup {
 
 /// The CLI environment could not be built from the settings.
 #[derive(Debug, thiserror::Error)]
-pub enum CliEnvError {
+pub(crate) enum CliEnvError {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
@@ -75,14 +73,14 @@ pub enum CliEnvError {
 }
 
 /// A CLI run that may spawn: where the binary is and the credential values to pass.
-pub struct Preflight {
+pub(crate) struct Preflight {
     pub program: PathBuf,
     pub credentials: Vec<(String, secrecy::SecretString)>,
 }
 
 /// What the CLI adapters share: built once at executor start.
 #[derive(Debug, Clone)]
-pub struct CliEnv {
+pub(crate) struct CliEnv {
     /// Where the CLIs are found (and their versions, probed once).
     pub binaries: CliLocator,
     /// Credential values from the executor's env file and the allowed part of its
@@ -109,7 +107,7 @@ pub struct CliEnv {
 impl CliEnv {
     /// Builds the environment: reads the env file (if any) and the process
     /// environment, resolves the provider user and checks that the known CLIs start.
-    pub fn new(setup: CliSetup) -> Result<Self, CliEnvError> {
+    pub(crate) fn new(setup: CliSetup) -> Result<Self, CliEnvError> {
         let env = Self::unprobed(setup)?;
         env.start_checks.check_all(KNOWN_PROGRAMS);
         Ok(env)
@@ -117,7 +115,7 @@ impl CliEnv {
 
     /// Like [`new`](Self::new), but checks a CLI only when it is first asked for (a run
     /// host needs one CLI, and no start-up delay).
-    pub fn unprobed(setup: CliSetup) -> Result<Self, CliEnvError> {
+    pub(crate) fn unprobed(setup: CliSetup) -> Result<Self, CliEnvError> {
         let CliSetup {
             policies,
             credentials_env_file,
@@ -168,7 +166,8 @@ impl CliEnv {
     /// An environment for tests: the given locator, credentials from explicit pairs,
     /// the default policies, default limits, a short stop grace, and CLIs run as the
     /// test's own user.
-    pub fn for_tests(binaries: CliLocator, credentials: Credentials) -> Self {
+    #[cfg(test)]
+    pub(crate) fn for_tests(binaries: CliLocator, credentials: Credentials) -> Self {
         let start_checks = StartChecks::new(
             binaries.clone(),
             Isolation::default(),
@@ -187,30 +186,34 @@ impl CliEnv {
     }
 
     /// `provider`'s allowance (`[executor.credentials.<provider>]`).
-    pub fn policy(&self, provider: ProviderName) -> ProviderCredentials {
+    pub(crate) fn policy(&self, provider: ProviderName) -> ProviderCredentials {
         self.policies.get(provider)
     }
 
     /// Whether the credential a run of `provider` naming none gets has a value (for
     /// presence and the providers API).
-    pub fn default_credential_configured(&self, provider: ProviderName) -> bool {
+    pub(crate) fn default_credential_configured(&self, provider: ProviderName) -> bool {
         let names = self.policy(provider).names_for(&[]);
         !names.is_empty() && self.credentials.is_configured(&names)
     }
 
     /// Whether `program` can start here (see [`start_check`]).
-    pub fn start_check(&self, program: &str) -> StartCheck {
+    pub(crate) fn start_check(&self, program: &str) -> StartCheck {
         self.start_checks.get(program)
     }
 
     /// The run's CLI state directory, for the adapter to write the CLI's config into.
-    pub fn state_files(&self, dirs: &WorkDirs) -> StateFiles {
+    pub(crate) fn state_files(&self, dirs: &WorkDirs) -> StateFiles {
         StateFiles::new(&dirs.state, self.isolation.user)
     }
 
     /// Starts a run's CLI: hands the run's directories to the provider user, starts the
     /// CLI isolated (see [`isolation`]) and, in a run host, notes its process group.
-    pub async fn spawn(&self, cmd: CliCommand, dirs: &WorkDirs) -> Result<CliProcess, SpawnError> {
+    pub(crate) async fn spawn(
+        &self,
+        cmd: CliCommand,
+        dirs: &WorkDirs,
+    ) -> Result<CliProcess, SpawnError> {
         if let Some(user) = self.isolation.user {
             hand_over(user, dirs).await?;
         }
@@ -230,7 +233,7 @@ impl CliEnv {
     /// and has a value (else `auth_missing`, naming the variables, never a value); and
     /// its binary is installed (else `binary_missing`, naming where it looked). The
     /// credentials come back in the order named.
-    pub fn preflight(
+    pub(crate) fn preflight(
         &self,
         provider: ProviderName,
         program: &str,
@@ -274,7 +277,7 @@ impl CliEnv {
     /// How a run ends when its CLI cannot be started: a binary that vanished since the
     /// preflight is `binary_missing` (naming where it was looked for), anything else
     /// `provider_crashed`.
-    pub fn spawn_failure(
+    pub(crate) fn spawn_failure(
         &self,
         program: &str,
         error: SpawnError,
@@ -294,7 +297,7 @@ impl CliEnv {
 }
 
 /// The programs checked at start-up (the adapters' binaries).
-pub const KNOWN_PROGRAMS: &[&str] = &["codex", "claude", "opencode"];
+pub(crate) const KNOWN_PROGRAMS: &[&str] = &["codex", "claude", "opencode"];
 
 /// Gives the provider user the run's directories: the state directory and the workspace,
 /// each with everything in it when it was somebody else's (new, or an earlier run's under

@@ -1,10 +1,10 @@
 //! The providers this build implements — `scripted`, and one adapter per agent CLI
 //! (built on [`crate::cli`]) — and the registry of those an executor offers.
 
-pub mod claude;
-pub mod codex;
-pub mod opencode;
-pub mod scripted;
+pub(crate) mod claude;
+pub(crate) mod codex;
+pub(crate) mod opencode;
+pub(crate) mod scripted;
 
 #[cfg(test)]
 pub(crate) mod arbitrary;
@@ -58,11 +58,11 @@ fn cli_provider(name: ProviderName, cli: &Arc<CliEnv>) -> Arc<dyn Provider> {
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown provider {0:?}")]
-pub struct UnknownProvider(pub String);
+pub(crate) struct UnknownProvider(pub String);
 
 /// The providers this executor offers, by canonical name.
 #[derive(Clone, Default)]
-pub struct ProviderRegistry {
+pub(crate) struct ProviderRegistry {
     providers: Vec<Arc<dyn Provider>>,
 }
 
@@ -71,7 +71,7 @@ impl ProviderRegistry {
     /// are ignored). The CLI providers share `cli` and report themselves not installed
     /// when their binary is not found; providers without an implementation in this
     /// build are offered as not installed.
-    pub fn from_names(names: &[String], cli: &Arc<CliEnv>) -> Result<Self, UnknownProvider> {
+    pub(crate) fn from_names(names: &[String], cli: &Arc<CliEnv>) -> Result<Self, UnknownProvider> {
         let mut registry = Self::default();
         for name in names {
             let parsed = ProviderName::parse(name).ok_or_else(|| UnknownProvider(name.clone()))?;
@@ -85,18 +85,18 @@ impl ProviderRegistry {
     }
 
     /// Adds a provider, replacing one of the same name.
-    pub fn insert(&mut self, provider: Arc<dyn Provider>) {
+    pub(crate) fn insert(&mut self, provider: Arc<dyn Provider>) {
         self.providers.retain(|p| p.name() != provider.name());
         self.providers.push(provider);
     }
 
     /// The provider for a canonical name or alias, if offered here.
-    pub fn get(&self, name: &str) -> Option<Arc<dyn Provider>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<dyn Provider>> {
         let name = ProviderName::parse(name)?;
         self.providers.iter().find(|p| p.name() == name).cloned()
     }
 
-    pub fn availability(&self) -> Vec<ProviderAvailability> {
+    pub(crate) fn availability(&self) -> Vec<ProviderAvailability> {
         self.providers.iter().map(|p| p.availability()).collect()
     }
 }
@@ -196,7 +196,6 @@ mod tests {
             let stop = CancellationToken::new();
             let ctx = RunContext {
                 command,
-                timeout: None,
                 workspace: dirs.workspace.clone(),
                 dirs,
                 conversation: None,

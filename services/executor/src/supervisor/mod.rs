@@ -269,7 +269,6 @@ async fn drive_provider(
     let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
     let ctx = RunContext {
         command,
-        timeout,
         workspace,
         dirs,
         conversation,

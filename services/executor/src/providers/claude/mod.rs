@@ -25,12 +25,12 @@ use std::sync::Arc;
 use switchyard_contracts::ProviderName;
 use switchyard_contracts::presence::ProviderAvailability;
 
-pub struct ClaudeProvider {
+pub(crate) struct ClaudeProvider {
     env: Arc<CliEnv>,
 }
 
 impl ClaudeProvider {
-    pub fn new(env: Arc<CliEnv>) -> Self {
+    pub(crate) fn new(env: Arc<CliEnv>) -> Self {
         Self { env }
     }
 }

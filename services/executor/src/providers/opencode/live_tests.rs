@@ -150,7 +150,6 @@ impl Live {
         let session = SessionReport::default();
         let ctx = RunContext {
             command,
-            timeout: None,
             workspace: dirs.workspace.clone(),
             dirs,
             conversation,
