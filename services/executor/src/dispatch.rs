@@ -73,19 +73,31 @@ async fn handle(executor: Arc<Executor>, message: Message) {
         tracing::debug!("dispatch message without a reply subject ignored");
         return;
     };
-    let reply = match serde_json::from_slice::<DispatchRequest>(&message.payload) {
-        Ok(request) => accept(&executor, request).await,
+    let (run_id, reply) = match serde_json::from_slice::<DispatchRequest>(&message.payload) {
+        Ok(request) => (
+            Some(request.command.run_id),
+            accept(&executor, request).await,
+        ),
         Err(error) => {
             tracing::warn!(%error, "undecodable dispatch request");
-            DispatchReply::with_message(
+            let reply = DispatchReply::with_message(
                 DispatchOutcome::Invalid,
                 format!("cannot decode the dispatch request: {error}"),
-            )
+            );
+            (None, reply)
         }
     };
-    let payload = serde_json::to_vec(&reply).unwrap_or_default();
+    // A reply that cannot be encoded is not sent at all: the requester times out and
+    // retries, rather than reading an empty answer.
+    let payload = match serde_json::to_vec(&reply) {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::error!(run_id = run_id.map(tracing::field::display), %error, outcome = ?reply.outcome, "cannot encode the answer to a dispatch request; not answering");
+            return;
+        }
+    };
     if let Err(error) = executor.client.publish(reply_to, payload.into()).await {
-        tracing::warn!(%error, "could not answer a dispatch request");
+        tracing::warn!(run_id = run_id.map(tracing::field::display), %error, "could not answer a dispatch request");
     }
 }
 

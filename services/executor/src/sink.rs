@@ -19,6 +19,7 @@ use switchyard_contracts::{RunEvent, RunEventKind, RunId};
 use switchyard_platform::events::{EncodedEvent, EventLog, EventLogError};
 use tokio::sync::{MutexGuard, Notify, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// At most this many events, and about this many bytes, go out as one append: the
@@ -104,6 +105,9 @@ struct SinkInner {
     /// supervisor through a [`SealedSink`].
     position: tokio::sync::Mutex<EventPosition>,
     queue: Mutex<Queue>,
+    /// The flush tasks; [`EventSink::seal`] waits for them, so none outlives the run's
+    /// supervisor.
+    flushes: TaskTracker,
     /// Woken when queued events were taken (room for more) or the run was lost.
     room: Notify,
     lost: CancellationToken,
@@ -362,6 +366,7 @@ impl EventSink {
                 run_id,
                 position: tokio::sync::Mutex::new(position),
                 queue: Mutex::new(Queue::default()),
+                flushes: TaskTracker::new(),
                 room: Notify::new(),
                 lost: CancellationToken::new(),
                 lost_reason: OnceLock::new(),
@@ -477,11 +482,11 @@ impl EventSink {
                     }
                     if !queue.flushing {
                         queue.flushing = true;
-                        let inner = inner.clone();
-                        tokio::spawn(
+                        let flusher = inner.clone();
+                        inner.flushes.spawn(
                             async move {
-                                let mut position = inner.position.lock().await;
-                                inner.drain(&mut position).await;
+                                let mut position = flusher.position.lock().await;
+                                flusher.drain(&mut position).await;
                             }
                             .in_current_span(),
                         );
@@ -502,9 +507,13 @@ impl EventSink {
     /// only the returned guard (the supervisor writing the closing events) appends.
     pub(crate) async fn seal(&self) -> SealedSink<'_> {
         self.inner.queue().sealed = true;
+        // Sealed, the queue starts no flush task: wait for those running to write what
+        // they took.
+        self.inner.flushes.close();
+        self.inner.flushes.wait().await;
         let mut position = self.inner.position.lock().await;
-        // A flush task may have ended just before taking the last events, or be
-        // waiting behind us for the lock: what is queued goes before the closing events.
+        // A flush task may have ended just before taking the last events: what is
+        // queued goes before the closing events.
         self.inner.drain(&mut position).await;
         SealedSink {
             inner: &self.inner,

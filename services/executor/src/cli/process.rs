@@ -88,7 +88,8 @@ pub(crate) enum SpawnError {
 
 /// A running CLI child in its own process group.
 ///
-/// Dropping it SIGKILLs the whole group (so an aborted adapter leaves nothing behind).
+/// Dropping it SIGKILLs the whole group (so an aborted adapter leaves nothing behind)
+/// and stops its stdout and stderr readers.
 pub(crate) struct CliProcess {
     child: Child,
     /// The process group (== the child's pid), `None` once the group is known gone.
@@ -96,6 +97,7 @@ pub(crate) struct CliProcess {
     pid: Option<u32>,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    stdout_reader: Option<tokio::task::JoinHandle<()>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     stderr_reader: Option<tokio::task::JoinHandle<()>>,
     exit: Option<Option<i32>>,
@@ -174,7 +176,7 @@ impl CliProcess {
         let span = tracing::Span::current();
 
         let (line_tx, lines) = mpsc::channel(LINE_BUFFER);
-        if let Some(stdout) = child.stdout.take() {
+        let stdout_reader = child.stdout.take().map(|stdout| {
             tokio::spawn(
                 async move {
                     let mut reader = BufReader::new(stdout);
@@ -185,8 +187,8 @@ impl CliProcess {
                     }
                 }
                 .instrument(span.clone()),
-            );
-        }
+            )
+        });
         let stderr = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
         let mut stderr_reader = None;
         if let Some(pipe) = child.stderr.take() {
@@ -217,6 +219,7 @@ impl CliProcess {
             pid,
             stdin,
             lines,
+            stdout_reader,
             stderr,
             stderr_reader,
             exit: None,
@@ -372,6 +375,14 @@ impl Drop for CliProcess {
             && group_alive(group)
         {
             let _ = killpg(group, Signal::SIGKILL);
+        }
+        // Nobody reads what they would read any more; a process that escaped the group
+        // and holds a pipe open must not keep them alive.
+        for reader in [self.stdout_reader.take(), self.stderr_reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            reader.abort();
         }
     }
 }

@@ -284,7 +284,9 @@ async fn drive_provider(
         .with_timeout(human_loop_timeout),
         stop: run.stop.clone(),
     };
-    let mut task = tokio::spawn(provider.run(ctx).in_current_span());
+    // A task of its own, so that it can be aborted after the stop grace; in the
+    // executor's tracker like every task of a run.
+    let mut task = executor.tasks.spawn(provider.run(ctx).in_current_span());
     let timed_out = async {
         match timeout {
             Some(limit) => clock.reached(limit).await,

@@ -651,14 +651,7 @@ fn redact_value(credentials: &crate::cli::Credentials, value: Value) -> Value {
 }
 
 fn redact_event(credentials: &crate::cli::Credentials, event: RunEventKind) -> RunEventKind {
-    let Ok(text) = serde_json::to_string(&event) else {
-        return event;
-    };
-    let redacted = credentials.redact(&text);
-    if redacted == text {
-        return event;
-    }
-    serde_json::from_str(&redacted).unwrap_or_else(|_| {
+    let dropped = |event: &RunEventKind| {
         RunEventKind::Diagnostic(Diagnostic {
             level: DiagnosticLevel::Warn,
             message: format!(
@@ -667,7 +660,20 @@ fn redact_event(credentials: &crate::cli::Credentials, event: RunEventKind) -> R
             ),
             raw: None,
         })
-    })
+    };
+    let text = match serde_json::to_string(&event) {
+        Ok(text) => text,
+        Err(error) => {
+            // Unchecked, it may hold a credential: withheld rather than passed on.
+            tracing::error!(%error, event = event.type_name(), "cannot encode an event to redact it; withholding it");
+            return dropped(&event);
+        }
+    };
+    let redacted = credentials.redact(&text);
+    if redacted == text {
+        return event;
+    }
+    serde_json::from_str(&redacted).unwrap_or_else(|_| dropped(&event))
 }
 
 #[cfg(test)]
