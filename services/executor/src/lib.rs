@@ -140,6 +140,8 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         .flush()
         .await
         .context("flush the dispatch subscription")?;
+    // The service's own tasks are joined by the shutdown below, each at its step;
+    // everything a run does goes into `executor.tasks`.
     let dispatch_stop = CancellationToken::new();
     let dispatch_task = tokio::spawn(dispatch::serve(
         executor.clone(),
@@ -171,14 +173,18 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         );
         presence::publish(&executor, &kv).await;
         dispatch_stop.cancel();
-        let _ = dispatch_task.await;
+        if let Err(error) = dispatch_task.await {
+            tracing::error!(executor_id = %executor.id, %error, "the dispatch task failed");
+        }
         executor.tasks.close();
         drain(&executor, &immediate).await;
         executor.tasks.wait().await;
         executor.http_stop.cancel();
         let served = http_task.await;
         presence_stop.cancel();
-        let _ = presence_task.await;
+        if let Err(error) = presence_task.await {
+            tracing::error!(executor_id = %executor.id, %error, "the presence task failed");
+        }
         presence::withdraw(&executor, &kv).await;
         if let Err(error) = executor.client.flush().await {
             tracing::warn!(%error, "could not flush NATS at shutdown");
