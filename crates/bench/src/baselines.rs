@@ -297,15 +297,18 @@ async fn postgres_commits(database_url: &str, duration: Duration) -> anyhow::Res
     let mut conn = sqlx::PgConnection::connect(database_url)
         .await
         .context("connect to the benchmark database")?;
-    let version: String = sqlx::query_scalar("SHOW server_version")
-        .fetch_one(&mut conn)
-        .await?;
-    let synchronous_commit: String = sqlx::query_scalar("SHOW synchronous_commit")
-        .fetch_one(&mut conn)
-        .await?;
-    let fsync: String = sqlx::query_scalar("SHOW fsync")
-        .fetch_one(&mut conn)
-        .await?;
+    let settings = sqlx::query!(
+        r#"SELECT current_setting('server_version') AS "version!",
+                  current_setting('synchronous_commit') AS "synchronous_commit!",
+                  current_setting('fsync') AS "fsync!""#
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let (version, synchronous_commit, fsync) = (
+        settings.version,
+        settings.synchronous_commit,
+        settings.fsync,
+    );
     sqlx::raw_sql(
         "CREATE TABLE bench_raw_commits (id bigserial PRIMARY KEY, run_id uuid NOT NULL, payload jsonb NOT NULL);
          CREATE TEMP TABLE bench_raw_commits_temp (id bigserial PRIMARY KEY, run_id uuid NOT NULL, payload jsonb NOT NULL);",
@@ -343,6 +346,8 @@ async fn insert_for(
     payload: &serde_json::Value,
     duration: Duration,
 ) -> anyhow::Result<f64> {
+    // Runtime queries: the benchmark's own tables are created here, so they are not in
+    // the migrated schema the query macros check against.
     let sql = match table {
         "bench_raw_commits" => "INSERT INTO bench_raw_commits (run_id, payload) VALUES ($1, $2)",
         _ => "INSERT INTO bench_raw_commits_temp (run_id, payload) VALUES ($1, $2)",

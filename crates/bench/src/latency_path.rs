@@ -176,6 +176,8 @@ async fn start(State(shared): State<Shared>, body: Bytes) -> Response {
     let run_id = Uuid::now_v7();
     let queued =
         serde_json::json!({"type": "run.queued", "data": {"provider": request["provider"]}});
+    // A runtime query: the tables are created by `LatencyPath::start`, so they are not
+    // in the migrated schema the query macros check against.
     let inserted = sqlx::query(
         "WITH run AS (
              INSERT INTO bench_latpath_runs (run_id, provider, prompt, provider_options, status)

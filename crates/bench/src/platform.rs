@@ -64,7 +64,7 @@ impl BenchPlatform {
     /// start mid-phase stalls commits), then waits, at most [`QUIET_WAIT`], until the
     /// machine is quiet. Reports what it saw.
     pub(crate) async fn settle(&self) -> Value {
-        let checkpoint = sqlx::query("CHECKPOINT")
+        let checkpoint = sqlx::query!("CHECKPOINT")
             .execute(&self.db.pool)
             .await
             .map(|_| "done".to_owned())
@@ -95,11 +95,12 @@ impl BenchPlatform {
     ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM runs WHERE run_id = $1")
-                    .bind(run_id)
-                    .fetch_optional(&self.db.pool)
-                    .await?;
+            let status = sqlx::query_scalar!(
+                r#"SELECT status::text AS "status!" FROM runs WHERE run_id = $1"#,
+                run_id
+            )
+            .fetch_optional(&self.db.pool)
+            .await?;
             if status.as_deref().is_some_and(|s| {
                 switchyard_contracts::RunStatus::parse(s).is_some_and(|s| s.is_terminal())
             }) {

@@ -205,6 +205,8 @@ async fn append(js: &Context, run_id: Uuid, seq: u64, last_stream_seq: u64) -> a
 
 async fn start_run(js: &Context, pool: &sqlx::PgPool) -> anyhow::Result<()> {
     let run_id = Uuid::now_v7();
+    // Runtime queries in this module: its table is created by `run`, so it is not in
+    // the migrated schema the query macros check against.
     sqlx::query("INSERT INTO bench_runpath_runs (id, status) VALUES ($1, 'queued')")
         .bind(run_id)
         .execute(pool)

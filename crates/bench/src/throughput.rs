@@ -224,25 +224,27 @@ pub(crate) async fn sustained(
 
 /// The OS process ids of the Postgres backends connected to the benchmark database.
 pub(crate) async fn postgres_backends(platform: &BenchPlatform) -> Vec<u32> {
-    sqlx::query_scalar::<_, i32>(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()",
-    )
-    .fetch_all(&platform.db.pool)
-    .await
-    .unwrap_or_default()
-    .into_iter()
-    .filter_map(|pid| u32::try_from(pid).ok())
-    .collect()
+    sqlx::query_scalar!("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        .fetch_all(&platform.db.pool)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(|pid| u32::try_from(pid).ok())
+        .collect()
 }
 
 /// `(xact_commit, tup_inserted, tup_updated, tup_deleted)` of the benchmark database.
 async fn pg_stats(platform: &BenchPlatform) -> Option<(i64, i64, i64, i64)> {
-    sqlx::query_as(
-        "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted FROM pg_stat_database WHERE datname = current_database()",
+    sqlx::query!(
+        r#"SELECT xact_commit AS "xact_commit!", tup_inserted AS "tup_inserted!",
+                  tup_updated AS "tup_updated!", tup_deleted AS "tup_deleted!"
+           FROM pg_stat_database WHERE datname = current_database()"#
     )
     .fetch_one(&platform.db.pool)
     .await
     .ok()
+    .map(|s| (s.xact_commit, s.tup_inserted, s.tup_updated, s.tup_deleted))
 }
 
 /// Events the control-plane's projector had not yet applied (pending in its consumer,

@@ -1,8 +1,13 @@
-//! NATS: connecting (with a server version check) and provisioning the JetStream
-//! resources defined in the repository's `nats/` directory.
+//! NATS: connecting (with a server version check), following the connection's
+//! lifecycle, and provisioning the JetStream resources defined in the repository's
+//! `nats/` directory.
 //!
 //! The JSON files are embedded at compile time so that the definitions an operator
 //! applies with the NATS CLI and the ones the services apply are the same bytes.
+
+mod connection;
+
+pub use connection::{ConnectionState, ConnectionWatch, NatsConnection};
 
 use crate::config::{ExposeSecret, NatsConfig};
 use async_nats::jetstream::{self, consumer, kv, stream};
@@ -80,11 +85,21 @@ pub enum NatsError {
     },
 }
 
-/// Connects, checks the server version and that JetStream is enabled.
+/// Connects, checks the server version and that JetStream is enabled. For code that
+/// holds state a reconnect invalidates, [`NatsConnection::open`] also watches the
+/// connection.
 pub async fn connect(
     config: &NatsConfig,
     client_name: &str,
 ) -> Result<async_nats::Client, NatsError> {
+    connect_checked(connect_options(config, client_name).await?, config).await
+}
+
+/// The options every Switchyard client connects with.
+async fn connect_options(
+    config: &NatsConfig,
+    client_name: &str,
+) -> Result<async_nats::ConnectOptions, NatsError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(client_name)
         .connection_timeout(Duration::from_millis(config.connect_timeout_ms))
@@ -113,6 +128,14 @@ pub async fn connect(
                     source,
                 })?;
     }
+    Ok(options)
+}
+
+/// Connects with `options` and checks the server version and that JetStream answers.
+async fn connect_checked(
+    options: async_nats::ConnectOptions,
+    config: &NatsConfig,
+) -> Result<async_nats::Client, NatsError> {
     let client = options
         .connect(config.url.as_str())
         .await

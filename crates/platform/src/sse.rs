@@ -1,4 +1,7 @@
-//! SSE cursors: the `id:` of every event a client receives. Opaque to clients; inside,
+//! SSE of run streams: the wire bytes of a frame ([`frame`], [`encode`]), written by
+//! the gateway and the executor alike, and the cursors.
+//!
+//! Cursors are the `id:` of every event a client receives. Opaque to clients; inside,
 //! the run event's `seq`, its stream sequence (so a resume starts the JetStream read
 //! exactly after that event without scanning the run's history) and a tag of the run
 //! it belongs to, so that a cursor handed to another run's stream is refused instead of
@@ -14,6 +17,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use switchyard_contracts::RunId;
 
@@ -167,16 +171,64 @@ impl Cursor {
 pub const RETRY_MS: u64 = 1000;
 
 /// The SSE frame of a stored run event: `id:` cursor, `event:` type, `data:` the JSON.
-pub fn frame(event: &crate::events::StoredEvent, run: &RunTag) -> axum::response::sse::Event {
+pub fn frame(event: &crate::events::StoredEvent, run: &RunTag) -> Bytes {
     let cursor = Cursor {
         seq: event.header.seq,
         stream_seq: event.stream_seq,
     };
-    // The payload is JSON produced by serde (no raw newlines), so it is one data line.
-    axum::response::sse::Event::default()
-        .id(cursor.encode(run))
-        .event(event.header.event_type.as_str())
-        .data(String::from_utf8_lossy(&event.payload))
+    encode(
+        Some(cursor.encoded(run).as_str()),
+        &event.header.event_type,
+        &String::from_utf8_lossy(&event.payload),
+    )
+}
+
+/// SSE comment sent while a stream is quiet (axum's default keep-alive).
+pub const KEEP_ALIVE: Bytes = Bytes::from_static(b":\n\n");
+
+/// The `retry:` field that opens a stream (a frame without data: clients set their
+/// reconnection delay and dispatch no event).
+pub fn retry(millis: u64) -> Bytes {
+    Bytes::from(format!("retry: {millis}\n\n"))
+}
+
+/// One SSE frame, exactly the bytes `axum::response::sse::Event` writes for the same
+/// fields (`id: `, `event: `, `data: ` lines, a blank line), as [`Bytes`] that a
+/// stream can encode once and write to any number of clients. Line breaks in `data`
+/// continue on a new `data: ` line (as axum does); the id and event name cannot carry
+/// them, so they are dropped there rather than let a garbage event type inject fields.
+pub fn encode(id: Option<&str>, event: &str, data: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(32 + id.map_or(0, str::len) + event.len() + data.len());
+    if let Some(id) = id {
+        field(&mut buf, b"id: ", id);
+    }
+    field(&mut buf, b"event: ", event);
+    buf.put_slice(b"data: ");
+    let data = data.as_bytes();
+    let mut last = 0;
+    for at in data
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| matches!(b, b'\n' | b'\r'))
+        .map(|(i, _)| i)
+    {
+        buf.put_slice(&data[last..=at]);
+        buf.put_slice(b"data: ");
+        last = at + 1;
+    }
+    buf.put_slice(&data[last..]);
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
+fn field(buf: &mut BytesMut, name: &[u8], value: &str) {
+    buf.put_slice(name);
+    if value.contains(['\n', '\r']) {
+        buf.extend(value.bytes().filter(|b| !matches!(b, b'\n' | b'\r')));
+    } else {
+        buf.put_slice(value.as_bytes());
+    }
+    buf.put_u8(b'\n');
 }
 
 #[cfg(test)]
@@ -270,5 +322,51 @@ mod tests {
                 stream_seq: 1
             }))
         );
+    }
+
+    /// What axum's own `Sse` writes for `event`.
+    async fn axum_bytes(event: axum::response::sse::Event) -> Bytes {
+        use axum::response::IntoResponse as _;
+        let stream = futures::stream::iter([Ok::<_, std::convert::Infallible>(event)]);
+        let sse = axum::response::sse::Sse::new(stream);
+        axum::body::to_bytes(sse.into_response().into_body(), usize::MAX)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn frames_are_byte_identical_to_axum_events() {
+        use axum::response::sse::Event;
+        let event = crate::events::StoredEvent {
+            stream_seq: 42,
+            header: switchyard_contracts::event::RunEventHeader {
+                run_id: uuid::Uuid::now_v7(),
+                seq: 7,
+                event_type: "message.delta".to_owned(),
+            },
+            payload: Bytes::from_static(br#"{"seq":7,"text":"h\u00e9"}"#),
+        };
+        let run = RunTag::of(&event.header.run_id);
+        let cursor = Cursor {
+            seq: 7,
+            stream_seq: 42,
+        };
+        let expected = Event::default()
+            .id(cursor.encode(&run))
+            .event("message.delta")
+            .data(r#"{"seq":7,"text":"h\u00e9"}"#);
+        assert_eq!(frame(&event, &run), axum_bytes(expected).await);
+        let expected = Event::default().retry(std::time::Duration::from_millis(1500));
+        assert_eq!(retry(1500), axum_bytes(expected).await);
+        let multi = encode(None, "stream.reset", "a\nb\rc");
+        let expected = Event::default().event("stream.reset").data("a\nb\rc");
+        assert_eq!(multi, axum_bytes(expected).await);
+        assert_eq!(KEEP_ALIVE, axum_bytes(Event::DEFAULT_KEEP_ALIVE).await);
+    }
+
+    #[test]
+    fn garbage_fields_cannot_inject_lines() {
+        let frame = encode(Some("c"), "evil\nid: x", "{}");
+        assert_eq!(&frame[..], b"id: c\nevent: evilid: x\ndata: {}\n\n");
     }
 }

@@ -21,7 +21,7 @@ use switchyard_platform::events::{EventLog, EventLogError, StoredEvent};
 use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     #[error("the run has already finished")]
     Finished,
     #[error("{0}")]
@@ -32,13 +32,15 @@ pub enum ControlError {
     Rejected(String),
     #[error("the run's owner sent a reply that could not be decoded: {0}")]
     BadReply(#[source] serde_json::Error),
+    #[error("the control request could not be serialised: {0}")]
+    Encode(#[source] serde_json::Error),
     #[error(transparent)]
     EventLog(#[from] EventLogError),
 }
 
 /// What a stop did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopOutcome {
+pub(crate) enum StopOutcome {
     /// The run had not been dispatched: it is concluded `stopped` now.
     Stopped,
     /// The owning executor accepted the stop; the run ends `stopped` shortly.
@@ -46,7 +48,7 @@ pub enum StopOutcome {
 }
 
 impl StopOutcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StopOutcome::Stopped => "stopped",
             StopOutcome::Stopping => "stopping",
@@ -78,7 +80,7 @@ fn stage(last: Option<&StoredEvent>) -> Stage {
     }
 }
 
-pub struct RunControl {
+pub(crate) struct RunControl {
     client: async_nats::Client,
     events: EventLog,
     /// Overall bound of one stop or reply while the owner does not answer.
@@ -88,7 +90,7 @@ pub struct RunControl {
 }
 
 impl RunControl {
-    pub fn new(
+    pub(crate) fn new(
         client: async_nats::Client,
         events: EventLog,
         timeout: Duration,
@@ -103,7 +105,7 @@ impl RunControl {
     }
 
     #[tracing::instrument(skip_all, fields(run_id = %run_id))]
-    pub async fn stop(
+    pub(crate) async fn stop(
         &self,
         run_id: RunId,
         reason: Option<String>,
@@ -162,7 +164,7 @@ impl RunControl {
     }
 
     #[tracing::instrument(skip_all, fields(run_id = %run_id))]
-    pub async fn reply(
+    pub(crate) async fn reply(
         &self,
         run_id: RunId,
         request_id: Option<HumanLoopRequestId>,
@@ -213,7 +215,9 @@ impl RunControl {
         deadline: Instant,
     ) -> Result<ControlReply, ControlError> {
         let subject = subjects::run_control(&run_id);
-        let payload = Bytes::from(serde_json::to_vec(request).unwrap_or_default());
+        let payload = Bytes::from(
+            crate::json::to_vec("a control request", request).map_err(ControlError::Encode)?,
+        );
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_millis(500))

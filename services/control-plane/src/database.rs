@@ -17,7 +17,7 @@ const UNIQUE_VIOLATION: &str = "23505";
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
-pub enum DatabaseError {
+pub(crate) enum DatabaseError {
     #[error("`database.url` is not a valid postgres URL")]
     InvalidUrl(#[source] sqlx::Error),
     #[error("`database.url` names no database")]
@@ -40,7 +40,7 @@ pub enum DatabaseError {
 
 /// Connects a pool to the configured database, creating the database first when the
 /// server says it does not exist (a fresh deployment or a fresh test server).
-pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
+pub(crate) async fn connect(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
     let options = PgConnectOptions::from_str(config.url.expose_secret())
         .map_err(DatabaseError::InvalidUrl)?;
     let database = options
@@ -68,7 +68,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
 /// that must not queue for a connection behind a burst of API requests (each holds one
 /// for its commit): the status projection. Connects lazily, so an unreachable Postgres
 /// shows up in the task's own retries.
-pub fn dedicated(pool: &PgPool, max_connections: u32) -> PgPool {
+pub(crate) fn dedicated(pool: &PgPool, max_connections: u32) -> PgPool {
     pool_options(max_connections, pool.options().get_acquire_timeout())
         .connect_lazy_with((*pool.connect_options()).clone())
 }
@@ -95,7 +95,7 @@ fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOption
 
 /// Applies the migrations. sqlx holds a Postgres advisory lock while it migrates, so
 /// two control-planes starting at once apply each migration once.
-pub async fn migrate(pool: &PgPool) -> Result<(), DatabaseError> {
+pub(crate) async fn migrate(pool: &PgPool) -> Result<(), DatabaseError> {
     crate::MIGRATOR
         .run(pool)
         .await
@@ -148,7 +148,7 @@ fn database_error_code(e: &sqlx::Error) -> Option<String> {
 /// True when the error means Postgres could not be reached, did not answer in time or
 /// aborted the transaction for concurrency reasons (the same work may succeed later), as
 /// opposed to a rejected statement.
-pub fn is_unavailable(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
     matches!(
         e,
         sqlx::Error::Io(_)

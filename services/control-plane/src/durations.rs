@@ -17,11 +17,11 @@ use switchyard_contracts::api::RuntimeDefaults;
 
 /// The longest duration accepted: 7 days, the age at which `RUN_EVENTS` drops a run's
 /// history (a run that outlives its history cannot be replayed or projected).
-pub const MAX_DURATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+pub(crate) const MAX_DURATION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// The duration keys of `providerOptions`, and whether 0 (which disables that limit) is
 /// a value.
-pub const PROVIDER_OPTION_DURATIONS: [(&str, bool); 8] = [
+pub(crate) const PROVIDER_OPTION_DURATIONS: [(&str, bool); 8] = [
     ("timeoutMs", false),
     ("runTimeoutMs", false),
     ("humanLoopTimeoutMs", true),
@@ -37,15 +37,15 @@ pub const PROVIDER_OPTION_DURATIONS: [(&str, bool); 8] = [
 #[error("`{field}` must be a whole number of milliseconds from {min} to {MAX_DURATION_MS} (7 days){zero}; got {got}",
     min = if *zero_allowed { 0 } else { 1 },
     zero = if *zero_allowed { ", 0 for no limit" } else { "" })]
-pub struct InvalidDuration {
-    pub field: String,
+pub(crate) struct InvalidDuration {
+    pub(crate) field: String,
     zero_allowed: bool,
     got: String,
 }
 
 /// Checks the duration keys of `options`; `prefix` is where they sit in the body
 /// (`providerOptions`, `runtimeDefaults.providerOptions` …).
-pub fn check_provider_options(
+pub(crate) fn check_provider_options(
     options: &Map<String, Value>,
     prefix: &str,
 ) -> Result<(), InvalidDuration> {
@@ -62,7 +62,10 @@ pub fn check_provider_options(
 
 /// Checks the durations of app or profile defaults (`timeoutMs` and the provider
 /// options); `prefix` is where the defaults sit in the body.
-pub fn check_defaults(defaults: &RuntimeDefaults, prefix: &str) -> Result<(), InvalidDuration> {
+pub(crate) fn check_defaults(
+    defaults: &RuntimeDefaults,
+    prefix: &str,
+) -> Result<(), InvalidDuration> {
     if let Some(ms) = defaults.timeout_ms {
         check(Some(ms), &Value::from(ms), false, || {
             format!("{prefix}.timeoutMs")

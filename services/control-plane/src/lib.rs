@@ -6,25 +6,34 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod access;
-pub mod config;
-pub mod control;
-pub mod conversations;
-pub mod database;
-pub mod durations;
-pub mod http;
-pub mod idempotency;
-pub mod outbox;
-pub mod projector;
-pub mod providers;
-pub mod queue;
-pub mod reconciler;
-pub mod revocation;
-pub mod runs;
-pub mod store;
-pub mod waiting;
+mod actor;
+mod config;
+mod control;
+mod database;
+mod durations;
+mod http;
+mod idempotency;
+mod json;
+mod outbox;
+mod projector;
+mod providers;
+mod queue;
+mod reconciler;
+mod revocation;
+mod runs;
+mod state;
+mod store;
+mod waiting;
 
 pub use config::{Config, ControlPlaneSettings};
+
+/// What the integration tests of this crate and the workspace's end-to-end tests drive
+/// directly: one reconciliation pass on demand. Not an API for anything else.
+#[doc(hidden)]
+pub mod test_support {
+    pub use crate::reconciler::{PassReport, ReconcileError, ReconcileSettings, Reconciler};
+    pub use crate::store::StoreError;
+}
 
 use anyhow::Context as _;
 use async_nats::jetstream;
@@ -43,8 +52,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 /// Connects to NATS and Postgres, provisions the streams and the projector consumer,
 /// migrates, binds the HTTP listener and spawns the projector and the outbox sweeper.
 /// The returned handle's task ends after a graceful shutdown once `shutdown` is
-/// cancelled: stop accepting requests → finish the projector's batch and the sweep →
-/// drain NATS → close the pool.
+/// cancelled: stop accepting requests → finish the projector's batch, the sweep and
+/// the publications of runs just accepted → drain NATS → close the pool.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<ServiceHandle> {
     config.validate()?;
     let settings = Arc::new(config.control_plane.clone());
@@ -72,12 +81,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // Our own token, so that a failed HTTP server stops this service's tasks without
     // cancelling the caller's (other services may share it in `switchyard up`).
     let shutdown = shutdown.child_token();
+    let tracker = TaskTracker::new();
     let (cleaner, clean_task) = outbox::Cleaner::new(
         pool.clone(),
         settings.outbox_sweep_interval(),
         shutdown.clone(),
     );
-    let state = Arc::new(http::Shared {
+    let state = Arc::new(state::Shared {
         pool: pool.clone(),
         js: js.clone(),
         runs: Arc::new(runs::Runs::new(
@@ -87,6 +97,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             cleaner,
             settings.clone(),
             config.nats.request_timeout(),
+            tracker.clone(),
         )),
         control: Arc::new(control::RunControl::new(
             client.clone(),
@@ -104,7 +115,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let http_addr = listener.local_addr()?;
     tracing::info!(%http_addr, "control-plane listening");
 
-    let tracker = TaskTracker::new();
     tracker.spawn(clean_task);
     // One connection: the projector applies one batch at a time.
     let projector_pool = database::dedicated(&pool, 1);
@@ -156,7 +166,7 @@ fn readiness(client: async_nats::Client, pool: sqlx::PgPool) -> ReadinessCheck {
         let pool = pool.clone();
         Box::pin(async move {
             nats_ready().await?;
-            let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&pool);
+            let ping = sqlx::query_scalar!("SELECT 1 AS one").fetch_one(&pool);
             match tokio::time::timeout(Duration::from_secs(2), ping).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("Postgres does not answer: {}", describe(&e))),

@@ -38,7 +38,7 @@ const MAX_CLEAN_LINGER: Duration = Duration::from_millis(100);
 
 /// Deletes published outbox entries in the background, in batches. Cheap to clone.
 #[derive(Clone)]
-pub struct Cleaner {
+pub(crate) struct Cleaner {
     tx: mpsc::Sender<i64>,
 }
 
@@ -46,7 +46,7 @@ impl Cleaner {
     /// The handle and the task to spawn; the task deletes what is queued until
     /// `shutdown`, then once more what was queued by then. `sweep_interval` is the
     /// sweeper's, whose work the cleaner's must not overlap.
-    pub fn new(
+    pub(crate) fn new(
         pool: PgPool,
         sweep_interval: Duration,
         shutdown: CancellationToken,
@@ -58,7 +58,7 @@ impl Cleaner {
 
     /// Queues the delete of a published entry. Never waits: a full queue or a stopped
     /// task leaves the entry to the sweeper.
-    pub fn published(&self, outbox_id: i64) {
+    pub(crate) fn published(&self, outbox_id: i64) {
         if self.tx.try_send(outbox_id).is_err() {
             tracing::debug!(
                 outbox_id,
@@ -118,7 +118,7 @@ async fn delete(pool: &PgPool, ids: &mut Vec<i64>) {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PublishError {
+pub(crate) enum PublishError {
     #[error("could not append run.queued: {0}")]
     Queued(#[source] EventLogError),
     #[error("could not publish the run command: {0}")]
@@ -128,19 +128,19 @@ pub enum PublishError {
 }
 
 /// Publishes outbox entries.
-pub struct Publisher {
+pub(crate) struct Publisher {
     js: jetstream::Context,
     events: EventLog,
 }
 
 impl Publisher {
-    pub fn new(js: jetstream::Context, events: EventLog) -> Self {
+    pub(crate) fn new(js: jetstream::Context, events: EventLog) -> Self {
         Self { js, events }
     }
 
     /// `run.queued` first, so that whoever reads the command finds the run's history
     /// started; then the command, acknowledged by the stream.
-    pub async fn publish(&self, entry: &OutboxEntry) -> Result<(), PublishError> {
+    pub(crate) async fn publish(&self, entry: &OutboxEntry) -> Result<(), PublishError> {
         let run_id = entry.run_id;
         let mut position = EventPosition::EMPTY;
         match self
@@ -161,7 +161,8 @@ impl Publisher {
             }
             Err(e) => return Err(PublishError::Queued(e)),
         }
-        let payload = serde_json::to_vec(&entry.command).map_err(PublishError::Encode)?;
+        let payload =
+            crate::json::to_vec("a run command", &entry.command).map_err(PublishError::Encode)?;
         let mut headers = HeaderMap::new();
         headers.insert(subjects::HEADER_RUN_ID, run_id.to_string().as_str());
         let message = PublishMessage::build()
@@ -193,7 +194,7 @@ impl From<sqlx::Error> for SweepError {
 }
 
 /// Republishes stale outbox entries every `interval` until `shutdown`.
-pub async fn sweep_loop(
+pub(crate) async fn sweep_loop(
     pool: PgPool,
     publisher: Arc<Publisher>,
     interval: Duration,

@@ -105,7 +105,7 @@ enum ConsumeError {
 
 /// Projects through `pool`, which must be the projector's own (one connection): its
 /// prepared statements are refreshed on that connection.
-pub struct Projector {
+pub(crate) struct Projector {
     js: jetstream::Context,
     pool: PgPool,
     /// Batches applied (wrapping): every `REFRESH_PLANS_EVERY`th refreshes the plans.
@@ -113,7 +113,7 @@ pub struct Projector {
 }
 
 impl Projector {
-    pub fn new(js: jetstream::Context, pool: PgPool) -> Self {
+    pub(crate) fn new(js: jetstream::Context, pool: PgPool) -> Self {
         Self {
             js,
             pool,
@@ -122,7 +122,7 @@ impl Projector {
     }
 
     /// Projects until `shutdown`; reconnects after NATS or Postgres outages.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut delays = reconnect_delays();
         while !shutdown.is_cancelled() {
             match self.consume(&shutdown).await {
@@ -584,8 +584,10 @@ fn lifecycle(event: RunEvent, seq: i64, stream_seq: i64) -> Update {
             human_loop = Some(HumanLoopChange::RunEnded(event.time));
             p.failure_reason = completed.reason.map(|r| r.as_str().to_owned());
             p.failure_detail = completed.detail.as_deref().map(clean_text);
+            // Evidence that cannot be serialised is logged (in `json`) and left out: the
+            // run's end is projected all the same.
             if !completed.evidence.is_empty() {
-                p.evidence = serde_json::to_value(&completed.evidence)
+                p.evidence = crate::json::to_value("a run's evidence", &completed.evidence)
                     .ok()
                     .map(clean_json);
             }
@@ -607,8 +609,8 @@ fn lifecycle(event: RunEvent, seq: i64, stream_seq: i64) -> Update {
             human_loop = Some(HumanLoopChange::Resolved(store::human_loop::Resolved {
                 run_id: event.run_id,
                 request_id: resolved.request_id.clone(),
-                decision: wire_name(&resolved.decision),
-                resolved_by: wire_name(&resolved.resolved_by),
+                decision: resolved.decision,
+                resolved_by: resolved.resolved_by,
                 resolved_at: event.time,
             }));
         }
@@ -626,11 +628,17 @@ fn detail(text: &str) -> String {
     clean_text(&text.chars().take(MAX_DETAIL_CHARS).collect::<String>())
 }
 
-/// The serde name of a unit enum variant (`approve`, `file_change` …).
+/// The serde name of a unit enum variant (`command`, `file_change` …). One that is not
+/// a string is logged and stored empty, as a kind not known yet is shown.
 fn wire_name<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
+    match crate::json::to_value("a human-loop kind", value) {
         Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
+        Ok(other) => {
+            tracing::error!(failure = "serialization", what = "a human-loop kind", value = %other, "a human-loop kind is not a name");
+            String::new()
+        }
+        // Logged in `json`.
+        Err(_) => String::new(),
     }
 }
 

@@ -20,7 +20,7 @@ use switchyard_contracts::{ExecutorId, ProviderName, subjects};
 const FALLBACK_TTL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub(crate) enum RegistryError {
     #[error("cannot read the {bucket} bucket: {message}")]
     Nats {
         bucket: &'static str,
@@ -41,7 +41,7 @@ fn nats_error(e: &dyn std::fmt::Display) -> RegistryError {
 }
 
 /// The registry as of now, bounded by `timeout`.
-pub async fn list(
+pub(crate) async fn list(
     js: &jetstream::Context,
     timeout: Duration,
 ) -> Result<ProviderList, RegistryError> {
@@ -55,7 +55,7 @@ pub async fn list(
 }
 
 /// The presence records of live executors, bounded by `timeout`.
-pub async fn live(
+pub(crate) async fn live(
     js: &jetstream::Context,
     timeout: Duration,
 ) -> Result<Vec<ExecutorPresence>, RegistryError> {
@@ -147,7 +147,7 @@ fn decode(key: &str, value: &[u8]) -> Option<ExecutorPresence> {
 
 /// Every known provider with the live executors it is installed on. Executors may
 /// list a provider under an alias; they count for its canonical name.
-pub fn registry(presences: &[ExecutorPresence]) -> ProviderList {
+pub(crate) fn registry(presences: &[ExecutorPresence]) -> ProviderList {
     let providers = ProviderName::ALL
         .into_iter()
         .map(|provider| {

@@ -2,7 +2,7 @@
 //! have claimed, and which runs are still waiting for an executor (and why: see
 //! [`crate::waiting`]).
 
-use crate::access::Actor;
+use crate::actor::Actor;
 use crate::config::ControlPlaneSettings;
 use crate::store::{self, StoreError};
 use async_nats::jetstream::{self, context::ConsumerInfoErrorKind};
@@ -14,7 +14,7 @@ use switchyard_contracts::subjects;
 const LISTED_RUNS: i64 = 100;
 
 #[derive(Debug, thiserror::Error)]
-pub enum QueueError {
+pub(crate) enum QueueError {
     #[error("cannot read the {stream} stream: {message}")]
     Nats {
         stream: &'static str,
@@ -24,7 +24,7 @@ pub enum QueueError {
     Store(#[from] StoreError),
 }
 
-pub async fn snapshot(
+pub(crate) async fn snapshot(
     js: &jetstream::Context,
     pool: &PgPool,
     settings: &ControlPlaneSettings,

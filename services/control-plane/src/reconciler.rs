@@ -81,7 +81,7 @@ const FALLBACK_TTL: Duration = Duration::from_secs(15);
 /// consumer's 10 s ack wait, so longer than any dispatch attempt (at most half the ack
 /// wait, see `executor_manager.dispatch_timeout_ms`) and any redelivery of an
 /// unacknowledged command.
-pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(60);
 
 /// Liveness probe sent on `runs.control.<run_id>`. No executor understands it, and that
 /// is the point: the owner answers `invalid`, which proves it is there, and no action is
@@ -104,7 +104,7 @@ pub struct ReconcileSettings {
 }
 
 impl ReconcileSettings {
-    pub fn from_control_plane(settings: &ControlPlaneSettings) -> Self {
+    pub(crate) fn from_control_plane(settings: &ControlPlaneSettings) -> Self {
         let ttl = presence_ttl();
         Self {
             interval: Duration::from_millis(settings.reconcile_interval_ms).max(MIN_INTERVAL),
@@ -116,7 +116,7 @@ impl ReconcileSettings {
 }
 
 /// The `EXECUTORS` bucket's max age (`nats/kv/EXECUTORS.json`).
-pub fn presence_ttl() -> Duration {
+pub(crate) fn presence_ttl() -> Duration {
     serde_json::from_str::<serde_json::Value>(nats::EXECUTORS_KV_JSON)
         .ok()
         .and_then(|definition| definition["max_age"].as_u64())
@@ -146,6 +146,8 @@ pub enum ReconcileError {
     Events(#[from] EventLogError),
     #[error("JetStream request failed: {0}")]
     Nats(String),
+    #[error("could not serialise the run command: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 fn nats_error(e: impl std::fmt::Display) -> ReconcileError {
@@ -291,7 +293,7 @@ impl Reconciler {
             "reconcile_lost",
             run_id = %run.run_id,
             executor_id = %run.executor_id,
-            status = %run.status
+            status = run.status.as_str()
         );
         let outcome = self
             .conclude_one(&run, record.as_ref(), verdict, now)
@@ -355,7 +357,8 @@ impl Reconciler {
         }
         let detail = format!(
             "executor {} {gone} while the run was {}",
-            run.executor_id, run.status
+            run.executor_id,
+            run.status.as_str()
         );
         let mut position = last.next_position();
         let completed = RunCompleted::failed(FailureReason::ExecutorLost, detail.clone());
@@ -525,7 +528,7 @@ impl Reconciler {
             if queued.contains(&run.run_id) {
                 continue;
             }
-            let span = tracing::info_span!("reconcile_waiting", run_id = %run.run_id, status = %run.status);
+            let span = tracing::info_span!("reconcile_waiting", run_id = %run.run_id, status = run.status.as_str());
             match self.requeue_one(&run).instrument(span.clone()).await {
                 Ok(Concluded::Requeued) => report.requeued.push(run.run_id),
                 Ok(Concluded::Fenced) => report.fenced += 1,
@@ -578,7 +581,8 @@ impl Reconciler {
         let message = format!(
             "command republished after the run stayed {} for {:.0} s with no command left in \
              the work queue",
-            run.status, run.idle_secs
+            run.status.as_str(),
+            run.idle_secs
         );
         self.requeue(run, position, message).await
     }
@@ -617,7 +621,8 @@ impl Reconciler {
             Err(EventLogError::Fenced { .. }) => return Ok(Concluded::Fenced),
             Err(e) => return Err(e.into()),
         }
-        let payload = serde_json::to_vec(&command).map_err(nats_error)?;
+        let payload =
+            crate::json::to_vec("a run command", &command).map_err(ReconcileError::Encode)?;
         let mut headers = HeaderMap::new();
         headers.insert(subjects::HEADER_RUN_ID, run_id.to_string().as_str());
         let publish = PublishMessage::build()
@@ -761,7 +766,7 @@ fn dispatched_at(last: &StoredEvent) -> Option<DateTime<Utc>> {
 }
 
 /// Passes at start-up and every interval until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     client: async_nats::Client,
     js: jetstream::Context,
     pool: PgPool,

@@ -14,13 +14,16 @@ use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
 
 /// Publishes the notice and waits (at most `timeout`) until the server has it, so the
 /// gateways have usually applied it by the time the admin's request is answered.
-pub async fn announce(client: &async_nats::Client, principal_id: PrincipalId, timeout: Duration) {
-    let payload = match serde_json::to_vec(&PrincipalChanged { principal_id }) {
-        Ok(payload) => payload,
-        Err(e) => {
-            tracing::error!(principal = %principal_id, error = %e, "encoding a principal notice failed");
-            return;
-        }
+pub(crate) async fn announce(
+    client: &async_nats::Client,
+    principal_id: PrincipalId,
+    timeout: Duration,
+) {
+    // A notice that cannot be serialised is logged (in `json`) and not sent: the gateways'
+    // cache TTL bounds how long that matters, as for a lost notice.
+    let Ok(payload) = crate::json::to_vec("a principal notice", &PrincipalChanged { principal_id })
+    else {
+        return;
     };
     let sent = tokio::time::timeout(timeout, async {
         client.publish(PRINCIPAL_CHANGED, payload.into()).await?;

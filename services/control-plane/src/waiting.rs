@@ -21,7 +21,7 @@ fn is_waiting(run: &RunView) -> bool {
 /// Fills in the waiting reason of every waiting run among `runs`. The presence records
 /// are read once, and only when a run waits; when they cannot be read the runs are
 /// shown without a reason (the read itself must not fail for it).
-pub async fn annotate(
+pub(crate) async fn annotate(
     js: &async_nats::jetstream::Context,
     timeout: Duration,
     runs: &mut [RunView],
@@ -46,7 +46,10 @@ pub async fn annotate(
 
 /// Why a run of `provider` cannot be dispatched to any of `presences`, or `None` when
 /// an executor offering it has a free slot (the run is about to be dispatched).
-pub fn reason(provider: &str, presences: &[ExecutorPresence]) -> Option<(WaitingReason, String)> {
+pub(crate) fn reason(
+    provider: &str,
+    presences: &[ExecutorPresence],
+) -> Option<(WaitingReason, String)> {
     if presences.is_empty() {
         return Some((WaitingReason::NoExecutor, "no executor is live".to_owned()));
     }

@@ -17,7 +17,7 @@ use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::event::{RunClaimed, RunDispatched, RunStarted};
 use switchyard_contracts::{RunEventKind, RunId};
 use switchyard_control_plane::Config;
-use switchyard_control_plane::reconciler::{ReconcileSettings, Reconciler};
+use switchyard_control_plane::test_support::{ReconcileSettings, Reconciler};
 use switchyard_platform::config::NatsConfig;
 use switchyard_platform::events::{EventLog, EventLogError};
 use switchyard_platform::nats::{self, Resources};
@@ -153,12 +153,13 @@ impl Setup {
                         .get(switchyard_contracts::subjects::HEADER_RUN_ID)
                         .is_some_and(|value| value.as_str() == run_id.to_string())
                 });
-            let in_outbox: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE run_id = $1")
-                    .bind(run_id)
-                    .fetch_one(&self.pool)
-                    .await
-                    .unwrap();
+            let in_outbox = sqlx::query_scalar!(
+                r#"SELECT count(*) AS "count!" FROM outbox WHERE run_id = $1"#,
+                run_id
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
             if published && in_outbox == 0 {
                 break;
             }
@@ -498,11 +499,13 @@ async fn a_run_whose_command_vanished_before_dispatch_gets_it_republished_once()
     let dispatched = s.start_run().await;
     s.dispatch(dispatched, "exec-x", false).await;
     s.lose_command().await;
-    sqlx::query("UPDATE runs SET status = 'claimed' WHERE run_id = $1")
-        .bind(dispatched)
-        .execute(&s.pool)
-        .await
-        .unwrap();
+    sqlx::query!(
+        "UPDATE runs SET status = 'claimed' WHERE run_id = $1",
+        dispatched
+    )
+    .execute(&s.pool)
+    .await
+    .unwrap();
     let report = reconciler.pass().await;
     assert!(!report.requeued.contains(&dispatched), "{report:?}");
     assert_eq!(s.last_event(dispatched).await["type"], "run.dispatched");

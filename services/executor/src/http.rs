@@ -22,11 +22,11 @@ use crate::control;
 use crate::dispatch;
 use crate::executor::Executor;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
@@ -263,14 +263,20 @@ async fn stream(
     }
     let from = cursor.map_or(0, |c| c.stream_seq + 1);
     let tail = executor.log.tail(run_id, from).await.map_err(unavailable)?;
+    let keep_alive = Duration::from_secs(executor.settings.keep_alive_secs);
     let frames = futures::stream::unfold((Box::pin(tail), false), move |(mut tail, done)| async move {
         if done {
             return None;
         }
-        match tail.next().await {
+        // A quiet run gets a keep-alive comment; giving up on `next` loses nothing, the
+        // tail keeps its place.
+        let Ok(next) = tokio::time::timeout(keep_alive, tail.next()).await else {
+            return Some((Ok::<_, Infallible>(sse::KEEP_ALIVE), (tail, false)));
+        };
+        match next {
             Some(Ok(event)) => {
                 let terminal = event.header.is_terminal();
-                Some((Ok::<_, Infallible>(sse::frame(&event, &tag)), (tail, terminal)))
+                Some((Ok(sse::frame(&event, &tag)), (tail, terminal)))
             }
             Some(Err(error)) => {
                 // The client resumes from its last id; nothing is lost.
@@ -281,11 +287,12 @@ async fn stream(
         }
     })
     .take_until(executor.http_stop.clone().cancelled_owned());
-    let keep_alive =
-        KeepAlive::new().interval(Duration::from_secs(executor.settings.keep_alive_secs));
-    let retry = Event::default().retry(Duration::from_millis(sse::RETRY_MS));
-    let frames = futures::stream::once(std::future::ready(Ok(retry))).chain(frames);
-    Ok(Sse::new(frames).keep_alive(keep_alive).into_response())
+    let retry = futures::stream::once(std::future::ready(Ok(sse::retry(sse::RETRY_MS))));
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    Ok((headers, Body::from_stream(retry.chain(frames))).into_response())
 }
 
 async fn stop(

@@ -16,7 +16,7 @@ use switchyard_contracts::RunId;
 
 /// How long a grant is trusted: the stream of a just-started run opens within it; a
 /// later one asks the control-plane.
-pub const GRANT_TTL: Duration = Duration::from_secs(60);
+pub(crate) const GRANT_TTL: Duration = Duration::from_secs(60);
 /// Most grants held; the oldest go first.
 const MAX_GRANTS: usize = 10_000;
 

@@ -17,8 +17,12 @@
 //! reading it. The task also stops by itself after the terminal event (nothing follows
 //! it), and at gateway shutdown.
 //!
-//! The feed keeps the run's whole history (no trimming) as encoded SSE frames (see
-//! [`crate::frames`]), so memory per watched run is about the size of its events. Events are stored in `seq` order without duplicates; a
+//! The feed keeps the run's whole history (no trimming) as SSE frames, each encoded
+//! once when the event is stored ([`FeedEvent`]) and shared by every subscriber: a
+//! client writes the same [`Bytes`] (a reference count, no copy), so fan-out to N
+//! clients costs N socket writes, not N cursor encodings, UTF-8 checks and buffers.
+//! Memory per watched run is about the size of its events. Events are stored in `seq`
+//! order without duplicates; a
 //! client that finds a gap between the `seq` it expects and the next stored one — the
 //! stream's retention removed the run's early events, or an event was deleted — gets an
 //! explicit [`FeedItem::Reset`] first, never a silent skip.
@@ -31,6 +35,7 @@
 //! restarted server has lost the ephemeral consumers anyway.
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -38,9 +43,8 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 use switchyard_contracts::RunId;
 use switchyard_platform::events::{EventLog, EventLogError, StoredEvent};
-use switchyard_platform::sse::RunTag;
-
-use crate::frames::FeedEvent;
+use switchyard_platform::nats::ConnectionWatch;
+use switchyard_platform::sse::{self, RunTag};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -54,12 +58,29 @@ const MAX_BATCH: usize = 256;
 const STORE_BATCH: usize = 256;
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(100);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
-/// How often the connection watcher looks for a NATS reconnect.
-const RECONNECT_POLL: Duration = Duration::from_millis(250);
+
+/// A stored run event as the hub keeps it: what ordering needs, and its frame.
+#[derive(Debug)]
+pub(crate) struct FeedEvent {
+    pub(crate) seq: u64,
+    pub(crate) terminal: bool,
+    pub(crate) frame: Bytes,
+}
+
+impl FeedEvent {
+    /// `run` is the tag of the event's run (computed once per feed).
+    fn new(event: &StoredEvent, run: &RunTag) -> Arc<Self> {
+        Arc::new(Self {
+            seq: event.header.seq,
+            terminal: event.header.is_terminal(),
+            frame: sse::frame(event, run),
+        })
+    }
+}
 
 /// Creates and finds run feeds. Cheap to clone.
 #[derive(Clone)]
-pub struct Hub {
+pub(crate) struct Hub {
     inner: Arc<HubInner>,
 }
 
@@ -68,12 +89,12 @@ struct HubInner {
     feeds: Mutex<HashMap<RunId, Weak<RunFeed>>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    /// How many times the NATS connection has been (re-)established.
-    connects: watch::Receiver<u64>,
+    /// The NATS connection's lifecycle: each feed re-opens its tail on a reconnect.
+    connection: ConnectionWatch,
 }
 
 /// One run's shared tail and history. Held (strongly) by its subscriptions only.
-pub struct RunFeed {
+pub(crate) struct RunFeed {
     run_id: RunId,
     state: watch::Receiver<FeedState>,
     hub: Weak<HubInner>,
@@ -93,7 +114,7 @@ struct FeedState {
 
 /// What a client is sent next.
 #[derive(Debug, Clone)]
-pub enum FeedItem {
+pub(crate) enum FeedItem {
     Event(Arc<FeedEvent>),
     /// The events from `expected_seq` up to `first_available_seq - 1` are gone from the
     /// stream (retention or deletion); the next event is `first_available_seq`.
@@ -104,7 +125,7 @@ pub enum FeedItem {
 }
 
 /// One client's read position in a run feed.
-pub struct Subscription {
+pub(crate) struct Subscription {
     feed: Arc<RunFeed>,
     state: watch::Receiver<FeedState>,
     /// Index into the history of the next event to look at.
@@ -117,23 +138,28 @@ pub struct Subscription {
 
 impl Hub {
     /// `shutdown` stops every feed task (and so ends every subscription); the tasks run
-    /// on `tasks` so the service can wait for them.
-    pub fn new(log: EventLog, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
-        let connects = watch_connects(&log, shutdown.clone(), &tasks);
+    /// on `tasks` so the service can wait for them. `connection` watches the connection
+    /// `log` uses.
+    pub(crate) fn new(
+        log: EventLog,
+        connection: ConnectionWatch,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 log,
                 feeds: Mutex::default(),
                 shutdown,
                 tasks,
-                connects,
+                connection,
             }),
         }
     }
 
     /// Subscribes to `run_id`'s events after `after_seq` (0 = from the first event),
     /// joining the run's feed or starting it.
-    pub fn subscribe(&self, run_id: RunId, after_seq: u64) -> Subscription {
+    pub(crate) fn subscribe(&self, run_id: RunId, after_seq: u64) -> Subscription {
         let feed = self.feed(run_id);
         Subscription {
             state: feed.state.clone(),
@@ -146,7 +172,8 @@ impl Hub {
     }
 
     /// Feeds with at least one subscriber.
-    pub fn live_feeds(&self) -> usize {
+    #[cfg(test)]
+    fn live_feeds(&self) -> usize {
         let feeds = self
             .inner
             .feeds
@@ -178,9 +205,9 @@ impl Hub {
         });
         feeds.insert(run_id, Arc::downgrade(&feed));
         let log = self.inner.log.clone();
-        let connects = self.inner.connects.clone();
+        let connection = self.inner.connection.clone();
         self.inner.tasks.spawn(
-            tail_run(log, run_id, tx, connects, stop)
+            tail_run(log, run_id, tx, connection, stop)
                 .instrument(tracing::info_span!("run_feed", run_id = %run_id)),
         );
         tracing::debug!(run_id = %run_id, "run feed started");
@@ -206,13 +233,9 @@ impl Drop for RunFeed {
 }
 
 impl Subscription {
-    pub fn run_id(&self) -> RunId {
-        self.feed.run_id
-    }
-
     /// The next items in order, or `None` when the stream is over: after the terminal
     /// event, or when the gateway shuts down.
-    pub async fn next_batch(&mut self) -> Option<Vec<FeedItem>> {
+    pub(crate) async fn next_batch(&mut self) -> Option<Vec<FeedItem>> {
         loop {
             if self.done {
                 return None;
@@ -281,32 +304,6 @@ impl Subscription {
         }
         items
     }
-}
-
-/// Publishes the NATS client's connect count (it only grows, once per reconnect).
-/// async-nats offers no reconnect notification outside its connect options, so poll.
-fn watch_connects(
-    log: &EventLog,
-    shutdown: CancellationToken,
-    tasks: &TaskTracker,
-) -> watch::Receiver<u64> {
-    use std::sync::atomic::Ordering;
-    let stats = log.jetstream().client().statistics();
-    let (tx, rx) = watch::channel(stats.connects.load(Ordering::Relaxed));
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(RECONNECT_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    let connects = stats.connects.load(Ordering::Relaxed);
-                    tx.send_if_modified(|seen| std::mem::replace(seen, connects) != connects);
-                }
-            }
-        }
-    });
-    rx
 }
 
 fn retry_delays() -> impl Iterator<Item = Duration> {
@@ -476,7 +473,7 @@ async fn tail_run(
     log: EventLog,
     run_id: RunId,
     tx: watch::Sender<FeedState>,
-    mut connects: watch::Receiver<u64>,
+    mut connection: ConnectionWatch,
     stop: CancellationToken,
 ) {
     let mut writer = Writer {
@@ -491,7 +488,7 @@ async fn tail_run(
     let mut delays = retry_delays();
     loop {
         // Reconnects before this point are covered by the tail we are about to open.
-        connects.borrow_and_update();
+        connection.catch_up();
         let tail = log.tail(run_id, writer.resume_from());
         let opened = if writer.resume_from() == 0 {
             match open_with_head_start(&log, &mut writer, &stop, tail).await {
@@ -511,7 +508,7 @@ async fn tail_run(
                 loop {
                     let item = tokio::select! {
                         () = stop.cancelled() => return,
-                        Ok(()) = connects.changed() => {
+                        _ = connection.reconnected() => {
                             tracing::info!(run_id = %run_id, "NATS reconnected; re-opening the run tail");
                             break;
                         }
@@ -560,10 +557,10 @@ mod tests {
             url: server.url(),
             ..Default::default()
         };
-        let client = switchyard_platform::nats::connect(&config, "hub-test")
+        let connection = switchyard_platform::nats::NatsConnection::open(&config, "hub-test")
             .await
             .unwrap();
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(connection.client);
         switchyard_platform::nats::provision(
             &js,
             switchyard_platform::nats::Resources {
@@ -575,7 +572,12 @@ mod tests {
         .unwrap();
         let log = EventLog::open(js).await.unwrap();
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(log.clone(), shutdown.clone(), TaskTracker::new());
+        let hub = Hub::new(
+            log.clone(),
+            connection.lifecycle,
+            shutdown.clone(),
+            TaskTracker::new(),
+        );
         (server, log, hub, shutdown)
     }
 

@@ -1,239 +1,53 @@
 //! The public HTTP entry point of Switchyard.
 //!
-//! * authenticates every `/api/*` request with a bearer token ([`auth`]);
-//! * forwards the API to the control-plane ([`proxy`], [`control_plane`]);
+//! * authenticates every `/api/*` request with a bearer token or a browser session
+//!   cookie (`http/auth.rs`, `tokens.rs`), with a CSRF check on cookie-authenticated
+//!   changes; `/api/session` signs in and out (`http/session.rs`, `session.rs`);
+//! * forwards the API to the control-plane (`http/proxy.rs`, `control_plane.rs`);
 //! * serves `GET /api/runs/{id}/stream` as SSE straight from the run's JetStream
-//!   history ([`streams`]), with one JetStream tail per run per gateway fanned out in
-//!   memory to every client of that run ([`hub`]);
+//!   history (`http/streams.rs`), with one JetStream tail per run per gateway fanned
+//!   out in memory to every client of that run (`hub.rs`);
 //! * applies the control-plane's access-change notices (NATS) at once: a principal's
-//!   cached token answers are dropped and its SSE streams ended ([`revocation`]);
-//! * exchanges an API token for a browser session cookie (`/api/session`), which
-//!   authenticates API calls and `EventSource` streams alike, with a CSRF check on
-//!   state-changing requests ([`session`]);
-//! * serves the portal (the built web workbench) at `/` ([`portal`]) and, when
-//!   configured, answers cross-origin requests of listed origins ([`cors`]);
+//!   cached token answers are dropped and its SSE streams ended (`revocation.rs`);
+//! * serves the portal (the built web workbench) at `/` (`portal.rs`) and, when
+//!   configured, answers cross-origin requests of listed origins (`http/cors.rs`);
 //! * answers `/healthz` and `/readyz` without authentication.
 //!
 //! The gateway keeps no state of its own besides the in-memory fan-out and token cache,
 //! so any number of gateways can run side by side behind a load balancer.
+//!
+//! Outside this crate only [`start`], [`run`] and the [`Config`] are used. Inside, a
+//! module imports only from the layers below its own:
+//!
+//! | layer | modules |
+//! |---|---|
+//! | HTTP | `http` (the router), its middleware and handlers, `http::state` |
+//! | authentication | `tokens` (who a bearer token belongs to) |
+//! | shared parts | `revocation`, `hub`, `control_plane`, `session`, `portal` |
+//! | leaves | `config`, `auth` (the principal types), `token_cache`, `grants` |
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod auth;
-pub mod control_plane;
-pub mod cors;
-pub mod frames;
-pub mod grants;
-pub mod hub;
-pub mod portal;
-pub mod proxy;
-pub mod quota;
-pub mod revocation;
-pub mod routes;
-pub mod session;
-pub mod streams;
+mod auth;
+mod config;
+mod control_plane;
+mod grants;
+mod http;
+mod hub;
+mod portal;
+mod revocation;
+mod session;
+mod token_cache;
+mod tokens;
+
+pub use config::{Config, GatewayConfig};
 
 use async_nats::jetstream;
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
-use switchyard_platform::config::{ConfigError, NatsConfig, check_token};
 use switchyard_platform::events::EventLog;
-use switchyard_platform::http::HttpServerConfig;
-use switchyard_platform::nats::{self, Resources};
+use switchyard_platform::nats::{self, NatsConnection, Resources};
 use switchyard_platform::service::ServiceHandle;
-use switchyard_platform::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// The gateway's whole configuration (the `nats`, `telemetry` and `gateway` sections).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub http: HttpServerConfig,
-    pub gateway: GatewayConfig,
-}
-
-/// The `[gateway]` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GatewayConfig {
-    /// Address the public HTTP listener binds (port 0 picks a free port).
-    pub listen: SocketAddr,
-    /// Base URL of the control-plane's HTTP API; `/api/...` paths are appended to it.
-    pub control_plane_url: String,
-    /// The bearer token that grants admin access. Never logged.
-    pub admin_token: Option<SecretString>,
-    /// Without an `admin_token` the gateway refuses to start unless this is `true`, in
-    /// which case every request is served as the `anonymous` admin. Ignored when a
-    /// token is set: the token is then always required.
-    pub allow_anonymous: bool,
-    /// Largest request body forwarded to the control-plane (413 `body_too_large` above).
-    pub max_body_bytes: usize,
-    /// Interval of SSE keep-alive comments.
-    pub keep_alive_secs: u64,
-    /// The `retry:` (milliseconds) every run stream starts with: how long a browser's
-    /// `EventSource` waits before it reconnects after the connection dropped.
-    pub sse_retry_ms: u64,
-    /// Deadline for one control-plane request (503 `unavailable` after it).
-    pub upstream_timeout_ms: u64,
-    /// Concurrent SSE connections one principal may hold (429 `too_many_streams` above).
-    pub max_streams_per_token: usize,
-    /// How long a token the control-plane resolved is trusted without asking again. A
-    /// change to the principal normally ends this at once (the control-plane's NATS
-    /// notice); the TTL bounds how long a missed notice leaves a revoked token working.
-    /// 0 disables the cache.
-    pub token_cache_secs: u64,
-    /// Most tokens cached at once.
-    pub token_cache_max_entries: usize,
-    /// New SSE connections a token may open per minute (a token bucket, so short bursts
-    /// of up to this many are fine); 0 = no limit. 429 `stream_rate_limited` above it.
-    pub stream_opens_per_minute: u32,
-    /// Sent to the control-plane with every request (`x-switchyard-internal-token`);
-    /// must equal its `control_plane.internal_token`. Required.
-    pub control_plane_token: Option<SecretString>,
-    /// The built portal (`npm run build` in `portal/`), served at `/`; a relative path
-    /// is taken from the working directory. Without an `index.html` there, `/` says how
-    /// to build it.
-    pub portal_dir: PathBuf,
-    /// How long a browser session lasts after sign-in (`POST /api/session`).
-    pub session_ttl_secs: u64,
-    /// Key material the session cookies are sealed with (at least 32 characters). Unset:
-    /// derived from `admin_token`, so every gateway with the same token accepts the same
-    /// cookies and a restart keeps them; changing the token (or this) ends every session.
-    pub session_secret: Option<SecretString>,
-    /// Mark the session cookie `Secure`. Set it when browsers reach the gateway over
-    /// https (through a TLS-terminating proxy): the gateway itself serves plain HTTP and
-    /// does not take a client's word (`X-Forwarded-Proto`) for it.
-    pub session_cookie_secure: bool,
-    /// Origins (`https://tools.example.com`) whose web pages may call the API from a
-    /// browser (CORS, with bearer tokens; never with the session cookie). Empty: no
-    /// cross-origin access, no CORS headers. A list, or one comma-separated string.
-    #[serde(deserialize_with = "cors::deserialize_origins")]
-    pub cors_allowed_origins: Vec<String>,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            control_plane_url: "http://127.0.0.1:8081".to_owned(),
-            admin_token: None,
-            allow_anonymous: false,
-            max_body_bytes: 1024 * 1024,
-            keep_alive_secs: 15,
-            sse_retry_ms: switchyard_platform::sse::RETRY_MS,
-            upstream_timeout_ms: 30_000,
-            max_streams_per_token: 1000,
-            token_cache_secs: 30,
-            token_cache_max_entries: 10_000,
-            stream_opens_per_minute: 600,
-            control_plane_token: None,
-            portal_dir: PathBuf::from("portal/dist"),
-            session_ttl_secs: 8 * 3600,
-            session_secret: None,
-            session_cookie_secure: false,
-            cors_allowed_origins: Vec::new(),
-        }
-    }
-}
-
-impl GatewayConfig {
-    pub fn upstream_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_timeout_ms)
-    }
-
-    pub fn keep_alive(&self) -> Duration {
-        Duration::from_secs(self.keep_alive_secs)
-    }
-}
-
-impl Config {
-    /// Checks what serde cannot: every problem names its key.
-    // The error type is the platform's, shared by every service; it is returned once.
-    #[allow(clippy::result_large_err)]
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.http.validate()?;
-        let gateway = &self.gateway;
-        let invalid = |key: &'static str, problem: &str| ConfigError::Value {
-            key,
-            problem: problem.to_owned(),
-        };
-        match &gateway.admin_token {
-            Some(token) if token.expose_secret().trim().is_empty() => {
-                return Err(invalid("gateway.admin_token", "must not be empty"));
-            }
-            Some(token) if token.expose_secret().trim() != token.expose_secret() => {
-                return Err(invalid(
-                    "gateway.admin_token",
-                    "must not start or end with whitespace",
-                ));
-            }
-            Some(_) => {}
-            None if !gateway.allow_anonymous => {
-                return Err(invalid(
-                    "gateway.admin_token",
-                    "is not set: set a token, or set gateway.allow_anonymous = true to serve \
-                     the API without authentication",
-                ));
-            }
-            None => {}
-        }
-        control_plane::ControlPlane::parse_base_url(&gateway.control_plane_url)
-            .map_err(|problem| invalid("gateway.control_plane_url", &problem))?;
-        match &gateway.control_plane_token {
-            Some(token) => check_token("gateway.control_plane_token", token)?,
-            None => {
-                return Err(invalid(
-                    "gateway.control_plane_token",
-                    "is not set: the control-plane serves only callers with its \
-                     control_plane.internal_token; set this to the same value",
-                ));
-            }
-        }
-        if gateway.max_body_bytes == 0 {
-            return Err(invalid("gateway.max_body_bytes", "must be at least 1"));
-        }
-        if gateway.keep_alive_secs == 0 {
-            return Err(invalid("gateway.keep_alive_secs", "must be at least 1"));
-        }
-        if gateway.sse_retry_ms == 0 {
-            return Err(invalid("gateway.sse_retry_ms", "must be at least 1"));
-        }
-        if gateway.upstream_timeout_ms == 0 {
-            return Err(invalid("gateway.upstream_timeout_ms", "must be at least 1"));
-        }
-        if gateway.max_streams_per_token == 0 {
-            return Err(invalid(
-                "gateway.max_streams_per_token",
-                "must be at least 1",
-            ));
-        }
-        if !(1..=session::MAX_TTL_SECS).contains(&gateway.session_ttl_secs) {
-            return Err(invalid(
-                "gateway.session_ttl_secs",
-                &format!("must be from 1 to {} (30 days)", session::MAX_TTL_SECS),
-            ));
-        }
-        if let Some(secret) = &gateway.session_secret
-            && secret.expose_secret().chars().count() < session::MIN_SECRET_CHARS
-        {
-            return Err(invalid(
-                "gateway.session_secret",
-                &format!("must be at least {} characters", session::MIN_SECRET_CHARS),
-            ));
-        }
-        for origin in &gateway.cors_allowed_origins {
-            cors::check_origin(origin)
-                .map_err(|problem| invalid("gateway.cors_allowed_origins", &problem))?;
-        }
-        Ok(())
-    }
-}
 
 /// Connects to NATS, provisions the `RUN_EVENTS` stream (read-only use), binds the HTTP
 /// listener and serves until `shutdown` is cancelled.
@@ -244,7 +58,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tracing::warn!("gateway.admin_token is not set: the API is served without authentication");
     }
 
-    let client = nats::connect(&config.nats, "switchyard-gateway").await?;
+    let NatsConnection {
+        client,
+        lifecycle: connection,
+    } = NatsConnection::open(&config.nats, "switchyard-gateway").await?;
     let mut js = jetstream::new(client.clone());
     js.set_timeout(config.nats.request_timeout());
     nats::provision(
@@ -258,22 +75,27 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let log = EventLog::open(js).await?;
 
     let tasks = TaskTracker::new();
-    let hub = hub::Hub::new(log.clone(), shutdown.child_token(), tasks.clone());
+    let hub = hub::Hub::new(
+        log.clone(),
+        connection.clone(),
+        shutdown.child_token(),
+        tasks.clone(),
+    );
     let control_plane =
         control_plane::ControlPlane::new(&gateway, config.http.header_read_timeout())?;
-    let (authenticator, revocations) = auth::from_config(&gateway, control_plane.clone());
+    let (authenticator, revocations) = tokens::from_config(&gateway, control_plane.clone());
     // Subscribed (and the server told) before serving, so no notice about a request
     // this gateway answers can be missed for want of a subscription.
     let notices = client.subscribe(PRINCIPAL_CHANGED).await?;
     client.flush().await?;
     tasks.spawn(revocation::listen(
-        client.clone(),
+        connection,
         notices,
         revocations.clone(),
         shutdown.child_token(),
     ));
     let sessions = session::Sessions::from_config(&gateway)?;
-    let state = std::sync::Arc::new(routes::Shared {
+    let state = std::sync::Arc::new(http::state::Shared {
         authenticator,
         sessions,
         portal: portal::Portal::new(&gateway.portal_dir),
@@ -281,14 +103,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         control_plane: control_plane.clone(),
         hub,
         log,
-        quota: quota::StreamQuota::new(
+        quota: http::quota::StreamQuota::new(
             gateway.max_streams_per_token,
             gateway.stream_opens_per_minute,
         ),
         keep_alive: gateway.keep_alive(),
-        retry_frame: frames::retry(gateway.sse_retry_ms),
+        retry_frame: switchyard_platform::sse::retry(gateway.sse_retry_ms),
     });
-    let router = routes::router(state, &gateway, client.clone());
+    let router = http::router(state, &gateway, client.clone());
 
     let listener = switchyard_platform::http::bind(gateway.listen).await?;
     let addr = listener.local_addr()?;
@@ -313,181 +135,4 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 /// [`start`], then wait until the gateway has shut down.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     start(config, shutdown).await?.wait().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    /// Loads `pairs` and a valid `gateway.control_plane_token` (unless `pairs` set one).
-    fn load(pairs: &[(&str, &str)]) -> Config {
-        let mut env: HashMap<String, String> = HashMap::from([(
-            "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN".to_owned(),
-            "gateway-test-internal-token".to_owned(),
-        )]);
-        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        switchyard_platform::config::load_from(None, env).unwrap()
-    }
-
-    fn bad_key(config: &Config) -> &'static str {
-        match config.validate() {
-            Err(ConfigError::Value { key, .. }) => key,
-            other => panic!("expected a bad key, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn defaults_refuse_to_start_without_a_token() {
-        let config = load(&[]);
-        assert_eq!(config.gateway.listen.port(), 8080);
-        assert_eq!(config.gateway.max_body_bytes, 1024 * 1024);
-        assert_eq!(config.gateway.max_streams_per_token, 1000);
-        assert_eq!(bad_key(&config), "gateway.admin_token");
-    }
-
-    #[test]
-    fn a_token_or_anonymous_mode_is_accepted() {
-        let config = load(&[("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "s3cret")]);
-        config.validate().unwrap();
-        let config = load(&[("SWITCHYARD_GATEWAY__ALLOW_ANONYMOUS", "true")]);
-        config.validate().unwrap();
-    }
-
-    #[test]
-    fn bad_values_name_their_key() {
-        let token = ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "s3cret");
-        let cases = [
-            (
-                "SWITCHYARD_GATEWAY__ADMIN_TOKEN",
-                " ",
-                "gateway.admin_token",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL",
-                "nope",
-                "gateway.control_plane_url",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__CONTROL_PLANE_URL",
-                "ftp://x",
-                "gateway.control_plane_url",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__KEEP_ALIVE_SECS",
-                "0",
-                "gateway.keep_alive_secs",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__SSE_RETRY_MS",
-                "0",
-                "gateway.sse_retry_ms",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__MAX_BODY_BYTES",
-                "0",
-                "gateway.max_body_bytes",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__UPSTREAM_TIMEOUT_MS",
-                "0",
-                "gateway.upstream_timeout_ms",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__MAX_STREAMS_PER_TOKEN",
-                "0",
-                "gateway.max_streams_per_token",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__SESSION_TTL_SECS",
-                "0",
-                "gateway.session_ttl_secs",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__SESSION_TTL_SECS",
-                "2592001",
-                "gateway.session_ttl_secs",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__SESSION_SECRET",
-                "too short",
-                "gateway.session_secret",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__CORS_ALLOWED_ORIGINS",
-                "https://ok.example, https://bad.example/",
-                "gateway.cors_allowed_origins",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__CORS_ALLOWED_ORIGINS",
-                "*",
-                "gateway.cors_allowed_origins",
-            ),
-            (
-                "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
-                "short",
-                "gateway.control_plane_token",
-            ),
-            (
-                "SWITCHYARD_HTTP__HEADER_READ_TIMEOUT_MS",
-                "0",
-                "http.header_read_timeout_ms",
-            ),
-        ];
-        for (var, value, key) in cases {
-            let config = load(&[token, (var, value)]);
-            assert_eq!(bad_key(&config), key, "{var}={value}");
-        }
-    }
-
-    #[test]
-    fn cors_origins_come_from_a_list_or_a_comma_separated_variable() {
-        let config = load(&[
-            ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "s3cret"),
-            (
-                "SWITCHYARD_GATEWAY__CORS_ALLOWED_ORIGINS",
-                "https://a.example, http://127.0.0.1:5173",
-            ),
-        ]);
-        config.validate().unwrap();
-        assert_eq!(
-            config.gateway.cors_allowed_origins,
-            ["https://a.example", "http://127.0.0.1:5173"]
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("gateway.toml");
-        std::fs::write(
-            &file,
-            "[gateway]\nadmin_token = \"s3cret\"\ncors_allowed_origins = [\"https://b.example\"]\n",
-        )
-        .unwrap();
-        let config: Config =
-            switchyard_platform::config::load_from(Some(&file), HashMap::new()).unwrap();
-        assert_eq!(config.gateway.cors_allowed_origins, ["https://b.example"]);
-        assert!(load(&[]).gateway.cors_allowed_origins.is_empty());
-    }
-
-    #[test]
-    fn the_control_plane_token_is_required() {
-        let env: HashMap<String, String> = [(
-            "SWITCHYARD_GATEWAY__ADMIN_TOKEN".to_owned(),
-            "s3cret".to_owned(),
-        )]
-        .into();
-        let config: Config = switchyard_platform::config::load_from(None, env).unwrap();
-        assert_eq!(bad_key(&config), "gateway.control_plane_token");
-    }
-
-    #[test]
-    fn the_token_is_not_in_debug_output() {
-        let config = load(&[("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "very-secret-token")]);
-        assert!(!format!("{config:?}").contains("very-secret-token"));
-    }
-
-    #[test]
-    fn unknown_gateway_keys_are_rejected() {
-        let env: HashMap<String, String> =
-            [("SWITCHYARD_GATEWAY__LISTNE".to_owned(), "x".to_owned())].into();
-        assert!(switchyard_platform::config::load_from::<Config>(None, env).is_err());
-    }
 }

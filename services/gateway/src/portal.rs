@@ -18,15 +18,13 @@
 //! as text.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::path::{Path, PathBuf};
 use switchyard_platform::http::ApiError;
 use tower::ServiceExt as _;
 use tower_http::services::{ServeDir, ServeFile};
-
-use crate::routes::AppState;
 
 /// Where hashed build output lives.
 const ASSETS_PREFIX: &str = "/assets/";
@@ -39,12 +37,12 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
                    frame-ancestors 'none'";
 
 /// Where the built portal is.
-pub struct Portal {
+pub(crate) struct Portal {
     dir: PathBuf,
 }
 
 impl Portal {
-    pub fn new(dir: &Path) -> Portal {
+    pub(crate) fn new(dir: &Path) -> Portal {
         Portal {
             dir: dir.to_owned(),
         }
@@ -53,46 +51,45 @@ impl Portal {
     fn index(&self) -> PathBuf {
         self.dir.join("index.html")
     }
-}
 
-/// `GET` of any path no other route takes.
-pub async fn serve(State(state): State<AppState>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    if path == "/api" || path.starts_with("/api/") {
-        return ApiError::not_found("no such endpoint").into_response();
-    }
-    let portal = &state.portal;
-    let index = portal.index();
-    if !tokio::fs::try_exists(&index).await.unwrap_or(false) {
-        return not_built(&portal.dir);
-    }
-    let (parts, _) = request.into_parts();
-    if path != "/" && path != "/index.html" {
-        let request = Request::from_parts(parts.clone(), Body::empty());
-        let file = ServeDir::new(&portal.dir)
-            .append_index_html_on_directories(false)
-            .oneshot(request)
-            .await;
-        match file {
-            Ok(response) if response.status() != StatusCode::NOT_FOUND => {
-                let cache = if path.starts_with(ASSETS_PREFIX) {
-                    IMMUTABLE
-                } else {
-                    NO_CACHE
-                };
-                return finish(response.map(Body::new), cache);
+    /// The answer to a `GET` of any path no other route takes.
+    pub(crate) async fn serve(&self, request: Request) -> Response {
+        let path = request.uri().path().to_owned();
+        if path == "/api" || path.starts_with("/api/") {
+            return ApiError::not_found("no such endpoint").into_response();
+        }
+        let index = self.index();
+        if !tokio::fs::try_exists(&index).await.unwrap_or(false) {
+            return not_built(&self.dir);
+        }
+        let (parts, _) = request.into_parts();
+        if path != "/" && path != "/index.html" {
+            let request = Request::from_parts(parts.clone(), Body::empty());
+            let file = ServeDir::new(&self.dir)
+                .append_index_html_on_directories(false)
+                .oneshot(request)
+                .await;
+            match file {
+                Ok(response) if response.status() != StatusCode::NOT_FOUND => {
+                    let cache = if path.starts_with(ASSETS_PREFIX) {
+                        IMMUTABLE
+                    } else {
+                        NO_CACHE
+                    };
+                    return finish(response.map(Body::new), cache);
+                }
+                Ok(_) if path.starts_with(ASSETS_PREFIX) => {
+                    return ApiError::not_found("no such file").into_response();
+                }
+                Ok(_) => {}
+                Err(infallible) => match infallible {},
             }
-            Ok(_) if path.starts_with(ASSETS_PREFIX) => {
-                return ApiError::not_found("no such file").into_response();
-            }
-            Ok(_) => {}
+        }
+        let request = Request::from_parts(parts, Body::empty());
+        match ServeFile::new(&index).oneshot(request).await {
+            Ok(response) => finish(response.map(Body::new), NO_CACHE),
             Err(infallible) => match infallible {},
         }
-    }
-    let request = Request::from_parts(parts, Body::empty());
-    match ServeFile::new(&index).oneshot(request).await {
-        Ok(response) => finish(response.map(Body::new), NO_CACHE),
-        Err(infallible) => match infallible {},
     }
 }
 

@@ -22,29 +22,28 @@
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use switchyard_contracts::RunId;
 use switchyard_contracts::principals::PrincipalChanged;
+use switchyard_platform::nats::ConnectionWatch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::auth::{Principal, TokenCache};
+use crate::auth::Principal;
 use crate::grants::ReadGrants;
+use crate::token_cache::TokenCache;
 
 /// Most principals remembered as "forgotten at epoch n"; past it the record restarts
 /// and everything in flight counts as forgotten (a spurious reconnect at worst).
 const MAX_FORGOTTEN: usize = 10_000;
-/// How often the listener checks whether the NATS connection was re-established.
-const RECONNECT_CHECK: Duration = Duration::from_secs(1);
 
 /// The epoch a request's authentication started at (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthEpoch(pub u64);
+pub(crate) struct AuthEpoch(u64);
 
 /// Cached answers and open streams per principal, and the epochs of forgetting them.
 #[derive(Clone)]
-pub struct Revocations {
+pub(crate) struct Revocations {
     cache: Option<Arc<TokenCache>>,
     inner: Arc<Mutex<Inner>>,
 }
@@ -78,7 +77,7 @@ impl Inner {
 
 impl Revocations {
     /// `cache` is the token cache to evict from (`None` when tokens are not cached).
-    pub fn new(cache: Option<Arc<TokenCache>>) -> Self {
+    pub(crate) fn new(cache: Option<Arc<TokenCache>>) -> Self {
         Self {
             cache,
             inner: Arc::default(),
@@ -90,12 +89,12 @@ impl Revocations {
     }
 
     /// Noted before an authentication starts.
-    pub fn epoch(&self) -> AuthEpoch {
+    pub(crate) fn epoch(&self) -> AuthEpoch {
         AuthEpoch(self.lock().epoch)
     }
 
     /// Drops what is cached about the principal and ends its open streams.
-    pub fn forget(&self, principal: &str) {
+    pub(crate) fn forget(&self, principal: &str) {
         let mut inner = self.lock();
         inner.epoch += 1;
         let epoch = inner.epoch;
@@ -120,7 +119,7 @@ impl Revocations {
     }
 
     /// Drops every cached answer (a reconnect may have lost notices); open streams stay.
-    pub fn forget_all_cached(&self) {
+    pub(crate) fn forget_all_cached(&self) {
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.everyone_at = inner.epoch;
@@ -133,7 +132,7 @@ impl Revocations {
 
     /// Notes that `principal`, authenticated at `since`, just started `run_id` here, so
     /// it may read the run (see [`crate::grants`]); not if it was forgotten meanwhile.
-    pub fn grant_read(&self, since: AuthEpoch, principal: &str, run_id: RunId) {
+    pub(crate) fn grant_read(&self, since: AuthEpoch, principal: &str, run_id: RunId) {
         let mut inner = self.lock();
         if !inner.forgotten_since(principal, since.0) {
             inner.grants.grant(principal, run_id, Instant::now());
@@ -141,7 +140,7 @@ impl Revocations {
     }
 
     /// Whether a grant lets `principal` read `run_id` without asking the control-plane.
-    pub fn may_read(&self, principal: &str, run_id: RunId) -> bool {
+    pub(crate) fn may_read(&self, principal: &str, run_id: RunId) -> bool {
         self.lock()
             .grants
             .may_read(principal, run_id, Instant::now())
@@ -149,7 +148,7 @@ impl Revocations {
 
     /// Caches a resolution made since `since`, unless the principal was forgotten
     /// meanwhile (the answer may predate the change).
-    pub fn cache_if_current(&self, since: AuthEpoch, key: [u8; 32], principal: &Principal) {
+    pub(crate) fn cache_if_current(&self, since: AuthEpoch, key: [u8; 32], principal: &Principal) {
         let inner = self.lock();
         if inner.forgotten_since(&principal.id, since.0) {
             return;
@@ -161,7 +160,7 @@ impl Revocations {
 
     /// Registers an SSE stream of a principal authenticated at `since`; the watch fires
     /// when the principal is forgotten (at once if that happened since `since`).
-    pub fn watch(&self, principal: &str, since: AuthEpoch) -> StreamWatch {
+    pub(crate) fn watch(&self, principal: &str, since: AuthEpoch) -> StreamWatch {
         let mut inner = self.lock();
         if inner.forgotten_since(principal, since.0) {
             let cancel = CancellationToken::new();
@@ -188,7 +187,8 @@ impl Revocations {
     }
 
     /// Open streams being watched (all principals).
-    pub fn open_streams(&self) -> usize {
+    #[cfg(test)]
+    fn open_streams(&self) -> usize {
         self.lock().streams.values().map(|s| s.open).sum()
     }
 
@@ -216,7 +216,7 @@ struct Registration {
 
 /// Held by an SSE connection: [`StreamWatch::revoked`] completes when the principal's
 /// access changed; dropping it unregisters the stream.
-pub struct StreamWatch {
+pub(crate) struct StreamWatch {
     revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     registration: Option<Registration>,
 }
@@ -230,7 +230,7 @@ impl StreamWatch {
     }
 
     /// Completes once the principal has been forgotten.
-    pub async fn revoked(&mut self) {
+    pub(crate) async fn revoked(&mut self) {
         self.revoked.as_mut().await;
     }
 }
@@ -244,17 +244,14 @@ impl Drop for StreamWatch {
 }
 
 /// Applies the control-plane's notices until `shutdown` (or the subscription ends),
-/// and drops the whole cache whenever the NATS connection has been re-established.
-pub async fn listen(
-    client: async_nats::Client,
+/// and drops the whole cache whenever `connection` (the one `notices` come over) has
+/// been re-established.
+pub(crate) async fn listen(
+    mut connection: ConnectionWatch,
     mut notices: async_nats::Subscriber,
     revocations: Revocations,
     shutdown: CancellationToken,
 ) {
-    let statistics = client.statistics();
-    let mut connects = statistics.connects.load(Ordering::Relaxed);
-    let mut check = tokio::time::interval(RECONNECT_CHECK);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -268,13 +265,9 @@ pub async fn listen(
                     Err(e) => tracing::warn!(error = %e, "ignoring a malformed principal notice"),
                 }
             }
-            _ = check.tick() => {
-                let now = statistics.connects.load(Ordering::Relaxed);
-                if now != connects {
-                    connects = now;
-                    tracing::info!("NATS reconnected: dropping every cached token answer");
-                    revocations.forget_all_cached();
-                }
+            _ = connection.reconnected() => {
+                tracing::info!("NATS reconnected: dropping every cached token answer");
+                revocations.forget_all_cached();
             }
         }
     }
@@ -285,6 +278,7 @@ mod tests {
     use super::*;
     use crate::auth::Role;
     use futures::FutureExt;
+    use std::time::Duration;
 
     fn principal(id: &str) -> Principal {
         Principal {

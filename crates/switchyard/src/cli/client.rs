@@ -156,6 +156,27 @@ impl Client {
             .await
     }
 
+    /// `POST path` with a JSON body; the answer's HTTP status with its decoded body (a
+    /// caller that measures the API, like `stress`, records the status).
+    pub async fn post_with_status<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(u16, T), ClientError> {
+        let builder = self
+            .request(reqwest::Method::POST, path)
+            .json(body)
+            .timeout(REQUEST_TIMEOUT);
+        let response = self.send(builder, path).await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok((status, value))
+    }
+
     /// Opens `GET /api/runs/{id}/stream`, after `cursor` when given.
     pub async fn open_stream(
         &self,

@@ -21,6 +21,11 @@ pub enum Exit {
     RunStopped,
     /// Detached from a run that goes on (Ctrl-C twice, or once in `follow`).
     Detached,
+    /// `stress`: at least one sample did not succeed (the report says which and why).
+    StressFailed,
+    /// `stress`: Ctrl-C ended it before every sample had run (the report covers those
+    /// that did).
+    StressInterrupted,
 }
 
 impl Exit {
@@ -33,6 +38,8 @@ impl Exit {
             Exit::RunTimedOut => 11,
             Exit::RunStopped => 12,
             Exit::Detached => 13,
+            Exit::StressFailed => 20,
+            Exit::StressInterrupted => 21,
         }
     }
 
@@ -63,6 +70,8 @@ Exit codes:
   11  the followed run timed out
   12  the followed run was stopped
   13  detached from a run that goes on (`switchyard follow RUN --cursor C` resumes)
+  20  `stress`: at least one sample failed (see its report)
+  21  `stress`: interrupted by Ctrl-C before every sample had run
 
 Gateway URL and token, first found wins: --url/--token, SWITCHYARD_URL/SWITCHYARD_TOKEN,
 $XDG_CONFIG_HOME/switchyard/config.toml (default ~/.config/switchyard/config.toml:
@@ -72,6 +81,43 @@ Colours only on a terminal; NO_COLOR turns them off.";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_exit_has_its_own_code_and_the_help_lists_it() {
+        // Exhaustive on purpose: a new exit does not compile until it is listed here.
+        let code_of = |exit: Exit| match exit {
+            Exit::Success
+            | Exit::Error
+            | Exit::Usage
+            | Exit::RunFailed
+            | Exit::RunTimedOut
+            | Exit::RunStopped
+            | Exit::Detached
+            | Exit::StressFailed
+            | Exit::StressInterrupted => exit.code(),
+        };
+        let all = [
+            Exit::Success,
+            Exit::Error,
+            Exit::Usage,
+            Exit::RunFailed,
+            Exit::RunTimedOut,
+            Exit::RunStopped,
+            Exit::Detached,
+            Exit::StressFailed,
+            Exit::StressInterrupted,
+        ];
+        let codes: std::collections::HashSet<u8> = all.iter().map(|e| code_of(*e)).collect();
+        assert_eq!(codes.len(), all.len(), "two exits share a code");
+        for code in codes {
+            assert!(
+                EXIT_CODES_HELP
+                    .lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{code} "))),
+                "exit code {code} is not in the help"
+            );
+        }
+    }
 
     #[test]
     fn every_run_outcome_has_its_own_code() {

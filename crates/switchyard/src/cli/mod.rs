@@ -1,6 +1,6 @@
 //! The `switchyard` command line: the platform's own commands (`up`, `serve`, `demo`)
 //! and the client of a running platform (`run`, `follow`, `runs`, `approve`, `deny`,
-//! `stop`, `apps`, `queue`, `providers`).
+//! `stop`, `apps`, `queue`, `providers`, `stress`).
 //!
 //! Each client command is a module with its clap arguments and an async function taking
 //! the shared [`client::Client`]; the gateway URL and token come from
@@ -16,6 +16,7 @@ pub mod queue;
 pub mod render;
 pub mod runs;
 pub mod settings;
+pub mod stress;
 pub mod style;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -68,6 +69,9 @@ pub enum Command {
     Queue(queue::QueueArgs),
     /// List the providers and where they are installed
     Providers(queue::ProvidersArgs),
+    /// Start many runs, C at a time, and report how they ended class by class, with each
+    /// failed sample's raw stream
+    Stress(stress::StressArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +157,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
         }
         Command::Queue(args) => queue::queue(&connect(&args.client)?, &args).await,
         Command::Providers(args) => queue::providers(&connect(&args.client)?, &args).await,
+        Command::Stress(args) => stress::stress(&connect(&args.client)?, args).await,
     }
 }
 

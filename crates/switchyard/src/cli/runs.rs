@@ -166,7 +166,7 @@ pub struct StopArgs {
     pub json: bool,
 }
 
-fn parse_option(text: &str) -> Result<(String, Value), String> {
+pub(crate) fn parse_option(text: &str) -> Result<(String, Value), String> {
     let (key, value) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;

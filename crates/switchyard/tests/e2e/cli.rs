@@ -106,6 +106,23 @@ const HELP: &[(&[&str], &[&str])] = &[
     (&["apps", "show"], &["<APP>", "--json"]),
     (&["queue"], &["--json"]),
     (&["providers"], &["--json"]),
+    (
+        &["stress"],
+        &[
+            "--app",
+            "--provider",
+            "--runs",
+            "--concurrency",
+            "--timeout-ms",
+            "--prompt",
+            "--option",
+            "--options-json",
+            "--out",
+            "client_timeout",
+            "start_refused",
+            "sse.raw.txt",
+        ],
+    ),
 ];
 
 #[tokio::test]
@@ -132,7 +149,7 @@ async fn every_subcommand_has_help_and_a_wrong_command_line_exits_2() {
             "`switchyard {name}` has no help check"
         );
     }
-    assert_eq!(listed.len(), 12, "{listed:?}");
+    assert_eq!(listed.len(), 13, "{listed:?}");
 
     for (path, flags) in HELP {
         let mut args = path.to_vec();

@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::subjects;
-use switchyard_control_plane::reconciler::{ReconcileSettings, Reconciler};
+use switchyard_control_plane::test_support::{ReconcileSettings, Reconciler};
 use switchyard_test_support::fake_model::{TOOL_FILE, run_marker};
 use switchyard_test_support::service_command;
 use tokio::process::Child;
@@ -112,7 +112,7 @@ pub(crate) async fn host_pid(workspace_root: &Path, run_id: &str) -> u32 {
 }
 
 /// One pass of a reconciler that judges at once (no settling time for the bucket).
-async fn reconcile_once(harness: &Harness) -> switchyard_control_plane::reconciler::PassReport {
+async fn reconcile_once(harness: &Harness) -> switchyard_control_plane::test_support::PassReport {
     let client = async_nats::connect(harness.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     let pool = sqlx::PgPool::connect(&harness.db.url).await.unwrap();

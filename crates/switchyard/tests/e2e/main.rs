@@ -24,3 +24,4 @@ mod resume;
 mod revocation;
 mod scale;
 mod start_check;
+mod stress;

@@ -1,9 +1,11 @@
 //! `/api/apps`: registering apps (runtime defaults and execution profiles) and reading
 //! them back.
 
-use super::{AppState, not_found};
-use crate::access::{Actor, forbidden};
-use crate::runs::{is_valid_env_name, parse_provider};
+use super::access::forbidden;
+use super::errors::not_found;
+use crate::actor::Actor;
+use crate::runs::parse_provider;
+use crate::state::AppState;
 use crate::store::{self, json_contains_nul};
 use axum::Router;
 use axum::extract::rejection::PathRejection;
@@ -30,7 +32,7 @@ pub(super) fn router() -> Router<AppState> {
 
 /// Upsert: 201 for a new app, 200 when an existing one was replaced.
 /// Admins and operators register any app; developers only re-register their own
-/// (viewers are refused by [`crate::access::enforce`]).
+/// (viewers are refused by [`super::access::enforce`]).
 async fn register(
     State(state): State<AppState>,
     actor: Actor,
@@ -166,6 +168,16 @@ fn canonicalize(
     Ok(())
 }
 
+/// Environment variable names as a shell accepts them.
+fn is_valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 128
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// Every duration of the defaults and the profiles (see [`crate::durations`]).
 fn check_durations(request: &RegisterAppRequest) -> Result<(), ApiError> {
     let invalid_duration = |e: crate::durations::InvalidDuration| {
@@ -178,4 +190,18 @@ fn check_durations(request: &RegisterAppRequest) -> Result<(), ApiError> {
             .map_err(invalid_duration)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_follow_shell_rules() {
+        assert!(is_valid_env_name("OPENAI_API_KEY"));
+        assert!(is_valid_env_name("_X1"));
+        assert!(!is_valid_env_name("1X"));
+        assert!(!is_valid_env_name("A-B"));
+        assert!(!is_valid_env_name(""));
+    }
 }

@@ -2,8 +2,11 @@
 //! stored them, so any client — after any restart — can see what waits for an answer
 //! (and answer it with `POST …/human-loop/reply`).
 
-use super::{AppState, not_found, query_error, run_id};
+use super::errors::run_not_found;
+use super::input::{query_error, run_id};
+use crate::state::AppState;
 use crate::store;
+use crate::store::columns::HumanLoopStatus;
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -32,7 +35,8 @@ async fn list(
     let Query(query) = query.map_err(query_error)?;
     let only = match query.status.as_deref() {
         None | Some("") => None,
-        Some(s @ ("pending" | "resolved")) => Some(s.to_owned()),
+        Some("pending") => Some(HumanLoopStatus::Pending),
+        Some("resolved") => Some(HumanLoopStatus::Resolved),
         Some(other) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
@@ -41,33 +45,27 @@ async fn list(
         }
     };
     if store::runs::get(&state.pool, run_id).await?.is_none() {
-        return Err(not_found("run_not_found", format!("no run {run_id}")));
+        return Err(run_not_found(run_id));
     }
-    let rows =
-        store::human_loop::list(&state.pool, run_id, only.as_deref() == Some("pending")).await?;
+    let rows = store::human_loop::list(&state.pool, run_id, only == Some(HumanLoopStatus::Pending))
+        .await?;
     let requests = rows
         .into_iter()
-        .filter(|row| only.as_deref().is_none_or(|s| row.status == s))
+        .filter(|row| only.is_none_or(|s| row.status == s))
         .map(view)
         .collect::<Result<_, _>>()?;
     Ok(Json(HumanLoopRequestList { requests }))
 }
 
-fn wire<T: serde::de::DeserializeOwned>(name: Option<String>) -> Option<T> {
-    name.and_then(|n| serde_json::from_value(n.into()).ok())
-}
-
 fn view(row: store::human_loop::Row) -> Result<HumanLoopRequestView, store::StoreError> {
-    // Stored values are wire names written by the projector; one that does not decode
-    // (a future resolver) is left out rather than failing the whole list.
     Ok(HumanLoopRequestView {
         request_id: store::stored_id("human-loop request id", row.request_id)?,
         kind: row.kind.unwrap_or_default(),
         prompt: row.prompt.unwrap_or_default(),
         details: row.details.unwrap_or(serde_json::Value::Null),
-        status: row.status,
-        decision: wire(row.decision),
-        resolved_by: wire(row.resolved_by),
+        status: row.status.as_str().to_owned(),
+        decision: row.decision.map(Into::into),
+        resolved_by: row.resolved_by.map(Into::into),
         requested_at: row.requested_at,
         resolved_at: row.resolved_at,
     })

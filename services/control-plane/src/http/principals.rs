@@ -1,4 +1,4 @@
-//! Principal and token management (admins only; [`crate::access::enforce`] checks
+//! Principal and token management (admins only; [`super::access::enforce`] checks
 //! the role) and the gateway's internal token resolution. Bodies are the wire types of
 //! [`switchyard_contracts::principals`].
 //!
@@ -24,9 +24,9 @@
 //! high-entropy secret, so a fast unsalted hash is enough (no dictionary to attack)
 //! and lets the lookup be one indexed equality.
 
-use super::{AppState, not_found};
-use crate::access::Role;
+use super::errors::not_found;
 use crate::revocation;
+use crate::state::AppState;
 use crate::store::principals::{self, PrincipalRow, TokenRow};
 use crate::store::{StoreError, stored_id};
 use axum::Router;
@@ -65,17 +65,11 @@ pub(super) fn router() -> Router<AppState> {
         .route("/internal/auth/resolve", post(resolve))
 }
 
-/// The stored role as the wire type. The table's CHECK admits only the four roles; a
-/// row that somehow held another would be shown as the least privileged one.
-fn role_of(text: &str) -> Role {
-    Role::parse(text).unwrap_or(Role::Viewer)
-}
-
 fn view(row: PrincipalRow, tokens: Option<Vec<TokenView>>) -> Result<PrincipalView, StoreError> {
     Ok(PrincipalView {
         id: PrincipalId::from_uuid(row.id),
         name: row.name,
-        role: role_of(&row.role),
+        role: row.role,
         apps: stored_apps(row.apps)?,
         created_at: row.created_at,
         tokens,
@@ -190,8 +184,7 @@ async fn create(
     ensure_apps_exist(&state, &request.apps).await?;
     let role = request.role;
     let (token, hash) = new_secret();
-    let (row, token_id) =
-        principals::create(&state.pool, name, role.as_str(), &request.apps, &hash).await?;
+    let (row, token_id) = principals::create(&state.pool, name, role, &request.apps, &hash).await?;
     tracing::info!(principal = %row.id, role = role.as_str(), "principal created");
     Ok((
         StatusCode::CREATED,
@@ -255,7 +248,7 @@ async fn set_role(
     Json(request): Json<SetPrincipalRoleRequest>,
 ) -> Result<Response, ApiError> {
     let id = principal_id(path)?;
-    if !principals::set_role(&state.pool, id, request.role.as_str()).await? {
+    if !principals::set_role(&state.pool, id, request.role).await? {
         return Err(principal_not_found(id));
     }
     tracing::info!(principal = %id, role = request.role.as_str(), "principal role changed");
@@ -337,7 +330,7 @@ async fn resolve(
         .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
     Ok(Json(ResolveTokenResponse {
         principal_id: PrincipalId::from_uuid(resolved.principal_id),
-        role: role_of(&resolved.role),
+        role: resolved.role,
         apps: stored_apps(resolved.apps)?,
     }))
 }

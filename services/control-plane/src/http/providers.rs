@@ -1,7 +1,7 @@
 //! `/api/providers`: the provider registry (see [`crate::providers`]).
 
-use super::AppState;
 use crate::providers::{self, RegistryError};
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;

@@ -1,12 +1,14 @@
 //! `/api/runs` and `/api/run-queue`: starting, listing and reading runs, stopping them
 //! and answering their human-loop requests.
 
-use super::{AppState, not_found, optional_json, query_error, run_id};
-use crate::access::Actor;
+use super::errors::{not_found, run_not_found};
+use super::input::{optional_json, query_error, run_id};
+use crate::actor::Actor;
 use crate::control::ControlError;
 use crate::idempotency;
 use crate::queue::{self, QueueError};
 use crate::runs::StartRunError;
+use crate::state::AppState;
 use crate::store;
 use axum::Router;
 use axum::body::Bytes;
@@ -123,6 +125,7 @@ fn start_error(e: StartRunError) -> ApiError {
             ApiError::unprocessable("idempotency_key_reused", message)
         }
         StartRunError::EventLog { source, .. } => ApiError::unavailable(message, source),
+        e @ StartRunError::Encode { .. } => ApiError::internal(e),
         StartRunError::Store(e) => e.into(),
     }
 }
@@ -346,14 +349,10 @@ async fn ensure_not_finished(state: &AppState, run_id: RunId) -> Result<(), ApiE
     let row = store::runs::get(&state.pool, run_id)
         .await?
         .ok_or_else(|| run_not_found(run_id))?;
-    if RunStatus::parse(&row.status).is_some_and(RunStatus::is_terminal) {
+    if row.status.is_terminal() {
         return Err(control_error(ControlError::Finished));
     }
     Ok(())
-}
-
-fn run_not_found(run_id: RunId) -> ApiError {
-    not_found("run_not_found", format!("no run {run_id}"))
 }
 
 fn control_error(e: ControlError) -> ApiError {
@@ -367,7 +366,7 @@ fn control_error(e: ControlError) -> ApiError {
             message,
         ),
         ControlError::Rejected(_) => ApiError::conflict("control_rejected", message),
-        e @ ControlError::BadReply(_) => ApiError::internal(e),
+        e @ (ControlError::BadReply(_) | ControlError::Encode(_)) => ApiError::internal(e),
         e @ ControlError::EventLog(_) => {
             ApiError::unavailable("the run's event log cannot be reached right now", e)
         }

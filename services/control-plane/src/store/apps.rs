@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use switchyard_contracts::api::{AppView, RuntimeDefaults};
 use switchyard_contracts::{AppId, ProfileName};
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct AppRow {
     app_id: String,
     name: String,
@@ -17,40 +17,34 @@ struct AppRow {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct ProfileRow {
     app_id: String,
     name: String,
     settings: Json<RuntimeDefaults>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct UpsertedRow {
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    inserted: bool,
-}
-
 /// What to store for an app (already validated).
 #[derive(Debug)]
-pub struct AppRecord<'a> {
-    pub app_id: &'a AppId,
-    pub name: &'a str,
-    pub runtime_defaults: &'a RuntimeDefaults,
-    pub execution_profiles: &'a BTreeMap<ProfileName, RuntimeDefaults>,
+pub(crate) struct AppRecord<'a> {
+    pub(crate) app_id: &'a AppId,
+    pub(crate) name: &'a str,
+    pub(crate) runtime_defaults: &'a RuntimeDefaults,
+    pub(crate) execution_profiles: &'a BTreeMap<ProfileName, RuntimeDefaults>,
 }
 
 /// Which of `app_ids` are not registered, in the order given.
-pub async fn missing<'a>(
+pub(crate) async fn missing<'a>(
     pool: &PgPool,
     app_ids: &'a [AppId],
 ) -> Result<Vec<&'a AppId>, StoreError> {
-    let ids: Vec<&str> = app_ids.iter().map(AppId::as_str).collect();
-    let known: Vec<String> =
-        sqlx::query_scalar("SELECT app_id FROM apps WHERE app_id = ANY($1::text[])")
-            .bind(&ids)
-            .fetch_all(pool)
-            .await?;
+    let ids: Vec<String> = app_ids.iter().map(|id| id.as_str().to_owned()).collect();
+    let known: Vec<String> = sqlx::query_scalar!(
+        "SELECT app_id FROM apps WHERE app_id = ANY($1::text[])",
+        &ids
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(app_ids
         .iter()
         .filter(|id| !known.iter().any(|k| k == id.as_str()))
@@ -59,42 +53,49 @@ pub async fn missing<'a>(
 
 /// Inserts or replaces an app and its whole set of profiles. Returns the stored view
 /// and whether the app is new.
-pub async fn upsert(pool: &PgPool, app: AppRecord<'_>) -> Result<(AppView, bool), StoreError> {
+pub(crate) async fn upsert(
+    pool: &PgPool,
+    app: AppRecord<'_>,
+) -> Result<(AppView, bool), StoreError> {
     let mut tx = pool.begin().await?;
     // `xmax = 0` only for a row this statement inserted (an update leaves the old
     // version's xid there): the cheapest way to tell 201 from 200 in one round trip.
-    let row = sqlx::query_as::<_, UpsertedRow>(
-        "INSERT INTO apps (app_id, name, runtime_defaults) VALUES ($1, $2, $3)
-         ON CONFLICT (app_id) DO UPDATE
-            SET name = EXCLUDED.name,
-                runtime_defaults = EXCLUDED.runtime_defaults,
-                updated_at = now()
-         RETURNING created_at, updated_at, (xmax = 0) AS inserted",
+    // `Json` of a wire type cannot be matched against `serde_json::Value` by the macro:
+    // `as _` takes its encoding as given.
+    let row = sqlx::query!(
+        r#"INSERT INTO apps (app_id, name, runtime_defaults) VALUES ($1, $2, $3)
+           ON CONFLICT (app_id) DO UPDATE
+              SET name = EXCLUDED.name,
+                  runtime_defaults = EXCLUDED.runtime_defaults,
+                  updated_at = now()
+           RETURNING created_at, updated_at, (xmax = 0) AS "inserted!""#,
+        app.app_id.as_str(),
+        app.name,
+        Json(app.runtime_defaults) as _,
     )
-    .bind(app.app_id.as_str())
-    .bind(app.name)
-    .bind(Json(app.runtime_defaults))
     .fetch_one(&mut *tx)
     .await?;
-    let names: Vec<&str> = app
+    let names: Vec<String> = app
         .execution_profiles
         .keys()
-        .map(ProfileName::as_str)
+        .map(|name| name.as_str().to_owned())
         .collect();
-    sqlx::query("DELETE FROM execution_profiles WHERE app_id = $1 AND NOT (name = ANY($2))")
-        .bind(app.app_id.as_str())
-        .bind(&names)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM execution_profiles WHERE app_id = $1 AND NOT (name = ANY($2))",
+        app.app_id.as_str(),
+        &names,
+    )
+    .execute(&mut *tx)
+    .await?;
     for (name, settings) in app.execution_profiles {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO execution_profiles (app_id, name, settings) VALUES ($1, $2, $3)
              ON CONFLICT (app_id, name) DO UPDATE
                 SET settings = EXCLUDED.settings, updated_at = now()",
+            app.app_id.as_str(),
+            name.as_str(),
+            Json(settings) as _,
         )
-        .bind(app.app_id.as_str())
-        .bind(name.as_str())
-        .bind(Json(settings))
         .execute(&mut *tx)
         .await?;
     }
@@ -111,37 +112,45 @@ pub async fn upsert(pool: &PgPool, app: AppRecord<'_>) -> Result<(AppView, bool)
 }
 
 /// One app with its profiles.
-pub async fn get(pool: &PgPool, app_id: &AppId) -> Result<Option<AppView>, StoreError> {
-    let Some(row) = sqlx::query_as::<_, AppRow>(
-        "SELECT app_id, name, runtime_defaults, created_at, updated_at
-         FROM apps WHERE app_id = $1",
+pub(crate) async fn get(pool: &PgPool, app_id: &AppId) -> Result<Option<AppView>, StoreError> {
+    let Some(row) = sqlx::query_as!(
+        AppRow,
+        r#"SELECT app_id, name, runtime_defaults AS "runtime_defaults: Json<RuntimeDefaults>",
+                  created_at, updated_at
+           FROM apps WHERE app_id = $1"#,
+        app_id.as_str()
     )
-    .bind(app_id.as_str())
     .fetch_optional(pool)
     .await?
     else {
         return Ok(None);
     };
-    let profiles = sqlx::query_as::<_, ProfileRow>(
-        "SELECT app_id, name, settings FROM execution_profiles WHERE app_id = $1 ORDER BY name",
+    let profiles = sqlx::query_as!(
+        ProfileRow,
+        r#"SELECT app_id, name, settings AS "settings: Json<RuntimeDefaults>"
+           FROM execution_profiles WHERE app_id = $1 ORDER BY name"#,
+        app_id.as_str()
     )
-    .bind(app_id.as_str())
     .fetch_all(pool)
     .await?;
     view(row, profiles).map(Some)
 }
 
 /// Every app with its profiles, by app id.
-pub async fn list(pool: &PgPool) -> Result<Vec<AppView>, StoreError> {
-    let apps = sqlx::query_as::<_, AppRow>(
-        "SELECT app_id, name, runtime_defaults, created_at, updated_at
-         FROM apps ORDER BY app_id",
+pub(crate) async fn list(pool: &PgPool) -> Result<Vec<AppView>, StoreError> {
+    let apps = sqlx::query_as!(
+        AppRow,
+        r#"SELECT app_id, name, runtime_defaults AS "runtime_defaults: Json<RuntimeDefaults>",
+                  created_at, updated_at
+           FROM apps ORDER BY app_id"#
     )
     .fetch_all(pool)
     .await?;
     let mut profiles: BTreeMap<String, Vec<ProfileRow>> = BTreeMap::new();
-    for profile in sqlx::query_as::<_, ProfileRow>(
-        "SELECT app_id, name, settings FROM execution_profiles ORDER BY app_id, name",
+    for profile in sqlx::query_as!(
+        ProfileRow,
+        r#"SELECT app_id, name, settings AS "settings: Json<RuntimeDefaults>"
+           FROM execution_profiles ORDER BY app_id, name"#
     )
     .fetch_all(pool)
     .await?
@@ -160,14 +169,14 @@ pub async fn list(pool: &PgPool) -> Result<Vec<AppView>, StoreError> {
 }
 
 /// Apps that have a profile called `name` (a run may name a profile without its app).
-pub async fn apps_with_profile(
+pub(crate) async fn apps_with_profile(
     pool: &PgPool,
     name: &ProfileName,
 ) -> Result<Vec<AppId>, StoreError> {
-    sqlx::query_scalar::<_, String>(
+    sqlx::query_scalar!(
         "SELECT app_id FROM execution_profiles WHERE name = $1 ORDER BY app_id LIMIT 2",
+        name.as_str()
     )
-    .bind(name.as_str())
     .fetch_all(pool)
     .await?
     .into_iter()

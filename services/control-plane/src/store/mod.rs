@@ -1,13 +1,18 @@
-//! SQL, one module per noun. Queries are runtime-checked (`sqlx::query_as` with
-//! `FromRow` rows) and always bind their values; nothing here builds SQL from input.
+//! SQL, one module per noun. Every statement is a `sqlx::query!` family macro, checked
+//! at compile time against the schema of `migrations/` (through a live database, or
+//! offline through the committed `.sqlx/` at the workspace root: see this crate's
+//! README), and binds its values; nothing here builds SQL at run time. Ids stay raw in
+//! rows and become their types through [`stored_id`]; closed-set columns are Postgres
+//! enums mapped by [`columns`].
 
-pub mod apps;
-pub mod human_loop;
-pub mod idempotency;
-pub mod outbox;
-pub mod principals;
-pub mod reconcile;
-pub mod runs;
+pub(crate) mod apps;
+pub(crate) mod columns;
+pub(crate) mod human_loop;
+pub(crate) mod idempotency;
+pub(crate) mod outbox;
+pub(crate) mod principals;
+pub(crate) mod reconcile;
+pub(crate) mod runs;
 
 use serde_json::Value;
 use switchyard_contracts::InvalidId;
@@ -34,7 +39,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Postgres is unreachable or overloaded (as opposed to a rejected statement).
-    pub fn is_unavailable(&self) -> bool {
+    pub(crate) fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Db(e) => crate::database::is_unavailable(e),
             StoreError::Corrupt { .. } | StoreError::InvalidId { .. } => false,
@@ -43,7 +48,7 @@ impl StoreError {
 }
 
 /// An id read back from a column, checked against its rule like any other input.
-pub fn stored_id<T: TryFrom<String, Error = InvalidId>>(
+pub(crate) fn stored_id<T: TryFrom<String, Error = InvalidId>>(
     what: &'static str,
     value: String,
 ) -> Result<T, StoreError> {
@@ -51,7 +56,7 @@ pub fn stored_id<T: TryFrom<String, Error = InvalidId>>(
 }
 
 /// [`stored_id`] for a nullable column.
-pub fn stored_opt_id<T: TryFrom<String, Error = InvalidId>>(
+pub(crate) fn stored_opt_id<T: TryFrom<String, Error = InvalidId>>(
     what: &'static str,
     value: Option<String>,
 ) -> Result<Option<T>, StoreError> {
@@ -60,12 +65,12 @@ pub fn stored_opt_id<T: TryFrom<String, Error = InvalidId>>(
 
 /// Postgres rejects NUL in `text` and `\u0000` in `jsonb`; event data written by
 /// providers (raw output, evidence) may contain it, so it is replaced before storing.
-pub fn clean_text(text: &str) -> String {
+pub(crate) fn clean_text(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
 }
 
 /// [`clean_text`] for every string (and key) of a JSON value.
-pub fn clean_json(value: Value) -> Value {
+pub(crate) fn clean_json(value: Value) -> Value {
     match value {
         Value::String(s) if s.contains('\0') => Value::String(clean_text(&s)),
         Value::Array(items) => Value::Array(items.into_iter().map(clean_json).collect()),
@@ -79,7 +84,7 @@ pub fn clean_json(value: Value) -> Value {
 }
 
 /// True when a JSON value holds a NUL character anywhere (Postgres cannot store it).
-pub fn json_contains_nul(value: &Value) -> bool {
+pub(crate) fn json_contains_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(json_contains_nul),
@@ -91,12 +96,12 @@ pub fn json_contains_nul(value: &Value) -> bool {
 }
 
 /// A `u64` from the wire as a Postgres `bigint`, saturating (no real value comes close).
-pub fn to_bigint(value: u64) -> i64 {
+pub(crate) fn to_bigint(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// A Postgres `bigint` counter as a `u64` (negative values do not occur; they read as 0).
-pub fn from_bigint(value: i64) -> u64 {
+pub(crate) fn from_bigint(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 

@@ -1,11 +1,10 @@
 //! The HTTP API: registering apps, starting runs, listing them, and the error shape of
 //! every kind of bad input.
 
-use crate::common::{Harness, INTERNAL_TOKEN, config, error_code, eventually};
+use crate::common::{Harness, INTERNAL_TOKEN, config, error_code, eventually, outbox_len};
 use reqwest::StatusCode;
 use serde_json::json;
 use switchyard_contracts::{RunCommand, RunId};
-use switchyard_control_plane::store;
 
 #[tokio::test]
 async fn start_run_persists_the_run_and_publishes_event_and_command() {
@@ -49,19 +48,23 @@ async fn start_run_persists_the_run_and_publishes_event_and_command() {
     // The publication runs beside the answer.
     h.published(&body).await;
 
-    let row = store::runs::get(&h.db.pool, run_id).await.unwrap().unwrap();
-    assert_eq!(row.status, "queued");
-    assert_eq!(row.app_id.as_deref(), Some("demo"));
-    let (options, env, timeout): (serde_json::Value, Vec<String>, Option<i64>) = sqlx::query_as(
-        "SELECT provider_options, credential_env, timeout_ms FROM runs WHERE run_id = $1",
+    let row = sqlx::query!(
+        r#"SELECT status::text AS "status!", app_id, provider_options, credential_env,
+                  timeout_ms
+           FROM runs WHERE run_id = $1"#,
+        run_id
     )
-    .bind(run_id)
     .fetch_one(&h.db.pool)
     .await
     .unwrap();
-    assert_eq!(options, json!({"script": {"steps": []}, "keep": 2}));
-    assert_eq!(env, vec!["OPENAI_API_KEY"]);
-    assert_eq!(timeout, Some(5000));
+    assert_eq!(row.status, "queued");
+    assert_eq!(row.app_id.as_deref(), Some("demo"));
+    assert_eq!(
+        row.provider_options,
+        json!({"script": {"steps": []}, "keep": 2})
+    );
+    assert_eq!(row.credential_env, vec!["OPENAI_API_KEY"]);
+    assert_eq!(row.timeout_ms, Some(5000));
 
     let last = h
         .events
@@ -87,7 +90,7 @@ async fn start_run_persists_the_run_and_publishes_event_and_command() {
     assert_eq!(command.credential_env, vec!["OPENAI_API_KEY"]);
     // Deleted in the background once published.
     eventually("an empty outbox", || async {
-        (store::outbox::count(&h.db.pool).await.unwrap() == 0).then_some(())
+        (outbox_len(&h.db.pool).await == 0).then_some(())
     })
     .await;
 
@@ -148,8 +151,11 @@ async fn provider_resolves_request_then_profile_then_app_then_default() {
         assert_eq!(json["provider"], provider, "{body}");
         assert_eq!(json["model"].as_str(), model, "{body}");
         let run_id: uuid::Uuid = json["runId"].as_str().unwrap().parse().unwrap();
-        let row = store::runs::get(&h.db.pool, run_id).await.unwrap().unwrap();
-        assert_eq!(row.provider, provider, "{body}");
+        let stored = sqlx::query_scalar!("SELECT provider FROM runs WHERE run_id = $1", run_id)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, provider, "{body}");
         let command = h.command_of(provider, run_id).await;
         let command: RunCommand = serde_json::from_slice(&command.payload).unwrap();
         assert_eq!(command.run_id, run_id, "{body}");
@@ -219,9 +225,8 @@ async fn a_profiles_credential_env_adds_to_the_apps() {
         let command = h.command_of("scripted", run_id).await;
         let command: RunCommand = serde_json::from_slice(&command.payload).unwrap();
         assert_eq!(command.credential_env, expected, "{body}");
-        let stored: Vec<String> =
-            sqlx::query_scalar("SELECT credential_env FROM runs WHERE run_id = $1")
-                .bind(run_id)
+        let stored =
+            sqlx::query_scalar!("SELECT credential_env FROM runs WHERE run_id = $1", run_id)
                 .fetch_one(&h.db.pool)
                 .await
                 .unwrap();
@@ -278,19 +283,11 @@ async fn an_endpoint_is_refused_in_requests_apps_profiles_and_stored_defaults() 
     refused(status, &body, "providerOptions.baseUrl");
 
     // An app stored with one (written before registration refused it) runs nothing.
-    let defaults: switchyard_contracts::api::RuntimeDefaults = serde_json::from_value(
+    sqlx::query!(
+        "INSERT INTO apps (app_id, name, runtime_defaults) VALUES ('old', 'old', $1)",
         json!({"provider": "codex-app-server", "providerOptions": {"baseUrl": url}}),
     )
-    .unwrap();
-    store::apps::upsert(
-        &h.db.pool,
-        store::apps::AppRecord {
-            app_id: &"old".parse().unwrap(),
-            name: "old",
-            runtime_defaults: &defaults,
-            execution_profiles: &Default::default(),
-        },
-    )
+    .execute(&h.db.pool)
     .await
     .unwrap();
     let (status, body) = h
@@ -679,11 +676,11 @@ async fn bad_ids_are_refused_naming_the_field_in_our_words() {
 async fn a_stored_id_that_breaks_its_rule_is_an_internal_error_not_a_panic() {
     let h = Harness::start().await;
     let run_id = RunId::now_v7();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO runs (run_id, conversation_id, provider, prompt, status, app_id)
          VALUES ($1, $1, 'scripted', 'p', 'queued', 'not an app id')",
+        run_id
     )
-    .bind(run_id)
     .execute(&h.db.pool)
     .await
     .unwrap();

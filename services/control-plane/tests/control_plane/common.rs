@@ -235,6 +235,14 @@ async fn decode(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// Asserts the shared error shape and returns the code.
+/// How many outbox entries wait for their publication.
+pub(crate) async fn outbox_len(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 pub(crate) fn error_code(json: &Value) -> &str {
     let error = json["error"]
         .as_object()

@@ -72,7 +72,7 @@ fn id(json: &Value, field: &str) -> RunId {
 }
 
 async fn run_count(h: &Harness) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM runs")
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM runs"#)
         .fetch_one(&h.db.pool)
         .await
         .unwrap()
@@ -340,7 +340,8 @@ async fn the_migration_gives_existing_runs_their_own_conversation() {
     switchyard_test_support::init_tracing();
     let nats = NatsServer::start().await.unwrap();
     let db = TestDb::create().await.unwrap();
-    // The schema as it was before conversations, with runs in it.
+    // The schema as it was before conversations, with runs in it. (A runtime query: the
+    // macros check against today's schema, not this one.)
     MIGRATOR.run_to(5, &db.pool).await.unwrap();
     let old: Vec<RunId> = (0..3).map(|_| RunId::now_v7()).collect();
     for (i, run_id) in old.iter().enumerate() {
@@ -357,27 +358,27 @@ async fn the_migration_gives_existing_runs_their_own_conversation() {
 
     // The control-plane applies the rest at start-up.
     let h = Harness::start_on(nats, db, |_| {}).await;
-    let backfilled: Vec<(RunId, RunId)> =
-        sqlx::query_as("SELECT run_id, conversation_id FROM runs ORDER BY run_id")
-            .fetch_all(&h.db.pool)
-            .await
-            .unwrap();
+    let backfilled = sqlx::query!("SELECT run_id, conversation_id FROM runs ORDER BY run_id")
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
     assert_eq!(backfilled.len(), 3);
     assert!(
         backfilled
             .iter()
-            .all(|(run, conversation)| run == conversation)
+            .all(|row| row.run_id == row.conversation_id)
     );
-    let nullable: String = sqlx::query_scalar(
-        "SELECT is_nullable FROM information_schema.columns
-         WHERE table_name = 'runs' AND column_name = 'conversation_id'",
+    let nullable = sqlx::query_scalar!(
+        r#"SELECT is_nullable::text AS "nullable!" FROM information_schema.columns
+           WHERE table_name = 'runs' AND column_name = 'conversation_id'"#
     )
     .fetch_one(&h.db.pool)
     .await
     .unwrap();
     assert_eq!(nullable, "NO");
-    let index: String = sqlx::query_scalar(
-        "SELECT indexdef FROM pg_indexes WHERE indexname = 'runs_conversation_created_idx'",
+    let index = sqlx::query_scalar!(
+        r#"SELECT indexdef AS "indexdef!" FROM pg_indexes
+           WHERE indexname = 'runs_conversation_created_idx'"#
     )
     .fetch_one(&h.db.pool)
     .await
@@ -447,10 +448,11 @@ async fn a_follow_up_under_another_app_is_refused() {
         before,
         "refused follow-ups store nothing"
     );
-    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE app_id = 'cx'")
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
+    let commands =
+        sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM runs WHERE app_id = 'cx'"#)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
     assert_eq!(commands, 0);
 
     // The conversation's own app, named or inherited, continues it with its settings.

@@ -21,7 +21,7 @@ const KEYS: [(&str, bool); 8] = [
 const MAX_MS: u64 = 604_800_000;
 
 async fn run_count(h: &Harness) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM runs")
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM runs"#)
         .fetch_one(&h.db.pool)
         .await
         .unwrap()

@@ -37,11 +37,13 @@ async fn start(
 }
 
 async fn runs_of(h: &Harness, principal: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM runs WHERE created_by = $1")
-        .bind(principal)
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM runs WHERE created_by = $1"#,
+        principal
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
 }
 
 fn scripted(prompt: &str) -> Value {
@@ -94,11 +96,13 @@ async fn a_retry_with_the_same_key_gets_the_same_answer_and_no_second_run() {
     assert_eq!(runs_of(&h, "alice").await, 3);
 
     // After the window the key is free again: a new run.
-    sqlx::query("UPDATE runs SET created_at = created_at - interval '25 hours' WHERE run_id = $1")
-        .bind(run_id)
-        .execute(&h.db.pool)
-        .await
-        .unwrap();
+    sqlx::query!(
+        "UPDATE runs SET created_at = created_at - interval '25 hours' WHERE run_id = $1",
+        run_id
+    )
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
     let (status, replayed, fresh) = start(&h, "alice", Some("order-17"), &scripted("other")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{fresh}");
     assert_eq!(replayed, None);

@@ -28,7 +28,7 @@ async fn two_control_planes_start_at_once_on_a_database_that_does_not_exist_yet(
     let (a, b) = (a.unwrap(), b.unwrap());
 
     let mut conn = sqlx::PgConnection::connect(&fresh_url).await.unwrap();
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+    let applied = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM _sqlx_migrations"#)
         .fetch_one(&mut conn)
         .await
         .unwrap();

@@ -1,15 +1,29 @@
 //! The outbox: a run accepted by a control-plane that died before publishing is
 //! published by the next one's sweeper.
 
-use crate::common::{Harness, eventually};
+use crate::common::{Harness, eventually, outbox_len};
 use chrono::Utc;
 use serde_json::json;
 use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::{RunCommand, RunId};
-use switchyard_control_plane::{MIGRATOR, store};
+use switchyard_control_plane::MIGRATOR;
 use switchyard_test_support::{NatsServer, TestDb};
 
-/// What `POST /api/runs/start` commits before it publishes.
+/// Adds an outbox entry for `command` (with its `run.queued`).
+async fn add_outbox_entry(pool: &sqlx::PgPool, queued: &RunQueued, command: &RunCommand) {
+    sqlx::query!(
+        "INSERT INTO outbox (run_id, queued_event, command) VALUES ($1, $2, $3)",
+        command.run_id,
+        serde_json::to_value(queued).unwrap(),
+        serde_json::to_value(command).unwrap(),
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// What `POST /api/runs/start` commits before it publishes: the run's row and its
+/// outbox entry.
 async fn accept_without_publishing(db: &TestDb, provider: &str) -> RunId {
     let run_id = RunId::now_v7();
     let created_at = Utc::now();
@@ -32,28 +46,19 @@ async fn accept_without_publishing(db: &TestDb, provider: &str) -> RunId {
         model: None,
         app_id: None,
     };
-    store::runs::insert_queued(
-        &db.pool,
-        &store::runs::NewRun {
-            run_id,
-            conversation_id: run_id,
-            app_id: None,
-            execution_profile: None,
-            provider: provider.into(),
-            model: None,
-            prompt: command.prompt.clone(),
-            provider_options: json!({}),
-            credential_env: Vec::new(),
-            timeout_ms: None,
-            created_at,
-            created_by: None,
-            idempotency: None,
-        },
-        &queued,
-        &command,
+    sqlx::query!(
+        "INSERT INTO runs (run_id, conversation_id, provider, prompt, status, created_at,
+                           updated_at)
+         VALUES ($1, $1, $2, $3, 'queued', $4, $4)",
+        run_id,
+        provider,
+        command.prompt,
+        created_at,
     )
+    .execute(&db.pool)
     .await
     .unwrap();
+    add_outbox_entry(&db.pool, &queued, &command).await;
     run_id
 }
 
@@ -65,7 +70,7 @@ async fn the_sweeper_publishes_runs_accepted_before_a_crash() {
     MIGRATOR.run(&db.pool).await.unwrap();
     let first = accept_without_publishing(&db, "scripted").await;
     let second = accept_without_publishing(&db, "claude-code").await;
-    assert_eq!(store::outbox::count(&db.pool).await.unwrap(), 2);
+    assert_eq!(outbox_len(&db.pool).await, 2);
 
     let h = Harness::start_on(nats, db, |_| {}).await;
     for (run_id, provider) in [(first, "scripted"), (second, "claude-code")] {
@@ -87,15 +92,15 @@ async fn the_sweeper_publishes_runs_accepted_before_a_crash() {
         );
     }
     eventually("an empty outbox", || async {
-        (store::outbox::count(&h.db.pool).await.unwrap() == 0).then_some(())
+        (outbox_len(&h.db.pool).await == 0).then_some(())
     })
     .await;
     // The projector saw run.queued and remembered where the run's history starts.
     let first_stream_seq = eventually("the projected first event", || async {
-        sqlx::query_scalar::<_, Option<i64>>(
+        sqlx::query_scalar!(
             "SELECT first_event_stream_seq FROM runs WHERE run_id = $1",
+            first
         )
-        .bind(first)
         .fetch_one(&h.db.pool)
         .await
         .unwrap()
@@ -123,13 +128,9 @@ async fn republishing_an_already_published_run_is_harmless() {
         model: None,
         app_id: None,
     };
-    let mut conn = h.db.pool.acquire().await.unwrap();
-    store::outbox::insert(&mut conn, run_id, &queued, &command)
-        .await
-        .unwrap();
-    drop(conn);
+    add_outbox_entry(&h.db.pool, &queued, &command).await;
     eventually("the sweeper to process the duplicate", || async {
-        (store::outbox::count(&h.db.pool).await.unwrap() == 0).then_some(())
+        (outbox_len(&h.db.pool).await == 0).then_some(())
     })
     .await;
     let mut stream = h.js.get_stream("RUN_COMMANDS").await.unwrap();

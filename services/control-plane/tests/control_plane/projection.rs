@@ -66,14 +66,15 @@ async fn lifecycle_events_drive_the_run_status_to_a_failure_with_its_reason() {
         view["startedAt"].is_string() && view["completedAt"].is_string(),
         "{view}"
     );
-    let (worker, claimed_at): (Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
-        sqlx::query_as("SELECT worker_id, claimed_at FROM runs WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(&h.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(worker.as_deref(), Some("mgr-1"));
-    assert!(claimed_at.is_some());
+    let claim = sqlx::query!(
+        "SELECT worker_id, claimed_at FROM runs WHERE run_id = $1",
+        run_id
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(claim.worker_id.as_deref(), Some("mgr-1"));
+    assert!(claim.claimed_at.is_some());
     let (_, failed) = h.get("/api/runs?status=failed").await;
     assert_eq!(failed["runs"][0]["runId"], run_id.to_string());
     h.stop().await;
@@ -99,15 +100,16 @@ async fn human_loop_requests_are_projected_and_resolved() {
         })
         .await;
     assert_eq!(view["statusDetail"], "Run `make`?");
-    let (status, kind): (String, Option<String>) = sqlx::query_as(
-        "SELECT status, kind FROM human_loop_requests WHERE run_id = $1 AND request_id = 'r1'",
+    let request = sqlx::query!(
+        r#"SELECT status::text AS "status!", kind FROM human_loop_requests
+           WHERE run_id = $1 AND request_id = 'r1'"#,
+        run_id
     )
-    .bind(run_id)
     .fetch_one(&h.db.pool)
     .await
     .unwrap();
     assert_eq!(
-        (status.as_str(), kind.as_deref()),
+        (request.status.as_str(), request.kind.as_deref()),
         ("pending", Some("command"))
     );
 
@@ -127,15 +129,16 @@ async fn human_loop_requests_are_projected_and_resolved() {
     .await;
     h.run_until(run_id, "succeeded", |v| v["status"] == "succeeded")
         .await;
-    let (status, decision): (String, Option<String>) = sqlx::query_as(
-        "SELECT status, decision FROM human_loop_requests WHERE run_id = $1 AND request_id = 'r1'",
+    let request = sqlx::query!(
+        r#"SELECT status::text AS "status!", decision::text FROM human_loop_requests
+           WHERE run_id = $1 AND request_id = 'r1'"#,
+        run_id
     )
-    .bind(run_id)
     .fetch_one(&h.db.pool)
     .await
     .unwrap();
     assert_eq!(
-        (status.as_str(), decision.as_deref()),
+        (request.status.as_str(), request.decision.as_deref()),
         ("resolved", Some("approve"))
     );
     h.stop().await;
@@ -239,84 +242,4 @@ async fn redelivered_or_late_events_never_move_a_run_backwards() {
     assert_eq!(view["executorId"], "exec-3");
     assert_eq!(view["failureReason"], "stopped");
     h.stop().await;
-}
-
-/// The projector's batch statement is prepared once per connection (planning it costs
-/// more than running it), and Postgres keeps the generic plan it made while `runs` was
-/// nearly empty: a fresh deployment meets its first burst with no `ANALYZE` in between,
-/// and that plan scans the whole table for every batch, so the projection falls ever
-/// further behind. `refresh_plans`, which the projector calls every
-/// `REFRESH_PLANS_EVERY` batches, must bring it back to reading rows by key.
-#[tokio::test]
-async fn the_batch_update_reads_runs_by_key_after_the_table_grew() {
-    use switchyard_control_plane::database;
-    use switchyard_control_plane::store::runs::{
-        RunChanges, SeqBump, apply_changes, refresh_plans,
-    };
-
-    let db = switchyard_test_support::TestDb::create().await.unwrap();
-    let config = switchyard_platform::config::DatabaseConfig {
-        url: secrecy::SecretString::from(db.url.clone()),
-        ..Default::default()
-    };
-    let pool = database::connect(&config).await.unwrap();
-    database::migrate(&pool).await.unwrap();
-    // One transaction on one connection: every statement shares its plan cache, and
-    // `pg_stat_xact_user_tables` counts this transaction's scans at once.
-    let mut tx = pool.begin().await.unwrap();
-    let insert_runs = "INSERT INTO runs (run_id, conversation_id, provider, prompt, status)
-         SELECT id, id, 'scripted', 'p', 'queued'
-         FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, $1)) AS ids
-         RETURNING run_id";
-    let early: Vec<uuid::Uuid> = sqlx::query_scalar(insert_runs)
-        .bind(3)
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
-    let batch = |seq: i64| {
-        let mut change = RunChanges::new(early[0]);
-        change.bump(&SeqBump {
-            run_id: early[0],
-            seq,
-            first_stream_seq: None,
-        });
-        vec![change]
-    };
-    // More executions than Postgres needs to settle on a generic plan (five).
-    for seq in 1..=8 {
-        apply_changes(&mut *tx, &batch(seq), &[]).await.unwrap();
-    }
-    sqlx::query(insert_runs)
-        .bind(20_000)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    async fn full_scans_of(tx: &mut sqlx::PgConnection, batches: Vec<Vec<RunChanges>>) -> i64 {
-        let scans =
-            "SELECT coalesce(seq_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = 'runs'";
-        let before: i64 = sqlx::query_scalar(scans).fetch_one(&mut *tx).await.unwrap();
-        for changes in batches {
-            apply_changes(&mut *tx, &changes, &[]).await.unwrap();
-        }
-        let after: i64 = sqlx::query_scalar(scans).fetch_one(&mut *tx).await.unwrap();
-        after - before
-    }
-    // The premise: the plan prepared while `runs` was small still reads all of it.
-    let stale = full_scans_of(&mut tx, (9..=12).map(batch).collect()).await;
-    assert!(
-        stale > 0,
-        "the prepared plan did not scan `runs` ({stale} scans)"
-    );
-    refresh_plans(&mut tx).await.unwrap();
-    let fresh = full_scans_of(&mut tx, (13..=20).map(batch).collect()).await;
-    assert_eq!(
-        fresh, 0,
-        "the batch update scanned all of `runs` {fresh} times"
-    );
-    let seq: i64 = sqlx::query_scalar("SELECT last_event_seq FROM runs WHERE run_id = $1")
-        .bind(early[0])
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(seq, 20, "the batches were applied");
 }

@@ -620,3 +620,44 @@ async fn without_a_configured_token_the_api_is_off() {
     assert_eq!(api.get("/healthz").await.status(), StatusCode::OK);
     assert_eq!(api.get("/readyz").await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_quiet_stream_gets_keep_alive_comments_between_its_frames() {
+    let harness = harness_with_api(|settings| settings.keep_alive_secs = 1).await;
+    let api = Api::new(&harness);
+    let started = api
+        .start_ok(json!({
+            "provider": "scripted",
+            "prompt": "x",
+            "providerOptions": {"script": [{"sleepMs": 2500}]}
+        }))
+        .await;
+    let response = tokio::time::timeout(
+        WAIT,
+        api.http
+            .get(format!("{}{}", api.base, started.stream_url))
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let body = tokio::time::timeout(WAIT, response.text())
+        .await
+        .expect("the stream ends after run.completed")
+        .unwrap();
+    assert!(body.starts_with("retry: "), "{body}");
+    // The run is silent for 2.5 s: at least one comment comes between two events.
+    let quiet = body.find("\n\n:\n\n").expect("a keep-alive comment");
+    let completed = body
+        .find("event: run.completed")
+        .expect("the terminal event");
+    assert!(quiet < completed, "{body}");
+    let frames = parse_sse(&body);
+    assert_eq!(
+        frames.last().map(|f| f.event.as_str()),
+        Some("run.completed"),
+        "{body}"
+    );
+}
