@@ -49,19 +49,27 @@ use switchyard_platform::service::ServiceHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-// The public surface: what the binaries, the all-in-one `switchyard` command, the
-// benchmark and the integration tests use.
+// The public surface: what the binaries, the all-in-one `switchyard` command and the
+// benchmark use — the functions below, and the configuration.
 pub use budget::BudgetSettings;
-pub use cli::binaries::CliLocator;
-pub use cli::credentials::{Credentials, CredentialsError, MissingCredentials};
-pub use cli::process::process_alive;
 pub use config::Config;
 pub use hosting::RUN_HOST_COMMAND;
-pub use providers::scripted::DEFAULT_MESSAGE as SCRIPTED_DEFAULT_MESSAGE;
 pub use settings::{
     DetachRuns, ExecutorSettings, LivenessSettings, ProviderCredentialSettings, WorkspaceCleanup,
 };
 pub use switchyard_platform::shutdown::Signals;
+
+/// What the integration tests of this crate and the workspace's end-to-end tests use
+/// besides the configuration: finding the CLIs and reading credentials the way the
+/// executor does, whether a process is alive, and the scripted provider's default
+/// message. Not an API for anything else.
+#[doc(hidden)]
+pub mod test_support {
+    pub use crate::cli::binaries::CliLocator;
+    pub use crate::cli::credentials::{Credentials, CredentialsError, MissingCredentials};
+    pub use crate::cli::process::process_alive;
+    pub use crate::providers::scripted::DEFAULT_MESSAGE as SCRIPTED_DEFAULT_MESSAGE;
+}
 
 /// Connects, provisions, binds and spawns everything; returns once the executor takes
 /// dispatches and its presence record is written. `shutdown` is a token (a graceful

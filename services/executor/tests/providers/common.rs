@@ -584,7 +584,7 @@ pub(crate) fn processes_mentioning(needle: &str) -> Vec<u32> {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         if (cmdline.contains(needle) || cwd.contains(needle))
-            && switchyard_executor::process_alive(pid)
+            && switchyard_executor::test_support::process_alive(pid)
         {
             found.push(pid);
         }
