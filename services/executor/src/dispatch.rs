@@ -10,10 +10,12 @@
 //! a run here gets the same answer, a request at a later position (the run was queued
 //! again after this executor was taken for lost) is a new dispatch.
 
-use crate::Executor;
+use crate::control;
+use crate::executor::Executor;
 use crate::hosting::{HostSpec, RunHosts};
-use crate::runs::{self, Acceptance, Admission, Supervised};
+use crate::runs::{self, Acceptance, Admission, Ticket};
 use crate::sink::{EventSink, stored_anyway};
+use crate::supervisor::{self, Supervised, hosted};
 use async_nats::{Message, Subscriber};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -71,19 +73,31 @@ async fn handle(executor: Arc<Executor>, message: Message) {
         tracing::debug!("dispatch message without a reply subject ignored");
         return;
     };
-    let reply = match serde_json::from_slice::<DispatchRequest>(&message.payload) {
-        Ok(request) => accept(&executor, request).await,
+    let (run_id, reply) = match serde_json::from_slice::<DispatchRequest>(&message.payload) {
+        Ok(request) => (
+            Some(request.command.run_id),
+            accept(&executor, request).await,
+        ),
         Err(error) => {
             tracing::warn!(%error, "undecodable dispatch request");
-            DispatchReply::with_message(
+            let reply = DispatchReply::with_message(
                 DispatchOutcome::Invalid,
                 format!("cannot decode the dispatch request: {error}"),
-            )
+            );
+            (None, reply)
         }
     };
-    let payload = serde_json::to_vec(&reply).unwrap_or_default();
+    // A reply that cannot be encoded is not sent at all: the requester times out and
+    // retries, rather than reading an empty answer.
+    let payload = match serde_json::to_vec(&reply) {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::error!(run_id = run_id.map(tracing::field::display), %error, outcome = ?reply.outcome, "cannot encode the answer to a dispatch request; not answering");
+            return;
+        }
+    };
     if let Err(error) = executor.client.publish(reply_to, payload.into()).await {
-        tracing::warn!(%error, "could not answer a dispatch request");
+        tracing::warn!(run_id = run_id.map(tracing::field::display), %error, "could not answer a dispatch request");
     }
 }
 
@@ -185,12 +199,12 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
 
     let run = ticket.run().clone();
     ticket.accept();
-    executor.tasks.spawn(crate::control::serve(
+    executor.tasks.spawn(control::serve(
         executor.client.clone(),
         run.clone(),
         control,
     ));
-    executor.tasks.spawn(runs::supervise(
+    executor.tasks.spawn(supervisor::supervise(
         executor.clone(),
         Supervised {
             run,
@@ -210,7 +224,7 @@ async fn accept_hosted(
     executor: &Arc<Executor>,
     hosts: &RunHosts,
     request: DispatchRequest,
-    ticket: runs::Ticket,
+    ticket: Ticket,
 ) -> DispatchReply {
     let run_id = request.command.run_id;
     let spec = HostSpec {
@@ -248,7 +262,7 @@ async fn accept_hosted(
     ticket.accept();
     executor
         .tasks
-        .spawn(crate::hosting::watch(executor.clone(), run, host));
+        .spawn(hosted::watch(executor.clone(), run, host));
     DispatchReply::new(DispatchOutcome::Accepted)
 }
 

@@ -24,7 +24,7 @@
 //! by [`MAX_ENTRIES`] and [`MAX_SCAN_TIME`]; a workspace over either bound is not
 //! scanned for the rest of the run, and a `diagnostic` says so.
 
-use crate::sink::EventSink;
+use crate::sink::{self, EventSink};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Directories never entered: their contents change wholesale (installs, builds,
 /// version control) and would bury the agent's own changes.
-pub const SKIPPED_DIRS: &[&str] = &[
+pub(crate) const SKIPPED_DIRS: &[&str] = &[
     ".git",
     ".hg",
     ".svn",
@@ -51,12 +51,12 @@ pub const SKIPPED_DIRS: &[&str] = &[
     ".cache",
 ];
 /// Most files and directories one scan looks at.
-pub const MAX_ENTRIES: usize = 20_000;
+pub(crate) const MAX_ENTRIES: usize = 20_000;
 /// Longest one scan may take.
-pub const MAX_SCAN_TIME: Duration = Duration::from_secs(2);
+pub(crate) const MAX_SCAN_TIME: Duration = Duration::from_secs(2);
 /// How long after a tool call completed, with nothing else happening, the watcher
 /// scans anyway.
-pub const SETTLE: Duration = Duration::from_millis(250);
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 
 /// What the sink tells the watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,14 +71,14 @@ enum Seen {
 
 /// The sink's side: classifies queued events for the watcher.
 #[derive(Debug, Clone)]
-pub(crate) struct Observer {
+struct Feed {
     tx: mpsc::UnboundedSender<Seen>,
     /// Set while the watcher waits for the next event that is not a `file.changed`.
     awaiting: Arc<AtomicBool>,
 }
 
-impl Observer {
-    pub(crate) fn see(&self, kind: &RunEventKind) {
+impl sink::Observer for Feed {
+    fn see(&self, kind: &RunEventKind) {
         let seen = match kind {
             RunEventKind::ToolStarted(started) => Seen::ToolStarted(started.call_id.clone()),
             RunEventKind::ToolCompleted(completed) => {
@@ -248,7 +248,7 @@ impl FileChanges {
         };
         watcher.snapshot = first;
         let (tx, rx) = mpsc::unbounded_channel();
-        sink.observe(Observer {
+        sink.observe(Feed {
             tx,
             awaiting: watcher.awaiting.clone(),
         });

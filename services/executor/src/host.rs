@@ -16,10 +16,15 @@
 //! parent-death signal. At the end of the run it kills whatever is left in the cgroup;
 //! when it dies instead, the executor does (see [`crate::hosting`]).
 
+use crate::cli;
+use crate::config::Config;
+use crate::control;
+use crate::executor::Executor;
 use crate::hosting::{self, Go, HostRecord, HostSpec, READY};
-use crate::runs::{self, Admission, Shutdown, Supervised};
+use crate::providers::ProviderRegistry;
+use crate::runs::{Admission, Runs, Shutdown};
 use crate::sink::EventSink;
-use crate::{Config, Executor, ProviderRegistry, cli};
+use crate::supervisor::{self, Supervised};
 use anyhow::Context as _;
 use chrono::Utc;
 use std::path::PathBuf;
@@ -35,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 /// Runs the run handed over on stdin to its end.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     cli::isolation::harden_this_process();
     config.validate()?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
@@ -61,8 +66,8 @@ async fn connect(config: Config, spec: &HostSpec) -> anyhow::Result<Arc<Executor
     let mut settings = config.executor;
     settings.executor_id = Some(spec.executor_id.clone());
     let mut cli = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || cli::CliEnv::unprobed(&settings))
+        let setup = settings.cli_setup()?;
+        tokio::task::spawn_blocking(move || cli::CliEnv::unprobed(setup))
             .await
             .context("prepare the CLI environment")??
     };
@@ -79,7 +84,7 @@ async fn connect(config: Config, spec: &HostSpec) -> anyhow::Result<Arc<Executor
     let log = EventLog::open(js).await?;
     Ok(Arc::new(Executor {
         id: spec.executor_id.clone(),
-        runs: runs::Runs::new(1),
+        runs: Runs::new(1),
         settings,
         client,
         log,
@@ -115,7 +120,7 @@ async fn host(
         .flush()
         .await
         .context("flush the control subscription")?;
-    executor.tasks.spawn(crate::control::serve(
+    executor.tasks.spawn(control::serve(
         executor.client.clone(),
         ticket.run().clone(),
         control,
@@ -152,7 +157,7 @@ async fn host(
     let record = write_record(&executor, &spec, cgroup.as_ref()).await;
     let run = ticket.run().clone();
     ticket.accept();
-    executor.tasks.spawn(runs::supervise(
+    executor.tasks.spawn(supervisor::supervise(
         executor.clone(),
         Supervised {
             run,

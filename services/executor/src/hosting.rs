@@ -4,41 +4,34 @@
 //! when the executor is killed stays answerable, because the host, not the executor,
 //! holds the agent CLI and answers the run's control subject.
 //!
+//! This module starts hosts and hands them their run, and knows the records they
+//! leave; [`crate::supervisor::hosted`] watches the runs they run and adopts the hosts
+//! a predecessor left.
+//!
 //! The hand-over keeps dispatch's ordering: the host subscribes to the run's control
 //! subject and says `ready` before the executor appends `run.dispatched`, then gets the
 //! position to go on from (or end of input: the dispatch was refused, nothing to run).
-//! While the executor lives it watches its hosts: a stop it is asked for (HTTP, the end
-//! of a drain) is forwarded to the host, and a host that died without concluding its
-//! run gets the run concluded `executor_lost`. Each host leaves a record in
-//! `<workspace_root>/.run-hosts/`, so an executor restarted under the same id adopts the
-//! hosts still running: their slots count against its capacity and its drain waits for
-//! them.
+//! Each host leaves a record in `<workspace_root>/.run-hosts/`, so an executor
+//! restarted under the same id adopts the hosts still running: their slots count
+//! against its capacity and its drain waits for them.
 //!
 //! A host that died leaves its run's processes behind: the CLI itself dies with it (its
 //! parent-death signal), but not what the CLI started. The executor that sees a host
-//! die — or finds, at start-up, a record whose host is gone — kills them: everything in
-//! the run's cgroup named in the record, or without one every process group noted
-//! beside it.
+//! die — or finds, at start-up, a record whose host is gone — kills them ([`reap`]):
+//! everything in the run's cgroup named in the record, or without one every process
+//! group noted beside it.
 
-use crate::Executor;
 use crate::cli::process::process_alive;
 use crate::provider::Provider;
-use crate::runs::{RunState, StopCause};
 use crate::settings::{DetachRuns, ExecutorSettings};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
-use switchyard_contracts::control::{ControlOutcome, ControlReply, ControlRequest};
 use switchyard_contracts::dispatch::EventPosition;
-use switchyard_contracts::event::RunCompleted;
-use switchyard_contracts::{
-    ExecutorId, FailureReason, ProviderName, RunCommand, RunEventKind, RunId, subjects,
-};
+use switchyard_contracts::{ExecutorId, ProviderName, RunCommand, RunId};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tracing::Instrument as _;
 
 /// The first argument that makes an executor binary a run host.
 pub const RUN_HOST_COMMAND: &str = "run-host";
@@ -218,14 +211,14 @@ pub(crate) enum HostProcess {
 }
 
 impl HostProcess {
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             HostProcess::Child(child) => child.id(),
             HostProcess::Adopted(pid) => Some(*pid),
         }
     }
 
-    async fn exited(&mut self) {
+    pub(crate) async fn exited(&mut self) {
         match self {
             HostProcess::Child(child) => {
                 let _ = child.wait().await;
@@ -239,160 +232,9 @@ impl HostProcess {
     }
 }
 
-/// Holds the run's slot while its host runs: forwards a stop, and concludes the run
-/// if the host ended without doing so.
-pub(crate) async fn watch(executor: Arc<Executor>, run: Arc<RunState>, mut host: HostProcess) {
-    let span = tracing::info_span!("run_host", run_id = %run.run_id, pid = host.pid());
-    async move {
-        tokio::select! {
-            () = host.exited() => {}
-            () = run.stop_requested() => {
-                forward_stop(&executor, &run, &host).await;
-                host.exited().await;
-            }
-        }
-        // A host that was killed could not remove its record, nor what it started.
-        reap(&executor.settings, run.run_id).await;
-        conclude_if_abandoned(&executor, run.run_id).await;
-        run.ended.cancel();
-        executor.runs.finish(run.run_id);
-        tracing::info!(run_id = %run.run_id, "run host exited");
-    }
-    .instrument(span)
-    .await;
-}
-
-/// Sends the stop to the host over the run's control subject; signals it when that
-/// fails (the host's supervisor then stops the run as a shutdown).
-async fn forward_stop(executor: &Executor, run: &RunState, host: &HostProcess) {
-    let reason = match run.cause() {
-        StopCause::Requested(reason) => reason,
-        StopCause::Shutdown(why) => Some(why.detail()),
-        StopCause::Timeout | StopCause::LogLost | StopCause::OverBudget(_) => None,
-    };
-    let request = ControlRequest::Stop { reason };
-    let reply = send_control(executor, run.run_id, &request).await;
-    if reply.outcome == ControlOutcome::Accepted {
-        return;
-    }
-    tracing::warn!(run_id = %run.run_id, outcome = ?reply.outcome, message = reply.message.as_deref(), "the run host did not take the stop; signalling it");
-    if let Some(pid) = host.pid().and_then(|pid| i32::try_from(pid).ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-}
-
-/// Sends a control request to whoever owns the run (its host), over NATS.
-pub(crate) async fn send_control(
-    executor: &Executor,
-    run_id: RunId,
-    request: &ControlRequest,
-) -> ControlReply {
-    let payload = match serde_json::to_vec(request) {
-        Ok(payload) => payload,
-        Err(e) => return ControlReply::with_message(ControlOutcome::Invalid, e.to_string()),
-    };
-    match executor
-        .client
-        .request(subjects::run_control(&run_id), payload.into())
-        .await
-    {
-        Ok(message) => serde_json::from_slice(&message.payload).unwrap_or_else(|e| {
-            ControlReply::with_message(
-                ControlOutcome::Invalid,
-                format!("undecodable answer from the run host: {e}"),
-            )
-        }),
-        Err(e) => ControlReply::with_message(
-            ControlOutcome::UnknownRun,
-            format!("the run host did not answer: {e}"),
-        ),
-    }
-}
-
-/// A host that died (killed, crashed) leaves its run without `run.completed`: conclude
-/// it at the log's position, so a writer that is still alive somewhere fences this.
-async fn conclude_if_abandoned(executor: &Executor, run_id: RunId) {
-    let last = match executor.log.last(run_id).await {
-        Ok(Some(last)) => last,
-        Ok(None) => return,
-        Err(error) => {
-            tracing::warn!(%run_id, %error, "cannot read the run's log after its host exited; the reconciler will judge it");
-            return;
-        }
-    };
-    if last.header.is_terminal() {
-        return;
-    }
-    let mut position = last.next_position();
-    let completed = RunCompleted::failed(
-        FailureReason::ExecutorLost,
-        "the run's host process exited before the run ended",
-    );
-    match executor
-        .log
-        .append(run_id, &mut position, RunEventKind::RunCompleted(completed))
-        .await
-    {
-        Ok(_) => {
-            tracing::warn!(%run_id, "the run host exited without ending the run; concluded it executor_lost")
-        }
-        Err(error) => tracing::info!(%run_id, %error, "could not conclude the run its host left"),
-    }
-}
-
-/// Adopts the hosts an earlier process under this executor's id left running.
-pub(crate) async fn adopt(executor: &Arc<Executor>) {
-    let dir = records_dir(&executor.settings);
-    let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
-        return;
-    };
-    while let Ok(Some(entry)) = entries.next_entry().await {
-        let path = entry.path();
-        if path.extension().is_none_or(|ext| ext != "json") {
-            continue;
-        }
-        let Ok(bytes) = tokio::fs::read(&path).await else {
-            continue;
-        };
-        let record = match serde_json::from_slice::<HostRecord>(&bytes) {
-            Ok(record) => record,
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "ignoring an unreadable run host record");
-                continue;
-            }
-        };
-        if record.executor_id != executor.id {
-            continue;
-        }
-        if !is_run_host(record.pid, record.run_id) {
-            // The host is gone (killed while no executor watched it, or with the
-            // machine): what it started may still run, and its run may be unfinished.
-            tracing::warn!(run_id = %record.run_id, pid = record.pid, "the host of a run is gone; reaping what it left");
-            reap(&executor.settings, record.run_id).await;
-            conclude_if_abandoned(executor, record.run_id).await;
-            continue;
-        }
-        let Some(run) = executor
-            .runs
-            .adopt(record.run_id, record.admitted_at, record.pid)
-        else {
-            continue;
-        };
-        tracing::info!(run_id = %record.run_id, pid = record.pid, "adopted a run host left by an earlier process");
-        executor.tasks.spawn(watch(
-            executor.clone(),
-            run,
-            HostProcess::Adopted(record.pid),
-        ));
-    }
-}
-
 /// Kills what a dead host of `run_id` left running — its run's cgroup, or when it had
 /// none the process groups of its CLIs — and removes its record and its groups file.
-async fn reap(settings: &ExecutorSettings, run_id: RunId) {
+pub(crate) async fn reap(settings: &ExecutorSettings, run_id: RunId) {
     let dir = records_dir(settings);
     let record_file = record_path(&dir, run_id);
     let groups_file = groups_path(&dir, run_id);
@@ -441,7 +283,7 @@ async fn reap(settings: &ExecutorSettings, run_id: RunId) {
 }
 
 /// Whether `pid` is alive and is the host of `run_id` (pids are reused).
-fn is_run_host(pid: u32, run_id: RunId) -> bool {
+pub(crate) fn is_run_host(pid: u32, run_id: RunId) -> bool {
     if !process_alive(pid) {
         return false;
     }

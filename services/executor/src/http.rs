@@ -18,9 +18,9 @@
 //! token configured the API is off (403 `api_disabled`). The check runs before any
 //! body is read. `/healthz` and `/readyz` answer without it: they return no data.
 
-use crate::Executor;
 use crate::control;
 use crate::dispatch;
+use crate::executor::Executor;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;

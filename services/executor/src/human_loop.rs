@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 /// A human's reply to a pending request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HumanReply {
+pub(crate) struct HumanReply {
     pub decision: HumanLoopDecision,
     pub message: Option<String>,
 }
 
 /// How a request was settled, as the provider sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HumanLoopAnswer {
+pub(crate) struct HumanLoopAnswer {
     pub request_id: HumanLoopRequestId,
     pub decision: HumanLoopDecision,
     pub message: Option<String>,
@@ -32,7 +32,7 @@ pub struct HumanLoopAnswer {
 }
 
 impl HumanLoopAnswer {
-    pub fn approved(&self) -> bool {
+    pub(crate) fn approved(&self) -> bool {
         self.decision == HumanLoopDecision::Approve
     }
 }
@@ -40,7 +40,7 @@ impl HumanLoopAnswer {
 /// The run has no pending request (or not the one named).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the run has no pending human-loop request with that id")]
-pub struct NoPendingRequest;
+pub(crate) struct NoPendingRequest;
 
 #[derive(Default)]
 struct Desk {
@@ -123,7 +123,7 @@ impl PendingRequests {
 
 /// What a provider uses to ask a human. Cheap to clone.
 #[derive(Clone)]
-pub struct HumanLoop {
+pub(crate) struct HumanLoop {
     pending: Arc<PendingRequests>,
     clock: Arc<ActiveClock>,
     sink: EventSink,
@@ -149,7 +149,7 @@ impl HumanLoop {
     }
 
     /// Declines a request nobody answered within `timeout` (wall time while waiting).
-    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+    pub(crate) fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
     }
@@ -159,7 +159,7 @@ impl HumanLoop {
     /// a denial resolved by `run_ended` (the supervisor writes that resolution). When
     /// nobody answers within the run's human-loop timeout, the answer is a denial
     /// resolved by `timeout` (written here) and the provider goes on.
-    pub async fn ask(
+    pub(crate) async fn ask(
         &self,
         kind: HumanLoopKind,
         prompt: impl Into<String>,

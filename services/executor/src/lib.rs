@@ -17,89 +17,58 @@
 //! of their own that outlive the executor, adopted by its successor under the same id.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod budget;
-pub mod cli;
+mod budget;
+mod cli;
 mod clock;
+mod config;
 mod control;
 mod dispatch;
-pub mod file_changes;
-pub mod host;
+mod executor;
+mod file_changes;
+mod host;
 mod hosting;
 mod http;
-pub mod human_loop;
+mod human_loop;
 mod presence;
-pub mod provider;
-pub mod providers;
+mod provider;
+mod providers;
 mod runs;
-pub mod scripted;
-pub mod settings;
-pub mod sink;
+mod settings;
+mod sink;
+mod supervisor;
+mod workdirs;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use chrono::Utc;
+use executor::Executor;
 use std::sync::Arc;
-use switchyard_contracts::{ExecutorId, subjects};
-use switchyard_platform::config::{ConfigError, NatsConfig};
+use switchyard_contracts::subjects;
 use switchyard_platform::events::EventLog;
-use switchyard_platform::http::HttpServerConfig;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
-use switchyard_platform::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+// The public surface: what the binaries, the all-in-one `switchyard` command and the
+// benchmark use — the functions below, and the configuration.
+pub use budget::BudgetSettings;
+pub use config::Config;
 pub use hosting::RUN_HOST_COMMAND;
-pub use provider::{Provider, ProviderOutcome, ProviderRegistry, RunContext};
-pub use settings::ExecutorSettings;
+pub use settings::{
+    DetachRuns, ExecutorSettings, LivenessSettings, ProviderCredentialSettings, WorkspaceCleanup,
+};
 pub use switchyard_platform::shutdown::Signals;
 
-/// The executor's configuration: `[nats]`, `[telemetry]` and `[executor]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    pub nats: NatsConfig,
-    pub telemetry: TelemetryConfig,
-    pub http: HttpServerConfig,
-    pub executor: ExecutorSettings,
-}
-
-impl Config {
-    /// Lets this binary start run hosts (`executor.detach_runs`): it must answer the
-    /// first argument [`RUN_HOST_COMMAND`] with [`run_host`].
-    pub fn with_run_hosts_from_this_binary(mut self) -> Self {
-        match std::env::current_exe() {
-            Ok(program) => self.executor.run_host_program = Some(program),
-            Err(error) => {
-                tracing::warn!(%error, "cannot find this binary; every run stays in-process");
-            }
-        }
-        self
-    }
-
-    /// Checks every value once at start-up; the error names the offending key.
-    #[allow(clippy::result_large_err)] // the platform's shared error type; called once
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.http.validate()?;
-        self.executor.validate()
-    }
-}
-
-/// What every task of the executor shares.
-pub(crate) struct Executor {
-    pub(crate) id: ExecutorId,
-    pub(crate) settings: ExecutorSettings,
-    pub(crate) client: async_nats::Client,
-    pub(crate) log: EventLog,
-    pub(crate) providers: ProviderRegistry,
-    pub(crate) runs: runs::Runs,
-    /// Run supervisors, control loops and dispatch handlers.
-    pub(crate) tasks: TaskTracker,
-    /// Cancelled when the HTTP server stops (ends open SSE streams).
-    pub(crate) http_stop: CancellationToken,
-    pub(crate) started_at: DateTime<Utc>,
-    /// How runs are detached into run hosts; `None` runs every run in-process.
-    pub(crate) hosts: Option<hosting::RunHosts>,
+/// What the integration tests of this crate and the workspace's end-to-end tests use
+/// besides the configuration: finding the CLIs and reading credentials the way the
+/// executor does, whether a process is alive, and the scripted provider's default
+/// message. Not an API for anything else.
+#[doc(hidden)]
+pub mod test_support {
+    pub use crate::cli::binaries::CliLocator;
+    pub use crate::cli::credentials::{Credentials, CredentialsError, MissingCredentials};
+    pub use crate::cli::process::process_alive;
+    pub use crate::providers::scripted::DEFAULT_MESSAGE as SCRIPTED_DEFAULT_MESSAGE;
 }
 
 /// Connects, provisions, binds and spawns everything; returns once the executor takes
@@ -117,8 +86,8 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
     let settings = config.executor.clone();
     // Probing the CLI versions runs `--version` on each binary: keep it off the runtime.
     let cli = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || cli::CliEnv::from_settings(&settings))
+        let setup = settings.cli_setup()?;
+        tokio::task::spawn_blocking(move || cli::CliEnv::new(setup))
             .await
             .context("prepare the CLI environment")??
     };
@@ -129,7 +98,7 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         ),
         None => {}
     }
-    let providers = ProviderRegistry::from_names(&settings.providers, &Arc::new(cli))?;
+    let providers = providers::ProviderRegistry::from_names(&settings.providers, &Arc::new(cli))?;
     let id = settings.resolve_executor_id();
 
     let client = nats::connect(&config.nats, &format!("switchyard-executor-{id}")).await?;
@@ -173,12 +142,14 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
 
     // Before the first dispatch: the runs a predecessor under this id left in run hosts
     // hold slots here (and a redelivered dispatch of one is answered from its slot).
-    hosting::adopt(&executor).await;
+    supervisor::hosted::adopt(&executor).await;
     // The subscription must be registered before anyone can find us through presence.
     client
         .flush()
         .await
         .context("flush the dispatch subscription")?;
+    // The service's own tasks are joined by the shutdown below, each at its step;
+    // everything a run does goes into `executor.tasks`.
     let dispatch_stop = CancellationToken::new();
     let dispatch_task = tokio::spawn(dispatch::serve(
         executor.clone(),
@@ -210,14 +181,18 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         );
         presence::publish(&executor, &kv).await;
         dispatch_stop.cancel();
-        let _ = dispatch_task.await;
+        if let Err(error) = dispatch_task.await {
+            tracing::error!(executor_id = %executor.id, %error, "the dispatch task failed");
+        }
         executor.tasks.close();
         drain(&executor, &immediate).await;
         executor.tasks.wait().await;
         executor.http_stop.cancel();
         let served = http_task.await;
         presence_stop.cancel();
-        let _ = presence_task.await;
+        if let Err(error) = presence_task.await {
+            tracing::error!(executor_id = %executor.id, %error, "the presence task failed");
+        }
         presence::withdraw(&executor, &kv).await;
         if let Err(error) = executor.client.flush().await {
             tracing::warn!(%error, "could not flush NATS at shutdown");

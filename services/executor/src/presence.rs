@@ -4,7 +4,7 @@
 //! (`draining: true`, so nobody dispatches to it and the reconciler sees it alive);
 //! the bucket's TTL removes the record of an executor that died without withdrawing it.
 
-use crate::Executor;
+use crate::executor::Executor;
 use async_nats::jetstream::kv;
 use chrono::Utc;
 use std::sync::Arc;

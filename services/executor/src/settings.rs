@@ -3,10 +3,10 @@
 //! directories are.
 
 use crate::budget::BudgetSettings;
-use crate::cli::LivenessLimits;
 use crate::cli::credentials::{
     CredentialPolicies, PLATFORM_ENV_PREFIX, ProviderCredentials, is_name,
 };
+use crate::cli::{CliSetup, LivenessLimits, START_CHECK_DIR};
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ pub struct ExecutorSettings {
     /// Presence heartbeat period; must stay well below the `EXECUTORS` bucket's max age.
     pub heartbeat_ms: u64,
     /// Parent directory of the runs' directories (`<workspace_root>/<conversation or run
-    /// id>/{workspace,state}`, see `cli::workdirs`) and of `.run-hosts/` and `.start-check/`.
+    /// id>/{workspace,state}`, see `workdirs`) and of `.run-hosts/` and `.start-check/`.
     /// Default: `<current dir>/.local/workspaces` (a data directory: codex refuses to set
     /// up its helpers under the system's temporary directory).
     pub workspace_root: PathBuf,
@@ -175,7 +175,7 @@ impl Default for LivenessSettings {
 }
 
 impl LivenessSettings {
-    pub fn limits(&self) -> LivenessLimits {
+    pub(crate) fn limits(&self) -> LivenessLimits {
         LivenessLimits {
             handshake: Duration::from_millis(self.handshake_ms),
             first_output: Duration::from_millis(self.first_output_ms),
@@ -334,7 +334,7 @@ impl ExecutorSettings {
     /// Every provider's allowance: the `credentials` tables over the defaults. Errors
     /// name the offending key (`executor.credentials.<provider>.env` …).
     #[allow(clippy::result_large_err)]
-    pub fn credential_policies(&self) -> Result<CredentialPolicies, ConfigError> {
+    pub(crate) fn credential_policies(&self) -> Result<CredentialPolicies, ConfigError> {
         let mut policies = CredentialPolicies::default();
         let mut seen: std::collections::HashMap<ProviderName, &str> = Default::default();
         for (key, table) in &self.credentials {
@@ -405,28 +405,31 @@ impl ExecutorSettings {
     }
 
     /// The configured id, or a fresh random one.
-    pub fn resolve_executor_id(&self) -> ExecutorId {
+    pub(crate) fn resolve_executor_id(&self) -> ExecutorId {
         self.executor_id
             .clone()
             .unwrap_or_else(ExecutorId::generate)
     }
 
-    pub fn heartbeat(&self) -> Duration {
+    pub(crate) fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
     }
 
-    pub fn stop_grace(&self) -> Duration {
+    pub(crate) fn stop_grace(&self) -> Duration {
         Duration::from_millis(self.stop_grace_ms)
     }
 
-    pub fn drain_timeout(&self) -> Duration {
+    pub(crate) fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
     }
 
     /// How long one human-loop request of a run waits, `None` for as long as the run
     /// lives: `providerOptions.humanLoopTimeoutMs` (a non-negative integer; 0 disables)
     /// or else `human_loop_timeout_ms`.
-    pub fn human_loop_timeout(&self, provider_options: &serde_json::Value) -> Option<Duration> {
+    pub(crate) fn human_loop_timeout(
+        &self,
+        provider_options: &serde_json::Value,
+    ) -> Option<Duration> {
         let ms = provider_options
             .get("humanLoopTimeoutMs")
             .and_then(serde_json::Value::as_u64)
@@ -437,8 +440,23 @@ impl ExecutorSettings {
     /// The grace between the steps of a CLI stop (protocol interrupt, SIGINT, SIGTERM,
     /// SIGKILL): a quarter of `stop_grace_ms`, so that the whole sequence fits in the
     /// time the supervisor gives the provider before aborting it.
-    pub fn cli_stop_grace(&self) -> Duration {
+    pub(crate) fn cli_stop_grace(&self) -> Duration {
         self.stop_grace() / 4
+    }
+
+    /// What the CLI environment is built from.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn cli_setup(&self) -> Result<CliSetup, ConfigError> {
+        Ok(CliSetup {
+            policies: self.credential_policies()?,
+            credentials_env_file: self.credentials_env_file.clone(),
+            credentials_from_environment: self.credentials_from_environment,
+            search_path: self.cli_search_path.clone(),
+            provider_user: self.provider_user.clone(),
+            liveness: self.liveness.limits(),
+            stop_grace: self.cli_stop_grace(),
+            start_check_dir: self.workspace_root.join(START_CHECK_DIR),
+        })
     }
 }
 

@@ -11,7 +11,6 @@
 //! out at once.
 
 use crate::budget::{Exceeded, Limits, Meter, Verdict};
-use crate::file_changes::Observer;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use switchyard_contracts::dispatch::EventPosition;
@@ -20,6 +19,7 @@ use switchyard_contracts::{RunEvent, RunEventKind, RunId};
 use switchyard_platform::events::{EncodedEvent, EventLog, EventLogError};
 use tokio::sync::{MutexGuard, Notify, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// At most this many events, and about this many bytes, go out as one append: the
@@ -40,7 +40,7 @@ const QUEUE_LIMIT: usize = BATCH_EVENTS;
 
 /// Why an event could not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum EmitError {
+pub(crate) enum EmitError {
     /// The run's history moved on: another writer owns the run now. Stop at once.
     #[error("the run's event log moved on: another writer owns the run")]
     Fenced,
@@ -56,6 +56,14 @@ pub enum EmitError {
 }
 
 type OnStored = Box<dyn FnOnce() + Send>;
+
+/// Told about every event the sink queues (but those of
+/// [`EventSink::emit_unobserved`]), in the order they are written: the workspace
+/// watcher ([`crate::file_changes`]) learns of tool calls this way. Called under the
+/// queue's lock, so it must only hand the event on.
+pub(crate) trait Observer: Send + Sync + 'static {
+    fn see(&self, kind: &RunEventKind);
+}
 
 /// Who waits for a queued event to be stored, if anyone.
 #[derive(Default)]
@@ -97,6 +105,9 @@ struct SinkInner {
     /// supervisor through a [`SealedSink`].
     position: tokio::sync::Mutex<EventPosition>,
     queue: Mutex<Queue>,
+    /// The flush tasks; [`EventSink::seal`] waits for them, so none outlives the run's
+    /// supervisor.
+    flushes: TaskTracker,
     /// Woken when queued events were taken (room for more) or the run was lost.
     room: Notify,
     lost: CancellationToken,
@@ -108,7 +119,7 @@ struct SinkInner {
     exceeded: OnceLock<Exceeded>,
     over_budget: CancellationToken,
     /// Told about queued events, for the workspace watcher.
-    observer: OnceLock<Observer>,
+    observer: OnceLock<Box<dyn Observer>>,
 }
 
 impl SinkInner {
@@ -343,7 +354,7 @@ pub(crate) async fn stored_anyway(
 
 /// Cheap to clone; every clone writes to the same run at the same position.
 #[derive(Clone)]
-pub struct EventSink {
+pub(crate) struct EventSink {
     inner: Arc<SinkInner>,
 }
 
@@ -364,6 +375,7 @@ impl EventSink {
                 run_id,
                 position: tokio::sync::Mutex::new(position),
                 queue: Mutex::new(Queue::default()),
+                flushes: TaskTracker::new(),
                 room: Notify::new(),
                 lost: CancellationToken::new(),
                 lost_reason: OnceLock::new(),
@@ -396,8 +408,8 @@ impl EventSink {
 
     /// Tells `observer` about every event queued from now on (but those of
     /// [`EventSink::emit_unobserved`]).
-    pub(crate) fn observe(&self, observer: Observer) {
-        let _ = self.inner.observer.set(observer);
+    pub(crate) fn observe(&self, observer: impl Observer) {
+        let _ = self.inner.observer.set(Box::new(observer));
     }
 
     /// [`EventSink::emit`] without telling the observer: the watcher's own events.
@@ -405,7 +417,7 @@ impl EventSink {
         self.enqueue(kind, Waiter::default(), false).await
     }
 
-    pub fn run_id(&self) -> RunId {
+    pub(crate) fn run_id(&self) -> RunId {
         self.inner.run_id
     }
 
@@ -414,7 +426,7 @@ impl EventSink {
     /// while the queue is full. An error means the event will not be written: the sink
     /// lost the run (a failed append shows on the next `emit` and through
     /// [`EventSink::lost`]) or the run is being concluded.
-    pub async fn emit(&self, kind: RunEventKind) -> Result<(), EmitError> {
+    pub(crate) async fn emit(&self, kind: RunEventKind) -> Result<(), EmitError> {
         self.enqueue(kind, Waiter::default(), true).await
     }
 
@@ -479,11 +491,11 @@ impl EventSink {
                     }
                     if !queue.flushing {
                         queue.flushing = true;
-                        let inner = inner.clone();
-                        tokio::spawn(
+                        let flusher = inner.clone();
+                        inner.flushes.spawn(
                             async move {
-                                let mut position = inner.position.lock().await;
-                                inner.drain(&mut position).await;
+                                let mut position = flusher.position.lock().await;
+                                flusher.drain(&mut position).await;
                             }
                             .in_current_span(),
                         );
@@ -504,9 +516,13 @@ impl EventSink {
     /// only the returned guard (the supervisor writing the closing events) appends.
     pub(crate) async fn seal(&self) -> SealedSink<'_> {
         self.inner.queue().sealed = true;
+        // Sealed, the queue starts no flush task: wait for those running to write what
+        // they took.
+        self.inner.flushes.close();
+        self.inner.flushes.wait().await;
         let mut position = self.inner.position.lock().await;
-        // A flush task may have ended just before taking the last events, or be
-        // waiting behind us for the lock: what is queued goes before the closing events.
+        // A flush task may have ended just before taking the last events: what is
+        // queued goes before the closing events.
         self.inner.drain(&mut position).await;
         SealedSink {
             inner: &self.inner,

@@ -86,7 +86,7 @@ async fn presence_where(
 
 /// Whether `pid` runs (and is not a zombie: the test process is not its parent).
 fn alive(pid: u32) -> bool {
-    switchyard_executor::cli::process::process_alive(pid)
+    switchyard_executor::test_support::process_alive(pid)
 }
 
 /// The pid in the run host's record, once the host has written it.

@@ -9,29 +9,16 @@ use std::path::{Path, PathBuf};
 pub struct CliLocator {
     /// The configured directories, then the directories of `PATH`, in search order.
     dirs: Vec<PathBuf>,
-    configured: usize,
 }
 
 impl CliLocator {
     /// Searches `search_path` first, then the directories of `path_var` (a `PATH` value).
     pub fn new(search_path: Vec<PathBuf>, path_var: Option<&str>) -> Self {
-        let configured = search_path.len();
         let mut dirs = search_path;
         if let Some(path_var) = path_var {
             dirs.extend(std::env::split_paths(path_var).filter(|d| !d.as_os_str().is_empty()));
         }
-        Self { dirs, configured }
-    }
-
-    /// The directories searched, in order (for `binary_missing` details and the child's
-    /// `PATH`).
-    pub fn search_dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
-
-    /// The configured directories only (without `PATH`).
-    pub fn configured_dirs(&self) -> &[PathBuf] {
-        &self.dirs[..self.configured]
+        Self { dirs }
     }
 
     /// The first executable file named `program` in the search path, then `PATH`.
@@ -49,7 +36,7 @@ impl CliLocator {
 
     /// A human-readable description of where `program` was looked for, for the detail
     /// of a `binary_missing` failure.
-    pub fn describe_search(&self, program: &str) -> String {
+    pub(crate) fn describe_search(&self, program: &str) -> String {
         let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
         format!(
             "{program} was not found in the CLI search path or PATH ({})",
@@ -95,6 +82,5 @@ mod tests {
                 .describe_search("absent")
                 .contains(&first.path().display().to_string())
         );
-        assert_eq!(locator.configured_dirs(), &[first.path().to_path_buf()]);
     }
 }

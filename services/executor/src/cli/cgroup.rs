@@ -22,14 +22,14 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// The cgroup this process moved itself into for its run.
 #[derive(Debug)]
-pub struct RunCgroup {
+pub(crate) struct RunCgroup {
     dir: PathBuf,
     parent: PathBuf,
 }
 
 impl RunCgroup {
     /// Creates the run's cgroup below this process's and moves this process into it.
-    pub fn enter(run_id: RunId) -> Result<RunCgroup, String> {
+    pub(crate) fn enter(run_id: RunId) -> Result<RunCgroup, String> {
         let parent = own_cgroup()?;
         let dir = parent.join(format!("{PREFIX}{run_id}"));
         match std::fs::create_dir(&dir) {
@@ -45,13 +45,13 @@ impl RunCgroup {
         Ok(RunCgroup { dir, parent })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 
     /// Moves this process back out, kills whatever of the run is left in the cgroup (a
     /// process that escaped the CLI's process group) and removes it.
-    pub fn leave(self) {
+    pub(crate) fn leave(self) {
         if let Err(error) = std::fs::write(
             self.parent.join("cgroup.procs"),
             std::process::id().to_string(),
@@ -67,7 +67,7 @@ impl RunCgroup {
 
 /// Kills every process in the run cgroup `dir` and removes it. A missing cgroup is
 /// fine (already removed); a path that is not a run cgroup is refused.
-pub fn kill_and_remove(dir: &Path) -> Result<(), String> {
+pub(crate) fn kill_and_remove(dir: &Path) -> Result<(), String> {
     let is_run_cgroup = dir
         .file_name()
         .and_then(|name| name.to_str())

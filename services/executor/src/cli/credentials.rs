@@ -19,12 +19,12 @@ use std::sync::{Arc, PoisonError, RwLock};
 use switchyard_contracts::ProviderName;
 
 /// What replaces a credential value in redacted text.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Values shorter than this are not treated as secrets when redacting: env files also
 /// hold flags like `DISABLE_TELEMETRY=1`, and blanking every `1` would destroy the
 /// evidence without protecting anything. Real keys are far longer.
-pub const MIN_REDACTED_LEN: usize = 8;
+pub(crate) const MIN_REDACTED_LEN: usize = 8;
 
 /// Process environment variables whose name contains one of these (upper-cased) are
 /// redacted even when no run asked for them.
@@ -39,12 +39,12 @@ const SECRET_NAME_MARKERS: &[&str] = &[
 ];
 
 /// Prefix of the platform's own configuration variables: never a provider credential.
-pub const PLATFORM_ENV_PREFIX: &str = "SWITCHYARD_";
+pub(crate) const PLATFORM_ENV_PREFIX: &str = "SWITCHYARD_";
 
 /// What the operator allows one provider (`[executor.credentials.<provider>]`): the
 /// variables it may be given and the one model endpoint its CLI is pointed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderCredentials {
+pub(crate) struct ProviderCredentials {
     /// The variable names a run of this provider may name in `credentialEnv`; the first
     /// is what a run naming none gets. Never empty, never a `SWITCHYARD_` name.
     pub env: Vec<String>,
@@ -55,7 +55,7 @@ pub struct ProviderCredentials {
 impl ProviderCredentials {
     /// The built-in allowance of `provider`: the variables its CLI reads for its key,
     /// and no endpoint of ours. `scripted` takes no credentials.
-    pub fn defaults(provider: ProviderName) -> Self {
+    pub(crate) fn defaults(provider: ProviderName) -> Self {
         let env: &[&str] = match provider {
             ProviderName::CodexAppServer => &["OPENAI_API_KEY", "CODEX_API_KEY"],
             ProviderName::ClaudeCode => &[
@@ -84,7 +84,7 @@ impl ProviderCredentials {
     }
 
     /// The names a run asks for: its own list, or else the first allowed name.
-    pub fn names_for(&self, requested: &[String]) -> Vec<String> {
+    pub(crate) fn names_for(&self, requested: &[String]) -> Vec<String> {
         if requested.is_empty() {
             self.env.iter().take(1).cloned().collect()
         } else {
@@ -93,14 +93,14 @@ impl ProviderCredentials {
     }
 
     /// The first of `names` this provider may not be given.
-    pub fn refused<'a>(&self, names: &'a [String]) -> Option<&'a String> {
+    pub(crate) fn refused<'a>(&self, names: &'a [String]) -> Option<&'a String> {
         names.iter().find(|name| !self.env.contains(name))
     }
 }
 
 /// Every provider's [`ProviderCredentials`]: the operator's tables over the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialPolicies {
+pub(crate) struct CredentialPolicies {
     by_provider: HashMap<ProviderName, ProviderCredentials>,
 }
 
@@ -117,17 +117,18 @@ impl Default for CredentialPolicies {
 
 impl CredentialPolicies {
     /// Replaces `provider`'s allowance.
-    pub fn set(&mut self, provider: ProviderName, credentials: ProviderCredentials) {
+    pub(crate) fn set(&mut self, provider: ProviderName, credentials: ProviderCredentials) {
         self.by_provider.insert(provider, credentials);
     }
 
     /// `self` with `provider`'s allowance replaced (tests and tools).
-    pub fn with(mut self, provider: ProviderName, credentials: ProviderCredentials) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with(mut self, provider: ProviderName, credentials: ProviderCredentials) -> Self {
         self.set(provider, credentials);
         self
     }
 
-    pub fn get(&self, provider: ProviderName) -> ProviderCredentials {
+    pub(crate) fn get(&self, provider: ProviderName) -> ProviderCredentials {
         self.by_provider
             .get(&provider)
             .cloned()
@@ -136,7 +137,7 @@ impl CredentialPolicies {
 
     /// Every name some provider may be given: the only variables of the executor's
     /// environment that can be resolved at all.
-    pub fn all_names(&self) -> BTreeSet<String> {
+    pub(crate) fn all_names(&self) -> BTreeSet<String> {
         self.by_provider
             .values()
             .flat_map(|credentials| credentials.env.iter().cloned())
@@ -168,9 +169,6 @@ pub enum CredentialsError {
         line: usize,
         problem: &'static str,
     },
-    /// `[executor.credentials.<provider>]` is invalid.
-    #[error(transparent)]
-    Config(#[from] Box<switchyard_platform::config::ConfigError>),
 }
 
 struct Inner {
@@ -243,7 +241,8 @@ impl Credentials {
     }
 
     /// Credentials from explicit pairs (every value is redacted), for tests and tools.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+    #[cfg(test)]
+    pub(crate) fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
         let pairs: Vec<(String, String)> = pairs
@@ -339,7 +338,7 @@ impl Credentials {
     /// Replaces every known credential value in `text` with `[redacted]`, also where it
     /// appears inside a longer string; adapters run every stderr line / raw line
     /// through it before it goes into an event or evidence.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let redacted = self
             .inner
             .redacted
@@ -380,7 +379,7 @@ fn warn_if_readable_by_others(path: &Path) {
 /// prefix is allowed, values may be single-quoted (literal), double-quoted (with `\n`,
 /// `\"`, `\\` escapes) or bare (an unquoted ` #` starts a comment). A later line wins.
 /// Errors give the 1-based line number and never the line's content.
-pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, &'static str)> {
+pub(crate) fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, &'static str)> {
     let mut entries: Vec<(String, String)> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;

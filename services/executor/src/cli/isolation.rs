@@ -24,7 +24,7 @@ const SETPRIV_FALLBACKS: &[&str] = &["/usr/bin/setpriv", "/bin/setpriv"];
 
 /// How this executor starts its CLIs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Isolation {
+pub(crate) struct Isolation {
     /// The user the CLIs run as; `None`: the executor's own.
     pub user: Option<ProviderUser>,
     /// `setpriv`, when it can set a parent-death signal; `None`: the CLIs outlive a
@@ -35,7 +35,7 @@ pub struct Isolation {
 impl Isolation {
     /// Runs the CLIs as `user`, with a parent-death signal when `setpriv` (found on
     /// `path_var`, else in /usr/bin or /bin) supports one.
-    pub fn new(user: Option<ProviderUser>, path_var: Option<&str>) -> Self {
+    pub(crate) fn new(user: Option<ProviderUser>, path_var: Option<&str>) -> Self {
         let parent_death = find_setpriv(path_var);
         if parent_death.is_none() {
             tracing::warn!(
@@ -149,7 +149,7 @@ pub(crate) async fn spawn(mut command: Command) -> std::io::Result<Child> {
 /// (`environ`, `mem`, …) readable only with `CAP_SYS_PTRACE` — not by an agent running
 /// as the same user. Called by the executor and by each run host at start-up (the flag
 /// does not survive `exec`).
-pub fn harden_this_process() {
+pub(crate) fn harden_this_process() {
     if let Err(errno) = nix::sys::prctl::set_dumpable(false) {
         tracing::warn!(%errno, "cannot mark the process not dumpable; an agent running as this user could read its environment");
     }

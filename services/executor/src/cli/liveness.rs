@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 /// The limits. `Duration::ZERO` disables a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LivenessLimits {
+pub(crate) struct LivenessLimits {
     pub handshake: Duration,
     pub first_output: Duration,
     pub inactivity: Duration,
@@ -52,7 +52,7 @@ impl LivenessLimits {
     /// (`handshakeTimeoutMs`, `firstOutputTimeoutMs`, `inactivityTimeoutMs`,
     /// `unreachableTimeoutMs`; non-negative integers, 0 disables). Values of another
     /// type are ignored.
-    pub fn with_overrides(mut self, provider_options: &serde_json::Value) -> Self {
+    pub(crate) fn with_overrides(mut self, provider_options: &serde_json::Value) -> Self {
         let read = |key: &str| {
             provider_options
                 .get(key)
@@ -76,7 +76,7 @@ impl LivenessLimits {
 
 /// Which limit was exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LivenessFailure {
+pub(crate) enum LivenessFailure {
     Handshake,
     FirstOutput,
     Inactivity,
@@ -89,7 +89,7 @@ pub enum LivenessFailure {
 impl LivenessFailure {
     /// The run's failure class: no first output is `provider_no_output`, a model API
     /// that cannot be reached is `provider_unreachable`, the others are `timeout`.
-    pub fn reason(self) -> FailureReason {
+    pub(crate) fn reason(self) -> FailureReason {
         match self {
             Self::Handshake | Self::Inactivity => FailureReason::Timeout,
             Self::FirstOutput => FailureReason::ProviderNoOutput,
@@ -101,7 +101,7 @@ impl LivenessFailure {
 /// Whether a CLI's error text says that the model API could not be connected to at all
 /// (as opposed to an answer with an error status): connection refused, a failed DNS
 /// lookup, no route, a reset before any answer.
-pub fn names_connection_failure(text: &str) -> bool {
+pub(crate) fn names_connection_failure(text: &str) -> bool {
     let text = text.to_ascii_lowercase();
     [
         "connection refused",
@@ -160,7 +160,7 @@ impl State {
 /// The liveness of one run. Cheap to clone (clones share the state), so the stdout
 /// reader and the code answering human-loop requests can each hold one.
 #[derive(Debug, Clone)]
-pub struct Liveness {
+pub(crate) struct Liveness {
     limits: LivenessLimits,
     state: Arc<watch::Sender<State>>,
 }
@@ -168,7 +168,7 @@ pub struct Liveness {
 impl Liveness {
     /// A run's liveness, starting now in the handshake phase. `provider_options` may
     /// override the limits (see [`LivenessLimits::with_overrides`]).
-    pub fn new(limits: LivenessLimits, provider_options: &serde_json::Value) -> Self {
+    pub(crate) fn new(limits: LivenessLimits, provider_options: &serde_json::Value) -> Self {
         let (state, _) = watch::channel(State {
             phase: Phase::Handshake,
             holds: 0,
@@ -184,12 +184,13 @@ impl Liveness {
     }
 
     /// The limits in force for this run.
-    pub fn limits(&self) -> LivenessLimits {
+    #[cfg(test)]
+    fn limits(&self) -> LivenessLimits {
         self.limits
     }
 
     /// The protocol handshake completed: the first-output clock starts.
-    pub fn handshake_done(&self) {
+    pub(crate) fn handshake_done(&self) {
         self.state.send_if_modified(|s| {
             if s.phase != Phase::Handshake {
                 return false;
@@ -202,7 +203,7 @@ impl Liveness {
 
     /// The model produced output (text, reasoning, a tool call, a file change…). Also
     /// counts as the handshake when that was not reported.
-    pub fn output_seen(&self) {
+    pub(crate) fn output_seen(&self) {
         self.state.send_modify(|s| {
             s.phase = Phase::Running;
             s.mark = s.now_active();
@@ -212,7 +213,7 @@ impl Liveness {
 
     /// The CLI reports that it could not connect to the model API (and will retry):
     /// starts the unreachable clock unless it runs already. Not a sign of life.
-    pub fn unreachable(&self) {
+    pub(crate) fn unreachable(&self) {
         self.state.send_if_modified(|s| {
             if s.unreachable_since.is_some() {
                 return false;
@@ -223,7 +224,7 @@ impl Liveness {
     }
 
     /// The model API answered (even with an error status): stops the unreachable clock.
-    pub fn reachable(&self) {
+    pub(crate) fn reachable(&self) {
         self.state
             .send_if_modified(|s| s.unreachable_since.take().is_some());
     }
@@ -232,7 +233,7 @@ impl Liveness {
     /// restarts the inactivity clock once output has been seen. Before that it changes
     /// nothing — a CLI that keeps chattering without the model answering still hits
     /// the first-output limit.
-    pub fn activity(&self) {
+    pub(crate) fn activity(&self) {
         self.state.send_if_modified(|s| {
             if s.phase != Phase::Running {
                 return false;
@@ -245,7 +246,7 @@ impl Liveness {
     /// Stops the clock until the guard is dropped (hold it while waiting for a human).
     /// Pauses nest. Resuming counts as a sign of life: the time before the pause does
     /// not add up with the time after it.
-    pub fn pause(&self) -> PauseGuard {
+    pub(crate) fn pause(&self) -> PauseGuard {
         self.state.send_modify(|s| {
             if s.holds == 0 {
                 s.banked = s.now_active();
@@ -260,7 +261,7 @@ impl Liveness {
 
     /// Resolves when a limit is exceeded (never, if every limit of the current phase is
     /// disabled and nothing changes). Cancel-safe; call it again after a change.
-    pub async fn expired(&self) -> LivenessFailure {
+    pub(crate) async fn expired(&self) -> LivenessFailure {
         let mut changes = self.state.subscribe();
         loop {
             let state = *changes.borrow_and_update();
@@ -317,7 +318,7 @@ impl Liveness {
     }
 
     /// A sentence for the run's failure detail, e.g. "no handshake within 30000 ms".
-    pub fn describe(&self, failure: LivenessFailure) -> String {
+    pub(crate) fn describe(&self, failure: LivenessFailure) -> String {
         let ms = |d: Duration| d.as_millis();
         match failure {
             LivenessFailure::Handshake => format!(
@@ -342,7 +343,7 @@ impl Liveness {
 
 /// Keeps the liveness clock stopped while alive.
 #[derive(Debug)]
-pub struct PauseGuard {
+pub(crate) struct PauseGuard {
     state: Arc<watch::Sender<State>>,
 }
 

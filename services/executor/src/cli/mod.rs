@@ -1,47 +1,65 @@
 //! The machinery every agent-CLI adapter shares: finding the CLI binaries and checking
 //! that they start, resolving and redacting credentials, per-run liveness limits, the
 //! child process (own process group, line-oriented stdout, redacted stderr tail, staged
-//! termination), who it runs as and how it dies with its parent, the per-run or
-//! per-conversation directories and the per-run cgroup of a run host.
+//! termination), who it runs as and how it dies with its parent, and the per-run cgroup
+//! of a run host.
 //!
-//! [`CliEnv`] is built once at executor start from the `[executor]` settings and shared
-//! by the adapters (`Arc<CliEnv>`).
+//! [`CliEnv`] is built once at executor start from a [`CliSetup`] (what the `[executor]`
+//! settings say about the CLIs) and shared by the adapters (`Arc<CliEnv>`).
 
-pub mod binaries;
-pub mod cgroup;
-pub mod credentials;
-pub mod isolation;
-pub mod liveness;
-pub mod process;
-pub mod provider_user;
-pub mod start_check;
-pub mod workdirs;
+pub(crate) mod binaries;
+pub(crate) mod cgroup;
+pub(crate) mod credentials;
+pub(crate) mod isolation;
+pub(crate) mod liveness;
+pub(crate) mod process;
+pub(crate) mod provider_user;
+pub(crate) mod start_check;
 
-pub use binaries::CliLocator;
-pub use credentials::{
-    CredentialPolicies, Credentials, CredentialsError, MissingCredentials, ProviderCredentials,
+pub(crate) use binaries::CliLocator;
+pub(crate) use credentials::{
+    CredentialPolicies, Credentials, CredentialsError, ProviderCredentials,
 };
-pub use isolation::Isolation;
-pub use liveness::{
-    Liveness, LivenessFailure, LivenessLimits, PauseGuard, names_connection_failure,
-};
-pub use process::{CliCommand, CliProcess, SpawnError};
-pub use provider_user::{ProviderUser, ProviderUserError, StateFiles};
-pub use start_check::{StartCheck, StartChecks};
-pub use workdirs::{ConversationState, WorkDirs};
+pub(crate) use isolation::Isolation;
+pub(crate) use liveness::{Liveness, LivenessFailure, LivenessLimits, names_connection_failure};
+pub(crate) use process::{CliCommand, CliProcess, SpawnError};
+pub(crate) use provider_user::{ProviderUser, ProviderUserError, StateFiles};
+pub(crate) use start_check::{StartCheck, StartChecks};
 
-use crate::settings::ExecutorSettings;
+use crate::workdirs::WorkDirs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchyard_contracts::ProviderName;
 
 /// Where the start checks run, under the workspace root.
-const START_CHECK_DIR: &str = ".start-check";
+pub(crate) const START_CHECK_DIR: &str = ".start-check";
+
+/// What the CLI environment is built from: the part of the `[executor]` settings that
+/// concerns the agent CLIs, checked already.
+#[derive(Debug, Clone)]
+pub(crate) struct CliSetup {
+    /// What each provider may be given and where its CLI sends model requests.
+    pub policies: CredentialPolicies,
+    /// The env file credential values are read from, if any.
+    pub credentials_env_file: Option<PathBuf>,
+    /// Whether the variables some provider is allowed are also read from the
+    /// executor's own environment.
+    pub credentials_from_environment: bool,
+    /// Directories searched for the CLIs before `PATH`.
+    pub search_path: Vec<PathBuf>,
+    /// `executor.provider_user`, as [`ProviderUser::resolve`] takes it.
+    pub provider_user: String,
+    pub liveness: LivenessLimits,
+    /// See [`CliEnv::stop_grace`].
+    pub stop_grace: Duration,
+    /// Where the start checks run their CLIs.
+    pub start_check_dir: PathBuf,
+}
 
 /// The CLI environment could not be built from the settings.
 #[derive(Debug, thiserror::Error)]
-pub enum CliEnvError {
+pub(crate) enum CliEnvError {
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
@@ -55,14 +73,14 @@ pub enum CliEnvError {
 }
 
 /// A CLI run that may spawn: where the binary is and the credential values to pass.
-pub struct Preflight {
+pub(crate) struct Preflight {
     pub program: PathBuf,
     pub credentials: Vec<(String, secrecy::SecretString)>,
 }
 
 /// What the CLI adapters share: built once at executor start.
 #[derive(Debug, Clone)]
-pub struct CliEnv {
+pub(crate) struct CliEnv {
     /// Where the CLIs are found (and their versions, probed once).
     pub binaries: CliLocator,
     /// Credential values from the executor's env file and the allowed part of its
@@ -87,37 +105,43 @@ pub struct CliEnv {
 }
 
 impl CliEnv {
-    /// Builds the environment from the settings: reads the env file (if any) and the
-    /// process environment, resolves the provider user and checks that the known CLIs
-    /// start.
-    pub fn from_settings(settings: &ExecutorSettings) -> Result<Self, CliEnvError> {
-        let env = Self::unprobed(settings)?;
+    /// Builds the environment: reads the env file (if any) and the process
+    /// environment, resolves the provider user and checks that the known CLIs start.
+    pub(crate) fn new(setup: CliSetup) -> Result<Self, CliEnvError> {
+        let env = Self::unprobed(setup)?;
         env.start_checks.check_all(KNOWN_PROGRAMS);
         Ok(env)
     }
 
-    /// Like [`from_settings`](Self::from_settings), but checks a CLI only when it is
-    /// first asked for (a run host needs one CLI, and no start-up delay).
-    pub fn unprobed(settings: &ExecutorSettings) -> Result<Self, CliEnvError> {
-        let policies = settings
-            .credential_policies()
-            .map_err(|error| CredentialsError::from(Box::new(error)))?;
+    /// Like [`new`](Self::new), but checks a CLI only when it is first asked for (a run
+    /// host needs one CLI, and no start-up delay).
+    pub(crate) fn unprobed(setup: CliSetup) -> Result<Self, CliEnvError> {
+        let CliSetup {
+            policies,
+            credentials_env_file,
+            credentials_from_environment,
+            search_path,
+            provider_user,
+            liveness,
+            stop_grace,
+            start_check_dir,
+        } = setup;
         let process_env = switchyard_platform::config::process_env();
         // Only names some provider is allowed are ever read from the environment.
-        let from_environment = if settings.credentials_from_environment {
+        let from_environment = if credentials_from_environment {
             policies.all_names()
         } else {
             Default::default()
         };
         let credentials = Credentials::load(
-            settings.credentials_env_file.as_deref(),
+            credentials_env_file.as_deref(),
             &process_env,
             &from_environment,
         )?;
         let path_var = process_env.get("PATH").map(String::as_str);
-        let binaries = CliLocator::new(settings.cli_search_path.clone(), path_var);
-        let user = ProviderUser::resolve(&settings.provider_user)?;
-        if let (Some(user), Some(path)) = (user, &settings.credentials_env_file)
+        let binaries = CliLocator::new(search_path, path_var);
+        let user = ProviderUser::resolve(&provider_user)?;
+        if let (Some(user), Some(path)) = (user, &credentials_env_file)
             && user.can_read(path)
         {
             return Err(CliEnvError::CredentialsReadable {
@@ -126,17 +150,13 @@ impl CliEnv {
             });
         }
         let isolation = Isolation::new(user, path_var);
-        let start_checks = StartChecks::new(
-            binaries.clone(),
-            isolation.clone(),
-            settings.workspace_root.join(START_CHECK_DIR),
-        );
+        let start_checks = StartChecks::new(binaries.clone(), isolation.clone(), start_check_dir);
         Ok(Self {
             binaries,
             credentials,
             policies,
-            liveness: settings.liveness.limits(),
-            stop_grace: settings.cli_stop_grace(),
+            liveness,
+            stop_grace,
             isolation,
             start_checks,
             process_groups: None,
@@ -146,7 +166,8 @@ impl CliEnv {
     /// An environment for tests: the given locator, credentials from explicit pairs,
     /// the default policies, default limits, a short stop grace, and CLIs run as the
     /// test's own user.
-    pub fn for_tests(binaries: CliLocator, credentials: Credentials) -> Self {
+    #[cfg(test)]
+    pub(crate) fn for_tests(binaries: CliLocator, credentials: Credentials) -> Self {
         let start_checks = StartChecks::new(
             binaries.clone(),
             Isolation::default(),
@@ -165,30 +186,34 @@ impl CliEnv {
     }
 
     /// `provider`'s allowance (`[executor.credentials.<provider>]`).
-    pub fn policy(&self, provider: ProviderName) -> ProviderCredentials {
+    pub(crate) fn policy(&self, provider: ProviderName) -> ProviderCredentials {
         self.policies.get(provider)
     }
 
     /// Whether the credential a run of `provider` naming none gets has a value (for
     /// presence and the providers API).
-    pub fn default_credential_configured(&self, provider: ProviderName) -> bool {
+    pub(crate) fn default_credential_configured(&self, provider: ProviderName) -> bool {
         let names = self.policy(provider).names_for(&[]);
         !names.is_empty() && self.credentials.is_configured(&names)
     }
 
     /// Whether `program` can start here (see [`start_check`]).
-    pub fn start_check(&self, program: &str) -> StartCheck {
+    pub(crate) fn start_check(&self, program: &str) -> StartCheck {
         self.start_checks.get(program)
     }
 
     /// The run's CLI state directory, for the adapter to write the CLI's config into.
-    pub fn state_files(&self, dirs: &WorkDirs) -> StateFiles {
+    pub(crate) fn state_files(&self, dirs: &WorkDirs) -> StateFiles {
         StateFiles::new(&dirs.state, self.isolation.user)
     }
 
     /// Starts a run's CLI: hands the run's directories to the provider user, starts the
     /// CLI isolated (see [`isolation`]) and, in a run host, notes its process group.
-    pub async fn spawn(&self, cmd: CliCommand, dirs: &WorkDirs) -> Result<CliProcess, SpawnError> {
+    pub(crate) async fn spawn(
+        &self,
+        cmd: CliCommand,
+        dirs: &WorkDirs,
+    ) -> Result<CliProcess, SpawnError> {
         if let Some(user) = self.isolation.user {
             hand_over(user, dirs).await?;
         }
@@ -208,7 +233,7 @@ impl CliEnv {
     /// and has a value (else `auth_missing`, naming the variables, never a value); and
     /// its binary is installed (else `binary_missing`, naming where it looked). The
     /// credentials come back in the order named.
-    pub fn preflight(
+    pub(crate) fn preflight(
         &self,
         provider: ProviderName,
         program: &str,
@@ -252,7 +277,7 @@ impl CliEnv {
     /// How a run ends when its CLI cannot be started: a binary that vanished since the
     /// preflight is `binary_missing` (naming where it was looked for), anything else
     /// `provider_crashed`.
-    pub fn spawn_failure(
+    pub(crate) fn spawn_failure(
         &self,
         program: &str,
         error: SpawnError,
@@ -272,7 +297,7 @@ impl CliEnv {
 }
 
 /// The programs checked at start-up (the adapters' binaries).
-pub const KNOWN_PROGRAMS: &[&str] = &["codex", "claude", "opencode"];
+pub(crate) const KNOWN_PROGRAMS: &[&str] = &["codex", "claude", "opencode"];
 
 /// Gives the provider user the run's directories: the state directory and the workspace,
 /// each with everything in it when it was somebody else's (new, or an earlier run's under

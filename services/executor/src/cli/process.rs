@@ -21,13 +21,13 @@ use tracing::Instrument as _;
 
 /// Longest stdout line passed on whole; the rest of a longer line is dropped. Protocol
 /// lines carrying a whole file diff or command output can be large, hence generous.
-pub const MAX_STDOUT_LINE_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_STDOUT_LINE_BYTES: usize = 8 * 1024 * 1024;
 /// Longest stderr line kept.
-pub const MAX_STDERR_LINE_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_STDERR_LINE_BYTES: usize = 8 * 1024;
 /// How many stderr lines are kept as evidence.
-pub const STDERR_TAIL_LINES: usize = 50;
+pub(crate) const STDERR_TAIL_LINES: usize = 50;
 /// Appended to a truncated line.
-pub const TRUNCATED_MARKER: &str = "…[truncated]";
+pub(crate) const TRUNCATED_MARKER: &str = "…[truncated]";
 /// How long `terminate` waits for the group to vanish after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How often `terminate` checks whether the group is gone (processes that are not our
@@ -40,7 +40,7 @@ const LINE_BUFFER: usize = 256;
 
 /// What to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliCommand {
+pub(crate) struct CliCommand {
     /// The executable (from `CliLocator::find`).
     pub program: PathBuf,
     pub args: Vec<String>,
@@ -55,7 +55,7 @@ pub struct CliCommand {
 
 /// The child could not be started.
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     /// The program does not exist (→ the run ends `binary_missing`).
     #[error("{} not found", program.display())]
     NotFound { program: PathBuf },
@@ -68,7 +68,7 @@ pub enum SpawnError {
         dir.display()
     )]
     Unreachable {
-        user: crate::cli::ProviderUser,
+        user: crate::cli::provider_user::ProviderUser,
         dir: PathBuf,
     },
     /// The run's directories could not be handed to the provider user.
@@ -88,14 +88,16 @@ pub enum SpawnError {
 
 /// A running CLI child in its own process group.
 ///
-/// Dropping it SIGKILLs the whole group (so an aborted adapter leaves nothing behind).
-pub struct CliProcess {
+/// Dropping it SIGKILLs the whole group (so an aborted adapter leaves nothing behind)
+/// and stops its stdout and stderr readers.
+pub(crate) struct CliProcess {
     child: Child,
     /// The process group (== the child's pid), `None` once the group is known gone.
     group: Option<Pid>,
     pid: Option<u32>,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
+    stdout_reader: Option<tokio::task::JoinHandle<()>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     stderr_reader: Option<tokio::task::JoinHandle<()>>,
     exit: Option<Option<i32>>,
@@ -111,15 +113,14 @@ impl std::fmt::Debug for CliProcess {
 }
 
 impl CliProcess {
-    /// Starts the child. Its environment is clean: `PATH` (the program's own directory,
-    /// then the executor's `PATH`), `HOME`, `LANG`, `TMPDIR`, then `cmd.env` on top.
-    /// `HOME` is the run's state directory when `cmd.cwd` is a run workspace
-    /// (`…/workspace` with `…/state` beside it), else the executor's own — unless
-    /// `cmd.env` sets it. Stderr lines are redacted with `credentials` as they arrive.
-    pub fn spawn(cmd: CliCommand, credentials: &Credentials) -> Result<CliProcess, SpawnError> {
+    /// Like [`start`](Self::start), but as the current user and without a parent-death
+    /// signal.
+    #[cfg(test)]
+    fn spawn(cmd: CliCommand, credentials: &Credentials) -> Result<CliProcess, SpawnError> {
         Self::spawn_with(cmd, credentials, MAX_STDOUT_LINE_BYTES)
     }
 
+    #[cfg(test)]
     fn spawn_with(
         cmd: CliCommand,
         credentials: &Credentials,
@@ -132,9 +133,14 @@ impl CliProcess {
         Ok(Self::attach(child, &cmd, credentials, max_line))
     }
 
-    /// Like [`spawn`](Self::spawn), but isolated: as the provider user and with a
-    /// parent-death signal when `isolation` has them (see [`super::isolation`]).
-    pub async fn start(
+    /// Starts the child, isolated: as the provider user and with a parent-death signal
+    /// when `isolation` has them (see [`super::isolation`]). Its environment is clean:
+    /// `PATH` (the program's own directory, then the executor's `PATH`), `HOME`, `LANG`,
+    /// `TMPDIR`, then `cmd.env` on top. `HOME` is the run's state directory when
+    /// `cmd.cwd` is a run workspace (`…/workspace` with `…/state` beside it), else the
+    /// executor's own — unless `cmd.env` sets it. Stderr lines are redacted with
+    /// `credentials` as they arrive.
+    pub(crate) async fn start(
         cmd: CliCommand,
         credentials: &Credentials,
         isolation: &Isolation,
@@ -170,7 +176,7 @@ impl CliProcess {
         let span = tracing::Span::current();
 
         let (line_tx, lines) = mpsc::channel(LINE_BUFFER);
-        if let Some(stdout) = child.stdout.take() {
+        let stdout_reader = child.stdout.take().map(|stdout| {
             tokio::spawn(
                 async move {
                     let mut reader = BufReader::new(stdout);
@@ -181,8 +187,8 @@ impl CliProcess {
                     }
                 }
                 .instrument(span.clone()),
-            );
-        }
+            )
+        });
         let stderr = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
         let mut stderr_reader = None;
         if let Some(pipe) = child.stderr.take() {
@@ -213,6 +219,7 @@ impl CliProcess {
             pid,
             stdin,
             lines,
+            stdout_reader,
             stderr,
             stderr_reader,
             exit: None,
@@ -220,20 +227,20 @@ impl CliProcess {
     }
 
     /// The child's pid, which is also its process group id.
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.pid
     }
 
     /// The next stdout line (without the line break; invalid UTF-8 replaced; an
     /// over-long line truncated and marked with [`TRUNCATED_MARKER`]), or `None` at EOF.
     /// Cancel-safe.
-    pub async fn next_line(&mut self) -> Option<String> {
+    pub(crate) async fn next_line(&mut self) -> Option<String> {
         self.lines.recv().await
     }
 
     /// Writes `line` and a line break to the child's stdin. Fails when stdin is not
     /// piped or was closed.
-    pub async fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+    pub(crate) async fn send_line(&mut self, line: &str) -> std::io::Result<()> {
         let stdin = self.stdin.as_mut().ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
@@ -246,12 +253,12 @@ impl CliProcess {
     }
 
     /// Closes the child's stdin (EOF for CLIs that read their input until the end).
-    pub fn close_stdin(&mut self) {
+    pub(crate) fn close_stdin(&mut self) {
         self.stdin = None;
     }
 
     /// The last stderr lines (at most [`STDERR_TAIL_LINES`]), redacted.
-    pub fn stderr_tail(&self) -> Vec<String> {
+    pub(crate) fn stderr_tail(&self) -> Vec<String> {
         self.stderr
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -264,7 +271,7 @@ impl CliProcess {
     /// Once it returns, the stderr tail is complete (unless a leftover grandchild keeps
     /// stderr open: that wait is bounded by a second). Stdin stays open (close it with
     /// [`close_stdin`](Self::close_stdin) if the CLI waits for EOF). Cancel-safe.
-    pub async fn wait(&mut self) -> Option<i32> {
+    pub(crate) async fn wait(&mut self) -> Option<i32> {
         let exit = match self.exit {
             Some(exit) => exit,
             None => {
@@ -288,7 +295,7 @@ impl CliProcess {
     }
 
     /// The exit code if the child has exited (`Some(None)`: ended by a signal).
-    pub fn try_wait(&mut self) -> Option<Option<i32>> {
+    pub(crate) fn try_wait(&mut self) -> Option<Option<i32>> {
         if self.exit.is_none()
             && let Ok(Some(status)) = self.child.try_wait()
         {
@@ -300,7 +307,7 @@ impl CliProcess {
     /// SIGINT → grace → SIGTERM → grace → SIGKILL to the whole process group; returns
     /// once nothing of the group is left (zombies nobody reaps do not count), or after a
     /// further 5 s if even SIGKILL left something (logged).
-    pub async fn terminate(&mut self, grace: Duration) {
+    pub(crate) async fn terminate(&mut self, grace: Duration) {
         for signal in [Signal::SIGINT, Signal::SIGTERM] {
             if self.group_gone() {
                 return;
@@ -368,6 +375,14 @@ impl Drop for CliProcess {
             && group_alive(group)
         {
             let _ = killpg(group, Signal::SIGKILL);
+        }
+        // Nobody reads what they would read any more; a process that escaped the group
+        // and holds a pipe open must not keep them alive.
+        for reader in [self.stdout_reader.take(), self.stderr_reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            reader.abort();
         }
     }
 }
@@ -687,7 +702,7 @@ mod tests {
     #[tokio::test]
     async fn home_is_the_state_directory_beside_a_run_workspace() {
         let root = tempfile::tempdir().unwrap();
-        let dirs = crate::cli::WorkDirs::under(root.path());
+        let dirs = crate::workdirs::WorkDirs::under(root.path());
         dirs.create().await.unwrap();
         let mut process =
             CliProcess::spawn(sh("echo $HOME; pwd", &dirs.workspace), &no_credentials()).unwrap();
@@ -747,7 +762,7 @@ mod tests {
     #[tokio::test]
     async fn an_isolated_cli_runs_as_the_provider_user_and_leads_its_group() {
         let root = nix::unistd::Uid::effective().is_root();
-        let user = root.then_some(crate::cli::ProviderUser {
+        let user = root.then_some(crate::cli::provider_user::ProviderUser {
             uid: 65534,
             gid: 65534,
         });

@@ -24,12 +24,12 @@ use std::path::{Component, Path, PathBuf};
 
 /// `executor.provider_user` value: as root, [`DEDICATED_USER`] when it exists, else
 /// `nobody` (65534:65534); otherwise the executor's own user.
-pub const AUTO: &str = "auto";
+pub(crate) const AUTO: &str = "auto";
 /// `executor.provider_user` value: the executor's own user, even as root.
-pub const NONE: &str = "none";
+pub(crate) const NONE: &str = "none";
 /// The user `auto` picks when the system has it (create it to give the agents a user of
 /// their own rather than the shared `nobody`).
-pub const DEDICATED_USER: &str = "switchyard-provider";
+pub(crate) const DEDICATED_USER: &str = "switchyard-provider";
 /// `nobody:nogroup` on Debian and most Linux distributions.
 const NOBODY: ProviderUser = ProviderUser {
     uid: 65534,
@@ -41,14 +41,14 @@ const MAX_DEPTH: usize = 64;
 
 /// An unprivileged user (and its group) the CLIs run as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProviderUser {
+pub(crate) struct ProviderUser {
     pub uid: u32,
     pub gid: u32,
 }
 
 /// `executor.provider_user` names no usable user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProviderUserError {
+pub(crate) enum ProviderUserError {
     #[error("executor.provider_user {0:?}: no such user on this system")]
     Unknown(String),
     #[error(
@@ -70,7 +70,7 @@ impl std::fmt::Display for ProviderUser {
 impl ProviderUser {
     /// The user an `executor.provider_user` value names, or `None` when the CLIs run as
     /// the executor's own user (`none`, `auto` when not root, or the executor's uid).
-    pub fn resolve(setting: &str) -> Result<Option<ProviderUser>, ProviderUserError> {
+    pub(crate) fn resolve(setting: &str) -> Result<Option<ProviderUser>, ProviderUserError> {
         let root = Uid::effective().is_root();
         let user = match setting.trim() {
             "" | AUTO => {
@@ -143,7 +143,7 @@ impl ProviderUser {
 
     /// The first directory on the way to `path` (`path` itself included when it is a
     /// directory) that this user may not enter, or `None` when it gets there.
-    pub fn blocked_on_the_way_to(&self, path: &Path) -> Option<PathBuf> {
+    pub(crate) fn blocked_on_the_way_to(&self, path: &Path) -> Option<PathBuf> {
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let mut ancestors: Vec<&Path> = path.ancestors().collect();
         ancestors.reverse();
@@ -154,7 +154,7 @@ impl ProviderUser {
     }
 
     /// Whether this user can read the file at `path`.
-    pub fn can_read(&self, path: &Path) -> bool {
+    pub(crate) fn can_read(&self, path: &Path) -> bool {
         let Some(parent) = path.parent() else {
             return false;
         };
@@ -164,7 +164,7 @@ impl ProviderUser {
 
     /// Makes this user the owner of `dir` and, when `recursive`, of everything below it,
     /// never following a symbolic link (a link itself changes owner, not its target).
-    pub fn hand_over(&self, dir: &Path, recursive: bool) -> std::io::Result<()> {
+    pub(crate) fn hand_over(&self, dir: &Path, recursive: bool) -> std::io::Result<()> {
         let fd = open(dir, directory_flags(), Mode::empty())?;
         let stat = fstat(&fd)?;
         if stat.st_uid != self.uid || stat.st_gid != self.gid {
@@ -236,7 +236,7 @@ fn directory_flags() -> OFlag {
 /// below the directory itself no symbolic link is followed, and what is created belongs
 /// to the provider user (the CLI keeps its own state next to it).
 #[derive(Debug, Clone)]
-pub struct StateFiles {
+pub(crate) struct StateFiles {
     root: PathBuf,
     owner: Option<ProviderUser>,
 }
@@ -244,7 +244,7 @@ pub struct StateFiles {
 impl StateFiles {
     /// The state directory `root` (it exists, and its parent is the executor's), whose
     /// new entries go to `owner`.
-    pub fn new(root: impl Into<PathBuf>, owner: Option<ProviderUser>) -> Self {
+    pub(crate) fn new(root: impl Into<PathBuf>, owner: Option<ProviderUser>) -> Self {
         Self {
             root: root.into(),
             owner,
@@ -252,19 +252,19 @@ impl StateFiles {
     }
 
     /// The directory itself.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// Creates `relative` and the directories above it, like `mkdir -p`.
-    pub async fn create_dir(&self, relative: impl AsRef<Path>) -> std::io::Result<()> {
+    pub(crate) async fn create_dir(&self, relative: impl AsRef<Path>) -> std::io::Result<()> {
         let this = self.clone();
         let relative = relative.as_ref().to_path_buf();
         blocking(move || this.open_dir(&relative).map(drop)).await
     }
 
     /// Replaces the file `relative` (creating its directories) with `contents`.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         relative: impl AsRef<Path>,
         contents: impl Into<Vec<u8>>,
@@ -277,7 +277,7 @@ impl StateFiles {
 
     /// Removes the file `relative` if it is there (a symbolic link is removed, not
     /// followed).
-    pub async fn remove(&self, relative: impl AsRef<Path>) -> std::io::Result<()> {
+    pub(crate) async fn remove(&self, relative: impl AsRef<Path>) -> std::io::Result<()> {
         let this = self.clone();
         let relative = relative.as_ref().to_path_buf();
         blocking(move || {

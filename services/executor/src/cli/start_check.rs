@@ -13,7 +13,7 @@
 use super::binaries::CliLocator;
 use super::isolation::Isolation;
 use super::process::base_environment;
-use super::workdirs::WorkDirs;
+use crate::workdirs::WorkDirs;
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// How long `--version` may take (node CLIs take a moment to start on a busy machine).
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// How old a result may be before it is checked again.
-pub const REFRESH: Duration = Duration::from_secs(60);
+pub(crate) const REFRESH: Duration = Duration::from_secs(60);
 /// The most of a CLI's output looked at.
 const OUTPUT_LIMIT: u64 = 64 * 1024;
 /// The most of its stderr quoted in a problem.
@@ -33,7 +33,7 @@ const PROBLEM_CHARS: usize = 300;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartCheck {
+pub(crate) struct StartCheck {
     pub installed: bool,
     /// The first line `--version` printed.
     pub version: Option<String>,
@@ -60,7 +60,7 @@ struct Entry {
 
 /// The cached checks of this executor's CLIs. Cheap to clone (the cache is shared).
 #[derive(Debug, Clone)]
-pub struct StartChecks {
+pub(crate) struct StartChecks {
     binaries: CliLocator,
     isolation: Isolation,
     /// Where the checks run: `<program>/workspace` and `<program>/state` below it.
@@ -69,7 +69,7 @@ pub struct StartChecks {
 }
 
 impl StartChecks {
-    pub fn new(binaries: CliLocator, isolation: Isolation, scratch: PathBuf) -> Self {
+    pub(crate) fn new(binaries: CliLocator, isolation: Isolation, scratch: PathBuf) -> Self {
         Self {
             binaries,
             isolation,
@@ -79,7 +79,7 @@ impl StartChecks {
     }
 
     /// Checks `programs` now, in parallel, and caches the results (start-up).
-    pub fn check_all(&self, programs: &[&str]) {
+    pub(crate) fn check_all(&self, programs: &[&str]) {
         let running: Vec<(String, std::thread::JoinHandle<StartCheck>)> = programs
             .iter()
             .map(|program| {
@@ -100,7 +100,7 @@ impl StartChecks {
     /// The latest result for `program`. A stale one is returned as is while a fresh
     /// check runs in the background; the first call for a program not checked at
     /// start-up checks it now (blocking, bounded by the timeout).
-    pub fn get(&self, program: &str) -> StartCheck {
+    pub(crate) fn get(&self, program: &str) -> StartCheck {
         let stale = {
             let mut cache = self.cache();
             match cache.get_mut(program) {

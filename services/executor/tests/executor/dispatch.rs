@@ -112,7 +112,7 @@ async fn a_dispatch_after_queued_and_claimed_continues_at_the_given_position() {
     });
     assert_eq!(
         text.as_deref(),
-        Some(switchyard_executor::scripted::DEFAULT_MESSAGE)
+        Some(switchyard_executor::test_support::SCRIPTED_DEFAULT_MESSAGE)
     );
     assert_eq!(completion(&events).status, TerminalStatus::Succeeded);
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use switchyard_contracts::dispatch::{DispatchOutcome, EventPosition};
 use switchyard_contracts::event::TerminalStatus;
 use switchyard_contracts::{FailureReason, RunEventKind};
-use switchyard_executor::settings::WorkspaceCleanup;
+use switchyard_executor::WorkspaceCleanup;
 
 /// A scripted run whose `providerOptions` name `dir` as its workspace.
 fn run_in(dir: &Path) -> switchyard_contracts::dispatch::DispatchRequest {

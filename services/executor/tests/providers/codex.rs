@@ -48,7 +48,7 @@ fn app_server_pid(events: &[switchyard_contracts::RunEvent]) -> Option<u32> {
 }
 
 fn alive(pid: u32) -> bool {
-    switchyard_executor::cli::process::process_alive(pid)
+    switchyard_executor::test_support::process_alive(pid)
 }
 
 /// Nothing of the run's codex may be left.

@@ -23,10 +23,9 @@ use switchyard_contracts::presence::ExecutorPresence;
 use switchyard_contracts::{
     ExecutorId, HumanLoopRequestId, RunCommand, RunEvent, RunEventKind, RunId, subjects,
 };
-use switchyard_executor::settings::{
-    LivenessSettings, ProviderCredentialSettings, WorkspaceCleanup,
+use switchyard_executor::{
+    Config, ExecutorSettings, LivenessSettings, ProviderCredentialSettings, WorkspaceCleanup,
 };
-use switchyard_executor::{Config, ExecutorSettings};
 use switchyard_platform::config::NatsConfig;
 use switchyard_platform::events::EventLog;
 use switchyard_platform::service::ServiceHandle;
@@ -585,7 +584,7 @@ pub(crate) fn processes_mentioning(needle: &str) -> Vec<u32> {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         if (cmdline.contains(needle) || cwd.contains(needle))
-            && switchyard_executor::cli::process::process_alive(pid)
+            && switchyard_executor::test_support::process_alive(pid)
         {
             found.push(pid);
         }

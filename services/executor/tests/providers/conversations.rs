@@ -8,7 +8,7 @@ use crate::common::{Finished, ProviderHarness, RunSpec};
 use serde_json::{Value, json};
 use switchyard_contracts::RunEventKind;
 use switchyard_contracts::event::TerminalStatus;
-use switchyard_executor::settings::WorkspaceCleanup;
+use switchyard_executor::WorkspaceCleanup;
 
 fn session_step(id: Option<&str>) -> RunSpec {
     let step = match id {

@@ -7,7 +7,7 @@
 use crate::common::{ProviderHarness, RunSpec};
 use switchyard_contracts::dispatch::DispatchOutcome;
 use switchyard_contracts::{ProviderName, RunId};
-use switchyard_executor::cli::CliLocator;
+use switchyard_executor::test_support::CliLocator;
 
 #[tokio::test]
 async fn a_missing_binary_is_not_installed_and_its_runs_are_refused() {

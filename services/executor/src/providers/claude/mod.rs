@@ -25,15 +25,12 @@ use std::sync::Arc;
 use switchyard_contracts::ProviderName;
 use switchyard_contracts::presence::ProviderAvailability;
 
-/// The program name looked up with [`crate::cli::CliLocator::find`].
-pub const PROGRAM: &str = "claude";
-
-pub struct ClaudeProvider {
+pub(crate) struct ClaudeProvider {
     env: Arc<CliEnv>,
 }
 
 impl ClaudeProvider {
-    pub fn new(env: Arc<CliEnv>) -> Self {
+    pub(crate) fn new(env: Arc<CliEnv>) -> Self {
         Self { env }
     }
 }
@@ -44,7 +41,7 @@ impl Provider for ClaudeProvider {
     }
 
     fn availability(&self) -> ProviderAvailability {
-        let check = self.env.start_check(PROGRAM);
+        let check = self.env.start_check(session::PROGRAM);
         ProviderAvailability {
             name: ProviderName::ClaudeCode.as_str().to_owned(),
             installed: check.installed,

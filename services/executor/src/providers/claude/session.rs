@@ -14,7 +14,6 @@
 //! A `--resume` that fails before the session starts (the session is gone or unusable)
 //! is retried once as a fresh session in the same workspace.
 
-use super::PROGRAM;
 use super::launch::{ClaudeOptions, Launch};
 use super::outcome::{self, TurnFacts, TurnOutcome};
 use super::protocol::{CanUseTool, ControlRequest, Line, ResultLine, outgoing};
@@ -34,6 +33,8 @@ use switchyard_contracts::event::{Diagnostic, DiagnosticLevel, Evidence, HumanLo
 use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 use tracing::Instrument as _;
 
+/// The program name looked up with [`crate::cli::CliLocator::find`].
+pub(crate) const PROGRAM: &str = "claude";
 /// Raw protocol lines kept as evidence.
 const RAW_LINES_KEPT: usize = 20;
 /// Longest raw line kept as evidence (the `initialize` answer alone is ~10 KB).
@@ -650,14 +651,7 @@ fn redact_value(credentials: &crate::cli::Credentials, value: Value) -> Value {
 }
 
 fn redact_event(credentials: &crate::cli::Credentials, event: RunEventKind) -> RunEventKind {
-    let Ok(text) = serde_json::to_string(&event) else {
-        return event;
-    };
-    let redacted = credentials.redact(&text);
-    if redacted == text {
-        return event;
-    }
-    serde_json::from_str(&redacted).unwrap_or_else(|_| {
+    let dropped = |event: &RunEventKind| {
         RunEventKind::Diagnostic(Diagnostic {
             level: DiagnosticLevel::Warn,
             message: format!(
@@ -666,7 +660,20 @@ fn redact_event(credentials: &crate::cli::Credentials, event: RunEventKind) -> R
             ),
             raw: None,
         })
-    })
+    };
+    let text = match serde_json::to_string(&event) {
+        Ok(text) => text,
+        Err(error) => {
+            // Unchecked, it may hold a credential: withheld rather than passed on.
+            tracing::error!(%error, event = event.type_name(), "cannot encode an event to redact it; withholding it");
+            return dropped(&event);
+        }
+    };
+    let redacted = credentials.redact(&text);
+    if redacted == text {
+        return event;
+    }
+    serde_json::from_str(&redacted).unwrap_or_else(|_| dropped(&event))
 }
 
 #[cfg(test)]

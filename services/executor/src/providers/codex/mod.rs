@@ -32,12 +32,12 @@ use switchyard_contracts::presence::ProviderAvailability;
 use tracing::Instrument as _;
 
 /// The `codex-app-server` provider.
-pub struct CodexProvider {
+pub(crate) struct CodexProvider {
     env: Arc<CliEnv>,
 }
 
 impl CodexProvider {
-    pub fn new(env: Arc<CliEnv>) -> Self {
+    pub(crate) fn new(env: Arc<CliEnv>) -> Self {
         Self { env }
     }
 }

@@ -496,8 +496,7 @@ impl Session {
         let redact = |text: &str| self.env.credentials.redact(text);
         let question = match method {
             server_requests::COMMAND_APPROVAL => {
-                let request: CommandApproval =
-                    serde_json::from_value(params.clone()).unwrap_or_default();
+                let request: CommandApproval = approval_params(method, params);
                 let command = request
                     .command
                     .clone()
@@ -516,8 +515,7 @@ impl Session {
                 ))
             }
             server_requests::FILE_CHANGE_APPROVAL => {
-                let request: FileChangeApproval =
-                    serde_json::from_value(params.clone()).unwrap_or_default();
+                let request: FileChangeApproval = approval_params(method, params);
                 let (files, changes) = self.translator.file_change_summary(&request.item_id);
                 let prompt = if files.is_empty() {
                     "a file change".to_owned()
@@ -814,6 +812,16 @@ fn outcome_name(outcome: &ProviderOutcome) -> &'static str {
         ProviderOutcome::Failed { reason, .. } => reason.as_str(),
         ProviderOutcome::Stopped => "stopped",
     }
+}
+
+/// The params of an approval request. A shape this adapter does not know is logged and
+/// read as empty: the human is still asked (about "a command" or "a file change"), and
+/// the run goes on.
+fn approval_params<T: serde::de::DeserializeOwned + Default>(method: &str, params: &Value) -> T {
+    serde_json::from_value(params.clone()).unwrap_or_else(|error| {
+        tracing::warn!(method, %error, "codex sent approval params of an unknown shape");
+        T::default()
+    })
 }
 
 fn redact_value(value: &Value, credentials: &crate::cli::Credentials) -> Value {

@@ -11,14 +11,12 @@ mod proxy;
 mod resubscribe;
 
 use super::OpencodeProvider;
-use crate::cli::{
-    CliEnv, CliLocator, ConversationState, CredentialPolicies, Credentials, ProviderCredentials,
-    WorkDirs,
-};
+use crate::cli::{CliEnv, CliLocator, CredentialPolicies, Credentials, ProviderCredentials};
 use crate::clock::ActiveClock;
 use crate::human_loop::{HumanLoop, HumanReply, PendingRequests};
 use crate::provider::{Provider, ProviderOutcome, RunContext, SessionReport};
 use crate::sink::EventSink;
+use crate::workdirs::{ConversationState, WorkDirs};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -152,7 +150,6 @@ impl Live {
         let session = SessionReport::default();
         let ctx = RunContext {
             command,
-            timeout: None,
             workspace: dirs.workspace.clone(),
             dirs,
             conversation,

@@ -30,12 +30,12 @@ use switchyard_contracts::ProviderName;
 use switchyard_contracts::presence::ProviderAvailability;
 
 /// Runs opencode turns with the executor's shared CLI machinery.
-pub struct OpencodeProvider {
+pub(crate) struct OpencodeProvider {
     env: Arc<CliEnv>,
 }
 
 impl OpencodeProvider {
-    pub fn new(env: Arc<CliEnv>) -> Self {
+    pub(crate) fn new(env: Arc<CliEnv>) -> Self {
         Self { env }
     }
 }

@@ -605,20 +605,26 @@ impl RawLines {
     /// The event with credential values replaced in all its text (a command the agent
     /// ran may well print its environment).
     fn redact_event(&self, kind: RunEventKind) -> RunEventKind {
-        let Ok(mut value) = serde_json::to_value(&kind) else {
-            return kind;
-        };
-        if !self.redact_value(&mut value) {
-            return kind;
-        }
         let type_name = kind.type_name();
-        serde_json::from_value(value).unwrap_or_else(|_| {
+        let withheld = || {
             RunEventKind::Diagnostic(Diagnostic {
                 level: DiagnosticLevel::Warn,
                 message: format!("a {type_name} event held a credential and was withheld"),
                 raw: None,
             })
-        })
+        };
+        let mut value = match serde_json::to_value(&kind) {
+            Ok(value) => value,
+            Err(error) => {
+                // Unchecked, it may hold a credential: withheld rather than passed on.
+                tracing::error!(%error, event = type_name, "cannot encode an event to redact it; withholding it");
+                return withheld();
+            }
+        };
+        if !self.redact_value(&mut value) {
+            return kind;
+        }
+        serde_json::from_value(value).unwrap_or_else(|_| withheld())
     }
 
     fn push(&mut self, source: &str, line: &str) {

@@ -38,7 +38,7 @@ use switchyard_contracts::{FailureReason, ProviderName, RunEventKind};
 
 /// The most `message.delta` events one `filler` step may ask for. A run's budget
 /// (`providerOptions.budget`) bounds the whole script on top of it.
-pub const MAX_FILLER: usize = 100_000;
+pub(crate) const MAX_FILLER: usize = 100_000;
 
 /// The text of the default script's only message.
 pub const DEFAULT_MESSAGE: &str = "Hello from the scripted provider.";
@@ -50,7 +50,7 @@ pub const DEFAULT_MESSAGE: &str = "Hello from the scripted provider.";
     rename_all_fields = "camelCase",
     deny_unknown_fields
 )]
-pub enum Step {
+pub(crate) enum Step {
     Message {
         text: String,
         #[serde(default = "one")]
@@ -106,7 +106,7 @@ fn command_kind() -> HumanLoopKind {
 }
 
 /// The script a run's provider options ask for.
-pub fn script_of(provider_options: &serde_json::Value) -> Result<Vec<Step>, String> {
+pub(crate) fn script_of(provider_options: &serde_json::Value) -> Result<Vec<Step>, String> {
     match provider_options.get("script") {
         None | Some(serde_json::Value::Null) => Ok(vec![Step::Message {
             text: DEFAULT_MESSAGE.to_owned(),
@@ -132,7 +132,7 @@ pub fn script_of(provider_options: &serde_json::Value) -> Result<Vec<Step>, Stri
 
 /// Splits `text` into `chunks` pieces of nearly equal length (in characters); fewer
 /// when the text has fewer characters, and one (possibly empty) at least.
-pub fn split_chunks(text: &str, chunks: usize) -> Vec<String> {
+pub(crate) fn split_chunks(text: &str, chunks: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let count = chunks.clamp(1, chars.len().max(1));
     let base = chars.len() / count;
@@ -147,7 +147,7 @@ pub fn split_chunks(text: &str, chunks: usize) -> Vec<String> {
     pieces
 }
 
-pub struct ScriptedProvider;
+pub(crate) struct ScriptedProvider;
 
 impl Provider for ScriptedProvider {
     fn name(&self) -> ProviderName {

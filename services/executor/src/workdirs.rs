@@ -12,7 +12,7 @@ use switchyard_contracts::RunId;
 
 /// The directories of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkDirs {
+pub(crate) struct WorkDirs {
     /// The agent's working directory (== `RunContext.workspace`).
     pub workspace: PathBuf,
     /// The CLI's home: CODEX_HOME / HOME / XDG dirs go under it. Shared by the runs of
@@ -22,7 +22,7 @@ pub struct WorkDirs {
 
 impl WorkDirs {
     /// `<base>/workspace` and `<base>/state`.
-    pub fn under(base: &Path) -> Self {
+    pub(crate) fn under(base: &Path) -> Self {
         Self {
             workspace: base.join("workspace"),
             state: base.join("state"),
@@ -30,7 +30,7 @@ impl WorkDirs {
     }
 
     /// Creates both directories (and their parents).
-    pub async fn create(&self) -> std::io::Result<()> {
+    pub(crate) async fn create(&self) -> std::io::Result<()> {
         tokio::fs::create_dir_all(&self.workspace).await?;
         tokio::fs::create_dir_all(&self.state).await
     }
@@ -40,7 +40,7 @@ impl WorkDirs {
 /// `<workspace_root>/<key>/workspace`. The control plane only lets an app's runtime
 /// defaults or execution profile set it; the executor only honours it inside
 /// `executor.allowed_workspace_dirs`.
-pub const WORKSPACE_DIR_OPTION: &str = "workspaceDir";
+pub(crate) const WORKSPACE_DIR_OPTION: &str = "workspaceDir";
 
 /// The run's given workspace directory, if its `providerOptions` name one: the option
 /// canonicalized (symlinks and `..` resolved, so it cannot escape), which must be an
@@ -105,7 +105,7 @@ pub(crate) async fn given_workspace(
 
 /// What the executor knows about the conversation a run continues.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConversationState {
+pub(crate) struct ConversationState {
     /// The provider session to resume (codex thread id, claude session id, opencode
     /// session id), if a previous run of this conversation on this executor reported
     /// one with `RunContext::set_session_id`. When resuming it fails (the session is
