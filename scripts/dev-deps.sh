@@ -189,8 +189,13 @@ start_local_nats() {
   [[ -f "$pidfile" ]] && pid="$(<"$pidfile")"
   if ! pid_alive "$pid"; then
     mkdir -p "$LOCAL/nats"
+    # Unset, JetStream's store limit is 75% of the disk free at start-up, and RUN_EVENTS
+    # reserves its 4 GiB against it: on a nearly full disk the services could not start.
+    # The limit is a ceiling, not an allocation.
+    printf 'jetstream { max_file_store: 1TB }\n' >"$LOCAL/nats-server.conf"
     log "starting nats-server on 127.0.0.1:$NATS_PORT (store $LOCAL/nats, log $logfile)"
-    setsid nohup "$VENV/bin/nats-server" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$LOCAL/nats" \
+    setsid nohup "$VENV/bin/nats-server" -c "$LOCAL/nats-server.conf" \
+      -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$LOCAL/nats" \
       </dev/null >>"$logfile" 2>&1 &
     pid=$!
     printf '%s\n' "$pid" >"$pidfile"

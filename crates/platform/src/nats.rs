@@ -77,6 +77,13 @@ pub enum NatsError {
         #[source]
         source: async_nats::Error,
     },
+    #[error(
+        "the NATS server refused to create {name}: its JetStream store limit has no room for \
+         the stream's max_bytes ({max_bytes} bytes, nats/streams/{name}.json). Give the server \
+         more disk or raise `jetstream {{ max_file_store }}` in its config (unset, it is 75% \
+         of the disk free when the server started)"
+    )]
+    NoRoom { name: &'static str, max_bytes: i64 },
     #[error("JetStream request for {name} failed: {source}")]
     Api {
         name: String,
@@ -314,6 +321,12 @@ async fn ensure_stream(
             // server refused it (e.g. no room for its `max_bytes`): say why.
             Err(refused) => match js.get_stream(name).await {
                 Ok(s) => s,
+                Err(_) if is_out_of_storage(&refused) => {
+                    return Err(NatsError::NoRoom {
+                        name,
+                        max_bytes: desired.max_bytes,
+                    });
+                }
                 Err(_) => return Err(api(refused.into())),
             },
         },
@@ -335,6 +348,14 @@ async fn ensure_stream(
             source: source.into(),
         })?;
     js.get_stream(name).await.map_err(|e| api(e.into()))
+}
+
+fn is_out_of_storage(e: &jetstream::context::CreateStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::CreateStreamErrorKind::JetStream(inner)
+            if inner.error_code() == jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED
+    )
 }
 
 fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {

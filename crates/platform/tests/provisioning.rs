@@ -110,7 +110,7 @@ async fn the_event_stream_is_bounded_and_an_unbounded_one_gets_the_bound() {
 }
 
 /// The size is reserved on the server: one whose JetStream storage is smaller refuses
-/// the stream, and provisioning says which stream and why.
+/// the stream, and provisioning says which stream, which limit and what to change.
 #[tokio::test]
 async fn a_server_without_room_for_the_event_stream_is_reported() {
     let server = NatsServer::start_with_config("jetstream { max_file_store: 1GB }")
@@ -126,7 +126,7 @@ async fn a_server_without_room_for_the_event_stream_is_reported() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("RUN_EVENTS") && error.contains("insufficient storage"),
+        error.contains("RUN_EVENTS") && error.contains("max_file_store"),
         "{error}"
     );
 }

@@ -43,6 +43,13 @@ const NATS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 const NATS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many fresh ports [`NatsServer::start`] tries (another process may grab a free port).
 const NATS_START_ATTEMPTS: usize = 3;
+
+/// JetStream's store limit for every test server. Unset, nats-server takes 75% of the
+/// disk space free at its start, and a stream's `max_bytes` is reserved against that
+/// limit up front: on a machine with a few GB free (a CI host just after a fresh build)
+/// `RUN_EVENTS` (4 GiB) would be refused before a single event is written. The limit is
+/// a ceiling, not an allocation; tests write a few megabytes.
+pub const TEST_JETSTREAM_LIMITS: &str = "jetstream { max_file_store: 1TB }\n";
 /// Bound on every step of dropping a test database.
 const DB_DROP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -184,9 +191,10 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     binary: PathBuf,
-    /// A server config file (`-c`), for tests of auth and permissions; the port, address
-    /// and store flags still come from the command line and win over it.
-    config: Option<PathBuf>,
+    /// The server config file (`-c`): [`TEST_JETSTREAM_LIMITS`] and, for tests of auth
+    /// and permissions, the caller's accounts and users; the port, address and store
+    /// flags still come from the command line and win over it.
+    config: PathBuf,
     /// Holds `jetstream/` (the `-sd` store) and `nats.log`; declared last so it is removed
     /// after the child was killed.
     dir: tempfile::TempDir,
@@ -213,15 +221,10 @@ impl NatsServer {
                 .prefix("switchyard-nats-")
                 .tempdir()
                 .context("create a temporary directory for nats-server")?;
-            let config = match conf {
-                Some(text) => {
-                    let path = dir.path().join("nats-server.conf");
-                    std::fs::write(&path, text)
-                        .with_context(|| format!("write {}", path.display()))?;
-                    Some(path)
-                }
-                None => None,
-            };
+            let config = dir.path().join("nats-server.conf");
+            // The caller's text comes last so that its own `jetstream` block wins.
+            let text = format!("{TEST_JETSTREAM_LIMITS}{}\n", conf.unwrap_or_default());
+            std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
             let mut server = NatsServer {
                 child: None,
                 port: free_port(),
@@ -341,9 +344,7 @@ impl NatsServer {
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
 
         let mut command = Command::new(&self.binary);
-        if let Some(config) = &self.config {
-            command.arg("-c").arg(config);
-        }
+        command.arg("-c").arg(&self.config);
         let child = command
             .arg("-a")
             .arg("127.0.0.1")

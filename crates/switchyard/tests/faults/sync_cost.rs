@@ -38,7 +38,7 @@ async fn start(sync_always: bool) -> Server {
         ""
     };
     let config = format!(
-        "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n{sync}}}\n",
+        "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  max_file_store: 1TB\n{sync}}}\n",
         dir.join("js").display()
     );
     let file = dir.join("nats.conf");
