@@ -214,6 +214,14 @@ impl CliEnv {
         cmd: CliCommand,
         dirs: &WorkDirs,
     ) -> Result<CliProcess, SpawnError> {
+        // The run's TMPDIR (see `process::base_environment`), the provider user's.
+        self.state_files(dirs)
+            .create_dir(process::RUN_TMP_DIR)
+            .await
+            .map_err(|source| SpawnError::HandOver {
+                dir: dirs.state.join(process::RUN_TMP_DIR),
+                source,
+            })?;
         if let Some(user) = self.isolation.user {
             hand_over(user, dirs).await?;
         }

@@ -138,7 +138,8 @@ impl CliProcess {
     /// `PATH` (the program's own directory, then the executor's `PATH`), `HOME`, `LANG`,
     /// `TMPDIR`, then `cmd.env` on top. `HOME` is the run's state directory when
     /// `cmd.cwd` is a run workspace (`…/workspace` with `…/state` beside it), else the
-    /// executor's own — unless `cmd.env` sets it. Stderr lines are redacted with
+    /// executor's own — unless `cmd.env` sets it; `TMPDIR` is `…/state/tmp` when that
+    /// exists, else the executor's own. Stderr lines are redacted with
     /// `credentials` as they arrive.
     pub(crate) async fn start(
         cmd: CliCommand,
@@ -437,6 +438,9 @@ fn spawn_error(cmd: &CliCommand, source: std::io::Error) -> SpawnError {
 }
 
 /// The executor-side environment every CLI child gets, before the adapter's `env`.
+/// The run's temporary directory, below its state directory (see [`base_environment`]).
+pub(crate) const RUN_TMP_DIR: &str = "tmp";
+
 pub(crate) fn base_environment(program: &Path, cwd: &Path) -> Vec<(String, String)> {
     let process = switchyard_platform::config::process_env();
     let mut path_dirs: Vec<PathBuf> = program
@@ -456,6 +460,7 @@ pub(crate) fn base_environment(program: &Path, cwd: &Path) -> Vec<(String, Strin
         .then(|| cwd.with_file_name("state"))
         .filter(|state| state.is_dir());
     let home = state
+        .as_ref()
         .map(|s| s.display().to_string())
         .or_else(|| process.get("HOME").cloned())
         .unwrap_or_else(|| "/tmp".to_owned());
@@ -463,9 +468,15 @@ pub(crate) fn base_environment(program: &Path, cwd: &Path) -> Vec<(String, Strin
         .get("LANG")
         .cloned()
         .unwrap_or_else(|| "C.UTF-8".to_owned());
-    let tmpdir = process
-        .get("TMPDIR")
-        .cloned()
+    // The run's own temporary directory when it has one: CLIs leave files behind in
+    // TMPDIR (opencode's runtime unpacks a few MB of shared objects on every start), and
+    // there they go with the run's directory instead of piling up in the machine's /tmp.
+    let tmpdir = state
+        .as_ref()
+        .map(|s| s.join(RUN_TMP_DIR))
+        .filter(|tmp| tmp.is_dir())
+        .map(|tmp| tmp.display().to_string())
+        .or_else(|| process.get("TMPDIR").cloned())
         .unwrap_or_else(|| "/tmp".to_owned());
     vec![
         ("PATH".to_owned(), path),
@@ -715,6 +726,31 @@ mod tests {
                 .canonicalize()
                 .unwrap(),
             dirs.workspace.canonicalize().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn tmpdir_is_the_runs_own_when_it_has_one() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = crate::workdirs::WorkDirs::under(root.path());
+        dirs.create().await.unwrap();
+        let env = base_environment(Path::new("/bin/sh"), &dirs.workspace);
+        let tmpdir = |env: &[(String, String)]| {
+            env.iter()
+                .find(|(name, _)| name == "TMPDIR")
+                .map(|(_, value)| value.clone())
+                .unwrap()
+        };
+        assert_ne!(
+            tmpdir(&env),
+            dirs.state.join(RUN_TMP_DIR).display().to_string()
+        );
+        std::fs::create_dir(dirs.state.join(RUN_TMP_DIR)).unwrap();
+        let mut process =
+            CliProcess::spawn(sh("echo $TMPDIR", &dirs.workspace), &no_credentials()).unwrap();
+        assert_eq!(
+            process.next_line().await.unwrap(),
+            dirs.state.join(RUN_TMP_DIR).display().to_string()
         );
     }
 
