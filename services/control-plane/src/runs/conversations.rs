@@ -72,16 +72,18 @@ pub(crate) fn ensure_same_app(
 }
 
 /// Applies what a follow-up inherits to what the request, profile and app resolved:
-/// the conversation's provider (a request naming another one is refused, since the
-/// provider session cannot move to a different agent) and its model unless the
-/// request names one.
+/// the conversation's provider and its model unless the request names one. A request
+/// that names another provider, itself or through the execution profile it names
+/// (`named_profile_provider`), is refused: the provider session cannot move to a
+/// different agent, and that profile's options and credentials are another agent's.
 pub(crate) fn inherit(
     resolved: &mut Resolved,
     request: &StartRunRequest,
+    named_profile_provider: Option<&str>,
     head: &ConversationHead,
 ) -> Result<(), StartRunError> {
     let provider = parse_provider(&head.provider)?;
-    if let Some(requested) = &request.provider {
+    if let Some(requested) = request.provider.as_deref().or(named_profile_provider) {
         let requested = parse_provider(requested)?;
         if requested != provider {
             return Err(StartRunError::ConversationProviderMismatch {
@@ -152,7 +154,7 @@ mod tests {
     fn the_request_may_name_the_same_provider_by_alias_and_another_model() {
         let mut r = resolved(ProviderName::CodexAppServer, Some("new"));
         let req = request(Some("codex-cli"), Some("new"));
-        inherit(&mut r, &req, &head("codex-app-server", Some("old"))).unwrap();
+        inherit(&mut r, &req, None, &head("codex-app-server", Some("old"))).unwrap();
         assert_eq!(r.provider, ProviderName::CodexAppServer);
         assert_eq!(r.model.as_deref(), Some("new"));
     }
@@ -160,7 +162,7 @@ mod tests {
     #[test]
     fn without_a_model_in_the_conversation_the_defaults_apply() {
         let mut r = resolved(ProviderName::Scripted, Some("app-model"));
-        inherit(&mut r, &request(None, None), &head("scripted", None)).unwrap();
+        inherit(&mut r, &request(None, None), None, &head("scripted", None)).unwrap();
         assert_eq!(r.model.as_deref(), Some("app-model"));
     }
 
@@ -170,6 +172,7 @@ mod tests {
         let err = inherit(
             &mut r,
             &request(Some("opencode"), None),
+            None,
             &head("claude-code", None),
         )
         .unwrap_err();
@@ -183,5 +186,36 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_named_profile_of_another_provider_is_refused() {
+        let mut r = resolved(ProviderName::Opencode, None);
+        let err = inherit(
+            &mut r,
+            &request(None, None),
+            Some("opencode"),
+            &head("claude-code", None),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StartRunError::ConversationProviderMismatch {
+                    conversation: "claude-code",
+                    requested: "opencode"
+                }
+            ),
+            "{err:?}"
+        );
+        // A named profile of the conversation's own provider is fine.
+        let mut r = resolved(ProviderName::ClaudeCode, None);
+        inherit(
+            &mut r,
+            &request(None, None),
+            Some("claude-code"),
+            &head("claude-code", None),
+        )
+        .unwrap();
     }
 }

@@ -144,7 +144,15 @@ impl Runs {
         };
         let mut resolved = resolve(&request, profile, app_defaults)?;
         if let Some(conversation) = &conversation {
-            conversations::inherit(&mut resolved, &request, &conversation.head)?;
+            let named_profile_provider = profile
+                .filter(|_| request.execution_profile.is_some())
+                .and_then(|p| p.provider.as_deref());
+            conversations::inherit(
+                &mut resolved,
+                &request,
+                named_profile_provider,
+                &conversation.head,
+            )?;
         }
 
         let run_id = RunId::now_v7();

@@ -101,7 +101,7 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
         "appId": "agent",
         "runtimeDefaults": {"provider": "claude-code", "model": "sonnet",
                             "credentialEnv": ["ANTHROPIC_API_KEY"], "timeoutMs": 7000},
-        "executionProfiles": {"small": {"provider": "opencode", "model": "small"}}
+        "executionProfiles": {"small": {"model": "small", "timeoutMs": 5000}}
     }))
     .await;
     let first = id(
@@ -128,8 +128,8 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
     assert_eq!(id(&view, "conversationId"), first);
     finish(&h, second).await;
 
-    // Through the conversation id, naming another model and a profile of the app whose
-    // provider differs: the model changes, the provider stays the conversation's.
+    // Through the conversation id, naming another model and a profile of the app: the
+    // model and the profile's settings change, the provider stays the conversation's.
     let body = start(
         &h,
         json!({"conversationId": first, "executionProfile": "small", "model": "opus",
@@ -143,6 +143,7 @@ async fn a_follow_up_inherits_provider_model_app_and_prefers_the_last_executor()
     let command = command_of(&h, "claude-code", third).await;
     assert_eq!(command.app_id.as_deref(), Some("agent"));
     assert_eq!(command.execution_profile.as_deref(), Some("small"));
+    assert_eq!(command.timeout_ms, Some(5000));
     // The latest run that got an executor is still the first one.
     assert_eq!(command.preferred_executor.as_deref(), Some("exec-7"));
 
@@ -471,5 +472,53 @@ async fn a_follow_up_under_another_app_is_refused() {
         "nothing of the other app's settings: {:?}",
         command.provider_options
     );
+    h.stop().await;
+}
+
+/// Within one app, a follow-up naming a profile of another provider is refused: that
+/// profile's options and credential names are another agent's, and the conversation's
+/// session cannot move to it.
+#[tokio::test]
+async fn a_follow_up_naming_a_profile_of_another_provider_is_refused() {
+    let h = Harness::start().await;
+    h.register_app(json!({
+        "appId": "mixed",
+        "runtimeDefaults": {"provider": "claude-code", "credentialEnv": ["ANTHROPIC_API_KEY"]},
+        "executionProfiles": {
+            "codex": {"provider": "codex-app-server", "credentialEnv": ["OPENAI_API_KEY"],
+                      "providerOptions": {"approvalPolicy": "never"}},
+            "careful": {"provider": "claude-code", "providerOptions": {"permissionMode": "default"}}
+        }
+    }))
+    .await;
+    let first = id(
+        &start(&h, json!({"appId": "mixed", "prompt": "one"})).await,
+        "runId",
+    );
+    finish(&h, first).await;
+    let before = run_count(&h).await;
+    let (status, json) = h
+        .post(
+            "/api/runs/start",
+            json!({"appId": "mixed", "executionProfile": "codex", "parentRunId": first, "prompt": "p"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert_eq!(error_code(&json), "conversation_provider_mismatch");
+    assert_eq!(
+        run_count(&h).await,
+        before,
+        "a refused follow-up stores nothing"
+    );
+
+    // A profile of the conversation's own provider continues it with that profile.
+    let body = start(
+        &h,
+        json!({"appId": "mixed", "executionProfile": "careful", "parentRunId": first, "prompt": "two"}),
+    )
+    .await;
+    let command = command_of(&h, "claude-code", id(&body, "runId")).await;
+    assert_eq!(command.provider_options["permissionMode"], "default");
+    assert_eq!(command.credential_env, ["ANTHROPIC_API_KEY"]);
     h.stop().await;
 }
