@@ -4,7 +4,8 @@
 //! * Environment: `SWITCHYARD_<SECTION>__<KEY>`, e.g. `SWITCHYARD_NATS__URL`,
 //!   `SWITCHYARD_GATEWAY__LISTEN`, `SWITCHYARD_EXECUTOR__CAPACITY`.
 //! * Legacy names kept for old deployments: `EXECUTOR_RUN_TIMEOUT_MS` sets
-//!   `executor_manager.default_run_timeout_ms` (a `SWITCHYARD_` variable wins over it).
+//!   `executor_manager.default_run_timeout_ms` and `CONTROL_PLANE_PROVIDER_MODE` sets
+//!   `control_plane.default_provider` (a `SWITCHYARD_` variable wins over either).
 //!
 //! Every service deserializes the same merged source into its own typed config and
 //! ignores other services' sections. This is the only module that reads the process
@@ -38,10 +39,18 @@ pub enum ConfigError {
 }
 
 /// Environment variables under older names, mapped to their config keys.
-const LEGACY_ENV: &[(&str, &str)] = &[(
-    "EXECUTOR_RUN_TIMEOUT_MS",
-    "executor_manager.default_run_timeout_ms",
-)];
+const LEGACY_ENV: &[(&str, &str)] = &[
+    (
+        "EXECUTOR_RUN_TIMEOUT_MS",
+        "executor_manager.default_run_timeout_ms",
+    ),
+    // The old system's rollback switch: `CONTROL_PLANE_PROVIDER_MODE=scripted` ran every
+    // run that named no provider on the scripted one.
+    (
+        "CONTROL_PLANE_PROVIDER_MODE",
+        "control_plane.default_provider",
+    ),
+];
 
 /// A snapshot of the process environment, for the few components that need variables
 /// outside the config keys (the executor resolves provider credentials and the agent

@@ -1,10 +1,12 @@
 //! The control-plane's typed configuration (`[control_plane]` plus the shared `[nats]`,
 //! `[telemetry]` and `[database]` sections) and its start-up validation.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
+use switchyard_contracts::ProviderName;
+use switchyard_contracts::provider::DEFAULT_PROVIDER;
 use switchyard_platform::config::{
     ConfigError, DatabaseConfig, ExposeSecret, NatsConfig, check_token,
 };
@@ -49,6 +51,28 @@ pub struct ControlPlaneSettings {
     /// `gateway.control_plane_token`) may call the control-plane and assert who the
     /// caller is. The control-plane does not start without it.
     pub internal_token: Option<secrecy::SecretString>,
+    /// The provider of a run when neither the start request, its execution profile nor
+    /// its app names one (canonical name or alias). Also read from the legacy
+    /// `CONTROL_PLANE_PROVIDER_MODE` (`scripted` was the old system's documented
+    /// rollback switch); `SWITCHYARD_CONTROL_PLANE__DEFAULT_PROVIDER` wins over it. An
+    /// unknown name stops the control-plane at start-up.
+    #[serde(deserialize_with = "provider_name")]
+    pub default_provider: ProviderName,
+}
+
+/// A provider name (canonical or alias), refused with the accepted names otherwise. The
+/// config crate adds the key to the message.
+fn provider_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ProviderName, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    ProviderName::parse(name.trim()).ok_or_else(|| {
+        let known: Vec<&str> = ProviderName::ALL.iter().map(|p| p.as_str()).collect();
+        serde::de::Error::custom(format!(
+            "{:?} is not a provider (set by control_plane.default_provider or the legacy \
+             CONTROL_PLANE_PROVIDER_MODE); expected one of: {}",
+            name.chars().take(64).collect::<String>(),
+            known.join(", ")
+        ))
+    })
 }
 
 impl Default for ControlPlaneSettings {
@@ -63,6 +87,7 @@ impl Default for ControlPlaneSettings {
             request_timeout_ms: 30_000,
             reconcile_interval_ms: 5_000,
             internal_token: None,
+            default_provider: DEFAULT_PROVIDER,
         }
     }
 }
@@ -207,6 +232,76 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("database.url"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn default_provider_comes_from_file_env_or_the_legacy_variable() {
+        let load = |pairs: &[(&str, &str)]| {
+            let mut env = with_token();
+            env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            switchyard_platform::config::load_from::<Config>(None, env).unwrap()
+        };
+        assert_eq!(
+            load(&[]).control_plane.default_provider,
+            ProviderName::CodexAppServer
+        );
+        let legacy = load(&[("CONTROL_PLANE_PROVIDER_MODE", "scripted")]);
+        assert_eq!(
+            legacy.control_plane.default_provider,
+            ProviderName::Scripted
+        );
+        // The new name wins over the legacy one; aliases are accepted.
+        let both = load(&[
+            ("CONTROL_PLANE_PROVIDER_MODE", "scripted"),
+            ("SWITCHYARD_CONTROL_PLANE__DEFAULT_PROVIDER", "codex-cli"),
+        ]);
+        assert_eq!(
+            both.control_plane.default_provider,
+            ProviderName::CodexAppServer
+        );
+
+        let dir = std::env::temp_dir().join(format!("sy-cp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchyard.toml");
+        std::fs::write(
+            &file,
+            "[control_plane]\ndefault_provider = \"claude-code\"\n",
+        )
+        .unwrap();
+        let from_file: Config =
+            switchyard_platform::config::load_from(Some(&file), with_token()).unwrap();
+        assert_eq!(
+            from_file.control_plane.default_provider,
+            ProviderName::ClaudeCode
+        );
+        let mut env = with_token();
+        env.insert(
+            "SWITCHYARD_CONTROL_PLANE__DEFAULT_PROVIDER".to_owned(),
+            "opencode".to_owned(),
+        );
+        let env_over_file: Config =
+            switchyard_platform::config::load_from(Some(&file), env).unwrap();
+        assert_eq!(
+            env_over_file.control_plane.default_provider,
+            ProviderName::Opencode
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_default_provider_is_a_start_up_error_naming_the_key() {
+        for (name, value) in [
+            ("CONTROL_PLANE_PROVIDER_MODE", "real"),
+            ("SWITCHYARD_CONTROL_PLANE__DEFAULT_PROVIDER", "gpt"),
+        ] {
+            let mut env = with_token();
+            env.insert(name.to_owned(), value.to_owned());
+            let err = switchyard_platform::config::load_from::<Config>(None, env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("control_plane.default_provider"), "{err}");
+            assert!(err.contains(value) && err.contains("scripted"), "{err}");
+        }
     }
 
     #[test]

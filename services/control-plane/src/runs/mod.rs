@@ -1,5 +1,5 @@
 //! Starting runs: validating a start request, resolving what it runs with (request →
-//! execution profile → app defaults → system default; for a follow-up, the
+//! execution profile → app defaults → `control_plane.default_provider`; for a follow-up, the
 //! conversation's provider and model first), and accepting it durably (run row +
 //! outbox row in one transaction) before it is published.
 
@@ -142,7 +142,12 @@ impl Runs {
             })?),
             _ => None,
         };
-        let mut resolved = resolve(&request, profile, app_defaults)?;
+        let mut resolved = resolve(
+            &request,
+            profile,
+            app_defaults,
+            self.settings.default_provider,
+        )?;
         if let Some(conversation) = &conversation {
             let named_profile_provider = profile
                 .filter(|_| request.execution_profile.is_some())

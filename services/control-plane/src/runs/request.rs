@@ -1,6 +1,6 @@
 //! What a start request asks for: checking what its shape cannot express, and
 //! resolving what the run runs with (request → execution profile → app defaults →
-//! system default).
+//! system default, `control_plane.default_provider`).
 
 use super::error::StartRunError;
 use crate::store;
@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use switchyard_contracts::ProviderName;
 use switchyard_contracts::api::{RuntimeDefaults, StartRunRequest};
 use switchyard_contracts::budget::{BUDGET_OPTION, InvalidBudget, RunBudget};
-use switchyard_contracts::provider::{DEFAULT_PROVIDER, operator_only_option};
+use switchyard_contracts::provider::operator_only_option;
 
 /// Longest model name accepted.
 const MAX_MODEL_LEN: usize = 256;
@@ -32,13 +32,15 @@ pub(crate) struct Resolved {
     pub(crate) timeout_ms: Option<u64>,
 }
 
-/// Request over profile over app defaults over the system default. Provider options
+/// Request over profile over app defaults over the system default (`system_provider`,
+/// the configured `control_plane.default_provider`). Provider options
 /// are merged shallowly (a key set at a higher level replaces the whole value);
 /// credential names are merged (see [`merged_credential_env`]).
 pub(crate) fn resolve(
     request: &StartRunRequest,
     profile: Option<&RuntimeDefaults>,
     app: Option<&RuntimeDefaults>,
+    system_provider: ProviderName,
 ) -> Result<Resolved, StartRunError> {
     let levels = [profile, app];
     let provider = match request.provider.as_deref().or_else(|| {
@@ -48,7 +50,7 @@ pub(crate) fn resolve(
             .find_map(|defaults| defaults.provider.as_deref())
     }) {
         Some(name) => parse_provider(name)?,
-        None => DEFAULT_PROVIDER,
+        None => system_provider,
     };
     let model = request.model.clone().or_else(|| {
         levels
@@ -216,6 +218,16 @@ pub(crate) fn validate_request(
 mod tests {
     use super::*;
     use serde_json::json;
+    use switchyard_contracts::provider::DEFAULT_PROVIDER;
+
+    /// The resolution under the built-in system default.
+    fn resolve(
+        request: &StartRunRequest,
+        profile: Option<&RuntimeDefaults>,
+        app: Option<&RuntimeDefaults>,
+    ) -> Result<Resolved, StartRunError> {
+        super::resolve(request, profile, app, DEFAULT_PROVIDER)
+    }
 
     fn request(provider: Option<&str>, model: Option<&str>) -> StartRunRequest {
         StartRunRequest {
@@ -259,6 +271,18 @@ mod tests {
         let r = resolve(&request(None, None), None, None).unwrap();
         assert_eq!(r.provider, ProviderName::CodexAppServer);
         assert_eq!(r.model, None);
+    }
+
+    #[test]
+    fn the_configured_default_applies_only_when_no_level_names_a_provider() {
+        let scripted = ProviderName::Scripted;
+        let r = super::resolve(&request(None, None), None, None, scripted).unwrap();
+        assert_eq!(r.provider, ProviderName::Scripted);
+        let app = defaults(Some("claude-code"), json!({}), None);
+        let r = super::resolve(&request(None, None), None, Some(&app), scripted).unwrap();
+        assert_eq!(r.provider, ProviderName::ClaudeCode);
+        let r = super::resolve(&request(Some("opencode"), None), None, None, scripted).unwrap();
+        assert_eq!(r.provider, ProviderName::Opencode);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod api;
 mod common;
 mod control;
 mod conversations;
+mod default_provider;
 mod durations;
 mod human_loop;
 mod idempotency;
