@@ -143,6 +143,7 @@ mod tests {
         inherit(
             &mut r,
             &request(None, None),
+            None,
             &head("claude-code", Some("opus")),
         )
         .unwrap();
