@@ -88,6 +88,13 @@ export interface ProviderView {
   credentialsConfigured: boolean | null;
 }
 
+/** `GET /api/providers`. */
+export interface ProviderList {
+  providers: ProviderView[];
+  /** The provider a run gets when neither it, its profile nor its app names one. */
+  defaultProvider: string;
+}
+
 export interface RunQueueView {
   pending: number;
   inFlight: number;

@@ -248,6 +248,9 @@ pub struct HumanLoopRequestView {
 #[serde(rename_all = "camelCase")]
 pub struct ProviderList {
     pub providers: Vec<ProviderView>,
+    /// The provider a run gets when neither the request, its execution profile nor its
+    /// app names one (`control_plane.default_provider`).
+    pub default_provider: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -3,14 +3,14 @@ import { ApiError, post } from "../api";
 import { canAct, ErrorNote, providerLabel } from "../components/common";
 import { navigate } from "../router";
 import { useApi } from "../useApi";
-import type { AppView, ProviderView, Role, StartRunResponse } from "../types";
+import type { AppView, ProviderList, Role, StartRunResponse } from "../types";
 
-/** The provider a run gets when neither the app nor its profile names one. */
-const DEFAULT_PROVIDER = "codex-app-server";
+/** Until `/api/providers` answers: the platform's own default. */
+const FALLBACK_PROVIDER = "codex-app-server";
 
 export function StartRun({ role, initialApp }: { role: Role; initialApp: string | null }) {
   const apps = useApi<{ apps: AppView[] }>("/api/apps");
-  const providers = useApi<{ providers: ProviderView[] }>("/api/providers");
+  const providers = useApi<ProviderList>("/api/providers");
   const [appId, setAppId] = useState(initialApp ?? "");
   const [profile, setProfile] = useState("");
   const [provider, setProvider] = useState("");
@@ -25,10 +25,14 @@ export function StartRun({ role, initialApp }: { role: Role; initialApp: string 
   const defaults = useMemo(() => {
     const fromProfile = app && profile ? app.executionProfiles[profile] : undefined;
     return {
-      provider: fromProfile?.provider ?? app?.runtimeDefaults.provider ?? DEFAULT_PROVIDER,
+      provider:
+        fromProfile?.provider ??
+        app?.runtimeDefaults.provider ??
+        providers.data?.defaultProvider ??
+        FALLBACK_PROVIDER,
       model: fromProfile?.model ?? app?.runtimeDefaults.model ?? "",
     };
-  }, [app, profile]);
+  }, [app, profile, providers.data?.defaultProvider]);
 
   // The provider follows the app's (and profile's) default until the user picks one.
   const [providerTouched, setProviderTouched] = useState(false);
@@ -137,7 +141,8 @@ export function StartRun({ role, initialApp }: { role: Role; initialApp: string 
             })}
           </select>
           <p id="provider-help" className="hint">
-            Default: the app's or profile's provider, else {DEFAULT_PROVIDER}.
+            Default: the app's or profile's provider, else the platform's (
+            {providers.data?.defaultProvider ?? FALLBACK_PROVIDER}).
           </p>
         </div>
         <div className="field">

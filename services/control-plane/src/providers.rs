@@ -44,6 +44,7 @@ fn nats_error(e: &dyn std::fmt::Display) -> RegistryError {
 pub(crate) async fn list(
     js: &jetstream::Context,
     timeout: Duration,
+    default_provider: ProviderName,
 ) -> Result<ProviderList, RegistryError> {
     let presences = tokio::time::timeout(timeout, live_presences(js))
         .await
@@ -51,7 +52,7 @@ pub(crate) async fn list(
             bucket: subjects::EXECUTORS_BUCKET,
             timeout,
         })??;
-    Ok(registry(&presences))
+    Ok(registry(&presences, default_provider))
 }
 
 /// The presence records of live executors, bounded by `timeout`.
@@ -147,7 +148,10 @@ fn decode(key: &str, value: &[u8]) -> Option<ExecutorPresence> {
 
 /// Every known provider with the live executors it is installed on. Executors may
 /// list a provider under an alias; they count for its canonical name.
-pub(crate) fn registry(presences: &[ExecutorPresence]) -> ProviderList {
+pub(crate) fn registry(
+    presences: &[ExecutorPresence],
+    default_provider: ProviderName,
+) -> ProviderList {
     let providers = ProviderName::ALL
         .into_iter()
         .map(|provider| {
@@ -202,7 +206,10 @@ pub(crate) fn registry(presences: &[ExecutorPresence]) -> ProviderList {
             }
         })
         .collect();
-    ProviderList { providers }
+    ProviderList {
+        providers,
+        default_provider: default_provider.as_str().to_owned(),
+    }
 }
 
 /// `true` if any executor says so, `false` if every one says it has none, unknown
@@ -255,7 +262,7 @@ mod tests {
 
     #[test]
     fn every_known_provider_is_listed_even_without_executors() {
-        let list = registry(&[]);
+        let list = registry(&[], ProviderName::CodexAppServer);
         let names: Vec<_> = list.providers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
@@ -276,17 +283,20 @@ mod tests {
 
     #[test]
     fn aliases_count_for_the_canonical_name_once_per_executor() {
-        let list = registry(&[
-            presence(
-                "b",
-                &[
-                    ("codex-cli", true, Some("0.169.0"), None),
-                    ("codex-app-server", true, None, Some(false)),
-                ],
-            ),
-            presence("a", &[("codex-app-server", true, None, None)]),
-            presence("c", &[("codex-app-server", false, Some("x"), Some(true))]),
-        ]);
+        let list = registry(
+            &[
+                presence(
+                    "b",
+                    &[
+                        ("codex-cli", true, Some("0.169.0"), None),
+                        ("codex-app-server", true, None, Some(false)),
+                    ],
+                ),
+                presence("a", &[("codex-app-server", true, None, None)]),
+                presence("c", &[("codex-app-server", false, Some("x"), Some(true))]),
+            ],
+            ProviderName::CodexAppServer,
+        );
         let codex = view(&list, "codex-app-server");
         assert!(codex.installed);
         let executors: Vec<_> = codex
@@ -307,13 +317,16 @@ mod tests {
 
     #[test]
     fn an_executor_that_has_a_provider_under_one_name_is_not_listed_as_lacking_it() {
-        let list = registry(&[presence(
-            "b",
-            &[
-                ("codex-cli", false, None, None),
-                ("codex-app-server", true, None, None),
-            ],
-        )]);
+        let list = registry(
+            &[presence(
+                "b",
+                &[
+                    ("codex-cli", false, None, None),
+                    ("codex-app-server", true, None, None),
+                ],
+            )],
+            ProviderName::CodexAppServer,
+        );
         let codex = view(&list, "codex-app-server");
         assert!(codex.installed);
         assert!(codex.unavailable.is_empty(), "{:?}", codex.unavailable);

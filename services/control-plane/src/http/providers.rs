@@ -13,12 +13,16 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<ProviderList>, ApiError> {
-    providers::list(&state.js, state.nats_timeout)
-        .await
-        .map(Json)
-        .map_err(|e| match e {
-            e @ (RegistryError::Nats { .. } | RegistryError::TimedOut { .. }) => {
-                ApiError::unavailable("executor presence cannot be read right now", e)
-            }
-        })
+    providers::list(
+        &state.js,
+        state.nats_timeout,
+        state.settings.default_provider,
+    )
+    .await
+    .map(Json)
+    .map_err(|e| match e {
+        e @ (RegistryError::Nats { .. } | RegistryError::TimedOut { .. }) => {
+            ApiError::unavailable("executor presence cannot be read right now", e)
+        }
+    })
 }

@@ -71,6 +71,10 @@ async fn the_configured_default_provider_wins_over_the_legacy_variable() {
     })
     .await;
     assert_eq!(provider_of_a_start_without_one(&h, None).await, "opencode");
+    // Clients (the portal's start form) learn it from the provider list.
+    let (status, providers) = h.get("/api/providers").await;
+    assert_eq!(status, StatusCode::OK, "{providers}");
+    assert_eq!(providers["defaultProvider"], "opencode", "{providers}");
     h.stop().await;
 }
 
