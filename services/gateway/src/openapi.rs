@@ -18,9 +18,9 @@
 //! public: the API's shape is not a secret, and tools read it before they have a token.
 
 use aide::openapi::{
-    ApiKeyLocation, Components, Info, MediaType, OpenApi, Operation, Parameter, ParameterData,
-    ParameterSchemaOrContent, PathItem, Paths, ReferenceOr, RequestBody, Response, Responses,
-    SchemaObject, SecurityRequirement, SecurityScheme, StatusCode, Tag,
+    ApiKeyLocation, Components, Header, Info, MediaType, OpenApi, Operation, Parameter,
+    ParameterData, ParameterSchemaOrContent, PathItem, Paths, ReferenceOr, RequestBody, Response,
+    Responses, SchemaObject, SecurityRequirement, SecurityScheme, StatusCode, Tag,
 };
 use indexmap::IndexMap;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -963,6 +963,56 @@ fn error_schema(codes: &[&str]) -> Schema {
     })
 }
 
+/// Response headers worth a client's attention: `(status, name, description,
+/// always sent)`.
+fn response_headers(op: &Op) -> Vec<(u16, &'static str, &'static str, bool)> {
+    let mut out = Vec::new();
+    if op.auth != Auth::Public {
+        out.push((
+            401,
+            "WWW-Authenticate",
+            "`Bearer`, or `Bearer error=\"invalid_token\"` for a token that is not valid",
+            true,
+        ));
+        out.push((
+            401,
+            "Set-Cookie",
+            "Removes a session cookie that is no longer valid",
+            false,
+        ));
+    }
+    match op.id {
+        "signIn" => out.push((200, "Set-Cookie", "The new `sy_session` cookie", true)),
+        "signOut" => out.push((204, "Set-Cookie", "Removes the `sy_session` cookie", true)),
+        "startRun" => out.push((
+            202,
+            "Idempotent-Replayed",
+            "`true` when this repeats the answer to an earlier request with the same \
+             `Idempotency-Key`",
+            false,
+        )),
+        _ => {}
+    }
+    out
+}
+
+fn header(description: &str, required: bool) -> ReferenceOr<Header> {
+    ReferenceOr::Item(Header {
+        description: Some(description.to_owned()),
+        style: Default::default(),
+        required,
+        deprecated: None,
+        format: ParameterSchemaOrContent::Schema(SchemaObject {
+            json_schema: json_schema!({"type": "string"}),
+            external_docs: None,
+            example: None,
+        }),
+        example: None,
+        examples: IndexMap::new(),
+        extensions: IndexMap::new(),
+    })
+}
+
 fn security(op: &Op) -> Vec<SecurityRequirement> {
     if op.auth == Auth::Public {
         return Vec::new();
@@ -1064,6 +1114,13 @@ fn operation(op: &Op) -> Operation {
                 ..Default::default()
             }),
         );
+    }
+    for (status, name, description, required) in response_headers(op) {
+        if let Some(ReferenceOr::Item(response)) = responses.get_mut(&StatusCode::Code(status)) {
+            response
+                .headers
+                .insert(name.to_owned(), header(description, required));
+        }
     }
     let mut description = op.description.to_owned();
     if op.auth == Auth::Admin {

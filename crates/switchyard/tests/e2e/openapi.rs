@@ -6,10 +6,11 @@
 //!   documentation (or documentation of a route that is gone) fails.
 //! * Driven from the document: every operation is called without credentials, with a
 //!   bad token, as a viewer, with a session cookie but no CSRF header, with ids that
-//!   are malformed or unknown, bodies that are not JSON or have the wrong shape, and
-//!   once validly. Each answer's status must be one the operation documents, an error
+//!   are malformed or unknown, bad queries and headers, bodies that are not JSON or
+//!   have the wrong shape, and once validly. Each answer's status must be one the operation documents, an error
 //!   body's `code` one the document lists for that status, and every body must be
-//!   valid against the schema documented for its status. Each valid call must succeed.
+//!   valid against the schema documented for its status, and the headers it documents
+//!   as always sent must be there. Each valid call must succeed.
 
 use crate::harness::{Harness, TOKEN};
 use crate::rbac::{create_principal, start_waiting_run};
@@ -109,6 +110,7 @@ struct Case {
     label: String,
     params: BTreeMap<String, String>,
     query: String,
+    headers: Vec<(&'static str, String)>,
     credential: Credential,
     body: Body,
     /// A valid call: it must succeed.
@@ -199,6 +201,18 @@ impl Fixtures {
             "setPrincipalRole" => (String::new(), Body::Json(json!({"role": "operator"}))),
             "setPrincipalApps" => (String::new(), Body::Json(json!({"apps": [self.app]}))),
             other => panic!("no valid call for the documented operation {other}"),
+        }
+    }
+
+    /// Request headers that break their rules, per operation.
+    fn bad_headers(op_id: &str) -> Vec<(&'static str, String)> {
+        match op_id {
+            "startRun" => vec![
+                ("idempotency-key", "k".repeat(256)),
+                ("idempotency-key", "has space".to_owned()),
+            ],
+            "streamRun" => vec![("last-event-id", "garbage".to_owned())],
+            _ => Vec::new(),
         }
     }
 
@@ -299,6 +313,7 @@ fn cases(f: &Fixtures, op_id: &str, method: &str, op: &Value) -> Vec<Case> {
             label,
             params,
             query: query.to_owned(),
+            headers: Vec::new(),
             credential,
             body,
             valid: false,
@@ -362,6 +377,17 @@ fn cases(f: &Fixtures, op_id: &str, method: &str, op: &Value) -> Vec<Case> {
             Body::None,
         ));
     }
+    for (name, value) in Fixtures::bad_headers(op_id) {
+        let mut bad = case(
+            format!("header {name}: {value:.20}"),
+            good.clone(),
+            cred.clone(),
+            &valid_query,
+            valid_body.clone(),
+        );
+        bad.headers.push((name, value));
+        out.push(bad);
+    }
     if let Some(request_body) = op.get("requestBody") {
         let mut bodies = vec![
             ("not JSON", Body::Raw("{", true)),
@@ -387,6 +413,7 @@ fn cases(f: &Fixtures, op_id: &str, method: &str, op: &Value) -> Vec<Case> {
         label: "valid".into(),
         params: good,
         query: valid_query,
+        headers: Vec::new(),
         credential: cred,
         body: valid_body,
         valid: true,
@@ -412,6 +439,21 @@ fn documented_codes(response: &Value) -> Vec<String> {
             codes
                 .iter()
                 .map(|c| c.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The response headers the document says `status` always carries.
+fn documented_headers(responses: &serde_json::Map<String, Value>, status: u16) -> Vec<String> {
+    responses
+        .get(&status.to_string())
+        .and_then(|r| r["headers"].as_object())
+        .map(|headers| {
+            headers
+                .iter()
+                .filter(|(_, h)| h["required"] == true)
+                .map(|(name, _)| name.to_ascii_lowercase())
                 .collect()
         })
         .unwrap_or_default()
@@ -475,6 +517,9 @@ async fn every_documented_operation_answers_as_documented() {
                 Credential::Bearer(token) => request.bearer_auth(token),
                 Credential::CookieWithoutCsrf(cookie) => request.header("cookie", cookie),
             };
+            for (name, value) in &case.headers {
+                request = request.header(*name, value);
+            }
             request = match &case.body {
                 Body::None => request,
                 Body::Json(body) => request.json(body),
@@ -485,6 +530,10 @@ async fn every_documented_operation_answers_as_documented() {
             };
             let response = request.send().await.expect("request");
             let status = response.status().as_u16();
+            let missing_headers: Vec<String> = documented_headers(&responses, status)
+                .into_iter()
+                .filter(|name| !response.headers().contains_key(name.as_str()))
+                .collect();
             let content_type = response
                 .headers()
                 .get("content-type")
@@ -503,6 +552,9 @@ async fn every_documented_operation_answers_as_documented() {
                 failures.push(format!("{what}: status not documented"));
                 continue;
             };
+            if !missing_headers.is_empty() {
+                failures.push(format!("{what}: without the headers {missing_headers:?}"));
+            }
             if case.valid && status >= 300 {
                 failures.push(format!("{what}: the valid call did not succeed"));
                 continue;
