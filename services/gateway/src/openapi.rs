@@ -1274,6 +1274,23 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// `text` as HTML, its `code spans` in `<code>` (an unpaired backtick stays as it is).
+fn inline(text: &str) -> String {
+    let parts: Vec<&str> = text.split('`').collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in parts.iter().enumerate() {
+        if i % 2 == 0 {
+            out.push_str(&escape(part));
+        } else if i + 1 == parts.len() {
+            out.push('`');
+            out.push_str(&escape(part));
+        } else {
+            let _ = write!(out, "<code>{}</code>", escape(part));
+        }
+    }
+    out
+}
+
 /// The `/api/docs` page: every operation by tag, with its parameters, its answers and
 /// their error codes. Plain HTML and one inline style sheet: no script, nothing
 /// fetched from anywhere else.
@@ -1292,18 +1309,17 @@ pub(crate) fn html(document: &OpenApi) -> String {
          .GET{{color:#1565c0}}.POST{{color:#2e7d32}}.PUT{{color:#ef6c00}}.DELETE{{color:#c62828}}\
          td{{vertical-align:top;padding:.1rem .5rem}}\
          </style></head><body><h1>{title} <small>{}</small></h1>\
-         <p>The machine-readable description: <a href=\"/api/openapi.json\"><code>/api/openapi.json</code></a> (OpenAPI {}).</p>\
+         <p>The machine-readable description: <a href=\"/api/openapi.json\"><code>/api/openapi.json</code></a> (OpenAPI 3.1).</p>\
          <p>{}</p>",
         escape(&document.info.version),
-        escape(&document.openapi),
-        escape(document.info.description.as_deref().unwrap_or("")).replace("\n\n", "</p><p>")
+        inline(document.info.description.as_deref().unwrap_or("")).replace("\n\n", "</p><p>")
     );
     for tag in &document.tags {
         let _ = write!(
             out,
             "<h2 id=\"{0}\">{0}</h2><p>{1}</p>",
             escape(&tag.name),
-            escape(tag.description.as_deref().unwrap_or(""))
+            inline(tag.description.as_deref().unwrap_or(""))
         );
         for (path, method, op) in document.operations() {
             if !op.tags.contains(&tag.name) {
@@ -1321,10 +1337,10 @@ pub(crate) fn html(document: &OpenApi) -> String {
                  <code>{}</code> — {} <small>({auth})</small></div>",
                 escape(op.operation_id.as_deref().unwrap_or("")),
                 escape(path),
-                escape(op.summary.as_deref().unwrap_or("")),
+                inline(op.summary.as_deref().unwrap_or("")),
             );
             if let Some(description) = &op.description {
-                let _ = write!(out, "<p>{}</p>", escape(description));
+                let _ = write!(out, "<p>{}</p>", inline(description));
             }
             if !op.parameters.is_empty() {
                 out.push_str("<p>Parameters: ");
@@ -1359,7 +1375,7 @@ pub(crate) fn html(document: &OpenApi) -> String {
                         let _ = write!(
                             out,
                             "<tr><td>{status}</td><td>{}</td></tr>",
-                            escape(&response.description)
+                            inline(&response.description)
                         );
                     }
                 }
@@ -1448,6 +1464,7 @@ mod tests {
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
+        assert_eq!(inline("a `<b>` c `d"), "a <code>&lt;b&gt;</code> c `d");
     }
 
     /// Fails when `schemas/openapi.json` no longer matches the document. Regenerate with
