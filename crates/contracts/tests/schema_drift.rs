@@ -27,7 +27,11 @@ fn checked_in_schemas_match_the_types() {
     // A schema file whose type was removed is drift too.
     for entry in std::fs::read_dir(&dir).unwrap() {
         let file = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if file.ends_with(".json") && !expected_files.iter().any(|(n, _)| *n == file) {
+        // `openapi.json` is the gateway's API description, with its own drift test.
+        if file.ends_with(".json")
+            && file != "openapi.json"
+            && !expected_files.iter().any(|(n, _)| *n == file)
+        {
             drifted.push(format!("{file} (no longer generated)"));
         }
     }

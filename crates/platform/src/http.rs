@@ -6,7 +6,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Router, middleware};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -278,27 +277,31 @@ pub type ReadinessCheck =
 
 /// `/healthz` (the process is up) and `/readyz` (its dependencies answer).
 pub fn health_routes<S: Clone + Send + Sync + 'static>(ready: ReadinessCheck) -> Router<S> {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.clone();
-                async move {
-                    match ready().await {
-                        Ok(()) => Ok(axum::Json(serde_json::json!({"status": "ready"}))),
-                        Err(problem) => Err(ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not_ready",
-                            problem,
-                        )),
-                    }
+    health_route_table(ready).into_router()
+}
+
+/// [`health_routes`] as a [`RouteTable`](crate::routes::RouteTable), for a router
+/// whose routes are listed (the gateway's, which its OpenAPI description covers).
+pub fn health_route_table<S: Clone + Send + Sync + 'static>(
+    ready: ReadinessCheck,
+) -> crate::routes::RouteTable<S> {
+    crate::routes::RouteTable::new()
+        .get("/healthz", || async {
+            axum::Json(serde_json::json!({"status": "ok"}))
+        })
+        .get("/readyz", move || {
+            let ready = ready.clone();
+            async move {
+                match ready().await {
+                    Ok(()) => Ok(axum::Json(serde_json::json!({"status": "ready"}))),
+                    Err(problem) => Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        problem,
+                    )),
                 }
-            }),
-        )
+            }
+        })
 }
 
 /// Readiness of a NATS connection.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod nats;
+pub mod routes;
 pub mod service;
 pub mod shutdown;
 pub mod sse;

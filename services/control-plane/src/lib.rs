@@ -27,6 +27,12 @@ mod waiting;
 
 pub use config::{Config, ControlPlaneSettings};
 
+/// The `(method, path)` of every `/api/*` route the control-plane serves (the gateway
+/// forwards them), so a test can hold the gateway's OpenAPI description to them.
+pub fn api_routes() -> Vec<switchyard_platform::routes::Route> {
+    http::api_routes()
+}
+
 /// What the integration tests of this crate and the workspace's end-to-end tests drive
 /// directly: one reconciliation pass on demand. Not an API for anything else.
 #[doc(hidden)]

@@ -11,7 +11,9 @@
 //!   cached token answers are dropped and its SSE streams ended (`revocation.rs`);
 //! * serves the portal (the built web workbench) at `/` (`portal.rs`) and, when
 //!   configured, answers cross-origin requests of listed origins (`http/cors.rs`);
-//! * answers `/healthz` and `/readyz` without authentication.
+//! * answers `/healthz` and `/readyz` without authentication;
+//! * describes its whole API (its own routes and the forwarded ones) as OpenAPI 3.1 at
+//!   `GET /api/openapi.json`, with a page at `GET /api/docs` (`openapi.rs`).
 //!
 //! The gateway keeps no state of its own besides the in-memory fan-out and token cache,
 //! so any number of gateways can run side by side behind a load balancer.
@@ -24,7 +26,7 @@
 //! | HTTP | `http` (the router), its middleware and handlers, `http::state` |
 //! | authentication | `tokens` (who a bearer token belongs to) |
 //! | shared parts | `revocation`, `hub`, `control_plane`, `session`, `portal` |
-//! | leaves | `config`, `auth` (the principal types), `token_cache`, `grants` |
+//! | leaves | `config`, `auth` (the principal types), `token_cache`, `grants`, `openapi` |
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
@@ -33,6 +35,7 @@ mod control_plane;
 mod grants;
 mod http;
 mod hub;
+mod openapi;
 mod portal;
 mod revocation;
 mod session;
@@ -130,6 +133,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         served.map_err(Into::into)
     });
     Ok(ServiceHandle::new("gateway", Some(addr), task))
+}
+
+/// The `(method, path)` of every route the gateway answers itself (health routes and
+/// its own `/api/*` ones; the portal's aside), so a test can hold the OpenAPI
+/// description to them together with the control-plane's forwarded routes.
+pub fn own_routes() -> Vec<switchyard_platform::routes::Route> {
+    http::own_routes()
 }
 
 /// [`start`], then wait until the gateway has shut down.

@@ -7,27 +7,26 @@ use crate::actor::Actor;
 use crate::runs::parse_provider;
 use crate::state::AppState;
 use crate::store::{self, json_contains_nul};
-use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use switchyard_contracts::api::{AppList, AppView, RegisterAppRequest, RuntimeDefaults};
 use switchyard_contracts::budget::RunBudget;
 use switchyard_contracts::provider::{operator_only_message, operator_only_option};
 use switchyard_contracts::{AppId, ProviderName};
 use switchyard_platform::http::{ApiError, Json};
+use switchyard_platform::routes::RouteTable;
 
 /// More profiles than this per app is almost certainly a client bug.
 const MAX_PROFILES: usize = 100;
 const MAX_NAME_CHARS: usize = 200;
 const MAX_CREDENTIAL_ENV: usize = 32;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/apps/register", post(register))
-        .route("/api/apps", get(list))
-        .route("/api/apps/{app_id}", get(show))
+pub(super) fn router() -> RouteTable<AppState> {
+    RouteTable::new()
+        .post("/api/apps/register", register)
+        .get("/api/apps", list)
+        .get("/api/apps/{app_id}", show)
 }
 
 /// Upsert: 201 for a new app, 200 when an existing one was replaced.

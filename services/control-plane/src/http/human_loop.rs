@@ -7,16 +7,15 @@ use super::input::{query_error, run_id};
 use crate::state::AppState;
 use crate::store;
 use crate::store::columns::HumanLoopStatus;
-use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
 use serde::Deserialize;
 use switchyard_contracts::api::{HumanLoopRequestList, HumanLoopRequestView};
 use switchyard_platform::http::{ApiError, Json};
+use switchyard_platform::routes::RouteTable;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/runs/{run_id}/human-loop", get(list))
+pub(super) fn router() -> RouteTable<AppState> {
+    RouteTable::new().get("/api/runs/{run_id}/human-loop", list)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,17 +16,30 @@ use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use switchyard_platform::http::{ReadinessCheck, health_routes, with_common_layers};
+use switchyard_platform::routes::{Route, RouteTable};
 
-/// The whole HTTP surface with the common layers and the body limit.
-pub(crate) fn router(state: AppState, ready: ReadinessCheck) -> Router {
-    let settings = state.settings.clone();
-    let api = Router::new()
-        .merge(apps::router())
+/// Every resource's routes (the API without the health routes).
+fn table() -> RouteTable<AppState> {
+    apps::router()
         .merge(runs::router())
         .merge(human_loop::router())
         .merge(providers::router())
         .merge(principals::router())
-        .with_state(state.clone());
+}
+
+/// The routes of [`router`] under `/api/`, the ones the gateway forwards.
+pub(crate) fn api_routes() -> Vec<Route> {
+    table()
+        .routes()
+        .into_iter()
+        .filter(|route| route.path.starts_with("/api/"))
+        .collect()
+}
+
+/// The whole HTTP surface with the common layers and the body limit.
+pub(crate) fn router(state: AppState, ready: ReadinessCheck) -> Router {
+    let settings = state.settings.clone();
+    let api = table().into_router().with_state(state.clone());
     let router = api
         .merge(health_routes(ready))
         // On the whole router, so every route — whichever module adds it — is covered.

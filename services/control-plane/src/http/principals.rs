@@ -29,12 +29,10 @@ use crate::revocation;
 use crate::state::AppState;
 use crate::store::principals::{self, PrincipalRow, TokenRow};
 use crate::store::{StoreError, stored_id};
-use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use switchyard_contracts::auth::PRINCIPAL_CHANGED_HEADER;
@@ -45,24 +43,25 @@ use switchyard_contracts::principals::{
 };
 use switchyard_contracts::{AppId, PrincipalId, TokenId};
 use switchyard_platform::http::{ApiError, Json};
+use switchyard_platform::routes::RouteTable;
 use uuid::Uuid;
 
 const MAX_NAME_CHARS: usize = 200;
 const MAX_APPS: usize = 1000;
 const TOKEN_PREFIX: &str = "sy_";
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/principals", post(create).get(list))
-        .route("/api/principals/{id}", get(show).delete(remove))
-        .route("/api/principals/{id}/role", put(set_role))
-        .route("/api/principals/{id}/apps", put(set_apps))
-        .route(
-            "/api/principals/{id}/tokens",
-            post(new_token).delete(revoke_all),
-        )
-        .route("/api/tokens/{id}", axum::routing::delete(revoke))
-        .route("/internal/auth/resolve", post(resolve))
+pub(super) fn router() -> RouteTable<AppState> {
+    RouteTable::new()
+        .post("/api/principals", create)
+        .get("/api/principals", list)
+        .get("/api/principals/{id}", show)
+        .delete("/api/principals/{id}", remove)
+        .put("/api/principals/{id}/role", set_role)
+        .put("/api/principals/{id}/apps", set_apps)
+        .post("/api/principals/{id}/tokens", new_token)
+        .delete("/api/principals/{id}/tokens", revoke_all)
+        .delete("/api/tokens/{id}", revoke)
+        .post("/internal/auth/resolve", resolve)
 }
 
 fn view(row: PrincipalRow, tokens: Option<Vec<TokenView>>) -> Result<PrincipalView, StoreError> {

@@ -2,14 +2,13 @@
 
 use crate::providers::{self, RegistryError};
 use crate::state::AppState;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use switchyard_contracts::api::ProviderList;
 use switchyard_platform::http::{ApiError, Json};
+use switchyard_platform::routes::RouteTable;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/api/providers", get(list))
+pub(super) fn router() -> RouteTable<AppState> {
+    RouteTable::new().get("/api/providers", list)
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<ProviderList>, ApiError> {

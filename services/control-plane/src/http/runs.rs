@@ -10,13 +10,11 @@ use crate::queue::{self, QueueError};
 use crate::runs::StartRunError;
 use crate::state::AppState;
 use crate::store;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use switchyard_contracts::api::{
     HumanLoopReplyRequest, HumanLoopReplyResponse, RunList, RunQueueView, RunView, StartRunRequest,
@@ -25,18 +23,19 @@ use switchyard_contracts::api::{
 use switchyard_contracts::event::HumanLoopDecision;
 use switchyard_contracts::{AppId, RunId, RunStatus};
 use switchyard_platform::http::{ApiError, Json};
+use switchyard_platform::routes::RouteTable;
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/runs/start", post(start))
-        .route("/api/runs", get(list))
-        .route("/api/runs/{run_id}", get(show))
-        .route("/api/runs/{run_id}/stop", post(stop))
-        .route("/api/runs/{run_id}/human-loop/reply", post(reply))
-        .route("/api/run-queue", get(run_queue))
+pub(super) fn router() -> RouteTable<AppState> {
+    RouteTable::new()
+        .post("/api/runs/start", start)
+        .get("/api/runs", list)
+        .get("/api/runs/{run_id}", show)
+        .post("/api/runs/{run_id}/stop", stop)
+        .post("/api/runs/{run_id}/human-loop/reply", reply)
+        .get("/api/run-queue", run_queue)
 }
 
 async fn start(

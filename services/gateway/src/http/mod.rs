@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `GET /healthz`, `GET /readyz` | public | platform health; ready = NATS connected and the control-plane's `/healthz` answers |
 //! | `POST`, `GET`, `DELETE /api/session` | token in the body / any | [`session`]: sign in, who am I, sign out |
+//! | `GET /api/openapi.json`, `GET /api/docs` | public | [`docs`]: the API description ([`crate::openapi`]) and its HTML page |
 //! | `GET /api/runs/{id}/stream` | bearer or session cookie | [`streams::stream_run`] |
 //! | `* /api/{*path}` | bearer or session cookie (+ CSRF header) | [`proxy::forward`] to the control-plane |
 //! | `GET` anything else | public | the portal ([`crate::portal`]), `index.html` for client-side routes |
@@ -15,6 +16,7 @@
 
 pub(crate) mod auth;
 mod cors;
+mod docs;
 mod proxy;
 pub(crate) mod quota;
 mod session;
@@ -25,10 +27,13 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_platform::http::{ReadinessCheck, health_routes, nats_ready, with_common_layers};
+use switchyard_platform::http::{
+    ReadinessCheck, health_route_table, nats_ready, with_common_layers,
+};
+use switchyard_platform::routes::{Route, RouteTable};
 
 use crate::config::GatewayConfig;
 use crate::control_plane::ControlPlane;
@@ -38,22 +43,47 @@ use state::AppState;
 /// proxy's own JSON 503 rather than the timeout layer's bare one.
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
-/// Every route, with the common layers around them.
+/// The gateway's own `/api/*` routes that need a principal (the forwarded ones are the
+/// control-plane's).
+fn authenticated() -> RouteTable<AppState> {
+    RouteTable::new().get("/api/runs/{id}/stream", streams::stream_run)
+}
+
+/// The gateway's own `/api/*` routes that authenticate on their own (session) or not
+/// at all (the API description).
+fn unauthenticated() -> RouteTable<AppState> {
+    RouteTable::new()
+        .post("/api/session", session::sign_in)
+        .get("/api/session", session::show)
+        .delete("/api/session", session::sign_out)
+        .get("/api/openapi.json", docs::openapi_json)
+        .get("/api/docs", docs::docs_page)
+}
+
+/// Every route the gateway answers itself but the portal's: the health routes and its
+/// own `/api/*` ones (the rest of `/api/*` is the control-plane's, forwarded).
+pub(crate) fn own_routes() -> Vec<Route> {
+    // Only the list is wanted: the check is never called.
+    let ready: ReadinessCheck = Arc::new(|| Box::pin(async { Ok(()) }));
+    health_route_table::<AppState>(ready)
+        .merge(authenticated())
+        .merge(unauthenticated())
+        .routes()
+}
+
+/// Every route, with the common layers around them. A new route of the API goes into
+/// one of the tables above (and into `crate::openapi`), never straight onto this
+/// router: the end-to-end tests hold the OpenAPI description to those tables.
 pub(crate) fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client) -> Router {
-    let api = Router::new()
-        .route("/api/runs/{id}/stream", get(streams::stream_run))
+    let api = authenticated()
+        .into_router()
         .route("/api/{*path}", any(proxy::forward))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_principal,
         ))
         // After the auth layer: signing in and out authenticate on their own.
-        .route(
-            "/api/session",
-            post(session::sign_in)
-                .get(session::show)
-                .delete(session::sign_out),
-        )
+        .merge(unauthenticated().into_router())
         .layer(DefaultBodyLimit::max(config.max_body_bytes));
     // Outermost, so that preflights (which carry no credentials) are answered.
     let api = match cors::layer(&config.cors_allowed_origins) {
@@ -62,7 +92,7 @@ pub(crate) fn router(state: AppState, config: &GatewayConfig, nats: async_nats::
     };
     let ready = readiness(nats, state.control_plane.clone());
     let router = Router::new()
-        .merge(health_routes(ready))
+        .merge(health_route_table(ready).into_router())
         .merge(api)
         .route("/", get(portal))
         .route("/{*path}", get(portal))
