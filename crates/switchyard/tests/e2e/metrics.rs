@@ -30,7 +30,7 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
             continue;
         }
         let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
+            .find(['{', ' '])
             .unwrap_or_else(|| panic!("no value on line {line:?}"));
         let name = &line[..name_end];
         assert!(
