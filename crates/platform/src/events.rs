@@ -136,7 +136,20 @@ pub struct EventLog {
     atomic: Arc<AtomicBool>,
     /// The largest message (headers and payload) the server and the stream accept.
     max_message: usize,
+    /// Append latency and batch sizes, when the service reports metrics.
+    metrics: Option<AppendMetrics>,
 }
+
+#[derive(Clone)]
+struct AppendMetrics {
+    latency: crate::metrics::Histogram,
+    batch: crate::metrics::Histogram,
+}
+
+/// `switchyard_event_append_seconds`: one append call, batch or single event.
+const APPEND_SECONDS: &str = "switchyard_event_append_seconds";
+/// `switchyard_event_append_batch_events`: events per append call.
+const APPEND_BATCH: &str = "switchyard_event_append_batch_events";
 
 impl EventLog {
     pub async fn open(js: jetstream::Context) -> Result<Self, EventLogError> {
@@ -165,7 +178,29 @@ impl EventLog {
             stream,
             atomic: Arc::new(AtomicBool::new(atomic)),
             max_message,
+            metrics: None,
         })
+    }
+
+    /// Records each append's latency and size in `metrics`.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        metrics.describe_histogram(
+            APPEND_SECONDS,
+            "Time to append to a run's event log (one call: an event or a batch), in seconds.",
+        );
+        metrics.describe_histogram(APPEND_BATCH, "Events per append to a run's event log.");
+        self.metrics = Some(AppendMetrics {
+            latency: metrics.histogram(APPEND_SECONDS, &[]),
+            batch: metrics.histogram(APPEND_BATCH, &[]),
+        });
+        self
+    }
+
+    fn record_append(&self, started: std::time::Instant, events: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.latency.record(started.elapsed().as_secs_f64());
+            metrics.batch.record(events as f64);
+        }
     }
 
     /// Whether [`EventLog::append_events`] stores a batch with one atomic publish.
@@ -204,6 +239,7 @@ impl EventLog {
         position: EventPosition,
     ) -> Result<EventPosition, EventLogError> {
         let payload = encode(event)?;
+        let started = std::time::Instant::now();
         let stream_seq = self
             .publish_raw(
                 event.run_id,
@@ -213,6 +249,7 @@ impl EventLog {
                 payload,
             )
             .await?;
+        self.record_append(started, 1);
         Ok(EventPosition {
             next_seq: event.seq + 1,
             last_stream_seq: stream_seq,
@@ -259,6 +296,7 @@ impl EventLog {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let mut start = 0;
         while start < events.len() {
             let end = (start + MAX_BATCH_EVENTS).min(events.len());
@@ -280,6 +318,7 @@ impl EventLog {
             }
             start += self.publish_one_by_one(chunk, &mut position).await?;
         }
+        self.record_append(started, events.len());
         Ok(position)
     }
 
@@ -516,6 +555,7 @@ fn encode_value(
     event_type: &'static str,
 ) -> Result<Bytes, EventLogError> {
     serde_json::to_vec(value).map(Bytes::from).map_err(|source| {
+        crate::metrics::serialization_failed();
         tracing::error!(%run_id, seq, event_type, error = %source, "cannot serialise a run event");
         EventLogError::Encode {
             run_id,

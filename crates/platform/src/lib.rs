@@ -6,9 +6,11 @@
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod nats;
 pub mod routes;
 pub mod service;
 pub mod shutdown;
 pub mod sse;
 pub mod telemetry;
+pub mod trace;

@@ -11,6 +11,7 @@ use switchyard_platform::config::{
     ConfigError, DatabaseConfig, ExposeSecret, NatsConfig, check_token,
 };
 use switchyard_platform::http::HttpServerConfig;
+use switchyard_platform::metrics::MetricsConfig;
 use switchyard_platform::telemetry::TelemetryConfig;
 
 /// Everything the control-plane reads from the merged configuration. Other services'
@@ -22,6 +23,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
     pub http: HttpServerConfig,
+    pub metrics: MetricsConfig,
     pub control_plane: ControlPlaneSettings,
 }
 
@@ -120,6 +122,7 @@ impl Config {
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.validate()?;
+        self.metrics.validate()?;
         let s = &self.control_plane;
         let invalid = |key: &'static str, problem: &str| {
             Err(ConfigError::Value {

@@ -2,7 +2,7 @@
 //! serialises is plain data, so a failure is a bug; it is never turned into an empty
 //! payload or a silent default. The caller gets the error, and it is logged here with
 //! the stable field `failure = "serialization"` (and what was being serialised), which
-//! a log query counts.
+//! a log query counts, and counted in `switchyard_serialization_failures_total`.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -24,6 +24,7 @@ pub(crate) fn to_value<T: Serialize + ?Sized>(
 }
 
 fn failed(what: &'static str, error: &serde_json::Error) {
+    switchyard_platform::metrics::serialization_failed();
     tracing::error!(failure = "serialization", what, %error, "could not serialise {what}");
 }
 

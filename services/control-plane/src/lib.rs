@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_platform::events::EventLog;
 use switchyard_platform::http::ReadinessCheck;
+use switchyard_platform::metrics::Metrics;
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
 use tokio_util::sync::CancellationToken;
@@ -83,10 +84,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let pool = database::connect(&config.database).await?;
     database::migrate(&pool).await?;
 
-    let publisher = Arc::new(outbox::Publisher::new(js.clone(), events.clone()));
     // Our own token, so that a failed HTTP server stops this service's tasks without
     // cancelling the caller's (other services may share it in `switchyard up`).
     let shutdown = shutdown.child_token();
+    let metrics = Metrics::new("control-plane", &shutdown);
+    let events = events.with_metrics(&metrics);
+    let publisher = Arc::new(outbox::Publisher::new(js.clone(), events.clone()));
     let tracker = TaskTracker::new();
     let (cleaner, clean_task) = outbox::Cleaner::new(
         pool.clone(),
@@ -114,7 +117,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         settings: settings.clone(),
         nats_timeout: config.nats.request_timeout(),
     });
-    let router = http::router(state, readiness(client.clone(), pool.clone()));
+    let router = http::router(
+        state,
+        readiness(client.clone(), pool.clone()),
+        switchyard_platform::metrics::routes(metrics.clone(), &config.metrics, None),
+    );
     let listener = switchyard_platform::http::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -124,8 +131,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tracker.spawn(clean_task);
     // One connection: the projector applies one batch at a time.
     let projector_pool = database::dedicated(&pool, 1);
-    tracker
-        .spawn(projector::Projector::new(js.clone(), projector_pool.clone()).run(shutdown.clone()));
+    tracker.spawn(
+        projector::Projector::new(js.clone(), projector_pool.clone(), metrics.clone())
+            .run(shutdown.clone()),
+    );
     tracker.spawn(outbox::sweep_loop(
         pool.clone(),
         publisher,
@@ -137,6 +146,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         js.clone(),
         pool.clone(),
         settings.clone(),
+        metrics,
         shutdown.clone(),
     ));
 

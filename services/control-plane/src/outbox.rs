@@ -22,6 +22,7 @@ use std::time::Duration;
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::{RunEventKind, subjects};
 use switchyard_platform::events::{EventLog, EventLogError};
+use switchyard_platform::trace::TRACEPARENT;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -165,6 +166,9 @@ impl Publisher {
             crate::json::to_vec("a run command", &entry.command).map_err(PublishError::Encode)?;
         let mut headers = HeaderMap::new();
         headers.insert(subjects::HEADER_RUN_ID, run_id.to_string().as_str());
+        if let Some(trace) = &entry.trace {
+            headers.insert(TRACEPARENT, trace.to_string().as_str());
+        }
         let message = PublishMessage::build()
             .payload(Bytes::from(payload))
             .headers(headers)

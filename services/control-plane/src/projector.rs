@@ -24,10 +24,12 @@ use async_nats::jetstream::{self, AckKind, Message};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::{FutureExt as _, StreamExt as _};
 use sqlx::PgPool;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use switchyard_contracts::event::RunEventHeader;
 use switchyard_contracts::{RunEvent, RunEventKind, RunId, RunStatus, subjects};
+use switchyard_platform::metrics::Metrics;
 use switchyard_platform::nats::{self, Resources};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -108,15 +110,25 @@ enum ConsumeError {
 pub(crate) struct Projector {
     js: jetstream::Context,
     pool: PgPool,
+    metrics: Metrics,
     /// Batches applied (wrapping): every `REFRESH_PLANS_EVERY`th refreshes the plans.
     batches_applied: AtomicU32,
 }
 
 impl Projector {
-    pub(crate) fn new(js: jetstream::Context, pool: PgPool) -> Self {
+    pub(crate) fn new(js: jetstream::Context, pool: PgPool, metrics: Metrics) -> Self {
+        metrics.describe_counter(
+            RUNS_STARTED,
+            "Runs that started on an executor, by provider (each run once).",
+        );
+        metrics.describe_counter(
+            RUNS_FINISHED,
+            "Runs that ended, by provider, final status and failure reason (`none` when it did not fail; each run once).",
+        );
         Self {
             js,
             pool,
+            metrics,
             batches_applied: AtomicU32::new(0),
         }
     }
@@ -445,11 +457,13 @@ impl Projector {
             }
         }
         if requests.is_empty() {
-            store::runs::apply_changes(&self.pool, &changes, &ended).await?;
+            let applied = store::runs::apply_changes(&self.pool, &changes, &ended).await?;
+            self.count(&applied);
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        let known = store::runs::apply_changes(&mut *tx, &changes, &[]).await?;
+        let applied = store::runs::apply_changes(&mut *tx, &changes, &[]).await?;
+        let known: HashSet<RunId> = applied.iter().map(|a| a.run_id).collect();
         for (run_id, change) in requests {
             if !known.contains(&run_id) {
                 continue;
@@ -468,8 +482,52 @@ impl Projector {
             .collect();
         store::human_loop::runs_ended(&mut tx, &ended).await?;
         tx.commit().await?;
+        self.count(&applied);
         Ok(())
     }
+
+    /// Counts the runs a committed batch started or ended. The store says which ones
+    /// this batch moved, so a redelivered or caught-up event is not counted again.
+    fn count(&self, applied: &[store::runs::Applied]) {
+        for run in applied {
+            let provider = bounded(&run.provider);
+            if run.started {
+                self.metrics
+                    .counter(RUNS_STARTED, &[("provider", provider)])
+                    .increment(1);
+            }
+            if run.finished {
+                let status = RunStatus::from(run.status);
+                let reason = run.failure_reason.as_deref().map_or("none", bounded);
+                self.metrics
+                    .counter(
+                        RUNS_FINISHED,
+                        &[
+                            ("provider", provider),
+                            ("status", status.as_str()),
+                            ("reason", reason),
+                        ],
+                    )
+                    .increment(1);
+            }
+        }
+    }
+}
+
+/// `switchyard_runs_started_total{provider}`.
+const RUNS_STARTED: &str = "switchyard_runs_started_total";
+/// `switchyard_runs_finished_total{provider,status,reason}`.
+const RUNS_FINISHED: &str = "switchyard_runs_finished_total";
+
+/// A label value from a column the control-plane wrote from a closed set (provider
+/// names, failure reasons); anything unexpected becomes `other` so that a label never
+/// grows without bound.
+fn bounded(value: &str) -> &str {
+    let plain = value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b':');
+    if plain { value } else { "other" }
 }
 
 fn reconnect_delays() -> impl Iterator<Item = Duration> {

@@ -771,8 +771,13 @@ pub(crate) async fn run(
     js: jetstream::Context,
     pool: PgPool,
     settings: Arc<ControlPlaneSettings>,
+    metrics: switchyard_platform::metrics::Metrics,
     shutdown: CancellationToken,
 ) {
+    metrics.describe_counter(
+        RECONCILER_ACTIONS,
+        "What the reconciler did, by action: concluded (a lost executor's run), requeued (a lost command), redispatched (a lost executor's unstarted run), fenced (skipped: the run moved on).",
+    );
     let settings = ReconcileSettings::from_control_plane(&settings);
     let reconciler = loop {
         match Reconciler::open(client.clone(), js.clone(), pool.clone(), settings.clone()).await {
@@ -796,10 +801,28 @@ pub(crate) async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = reconciler.pass() => {}
+            report = reconciler.pass() => count(&metrics, &report),
         }
     }
     tracing::debug!("reconciler stopped");
+}
+
+/// `switchyard_reconciler_actions_total{action}`.
+const RECONCILER_ACTIONS: &str = "switchyard_reconciler_actions_total";
+
+fn count(metrics: &switchyard_platform::metrics::Metrics, report: &PassReport) {
+    for (action, n) in [
+        ("concluded", report.concluded.len()),
+        ("requeued", report.requeued.len()),
+        ("redispatched", report.redispatched.len()),
+        ("fenced", report.fenced),
+    ] {
+        if n > 0 {
+            metrics
+                .counter(RECONCILER_ACTIONS, &[("action", action)])
+                .increment(n as u64);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
     pub http: HttpServerConfig,
+    pub metrics: switchyard_platform::metrics::MetricsConfig,
     pub executor_manager: ExecutorManagerSettings,
 }
 
@@ -102,6 +103,7 @@ impl Config {
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.validate()?;
+        self.metrics.validate()?;
         match self.executor_manager.problem() {
             Some((key, problem)) => Err(ConfigError::Value { key, problem }),
             None => Ok(()),

@@ -27,6 +27,8 @@ use switchyard_contracts::{
     ExecutorId, FailureReason, ProviderName, RunCommand, RunEventKind, RunId, WorkerId, subjects,
 };
 use switchyard_platform::events::{EventLog, EventLogError};
+use switchyard_platform::metrics::Metrics;
+use switchyard_platform::trace::{TRACEPARENT, TraceParent, trace_id_of};
 use tokio_util::sync::CancellationToken;
 
 /// Redelivery delay after losing an append race: the run's history moved on (a stop, a
@@ -54,7 +56,11 @@ pub(crate) struct Dispatcher {
     settings: Arc<ExecutorManagerSettings>,
     worker_id: WorkerId,
     shutdown: CancellationToken,
+    metrics: Metrics,
 }
+
+/// `switchyard_dispatch_seconds{outcome}`: from taking a command to settling it.
+const DISPATCH_SECONDS: &str = "switchyard_dispatch_seconds";
 
 /// A claimed run's dispatch request, as offered to each executor in turn.
 struct Request {
@@ -82,7 +88,12 @@ impl Dispatcher {
         settings: Arc<ExecutorManagerSettings>,
         worker_id: WorkerId,
         shutdown: CancellationToken,
+        metrics: Metrics,
     ) -> Self {
+        metrics.describe_histogram(
+            DISPATCH_SECONDS,
+            "Time from taking a run command off the queue to settling it, by outcome (ack: dispatched or needs none; retry: delivered again later; terminal: dropped or concluded), in seconds.",
+        );
         Self {
             client,
             events,
@@ -90,6 +101,7 @@ impl Dispatcher {
             settings,
             worker_id,
             shutdown,
+            metrics,
         }
     }
 
@@ -115,9 +127,19 @@ impl Dispatcher {
                     .await,
             )
         };
-        match phases.await {
+        let started = std::time::Instant::now();
+        let outcome = match phases.await {
             Break(outcome) | Continue(outcome) => outcome,
-        }
+        };
+        let label = match outcome {
+            Outcome::Ack => "ack",
+            Outcome::Retry(_) => "retry",
+            Outcome::Terminal => "terminal",
+        };
+        self.metrics
+            .histogram(DISPATCH_SECONDS, &[("outcome", label)])
+            .record(started.elapsed().as_secs_f64());
+        outcome
     }
 
     /// Where the run's next event goes, unless its history shows that it needs no
@@ -280,6 +302,7 @@ impl Dispatcher {
                 position,
             }),
             Err(error) => {
+                switchyard_platform::metrics::serialization_failed();
                 tracing::error!(%error, "cannot encode the dispatch request");
                 Break(Outcome::Retry(NATS_RETRY_DELAY))
             }
@@ -304,7 +327,12 @@ impl Dispatcher {
                 tracing::warn!(%error, "cannot extend the command's ack deadline");
             }
             let attempt = self
-                .send(command, &executor_id, request.payload.clone())
+                .send(
+                    command,
+                    &executor_id,
+                    request.payload.clone(),
+                    passed_on(message),
+                )
                 .await;
             if let Break(outcome) = self
                 .outcome_of(command, provider, reservation, &request, attempt)
@@ -421,9 +449,13 @@ impl Dispatcher {
         command: &RunCommand,
         executor_id: &ExecutorId,
         payload: Bytes,
+        trace: Option<TraceParent>,
     ) -> Attempt {
         let mut headers = HeaderMap::new();
         headers.insert(subjects::HEADER_RUN_ID, command.run_id.to_string().as_str());
+        if let Some(trace) = trace {
+            headers.insert(TRACEPARENT, trace.to_string().as_str());
+        }
         let request = async_nats::Request::new()
             .payload(payload)
             .headers(headers)
@@ -480,6 +512,24 @@ impl Dispatcher {
 const LISTED_EXECUTORS: usize = 10;
 
 /// "<provider> is installed on none of the N live executors (a, b, …)".
+/// The command's trace (its `traceparent` header, when valid) as this service passes
+/// it on: the same trace id, a new parent id.
+fn passed_on(message: &jetstream::Message) -> Option<TraceParent> {
+    let value = message.headers.as_ref()?.get(TRACEPARENT)?;
+    TraceParent::parse(value.as_str()).map(|t| t.child())
+}
+
+/// The trace id of a command's `traceparent` header, for its span.
+pub(crate) fn trace_id(message: &jetstream::Message) -> Option<String> {
+    trace_id_of(
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TRACEPARENT))
+            .map(|v| v.as_str()),
+    )
+}
+
 fn binary_missing_detail(provider: ProviderName, live: &[ExecutorId]) -> String {
     let mut ids = live
         .iter()

@@ -23,6 +23,7 @@ use std::time::Duration;
 use switchyard_contracts::{WorkerId, subjects};
 use switchyard_platform::events::EventLog;
 use switchyard_platform::http::{self, health_routes, nats_ready, with_common_layers};
+use switchyard_platform::metrics::{Collector, Metrics};
 use switchyard_platform::nats::{self as platform_nats, NatsConnection, Resources};
 use switchyard_platform::service::ServiceHandle;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +66,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         },
     )
     .await?;
-    let events = EventLog::open(js.clone()).await?;
+    let metrics = Metrics::new("executor-manager", &shutdown);
+    let events = EventLog::open(js.clone()).await?.with_metrics(&metrics);
     let consumer: PullConsumer = js
         .get_stream(subjects::RUN_COMMANDS_STREAM)
         .await
@@ -93,7 +95,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("bind executor_manager.listen = {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let router = with_common_layers(
-        Router::new().merge(health_routes(nats_ready(client.clone()))),
+        Router::new()
+            .merge(health_routes(nats_ready(client.clone())))
+            .merge(switchyard_platform::metrics::routes(
+                metrics.clone(),
+                &config.metrics,
+                Some(queue_gauges(&js, &metrics)),
+            )),
         HTTP_TIMEOUT,
     );
 
@@ -104,6 +112,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         settings.clone(),
         worker_id.clone(),
         shutdown.clone(),
+        metrics,
     );
     let workers = Workers::new(lifecycle, consumer, dispatcher, settings.clone());
     tracing::info!(
@@ -137,6 +146,50 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         Ok(())
     });
     Ok(ServiceHandle::new("executor-manager", Some(addr), task))
+}
+
+/// Samples the command queue (the RUN_COMMANDS work queue: a command stays in it until
+/// a worker settles it) right before a scrape.
+fn queue_gauges(js: &jetstream::Context, metrics: &Metrics) -> Collector {
+    const DEPTH: &str = "switchyard_command_queue_depth";
+    const OLDEST: &str = "switchyard_command_queue_oldest_age_seconds";
+    metrics.describe_gauge(
+        DEPTH,
+        "Run commands in the RUN_COMMANDS queue (waiting or being dispatched).",
+    );
+    metrics.describe_gauge(
+        OLDEST,
+        "Age of the oldest run command in the queue, in seconds (0 when empty).",
+    );
+    let depth = metrics.gauge(DEPTH, &[]);
+    let oldest = metrics.gauge(OLDEST, &[]);
+    let js = js.clone();
+    Arc::new(move || {
+        let (js, depth, oldest) = (js.clone(), depth.clone(), oldest.clone());
+        Box::pin(async move {
+            let info = match js.get_stream(subjects::RUN_COMMANDS_STREAM).await {
+                Ok(stream) => stream.get_info().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match info {
+                Ok(info) => {
+                    let state = info.state;
+                    depth.set(state.messages as f64);
+                    let age = if state.messages == 0 {
+                        0.0
+                    } else {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos() as i128);
+                        ((now - state.first_timestamp.unix_timestamp_nanos()) as f64 / 1e9).max(0.0)
+                    };
+                    oldest.set(age);
+                }
+                // The gauges keep their last values; the scrape still answers.
+                Err(error) => tracing::warn!(%error, "cannot sample the command queue"),
+            }
+        })
+    })
 }
 
 /// [`start`], then waits until the service has shut down.

@@ -189,7 +189,8 @@ impl Workers {
                 return;
             }
         };
-        let span = tracing::info_span!("run_command", run_id = %command.run_id, stream_seq);
+        let trace_id = crate::dispatch::trace_id(&message);
+        let span = tracing::info_span!("run_command", run_id = %command.run_id, trace_id = trace_id.as_deref(), stream_seq);
         async {
             let outcome = self.dispatcher.dispatch(&command, &message).await;
             settle(&message, outcome).await;

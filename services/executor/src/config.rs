@@ -13,6 +13,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
     pub http: HttpServerConfig,
+    pub metrics: switchyard_platform::metrics::MetricsConfig,
     pub executor: ExecutorSettings,
 }
 
@@ -34,6 +35,7 @@ impl Config {
     #[allow(clippy::result_large_err)] // the platform's shared error type; called once
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.validate()?;
+        self.metrics.validate()?;
         self.executor.validate()
     }
 }

@@ -71,6 +71,7 @@ pub(crate) async fn forward(
     let payload = match serde_json::to_vec(request) {
         Ok(payload) => payload,
         Err(error) => {
+            switchyard_platform::metrics::serialization_failed();
             tracing::error!(%run_id, %error, "cannot encode a control request for the run host");
             return ControlReply::with_message(
                 ControlOutcome::Invalid,
@@ -140,6 +141,7 @@ async fn respond(client: &Client, run: &RunState, message: Message) {
     let payload = match serde_json::to_vec(&reply) {
         Ok(payload) => payload,
         Err(error) => {
+            switchyard_platform::metrics::serialization_failed();
             tracing::error!(run_id = %run.run_id, %error, outcome = ?reply.outcome, "cannot encode the answer to a control request; not answering");
             return;
         }

@@ -25,6 +25,7 @@ use switchyard_contracts::dispatch::{
 use switchyard_contracts::event::RunDispatched;
 use switchyard_contracts::{RunEvent, RunEventKind, subjects};
 use switchyard_platform::events::EventLogError;
+use switchyard_platform::trace::{TRACEPARENT, trace_id_of};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -73,10 +74,18 @@ async fn handle(executor: Arc<Executor>, message: Message) {
         tracing::debug!("dispatch message without a reply subject ignored");
         return;
     };
+    // The start request's trace, which the manager passes on (see platform::trace).
+    let trace_id = trace_id_of(
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(TRACEPARENT))
+            .map(|v| v.as_str()),
+    );
     let (run_id, reply) = match serde_json::from_slice::<DispatchRequest>(&message.payload) {
         Ok(request) => (
             Some(request.command.run_id),
-            accept(&executor, request).await,
+            accept(&executor, request, trace_id).await,
         ),
         Err(error) => {
             tracing::warn!(%error, "undecodable dispatch request");
@@ -92,6 +101,7 @@ async fn handle(executor: Arc<Executor>, message: Message) {
     let payload = match serde_json::to_vec(&reply) {
         Ok(payload) => payload,
         Err(error) => {
+            switchyard_platform::metrics::serialization_failed();
             tracing::error!(run_id = run_id.map(tracing::field::display), %error, outcome = ?reply.outcome, "cannot encode the answer to a dispatch request; not answering");
             return;
         }
@@ -102,18 +112,27 @@ async fn handle(executor: Arc<Executor>, message: Message) {
 }
 
 /// Takes ownership of the run, or says why not. Idempotent: a redelivered request for
-/// a run admitted here answers like the first one did.
-pub(crate) async fn accept(executor: &Arc<Executor>, request: DispatchRequest) -> DispatchReply {
+/// a run admitted here answers like the first one did. `trace_id` (of the start
+/// request, when known) goes on the dispatch's and the run's spans.
+pub(crate) async fn accept(
+    executor: &Arc<Executor>,
+    request: DispatchRequest,
+    trace_id: Option<String>,
+) -> DispatchReply {
     let run_id = request.command.run_id;
-    let span = tracing::info_span!("dispatch", run_id = %run_id, worker_id = %request.worker_id);
-    let reply = accept_inner(executor, request)
+    let span = tracing::info_span!("dispatch", run_id = %run_id, trace_id = trace_id.as_deref(), worker_id = %request.worker_id);
+    let reply = accept_inner(executor, request, trace_id)
         .instrument(span.clone())
         .await;
     span.in_scope(|| tracing::info!(run_id = %run_id, outcome = ?reply.outcome, message = reply.message.as_deref(), "dispatch answered"));
     reply
 }
 
-async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> DispatchReply {
+async fn accept_inner(
+    executor: &Arc<Executor>,
+    request: DispatchRequest,
+    trace_id: Option<String>,
+) -> DispatchReply {
     let run_id = request.command.run_id;
     if executor.runs.is_draining() {
         return DispatchReply::new(DispatchOutcome::Draining);
@@ -212,6 +231,7 @@ async fn accept_inner(executor: &Arc<Executor>, request: DispatchRequest) -> Dis
             command: request.command,
             timeout_ms: request.timeout_ms,
             sink: EventSink::new(executor.log.clone(), run_id, position),
+            trace_id,
         },
     ));
     DispatchReply::new(DispatchOutcome::Accepted)

@@ -165,6 +165,8 @@ async fn host(
             command: spec.command,
             timeout_ms: spec.timeout_ms,
             sink: EventSink::new(executor.log.clone(), run_id, position),
+            // The hosting executor's log carries the trace; the host logs the run id.
+            trace_id: None,
         },
     ));
     executor.tasks.close();

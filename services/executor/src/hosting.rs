@@ -142,7 +142,10 @@ async fn handshake(child: &mut Child, spec: &HostSpec) -> Result<ChildStdin, Str
     let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the run host has no stdin or stdout".to_owned());
     };
-    let mut line = serde_json::to_vec(spec).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(spec).map_err(|e| {
+        switchyard_platform::metrics::serialization_failed();
+        e.to_string()
+    })?;
     line.push(b'\n');
     stdin
         .write_all(&line)
@@ -181,7 +184,10 @@ impl StartedHost {
                 line.push(b'\n');
                 self.stdin.write_all(&line).await.map_err(|e| e.to_string())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                switchyard_platform::metrics::serialization_failed();
+                Err(e.to_string())
+            }
         };
         drop(self.stdin);
         if let Err(problem) = sent {

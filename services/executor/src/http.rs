@@ -55,7 +55,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// `worker_id` of dispatch requests made by this API.
 const HTTP_WORKER_ID: &str = "executor-http";
 
-pub(crate) fn router(executor: Arc<Executor>) -> Router {
+/// `metrics` (`GET /metrics`) goes beside the health routes: it has its own token.
+pub(crate) fn router(executor: Arc<Executor>, metrics: Router) -> Router {
     let max_body = executor.settings.max_body_bytes;
     let ready = nats_ready(executor.client.clone());
     let api = Router::new()
@@ -72,6 +73,7 @@ pub(crate) fn router(executor: Arc<Executor>) -> Router {
         ))
         .with_state(executor)
         .merge(health_routes(ready))
+        .merge(metrics)
         .layer(DefaultBodyLimit::max(max_body));
     with_common_layers(api, REQUEST_TIMEOUT)
 }
@@ -174,7 +176,7 @@ async fn start(
         worker_id,
         position: EventPosition::EMPTY,
     };
-    let reply = dispatch::accept(&executor, request).await;
+    let reply = dispatch::accept(&executor, request, None).await;
     let message = reply.message.unwrap_or_default();
     match reply.outcome {
         DispatchOutcome::Accepted => Ok((

@@ -44,6 +44,7 @@ use executor::Executor;
 use std::sync::Arc;
 use switchyard_contracts::subjects;
 use switchyard_platform::events::EventLog;
+use switchyard_platform::metrics::{Collector, Metrics};
 use switchyard_platform::nats::{self, Resources};
 use switchyard_platform::service::ServiceHandle;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +114,8 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         },
     )
     .await?;
-    let log = EventLog::open(js.clone()).await?;
+    let metrics = Metrics::new("executor", &shutdown);
+    let log = EventLog::open(js.clone()).await?.with_metrics(&metrics);
     let kv = js
         .get_key_value(subjects::EXECUTORS_BUCKET)
         .await
@@ -164,7 +166,14 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         presence_stop.clone(),
     ));
     let http_task = tokio::spawn({
-        let router = http::router(executor.clone());
+        let router = http::router(
+            executor.clone(),
+            switchyard_platform::metrics::routes(
+                metrics.clone(),
+                &config.metrics,
+                Some(slot_gauges(&executor, &metrics)),
+            ),
+        );
         let stop = executor.http_stop.clone();
         async move { switchyard_platform::http::serve(listener, router, &config.http, stop).await }
     });
@@ -204,6 +213,40 @@ pub async fn start(config: Config, shutdown: impl Into<Signals>) -> anyhow::Resu
         }
     });
     Ok(ServiceHandle::new("executor", Some(http_addr), task))
+}
+
+/// Samples the slot table and the agent CLI processes right before a scrape.
+fn slot_gauges(executor: &Arc<Executor>, metrics: &Metrics) -> Collector {
+    metrics.describe_gauge(
+        "switchyard_executor_slots_used",
+        "Run slots in use on this executor.",
+    );
+    metrics.describe_gauge(
+        "switchyard_executor_slots_free",
+        "Run slots free on this executor (0 while draining).",
+    );
+    metrics.describe_gauge(
+        "switchyard_provider_processes",
+        "Agent CLI processes this executor process holds.",
+    );
+    let used = metrics.gauge("switchyard_executor_slots_used", &[]);
+    let free = metrics.gauge("switchyard_executor_slots_free", &[]);
+    let processes = metrics.gauge("switchyard_provider_processes", &[]);
+    let executor = Arc::downgrade(executor);
+    Arc::new(move || {
+        if let Some(executor) = executor.upgrade() {
+            let active = executor.runs.active();
+            used.set(f64::from(active));
+            let room = if executor.runs.is_draining() {
+                0
+            } else {
+                executor.runs.capacity().saturating_sub(active)
+            };
+            free.set(f64::from(room));
+        }
+        processes.set(cli::process::live_processes() as f64);
+        Box::pin(async {})
+    })
 }
 
 /// Waits until every run ended, or the drain timeout passed or `immediate` was

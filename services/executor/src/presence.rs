@@ -31,6 +31,7 @@ pub(crate) async fn publish(executor: &Executor, kv: &kv::Store) -> bool {
     let payload = match serde_json::to_vec(&record(executor)) {
         Ok(payload) => payload,
         Err(error) => {
+            switchyard_platform::metrics::serialization_failed();
             tracing::error!(%error, "cannot encode the presence record");
             return false;
         }

@@ -24,6 +24,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub telemetry: TelemetryConfig,
     pub http: HttpServerConfig,
+    pub metrics: switchyard_platform::metrics::MetricsConfig,
     pub gateway: GatewayConfig,
 }
 
@@ -127,6 +128,7 @@ impl Config {
     #[allow(clippy::result_large_err)]
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.http.validate()?;
+        self.metrics.validate()?;
         let gateway = &self.gateway;
         let invalid = |key: &'static str, problem: &str| ConfigError::Value {
             key,

@@ -47,6 +47,7 @@ pub use config::{Config, GatewayConfig};
 use async_nats::jetstream;
 use switchyard_contracts::subjects::PRINCIPAL_CHANGED;
 use switchyard_platform::events::EventLog;
+use switchyard_platform::metrics::Metrics;
 use switchyard_platform::nats::{self, NatsConnection, Resources};
 use switchyard_platform::service::ServiceHandle;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +76,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         },
     )
     .await?;
-    let log = EventLog::open(js).await?;
+    let metrics = Metrics::new("gateway", &shutdown);
+    let log = EventLog::open(js).await?.with_metrics(&metrics);
 
     let tasks = TaskTracker::new();
     let hub = hub::Hub::new(
@@ -112,8 +114,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         ),
         keep_alive: gateway.keep_alive(),
         retry_frame: switchyard_platform::sse::retry(gateway.sse_retry_ms),
+        sse: http::state::SseMetrics::new(&metrics),
     });
-    let router = http::router(state, &gateway, client.clone());
+    // `/metrics` has its own token, so it is merged beside (not under) the API's auth.
+    let router = http::router(state, &gateway, client.clone()).merge(
+        switchyard_platform::metrics::routes(metrics, &config.metrics, None),
+    );
 
     let listener = switchyard_platform::http::bind(gateway.listen).await?;
     let addr = listener.local_addr()?;

@@ -59,6 +59,15 @@ impl Harness {
     /// Starts NATS, Postgres, a control-plane, a gateway, and the given number of
     /// executors (capacity 16 each) and executor-manager processes.
     pub(crate) async fn start(executors: usize, managers: usize) -> Harness {
+        Self::start_with_env(executors, managers, &[]).await
+    }
+
+    /// [`Harness::start`] with extra `SWITCHYARD_*` variables for every service.
+    pub(crate) async fn start_with_env(
+        executors: usize,
+        managers: usize,
+        extra: &[(&str, String)],
+    ) -> Harness {
         switchyard_test_support::init_tracing();
         let nats = NatsServer::start().await.expect("nats-server");
         let db = TestDb::create().await.expect("test database");
@@ -89,6 +98,7 @@ impl Harness {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        let env = env_with(&env, extra);
 
         let shutdown = CancellationToken::new();
         let cp_config: switchyard_control_plane::Config =

@@ -37,13 +37,15 @@ pub(crate) fn api_routes() -> Vec<Route> {
 }
 
 /// The whole HTTP surface with the common layers and the body limit.
-pub(crate) fn router(state: AppState, ready: ReadinessCheck) -> Router {
+/// `metrics` (`GET /metrics`) goes outside the access check: it has its own token.
+pub(crate) fn router(state: AppState, ready: ReadinessCheck, metrics: Router) -> Router {
     let settings = state.settings.clone();
     let api = table().into_router().with_state(state.clone());
     let router = api
         .merge(health_routes(ready))
         // On the whole router, so every route — whichever module adds it — is covered.
         .layer(axum::middleware::from_fn_with_state(state, access::enforce))
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes));
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .merge(metrics);
     with_common_layers(router, settings.request_timeout())
 }

@@ -24,6 +24,7 @@ use switchyard_contracts::event::HumanLoopDecision;
 use switchyard_contracts::{AppId, RunId, RunStatus};
 use switchyard_platform::http::{ApiError, Json};
 use switchyard_platform::routes::RouteTable;
+use switchyard_platform::trace::{TRACEPARENT, TraceParent};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
@@ -60,7 +61,7 @@ async fn start(
     }
     let started = state
         .runs
-        .start(request, &actor, idempotency_key)
+        .start(request, &actor, idempotency_key, start_trace(&headers))
         .await
         .map_err(start_error)?;
     let mut response = (StatusCode::ACCEPTED, Json(started.response)).into_response();
@@ -71,6 +72,17 @@ async fn start(
         );
     }
     Ok(response)
+}
+
+/// The trace the run joins: the request's W3C `traceparent` when it is valid (one
+/// header), else a new one (the spec says to restart a trace on a malformed header
+/// rather than refuse the request).
+fn start_trace(headers: &HeaderMap) -> TraceParent {
+    let mut values = headers.get_all(TRACEPARENT).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => TraceParent::from_header(Some(value.as_bytes())),
+        _ => TraceParent::from_header(None),
+    }
 }
 
 /// The `Idempotency-Key` header, if the request has one.

@@ -26,6 +26,7 @@ use switchyard_contracts::api::{AppView, StartRunRequest, StartRunResponse};
 use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::{ProfileName, RunCommand, RunId, RunStatus};
 use switchyard_platform::events::EventLog;
+use switchyard_platform::trace::TraceParent;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
@@ -95,6 +96,7 @@ impl Runs {
         request: StartRunRequest,
         actor: &Actor,
         idempotency_key: Option<String>,
+        trace: TraceParent,
     ) -> Result<Started, StartRunError> {
         validate_request(&request, self.settings.max_prompt_bytes)?;
         let idempotency = idempotency_key
@@ -163,7 +165,7 @@ impl Runs {
         let run_id = RunId::now_v7();
         let conversation_id = conversation.as_ref().map_or(run_id, |c| c.id);
         let preferred_executor = conversation.and_then(|c| c.head.executor_id);
-        let span = tracing::info_span!("start_run", %run_id, %conversation_id);
+        let span = tracing::info_span!("start_run", %run_id, trace_id = trace.trace_id(), %conversation_id);
         async move {
             let created_at = Utc::now();
             let provider = resolved.provider.as_str().to_owned();
@@ -256,6 +258,8 @@ impl Runs {
                 run_id,
                 queued,
                 command,
+                // Passed on as this service's child span of the request's trace.
+                trace: Some(trace.child()),
             });
             Ok(Started {
                 response: StartRunResponse {

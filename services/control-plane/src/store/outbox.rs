@@ -5,6 +5,7 @@ use super::StoreError;
 use sqlx::{PgConnection, PgExecutor};
 use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::{RunCommand, RunId};
+use switchyard_platform::trace::TraceParent;
 
 /// One pending publication.
 #[derive(Debug, Clone)]
@@ -13,6 +14,9 @@ pub(crate) struct OutboxEntry {
     pub(crate) run_id: RunId,
     pub(crate) queued: RunQueued,
     pub(crate) command: RunCommand,
+    /// The start request's trace, for the command's `traceparent` header. Not stored:
+    /// a command the sweeper republishes after a crash goes out without one.
+    pub(crate) trace: Option<TraceParent>,
 }
 
 #[derive(Debug)]
@@ -34,6 +38,7 @@ impl OutboxRow {
             run_id: self.run_id,
             queued: serde_json::from_value(self.queued_event).map_err(corrupt)?,
             command: serde_json::from_value(self.command).map_err(corrupt)?,
+            trace: None,
         })
     }
 }

@@ -6,7 +6,6 @@ use super::{StoreError, from_bigint, stored_opt_id};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
-use std::collections::HashSet;
 use switchyard_contracts::api::RunView;
 use switchyard_contracts::event::RunQueued;
 use switchyard_contracts::{
@@ -441,18 +440,34 @@ impl RunChanges {
     }
 }
 
+/// A run [`apply_changes`] updated.
+#[derive(Debug, Clone)]
+pub(crate) struct Applied {
+    pub(crate) run_id: RunId,
+    pub(crate) provider: String,
+    pub(crate) status: StoredRunStatus,
+    pub(crate) failure_reason: Option<String>,
+    /// This statement set the run's `started_at`.
+    pub(crate) started: bool,
+    /// This statement set the run's `completed_at`.
+    pub(crate) finished: bool,
+}
+
 /// Applies the changes of a batch (one entry per run) in one statement, rows locked in
 /// `run_id` order (the caller sorts) so two projectors never deadlock, and resolves what
 /// the `ended` runs still had pending, as [`super::human_loop::runs_ended`] does.
 /// Returns the runs that are in the table; a run that is not (started through an
-/// executor's standalone API) is left alone.
+/// executor's standalone API) is left alone. Each says whether this very statement
+/// started or ended it (its `started_at` / `completed_at` went from unset to set,
+/// judged on the row locked before the update): true once per run however often its
+/// events are applied, which is what the run counters need.
 pub(crate) async fn apply_changes(
     conn: impl PgExecutor<'_>,
     changes: &[RunChanges],
     ended: &[(RunId, DateTime<Utc>)],
-) -> Result<HashSet<RunId>, StoreError> {
+) -> Result<Vec<Applied>, StoreError> {
     if changes.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(Vec::new());
     }
     let column = |f: &dyn Fn(&RunChanges) -> Option<i64>| -> Vec<Option<i64>> {
         changes.iter().map(f).collect()
@@ -508,7 +523,8 @@ pub(crate) async fn apply_changes(
     // each of those names its type instead (an `as` the compiler checks).
     macro_rules! apply_changes {
         ($rest:literal $(, $more:expr)*) => {
-            sqlx::query_scalar!(
+            sqlx::query_as!(
+                Applied,
                 "WITH changed AS (
                  UPDATE runs AS r SET
                     status = CASE
@@ -545,10 +561,15 @@ pub(crate) async fn apply_changes(
                            status_seq, worker_id, claimed_at, claim_seq, executor_id,
                            executor_seq, started_at, completed_at, failure_reason,
                            failure_detail, evidence)
+                 JOIN (SELECT run_id, started_at, completed_at FROM runs
+                       WHERE run_id = ANY($1::uuid[]) ORDER BY run_id FOR UPDATE) AS o
+                   ON o.run_id = u.run_id
                  WHERE r.run_id = u.run_id
                    AND (u.lifecycle OR r.last_event_seq < u.seq
                         OR (u.first_stream_seq IS NOT NULL AND r.first_event_stream_seq IS NULL))
-                 RETURNING r.run_id)" + $rest,
+                 RETURNING r.run_id, r.provider, r.status, r.failure_reason,
+                    (o.started_at IS NULL AND r.started_at IS NOT NULL) AS started,
+                    (o.completed_at IS NULL AND r.completed_at IS NOT NULL) AS finished)" + $rest,
                 &ids[..],
                 &seqs[..],
                 first_stream_seq.as_slice() as &[Option<i64>],
@@ -576,9 +597,13 @@ pub(crate) async fn apply_changes(
     // makes it again now and then (`refresh_plans`).
     let rows = if ended.is_empty() {
         // The statement for a batch in which no run ended (nearly every batch).
-        apply_changes!(r#" SELECT run_id AS "run_id!" FROM changed"#)
-            .fetch_all(conn)
-            .await?
+        apply_changes!(
+            r#" SELECT run_id AS "run_id!", provider AS "provider!",
+                   status AS "status!: StoredRunStatus", failure_reason,
+                   started AS "started!", finished AS "finished!" FROM changed"#
+        )
+        .fetch_all(conn)
+        .await?
     } else {
         let ended_ids: Vec<Uuid> = ended.iter().map(|(id, _)| *id).collect();
         let ended_at: Vec<DateTime<Utc>> = ended.iter().map(|(_, at)| *at).collect();
@@ -591,14 +616,16 @@ pub(crate) async fn apply_changes(
                 FROM UNNEST($18::uuid[], $19::timestamptz[]) AS e(run_id, ended_at)
                 WHERE h.run_id = e.run_id AND h.status = 'pending'
                   AND e.run_id IN (SELECT run_id FROM changed))
-            SELECT run_id AS "run_id!" FROM changed"#,
+            SELECT run_id AS "run_id!", provider AS "provider!",
+                   status AS "status!: StoredRunStatus", failure_reason,
+                   started AS "started!", finished AS "finished!" FROM changed"#,
             &ended_ids[..],
             &ended_at[..]
         )
         .fetch_all(conn)
         .await?
     };
-    Ok(rows.into_iter().collect())
+    Ok(rows)
 }
 
 /// Batches a connection serves with its prepared projection statements before

@@ -243,3 +243,80 @@ async fn redelivered_or_late_events_never_move_a_run_backwards() {
     assert_eq!(view["failureReason"], "stopped");
     h.stop().await;
 }
+
+/// The value of the series written exactly as `series` (name and labels in the
+/// exporter's order) in `GET /metrics`, `None` when it is absent.
+async fn metric(h: &Harness, token: &str, series: &str) -> Option<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", h.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .map(|(_, value)| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_run_is_counted_once_however_often_its_events_arrive() {
+    const TOKEN: &str = "cp-test-metrics-token-93c1";
+    const STARTED: &str =
+        r#"switchyard_runs_started_total{service="control-plane",provider="scripted"}"#;
+    const FINISHED: &str = r#"switchyard_runs_finished_total{service="control-plane",provider="scripted",status="failed",reason="auth_missing"}"#;
+    let h = Harness::start_with(|c| c.metrics.token = Some(TOKEN.to_owned().into())).await;
+    let run_id = h
+        .start_run(json!({"prompt": "p", "provider": "scripted"}))
+        .await;
+    let mut kinds = dispatched("exec-4");
+    kinds.push(RunEventKind::RunCompleted(RunCompleted::failed(
+        FailureReason::AuthMissing,
+        "no key",
+    )));
+    append_all(&h, run_id, kinds).await;
+    h.run_until(run_id, "failed", |v| v["status"] == "failed")
+        .await;
+    eventually("the run counted", || async {
+        (metric(&h, TOKEN, FINISHED).await == Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&h, TOKEN, STARTED).await, Some(1.0));
+
+    // Copies of its start and end (as a redelivery after a lost ack, or a republish,
+    // would bring them) are projected again but not counted again.
+    let stream = h.js.get_stream("RUN_EVENTS").await.unwrap();
+    // This test's NATS holds only this run's events: stream sequence = event seq.
+    for (seq, event_type) in [(4, "run.started"), (5, "run.completed")] {
+        let stored = stream
+            .direct_get_next_for_subject(format!("runs.events.{run_id}"), Some(seq))
+            .await
+            .unwrap();
+        let header = stored
+            .headers
+            .get(switchyard_contracts::subjects::HEADER_EVENT_TYPE);
+        assert_eq!(header.map(|v| v.as_str()), Some(event_type));
+        h.js.publish(stored.subject.to_string(), stored.payload.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    eventually("the copies consumed", || async {
+        let info = stream
+            .consumer_info("control-plane-projector")
+            .await
+            .unwrap();
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&h, TOKEN, STARTED).await, Some(1.0));
+    assert_eq!(metric(&h, TOKEN, FINISHED).await, Some(1.0));
+    h.stop().await;
+}

@@ -38,6 +38,16 @@ const STDERR_DRAIN: Duration = Duration::from_secs(1);
 /// Stdout lines buffered ahead of the adapter (backpressure beyond that).
 const LINE_BUFFER: usize = 256;
 
+/// Agent CLI processes this process holds (started and not yet dropped), for the
+/// `switchyard_provider_processes` gauge. Process-wide: an executor process holds one
+/// executor (run hosts count their own).
+static LIVE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// How many agent CLI processes this process holds.
+pub(crate) fn live_processes() -> i64 {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// What to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CliCommand {
@@ -169,6 +179,7 @@ impl CliProcess {
         credentials: &Credentials,
         max_line: usize,
     ) -> CliProcess {
+        LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = child.id();
         let group = pid
             .and_then(|pid| i32::try_from(pid).ok())
@@ -372,6 +383,7 @@ impl CliProcess {
 
 impl Drop for CliProcess {
     fn drop(&mut self) {
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(group) = self.group
             && group_alive(group)
         {

@@ -37,6 +37,8 @@ pub(crate) struct Supervised {
     pub(crate) command: RunCommand,
     pub(crate) timeout_ms: u64,
     pub(crate) sink: EventSink,
+    /// The start request's trace id, logged on the run's span.
+    pub(crate) trace_id: Option<String>,
 }
 
 /// How the provider's task ended.
@@ -51,8 +53,7 @@ enum Ending {
 
 /// Runs an accepted run to its end and frees its slot.
 pub(crate) async fn supervise(executor: Arc<Executor>, job: Supervised) {
-    let span =
-        tracing::info_span!("run", run_id = %job.run.run_id, provider = %job.provider.name());
+    let span = tracing::info_span!("run", run_id = %job.run.run_id, trace_id = job.trace_id.as_deref(), provider = %job.provider.name());
     async move {
         let run = job.run.clone();
         let sink = job.sink.clone();
@@ -242,6 +243,7 @@ async fn drive_provider(
         command,
         timeout_ms,
         sink,
+        trace_id: _,
     } = job;
     let Prepared {
         dirs,

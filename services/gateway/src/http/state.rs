@@ -31,4 +31,50 @@ pub(crate) struct Shared {
     pub(crate) keep_alive: Duration,
     /// The `retry:` field every stream starts with.
     pub(crate) retry_frame: bytes::Bytes,
+    pub(crate) sse: SseMetrics,
+}
+
+/// `switchyard_sse_streams_open` and `switchyard_sse_bytes_sent_total`.
+#[derive(Clone)]
+pub(crate) struct SseMetrics {
+    pub(crate) open: switchyard_platform::metrics::Gauge,
+    pub(crate) bytes: switchyard_platform::metrics::Counter,
+}
+
+impl SseMetrics {
+    pub(crate) fn new(metrics: &switchyard_platform::metrics::Metrics) -> Self {
+        metrics.describe_gauge(
+            "switchyard_sse_streams_open",
+            "Run event streams (SSE) open on this gateway.",
+        );
+        metrics.describe_counter(
+            "switchyard_sse_bytes_sent_total",
+            "Bytes of run event streams (SSE) handed to clients' connections.",
+        );
+        Self {
+            open: metrics.gauge("switchyard_sse_streams_open", &[]),
+            bytes: metrics.counter("switchyard_sse_bytes_sent_total", &[]),
+        }
+    }
+
+    /// Counts a stream open until the returned guard is dropped.
+    pub(crate) fn opened(&self) -> OpenStream {
+        self.open.increment(1.0);
+        OpenStream(self.clone())
+    }
+}
+
+/// One open stream in `switchyard_sse_streams_open`.
+pub(crate) struct OpenStream(SseMetrics);
+
+impl OpenStream {
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.0.bytes.increment(bytes as u64);
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.decrement(1.0);
+    }
 }

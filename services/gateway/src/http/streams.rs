@@ -38,7 +38,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use super::quota::{QuotaExceeded, StreamPermit};
-use super::state::AppState;
+use super::state::{AppState, OpenStream};
 use crate::auth::Principal;
 use crate::control_plane::RunLookup;
 use crate::hub::{FeedItem, Subscription};
@@ -216,7 +216,10 @@ async fn open_stream(
 
     let after_seq = cursor.map_or(0, |c| c.seq);
     tracing::debug!(run_id = %run_id, after_seq, "streaming run events");
+    let open = state.sse.opened();
+    open.sent(state.retry_frame.len());
     let connection = Connection {
+        open,
         subscription: early.unwrap_or_else(|| state.hub.subscribe(run_id, after_seq)),
         _permit: permit,
         access: state.revocations.watch(&principal.id, epoch),
@@ -246,6 +249,8 @@ async fn open_stream(
 /// or the client went away), the watch that ends it when the principal's access
 /// changes (the client reconnects and is authorised again) and the keep-alive timer.
 struct Connection {
+    /// Counts the stream open while the body lives, and its bytes.
+    open: OpenStream,
     subscription: Subscription,
     _permit: StreamPermit,
     access: StreamWatch,
@@ -268,6 +273,7 @@ impl Connection {
         };
         // Extending a pending deadline does not touch tokio's timer wheel.
         self.idle.as_mut().reset(Instant::now() + self.keep_alive);
+        self.open.sent(bytes.len());
         Some((Ok(bytes), self))
     }
 }

@@ -666,6 +666,7 @@ fn redact_event(credentials: &crate::cli::Credentials, event: RunEventKind) -> R
         Err(error) => {
             // Unchecked, it may hold a credential: withheld rather than passed on.
             tracing::error!(%error, event = event.type_name(), "cannot encode an event to redact it; withholding it");
+            switchyard_platform::metrics::serialization_failed();
             return dropped(&event);
         }
     };

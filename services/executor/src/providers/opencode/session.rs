@@ -618,6 +618,7 @@ impl RawLines {
             Err(error) => {
                 // Unchecked, it may hold a credential: withheld rather than passed on.
                 tracing::error!(%error, event = type_name, "cannot encode an event to redact it; withholding it");
+                switchyard_platform::metrics::serialization_failed();
                 return withheld();
             }
         };
