@@ -14,6 +14,8 @@ use switchyard_platform::telemetry::TelemetryConfig;
 
 /// Longest session lifetime `gateway.session_ttl_secs` may ask for: 30 days.
 const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
+/// How long the health check waits for a probe run beyond its `timeoutMs`.
+pub(crate) const PROBE_GRACE_MS: u64 = 5_000;
 /// Shortest `gateway.session_secret`.
 const MIN_SESSION_SECRET_CHARS: usize = 32;
 
@@ -84,6 +86,11 @@ pub struct GatewayConfig {
     /// cross-origin access, no CORS headers. A list, or one comma-separated string.
     #[serde(deserialize_with = "deserialize_origins")]
     pub cors_allowed_origins: Vec<String>,
+    /// The `timeoutMs` of each probe run of `GET /api/health?probe=true`. The check
+    /// waits 5 s longer for the run's end, which must fit in `upstream_timeout_ms`.
+    pub health_probe_timeout_ms: u64,
+    /// What a probe run asks the agent: one short turn that needs no tool.
+    pub health_probe_prompt: String,
 }
 
 impl Default for GatewayConfig {
@@ -107,9 +114,15 @@ impl Default for GatewayConfig {
             session_secret: None,
             session_cookie_secure: false,
             cors_allowed_origins: Vec::new(),
+            health_probe_timeout_ms: 20_000,
+            health_probe_prompt: DEFAULT_PROBE_PROMPT.to_owned(),
         }
     }
 }
+
+/// `gateway.health_probe_prompt` by default.
+const DEFAULT_PROBE_PROMPT: &str =
+    "This is a health check. Reply with the single word OK and do nothing else.";
 
 impl GatewayConfig {
     pub(crate) fn upstream_timeout(&self) -> Duration {
@@ -118,6 +131,10 @@ impl GatewayConfig {
 
     pub(crate) fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive_secs)
+    }
+
+    pub(crate) fn health_probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.health_probe_timeout_ms)
     }
 }
 
@@ -195,6 +212,21 @@ impl Config {
                 "gateway.session_secret",
                 &format!("must be at least {} characters", MIN_SESSION_SECRET_CHARS),
             ));
+        }
+        if gateway.health_probe_timeout_ms == 0
+            || gateway.health_probe_timeout_ms + PROBE_GRACE_MS > gateway.upstream_timeout_ms
+        {
+            return Err(invalid(
+                "gateway.health_probe_timeout_ms",
+                &format!(
+                    "must be at least 1 and at most gateway.upstream_timeout_ms - {PROBE_GRACE_MS} ({}): \
+                     the health check's request must outlast its probe runs",
+                    gateway.upstream_timeout_ms.saturating_sub(PROBE_GRACE_MS)
+                ),
+            ));
+        }
+        if gateway.health_probe_prompt.trim().is_empty() {
+            return Err(invalid("gateway.health_probe_prompt", "must not be empty"));
         }
         for origin in &gateway.cors_allowed_origins {
             check_origin(origin)

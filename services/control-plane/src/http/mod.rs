@@ -6,6 +6,7 @@
 mod access;
 mod apps;
 mod errors;
+mod health;
 mod human_loop;
 mod input;
 mod principals;
@@ -26,6 +27,7 @@ pub(crate) fn router(state: AppState, ready: ReadinessCheck) -> Router {
         .merge(human_loop::router())
         .merge(providers::router())
         .merge(principals::router())
+        .merge(health::router())
         .with_state(state.clone());
     let router = api
         .merge(health_routes(ready))

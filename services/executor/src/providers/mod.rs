@@ -32,6 +32,7 @@ impl Provider for NotInstalled {
             version: None,
             problem: Some("this build has no implementation of it".to_owned()),
             credentials_configured: None,
+            credential_variables: Vec::new(),
         }
     }
 

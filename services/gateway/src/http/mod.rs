@@ -6,6 +6,7 @@
 //! | `GET /healthz`, `GET /readyz` | public | platform health; ready = NATS connected and the control-plane's `/healthz` answers |
 //! | `POST`, `GET`, `DELETE /api/session` | token in the body / any | [`session`]: sign in, who am I, sign out |
 //! | `GET /api/runs/{id}/stream` | bearer or session cookie | [`streams::stream_run`] |
+//! | `GET /api/health` | bearer or session cookie; admin or operator | [`health::report`]: the provider-runtime health report |
 //! | `* /api/{*path}` | bearer or session cookie (+ CSRF header) | [`proxy::forward`] to the control-plane |
 //! | `GET` anything else | public | the portal ([`crate::portal`]), `index.html` for client-side routes |
 //!
@@ -15,6 +16,7 @@
 
 pub(crate) mod auth;
 mod cors;
+mod health;
 mod proxy;
 pub(crate) mod quota;
 mod session;
@@ -42,6 +44,7 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 pub(crate) fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client) -> Router {
     let api = Router::new()
         .route("/api/runs/{id}/stream", get(streams::stream_run))
+        .route("/api/health", get(health::report))
         .route("/api/{*path}", any(proxy::forward))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
