@@ -106,6 +106,7 @@ const HELP: &[(&[&str], &[&str])] = &[
     (&["apps", "show"], &["<APP>", "--json"]),
     (&["queue"], &["--json"]),
     (&["providers"], &["--json"]),
+    (&["health"], &["--provider", "--probe", "--json", "--url", "--token"]),
     (
         &["stress"],
         &[
