@@ -56,7 +56,9 @@ pub async fn health(client: &Client, args: &HealthArgs) -> anyhow::Result<Exit> 
     } else {
         format!("/api/health?{}", encode_query(&query))
     };
-    let body: Value = client.get_with_timeout(&path, PROBE_REQUEST_TIMEOUT).await?;
+    let body: Value = client
+        .get_with_timeout(&path, PROBE_REQUEST_TIMEOUT)
+        .await?;
     let report: HealthReport = serde_json::from_value(body.clone())
         .context("the gateway's health report is not what the API describes")?;
     if args.json {

@@ -106,7 +106,10 @@ const HELP: &[(&[&str], &[&str])] = &[
     (&["apps", "show"], &["<APP>", "--json"]),
     (&["queue"], &["--json"]),
     (&["providers"], &["--json"]),
-    (&["health"], &["--provider", "--probe", "--json", "--url", "--token"]),
+    (
+        &["health"],
+        &["--provider", "--probe", "--json", "--url", "--token"],
+    ),
     (
         &["stress"],
         &[
