@@ -415,11 +415,33 @@ mod tests {
                 "0",
                 "http.header_read_timeout_ms",
             ),
+            // The probe runs must end (plus the 5 s grace) within the request's deadline.
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_TIMEOUT_MS",
+                "25001",
+                "gateway.health_probe_timeout_ms",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_TIMEOUT_MS",
+                "0",
+                "gateway.health_probe_timeout_ms",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_PROMPT",
+                "  ",
+                "gateway.health_probe_prompt",
+            ),
         ];
         for (var, value, key) in cases {
             let config = load(&[token, (var, value)]);
             assert_eq!(bad_key(&config), key, "{var}={value}");
         }
+        load(&[
+            token,
+            ("SWITCHYARD_GATEWAY__HEALTH_PROBE_TIMEOUT_MS", "25000"),
+        ])
+        .validate()
+        .unwrap();
     }
 
     #[test]
