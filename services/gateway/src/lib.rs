@@ -111,6 +111,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             health::ProbeSettings {
                 timeout: gateway.health_probe_timeout(),
                 prompt: gateway.health_probe_prompt.clone(),
+                wait_limit: gateway.upstream_timeout(),
             },
         ),
         hub,

@@ -31,6 +31,9 @@ pub(crate) struct ProbeSettings {
     /// The probe run's own `timeoutMs`; the check waits a little longer for its end.
     pub(crate) timeout: Duration,
     pub(crate) prompt: String,
+    /// The longest the check waits for a probe run: the request itself ends a little
+    /// after `gateway.upstream_timeout_ms`.
+    pub(crate) wait_limit: Duration,
 }
 
 /// What the caller asked for.

@@ -1,8 +1,9 @@
 //! The live probe: one short run per provider through the normal start path (the
 //! control-plane's `POST /api/runs/start`, as the caller), followed to its end. A
 //! succeeded run passes; any other end fails the check with the run's failure reason
-//! (`probe_failed:<provider>:auth_invalid`), and a run that outlives its deadline is
-//! stopped and fails with `timeout`.
+//! (`probe_failed:<provider>:auth_invalid`), and a run that outlives its deadline (its
+//! `timeoutMs` plus a grace, at most `gateway.upstream_timeout_ms`) is stopped and
+//! fails with `timeout`.
 
 use super::verdict::Blocker;
 use super::{Check, ProbeSettings};
@@ -15,7 +16,7 @@ use tracing::Instrument as _;
 
 /// How long after the run's own `timeoutMs` the check waits for its end to be
 /// projected before it stops the run itself.
-const GRACE: Duration = Duration::from_millis(crate::config::PROBE_GRACE_MS);
+const GRACE: Duration = Duration::from_secs(5);
 /// Pause between two reads of the run's status: the projection has no push channel to
 /// the gateway, and a probe lasts seconds.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -78,7 +79,7 @@ async fn follow(
     failed: impl Fn(&str, String) -> Check,
     name: String,
 ) -> Check {
-    let deadline = started + settings.timeout + GRACE;
+    let deadline = started + (settings.timeout + GRACE).min(settings.wait_limit);
     loop {
         match status(control_plane, principal, run_id).await {
             Ok(run) if run.status.is_terminal() => {
@@ -107,7 +108,7 @@ async fn follow(
             return failed(
                 "timeout",
                 format!(
-                    "run {run_id} had not ended after {} ms; stopped",
+                    "run {run_id} had not ended after {} ms (gateway.health_probe_timeout_ms + 5 s, at most gateway.upstream_timeout_ms); stopped",
                     started.elapsed().as_millis()
                 ),
             );
