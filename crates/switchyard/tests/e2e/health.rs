@@ -1,8 +1,9 @@
 //! The provider-runtime health check (`GET /api/health`, `switchyard health`): every
-//! readiness category and blocking reason produced for real — NATS stopped, a migration
-//! missing from the database, no executor, a provider's binary not found, its credential
-//! not set, a probe run whose model refuses the key — and the command's exit code for
-//! each category (0 ready, 2 environment not ready, 3 runtime unhealthy).
+//! readiness category and blocking reason produced for real — NATS stopped, Postgres
+//! refusing connections, a migration missing from the database, a consumer nobody pulls
+//! from and then deleted, no executor, a provider's binary not found, its credential not
+//! set, a probe run whose model refuses the key — and the command's exit code for each
+//! category (0 ready, 2 environment not ready, 3 runtime unhealthy).
 
 use crate::harness::{DEADLINE, Harness, Service, TOKEN};
 use crate::provider_support::{self, ANTHROPIC_SECRET, OPENAI_SECRET};
@@ -482,6 +483,108 @@ async fn nats_stopped_is_runtime_unhealthy() {
         3,
         "runtime_unhealthy",
         Some("nats_unreachable"),
+    )
+    .await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusing_connections_is_runtime_unhealthy() {
+    let h = Harness::start(1, 1).await;
+    let body = report(&h, "?provider=scripted").await;
+    assert_eq!(body["readinessCategory"], "ready", "{body:#}");
+    // The database stops taking connections and the control-plane's are cut: for the
+    // control-plane, Postgres is gone.
+    // From another database: one cannot close the database one is connected to.
+    let options: sqlx::postgres::PgConnectOptions = h.db.url.parse().unwrap();
+    let admin = sqlx::PgPool::connect_with(options.database("postgres"))
+        .await
+        .unwrap();
+    let name = h.db.name().to_owned();
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {quoted} ALLOW_CONNECTIONS false"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .execute(&admin)
+    .await
+    .unwrap();
+    let body = wait_report(&h, "?provider=scripted", |r| {
+        r["readinessCategory"] != "ready"
+    })
+    .await;
+    assert_eq!(body["readinessCategory"], "runtime_unhealthy", "{body:#}");
+    assert_eq!(blocking(&body), "postgres_unreachable", "{body:#}");
+    assert_eq!(check(&body, "postgres")["ok"], false);
+    assert!(
+        !body.to_string().contains(&h.db.url),
+        "the database URL stays out of the report"
+    );
+    assert_cli(
+        &h.base,
+        &["--provider", "scripted"],
+        3,
+        "runtime_unhealthy",
+        Some("postgres_unreachable"),
+    )
+    .await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {quoted} ALLOW_CONNECTIONS true"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_then_a_missing_consumer_is_runtime_unhealthy() {
+    let mut h = Harness::start(1, 1).await;
+    let body = report(&h, "?provider=scripted").await;
+    assert_eq!(body["readinessCategory"], "ready", "{body:#}");
+    // No executor-manager any more: a run's command waits and nobody pulls it.
+    let manager = h.managers.remove(0);
+    stop(manager).await;
+    h.start_scripted(serde_json::json!([{"message": {"text": "never dispatched"}}]))
+        .await;
+    let body = wait_report(&h, "?provider=scripted", |r| {
+        r["readinessCategory"] != "ready"
+    })
+    .await;
+    assert_eq!(body["readinessCategory"], "runtime_unhealthy", "{body:#}");
+    assert_eq!(
+        blocking(&body),
+        "consumer_stalled:RUN_COMMANDS/executor-manager",
+        "{body:#}"
+    );
+    // The consumer itself is deleted.
+    let js = h.jetstream().await;
+    js.get_stream("RUN_COMMANDS")
+        .await
+        .unwrap()
+        .delete_consumer("executor-manager")
+        .await
+        .unwrap();
+    let body = report(&h, "?provider=scripted").await;
+    assert_eq!(
+        blocking(&body),
+        "nats_resource_missing:RUN_COMMANDS/executor-manager",
+        "{body:#}"
+    );
+    assert_cli(
+        &h.base,
+        &["--provider", "scripted"],
+        3,
+        "runtime_unhealthy",
+        Some("nats_resource_missing:RUN_COMMANDS/executor-manager"),
     )
     .await;
     h.shutdown().await;
