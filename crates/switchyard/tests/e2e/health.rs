@@ -429,8 +429,14 @@ async fn a_missing_binary_then_a_missing_credential_are_environment_not_ready() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_migration_is_runtime_unhealthy() {
     let h = Harness::start(1, 1).await;
-    let body = report(&h, "?provider=scripted").await;
+    // A probe through the gateway's defaults: the scripted provider's default script.
+    let body = report(&h, "?provider=scripted&probe=true").await;
     assert_eq!(body["readinessCategory"], "ready", "{body:#}");
+    assert_eq!(
+        check(&body, "provider.scripted.probe")["ok"],
+        true,
+        "{body:#}"
+    );
     // The database forgets its newest migration: this build expects one more.
     let pool = sqlx::PgPool::connect(&h.db.url).await.unwrap();
     let newest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
@@ -461,6 +467,20 @@ async fn a_pending_migration_is_runtime_unhealthy() {
         Some("migrations_pending"),
     )
     .await;
+    // No probe run on a runtime that is not healthy: it would say nothing new.
+    let body = report(&h, "?provider=scripted&probe=true").await;
+    assert_eq!(blocking(&body), "migrations_pending", "{body:#}");
+    let probe = check(&body, "probe");
+    assert_eq!(probe["ok"], false);
+    assert!(probe.get("blockingReason").is_none(), "{body:#}");
+    assert!(
+        body["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "provider.scripted.probe"),
+        "{body:#}"
+    );
     h.shutdown().await;
 }
 
