@@ -13,6 +13,7 @@ pub mod command;
 pub mod control;
 pub mod dispatch;
 pub mod event;
+pub mod health;
 pub mod ids;
 pub mod presence;
 pub mod principals;

@@ -56,4 +56,18 @@ pub struct ProviderAvailability {
     /// are known to it; the values never leave it). Absent when it cannot tell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_configured: Option<bool>,
+    /// The credential variables the operator allows the provider
+    /// (`[executor.credentials.<provider>] env`), each with whether the executor has a
+    /// value for it. Names only: values never leave the executor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_variables: Vec<CredentialVariable>,
+}
+
+/// One allowed credential variable of a provider on an executor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialVariable {
+    pub name: String,
+    /// The executor has a non-empty value for it.
+    pub present: bool,
 }

@@ -41,6 +41,8 @@ pub fn all() -> Vec<(&'static str, serde_json::Value)> {
         entry::<crate::principals::PrincipalChanged>("principal-changed.json"),
         entry::<crate::session::SignInRequest>("api-sign-in-request.json"),
         entry::<crate::session::SessionView>("api-session.json"),
+        entry::<crate::health::HealthReport>("api-health.json"),
+        entry::<crate::health::ControlPlaneHealth>("control-plane-health.json"),
     ]
 }
 

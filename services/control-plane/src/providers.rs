@@ -248,6 +248,7 @@ mod tests {
                         version: version.map(str::to_owned),
                         problem: (!*installed).then(|| "not found".to_owned()),
                         credentials_configured: *credentials,
+                        credential_variables: Vec::new(),
                     },
                 )
                 .collect(),

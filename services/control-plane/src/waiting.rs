@@ -137,6 +137,7 @@ mod tests {
                     version: None,
                     problem: None,
                     credentials_configured: None,
+                    credential_variables: Vec::new(),
                 })
                 .collect(),
             started_at: chrono::Utc::now(),

@@ -362,6 +362,7 @@ impl<'a> Record<'a> {
                     version: None,
                     problem: None,
                     credentials_configured: None,
+                    credential_variables: Vec::new(),
                 })
                 .collect(),
             started_at: now,

@@ -85,6 +85,12 @@ pub struct GatewayConfig {
     /// cross-origin access, no CORS headers. A list, or one comma-separated string.
     #[serde(deserialize_with = "deserialize_origins")]
     pub cors_allowed_origins: Vec<String>,
+    /// The `timeoutMs` of each probe run of `GET /api/health?probe=true`. The check
+    /// waits 5 s longer for the run's end, but never longer than `upstream_timeout_ms`
+    /// (the request's own deadline is a little longer).
+    pub health_probe_timeout_ms: u64,
+    /// What a probe run asks the agent: one short turn that needs no tool.
+    pub health_probe_prompt: String,
 }
 
 impl Default for GatewayConfig {
@@ -108,9 +114,15 @@ impl Default for GatewayConfig {
             session_secret: None,
             session_cookie_secure: false,
             cors_allowed_origins: Vec::new(),
+            health_probe_timeout_ms: 20_000,
+            health_probe_prompt: DEFAULT_PROBE_PROMPT.to_owned(),
         }
     }
 }
+
+/// `gateway.health_probe_prompt` by default.
+const DEFAULT_PROBE_PROMPT: &str =
+    "This is a health check. Reply with the single word OK and do nothing else.";
 
 impl GatewayConfig {
     pub(crate) fn upstream_timeout(&self) -> Duration {
@@ -119,6 +131,10 @@ impl GatewayConfig {
 
     pub(crate) fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive_secs)
+    }
+
+    pub(crate) fn health_probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.health_probe_timeout_ms)
     }
 }
 
@@ -197,6 +213,15 @@ impl Config {
                 "gateway.session_secret",
                 &format!("must be at least {} characters", MIN_SESSION_SECRET_CHARS),
             ));
+        }
+        if gateway.health_probe_timeout_ms == 0 {
+            return Err(invalid(
+                "gateway.health_probe_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if gateway.health_probe_prompt.trim().is_empty() {
+            return Err(invalid("gateway.health_probe_prompt", "must not be empty"));
         }
         for origin in &gateway.cors_allowed_origins {
             check_origin(origin)
@@ -385,11 +410,27 @@ mod tests {
                 "0",
                 "http.header_read_timeout_ms",
             ),
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_TIMEOUT_MS",
+                "0",
+                "gateway.health_probe_timeout_ms",
+            ),
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_PROMPT",
+                "  ",
+                "gateway.health_probe_prompt",
+            ),
         ];
         for (var, value, key) in cases {
             let config = load(&[token, (var, value)]);
             assert_eq!(bad_key(&config), key, "{var}={value}");
         }
+        load(&[
+            token,
+            ("SWITCHYARD_GATEWAY__HEALTH_PROBE_TIMEOUT_MS", "25000"),
+        ])
+        .validate()
+        .unwrap();
     }
 
     #[test]

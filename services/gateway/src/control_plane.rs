@@ -13,6 +13,9 @@ use crate::config::{GatewayConfig, parse_control_plane_url};
 
 /// Readiness probes must answer quickly even when the API deadline is long.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The control-plane bounds its Postgres check at 5 s and its NATS read at the NATS
+/// request timeout: together well under this.
+const INTERNAL_HEALTH_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ControlPlaneError {
@@ -183,6 +186,30 @@ impl ControlPlane {
                 "token resolution",
             )),
         }
+    }
+
+    /// `GET /internal/health`: Postgres, migrations and the live executors, as the
+    /// control-plane sees them (for `GET /api/health`).
+    pub(crate) async fn internal_health(
+        &self,
+    ) -> Result<switchyard_contracts::health::ControlPlaneHealth, ControlPlaneError> {
+        let response = self
+            .http
+            .get(format!("{}/internal/health", self.base))
+            .timeout(INTERNAL_HEALTH_TIMEOUT)
+            .send()
+            .await
+            .map_err(ControlPlaneError::Unreachable)?;
+        if !response.status().is_success() {
+            return Err(ControlPlaneError::UnexpectedStatus(
+                response.status(),
+                "internal health check",
+            ));
+        }
+        response
+            .json()
+            .await
+            .map_err(ControlPlaneError::Unreachable)
     }
 
     /// `GET /healthz` answers 2xx.

@@ -11,7 +11,9 @@
 //!   cached token answers are dropped and its SSE streams ended (`revocation.rs`);
 //! * serves the portal (the built web workbench) at `/` (`portal.rs`) and, when
 //!   configured, answers cross-origin requests of listed origins (`http/cors.rs`);
-//! * answers `/healthz` and `/readyz` without authentication;
+//! * answers `/healthz` and `/readyz` without authentication, and `GET /api/health`
+//!   (admins and operators): whether runs can work, and whose side is at fault
+//!   (`health`);
 //! * describes its whole API (its own routes and the forwarded ones) as OpenAPI 3.1 at
 //!   `GET /api/openapi.json`, with a page at `GET /api/docs` (`openapi.rs`).
 //!
@@ -25,7 +27,7 @@
 //! |---|---|
 //! | HTTP | `http` (the router), its middleware and handlers, `http::state` |
 //! | authentication | `tokens` (who a bearer token belongs to) |
-//! | shared parts | `revocation`, `hub`, `control_plane`, `session`, `portal` |
+//! | shared parts | `revocation`, `hub`, `control_plane`, `session`, `portal`, `health` |
 //! | leaves | `config`, `auth` (the principal types), `token_cache`, `grants`, `openapi` |
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -33,6 +35,7 @@ mod auth;
 mod config;
 mod control_plane;
 mod grants;
+mod health;
 mod http;
 mod hub;
 mod openapi;
@@ -106,6 +109,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         portal: portal::Portal::new(&gateway.portal_dir),
         revocations,
         control_plane: control_plane.clone(),
+        health: health::HealthChecker::new(
+            client.clone(),
+            config.nats.request_timeout(),
+            control_plane.clone(),
+            health::ProbeSettings {
+                timeout: gateway.health_probe_timeout(),
+                prompt: gateway.health_probe_prompt.clone(),
+                wait_limit: gateway.upstream_timeout(),
+            },
+        ),
         hub,
         log,
         quota: http::quota::StreamQuota::new(

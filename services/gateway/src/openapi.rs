@@ -33,6 +33,7 @@ use switchyard_contracts::api::{
     HumanLoopRequestList, ProviderList, RegisterAppRequest, RunList, RunQueueView, RunView,
     StartRunRequest, StartRunResponse, StopRunRequest, StopRunResponse,
 };
+use switchyard_contracts::health::HealthReport;
 use switchyard_contracts::principals::{
     CreatePrincipalRequest, CreatedPrincipal, CreatedToken, PrincipalList, PrincipalView,
     RevokedTokens, SetPrincipalAppsRequest, SetPrincipalRoleRequest,
@@ -767,6 +768,36 @@ fn operations(b: &mut Builder) -> Vec<Op> {
             body: None,
             ok: vec![(200, "The providers", json(b.schema::<ProviderList>()))],
             errors: &[],
+        },
+        Op {
+            method: "GET",
+            path: "/api/health",
+            id: "showHealth",
+            tag: "providers",
+            summary: "The provider-runtime health report: can runs work, and whose side is at fault",
+            description: "Admins and operators only. Always 200 when the report could be \
+                made: `readinessCategory` is `ready`, `environment_not_ready` or \
+                `runtime_unhealthy`, and `blockingReason` names the first check that \
+                failed. The checks are made from the executors' side (their presence, \
+                their binaries and credential names), never from the control-plane's \
+                machine.",
+            auth: Auth::Principal,
+            forwarded: false,
+            params: vec![
+                query(
+                    "provider",
+                    "Check only this provider (a name or an alias).",
+                    json_schema!({"type": "string"}),
+                ),
+                query(
+                    "probe",
+                    "Also start a one-turn probe run per ready provider.",
+                    json_schema!({"type": "boolean"}),
+                ),
+            ],
+            body: None,
+            ok: vec![(200, "The report", json(b.schema::<HealthReport>()))],
+            errors: &["forbidden", "unknown_provider", "invalid_request"],
         },
         // Principals and tokens (admins).
         Op {

@@ -146,6 +146,26 @@ impl Client {
             .await
     }
 
+    /// `GET path` with a longer bound than an ordinary call (a health check with probe
+    /// runs lasts as long as they do).
+    pub async fn get_with_timeout<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let response = self
+            .send(
+                self.request(reqwest::Method::GET, path).timeout(timeout),
+                path,
+            )
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
     /// `POST path` with a JSON body.
     pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,

@@ -13,6 +13,14 @@ pub enum Exit {
     Error,
     /// The command line is wrong (unknown flag, missing argument); clap's own code.
     Usage,
+    /// `health`: the environment is not ready (no executor, a provider's binary or
+    /// credentials missing). Shares code 2 with [`Exit::Usage`], as the health check of
+    /// the system this replaces did: a usage error prints clap's usage on stderr and no
+    /// report, a report always ends with its category on stdout.
+    EnvironmentNotReady,
+    /// `health`: the runtime is unhealthy (NATS, Postgres, migrations, a stalled
+    /// consumer, a failed probe run).
+    RuntimeUnhealthy,
     /// The followed run ended `failed`.
     RunFailed,
     /// The followed run ended `timed_out`.
@@ -33,7 +41,8 @@ impl Exit {
         match self {
             Exit::Success => 0,
             Exit::Error => 1,
-            Exit::Usage => 2,
+            Exit::Usage | Exit::EnvironmentNotReady => 2,
+            Exit::RuntimeUnhealthy => 3,
             Exit::RunFailed => 10,
             Exit::RunTimedOut => 11,
             Exit::RunStopped => 12,
@@ -65,7 +74,9 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
    0  success; for `run --follow` and `follow`: the run succeeded
    1  error: gateway unreachable, API error (its code and message are printed), bad file or config
-   2  usage error: unknown flag, missing or invalid argument
+   2  usage error: unknown flag, missing or invalid argument; for `health`: the
+      environment is not ready (a report on stdout; a usage error prints no report)
+   3  `health`: the runtime is unhealthy (the report says what failed)
   10  the followed run failed (its reason and evidence are printed)
   11  the followed run timed out
   12  the followed run was stopped
@@ -89,6 +100,8 @@ mod tests {
             Exit::Success
             | Exit::Error
             | Exit::Usage
+            | Exit::EnvironmentNotReady
+            | Exit::RuntimeUnhealthy
             | Exit::RunFailed
             | Exit::RunTimedOut
             | Exit::RunStopped
@@ -100,6 +113,7 @@ mod tests {
             Exit::Success,
             Exit::Error,
             Exit::Usage,
+            Exit::RuntimeUnhealthy,
             Exit::RunFailed,
             Exit::RunTimedOut,
             Exit::RunStopped,
@@ -109,6 +123,10 @@ mod tests {
         ];
         let codes: std::collections::HashSet<u8> = all.iter().map(|e| code_of(*e)).collect();
         assert_eq!(codes.len(), all.len(), "two exits share a code");
+        // The one documented exception: `health`'s 0/2/3 are the old system's codes, and
+        // 2 is also clap's usage error.
+        assert_eq!(Exit::EnvironmentNotReady.code(), Exit::Usage.code());
+        assert!(EXIT_CODES_HELP.contains("for `health`: the\n      environment is not ready"));
         for code in codes {
             assert!(
                 EXIT_CODES_HELP

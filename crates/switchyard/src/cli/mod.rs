@@ -1,6 +1,6 @@
 //! The `switchyard` command line: the platform's own commands (`up`, `serve`, `demo`)
 //! and the client of a running platform (`run`, `follow`, `runs`, `approve`, `deny`,
-//! `stop`, `apps`, `queue`, `providers`, `stress`).
+//! `stop`, `apps`, `queue`, `providers`, `health`, `stress`).
 //!
 //! Each client command is a module with its clap arguments and an async function taking
 //! the shared [`client::Client`]; the gateway URL and token come from
@@ -11,6 +11,7 @@ pub mod apps;
 pub mod client;
 pub mod exit;
 pub mod follow;
+pub mod health;
 pub mod output;
 pub mod queue;
 pub mod render;
@@ -69,6 +70,9 @@ pub enum Command {
     Queue(queue::QueueArgs),
     /// List the providers and where they are installed
     Providers(queue::ProvidersArgs),
+    /// Check whether runs can work, and whether the environment or the runtime is at
+    /// fault (exit 0 ready, 2 environment not ready, 3 runtime unhealthy)
+    Health(health::HealthArgs),
     /// Start many runs, C at a time, and report how they ended class by class, with each
     /// failed sample's raw stream
     Stress(stress::StressArgs),
@@ -157,6 +161,7 @@ async fn dispatch(command: Command) -> anyhow::Result<Exit> {
         }
         Command::Queue(args) => queue::queue(&connect(&args.client)?, &args).await,
         Command::Providers(args) => queue::providers(&connect(&args.client)?, &args).await,
+        Command::Health(args) => health::health(&connect(&args.client)?, &args).await,
         Command::Stress(args) => stress::stress(&connect(&args.client)?, args).await,
     }
 }

@@ -107,6 +107,10 @@ const HELP: &[(&[&str], &[&str])] = &[
     (&["queue"], &["--json"]),
     (&["providers"], &["--json"]),
     (
+        &["health"],
+        &["--provider", "--probe", "--json", "--url", "--token"],
+    ),
+    (
         &["stress"],
         &[
             "--app",
@@ -149,7 +153,7 @@ async fn every_subcommand_has_help_and_a_wrong_command_line_exits_2() {
             "`switchyard {name}` has no help check"
         );
     }
-    assert_eq!(listed.len(), 13, "{listed:?}");
+    assert_eq!(listed.len(), 14, "{listed:?}");
 
     for (path, flags) in HELP {
         let mut args = path.to_vec();

@@ -13,6 +13,7 @@ mod credentials;
 mod drain;
 mod garbage;
 mod harness;
+mod health;
 mod isolation;
 mod lifecycle;
 mod metrics;

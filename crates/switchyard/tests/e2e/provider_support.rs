@@ -12,7 +12,7 @@ use switchyard_test_support::fake_model::{FINAL_MARKER, FakeModel, TOOL_FILE};
 pub(crate) const OPENAI_SECRET: &str = "sk-e2e-openai-5f1c0d2e9a7b4c3d";
 pub(crate) const ANTHROPIC_SECRET: &str = "sk-ant-e2e-8b6a4f2c1d0e9f7a";
 
-fn installed_clis() -> PathBuf {
+pub(crate) fn installed_clis() -> PathBuf {
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.local/providers/node_modules/.bin");
     for cli in ["codex", "claude", "opencode"] {

@@ -6,6 +6,7 @@
 mod access;
 mod apps;
 mod errors;
+mod health;
 mod human_loop;
 mod input;
 mod principals;
@@ -40,7 +41,10 @@ pub(crate) fn api_routes() -> Vec<Route> {
 /// `metrics` (`GET /metrics`) goes outside the access check: it has its own token.
 pub(crate) fn router(state: AppState, ready: ReadinessCheck, metrics: Router) -> Router {
     let settings = state.settings.clone();
-    let api = table().into_router().with_state(state.clone());
+    let api = table()
+        .into_router()
+        .merge(health::router())
+        .with_state(state.clone());
     let router = api
         .merge(health_routes(ready))
         // On the whole router, so every route — whichever module adds it — is covered.

@@ -33,6 +33,7 @@ fn available(
         version: version.map(str::to_owned),
         problem: (!installed).then(|| format!("{name} cannot start here")),
         credentials_configured: credentials,
+        credential_variables: Vec::new(),
     }
 }
 

@@ -197,6 +197,22 @@ impl CliEnv {
         !names.is_empty() && self.credentials.is_configured(&names)
     }
 
+    /// Every variable the operator allows `provider`, with whether it has a value here
+    /// (for presence and the health check: names only, never values).
+    pub(crate) fn credential_variables(
+        &self,
+        provider: ProviderName,
+    ) -> Vec<switchyard_contracts::presence::CredentialVariable> {
+        self.policy(provider)
+            .env
+            .into_iter()
+            .map(|name| {
+                let present = self.credentials.is_configured(std::slice::from_ref(&name));
+                switchyard_contracts::presence::CredentialVariable { name, present }
+            })
+            .collect()
+    }
+
     /// Whether `program` can start here (see [`start_check`]).
     pub(crate) fn start_check(&self, program: &str) -> StartCheck {
         self.start_checks.get(program)

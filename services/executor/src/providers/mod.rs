@@ -32,6 +32,7 @@ impl Provider for NotInstalled {
             version: None,
             problem: Some("this build has no implementation of it".to_owned()),
             credentials_configured: None,
+            credential_variables: Vec::new(),
         }
     }
 
@@ -143,6 +144,37 @@ mod tests {
         assert!(registry.get("codex-app-server").is_some());
         assert!(registry.get("claude-code").is_none());
         assert!(ProviderRegistry::from_names(&["gpt".into()], &no_clis()).is_err());
+    }
+
+    /// Presence says which allowed credential variables have a value — by name, for
+    /// the health check — and never carries a value.
+    #[test]
+    fn presence_lists_credential_variables_by_name_only() {
+        const SECRET: &str = "sk-ant-presence-test-7d1e";
+        let empty = tempfile::tempdir().unwrap();
+        let cli = Arc::new(CliEnv::for_tests(
+            crate::cli::CliLocator::new(vec![empty.path().to_path_buf()], None),
+            crate::cli::Credentials::from_pairs([("ANTHROPIC_AUTH_TOKEN", SECRET)]),
+        ));
+        let registry = ProviderRegistry::from_names(&["claude-code".into()], &cli).unwrap();
+        let claude = registry.availability().pop().unwrap();
+        let variables: Vec<(&str, bool)> = claude
+            .credential_variables
+            .iter()
+            .map(|v| (v.name.as_str(), v.present))
+            .collect();
+        assert_eq!(
+            variables,
+            [
+                ("ANTHROPIC_API_KEY", false),
+                ("ANTHROPIC_AUTH_TOKEN", true),
+                ("CLAUDE_CODE_OAUTH_TOKEN", false),
+            ]
+        );
+        // The default (first) variable has no value: a run naming none would lack it.
+        assert_eq!(claude.credentials_configured, Some(false));
+        let json = serde_json::to_string(&claude).unwrap();
+        assert!(!json.contains(SECRET), "{json}");
     }
 
     /// Each CLI adapter checks for its binary when a run starts (it may have vanished

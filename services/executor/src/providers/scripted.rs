@@ -162,6 +162,7 @@ impl Provider for ScriptedProvider {
             problem: None,
             // Needs no credentials.
             credentials_configured: Some(true),
+            credential_variables: Vec::new(),
         }
     }
 

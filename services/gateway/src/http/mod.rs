@@ -7,6 +7,7 @@
 //! | `POST`, `GET`, `DELETE /api/session` | token in the body / any | [`session`]: sign in, who am I, sign out |
 //! | `GET /api/openapi.json`, `GET /api/docs` | public | [`docs`]: the API description ([`crate::openapi`]) and its HTML page |
 //! | `GET /api/runs/{id}/stream` | bearer or session cookie | [`streams::stream_run`] |
+//! | `GET /api/health` | bearer or session cookie; admin or operator | [`health::report`]: the provider-runtime health report |
 //! | `* /api/{*path}` | bearer or session cookie (+ CSRF header) | [`proxy::forward`] to the control-plane |
 //! | `GET` anything else | public | the portal ([`crate::portal`]), `index.html` for client-side routes |
 //!
@@ -17,6 +18,7 @@
 pub(crate) mod auth;
 mod cors;
 mod docs;
+mod health;
 mod proxy;
 pub(crate) mod quota;
 mod session;
@@ -46,7 +48,9 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 /// The gateway's own `/api/*` routes that need a principal (the forwarded ones are the
 /// control-plane's).
 fn authenticated() -> RouteTable<AppState> {
-    RouteTable::new().get("/api/runs/{id}/stream", streams::stream_run)
+    RouteTable::new()
+        .get("/api/runs/{id}/stream", streams::stream_run)
+        .get("/api/health", health::report)
 }
 
 /// The gateway's own `/api/*` routes that authenticate on their own (session) or not

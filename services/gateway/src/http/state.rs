@@ -8,6 +8,7 @@ use switchyard_platform::events::EventLog;
 use super::quota::StreamQuota;
 use crate::auth::Authenticator;
 use crate::control_plane::ControlPlane;
+use crate::health::HealthChecker;
 use crate::hub::Hub;
 use crate::portal::Portal;
 use crate::revocation::Revocations;
@@ -25,6 +26,7 @@ pub(crate) struct Shared {
     pub(crate) portal: Portal,
     pub(crate) revocations: Revocations,
     pub(crate) control_plane: ControlPlane,
+    pub(crate) health: HealthChecker,
     pub(crate) hub: Hub,
     pub(crate) log: EventLog,
     pub(crate) quota: StreamQuota,

@@ -52,6 +52,7 @@ impl Provider for ClaudeProvider {
                 self.env
                     .default_credential_configured(ProviderName::ClaudeCode),
             ),
+            credential_variables: self.env.credential_variables(ProviderName::ClaudeCode),
         }
     }
 

@@ -58,6 +58,7 @@ impl Provider for CodexProvider {
                 self.env
                     .default_credential_configured(ProviderName::CodexAppServer),
             ),
+            credential_variables: self.env.credential_variables(ProviderName::CodexAppServer),
         }
     }
 

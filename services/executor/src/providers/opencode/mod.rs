@@ -56,6 +56,7 @@ impl Provider for OpencodeProvider {
                 self.env
                     .default_credential_configured(ProviderName::Opencode),
             ),
+            credential_variables: self.env.credential_variables(ProviderName::Opencode),
         }
     }
 
