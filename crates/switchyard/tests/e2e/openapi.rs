@@ -188,6 +188,7 @@ impl Fixtures {
                 format!("?limit=5&appId={}&provider=scripted", self.app),
                 Body::None,
             ),
+            "showHealth" => ("?provider=scripted".to_owned(), Body::None),
             "stopRun" => (String::new(), Body::Json(json!({"reason": "openapi test"}))),
             "listHumanLoopRequests" => ("?status=pending".to_owned(), Body::None),
             "replyHumanLoop" => (
@@ -230,6 +231,7 @@ impl Fixtures {
             ],
             "listHumanLoopRequests" => &["?status=nope"],
             "streamRun" => &["?cursor=garbage"],
+            "showHealth" => &["?provider=no-such-provider", "?probe=maybe", "?other=1"],
             _ => &[],
         }
     }
