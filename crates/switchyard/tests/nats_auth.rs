@@ -14,7 +14,7 @@ use platform::{
     Credential, TOKEN, USERS, checked_in_config, connect_watching_errors, next_error,
     start_platform, violations,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -106,8 +106,9 @@ async fn every_service_runs_as_its_own_user_with_only_the_documented_subjects() 
     assert!(events.iter().any(|e| e["type"] == "tool.completed"));
     platform.wait_status(&run_id, "succeeded").await;
 
-    // The read views: presence (KV) and the command queue (consumer info).
-    for path in ["/api/providers", "/api/run-queue"] {
+    // The read views: presence (KV) and the command queue (consumer info), and the
+    // health report, which reads every stream, consumer and bucket as the gateway.
+    for path in ["/api/providers", "/api/run-queue", "/api/health"] {
         let response = platform
             .http
             .get(format!("{}{path}", platform.base))
@@ -116,6 +117,19 @@ async fn every_service_runs_as_its_own_user_with_only_the_documented_subjects() 
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 200, "{path}");
+        if path == "/api/health" {
+            let report: Value = response.json().await.unwrap();
+            let nats_checks: Vec<&Value> = report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|check| check["name"].as_str().unwrap().starts_with("nats."))
+                .collect();
+            assert!(nats_checks.len() >= 4, "{report}");
+            for check in nats_checks {
+                assert_eq!(check["ok"], true, "{check} in {report}");
+            }
+        }
     }
 
     // A stop: control-plane → owning executor over runs.control.<id>, and its reply.
