@@ -64,6 +64,14 @@ trap 'rm -f "$tmp"' EXIT
   for name in "${names[@]}"; do
     has "$name" && continue
     value="${!name:-}"
+    # A value from the environment goes into .env, a database URL and a NATS config
+    # unquoted: only characters safe in all three (a newline would break .env; `@ : /`
+    # the URL). Checked here, where the error can name the variable.
+    if [[ -n "$value" && ! "$value" =~ ^[A-Za-z0-9._-]{24,}$ ]]; then
+      printf 'compose-env: %s from the environment must be at least 24 characters of A-Z a-z 0-9 . _ - (unset it to get a random one)
+' "$name" >&2
+      exit 2
+    fi
     [[ -n "$value" ]] || value="$(random_secret)"
     printf '%s=%s\n' "$name" "$value"
     added+=("$name")

@@ -114,9 +114,7 @@ fn interpolate(
             continue;
         }
         let reference = if let Some(body) = rest.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+            let end = closing_brace(body).ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
             let inner = &body[..end];
             rest = &body[end + 1..];
             let name_end = inner
@@ -146,7 +144,12 @@ fn interpolate(
         let value = lookup(reference.name()).filter(|v| !v.is_empty());
         match (&reference, value) {
             (_, Some(value)) => out.push_str(&value),
-            (Reference::Default(_, default), None) => out.push_str(default),
+            // A default may itself refer to variables (`${A:-${B:-b}}`), as in compose.
+            (Reference::Default(_, default), None) => {
+                let (value, nested) = interpolate(default, lookup)?;
+                out.push_str(&value);
+                refs.extend(nested);
+            }
             (Reference::Required(name), None) => {
                 return Err(format!("required variable {name} is not set"));
             }
@@ -156,6 +159,22 @@ fn interpolate(
     }
     out.push_str(rest);
     Ok((out, refs))
+}
+
+/// Where the `}` closing a `${` is in `body` (the text after the `${`), counting the
+/// `${…}` nested in a default.
+fn closing_brace(body: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let bytes = body.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'{' if i > 0 && bytes[i - 1] == b'$' => depth += 1,
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The references in `text`, whatever the variables' values.
@@ -237,6 +256,28 @@ fn literal_secret_problem(key: &str, raw: &str) -> Option<String> {
         }
     }
     None
+}
+
+#[test]
+fn a_default_may_refer_to_another_variable_as_in_compose() {
+    let vars: HashMap<String, String> = [(
+        "CONTROL_PLANE_PROVIDER_MODE".to_owned(),
+        "scripted".to_owned(),
+    )]
+    .into();
+    let lookup = |name: &str| vars.get(name).cloned();
+    let text = "${SWITCHYARD_DEFAULT_PROVIDER:-${CONTROL_PLANE_PROVIDER_MODE:-codex-app-server}}";
+    let (value, refs) = interpolate(text, &lookup).unwrap();
+    assert_eq!(value, "scripted");
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    let (value, _) = interpolate(text, &|_| None).unwrap();
+    assert_eq!(value, "codex-app-server");
+    let (value, _) = interpolate(text, &|name| {
+        (name == "SWITCHYARD_DEFAULT_PROVIDER").then(|| "opencode".to_owned())
+    })
+    .unwrap();
+    assert_eq!(value, "opencode");
+    assert!(interpolate("${A:-${B}", &|_| None).is_err(), "unclosed");
 }
 
 #[test]
@@ -931,4 +972,28 @@ fn compose_env_keeps_existing_values_and_writes_a_private_file() {
     let (second, said) = run();
     assert_eq!(first, second, "a second run changes nothing");
     assert!(said.contains("nothing changed"), "{said}");
+
+    // A value from the environment that would break the URL or the file is refused,
+    // named, and nothing is written.
+    let fresh = dir.path().join("fresh.env");
+    for bad in [
+        "p@ss:word/0123456789abcdefgh",
+        "short",
+        "line\nbreak-0123456789abcdefgh",
+    ] {
+        let output = Command::new("bash")
+            .arg(repo().join("scripts/compose-env.sh"))
+            .arg("--out")
+            .arg(&fresh)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SWITCHYARD_POSTGRES_PASSWORD", bad)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains("SWITCHYARD_POSTGRES_PASSWORD"), "{said}");
+        assert!(!said.contains(bad), "printed the value: {said}");
+        assert!(!fresh.exists(), "{bad}: wrote {}", fresh.display());
+    }
 }
