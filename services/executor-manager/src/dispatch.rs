@@ -511,7 +511,6 @@ impl Dispatcher {
 /// Executor ids listed in a `binary_missing` detail; a large fleet is cut short.
 const LISTED_EXECUTORS: usize = 10;
 
-/// "<provider> is installed on none of the N live executors (a, b, …)".
 /// The command's trace (its `traceparent` header, when valid) as this service passes
 /// it on: the same trace id, a new parent id.
 fn passed_on(message: &jetstream::Message) -> Option<TraceParent> {
@@ -530,6 +529,7 @@ pub(crate) fn trace_id(message: &jetstream::Message) -> Option<String> {
     )
 }
 
+/// "<provider> is installed on none of the N live executors (a, b, …)".
 fn binary_missing_detail(provider: ProviderName, live: &[ExecutorId]) -> String {
     let mut ids = live
         .iter()

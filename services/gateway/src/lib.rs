@@ -129,10 +129,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         retry_frame: switchyard_platform::sse::retry(gateway.sse_retry_ms),
         sse: http::state::SseMetrics::new(&metrics),
     });
-    // `/metrics` has its own token, so it is merged beside (not under) the API's auth.
-    let router = http::router(state, &gateway, client.clone()).merge(
-        switchyard_platform::metrics::routes(metrics, &config.metrics, None),
-    );
+    let metrics = switchyard_platform::metrics::routes(metrics, &config.metrics, None);
+    let router = http::router(state, &gateway, client.clone(), metrics);
 
     let listener = switchyard_platform::http::bind(gateway.listen).await?;
     let addr = listener.local_addr()?;

@@ -434,6 +434,21 @@ async fn metrics_answer_only_the_configured_token() {
             let body: serde_json::Value = response.json().await.unwrap();
             assert_eq!(body["error"]["code"], "unauthorized", "{service}: {body}");
         }
+        // Inside every service's common layers: a request id, and a JSON 405.
+        let response = h
+            .http
+            .post(format!("{base}/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 405, "{service}");
+        assert!(response.headers().contains_key("x-request-id"), "{service}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "method_not_allowed",
+            "{service}: {body}"
+        );
         let samples = scrape(&h, &base).await;
         assert!(
             samples

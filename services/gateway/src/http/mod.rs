@@ -78,7 +78,15 @@ pub(crate) fn own_routes() -> Vec<Route> {
 /// Every route, with the common layers around them. A new route of the API goes into
 /// one of the tables above (and into `crate::openapi`), never straight onto this
 /// router: the end-to-end tests hold the OpenAPI description to those tables.
-pub(crate) fn router(state: AppState, config: &GatewayConfig, nats: async_nats::Client) -> Router {
+///
+/// `metrics` (`GET /metrics`) has its own token, so it is merged beside (not under) the
+/// API's authentication, and inside the common layers like every other route.
+pub(crate) fn router(
+    state: AppState,
+    config: &GatewayConfig,
+    nats: async_nats::Client,
+    metrics: Router<AppState>,
+) -> Router {
     let api = authenticated()
         .into_router()
         .route("/api/{*path}", any(proxy::forward))
@@ -98,6 +106,7 @@ pub(crate) fn router(state: AppState, config: &GatewayConfig, nats: async_nats::
     let router = Router::new()
         .merge(health_route_table(ready).into_router())
         .merge(api)
+        .merge(metrics)
         .route("/", get(portal))
         .route("/{*path}", get(portal))
         .with_state(state);
