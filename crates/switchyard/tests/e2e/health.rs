@@ -296,6 +296,58 @@ async fn a_probe_whose_model_refuses_the_key_is_runtime_unhealthy() {
     )
     .await;
     stop(gateway).await;
+
+    // A probe whose model never answers, on a gateway with a short budget: the report
+    // still gets out as a report (not the timeout layer's bare 503), blames the probe,
+    // and the run is not left behind.
+    let (base, gateway) = gateway_with(
+        &h,
+        &[
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_PROMPT",
+                "SCN_HANG health probe".to_owned(),
+            ),
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_TIMEOUT_MS",
+                "3000".to_owned(),
+            ),
+            ("SWITCHYARD_GATEWAY__UPSTREAM_TIMEOUT_MS", "4000".to_owned()),
+        ],
+    )
+    .await;
+    let (status, probed) = report_as(&h, &base, TOKEN, "?provider=claude-code&probe=true").await;
+    assert_eq!(status, 200, "{probed}");
+    assert_eq!(
+        probed["readinessCategory"], "runtime_unhealthy",
+        "{probed:#}"
+    );
+    // Its own timeout or the report's budget, whichever is seen first, ended it.
+    assert!(
+        blocking(&probed).starts_with("probe_failed:claude-code:"),
+        "{probed:#}"
+    );
+    let detail = check(&probed, "provider.claude-code.probe")["detail"]
+        .as_str()
+        .unwrap();
+    let run_id = detail.split_whitespace().nth(1).unwrap();
+    let run = h
+        .wait_run(run_id, |r| {
+            matches!(
+                r["status"].as_str(),
+                Some("stopped" | "timed_out" | "failed")
+            )
+        })
+        .await;
+    assert_eq!(run["provider"], "claude-code", "{run}");
+    assert_cli(
+        &base,
+        &["--provider", "claude-code", "--probe"],
+        3,
+        "runtime_unhealthy",
+        Some(blocking(&probed)),
+    )
+    .await;
+    stop(gateway).await;
     h.shutdown().await;
 }
 
