@@ -126,13 +126,23 @@ impl Prober {
                 "interrupted",
                 "the probe was interrupted: the gateway is shutting down".to_owned(),
             ),
-            Err(_) => failed(
+            Err(_) if joined => failed(
                 provider,
                 "timeout",
                 format!(
                     "the probe run started for an earlier report had not ended when this \
                      report's budget ({} ms, gateway.upstream_timeout_ms) ran out; it is \
                      followed, and stopped if need be, in the background",
+                    self.settings.budget.as_millis()
+                ),
+            ),
+            Err(_) => failed(
+                provider,
+                "timeout",
+                format!(
+                    "the report's budget ({} ms, gateway.upstream_timeout_ms) ran out before \
+                     the probe had an outcome; it is followed, and stopped if need be, in the \
+                     background",
                     self.settings.budget.as_millis()
                 ),
             ),
