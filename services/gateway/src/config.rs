@@ -16,6 +16,13 @@ use switchyard_platform::telemetry::TelemetryConfig;
 const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Shortest `gateway.session_secret`.
 const MIN_SESSION_SECRET_CHARS: usize = 32;
+/// Longest `timeoutMs` the control-plane accepts for a run (its `MAX_DURATION_MS`, in
+/// `services/control-plane/src/durations.rs`): a longer probe timeout would have every
+/// probe run refused at start.
+const MAX_RUN_TIMEOUT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// What the health report's budget leaves between a probe run's own timeout and the
+/// report's end: the time its timed-out end takes to be projected and read back.
+const PROBE_END_MARGIN_MS: u64 = 1000;
 
 /// The gateway's whole configuration (the `nats`, `telemetry` and `gateway` sections).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,9 +93,17 @@ pub struct GatewayConfig {
     #[serde(deserialize_with = "deserialize_origins")]
     pub cors_allowed_origins: Vec<String>,
     /// The `timeoutMs` of each probe run of `GET /api/health?probe=true`. The check
-    /// waits 5 s longer for the run's end, but never longer than `upstream_timeout_ms`
-    /// (the request's own deadline is a little longer).
-    pub health_probe_timeout_ms: u64,
+    /// waits 5 s longer for the run's end, but the whole report never takes longer than
+    /// `upstream_timeout_ms` (its budget; the request's own deadline is 5 s later), so
+    /// this must be at least 1 s shorter than that (and at most 7 days, the longest run
+    /// timeout the control-plane accepts). Unset: 20 s, or `upstream_timeout_ms` less
+    /// 1 s when that is shorter.
+    pub health_probe_timeout_ms: Option<u64>,
+    /// How long a probe's outcome is reused: a report asking for a probe of a provider
+    /// probed less than this long ago gets that outcome (marked cached, with its age)
+    /// instead of a new run. Concurrent reports always share one probe run per
+    /// provider. 0 = no reuse once the run has ended.
+    pub health_probe_cache_ms: u64,
     /// What a probe run asks the agent: one short turn that needs no tool.
     pub health_probe_prompt: String,
 }
@@ -114,11 +129,15 @@ impl Default for GatewayConfig {
             session_secret: None,
             session_cookie_secure: false,
             cors_allowed_origins: Vec::new(),
-            health_probe_timeout_ms: 20_000,
+            health_probe_timeout_ms: None,
+            health_probe_cache_ms: 60_000,
             health_probe_prompt: DEFAULT_PROBE_PROMPT.to_owned(),
         }
     }
 }
+
+/// `gateway.health_probe_timeout_ms` by default (if the report's budget allows it).
+const DEFAULT_PROBE_TIMEOUT_MS: u64 = 20_000;
 
 /// `gateway.health_probe_prompt` by default.
 const DEFAULT_PROBE_PROMPT: &str =
@@ -134,7 +153,29 @@ impl GatewayConfig {
     }
 
     pub(crate) fn health_probe_timeout(&self) -> Duration {
-        Duration::from_millis(self.health_probe_timeout_ms)
+        let ms = self.health_probe_timeout_ms.unwrap_or_else(|| {
+            DEFAULT_PROBE_TIMEOUT_MS
+                .min(self.max_health_probe_timeout_ms())
+                .max(1)
+        });
+        Duration::from_millis(ms)
+    }
+
+    pub(crate) fn health_probe_cache(&self) -> Duration {
+        Duration::from_millis(self.health_probe_cache_ms)
+    }
+
+    /// The longest the health report may take, every check and probe included: the
+    /// request's timeout layer cuts it 5 s later, so the report always gets out.
+    pub(crate) fn health_report_budget(&self) -> Duration {
+        self.upstream_timeout()
+    }
+
+    /// The longest `health_probe_timeout_ms` this configuration allows.
+    fn max_health_probe_timeout_ms(&self) -> u64 {
+        self.upstream_timeout_ms
+            .saturating_sub(PROBE_END_MARGIN_MS)
+            .min(MAX_RUN_TIMEOUT_MS)
     }
 }
 
@@ -214,10 +255,19 @@ impl Config {
                 &format!("must be at least {} characters", MIN_SESSION_SECRET_CHARS),
             ));
         }
-        if gateway.health_probe_timeout_ms == 0 {
+        let max_probe = gateway.max_health_probe_timeout_ms();
+        if let Some(probe_ms) = gateway.health_probe_timeout_ms
+            && !(1..=max_probe).contains(&probe_ms)
+        {
             return Err(invalid(
                 "gateway.health_probe_timeout_ms",
-                "must be at least 1",
+                &format!(
+                    "must be from 1 to {max_probe}: the probe run has to end inside the \
+                     health report's budget, gateway.upstream_timeout_ms ({}) less 1 s \
+                     for its end to be read back, and the control-plane accepts no run \
+                     timeout above {MAX_RUN_TIMEOUT_MS} (7 days); got {}",
+                    gateway.upstream_timeout_ms, probe_ms
+                ),
             ));
         }
         if gateway.health_probe_prompt.trim().is_empty() {
@@ -431,6 +481,49 @@ mod tests {
         ])
         .validate()
         .unwrap();
+    }
+
+    /// Set, the probe timeout must end inside the report's budget (the upstream
+    /// timeout less 1 s) and within the control-plane's 7-day run timeout; unset, it
+    /// is 20 s or whatever the budget allows.
+    #[test]
+    fn the_probe_timeout_fits_inside_the_report_budget() {
+        let token = ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", "s3cret");
+        let probe = "SWITCHYARD_GATEWAY__HEALTH_PROBE_TIMEOUT_MS";
+        let upstream = "SWITCHYARD_GATEWAY__UPSTREAM_TIMEOUT_MS";
+        load(&[token, (probe, "29000")]).validate().unwrap();
+        let config = load(&[token, (probe, "29001")]);
+        match config.validate() {
+            Err(ConfigError::Value { key, problem }) => {
+                assert_eq!(key, "gateway.health_probe_timeout_ms");
+                assert!(problem.contains("from 1 to 29000"), "{problem}");
+                assert!(problem.contains("upstream_timeout_ms (30000)"), "{problem}");
+            }
+            other => panic!("expected a bad value, got {other:?}"),
+        }
+        // A huge upstream timeout: the control-plane's longest run timeout bounds it.
+        let config = load(&[token, (upstream, "1000000000"), (probe, "604800001")]);
+        assert_eq!(bad_key(&config), "gateway.health_probe_timeout_ms");
+        load(&[token, (upstream, "1000000000"), (probe, "604800000")])
+            .validate()
+            .unwrap();
+        // Unset: the default shrinks with a short upstream timeout instead of refusing it.
+        let config = load(&[token, (upstream, "5000")]);
+        config.validate().unwrap();
+        assert_eq!(
+            config.gateway.health_probe_timeout(),
+            Duration::from_secs(4)
+        );
+        let config = load(&[token]);
+        assert_eq!(
+            config.gateway.health_probe_timeout(),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            config.gateway.health_report_budget(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(config.gateway.health_probe_cache(), Duration::from_secs(60));
     }
 
     #[test]

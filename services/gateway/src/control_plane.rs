@@ -26,6 +26,19 @@ pub(crate) enum ControlPlaneError {
     UnexpectedStatus(StatusCode, &'static str),
 }
 
+impl ControlPlaneError {
+    /// Without the URL: reqwest's message names the control-plane's internal host,
+    /// which must not reach a report or an API response.
+    fn unreachable(e: reqwest::Error) -> Self {
+        Self::Unreachable(e.without_url())
+    }
+
+    /// The request ran out of time (as opposed to being refused or answered badly).
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, Self::Unreachable(e) if e.is_timeout())
+    }
+}
+
 /// What the control-plane says about a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunLookup {
@@ -129,13 +142,13 @@ impl ControlPlane {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(ControlPlaneError::Unreachable)?;
+            .map_err(ControlPlaneError::unreachable)?;
         match response.status() {
             s if s.is_success() => {
                 let body = response
                     .bytes()
                     .await
-                    .map_err(ControlPlaneError::Unreachable)?;
+                    .map_err(ControlPlaneError::unreachable)?;
                 // Only the status is of interest, and only as a hint: an answer we cannot
                 // read still proves the run exists.
                 let status = serde_json::from_slice::<serde_json::Value>(&body)
@@ -167,13 +180,13 @@ impl ControlPlane {
             })
             .send()
             .await
-            .map_err(ControlPlaneError::Unreachable)?;
+            .map_err(ControlPlaneError::unreachable)?;
         match response.status() {
             s if s.is_success() => {
                 let resolved: ResolveTokenResponse = response
                     .json()
                     .await
-                    .map_err(ControlPlaneError::Unreachable)?;
+                    .map_err(ControlPlaneError::unreachable)?;
                 Ok(Some(Principal {
                     id: resolved.principal_id.to_string(),
                     role: resolved.role,
@@ -189,17 +202,19 @@ impl ControlPlane {
     }
 
     /// `GET /internal/health`: Postgres, migrations and the live executors, as the
-    /// control-plane sees them (for `GET /api/health`).
+    /// control-plane sees them (for `GET /api/health`). `limit` is what is left of the
+    /// report's budget; the call never waits longer than that (nor than 15 s).
     pub(crate) async fn internal_health(
         &self,
+        limit: Duration,
     ) -> Result<switchyard_contracts::health::ControlPlaneHealth, ControlPlaneError> {
         let response = self
             .http
             .get(format!("{}/internal/health", self.base))
-            .timeout(INTERNAL_HEALTH_TIMEOUT)
+            .timeout(INTERNAL_HEALTH_TIMEOUT.min(limit))
             .send()
             .await
-            .map_err(ControlPlaneError::Unreachable)?;
+            .map_err(ControlPlaneError::unreachable)?;
         if !response.status().is_success() {
             return Err(ControlPlaneError::UnexpectedStatus(
                 response.status(),
@@ -209,7 +224,7 @@ impl ControlPlane {
         response
             .json()
             .await
-            .map_err(ControlPlaneError::Unreachable)
+            .map_err(ControlPlaneError::unreachable)
     }
 
     /// `GET /healthz` answers 2xx.
@@ -220,7 +235,7 @@ impl ControlPlane {
             .timeout(HEALTH_TIMEOUT)
             .send()
             .await
-            .map_err(ControlPlaneError::Unreachable)?;
+            .map_err(ControlPlaneError::unreachable)?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -273,6 +288,29 @@ mod tests {
             assert!(cp.api_url(escape).is_none(), "{escape}");
         }
         assert!(cp.api_url("/api/runs/..x").is_some());
+    }
+
+    /// The error reaches the health report: it must not name the internal host.
+    #[tokio::test]
+    async fn an_unreachable_control_plane_is_reported_without_its_url() {
+        // Port 1: nothing listens, the connection is refused at once.
+        let cp = client("http://127.0.0.1:1/internal-host-path");
+        let e = cp
+            .internal_health(Duration::from_secs(5))
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(matches!(e, ControlPlaneError::Unreachable(_)), "{e:?}");
+        assert!(!e.is_timeout(), "{e:?}");
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("internal-host-path"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -116,8 +116,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             health::ProbeSettings {
                 timeout: gateway.health_probe_timeout(),
                 prompt: gateway.health_probe_prompt.clone(),
-                wait_limit: gateway.upstream_timeout(),
+                cache: gateway.health_probe_cache(),
+                budget: gateway.health_report_budget(),
             },
+            tasks.clone(),
+            shutdown.child_token(),
         ),
         hub,
         log,

@@ -196,13 +196,47 @@ async fn everything_in_place_is_ready_and_a_probe_run_succeeds() {
     assert!(!text.contains(ANTHROPIC_SECRET) && !text.contains(OPENAI_SECRET));
     assert_cli(&h.base, &[], 0, "ready", None).await;
 
-    // A live probe through the normal start path, the model answering text.
+    // A live probe through the normal start path, the model answering text. Two
+    // reports asking at once share one probe run.
     let (base, gateway) = probing_gateway(&h, "SCN_TEXT health probe").await;
-    let (status, probed) = report_as(&h, &base, TOKEN, "?provider=claude-code&probe=true").await;
+    let query = "?provider=claude-code&probe=true";
+    let ((status, probed), (other_status, other)) = tokio::join!(
+        report_as(&h, &base, TOKEN, query),
+        report_as(&h, &base, TOKEN, query)
+    );
     assert_eq!(status, 200, "{probed}");
+    assert_eq!(other_status, 200, "{other}");
     assert_eq!(probed["readinessCategory"], "ready", "{probed:#}");
+    assert_eq!(other["readinessCategory"], "ready", "{other:#}");
     let probe = check(&probed, "provider.claude-code.probe");
     assert_eq!(probe["ok"], true, "{probed:#}");
+    let other_probe = check(&other, "provider.claude-code.probe")["detail"]
+        .as_str()
+        .unwrap();
+    let first_probe = probe["detail"].as_str().unwrap();
+    // One of them started the run; the other joined it (or, had it come late, found
+    // its outcome cached): the same run either way.
+    let run_of = |detail: &str| detail.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(run_of(first_probe), run_of(other_probe));
+    assert!(
+        [first_probe, other_probe]
+            .iter()
+            .any(|d| d.contains("(shared: ") || d.contains("(cached: ")),
+        "{first_probe} / {other_probe}"
+    );
+    // A report right after reuses the outcome, saying so, and starts no run.
+    let (_, again) = report_as(&h, &base, TOKEN, query).await;
+    let again_probe = check(&again, "provider.claude-code.probe")["detail"]
+        .as_str()
+        .unwrap();
+    assert!(
+        again_probe.contains("(cached: this probe ended "),
+        "{again:#}"
+    );
+    assert_eq!(run_of(again_probe), run_of(first_probe));
+    let (_, runs) = h.get("/api/runs?limit=100").await;
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "one probe run for three reports: {runs:#?}");
     // Only the provider asked for was checked.
     assert!(
         probed["checks"]
@@ -259,6 +293,58 @@ async fn a_probe_whose_model_refuses_the_key_is_runtime_unhealthy() {
         3,
         "runtime_unhealthy",
         Some("probe_failed:claude-code:auth_invalid"),
+    )
+    .await;
+    stop(gateway).await;
+
+    // A probe whose model never answers, on a gateway with a short budget: the report
+    // still gets out as a report (not the timeout layer's bare 503), blames the probe,
+    // and the run is not left behind.
+    let (base, gateway) = gateway_with(
+        &h,
+        &[
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_PROMPT",
+                "SCN_HANG health probe".to_owned(),
+            ),
+            (
+                "SWITCHYARD_GATEWAY__HEALTH_PROBE_TIMEOUT_MS",
+                "3000".to_owned(),
+            ),
+            ("SWITCHYARD_GATEWAY__UPSTREAM_TIMEOUT_MS", "4000".to_owned()),
+        ],
+    )
+    .await;
+    let (status, probed) = report_as(&h, &base, TOKEN, "?provider=claude-code&probe=true").await;
+    assert_eq!(status, 200, "{probed}");
+    assert_eq!(
+        probed["readinessCategory"], "runtime_unhealthy",
+        "{probed:#}"
+    );
+    // Its own timeout or the report's budget, whichever is seen first, ended it.
+    assert!(
+        blocking(&probed).starts_with("probe_failed:claude-code:"),
+        "{probed:#}"
+    );
+    let detail = check(&probed, "provider.claude-code.probe")["detail"]
+        .as_str()
+        .unwrap();
+    let run_id = detail.split_whitespace().nth(1).unwrap();
+    let run = h
+        .wait_run(run_id, |r| {
+            matches!(
+                r["status"].as_str(),
+                Some("stopped" | "timed_out" | "failed")
+            )
+        })
+        .await;
+    assert_eq!(run["provider"], "claude-code", "{run}");
+    assert_cli(
+        &base,
+        &["--provider", "claude-code", "--probe"],
+        3,
+        "runtime_unhealthy",
+        Some(blocking(&probed)),
     )
     .await;
     stop(gateway).await;

@@ -51,6 +51,24 @@ fn stalled(first: Sample, second: Sample) -> bool {
     first.looks_stalled() && second.looks_stalled() && second.delivered == first.delivered
 }
 
+/// The names of the checks [`check`] makes, in its order.
+pub(super) fn check_names() -> impl Iterator<Item = String> {
+    STREAMS
+        .into_iter()
+        .map(|name| format!("nats.stream.{name}"))
+        .chain(
+            CONSUMERS
+                .into_iter()
+                .map(|(stream, durable)| format!("nats.consumer.{stream}.{durable}")),
+        )
+        .chain(std::iter::once(format!(
+            "nats.kv.{}",
+            subjects::EXECUTORS_BUCKET
+        )))
+}
+
+/// Pushes each check as soon as it is made, so that a report whose budget runs out
+/// keeps the ones done (see [`check_names`]).
 pub(super) async fn check(js: &jetstream::Context, checks: &mut Vec<Check>) {
     for name in STREAMS {
         checks.push(stream(js, name).await);

@@ -9,9 +9,14 @@
 //! credential variables have a value — names only). With `probe`, a one-turn run of
 //! each provider checked goes through the normal start path ([`probe`]).
 //!
+//! The whole report has one budget (`gateway.upstream_timeout_ms`; the request's
+//! timeout layer cuts 5 s later), and every call in it gets what is left of it: when it
+//! runs out, the check in progress fails saying so, and the report still gets out.
+//!
 //! [`verdict`] turns the failed checks into the report's `readinessCategory` and
 //! `blockingReason`.
 
+mod coalesce;
 mod jetstream;
 mod probe;
 pub(crate) mod verdict;
@@ -23,17 +28,23 @@ use std::time::Duration;
 use switchyard_contracts::ProviderName;
 use switchyard_contracts::health::{ControlPlaneHealth, HealthCheck, HealthReport};
 use switchyard_contracts::presence::{ExecutorPresence, ProviderAvailability};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use verdict::Blocker;
 
-/// What the probe runs are started with (`gateway.health_probe_*`).
+/// What the probe runs are started with (`gateway.health_probe_*`), and the report's
+/// budget.
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeSettings {
     /// The probe run's own `timeoutMs`; the check waits a little longer for its end.
     pub(crate) timeout: Duration,
     pub(crate) prompt: String,
-    /// The longest the check waits for a probe run: the request itself ends a little
-    /// after `gateway.upstream_timeout_ms`.
-    pub(crate) wait_limit: Duration,
+    /// How long a probe's outcome is reused (`gateway.health_probe_cache_ms`).
+    pub(crate) cache: Duration,
+    /// The longest a whole report may take, probes included
+    /// ([`crate::config::GatewayConfig::health_report_budget`]).
+    pub(crate) budget: Duration,
 }
 
 /// What the caller asked for.
@@ -51,10 +62,12 @@ pub(crate) struct HealthChecker {
     nats: async_nats::Client,
     js: async_nats::jetstream::Context,
     control_plane: ControlPlane,
-    probe: ProbeSettings,
+    budget: Duration,
+    prober: probe::Prober,
 }
 
 /// One check as it is being made: the wire form plus its blocker.
+#[derive(Debug, Clone)]
 struct Check {
     name: String,
     ok: bool,
@@ -81,6 +94,12 @@ impl Check {
         }
     }
 
+    /// The same check, with `note` added to its detail (`cached: …`).
+    fn noted(mut self, note: &str) -> Self {
+        self.detail = format!("{} ({note})", self.detail);
+        self
+    }
+
     /// Not made, because what it depends on failed (that check carries the blocker).
     fn skipped(name: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
@@ -98,14 +117,17 @@ impl HealthChecker {
         nats_timeout: Duration,
         control_plane: ControlPlane,
         probe: ProbeSettings,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Self {
         let mut js = async_nats::jetstream::new(nats.clone());
         js.set_timeout(nats_timeout);
         Self {
             nats,
             js,
+            budget: probe.budget,
+            prober: probe::Prober::new(control_plane.clone(), probe, tasks, shutdown),
             control_plane,
-            probe,
         }
     }
 
@@ -115,6 +137,8 @@ impl HealthChecker {
         principal: &Principal,
         request: &HealthRequest,
     ) -> HealthReport {
+        let deadline = Instant::now() + self.budget;
+        let budget_ms = self.budget.as_millis();
         let mut checks = Vec::new();
         let nats_up = self.check_nats(&mut checks);
         // The control-plane's answer does not depend on the JetStream checks: ask both
@@ -122,19 +146,38 @@ impl HealthChecker {
         let (_, control_plane) = tokio::join!(
             async {
                 if nats_up {
-                    jetstream::check(&self.js, &mut checks).await;
+                    let made = checks.len();
+                    let finished =
+                        tokio::time::timeout_at(deadline, jetstream::check(&self.js, &mut checks))
+                            .await;
+                    if finished.is_err() {
+                        let done = checks.len() - made;
+                        out_of_time(jetstream::check_names().skip(done), budget_ms, &mut checks);
+                    }
                 }
             },
-            self.control_plane.internal_health()
+            self.control_plane
+                .internal_health(deadline.saturating_duration_since(Instant::now()))
         );
         let infrastructure_ok;
         let mut probe_ready = Vec::new();
         match control_plane {
             Err(e) => {
                 tracing::warn!(error = %e, "health check: the control-plane does not answer");
+                let detail = if e.is_timeout() && Instant::now() >= deadline {
+                    format!(
+                        "the control-plane's health endpoint had not answered when the \
+                         report's budget ({budget_ms} ms, gateway.upstream_timeout_ms) ran out"
+                    )
+                } else {
+                    format!(
+                        "the control-plane's health endpoint does not answer: {}",
+                        error_chain(&e)
+                    )
+                };
                 checks.push(Check::failed(
                     "control-plane",
-                    format!("the control-plane's health endpoint does not answer: {e}"),
+                    detail,
                     Blocker::ControlPlaneUnreachable,
                 ));
                 checks.push(Check::skipped(
@@ -152,8 +195,7 @@ impl HealthChecker {
         }
         if request.probe {
             if infrastructure_ok {
-                let probes =
-                    probe::run_all(&self.control_plane, principal, &self.probe, &probe_ready).await;
+                let probes = self.prober.run_all(principal, &probe_ready, deadline).await;
                 checks.extend(probes);
             } else {
                 checks.push(Check::skipped(
@@ -179,7 +221,41 @@ impl HealthChecker {
             checked_at: Utc::now(),
         }
     }
+}
 
+/// The checks in `names` were not finished when the report's budget ran out: the first
+/// was in progress (it fails, saying so), the others never began.
+fn out_of_time(mut names: impl Iterator<Item = String>, budget_ms: u128, checks: &mut Vec<Check>) {
+    let Some(first) = names.next() else { return };
+    checks.push(Check::failed(
+        first.clone(),
+        format!(
+            "not finished when the report's budget ({budget_ms} ms, gateway.upstream_timeout_ms) ran out"
+        ),
+        Blocker::CheckTimedOut(first),
+    ));
+    for name in names {
+        checks.push(Check::skipped(
+            name,
+            "not checked: the report's budget ran out",
+        ));
+    }
+}
+
+/// An error with its causes (`a: b: c`): reqwest's own message alone says little
+/// ("error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl HealthChecker {
     /// NATS reachable (this gateway's connection) and its version; `true` when up.
     fn check_nats(&self, checks: &mut Vec<Check>) -> bool {
         let state = self.nats.connection_state();
@@ -434,4 +510,51 @@ fn check_provider(
         Blocker::CredentialsMissing(provider),
     ));
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_in_progress_when_the_budget_ran_out_fails_and_names_itself() {
+        let mut checks = Vec::new();
+        // Two JetStream checks were made before the budget ran out.
+        out_of_time(jetstream::check_names().skip(2), 30_000, &mut checks);
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "nats.consumer.RUN_COMMANDS.executor-manager",
+                "nats.consumer.RUN_EVENTS.control-plane-projector",
+                "nats.kv.EXECUTORS",
+            ]
+        );
+        assert!(!checks[0].ok);
+        assert!(
+            checks[0].detail.contains("30000 ms"),
+            "{}",
+            checks[0].detail
+        );
+        assert_eq!(
+            checks[0].blocker,
+            Some(Blocker::CheckTimedOut(
+                "nats.consumer.RUN_COMMANDS.executor-manager".into()
+            ))
+        );
+        assert!(checks[1..].iter().all(|c| !c.ok && c.blocker.is_none()));
+        let (category, reason) = verdict::verdict(checks.iter().filter_map(|c| c.blocker.as_ref()));
+        assert_eq!(
+            category,
+            switchyard_contracts::health::ReadinessCategory::RuntimeUnhealthy
+        );
+        assert_eq!(
+            reason.as_deref(),
+            Some("check_timed_out:nats.consumer.RUN_COMMANDS.executor-manager")
+        );
+        // Nothing left to do: nothing added.
+        let mut none = Vec::new();
+        out_of_time(jetstream::check_names().skip(5), 1, &mut none);
+        assert!(none.is_empty());
+    }
 }

@@ -26,6 +26,8 @@ pub(crate) enum Blocker {
     NatsResourceMissing(String),
     /// A consumer has messages waiting and nobody pulling them.
     ConsumerStalled(String),
+    /// The named check was still running when the report's budget ran out.
+    CheckTimedOut(String),
     /// The executors' presence records could not be read.
     PresenceUnreadable,
     /// No live executor that takes runs (none, or all draining).
@@ -47,11 +49,12 @@ impl Blocker {
             Blocker::MigrationsPending => 3,
             Blocker::NatsResourceMissing(_) => 4,
             Blocker::ConsumerStalled(_) => 5,
-            Blocker::PresenceUnreadable => 6,
-            Blocker::NoExecutor => 7,
-            Blocker::ProviderBinaryMissing(_) => 8,
-            Blocker::CredentialsMissing(_) => 9,
-            Blocker::ProbeFailed(..) => 10,
+            Blocker::CheckTimedOut(_) => 6,
+            Blocker::PresenceUnreadable => 7,
+            Blocker::NoExecutor => 8,
+            Blocker::ProviderBinaryMissing(_) => 9,
+            Blocker::CredentialsMissing(_) => 10,
+            Blocker::ProbeFailed(..) => 11,
         }
     }
 
@@ -66,6 +69,7 @@ impl Blocker {
             | Blocker::MigrationsPending
             | Blocker::NatsResourceMissing(_)
             | Blocker::ConsumerStalled(_)
+            | Blocker::CheckTimedOut(_)
             | Blocker::PresenceUnreadable
             | Blocker::ProbeFailed(..) => ReadinessCategory::RuntimeUnhealthy,
         }
@@ -80,6 +84,7 @@ impl Blocker {
             Blocker::MigrationsPending => "migrations_pending".to_owned(),
             Blocker::NatsResourceMissing(name) => format!("nats_resource_missing:{name}"),
             Blocker::ConsumerStalled(name) => format!("consumer_stalled:{name}"),
+            Blocker::CheckTimedOut(name) => format!("check_timed_out:{name}"),
             Blocker::PresenceUnreadable => "executor_presence_unreadable".to_owned(),
             Blocker::NoExecutor => "no_executor".to_owned(),
             Blocker::ProviderBinaryMissing(p) => format!("provider_binary_missing:{p}"),
@@ -152,6 +157,11 @@ mod tests {
             (
                 Blocker::ConsumerStalled("RUN_COMMANDS/executor-manager".into()),
                 "consumer_stalled:RUN_COMMANDS/executor-manager",
+                RuntimeUnhealthy,
+            ),
+            (
+                Blocker::CheckTimedOut("nats.consumer.RUN_EVENTS.control-plane-projector".into()),
+                "check_timed_out:nats.consumer.RUN_EVENTS.control-plane-projector",
                 RuntimeUnhealthy,
             ),
         ];
