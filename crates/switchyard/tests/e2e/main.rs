@@ -23,5 +23,6 @@ mod rbac;
 mod resume;
 mod revocation;
 mod scale;
+mod shared;
 mod start_check;
 mod stress;
