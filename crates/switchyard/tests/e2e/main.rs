@@ -15,6 +15,7 @@ mod garbage;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod nats_auth;
 mod portal_sessions;
 mod provider_support;
 mod providers;

@@ -15,4 +15,5 @@ mod outbox;
 mod principals;
 mod projection;
 mod providers;
+mod reconcile;
 mod workspaces;

@@ -1,8 +1,6 @@
 //! Fails when `schemas/` no longer matches the Rust types.
 //! Regenerate with `SWITCHYARD_UPDATE_SCHEMAS=1 cargo test -p switchyard-contracts --test schema_drift`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::PathBuf;
 
 fn schemas_dir() -> PathBuf {
