@@ -27,8 +27,9 @@
 #   When the cargo arguments select packages (-p/--package), clippy and `cargo test` are
 #   limited to those packages and the portal step is skipped.
 #
-# * Quick (--quick; for iterating, a few minutes less): dev-deps, fmt, then the unit tests
-#   and the integration tests of every crate, the end-to-end tests included, except
+# * Quick (--quick; for iterating: about 4 minutes on a built target/): dev-deps, fmt,
+#   then the unit tests and the integration tests of every crate, the end-to-end tests
+#   included, except
 #   what is slow or needs more than NATS and Postgres: no fault suite, no test that
 #   drives a real agent CLI (the executor's `providers` binary, `secrets`, the e2e
 #   `providers::` module), no doc tests, no portal, no clippy, sqlx or deny checks.
@@ -164,7 +165,8 @@ quick_tests() {
   # secrets: the real CLIs through the platform; e2e: run below, without its real-CLI
   # module.
   read -r -a targets <<<"$(quick_test_targets faults providers secrets e2e | tr '\n' ' ')"
-  cargo test "${scope[@]}" "${OTHER_CARGO_ARGS[@]}" --lib --bins "${targets[@]}" -- "${TEST_ARGS[@]}"
+  # No --bins: the binaries have no tests of their own (test = false in their manifests).
+  cargo test "${scope[@]}" "${OTHER_CARGO_ARGS[@]}" --lib "${targets[@]}" -- "${TEST_ARGS[@]}"
   if ((${#PACKAGE_ARGS[@]} == 0)) || [[ " ${PACKAGE_NAMES[*]} " == *" switchyard "* ]]; then
     cargo test -p switchyard "${OTHER_CARGO_ARGS[@]}" --test e2e -- --skip providers:: "${TEST_ARGS[@]}"
   fi
