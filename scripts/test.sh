@@ -29,8 +29,7 @@
 #
 # * Quick (--quick; for iterating: about 4 minutes on a built target/): dev-deps, fmt,
 #   then the unit tests and the integration tests of every crate, the end-to-end tests
-#   included, except
-#   what is slow or needs more than NATS and Postgres: no fault suite, no test that
+#   included, except what is slow or needs more than NATS and Postgres: no fault suite, no test that
 #   drives a real agent CLI (the executor's `providers` binary, `secrets`, the e2e
 #   `providers::` module), no doc tests, no portal, no clippy, sqlx or deny checks.
 #   With -p, only those packages' targets.
