@@ -1,9 +1,10 @@
 //! Garbage in, clear errors out: the documented status and code, in the JSON shape.
 
-use crate::harness::{Harness, TOKEN};
+use crate::harness::{Api, TOKEN};
+use crate::shared::shared;
 use serde_json::{Value, json};
 
-async fn raw_post(h: &Harness, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+async fn raw_post(h: &Api, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
     let response = h
         .http
         .post(h.url(path))
@@ -23,7 +24,7 @@ fn code(body: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_the_documented_status_and_code() {
-    let h = Harness::start(0, 0).await;
+    let h = shared().await;
     let (s, b) = raw_post(
         &h,
         "/api/runs/start",
@@ -106,7 +107,7 @@ async fn bad_requests_get_the_documented_status_and_code() {
 
     // The control-plane only answers gateways: a direct call, even with principal
     // headers claiming admin, is refused without the internal token.
-    let cp = format!("http://{}", h.control_plane.handle.http_addr.unwrap());
+    let cp = &h.control_plane_base;
     let direct = h
         .http
         .get(format!("{cp}/api/runs"))
@@ -130,5 +131,4 @@ async fn bad_requests_get_the_documented_status_and_code() {
     // The platform is still healthy after all that.
     let response = h.http.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    h.shutdown().await;
 }

@@ -3,10 +3,11 @@
 //! ends `budget_exceeded` with evidence in the API, and bad budgets are refused at the
 //! edge with the field named.
 
-use crate::harness::{Harness, assert_gapless, events};
+use crate::harness::{Api, assert_gapless, events};
+use crate::shared::shared;
 use serde_json::{Value, json};
 
-async fn finished(h: &Harness, body: Value) -> Value {
+async fn finished(h: &Api, body: Value) -> Value {
     let (status, started) = h.post("/api/runs/start", body).await;
     assert_eq!(status, 202, "{started}");
     let run_id = started["runId"].as_str().unwrap().to_owned();
@@ -19,7 +20,7 @@ async fn finished(h: &Harness, body: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_budget_ends_a_runaway_run_and_bad_budgets_are_refused() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let filler = json!([{"filler": {"count": 200}}]);
     let (status, app) = h
         .post(
@@ -111,5 +112,4 @@ async fn an_apps_budget_ends_a_runaway_run_and_bad_budgets_are_refused() {
             "{message}"
         );
     }
-    h.shutdown().await;
 }

@@ -2,7 +2,8 @@
 //! runs followed to their end (exit code = outcome), approvals asked inline through a
 //! pseudo-terminal, Ctrl-C, resuming after a cut connection, and `--json` output.
 
-use crate::harness::{DEADLINE, Harness, TOKEN};
+use crate::harness::{Api, DEADLINE, Harness, TOKEN};
+use crate::shared::shared;
 use serde_json::{Value, json};
 use std::process::{Output, Stdio};
 use std::sync::Arc;
@@ -40,7 +41,7 @@ async fn output(config_home: &std::path::Path, args: &[&str]) -> Output {
 }
 
 /// Runs a client command against the harness's gateway.
-async fn client(h: &Harness, config_home: &std::path::Path, args: &[&str]) -> Output {
+async fn client(h: &Api, config_home: &std::path::Path, args: &[&str]) -> Output {
     let mut all = args.to_vec();
     all.extend(["--url", &h.base, "--token", TOKEN]);
     output(config_home, &all).await
@@ -195,7 +196,7 @@ async fn every_subcommand_has_help_and_a_wrong_command_line_exits_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_run_followed_to_the_end_prints_its_text_and_exits_0() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let home = tempfile::tempdir().unwrap();
     let app = home.path().join("demo.toml");
     std::fs::write(
@@ -298,7 +299,15 @@ async fn a_scripted_run_followed_to_the_end_prints_its_text_and_exits_0() {
         &client(
             &h,
             home.path(),
-            &["runs", "list", "--provider", "opencode", "--json"],
+            &[
+                "runs",
+                "list",
+                "--app",
+                "cli-demo",
+                "--provider",
+                "opencode",
+                "--json",
+            ],
         )
         .await,
     );
@@ -383,12 +392,11 @@ async fn a_scripted_run_followed_to_the_end_prints_its_text_and_exits_0() {
         !plain.contains('\u{1b}') && plain.contains("succeeded"),
         "{plain:?}"
     );
-    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_exits_non_zero_with_its_reason_and_api_errors_show_their_code() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let home = tempfile::tempdir().unwrap();
     let options = json!({"script": [
         {"message": {"text": "Trying the model."}},
@@ -467,12 +475,11 @@ async fn a_failed_run_exits_non_zero_with_its_reason_and_api_errors_show_their_c
         "{}",
         describe(&out)
     );
-    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_url_and_token_come_from_flags_then_environment_then_config_file() {
-    let h = Harness::start(0, 0).await;
+    let h = shared().await;
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("switchyard");
     std::fs::create_dir_all(&dir).unwrap();
@@ -519,7 +526,6 @@ async fn the_url_and_token_come_from_flags_then_environment_then_config_file() {
     )
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    h.shutdown().await;
 }
 
 /// A `switchyard` command on a pseudo-terminal (its stdin, stdout and stderr).
@@ -782,7 +788,7 @@ impl Drop for Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_from_a_cursor_survives_a_cut_connection_without_a_duplicate_line() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let home = tempfile::tempdir().unwrap();
     let run_id = h
         .start_scripted(json!([
@@ -801,7 +807,7 @@ async fn follow_from_a_cursor_survives_a_cut_connection_without_a_duplicate_line
         .await;
     let cursor = first.last().unwrap().id.clone().unwrap();
 
-    let proxy = Proxy::start(h.gateway.handle.http_addr.unwrap()).await;
+    let proxy = Proxy::start(h.gateway_addr()).await;
     let proxy_url = format!("http://{}", proxy.addr);
     let mut follow = tokio::process::Command::from(command(
         home.path(),
@@ -880,5 +886,4 @@ async fn follow_from_a_cursor_survives_a_cut_connection_without_a_duplicate_line
     for line in &lines {
         assert!(seen.insert(line.as_str()), "{line:?} twice:\n{all}");
     }
-    h.shutdown().await;
 }

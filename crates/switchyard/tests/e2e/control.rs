@@ -1,11 +1,12 @@
 //! Stop and human-loop replies through the whole platform.
 
 use crate::harness::{Harness, assert_gapless, events};
+use crate::shared::shared;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_running_run_ends_it_stopped_and_keeps_what_it_emitted() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let run_id = h
         .start_scripted(json!([
             {"message": {"text": "working on it", "chunks": 2}},
@@ -36,7 +37,6 @@ async fn stopping_a_running_run_ends_it_stopped_and_keeps_what_it_emitted() {
     let (status, body) = h.post(&format!("/api/runs/{run_id}/stop"), json!({})).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "run_finished");
-    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +59,7 @@ async fn stopping_a_queued_run_concludes_it_without_an_executor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_human_loop_request_answered_mid_run_lets_the_run_complete() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let run_id = h
         .start_scripted(json!([
             {"message": {"text": "I need to run a command", "chunks": 1}},
@@ -102,12 +102,11 @@ async fn a_human_loop_request_answered_mid_run_lets_the_run_complete() {
         )
         .await;
     assert_eq!(status, 409, "{body}");
-    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_to_a_run_with_nothing_pending_is_a_conflict() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let run_id = h
         .start_scripted(json!([{"message": {"text": "busy", "chunks": 1}}, {"sleepMs": 60000}]))
         .await;
@@ -123,5 +122,4 @@ async fn a_reply_to_a_run_with_nothing_pending_is_a_conflict() {
     assert_eq!(body["error"]["code"], "no_pending_request");
     let (status, _) = h.post(&format!("/api/runs/{run_id}/stop"), json!({})).await;
     assert_eq!(status, 202);
-    h.shutdown().await;
 }

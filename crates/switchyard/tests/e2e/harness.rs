@@ -23,24 +23,49 @@ pub(crate) struct Service {
     pub(crate) shutdown: CancellationToken,
 }
 
+/// What a test talks to: the gateway's URL and an HTTP client of the test's own.
+///
+/// A client belongs to the runtime of the test that built it (its pooled connections are
+/// tasks of that runtime), so every test, and every user of the shared platform, gets
+/// its own.
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub(crate) base: String,
+    /// `http://127.0.0.1:PORT` of the control-plane (which only answers gateways).
+    pub(crate) control_plane_base: String,
+}
+
+/// A platform of the test's own, for tests that kill, restart or add services, talk to
+/// its NATS or database directly, or need other settings. Tests that only use the HTTP
+/// API take [`shared`] instead.
 pub(crate) struct Harness {
+    pub(crate) api: Api,
     pub(crate) nats: NatsServer,
     /// Held so the database lives exactly as long as the harness.
     #[allow(dead_code)]
     pub(crate) db: TestDb,
-    pub(crate) http: reqwest::Client,
-    pub(crate) base: String,
     pub(crate) control_plane: Service,
     pub(crate) gateway: Service,
     pub(crate) executors: Vec<Service>,
     pub(crate) managers: Vec<Service>,
     env: HashMap<String, String>,
+    /// The executors' workspace roots, removed when the harness goes.
+    workspaces: Vec<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// The tests' HTTP client. The services close a connection idle for
 /// `http.header_read_timeout_ms` (10 s); the pool lets go of one before that, so a
 /// request never races that close.
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(5))
         .build()
@@ -53,6 +78,122 @@ fn env_with(base: &HashMap<String, String>, extra: &[(&str, String)]) -> HashMap
         env.insert((*k).to_owned(), v.clone());
     }
     env
+}
+
+/// The settings every service of a test platform starts with.
+pub(crate) fn platform_env(nats_url: String, database_url: String) -> HashMap<String, String> {
+    [
+        ("SWITCHYARD_NATS__URL", nats_url),
+        ("SWITCHYARD_DATABASE__URL", database_url),
+        ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
+        ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
+        ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", TOKEN.to_owned()),
+        (
+            "SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN",
+            INTERNAL_TOKEN.to_owned(),
+        ),
+        (
+            "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
+            INTERNAL_TOKEN.to_owned(),
+        ),
+        ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "SWITCHYARD_EXECUTOR_MANAGER__LISTEN",
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "SWITCHYARD_EXECUTOR_MANAGER__NO_CAPACITY_DELAY_MS",
+            "100".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The control-plane (which applies the migrations and creates the streams) and a
+/// gateway in front of it; returns them and `env` completed with the control-plane's URL.
+pub(crate) async fn start_front(
+    env: HashMap<String, String>,
+) -> (Service, Service, Api, HashMap<String, String>) {
+    let shutdown = CancellationToken::new();
+    let cp_config: switchyard_control_plane::Config =
+        config::load_from(None, env.clone()).expect("control-plane config");
+    let cp = switchyard_control_plane::start(cp_config, shutdown.clone())
+        .await
+        .expect("control-plane starts");
+    let cp_url = format!("http://{}", cp.http_addr.expect("control-plane address"));
+    let control_plane = Service {
+        handle: cp,
+        shutdown,
+    };
+
+    let env = env_with(
+        &env,
+        &[("SWITCHYARD_GATEWAY__CONTROL_PLANE_URL", cp_url.clone())],
+    );
+    let shutdown = CancellationToken::new();
+    let gw_config: switchyard_gateway::Config =
+        config::load_from(None, env.clone()).expect("gateway config");
+    let gw = switchyard_gateway::start(gw_config, shutdown.clone())
+        .await
+        .expect("gateway starts");
+    let api = Api {
+        http: client(),
+        base: format!("http://{}", gw.http_addr.expect("gateway address")),
+        control_plane_base: cp_url,
+    };
+    let gateway = Service {
+        handle: gw,
+        shutdown,
+    };
+    (control_plane, gateway, api, env)
+}
+
+/// An executor with its workspace root in `workspace`. Unless `extra`
+/// says otherwise, its shutdown stops its runs at once (`drain_timeout_ms = 0`), so that
+/// a test ending with runs still active ends promptly.
+pub(crate) async fn start_executor(
+    env: &HashMap<String, String>,
+    workspace: &std::path::Path,
+    capacity: u32,
+    toml: Option<&std::path::Path>,
+    extra: &[(&str, String)],
+) -> Service {
+    let mut settings = vec![
+        ("SWITCHYARD_EXECUTOR__CAPACITY", capacity.to_string()),
+        (
+            "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
+            workspace.display().to_string(),
+        ),
+        ("SWITCHYARD_EXECUTOR__DRAIN_TIMEOUT_MS", "0".to_owned()),
+    ];
+    settings.extend(extra.iter().cloned());
+    let config: switchyard_executor::Config =
+        config::load_from(toml, env_with(env, &settings)).expect("executor config");
+    let shutdown = CancellationToken::new();
+    let handle = switchyard_executor::start(config, shutdown.clone())
+        .await
+        .expect("executor starts");
+    Service { handle, shutdown }
+}
+
+/// A fresh directory for an executor's workspace root, removed on drop.
+pub(crate) fn workspace_root() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sy-e2e-")
+        .tempdir()
+        .expect("executor workspace root")
+}
+
+pub(crate) async fn start_manager(env: &HashMap<String, String>) -> Service {
+    let config: switchyard_executor_manager::Config =
+        config::load_from(None, env.clone()).expect("manager config");
+    let shutdown = CancellationToken::new();
+    let handle = switchyard_executor_manager::start(config, shutdown.clone())
+        .await
+        .expect("executor-manager starts");
+    Service { handle, shutdown }
 }
 
 impl Harness {
@@ -71,70 +212,18 @@ impl Harness {
         switchyard_test_support::init_tracing();
         let nats = NatsServer::start().await.expect("nats-server");
         let db = TestDb::create().await.expect("test database");
-        let env: HashMap<String, String> = [
-            ("SWITCHYARD_NATS__URL", nats.url()),
-            ("SWITCHYARD_DATABASE__URL", db.url.clone()),
-            ("SWITCHYARD_CONTROL_PLANE__LISTEN", "127.0.0.1:0".to_owned()),
-            ("SWITCHYARD_GATEWAY__LISTEN", "127.0.0.1:0".to_owned()),
-            ("SWITCHYARD_GATEWAY__ADMIN_TOKEN", TOKEN.to_owned()),
-            (
-                "SWITCHYARD_CONTROL_PLANE__INTERNAL_TOKEN",
-                INTERNAL_TOKEN.to_owned(),
-            ),
-            (
-                "SWITCHYARD_GATEWAY__CONTROL_PLANE_TOKEN",
-                INTERNAL_TOKEN.to_owned(),
-            ),
-            ("SWITCHYARD_EXECUTOR__LISTEN", "127.0.0.1:0".to_owned()),
-            (
-                "SWITCHYARD_EXECUTOR_MANAGER__LISTEN",
-                "127.0.0.1:0".to_owned(),
-            ),
-            (
-                "SWITCHYARD_EXECUTOR_MANAGER__NO_CAPACITY_DELAY_MS",
-                "100".to_owned(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let env = env_with(&env, extra);
-
-        let shutdown = CancellationToken::new();
-        let cp_config: switchyard_control_plane::Config =
-            config::load_from(None, env.clone()).expect("control-plane config");
-        let cp = switchyard_control_plane::start(cp_config, shutdown.clone())
-            .await
-            .expect("control-plane starts");
-        let cp_url = format!("http://{}", cp.http_addr.expect("control-plane address"));
-        let control_plane = Service {
-            handle: cp,
-            shutdown,
-        };
-
-        let env = env_with(&env, &[("SWITCHYARD_GATEWAY__CONTROL_PLANE_URL", cp_url)]);
-        let shutdown = CancellationToken::new();
-        let gw_config: switchyard_gateway::Config =
-            config::load_from(None, env.clone()).expect("gateway config");
-        let gw = switchyard_gateway::start(gw_config, shutdown.clone())
-            .await
-            .expect("gateway starts");
-        let base = format!("http://{}", gw.http_addr.expect("gateway address"));
-        let gateway = Service {
-            handle: gw,
-            shutdown,
-        };
-
+        let (control_plane, gateway, api, env) =
+            start_front(env_with(&platform_env(nats.url(), db.url.clone()), extra)).await;
         let mut harness = Harness {
+            api,
             nats,
             db,
-            http: client(),
-            base,
             control_plane,
             gateway,
             executors: Vec::new(),
             managers: Vec::new(),
             env,
+            workspaces: Vec::new(),
         };
         for _ in 0..executors {
             harness.add_executor(16).await;
@@ -159,45 +248,22 @@ impl Harness {
         self.add_executor_env(capacity, toml, &[]).await
     }
 
-    /// Adds an executor with extra `SWITCHYARD_*` variables. Unless they say otherwise,
-    /// its shutdown stops its runs at once (`drain_timeout_ms = 0`), so that a test
-    /// ending with runs still active ends promptly.
+    /// Adds an executor with extra `SWITCHYARD_*` variables (see [`start_executor`]).
     pub(crate) async fn add_executor_env(
         &mut self,
         capacity: u32,
         toml: Option<&std::path::Path>,
         extra: &[(&str, String)],
     ) -> usize {
-        let workspace =
-            std::env::temp_dir().join(format!("sy-e2e-{}", uuid::Uuid::new_v4().simple()));
-        let mut settings = vec![
-            ("SWITCHYARD_EXECUTOR__CAPACITY", capacity.to_string()),
-            (
-                "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
-                workspace.display().to_string(),
-            ),
-            ("SWITCHYARD_EXECUTOR__DRAIN_TIMEOUT_MS", "0".to_owned()),
-        ];
-        settings.extend(extra.iter().cloned());
-        let env = env_with(&self.env, &settings);
-        let config: switchyard_executor::Config =
-            config::load_from(toml, env).expect("executor config");
-        let shutdown = CancellationToken::new();
-        let handle = switchyard_executor::start(config, shutdown.clone())
-            .await
-            .expect("executor starts");
-        self.executors.push(Service { handle, shutdown });
+        let workspace = workspace_root();
+        let service = start_executor(&self.env, workspace.path(), capacity, toml, extra).await;
+        self.executors.push(service);
+        self.workspaces.push(workspace);
         self.executors.len() - 1
     }
 
     pub(crate) async fn add_manager(&mut self) -> usize {
-        let config: switchyard_executor_manager::Config =
-            config::load_from(None, self.env.clone()).expect("manager config");
-        let shutdown = CancellationToken::new();
-        let handle = switchyard_executor_manager::start(config, shutdown.clone())
-            .await
-            .expect("executor-manager starts");
-        self.managers.push(Service { handle, shutdown });
+        self.managers.push(start_manager(&self.env).await);
         self.managers.len() - 1
     }
 
@@ -251,7 +317,47 @@ impl Harness {
             Some(addr),
             "the gateway came back on its address"
         );
-        self.http = client();
+        self.api.http = client();
+    }
+
+    /// The environment the services of this harness are configured with, plus `extra`:
+    /// for a service started as a process of its own.
+    pub(crate) fn service_env(&self, extra: &[(&str, String)]) -> HashMap<String, String> {
+        env_with(&self.env, extra)
+    }
+
+    /// A separate connection, as an operator's CLI would have.
+    pub(crate) async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("operator connection");
+        async_nats::jetstream::new(client)
+    }
+
+    pub(crate) async fn shutdown(self) {
+        self.gateway.shutdown.cancel();
+        for s in self.managers.iter().chain(self.executors.iter()) {
+            s.shutdown.cancel();
+        }
+        self.control_plane.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), async {
+            let _ = self.gateway.handle.wait().await;
+            for s in self.managers.into_iter().chain(self.executors) {
+                let _ = s.handle.wait().await;
+            }
+            let _ = self.control_plane.handle.wait().await;
+        })
+        .await;
+    }
+}
+
+impl Api {
+    /// The gateway's address.
+    pub(crate) fn gateway_addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the gateway's address")
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -403,36 +509,6 @@ impl Harness {
             .as_str()
             .expect("requestId")
             .to_owned()
-    }
-
-    /// The environment the services of this harness are configured with, plus `extra`:
-    /// for a service started as a process of its own.
-    pub(crate) fn service_env(&self, extra: &[(&str, String)]) -> HashMap<String, String> {
-        env_with(&self.env, extra)
-    }
-
-    /// A separate connection, as an operator's CLI would have.
-    pub(crate) async fn jetstream(&self) -> async_nats::jetstream::Context {
-        let client = async_nats::connect(self.nats.url())
-            .await
-            .expect("operator connection");
-        async_nats::jetstream::new(client)
-    }
-
-    pub(crate) async fn shutdown(self) {
-        self.gateway.shutdown.cancel();
-        for s in self.managers.iter().chain(self.executors.iter()) {
-            s.shutdown.cancel();
-        }
-        self.control_plane.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(20), async {
-            let _ = self.gateway.handle.wait().await;
-            for s in self.managers.into_iter().chain(self.executors) {
-                let _ = s.handle.wait().await;
-            }
-            let _ = self.control_plane.handle.wait().await;
-        })
-        .await;
     }
 }
 

@@ -1,11 +1,12 @@
 //! A run's whole path: start over HTTP, every event over SSE, the projection agrees.
 
-use crate::harness::{Harness, assert_gapless, events};
+use crate::harness::{assert_gapless, events};
+use crate::shared::shared;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_run_streams_every_event_in_order_and_the_api_agrees() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let run_id = h
         .start_scripted(json!([
             {"message": {"text": "hello there world", "chunks": 3}},
@@ -74,12 +75,11 @@ async fn a_scripted_run_streams_every_event_in_order_and_the_api_agrees() {
             .iter()
             .any(|r| r["runId"] == run_id.as_str())
     );
-    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_script_ends_failed_with_its_reason_and_detail() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let run_id = h
         .start_scripted(json!([
             {"message": {"text": "trying", "chunks": 1}},
@@ -93,22 +93,24 @@ async fn a_failing_script_ends_failed_with_its_reason_and_detail() {
     assert_eq!(done["reason"], "auth_invalid");
     let run = h.wait_run(&run_id, |r| r["status"] == "failed").await;
     assert_eq!(run["failureReason"], "auth_invalid");
-    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_register_defaults_that_runs_inherit() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let (status, app) = h
         .post(
             "/api/apps/register",
-            json!({"appId": "demo", "runtimeDefaults": {"provider": "scripted", "model": "m1",
+            json!({"appId": "lifecycle-defaults", "runtimeDefaults": {"provider": "scripted", "model": "m1",
                    "providerOptions": {"script": [{"message": {"text": "from app defaults", "chunks": 1}}]}}}),
         )
         .await;
     assert!(status == 200 || status == 201, "{status} {app}");
     let (status, body) = h
-        .post("/api/runs/start", json!({"appId": "demo", "prompt": "go"}))
+        .post(
+            "/api/runs/start",
+            json!({"appId": "lifecycle-defaults", "prompt": "go"}),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["provider"], "scripted");
@@ -126,7 +128,6 @@ async fn apps_register_defaults_that_runs_inherit() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["appId"] == "demo")
+            .any(|a| a["appId"] == "lifecycle-defaults")
     );
-    h.shutdown().await;
 }

@@ -1,11 +1,12 @@
 //! SSE resume: any cursor, any time, the rest of the run exactly once.
 
-use crate::harness::{Harness, assert_gapless, events};
+use crate::harness::{assert_gapless, events};
+use crate::shared::shared;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cursor_of_a_finished_run_resumes_with_exactly_the_rest() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let run_id = h
         .start_scripted(
             json!([{"message": {"text": "a b c d e f", "chunks": 6}}, {"filler": {"count": 10}}]),
@@ -44,12 +45,11 @@ async fn every_cursor_of_a_finished_run_resumes_with_exactly_the_rest() {
         futures::StreamExt::collect::<Vec<_>>(switchyard::sse_client::frames(response)).await;
     let rest: Vec<_> = rest.into_iter().filter_map(|f| f.unwrap().json()).collect();
     assert_eq!(rest, all[3..]);
-    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reconnects_during_a_live_run_loses_and_repeats_nothing() {
-    let h = Harness::start(1, 1).await;
+    let h = shared().await;
     let run_id = h
         .start_scripted(json!([
             {"message": {"text": "one two", "chunks": 2}},
@@ -76,5 +76,4 @@ async fn a_client_that_reconnects_during_a_live_run_loses_and_repeats_nothing() 
     assert_gapless(&stitched);
     assert_eq!(stitched, events(&h.read_stream(&run_id, None).await));
     assert_eq!(stitched.last().unwrap()["data"]["status"], "succeeded");
-    h.shutdown().await;
 }

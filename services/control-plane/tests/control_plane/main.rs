@@ -16,4 +16,5 @@ mod outbox;
 mod principals;
 mod projection;
 mod providers;
+mod reconcile;
 mod workspaces;

@@ -3,7 +3,7 @@
 //! (`nats.nkey_seed`). The executors' users are per executor: one executor's identity is
 //! refused another's dispatch subject and presence key.
 
-use crate::platform::{
+use super::platform::{
     Credential, USERS, checked_in_config, connect_watching_errors, next_error, start_platform,
     violations,
 };

@@ -1,7 +1,5 @@
 //! Fails when `schemas/` no longer matches the Rust types.
-//! Regenerate with `SWITCHYARD_UPDATE_SCHEMAS=1 cargo test -p switchyard-contracts --test schema_drift`.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Regenerate with `SWITCHYARD_UPDATE_SCHEMAS=1 cargo test -p switchyard-contracts --test contracts schema_drift`.
 
 use std::path::PathBuf;
 
@@ -38,6 +36,6 @@ fn checked_in_schemas_match_the_types() {
     assert!(
         drifted.is_empty(),
         "schemas/ drifted from the Rust types: {drifted:?}; regenerate with \
-         SWITCHYARD_UPDATE_SCHEMAS=1 cargo test -p switchyard-contracts --test schema_drift"
+         SWITCHYARD_UPDATE_SCHEMAS=1 cargo test -p switchyard-contracts --test contracts schema_drift"
     );
 }

@@ -1,7 +1,5 @@
 //! Appending several events of a run as one unit, against a real nats-server: atomic
 //! batches where the stream allows them, one fenced append after another where not.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use async_nats::jetstream;
 use futures::StreamExt;
 use switchyard_contracts::dispatch::EventPosition;

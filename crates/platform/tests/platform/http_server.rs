@@ -2,8 +2,6 @@
 //! head, or idles on a kept-alive connection, loses its socket after the configured
 //! bound; requests and long responses are not cut by it; graceful shutdown waits for
 //! the response in flight.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;

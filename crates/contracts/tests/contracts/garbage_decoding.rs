@@ -1,7 +1,5 @@
 //! Every wire type a service decodes from NATS survives arbitrary bytes and arbitrary
 //! JSON: decoding answers `Err`, it never panics.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use proptest::prelude::*;
 use serde_json::Value;
 use switchyard_contracts::api::{HumanLoopReplyRequest, RegisterAppRequest, StartRunRequest};

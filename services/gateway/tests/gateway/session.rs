@@ -2,12 +2,9 @@
 //! and the portal's static files, against a gateway with the admin token. Revocation of
 //! issued tokens and principal changes need the real control-plane: they are in
 //! `crates/switchyard/tests/e2e/portal_sessions.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{Harness, TOKEN, error_code};
 use axum::http::{Method, StatusCode};
-use common::{Harness, TOKEN, error_code};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -157,7 +154,7 @@ async fn the_cookie_authenticates_api_calls_and_streams_and_is_not_forwarded() {
     .send()
     .await
     .unwrap();
-    let frames = common::SseReader::new(stream).rest().await;
+    let frames = crate::common::SseReader::new(stream).rest().await;
     assert_eq!(frames.len(), 5, "{frames:?}");
 
     let me: Value = with_cookie(&h, &browser, Method::GET, "/api/session")

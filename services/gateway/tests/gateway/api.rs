@@ -1,10 +1,7 @@
 //! Authentication, forwarding to the control-plane, and health of the gateway.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{Harness, INTERNAL_TOKEN, TOKEN, error_code};
 use axum::http::{Method, StatusCode};
-use common::{Harness, INTERNAL_TOKEN, TOKEN, error_code};
 use std::time::{Duration, Instant};
 use switchyard_gateway::{Config, GatewayConfig};
 use switchyard_platform::config::NatsConfig;

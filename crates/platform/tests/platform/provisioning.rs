@@ -1,6 +1,4 @@
 //! Provisioning against a real nats-server: idempotent, verifying, and loud about drift.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use async_nats::jetstream;
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_contracts::event::{MessageDelta, RunEventKind};

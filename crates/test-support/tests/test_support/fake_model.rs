@@ -3,8 +3,6 @@
 //!
 //! The CLI tests need the pinned CLIs in `.local/providers/node_modules/.bin`
 //! (`scripts/install-providers.sh`; CI installs them): a missing CLI fails the test.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,10 +1,7 @@
 //! `GET /api/runs/{id}/stream`: SSE from JetStream, resumable, shared per run.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
+use crate::common::{Frame, Harness, SseReader, completed, delta, error_code, queued};
 use axum::http::StatusCode;
-use common::{Frame, Harness, SseReader, completed, delta, error_code, queued};
 use std::time::Duration;
 use switchyard_contracts::dispatch::EventPosition;
 use switchyard_platform::sse::{Cursor, RunTag};

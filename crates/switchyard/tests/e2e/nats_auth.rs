@@ -3,14 +3,10 @@
 //! platform, each service connected as its own user — and it refuses a service a subject
 //! it must not use. `nats_auth/nkey_users.rs`: the same config with nkey users instead
 //! of passwords, and one executor's identity refused another executor's subjects.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "nats_auth/nkey_users.rs"]
 mod nkey_users;
-#[path = "nats_auth/platform.rs"]
 mod platform;
 
-use platform::{
+use self::platform::{
     Credential, TOKEN, USERS, checked_in_config, connect_watching_errors, next_error,
     start_platform, violations,
 };

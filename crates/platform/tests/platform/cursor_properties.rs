@@ -1,8 +1,6 @@
 //! SSE cursors come from clients (`Last-Event-ID`, `?cursor=`): any text parses to a
 //! cursor or `InvalidCursor`, never a panic; every cursor we hand out decodes back for
 //! its own run, and for no other run.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proptest::prelude::*;

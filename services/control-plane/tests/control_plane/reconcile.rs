@@ -6,8 +6,6 @@
 //! The test plays manager and executor itself by appending their events, and passes
 //! are driven by hand (`Reconciler::pass`) so each assertion follows one pass.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
