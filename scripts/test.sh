@@ -27,7 +27,7 @@
 #   When the cargo arguments select packages (-p/--package), clippy and `cargo test` are
 #   limited to those packages and the portal step is skipped.
 #
-# * Quick (--quick; for iterating: about 4 minutes on a built target/): dev-deps, fmt,
+# * Quick (--quick; for iterating: about 5 minutes on a built target/): dev-deps, fmt,
 #   then the unit tests and the integration tests of every crate, the end-to-end tests
 #   included, except what is slow or needs more than NATS and Postgres: no fault suite, no test that
 #   drives a real agent CLI (the executor's `providers` binary, `secrets`, the e2e
