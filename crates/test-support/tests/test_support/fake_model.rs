@@ -516,8 +516,9 @@ impl Sandbox {
             .prefix("fake-model-cli-")
             .tempdir()
             .unwrap();
-        std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        for sub in ["home", "work", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
         Sandbox { dir }
     }
 
@@ -529,13 +530,15 @@ impl Sandbox {
         self.dir.path().join("work")
     }
 
-    /// A command with a clean environment (PATH, HOME, LANG), cwd = the work dir.
+    /// A command with a clean environment (PATH, HOME, LANG, and TMPDIR inside the
+    /// sandbox: opencode's runtime leaves files there), cwd = the work dir.
     fn command(&self, program: &Path) -> Command {
         let mut command = Command::new(program);
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home())
+            .env("TMPDIR", self.dir.path().join("tmp"))
             .env("LANG", "C.UTF-8")
             .current_dir(self.work());
         command
