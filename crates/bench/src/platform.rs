@@ -41,6 +41,9 @@ pub(crate) struct BenchPlatform {
     gateway: Service,
     executors: Vec<Service>,
     managers: Vec<Service>,
+    /// The executors' workspace roots, removed when the platform goes (last: after the
+    /// services that work in them).
+    workspaces: Vec<tempfile::TempDir>,
 }
 
 fn with(base: &HashMap<String, String>, extra: &[(&str, String)]) -> HashMap<String, String> {
@@ -212,6 +215,7 @@ impl BenchPlatform {
             gateway,
             executors: Vec::new(),
             managers: Vec::new(),
+            workspaces: Vec::new(),
         };
         platform.add_executor_and_manager(executor_capacity).await?;
         Ok(platform)
@@ -224,15 +228,17 @@ impl BenchPlatform {
     /// Adds one executor (`capacity` slots) and one executor-manager process with the
     /// default manager settings (workers, batch size, in-flight limit).
     pub(crate) async fn add_executor_and_manager(&mut self, capacity: u32) -> anyhow::Result<()> {
-        let workspace =
-            std::env::temp_dir().join(format!("switchyard-bench-{}", Uuid::new_v4().simple()));
+        let workspace = tempfile::Builder::new()
+            .prefix("switchyard-bench-")
+            .tempdir()
+            .context("create the executor's workspace root")?;
         let env = with(
             &self.env,
             &[
                 ("SWITCHYARD_EXECUTOR__CAPACITY", capacity.to_string()),
                 (
                     "SWITCHYARD_EXECUTOR__WORKSPACE_ROOT",
-                    workspace.display().to_string(),
+                    workspace.path().display().to_string(),
                 ),
                 // The end of a benchmark stops whatever still runs at once.
                 ("SWITCHYARD_EXECUTOR__DRAIN_TIMEOUT_MS", "0".to_owned()),
@@ -246,6 +252,7 @@ impl BenchPlatform {
             .await
             .context("executor failed to start")?;
         self.executors.push(Service { handle, shutdown });
+        self.workspaces.push(workspace);
 
         let config: switchyard_executor_manager::Config =
             config::load_from(None, self.env.clone()).context("executor-manager config")?;

@@ -228,9 +228,8 @@ mod tests {
 
     #[test]
     fn environment_overrides_file_and_file_overrides_defaults() {
-        let dir = std::env::temp_dir().join(format!("sy-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("switchyard.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("switchyard.toml");
         std::fs::write(
             &file,
             "[nats]\nurl = \"nats://file:1\"\nrequest_timeout_ms = 7\n[executor_manager]\nworkers = 3\n",
