@@ -17,8 +17,8 @@ const PTY_TIMEOUT_MS: u64 = 60_000;
 
 /// A `switchyard` command that sees none of the developer's settings: no
 /// SWITCHYARD_URL/TOKEN, no config file (XDG_CONFIG_HOME is an empty directory), no
-/// forced colour.
-fn command(config_home: &std::path::Path, args: &[&str]) -> std::process::Command {
+/// forced colour. The other client tests (health, stress) start from it too.
+pub(crate) fn command(config_home: &std::path::Path, args: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new(EXE);
     command
         .args(args)
@@ -51,7 +51,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn describe(out: &Output) -> String {
+pub(crate) fn describe(out: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
         out.status.code(),

@@ -5,6 +5,7 @@
 //! set, a probe run whose model refuses the key — and the command's exit code for each
 //! category (0 ready, 2 environment not ready, 3 runtime unhealthy).
 
+use crate::cli::describe;
 use crate::harness::{DEADLINE, Harness, Service, TOKEN};
 use crate::provider_support::{self, ANTHROPIC_SECRET, OPENAI_SECRET};
 use crate::rbac::create_principal;
@@ -15,8 +16,6 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 use switchyard_platform::config;
 use tokio_util::sync::CancellationToken;
-
-const EXE: &str = env!("CARGO_BIN_EXE_switchyard");
 
 /// `GET /api/health?query` on `base` with `token`.
 async fn report_as(h: &Harness, base: &str, token: &str, query: &str) -> (u16, Value) {
@@ -72,30 +71,18 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
 /// settings.
 async fn cli(base: &str, args: &[&str]) -> Output {
     let home = tempfile::tempdir().unwrap();
-    let mut command = tokio::process::Command::new(EXE);
+    let mut all = vec!["health"];
+    all.extend(args);
+    all.extend(["--url", base, "--token", TOKEN]);
+    let mut command = tokio::process::Command::from(crate::cli::command(home.path(), &all));
     command
-        .arg("health")
-        .args(args)
-        .args(["--url", base, "--token", TOKEN])
-        .env_remove("SWITCHYARD_URL")
-        .env_remove("SWITCHYARD_TOKEN")
         .env("NO_COLOR", "1")
-        .env("XDG_CONFIG_HOME", home.path())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     tokio::time::timeout(DEADLINE * 2, command.output())
         .await
         .expect("switchyard health finished in time")
         .expect("switchyard runs")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Asserts the command exits `code` and its JSON report says `category`/`reason`.

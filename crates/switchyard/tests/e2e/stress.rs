@@ -4,6 +4,7 @@
 //! run record; a stream cut under the client is `stream_failed` with transport `reset`;
 //! exit codes 0 and 20.
 
+use crate::cli::describe;
 use crate::harness::{DEADLINE, Harness, TOKEN};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -15,7 +16,6 @@ use switchyard::cli::stress::FAILURE_REASONS;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-const EXE: &str = env!("CARGO_BIN_EXE_switchyard");
 /// The client timeout of the mixed batch: far longer than a scripted run takes, even on
 /// a loaded machine, and far shorter than the hung run's sleep.
 const CLIENT_TIMEOUT_MS: u64 = 25_000;
@@ -23,14 +23,11 @@ const HUNG_SLEEP_MS: u64 = 600_000;
 
 /// `switchyard stress …` against `url`, with none of the developer's settings.
 fn command(home: &Path, url: &str, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(EXE);
+    let mut all = vec!["stress"];
+    all.extend(args);
+    all.extend(["--url", url, "--token", TOKEN]);
+    let mut command = tokio::process::Command::from(crate::cli::command(home, &all));
     command
-        .arg("stress")
-        .args(args)
-        .args(["--url", url, "--token", TOKEN])
-        .env_remove("SWITCHYARD_URL")
-        .env_remove("SWITCHYARD_TOKEN")
-        .env("XDG_CONFIG_HOME", home)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -42,15 +39,6 @@ async fn stress(home: &Path, url: &str, args: &[&str], bound: Duration) -> Outpu
         .await
         .expect("switchyard stress finished in time")
         .expect("switchyard runs")
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn read_json(path: &Path) -> Value {
