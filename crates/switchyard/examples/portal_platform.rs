@@ -182,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     // The executor finds the pinned CLIs and takes the fake key from an env file.
     let clis = workspace_root().join(".local/providers/node_modules/.bin");
     let env_file = dir.path().join("provider-env");
-    std::fs::write(&env_file, format!("OPENAI_API_KEY={OPENAI_KEY}\n"))?;
+    std::fs::write(&env_file, format!("{}={OPENAI_KEY}\n", "OPENAI_API_KEY"))?;
     {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))?;

@@ -10,7 +10,6 @@ use crate::harness::{DEADLINE, Harness, Service, TOKEN};
 use crate::provider_support::{self, ANTHROPIC_SECRET, OPENAI_SECRET};
 use crate::rbac::create_principal;
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -397,8 +396,7 @@ async fn no_executor_is_environment_not_ready_and_only_admins_and_operators_may_
 /// whose env file holds only the OpenAI key.
 fn config_without(dir: &Path, clis: Option<&Path>) -> std::path::PathBuf {
     let env_file = dir.join("provider-env");
-    std::fs::write(&env_file, format!("OPENAI_API_KEY={OPENAI_SECRET}\n")).unwrap();
-    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    provider_support::write_env_file(&env_file, &[("OPENAI_API_KEY", OPENAI_SECRET)]);
     let empty = dir.join("no-clis");
     std::fs::create_dir_all(&empty).unwrap();
     let search = clis.unwrap_or(&empty);

@@ -5,7 +5,7 @@
 //! come back, neither in the run's events nor in what the model is sent.
 
 use crate::crash::{Crash, running_as_root};
-use crate::provider_support::{self, ANTHROPIC_SECRET, OPENAI_SECRET};
+use crate::provider_support::{self, ANTHROPIC_SECRET, OPENAI_SECRET, env_lines};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -42,7 +42,10 @@ impl Secrets {
         let env_file = dir.path().join("provider-env");
         write_private(
             &env_file,
-            &format!("OPENAI_API_KEY={OPENAI_SECRET}\nANTHROPIC_API_KEY={ANTHROPIC_SECRET}\n"),
+            &env_lines(&[
+                ("OPENAI_API_KEY", OPENAI_SECRET),
+                ("ANTHROPIC_API_KEY", ANTHROPIC_SECRET),
+            ]),
             owner,
         );
         let file_secret = format!("file-secret-{suffix}");

@@ -27,6 +27,20 @@ pub(crate) fn installed_clis() -> PathBuf {
 /// A credential variable each CLI provider is allowed that has no value anywhere.
 pub(crate) const UNSET_KEY: &str = "E2E_UNSET_KEY";
 
+/// `NAME=value` lines, as an executor's credentials env file holds them.
+pub(crate) fn env_lines(vars: &[(&str, &str)]) -> String {
+    vars.iter()
+        .map(|(name, value)| format!("{name}={value}\n"))
+        .collect()
+}
+
+/// Writes a credentials env file of `vars`, readable by its owner only (the executor
+/// refuses one the agents, another user, could read).
+pub(crate) fn write_env_file(path: &Path, vars: &[(&str, &str)]) {
+    std::fs::write(path, env_lines(vars)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A platform with one executor that finds the pinned CLIs, reads the fake keys from an
 /// env file (and not from the test process's environment) and points every CLI at the
 /// fake model, plus that fake model.
@@ -44,17 +58,14 @@ pub(crate) async fn cli_executor_config() -> (FakeModel, tempfile::TempDir, Path
     let fake = FakeModel::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let env_file = dir.path().join("provider-env");
-    std::fs::write(
+    // The variable names the apps register; the values are the fake keys above.
+    write_env_file(
         &env_file,
-        // The variable names the apps register; the values are the fake keys above.
-        format!(
-            "{}={OPENAI_SECRET}\n{}={ANTHROPIC_SECRET}\n",
-            "OPENAI_API_KEY", "ANTHROPIC_API_KEY"
-        ),
-    )
-    .unwrap();
-    // The executor refuses an env file the agents (another user) could read.
-    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        &[
+            ("OPENAI_API_KEY", OPENAI_SECRET),
+            ("ANTHROPIC_API_KEY", ANTHROPIC_SECRET),
+        ],
+    );
     let toml = dir.path().join("executor.toml");
     let mut text = format!(
         "[executor]\ncli_search_path = [{:?}]\ncredentials_env_file = {:?}\n\
