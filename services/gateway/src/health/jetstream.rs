@@ -146,9 +146,9 @@ async fn consumer_info(
     stream: &str,
     durable: &str,
 ) -> Result<consumer::Info, async_nats::Error> {
-    let stream = js.get_stream(stream).await?;
-    let info = stream.consumer_info(durable).await?;
-    Ok(info)
+    // One CONSUMER.INFO request (no STREAM.INFO first: the stream check made that one).
+    let consumer: consumer::PullConsumer = js.get_consumer_from_stream(durable, stream).await?;
+    Ok(consumer.cached_info().clone())
 }
 
 async fn bucket(js: &jetstream::Context, bucket: &str) -> Check {
